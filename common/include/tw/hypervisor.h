@@ -1,0 +1,124 @@
+// The Hypervisor: what an agent (and the controller, for fencing) needs from a
+// host's virtualization layer. Implementations: LibvirtHypervisor (the only
+// place that includes libvirt headers) and FakeHypervisor (tests, simulator).
+//
+// Managed domains carry our metadata in their own XML namespace
+// (kMetadataNamespace): vm name, tier, epoch, policy version, spec digest.
+// Domains without it are never touched: every call on a name that belongs to
+// an unmanaged domain fails with kFailedPrecondition, and listManaged() skips
+// them. The libvirt domain name is the VM name; the UUID is derived from it
+// (uuidForVm), so a VM has one identity on every host.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tw/model.h"
+#include "tw/status.h"
+
+namespace tw {
+
+inline constexpr const char* kMetadataNamespace = "https://tierwarden.dev/xmlns/domain/1";
+inline constexpr const char* kMetadataPrefix = "tw";
+
+// Our identity of a domain, stored in its libvirt metadata.
+struct DomainMeta {
+  std::string vm;           // "apache-1"
+  std::string tier;         // "apache"
+  int64_t epoch = 0;
+  int64_t policy_version = 0;
+  std::string spec_digest;  // changes when the VM's definition must change
+};
+
+struct DomainSpec {
+  DomainMeta meta;
+  int vcpus = 1;
+  int memory_mib = 128;
+  // "test", "qemu" or "kvm"; empty = what the connection's driver runs
+  // ("test" on the test driver, "qemu" elsewhere).
+  std::string domain_type;
+  // Direct kernel boot (empty = none): tiny tier images.
+  std::string kernel;
+  std::string initrd;
+  std::string cmdline;
+  std::string disk_path;    // qcow2 disk (overlay or shared); empty = diskless
+  bool user_network = false;  // QEMU user networking (slirp), for service ports
+};
+
+enum class DomainState { kNoState, kRunning, kBlocked, kPaused, kShutdown, kShutoff, kCrashed, kPmSuspended };
+const char* toString(DomainState s);
+// Running, blocked or paused: a copy of the VM exists and may run.
+bool isActive(DomainState s);
+
+struct DomainStatus {
+  DomainMeta meta;
+  DomainState state = DomainState::kNoState;
+};
+
+enum class DomainEventKind {
+  kDefined, kUndefined, kStarted, kSuspended, kResumed,
+  kStopped,   // shut off by us or on purpose (destroy, shutdown)
+  kCrashed,   // died: QEMU killed, guest crash, failed
+  kMigrated,  // left this host by migration
+};
+const char* toString(DomainEventKind k);
+
+struct DomainEvent {
+  std::string vm;           // our VM name (libvirt domain name)
+  DomainEventKind kind = DomainEventKind::kStopped;
+  std::string detail;       // libvirt's detail, e.g. "failed", "destroyed"
+};
+
+struct MigrateOptions {
+  bool live = true;
+  bool unsafe = false;      // shared disk without cache=none
+  std::string migrate_uri;  // VIR_MIGRATE_PARAM_URI, e.g. unix://<socket>; empty = default
+};
+
+using DomainEventHandler = std::function<void(const DomainEvent&)>;
+
+class Hypervisor {
+ public:
+  virtual ~Hypervisor() = default;
+
+  // Is the hypervisor reachable? (cheap; for liveness checks)
+  virtual Status ping() = 0;
+  virtual Result<Capacity> capacity() = 0;
+
+  // Defines (or redefines, replacing the old definition) a managed domain.
+  virtual Status define(const DomainSpec& spec) = 0;
+  virtual Status start(const std::string& vm) = 0;
+  // Hard stop. Ok when the domain is not running.
+  virtual Status destroy(const std::string& vm) = 0;
+  // Removes the definition. Ok when absent. REQUIRES: not running.
+  virtual Status undefine(const std::string& vm) = 0;
+
+  // Every managed domain (ours by metadata), with its state. Sorted by vm.
+  virtual Result<std::vector<DomainStatus>> listManaged() = 0;
+  // kNotFound when there is no managed domain of that name.
+  virtual Result<DomainStatus> domainState(const std::string& vm) = 0;
+
+  // Lifecycle events of managed domains. The handler runs on the
+  // implementation's event thread (LibvirtHypervisor) or synchronously inside
+  // the call that caused the event (FakeHypervisor): it must be quick and must
+  // not call back into the Hypervisor. One handler; a second call replaces it.
+  virtual Status subscribe(DomainEventHandler handler) = 0;
+
+  // Live-migrates a running managed domain to the host at dest_uri (libvirt
+  // URI). On failure the domain keeps running here.
+  virtual Status migrate(const std::string& vm, const std::string& dest_uri,
+                         const MigrateOptions& options) = 0;
+};
+
+// A stable UUID ("xxxxxxxx-xxxx-....") derived from the VM name.
+std::string uuidForVm(const std::string& vm);
+
+// Connects to a libvirt URI ("test:///default", "qemu:///system",
+// "qemu+unix:///system?socket=..."). Keepalive (interval 1 s, count 2) is
+// enabled where the driver supports it. Errors carry libvirt's message.
+Result<std::unique_ptr<Hypervisor>> connectLibvirt(const std::string& uri);
+
+}  // namespace tw

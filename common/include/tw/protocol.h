@@ -1,0 +1,88 @@
+// The agent <-> controller protocol, as one interface with two
+// implementations: HTTP+JSON (the daemons; tw/http_link.h) and in-process
+// (the simulator; it calls the controller directly). The same agent and
+// controller code runs over both.
+//
+// Flow: the agent sends a Heartbeat every heartbeat interval (and at once after
+// a change it must report); the answer is the host's full AssignmentSet and
+// renews the agent's lease for lease_ms from the moment the heartbeat was sent.
+// A new assignment reaches the agent without waiting for the next heartbeat:
+// over HTTP by a long poll (waitAssignments), in-process by a direct call.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tw/hypervisor.h"
+#include "tw/model.h"
+#include "tw/status.h"
+
+namespace tw {
+
+// What one VM on one host should be. The agent runs a VM only with the
+// epoch of its current assignment (invariant 1).
+struct Assignment {
+  std::string vm;
+  std::string tier;
+  int64_t epoch = 0;
+  int64_t policy_version = 0;
+  std::string spec_digest;  // changes when the definition must change
+  std::string image;
+  int vcpus = 1;
+  int memory_mib = 128;
+  HealthCheckSpec health;
+  RestartBudget restart;
+  std::vector<ServicePort> ports;
+  StorageSpec storage;
+};
+
+struct AssignmentSet {
+  std::string host;
+  int64_t version = 0;      // increases whenever this host's set changes
+  Millis lease_ms = 0;      // lease granted, from the heartbeat's send time
+  Millis heartbeat_interval_ms = 1000;
+  std::vector<Assignment> assignments;
+};
+
+struct DomainReport {
+  std::string vm;
+  std::string tier;
+  int64_t epoch = 0;
+  DomainState state = DomainState::kNoState;
+  Health health = Health::kUnknown;
+  int restarts = 0;         // restarts in the current budget window
+  std::string reason;       // last failure, if any
+};
+
+struct Heartbeat {
+  std::string host;
+  std::string agent_id;     // random per agent process start
+  int64_t seq = 0;
+  Capacity capacity;
+  int64_t assignments_version = 0;  // the version the agent has applied
+  std::vector<DomainReport> domains;  // every managed domain on the host
+};
+
+// Something an agent saw or did ("vm.crashed", "vm.restarted", "vm.started",
+// "vm.start_failed", "vm.destroyed", "host.self_fenced", ...).
+struct AgentEvent {
+  std::string host;
+  std::string vm;           // may be empty for host events
+  int64_t epoch = 0;
+  std::string kind;
+  std::string level = "info";
+  std::string message;
+};
+
+// The agent's side of the protocol.
+class ControllerLink {
+ public:
+  virtual ~ControllerLink() = default;
+  // Errors: kUnavailable (controller unreachable: retry), kPermissionDenied
+  // (bad token), kNotFound (host not declared in any applied policy).
+  virtual Result<AssignmentSet> heartbeat(const Heartbeat& hb) = 0;
+  virtual Status sendEvent(const AgentEvent& event) = 0;
+};
+
+}  // namespace tw

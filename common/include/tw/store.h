@@ -1,0 +1,61 @@
+// The controller's memory: one SQLite file in the state dir (or ":memory:").
+// This is the only place that includes sqlite3.h. WAL mode, statements always
+// bound, migrations numbered by PRAGMA user_version (each in one transaction;
+// a database with a newer schema than this build knows is refused).
+//
+// Not thread-safe: the controller's loop thread owns the Store.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tw/model.h"
+#include "tw/status.h"
+
+namespace tw {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // The newest schema version this build knows.
+  static int latestSchemaVersion();
+
+  // Opens (creating if needed) and migrates the database at `path`.
+  // Errors: kFailedPrecondition for a newer schema ("database schema 7 is newer
+  // than this build (5); upgrade tierwarden"), kUnavailable for I/O errors.
+  static Result<std::unique_ptr<Store>> open(const std::string& path);
+
+  virtual int schemaVersion() const = 0;
+
+  // Runs `body` in one transaction (BEGIN IMMEDIATE): committed when body
+  // returns ok, rolled back otherwise (the body's status is returned).
+  // Nesting is not supported.
+  virtual Status transaction(const std::function<Status()>& body) = 0;
+
+  // Policies: append-only history; the newest row is the one in force.
+  virtual Result<int64_t> insertPolicy(const PolicyRecord& record) = 0;  // returns version
+  virtual Result<std::optional<PolicyRecord>> latestPolicy() = 0;
+
+  // Tiers of the policy in force, for queries: replaced whole on each apply.
+  virtual Status replaceTiers(int64_t policy_version, const std::vector<TierSpec>& tiers) = 0;
+
+  virtual Status putHost(const HostRecord& host) = 0;  // insert or replace
+  virtual Status deleteHost(const std::string& name) = 0;
+  virtual Result<std::vector<HostRecord>> hosts() = 0;  // by name
+
+  virtual Status putVm(const VmRecord& vm) = 0;  // insert or replace
+  virtual Status deleteVm(const std::string& name) = 0;
+  virtual Result<std::vector<VmRecord>> vms() = 0;  // by name
+
+  // Append-only event log. Returns the event with its id set.
+  virtual Result<EventRecord> appendEvent(EventRecord event) = 0;
+  // Events with id > after_id, oldest first, at most `limit`.
+  virtual Result<std::vector<EventRecord>> eventsSince(int64_t after_id, int limit) = 0;
+  virtual Result<int64_t> eventCount() = 0;
+};
+
+}  // namespace tw
