@@ -1,0 +1,284 @@
+#include "tw/json.h"
+
+namespace tw {
+
+namespace {
+
+// Reads j[key] into out when present (absent keys keep the default).
+template <typename T>
+void opt(const Json& j, const char* key, T& out) {
+  auto it = j.find(key);
+  if (it != j.end() && !it->is_null()) it->get_to(out);
+}
+
+template <typename E, typename Parse>
+void optEnum(const Json& j, const char* key, E& out, Parse parse) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return;
+  auto v = parse(it->template get<std::string>());
+  if (!v) throw nlohmann::json::type_error::create(302, std::string("bad value for '") + key + "'", &j);
+  out = *v;
+}
+
+std::optional<HealthKind> healthKindFrom(const std::string& s) {
+  if (s == "none") return HealthKind::kNone;
+  if (s == "tcp") return HealthKind::kTcp;
+  if (s == "http") return HealthKind::kHttp;
+  return std::nullopt;
+}
+
+std::optional<StorageKind> storageKindFrom(const std::string& s) {
+  if (s == "ephemeral") return StorageKind::kEphemeral;
+  if (s == "shared") return StorageKind::kShared;
+  return std::nullopt;
+}
+
+std::optional<DomainState> domainStateFrom(const std::string& s) {
+  static const DomainState all[] = {DomainState::kNoState, DomainState::kRunning,
+                                    DomainState::kBlocked, DomainState::kPaused,
+                                    DomainState::kShutdown, DomainState::kShutoff,
+                                    DomainState::kCrashed, DomainState::kPmSuspended};
+  for (auto d : all)
+    if (s == toString(d)) return d;
+  return std::nullopt;
+}
+
+}  // namespace
+
+void to_json(Json& j, const Capacity& v) { j = Json{{"cpus", v.cpus}, {"memory_mib", v.memory_mib}}; }
+void from_json(const Json& j, Capacity& v) {
+  opt(j, "cpus", v.cpus);
+  opt(j, "memory_mib", v.memory_mib);
+}
+
+void to_json(Json& j, const HealthCheckSpec& v) {
+  j = Json{{"type", toString(v.kind)},      {"port", v.port},
+           {"path", v.path},                {"expect_status", v.expect_status},
+           {"interval_ms", v.interval_ms},  {"timeout_ms", v.timeout_ms},
+           {"failures", v.failures},        {"grace_ms", v.grace_ms}};
+}
+void from_json(const Json& j, HealthCheckSpec& v) {
+  optEnum(j, "type", v.kind, healthKindFrom);
+  opt(j, "port", v.port);
+  opt(j, "path", v.path);
+  opt(j, "expect_status", v.expect_status);
+  opt(j, "interval_ms", v.interval_ms);
+  opt(j, "timeout_ms", v.timeout_ms);
+  opt(j, "failures", v.failures);
+  opt(j, "grace_ms", v.grace_ms);
+}
+
+void to_json(Json& j, const RestartBudget& v) {
+  j = Json{{"restarts", v.restarts},
+           {"window_ms", v.window_ms},
+           {"relocations", v.relocations},
+           {"backoff_initial_ms", v.backoff_initial_ms},
+           {"backoff_max_ms", v.backoff_max_ms}};
+}
+void from_json(const Json& j, RestartBudget& v) {
+  opt(j, "restarts", v.restarts);
+  opt(j, "window_ms", v.window_ms);
+  opt(j, "relocations", v.relocations);
+  opt(j, "backoff_initial_ms", v.backoff_initial_ms);
+  opt(j, "backoff_max_ms", v.backoff_max_ms);
+}
+
+void to_json(Json& j, const ServicePort& v) {
+  j = Json{{"name", v.name}, {"port", v.port}, {"protocol", v.protocol}};
+}
+void from_json(const Json& j, ServicePort& v) {
+  opt(j, "name", v.name);
+  opt(j, "port", v.port);
+  opt(j, "protocol", v.protocol);
+}
+
+void to_json(Json& j, const StorageSpec& v) { j = Json{{"type", toString(v.kind)}, {"path", v.path}}; }
+void from_json(const Json& j, StorageSpec& v) {
+  optEnum(j, "type", v.kind, storageKindFrom);
+  opt(j, "path", v.path);
+}
+
+void to_json(Json& j, const PlacementSpec& v) {
+  j = Json{{"spread", toString(v.spread)},
+           {"preferred_hosts", v.preferred_hosts},
+           {"required_hosts", v.required_hosts}};
+}
+
+void to_json(Json& j, const TierSpec& v) {
+  j = Json{{"name", v.name},         {"image", v.image},         {"replicas", v.replicas},
+           {"vcpus", v.vcpus},       {"memory_mib", v.memory_mib}, {"after", v.after},
+           {"priority", v.priority}, {"min_healthy", v.min_healthy}, {"placement", v.placement},
+           {"restart", v.restart},   {"health", v.health},       {"ports", v.ports},
+           {"storage", v.storage}};
+}
+
+void to_json(Json& j, const HostSpec& v) {
+  j = Json{{"name", v.name},
+           {"uri", v.uri},
+           {"role", toString(v.role)},
+           {"capacity_override", Json{{"cpus", v.cpus}, {"memory_mib", v.memory_mib}}},
+           {"fence", toString(v.fence)},
+           {"fence_command", v.fence_command}};
+}
+
+void to_json(Json& j, const ClusterSettings& v) {
+  j = Json{{"heartbeat_interval_ms", v.heartbeat_interval_ms},
+           {"suspect_after_missed", v.suspect_after_missed},
+           {"dead_after_ms", v.dead_after_ms},
+           {"lease_ms", v.lease_ms},
+           {"fence_margin_ms", v.fence_margin_ms},
+           {"tier_order_timeout_ms", v.tier_order_timeout_ms},
+           {"n_plus_one", toString(v.n_plus_one)}};
+}
+
+void to_json(Json& j, const PolicyFile& v) { j = Json{{"name", v.name}, {"content", v.content}}; }
+void from_json(const Json& j, PolicyFile& v) {
+  j.at("name").get_to(v.name);
+  j.at("content").get_to(v.content);
+}
+
+void to_json(Json& j, const VmRecord& v) {
+  j = Json{{"name", v.name},
+           {"tier", v.tier},
+           {"ordinal", v.ordinal},
+           {"host", v.host},
+           {"epoch", v.epoch},
+           {"state", toString(v.state)},
+           {"health", toString(v.health)},
+           {"restarts", v.restarts},
+           {"relocations", v.relocations},
+           {"reason", v.reason},
+           {"updated_ms", v.updated_ms}};
+}
+
+void to_json(Json& j, const HostRecord& v) {
+  j = Json{{"name", v.name},
+           {"state", toString(v.state)},
+           {"state_since_ms", v.state_since_ms},
+           {"capacity", v.capacity},
+           {"reason", v.reason}};
+}
+
+void to_json(Json& j, const EventRecord& v) {
+  j = Json{{"id", v.id},           {"t_ms", v.t_ms},         {"level", v.level},
+           {"kind", v.kind},       {"subject", v.subject},   {"message", v.message}};
+}
+void from_json(const Json& j, EventRecord& v) {
+  opt(j, "id", v.id);
+  opt(j, "t_ms", v.t_ms);
+  opt(j, "level", v.level);
+  opt(j, "kind", v.kind);
+  opt(j, "subject", v.subject);
+  opt(j, "message", v.message);
+}
+
+void to_json(Json& j, const Assignment& v) {
+  j = Json{{"vm", v.vm},
+           {"tier", v.tier},
+           {"epoch", v.epoch},
+           {"policy_version", v.policy_version},
+           {"spec_digest", v.spec_digest},
+           {"image", v.image},
+           {"vcpus", v.vcpus},
+           {"memory_mib", v.memory_mib},
+           {"health", v.health},
+           {"restart", v.restart},
+           {"ports", v.ports},
+           {"storage", v.storage}};
+}
+void from_json(const Json& j, Assignment& v) {
+  j.at("vm").get_to(v.vm);
+  opt(j, "tier", v.tier);
+  j.at("epoch").get_to(v.epoch);
+  opt(j, "policy_version", v.policy_version);
+  opt(j, "spec_digest", v.spec_digest);
+  opt(j, "image", v.image);
+  opt(j, "vcpus", v.vcpus);
+  opt(j, "memory_mib", v.memory_mib);
+  opt(j, "health", v.health);
+  opt(j, "restart", v.restart);
+  opt(j, "ports", v.ports);
+  opt(j, "storage", v.storage);
+}
+
+void to_json(Json& j, const AssignmentSet& v) {
+  j = Json{{"host", v.host},
+           {"version", v.version},
+           {"lease_ms", v.lease_ms},
+           {"heartbeat_interval_ms", v.heartbeat_interval_ms},
+           {"assignments", v.assignments}};
+}
+void from_json(const Json& j, AssignmentSet& v) {
+  opt(j, "host", v.host);
+  j.at("version").get_to(v.version);
+  opt(j, "lease_ms", v.lease_ms);
+  opt(j, "heartbeat_interval_ms", v.heartbeat_interval_ms);
+  opt(j, "assignments", v.assignments);
+}
+
+void to_json(Json& j, const DomainReport& v) {
+  j = Json{{"vm", v.vm},       {"tier", v.tier},         {"epoch", v.epoch},
+           {"state", toString(v.state)}, {"health", toString(v.health)},
+           {"restarts", v.restarts},     {"reason", v.reason}};
+}
+void from_json(const Json& j, DomainReport& v) {
+  j.at("vm").get_to(v.vm);
+  opt(j, "tier", v.tier);
+  opt(j, "epoch", v.epoch);
+  optEnum(j, "state", v.state, domainStateFrom);
+  optEnum(j, "health", v.health, healthFromString);
+  opt(j, "restarts", v.restarts);
+  opt(j, "reason", v.reason);
+}
+
+void to_json(Json& j, const Heartbeat& v) {
+  j = Json{{"host", v.host},
+           {"agent_id", v.agent_id},
+           {"seq", v.seq},
+           {"capacity", v.capacity},
+           {"assignments_version", v.assignments_version},
+           {"domains", v.domains}};
+}
+void from_json(const Json& j, Heartbeat& v) {
+  j.at("host").get_to(v.host);
+  opt(j, "agent_id", v.agent_id);
+  opt(j, "seq", v.seq);
+  opt(j, "capacity", v.capacity);
+  opt(j, "assignments_version", v.assignments_version);
+  opt(j, "domains", v.domains);
+}
+
+void to_json(Json& j, const AgentEvent& v) {
+  j = Json{{"host", v.host},   {"vm", v.vm},       {"epoch", v.epoch},
+           {"kind", v.kind},   {"level", v.level}, {"message", v.message}};
+}
+void from_json(const Json& j, AgentEvent& v) {
+  opt(j, "host", v.host);
+  opt(j, "vm", v.vm);
+  opt(j, "epoch", v.epoch);
+  j.at("kind").get_to(v.kind);
+  opt(j, "level", v.level);
+  opt(j, "message", v.message);
+}
+
+Result<Json> parseJson(const std::string& text) {
+  try {
+    return Json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.byte is the 1-based offset of the error; turn it into line and column.
+    size_t byte = e.byte == 0 ? 0 : e.byte - 1;
+    int line = 1, column = 1;
+    for (size_t i = 0; i < byte && i < text.size(); ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    return Status(Code::kInvalidArgument, std::string("malformed JSON: ") + e.what(),
+                  SourceLocation{"request body", line, column});
+  }
+}
+
+}  // namespace tw

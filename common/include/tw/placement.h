@@ -28,6 +28,9 @@ struct HostView {
   std::string name;
   HostRole role = HostRole::kActive;
   bool schedulable = true;       // online and not in maintenance / fenced
+  // false: keeps the VMs it holds (rule 1) but is never a candidate for new
+  // or displaced VMs (an offline host not yet fenced, a host being drained).
+  bool accepts_new = true;
   bool capacity_known = true;    // false: agent never reported and no override
   Capacity capacity;             // total
 };

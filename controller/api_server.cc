@@ -1,0 +1,324 @@
+#include "controller/api_server.h"
+
+#include <httplib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tw/json.h"
+#include "tw/log.h"
+
+namespace tw {
+
+namespace {
+
+constexpr const char* kJson = "application/json";
+
+int httpStatusOf(Code code) {
+  switch (code) {
+    case Code::kOk: return 200;
+    case Code::kInvalidArgument: return 400;
+    case Code::kPermissionDenied: return 401;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists:
+    case Code::kFailedPrecondition: return 409;
+    case Code::kUnavailable: return 503;
+    case Code::kInternal: return 500;
+  }
+  return 500;
+}
+
+void sendJson(httplib::Response& res, int status, const Json& body) {
+  res.status = status;
+  res.set_header("Cache-Control", "no-store");
+  res.set_content(body.dump(), kJson);
+}
+
+void sendError(httplib::Response& res, const Status& s) {
+  Json body{{"error", s.message()}};
+  if (s.where()) {
+    if (!s.where()->file.empty()) body["file"] = s.where()->file;
+    if (s.where()->line > 0) body["line"] = s.where()->line;
+    if (s.where()->column > 0) body["column"] = s.where()->column;
+  }
+  sendJson(res, httpStatusOf(s.code()), body);
+}
+
+// Constant-time comparison of the presented token with ours.
+bool tokenMatches(const std::string& presented, const std::string& expected) {
+  if (expected.empty() || presented.size() != expected.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < expected.size(); ++i)
+    diff |= static_cast<unsigned char>(presented[i] ^ expected[i]);
+  return diff == 0;
+}
+
+std::string contentTypeOf(const std::string& path) {
+  auto ext = std::filesystem::path(path).extension().string();
+  if (ext == ".html") return "text/html; charset=utf-8";
+  if (ext == ".js" || ext == ".mjs") return "text/javascript; charset=utf-8";
+  if (ext == ".css") return "text/css; charset=utf-8";
+  if (ext == ".json") return "application/json";
+  if (ext == ".svg") return "image/svg+xml";
+  if (ext == ".png") return "image/png";
+  if (ext == ".ico") return "image/x-icon";
+  if (ext == ".txt") return "text/plain; charset=utf-8";
+  return "application/octet-stream";
+}
+
+// Parses a non-negative integer query parameter; invalid → error.
+Result<int64_t> intParam(const httplib::Request& req, const char* name, int64_t def) {
+  if (!req.has_param(name)) return def;
+  std::string v = req.get_param_value(name);
+  if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos) {
+    return invalidArgument(std::string("query parameter '") + name +
+                           "' must be a non-negative integer, got '" + v + "'");
+  }
+  return static_cast<int64_t>(std::stoll(v));
+}
+
+}  // namespace
+
+bool resolveWebPath(const std::string& web_dir, const std::string& relative, std::string& resolved) {
+  namespace fs = std::filesystem;
+  if (web_dir.empty() || relative.empty() || relative.size() > 512) return false;
+  if (relative.front() == '/' || relative.find('\0') != std::string::npos) return false;
+  for (char c : relative) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == '/';
+    if (!ok) return false;
+  }
+  std::stringstream parts(relative);
+  std::string part;
+  while (std::getline(parts, part, '/')) {
+    if (part == "..") return false;
+  }
+  std::error_code ec;
+  fs::path root = fs::canonical(web_dir, ec);
+  if (ec) return false;
+  fs::path full = fs::canonical(root / relative, ec);
+  if (ec) return false;
+  // Must stay inside the root after symlinks are resolved.
+  auto rel = full.lexically_relative(root);
+  if (rel.empty() || rel.native().rfind("..", 0) == 0) return false;
+  if (!fs::is_regular_file(full, ec)) return false;
+  resolved = full.string();
+  return true;
+}
+
+ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
+    : service_(service), options_(std::move(options)), server_(std::make_unique<httplib::Server>()) {
+  routes();
+}
+
+ApiServer::~ApiServer() { stop(); }
+
+Status ApiServer::bind() {
+  if (options_.port == 0) {
+    port_ = server_->bind_to_any_port(options_.host);
+    if (port_ <= 0) return unavailable("cannot listen on " + options_.host + ": no free port");
+  } else {
+    if (!server_->bind_to_port(options_.host, options_.port)) {
+      return unavailable("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
+                         " (address in use or not permitted)");
+    }
+    port_ = options_.port;
+  }
+  return Status::ok();
+}
+
+void ApiServer::serve() { server_->listen_after_bind(); }
+
+void ApiServer::stop() {
+  if (server_ && server_->is_running()) server_->stop();
+}
+
+void ApiServer::routes() {
+  auto& s = *server_;
+  s.set_payload_max_length(8 * 1024 * 1024);
+  s.set_read_timeout(35, 0);
+  s.set_write_timeout(35, 0);
+
+  // Auth: a bearer token on every POST and every agent call.
+  auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
+    std::string h = req.get_header_value("Authorization");
+    const std::string prefix = "Bearer ";
+    if (h.rfind(prefix, 0) == 0 && tokenMatches(h.substr(prefix.size()), options_.token)) return true;
+    res.set_header("WWW-Authenticate", "Bearer");
+    sendError(res, permissionDenied(h.empty() ? "missing Authorization: Bearer <token>"
+                                              : "invalid token"));
+    return false;
+  };
+  auto body = [](const httplib::Request& req) -> Result<Json> {
+    if (req.body.empty()) return invalidArgument("empty request body: expected JSON");
+    return parseJson(req.body);
+  };
+
+  s.Get("/api/v1/cluster", [this](const httplib::Request&, httplib::Response& res) {
+    sendJson(res, 200, service_.call([](Controller& c) { return c.clusterJson(); }));
+  });
+  s.Get("/api/v1/hosts", [this](const httplib::Request&, httplib::Response& res) {
+    sendJson(res, 200, service_.call([](Controller& c) { return c.hostsJson(); }));
+  });
+  s.Get("/api/v1/tiers", [this](const httplib::Request&, httplib::Response& res) {
+    sendJson(res, 200, service_.call([](Controller& c) { return c.tiersJson(); }));
+  });
+  s.Get("/api/v1/vms", [this](const httplib::Request&, httplib::Response& res) {
+    sendJson(res, 200, service_.call([](Controller& c) { return c.vmsJson(); }));
+  });
+  s.Get(R"(/api/v1/vms/([A-Za-z0-9._-]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    auto j = service_.call([&](Controller& c) { return c.vmJson(name); });
+    if (!j.isOk()) return sendError(res, j.status());
+    sendJson(res, 200, *j);
+  });
+  s.Get("/api/v1/events", [this](const httplib::Request& req, httplib::Response& res) {
+    auto since = intParam(req, "since", 0);
+    if (!since.isOk()) return sendError(res, since.status());
+    auto limit = intParam(req, "limit", 500);
+    if (!limit.isOk()) return sendError(res, limit.status());
+    int lim = static_cast<int>(std::clamp<int64_t>(*limit, 1, 5000));
+    auto j = service_.call([&](Controller& c) { return c.eventsJson(*since, lim); });
+    if (!j.isOk()) return sendError(res, j.status());
+    sendJson(res, 200, *j);
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }),
+                    "text/plain; version=0.0.4");
+  });
+
+  s.Post("/api/v1/policies", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    auto j = body(req);
+    if (!j.isOk()) return sendError(res, j.status());
+    if (!j->is_object() || !j->contains("files") || !(*j)["files"].is_array()) {
+      return sendError(res, invalidArgument("expected {\"files\": [{\"name\", \"content\"}, ...]}"));
+    }
+    auto files = decode<std::vector<PolicyFile>>((*j)["files"]);
+    if (!files.isOk()) return sendError(res, files.status());
+    for (const auto& f : *files) {
+      if (f.name.empty() || f.name.find('/') != std::string::npos) {
+        return sendError(res, invalidArgument("a policy file name must be a non-empty base name, got '" +
+                                              f.name + "'"));
+      }
+    }
+    std::string dry = req.has_param("dry_run") ? req.get_param_value("dry_run") : "0";
+    if (dry != "0" && dry != "1" && dry != "true" && dry != "false") {
+      return sendError(res, invalidArgument("dry_run must be 0 or 1, got '" + dry + "'"));
+    }
+    bool dry_run = dry == "1" || dry == "true";
+    auto result = service_.call([&](Controller& c) { return c.applyPolicy(*files, dry_run); });
+    if (!result.isOk()) return sendError(res, result.status());
+    Json plan = Json::array();
+    for (const auto& p : result->plan) {
+      plan.push_back(Json{{"vm", p.vm}, {"tier", p.tier}, {"host", p.host}, {"action", p.action},
+                          {"reason", p.reason}});
+    }
+    Json breaking = Json::object();
+    for (const auto& [h, list] : result->n_plus_one.breaking) breaking[h] = list;
+    sendJson(res, 200,
+             Json{{"dry_run", result->dry_run},
+                  {"applied", result->applied},
+                  {"changed", result->changed},
+                  {"version", result->version},
+                  {"plan", Json{{"vms", plan},
+                                {"n_plus_one", Json{{"safe", result->n_plus_one.safe},
+                                                    {"summary", result->n_plus_one.summary()},
+                                                    {"breaking", breaking}}}}},
+                  {"warnings", result->warnings}});
+  });
+  s.Post(R"(/api/v1/vms/([A-Za-z0-9._-]+)/restart)",
+         [=, this](const httplib::Request& req, httplib::Response& res) {
+           if (!authorized(req, res)) return;
+           std::string name = req.matches[1];
+           Status st = service_.call([&](Controller& c) { return c.restartVm(name); });
+           if (!st.isOk()) return sendError(res, st);
+           sendJson(res, 202, Json{{"message", "restart of vm '" + name + "' requested"}});
+         });
+
+  // ---- agents ----
+  s.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
+         [=, this](const httplib::Request& req, httplib::Response& res) {
+           if (!authorized(req, res)) return;
+           auto j = body(req);
+           if (!j.isOk()) return sendError(res, j.status());
+           auto hb = decode<Heartbeat>(*j);
+           if (!hb.isOk()) return sendError(res, hb.status());
+           if (hb->host != req.matches[1]) {
+             return sendError(res, invalidArgument("heartbeat for host '" + hb->host +
+                                                   "' sent to the path of host '" +
+                                                   std::string(req.matches[1]) + "'"));
+           }
+           auto set = service_.call([&](Controller& c) { return c.handleHeartbeat(*hb); });
+           if (!set.isOk()) return sendError(res, set.status());
+           sendJson(res, 200, *set);
+         });
+  s.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/events)",
+         [=, this](const httplib::Request& req, httplib::Response& res) {
+           if (!authorized(req, res)) return;
+           auto j = body(req);
+           if (!j.isOk()) return sendError(res, j.status());
+           auto e = decode<AgentEvent>(*j);
+           if (!e.isOk()) return sendError(res, e.status());
+           e->host = req.matches[1];
+           Status st = service_.call([&](Controller& c) { return c.handleAgentEvent(*e); });
+           if (!st.isOk()) return sendError(res, st);
+           res.status = 204;
+         });
+  s.Get(R"(/api/v1/agents/([A-Za-z0-9._-]+)/assignments)",
+        [=, this](const httplib::Request& req, httplib::Response& res) {
+          if (!authorized(req, res)) return;
+          std::string host = req.matches[1];
+          auto after = intParam(req, "after", 0);
+          if (!after.isOk()) return sendError(res, after.status());
+          auto wait = intParam(req, "wait_ms", 0);
+          if (!wait.isOk()) return sendError(res, wait.status());
+          bool declared = service_.call([&](Controller& c) { return c.policy().findHost(host) != nullptr; });
+          if (!declared) {
+            return sendError(res, notFound("host '" + host + "' is not declared in the applied policy"));
+          }
+          sendJson(res, 200, service_.waitAssignments(host, *after, std::min<int64_t>(*wait, 30000)));
+        });
+
+  // ---- dashboard: only files under web_dir ----
+  s.Get(R"(/(.*))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string rel = req.matches[1];
+    if (rel.empty()) rel = "index.html";
+    if (rel.rfind("api/", 0) == 0) return sendError(res, notFound("no such API path: " + req.path));
+    std::string path;
+    if (!resolveWebPath(options_.web_dir, rel, path)) {
+      return sendError(res, notFound("not found: " + req.path));
+    }
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream data;
+    data << in.rdbuf();
+    std::string type = contentTypeOf(path);
+    res.set_header("Cache-Control", type.rfind("text/html", 0) == 0 ? "no-cache" : "public, max-age=60");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_content(data.str(), type);
+  });
+
+  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 404) {
+      sendJson(res, 404, Json{{"error", "not found: " + req.method + " " + req.path}});
+    } else if (res.status == 405) {
+      sendJson(res, 405, Json{{"error", "method not allowed: " + req.method + " " + req.path}});
+    } else if (res.status >= 400) {
+      sendJson(res, res.status, Json{{"error", "bad request"}});
+    }
+  });
+  s.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    log::error("internal error serving {} {}: {}", req.method, req.path, what);
+    sendJson(res, 500, Json{{"error", "internal error: " + what}});
+  });
+}
+
+}  // namespace tw

@@ -1,0 +1,799 @@
+#include "controller/controller.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include "tw/log.h"
+#include "tw/policy.h"
+
+namespace tw {
+
+namespace {
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+VmState vmStateOf(DomainState s) {
+  switch (s) {
+    case DomainState::kRunning:
+    case DomainState::kBlocked:
+      return VmState::kRunning;
+    case DomainState::kPaused:
+    case DomainState::kPmSuspended:
+    case DomainState::kShutdown:
+    case DomainState::kShutoff:
+      return VmState::kStopped;
+    case DomainState::kCrashed:
+      return VmState::kCrashed;
+    case DomainState::kNoState:
+      return VmState::kStarting;
+  }
+  return VmState::kStarting;
+}
+
+std::string seconds(Millis ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+  return buf;
+}
+
+}  // namespace
+
+Controller::Controller(Store& store, Clock& clock) : store_(store), clock_(clock) {
+  // Versions must grow across controller restarts: start from the clock.
+  version_counter_ = clock_.nowMs() * 1000;
+}
+
+// ------------------------------------------------------------------ state ---
+
+Status Controller::recover() {
+  auto latest = store_.latestPolicy();
+  if (!latest.isOk()) return latest.status().withContext("loading the policy in force");
+  if (latest->has_value()) {
+    TW_RETURN_IF_ERROR(loadPolicy(**latest).withContext(
+        "the stored policy version " + std::to_string((*latest)->version) + " no longer parses"));
+  }
+  auto hosts = store_.hosts();
+  if (!hosts.isOk()) return hosts.status().withContext("loading hosts");
+  Millis now = clock_.nowMs();
+  for (const auto& rec : *hosts) {
+    auto& h = hosts_[rec.name];
+    h.rec = rec;
+    h.reported = rec.capacity;
+    // One dead_after of grace: a host that was online is not declared dead
+    // just because this controller was down.
+    h.last_heartbeat_ms = now;
+  }
+  auto vms = store_.vms();
+  if (!vms.isOk()) return vms.status().withContext("loading vms");
+  for (const auto& rec : *vms) {
+    vms_[rec.name] = rec;
+    // A VM that was assigned keeps running where it is: no tier-order gate.
+    vm_runtime_[rec.name].released = !rec.host.empty() && rec.state != VmState::kPending;
+  }
+  for (const auto& spec : policy_.hosts) {
+    if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
+  }
+  dirty_ = true;
+  log::info("recovered: policy version {}, {} hosts, {} vms", policy_record_.version,
+            hosts_.size(), vms_.size());
+  return Status::ok();
+}
+
+Status Controller::loadPolicy(const PolicyRecord& record) {
+  auto parsed = parsePolicy(record.files);
+  if (!parsed.isOk()) return parsed.status();
+  policy_ = std::move(parsed).value();
+  policy_record_ = record;
+  for (const auto& spec : policy_.hosts) {
+    if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
+  }
+  return Status::ok();
+}
+
+const VmRecord* Controller::vm(const std::string& name) const {
+  auto it = vms_.find(name);
+  return it == vms_.end() ? nullptr : &it->second;
+}
+
+const HostRecord* Controller::host(const std::string& name) const {
+  auto it = hosts_.find(name);
+  return it == hosts_.end() ? nullptr : &it->second.rec;
+}
+
+std::vector<VmRecord> Controller::vms() const {
+  std::vector<VmRecord> out;
+  for (const auto& [_, v] : vms_) out.push_back(v);
+  return out;
+}
+
+std::vector<HostRecord> Controller::hosts() const {
+  std::vector<HostRecord> out;
+  for (const auto& [_, h] : hosts_) out.push_back(h.rec);
+  return out;
+}
+
+void Controller::emit(const std::string& level, const std::string& kind,
+                      const std::string& subject, const std::string& message) {
+  EventRecord e;
+  e.t_ms = clock_.nowMs();
+  e.level = level;
+  e.kind = kind;
+  e.subject = subject;
+  e.message = message;
+  auto stored = store_.appendEvent(e);
+  if (!stored.isOk()) {
+    log::error("cannot store event '{}' ({}): {}", kind, message, stored.status().toString());
+  } else {
+    e = *stored;
+  }
+  if (level == "error") {
+    log::error("{}", message);
+  } else if (level == "warn") {
+    log::warn("{}", message);
+  } else {
+    log::info("{}", message);
+  }
+  if (event_listener_) event_listener_(e);
+}
+
+void Controller::saveVm(const VmRecord& vm) {
+  Status s = store_.putVm(vm);
+  if (!s.isOk()) log::error("cannot store vm '{}': {}", vm.name, s.toString());
+}
+
+void Controller::saveHost(const HostRecord& host) {
+  Status s = store_.putHost(host);
+  if (!s.isOk()) log::error("cannot store host '{}': {}", host.name, s.toString());
+}
+
+void Controller::setHostState(HostRuntime& h, HostState state, const std::string& reason) {
+  if (h.rec.state == state) return;
+  HostState old = h.rec.state;
+  h.rec.state = state;
+  h.rec.state_since_ms = clock_.nowMs();
+  h.rec.reason = reason;
+  saveHost(h.rec);
+  std::string level = (state == HostState::kOffline || state == HostState::kSuspect) ? "warn" : "info";
+  emit(level, std::string("host.") + toString(state), "host/" + h.rec.name,
+       "host '" + h.rec.name + "' " + toString(old) + " -> " + toString(state) +
+           (reason.empty() ? "" : ": " + reason));
+  dirty_ = true;
+}
+
+void Controller::setVmState(VmRecord& vm, VmState state, const std::string& reason) {
+  if (vm.state == state && vm.reason == reason) return;
+  VmState old = vm.state;
+  vm.state = state;
+  vm.reason = reason;
+  vm.updated_ms = clock_.nowMs();
+  saveVm(vm);
+  if (old == state) return;  // reason only: stored, not an event
+  std::string level = (state == VmState::kCrashed || state == VmState::kError) ? "warn" : "info";
+  if (state == VmState::kError) level = "error";
+  std::string where = vm.host.empty() ? "" : " on host '" + vm.host + "'";
+  emit(level, std::string("vm.") + toString(state), "vm/" + vm.name,
+       "vm '" + vm.name + "'" + where + " " + toString(old) + " -> " + toString(state) +
+           (reason.empty() ? "" : ": " + reason));
+}
+
+// --------------------------------------------------------------- placement ---
+
+std::vector<HostView> Controller::hostViews(const Policy& policy) const {
+  std::vector<HostView> out;
+  for (const auto& spec : policy.hosts) {
+    HostView v;
+    v.name = spec.name;
+    v.role = spec.role;
+    auto it = hosts_.find(spec.name);
+    HostState state = it == hosts_.end() ? HostState::kUnknown : it->second.rec.state;
+    Capacity reported = it == hosts_.end() ? Capacity{} : it->second.rec.capacity;
+    v.capacity.cpus = spec.cpus > 0 ? spec.cpus : reported.cpus;
+    v.capacity.memory_mib = spec.memory_mib > 0 ? spec.memory_mib : reported.memory_mib;
+    v.capacity_known = v.capacity.cpus > 0 && v.capacity.memory_mib > 0;
+    switch (state) {
+      case HostState::kOnline:
+      case HostState::kSuspect:
+        v.schedulable = true;
+        break;
+      case HostState::kOffline:
+      case HostState::kUnknown:
+        // Not fenced: what it runs may still run. Keep its VMs where they
+        // are (never two copies) and give it nothing new.
+        v.schedulable = true;
+        v.accepts_new = false;
+        break;
+      case HostState::kFenced:
+      case HostState::kMaintenance:
+        v.schedulable = false;
+        break;
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+PlacementInput Controller::placementInput(const Policy& policy) const {
+  PlacementInput in;
+  in.policy = &policy;
+  in.hosts = hostViews(policy);
+  for (const auto& [name, vm] : vms_) {
+    if (!vm.host.empty()) in.current[name] = vm.host;
+  }
+  return in;
+}
+
+std::vector<PlanItem> Controller::planItems(const PlacementResult& placed) const {
+  std::vector<PlanItem> items;
+  for (const auto& p : placed.vms) {
+    PlanItem item{p.vm, p.tier, p.host, "", p.reason};
+    auto it = vms_.find(p.vm);
+    if (p.host.empty()) {
+      item.action = "pending";
+    } else if (it == vms_.end() || it->second.host.empty()) {
+      item.action = "create";
+    } else if (it->second.host == p.host) {
+      item.action = "keep";
+    } else {
+      item.action = "move";
+      if (item.reason.empty()) item.reason = "from host '" + it->second.host + "'";
+    }
+    items.push_back(item);
+  }
+  for (const auto& name : placed.removed) {
+    auto it = vms_.find(name);
+    items.push_back(PlanItem{name, it == vms_.end() ? "" : it->second.tier, "", "delete",
+                             "no longer desired"});
+  }
+  return items;
+}
+
+Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files, bool dry_run) {
+  if (files.empty()) return invalidArgument("no policy files given");
+  std::vector<PolicyFile> merged = mergePolicyFiles(policy_record_.files, files);
+  auto parsed = parsePolicy(merged);
+  if (!parsed.isOk()) return parsed.status();
+  Policy next = std::move(parsed).value();
+
+  ApplyResult result;
+  result.dry_run = dry_run;
+  std::string digest = digestOf(merged);
+  result.changed = digest != policy_record_.digest;
+  result.version = policy_record_.version;
+
+  // Plan against the hosts as they are now.
+  std::map<std::string, HostRuntime> saved_hosts = hosts_;
+  for (const auto& spec : next.hosts) {
+    if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
+  }
+  PlacementInput input = placementInput(next);
+  PlacementResult placed = place(input);
+  result.plan = planItems(placed);
+  result.n_plus_one = checkNPlusOne(input, placed);
+  hosts_ = saved_hosts;
+
+  std::vector<std::string> waiting_for;  // hosts whose capacity is unknown
+  for (const auto& h : input.hosts) {
+    if (!h.capacity_known) waiting_for.push_back(h.name);
+  }
+  std::vector<std::string> unplaced;
+  for (const auto& p : placed.vms) {
+    if (p.host.empty()) unplaced.push_back("vm '" + p.vm + "': " + p.reason);
+  }
+  if (!unplaced.empty()) {
+    std::string list;
+    for (const auto& u : unplaced) list += (list.empty() ? "" : "; ") + u;
+    if (waiting_for.empty()) {
+      return failedPrecondition("policy cannot be placed: " + list);
+    }
+    std::string hosts;
+    for (const auto& h : waiting_for) hosts += (hosts.empty() ? "'" : ", '") + h + "'";
+    result.warnings.push_back(std::to_string(unplaced.size()) +
+                              " VMs wait for hosts that have not reported capacity yet (" +
+                              hosts + ")");
+  }
+  if (!result.n_plus_one.safe) {
+    if (next.settings.n_plus_one == NPlusOneMode::kRefuse) {
+      return failedPrecondition("refused by n_plus_one: refuse: " + result.n_plus_one.summary());
+    }
+    if (next.settings.n_plus_one == NPlusOneMode::kWarn) {
+      result.warnings.push_back(result.n_plus_one.summary());
+    }
+  }
+  if (dry_run || !result.changed) return result;
+
+  // One apply = one transaction: policy, tiers and the VMs it places. Memory
+  // is restored if the transaction fails.
+  Policy old_policy = policy_;
+  PolicyRecord old_record = policy_record_;
+  auto old_vms = vms_;
+  auto old_runtime = vm_runtime_;
+  auto old_hosts = hosts_;
+  PolicyRecord record;
+  record.applied_ms = clock_.nowMs();
+  record.digest = digest;
+  record.files = merged;
+  Status s = store_.transaction([&]() -> Status {
+    auto version = store_.insertPolicy(record);
+    if (!version.isOk()) return version.status();
+    record.version = *version;
+    TW_RETURN_IF_ERROR(store_.replaceTiers(record.version, next.tiers));
+    policy_ = next;
+    policy_record_ = record;
+    for (auto it = hosts_.begin(); it != hosts_.end();) {
+      if (!policy_.findHost(it->first)) {
+        TW_RETURN_IF_ERROR(store_.deleteHost(it->first));
+        it = hosts_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const auto& spec : policy_.hosts) {
+      if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
+    }
+    std::string names;
+    for (const auto& f : files) names += (names.empty() ? "" : ", ") + f.name;
+    emit("info", "policy.applied", "policy/" + std::to_string(record.version),
+         "applied policy version " + std::to_string(record.version) + " (" + names + ")");
+    dirty_ = true;
+    reconcile();
+    return Status::ok();
+  });
+  if (!s.isOk()) {
+    policy_ = old_policy;
+    policy_record_ = old_record;
+    vms_ = old_vms;
+    vm_runtime_ = old_runtime;
+    hosts_ = old_hosts;
+    return s.withContext("applying policy");
+  }
+  result.applied = true;
+  result.version = record.version;
+  publishAssignments();
+  return result;
+}
+
+// ----------------------------------------------------------- the loop ---
+
+void Controller::runOnce() {
+  auto started = std::chrono::steady_clock::now();  // metric only, not logic
+  checkLiveness();
+  if (dirty_) {
+    Status s = store_.transaction([&]() -> Status {
+      reconcile();
+      return Status::ok();
+    });
+    if (!s.isOk()) log::error("reconcile: {}", s.toString());
+  }
+  // Tier-order gates depend on health, which changes with every heartbeat.
+  Millis now = clock_.nowMs();
+  for (auto& [name, vm] : vms_) {
+    auto& rt = vm_runtime_[name];
+    if (rt.released || vm.host.empty()) continue;
+    const TierSpec* tier = policy_.findTier(vm.tier);
+    if (!tier) continue;
+    std::string waiting;
+    for (const auto& dep : tier->after) {
+      if (!tierHealthy(dep)) waiting += (waiting.empty() ? "'" : ", '") + dep + "'";
+    }
+    if (rt.waiting_since_ms == 0) rt.waiting_since_ms = now;
+    if (waiting.empty()) {
+      rt.released = true;
+      setVmState(vm, VmState::kStarting, "assigned to host '" + vm.host + "'");
+    } else if (now - rt.waiting_since_ms >= policy_.settings.tier_order_timeout_ms) {
+      rt.released = true;
+      emit("warn", "tier.order_timeout", "vm/" + name,
+           "vm '" + name + "' starts although tier " + waiting + " is not healthy after " +
+               seconds(now - rt.waiting_since_ms));
+      setVmState(vm, VmState::kStarting, "assigned to host '" + vm.host + "'");
+    } else {
+      setVmState(vm, VmState::kPending, "waiting for tier " + waiting + " to be healthy");
+    }
+  }
+  publishAssignments();
+  std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+  reconcile_seconds_sum_ += took.count();
+  ++reconcile_count_;
+}
+
+void Controller::checkLiveness() {
+  Millis now = clock_.nowMs();
+  const auto& st = policy_.settings;
+  Millis suspect_after = st.heartbeat_interval_ms * st.suspect_after_missed +
+                         st.heartbeat_interval_ms / 2;
+  for (auto& [name, h] : hosts_) {
+    HostState s = h.rec.state;
+    if (s != HostState::kOnline && s != HostState::kSuspect) continue;
+    Millis silent = now - h.last_heartbeat_ms;
+    if (silent > st.dead_after_ms) {
+      setHostState(h, HostState::kOffline,
+                   "no heartbeat for " + seconds(silent) +
+                       "; its VMs stay assigned until the host is fenced");
+    } else if (silent > suspect_after && s == HostState::kOnline) {
+      setHostState(h, HostState::kSuspect, "no heartbeat for " + seconds(silent));
+    }
+  }
+}
+
+void Controller::reconcile() {
+  dirty_ = false;
+  PlacementInput input = placementInput(policy_);
+  PlacementResult placed = place(input);
+  Millis now = clock_.nowMs();
+  for (const auto& name : placed.removed) {
+    auto it = vms_.find(name);
+    if (it == vms_.end()) continue;
+    std::string where = it->second.host.empty() ? "" : " from host '" + it->second.host + "'";
+    Status s = store_.deleteVm(name);
+    if (!s.isOk()) log::error("cannot delete vm '{}': {}", name, s.toString());
+    vms_.erase(it);
+    vm_runtime_.erase(name);
+    emit("info", "vm.deleted", "vm/" + name, "vm '" + name + "' removed" + where + ": no longer desired");
+  }
+  for (const auto& p : placed.vms) {
+    auto [it, inserted] = vms_.try_emplace(p.vm);
+    VmRecord& vm = it->second;
+    if (inserted) {
+      vm.name = p.vm;
+      vm.tier = p.tier;
+      vm.ordinal = p.ordinal;
+      vm.state = VmState::kPending;
+      vm.updated_ms = now;
+      vm_runtime_[p.vm] = VmRuntime{};
+    }
+    if (p.host.empty()) {
+      bool changed = !vm.host.empty();
+      vm.host.clear();
+      vm_runtime_[p.vm] = VmRuntime{};
+      if (changed || inserted || vm.state != VmState::kPending || vm.reason != p.reason) {
+        if (inserted) saveVm(vm);
+        setVmState(vm, VmState::kPending, p.reason);
+        saveVm(vm);
+      }
+      continue;
+    }
+    if (vm.host != p.host) {
+      std::string from = vm.host;
+      vm.host = p.host;
+      ++vm.epoch;
+      vm.health = Health::kUnknown;
+      vm_runtime_[p.vm] = VmRuntime{};
+      vm.updated_ms = now;
+      saveVm(vm);
+      emit("info", "vm.placed", "vm/" + vm.name,
+           "placed vm '" + vm.name + "' on host '" + vm.host + "' (epoch " +
+               std::to_string(vm.epoch) + ")" + (from.empty() ? "" : ", moved from '" + from + "'"));
+      setVmState(vm, VmState::kPending, "placed on host '" + vm.host + "'");
+    } else if (inserted) {
+      saveVm(vm);
+    }
+  }
+}
+
+bool Controller::tierHealthy(const std::string& tier_name) const {
+  const TierSpec* tier = policy_.findTier(tier_name);
+  if (!tier) return true;
+  int need = tier->min_healthy > 0 ? tier->min_healthy : tier->replicas;
+  int healthy = 0;
+  for (const auto& [_, vm] : vms_) {
+    if (vm.tier == tier_name && vm.state == VmState::kRunning && vm.health == Health::kHealthy)
+      ++healthy;
+  }
+  return healthy >= need;
+}
+
+std::string Controller::specDigest(const TierSpec& t) const {
+  std::ostringstream s;
+  s << t.image << '|' << t.vcpus << '|' << t.memory_mib << '|' << toString(t.storage.kind) << '|'
+    << t.storage.path;
+  for (const auto& p : t.ports) s << '|' << p.name << ':' << p.port << '/' << p.protocol;
+  return hex64(fnv1a(s.str()));
+}
+
+Assignment Controller::assignmentOf(const VmRecord& vm) const {
+  Assignment a;
+  a.vm = vm.name;
+  a.tier = vm.tier;
+  a.epoch = vm.epoch;
+  a.policy_version = policy_record_.version;
+  if (const TierSpec* t = policy_.findTier(vm.tier)) {
+    a.spec_digest = specDigest(*t);
+    a.image = t->image;
+    a.vcpus = t->vcpus;
+    a.memory_mib = t->memory_mib;
+    a.health = t->health;
+    a.restart = t->restart;
+    a.ports = t->ports;
+    a.storage = t->storage;
+  }
+  return a;
+}
+
+AssignmentSet Controller::assignmentsFor(const std::string& host) const {
+  AssignmentSet set;
+  set.host = host;
+  set.lease_ms = policy_.settings.lease_ms;
+  set.heartbeat_interval_ms = policy_.settings.heartbeat_interval_ms;
+  auto h = hosts_.find(host);
+  if (h != hosts_.end()) set.version = h->second.assignments_version;
+  for (const auto& [name, vm] : vms_) {
+    if (vm.host != host) continue;
+    auto rt = vm_runtime_.find(name);
+    if (rt == vm_runtime_.end() || !rt->second.released) continue;
+    set.assignments.push_back(assignmentOf(vm));
+  }
+  return set;
+}
+
+void Controller::publishAssignments() {
+  for (auto& [name, h] : hosts_) {
+    AssignmentSet set = assignmentsFor(name);
+    std::string digest;
+    for (const auto& a : set.assignments)
+      digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ";";
+    if (h.assignments_version != 0 && digest == h.assignments_digest) continue;
+    h.assignments_digest = digest;
+    h.assignments_version = nextVersion();
+    if (assignment_listener_) assignment_listener_(name, h.assignments_version);
+  }
+}
+
+// ---------------------------------------------------------------- agents ---
+
+Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
+  if (!policy_.findHost(hb.host)) {
+    return notFound("host '" + hb.host + "' is not declared in the applied policy");
+  }
+  auto& h = hosts_[hb.host];
+  h.rec.name = hb.host;
+  Millis now = clock_.nowMs();
+  if (h.seen && !h.agent_id.empty() && h.agent_id != hb.agent_id) {
+    emit("info", "host.agent_restarted", "host/" + hb.host,
+         "agent of host '" + hb.host + "' restarted");
+  }
+  h.seen = true;
+  h.agent_id = hb.agent_id;
+  h.last_heartbeat_ms = now;
+  if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
+    h.rec.capacity = hb.capacity;
+    h.reported = hb.capacity;
+    saveHost(h.rec);
+    dirty_ = true;
+  }
+  if (h.rec.state == HostState::kUnknown || h.rec.state == HostState::kSuspect ||
+      h.rec.state == HostState::kOffline) {
+    setHostState(h, HostState::kOnline, "heartbeat received");
+  }
+
+  for (const auto& d : hb.domains) {
+    auto it = vms_.find(d.vm);
+    if (it == vms_.end()) continue;
+    VmRecord& vm = it->second;
+    if (vm.host != hb.host || vm.epoch != d.epoch) continue;  // stale copy: the agent removes it
+    VmState state = vmStateOf(d.state);
+    std::string reason = d.reason;
+    if (state == VmState::kRunning) reason.clear();
+    bool changed = vm.restarts != d.restarts || vm.health != d.health;
+    vm.restarts = d.restarts;
+    if (vm.health != d.health) {
+      Health old = vm.health;
+      vm.health = d.health;
+      if (old != Health::kUnknown || d.health == Health::kUnhealthy) {
+        emit(d.health == Health::kUnhealthy ? "warn" : "info", std::string("vm.") + toString(d.health),
+             "vm/" + vm.name,
+             "vm '" + vm.name + "' on host '" + vm.host + "' is " + toString(d.health));
+      }
+    }
+    if (vm.state != state || vm.reason != reason) {
+      setVmState(vm, state, reason);
+    } else if (changed) {
+      vm.updated_ms = now;
+      saveVm(vm);
+    }
+  }
+  return assignmentsFor(hb.host);
+}
+
+Status Controller::handleAgentEvent(const AgentEvent& e) {
+  if (!policy_.findHost(e.host)) {
+    return notFound("host '" + e.host + "' is not declared in the applied policy");
+  }
+  std::string level = e.level == "warn" || e.level == "error" ? e.level : "info";
+  std::string subject = e.vm.empty() ? "host/" + e.host : "vm/" + e.vm;
+  emit(level, e.kind, subject, e.message.empty() ? e.kind : e.message);
+  if (e.vm.empty()) return Status::ok();
+  auto it = vms_.find(e.vm);
+  if (it == vms_.end() || it->second.host != e.host || it->second.epoch != e.epoch) {
+    return Status::ok();
+  }
+  VmRecord& vm = it->second;
+  if (e.kind == "vm.crashed") {
+    setVmState(vm, VmState::kCrashed, e.message);
+  } else if (e.kind == "vm.started") {
+    setVmState(vm, VmState::kRunning, "");
+  } else if (e.kind == "vm.restarting") {
+    setVmState(vm, VmState::kRestarting, e.message);
+  }
+  return Status::ok();
+}
+
+Status Controller::restartVm(const std::string& name) {
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return notFound("no vm named '" + name + "'");
+  VmRecord& vm = it->second;
+  if (vm.host.empty()) return failedPrecondition("vm '" + name + "' is not placed on any host");
+  Status s = store_.transaction([&]() -> Status {
+    ++vm.epoch;
+    vm.health = Health::kUnknown;
+    emit("info", "vm.restart_requested", "vm/" + name,
+         "restart of vm '" + name + "' on host '" + vm.host + "' requested (epoch " +
+             std::to_string(vm.epoch) + ")");
+    setVmState(vm, VmState::kRestarting, "restart requested by an operator");
+    saveVm(vm);
+    return Status::ok();
+  });
+  if (!s.isOk()) return s;
+  publishAssignments();
+  return Status::ok();
+}
+
+// ------------------------------------------------------------- read side ---
+
+Json Controller::clusterJson() const {
+  Json hosts_by_state = Json::object();
+  for (const auto& [_, h] : hosts_) {
+    std::string k = toString(h.rec.state);
+    hosts_by_state[k] = hosts_by_state.value(k, 0) + 1;
+  }
+  Json vms_by_state = Json::object();
+  for (const auto& [_, v] : vms_) {
+    std::string k = toString(v.state);
+    vms_by_state[k] = vms_by_state.value(k, 0) + 1;
+  }
+  PlacementInput input = placementInput(policy_);
+  PlacementResult placed = place(input);
+  NPlusOneReport n1 = checkNPlusOne(input, placed);
+  Json breaking = Json::object();
+  for (const auto& [h, list] : n1.breaking) breaking[h] = list;
+  return Json{{"time_ms", clock_.nowMs()},
+              {"policy_version", policy_record_.version},
+              {"policy_digest", policy_record_.digest},
+              {"settings", policy_.settings},
+              {"hosts_by_state", hosts_by_state},
+              {"vms_by_state", vms_by_state},
+              {"n_plus_one", Json{{"safe", n1.safe}, {"summary", n1.summary()}, {"breaking", breaking}}}};
+}
+
+Json Controller::hostsJson() const {
+  Json list = Json::array();
+  for (const auto& spec : policy_.hosts) {
+    auto it = hosts_.find(spec.name);
+    if (it == hosts_.end()) continue;
+    const auto& h = it->second;
+    Capacity used;
+    Json names = Json::array();
+    for (const auto& [name, vm] : vms_) {
+      if (vm.host != spec.name) continue;
+      names.push_back(name);
+      if (const TierSpec* t = policy_.findTier(vm.tier)) {
+        used.cpus += t->vcpus;
+        used.memory_mib += t->memory_mib;
+      }
+    }
+    Capacity cap{spec.cpus > 0 ? spec.cpus : h.rec.capacity.cpus,
+                 spec.memory_mib > 0 ? spec.memory_mib : h.rec.capacity.memory_mib};
+    list.push_back(Json{{"name", spec.name},
+                        {"role", toString(spec.role)},
+                        {"uri", spec.uri},
+                        {"fence", toString(spec.fence)},
+                        {"state", toString(h.rec.state)},
+                        {"state_since_ms", h.rec.state_since_ms},
+                        {"reason", h.rec.reason},
+                        {"capacity", cap},
+                        {"used", used},
+                        {"vms", names},
+                        {"last_heartbeat_ms", h.seen ? h.last_heartbeat_ms : 0}});
+  }
+  return Json{{"hosts", list}};
+}
+
+Json Controller::tiersJson() const {
+  Json list = Json::array();
+  int order = 0;
+  for (const TierSpec* t : policy_.tiersInOrder()) {
+    int running = 0, healthy = 0;
+    for (const auto& [_, vm] : vms_) {
+      if (vm.tier != t->name || vm.state != VmState::kRunning) continue;
+      ++running;
+      if (vm.health == Health::kHealthy) ++healthy;
+    }
+    Json j = *t;
+    j["order"] = ++order;
+    j["running"] = running;
+    j["healthy"] = healthy;
+    j["is_healthy"] = tierHealthy(t->name);
+    list.push_back(j);
+  }
+  return Json{{"tiers", list}};
+}
+
+Json Controller::vmsJson() const {
+  Json list = Json::array();
+  for (const auto& [_, vm] : vms_) list.push_back(vm);
+  return Json{{"vms", list}};
+}
+
+Result<Json> Controller::vmJson(const std::string& name) {
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return notFound("no vm named '" + name + "'");
+  Json j = it->second;
+  // The VM's latest events: scan the log backwards in pages.
+  auto count = store_.eventCount();
+  Json events = Json::array();
+  if (count.isOk()) {
+    auto all = store_.eventsSince(std::max<int64_t>(0, *count - 2000), 2000);
+    if (all.isOk()) {
+      std::vector<EventRecord> mine;
+      for (const auto& e : *all)
+        if (e.subject == "vm/" + name) mine.push_back(e);
+      size_t from = mine.size() > 50 ? mine.size() - 50 : 0;
+      for (size_t i = from; i < mine.size(); ++i) events.push_back(mine[i]);
+    }
+  }
+  j["events"] = events;
+  if (const TierSpec* t = policy_.findTier(it->second.tier)) j["spec"] = *t;
+  return j;
+}
+
+Result<Json> Controller::eventsJson(int64_t since, int limit) {
+  auto events = store_.eventsSince(since, limit);
+  if (!events.isOk()) return events.status();
+  int64_t last = since;
+  Json list = Json::array();
+  for (const auto& e : *events) {
+    list.push_back(e);
+    last = e.id;
+  }
+  return Json{{"events", list}, {"last_id", last}};
+}
+
+std::string Controller::metricsText() {
+  std::ostringstream out;
+  out << "# HELP tierwarden_hosts Hosts by state.\n# TYPE tierwarden_hosts gauge\n";
+  std::map<std::string, int> by_state;
+  for (const auto& [_, h] : hosts_) by_state[toString(h.rec.state)]++;
+  for (HostState s : {HostState::kUnknown, HostState::kOnline, HostState::kSuspect,
+                      HostState::kOffline, HostState::kFenced, HostState::kMaintenance}) {
+    out << "tierwarden_hosts{state=\"" << toString(s) << "\"} " << by_state[toString(s)] << "\n";
+  }
+  out << "# HELP tierwarden_vms VMs by state and tier.\n# TYPE tierwarden_vms gauge\n";
+  std::map<std::pair<std::string, std::string>, int> vms;
+  for (const auto& [_, v] : vms_) vms[{toString(v.state), v.tier}]++;
+  for (const auto& [k, n] : vms) {
+    out << "tierwarden_vms{state=\"" << k.first << "\",tier=\"" << k.second << "\"} " << n << "\n";
+  }
+  out << "# HELP tierwarden_reconcile_duration_seconds Time spent in one reconcile pass.\n"
+      << "# TYPE tierwarden_reconcile_duration_seconds summary\n"
+      << "tierwarden_reconcile_duration_seconds_sum " << reconcile_seconds_sum_ << "\n"
+      << "tierwarden_reconcile_duration_seconds_count " << reconcile_count_ << "\n";
+  auto count = store_.eventCount();
+  out << "# HELP tierwarden_events_total Events recorded.\n# TYPE tierwarden_events_total counter\n"
+      << "tierwarden_events_total " << (count.isOk() ? *count : 0) << "\n";
+  return out.str();
+}
+
+}  // namespace tw

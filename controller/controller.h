@@ -1,0 +1,146 @@
+// The controller's logic: desired state (the applied policy), the cluster's
+// memory (SQLite), placement, and the assignments agents converge to.
+//
+// Single-threaded: one thread (the daemon's loop, or the simulator) owns a
+// Controller and makes every call. Time comes from the injected Clock; the
+// daemon calls runOnce() every tick, the simulator steps it on a virtual clock.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tw/clock.h"
+#include "tw/json.h"
+#include "tw/model.h"
+#include "tw/placement.h"
+#include "tw/protocol.h"
+#include "tw/status.h"
+#include "tw/store.h"
+
+namespace tw {
+
+struct PlanItem {
+  std::string vm;
+  std::string tier;
+  std::string host;    // target host (empty for pending / delete)
+  std::string action;  // create | keep | move | delete | pending
+  std::string reason;
+};
+
+struct ApplyResult {
+  bool dry_run = false;
+  bool applied = false;  // a new policy version was written
+  bool changed = false;  // the file set differs from the one in force
+  int64_t version = 0;   // policy version in force after the call
+  std::vector<PlanItem> plan;
+  NPlusOneReport n_plus_one;
+  std::vector<std::string> warnings;
+};
+
+class Controller {
+ public:
+  // REQUIRES: store and clock outlive the controller.
+  Controller(Store& store, Clock& clock);
+
+  // Loads the policy in force, hosts and VMs from the store. Call once, first.
+  // Hosts are given one dead_after of grace to heartbeat again.
+  Status recover();
+
+  // Validates `files` on top of the files in force, plans, and (unless
+  // dry_run) applies in one transaction. Errors: kInvalidArgument (with
+  // file:line:column) for a bad policy, kFailedPrecondition when it cannot be
+  // placed or is not N+1 safe under n_plus_one: refuse. Nothing changes on error.
+  Result<ApplyResult> applyPolicy(const std::vector<PolicyFile>& files, bool dry_run);
+
+  // An agent's heartbeat: host liveness, capacity, observed domains.
+  // Errors: kNotFound when the host is not declared in the policy in force.
+  Result<AssignmentSet> handleHeartbeat(const Heartbeat& hb);
+  Status handleAgentEvent(const AgentEvent& event);
+
+  // Restarts a VM where it runs (a new epoch on the same host).
+  Status restartVm(const std::string& name);
+
+  // Liveness, placement, assignments; writes state changes to the store.
+  void runOnce();
+
+  // The assignments of one host (version increases on every change).
+  AssignmentSet assignmentsFor(const std::string& host) const;
+  // Called (from inside the controller's thread) when a host's set changed.
+  using AssignmentListener = std::function<void(const std::string& host, int64_t version)>;
+  void setAssignmentListener(AssignmentListener listener) { assignment_listener_ = std::move(listener); }
+  // Called for every event appended to the log.
+  using EventListener = std::function<void(const EventRecord&)>;
+  void setEventListener(EventListener listener) { event_listener_ = std::move(listener); }
+
+  // ---- read side (JSON as in docs/api.md) ----
+  Json clusterJson() const;
+  Json hostsJson() const;
+  Json tiersJson() const;
+  Json vmsJson() const;
+  Result<Json> vmJson(const std::string& name);
+  Result<Json> eventsJson(int64_t since, int limit);
+  std::string metricsText();
+
+  // ---- inspection (tests, simulator) ----
+  const Policy& policy() const { return policy_; }
+  int64_t policyVersion() const { return policy_record_.version; }
+  const VmRecord* vm(const std::string& name) const;
+  const HostRecord* host(const std::string& name) const;
+  std::vector<VmRecord> vms() const;
+  std::vector<HostRecord> hosts() const;
+
+ private:
+  struct HostRuntime {
+    HostRecord rec;
+    bool seen = false;            // heartbeated since this controller started
+    Millis last_heartbeat_ms = 0;
+    std::string agent_id;
+    Capacity reported;
+    int64_t assignments_version = 0;  // version of the set last published
+    std::string assignments_digest;   // to tell whether the set changed
+  };
+  struct VmRuntime {
+    Millis waiting_since_ms = 0;      // tier-order gate start
+    bool released = false;            // tier-order gate passed
+  };
+
+  Status loadPolicy(const PolicyRecord& record);
+  std::vector<HostView> hostViews(const Policy& policy) const;
+  PlacementInput placementInput(const Policy& policy) const;
+  std::vector<PlanItem> planItems(const PlacementResult& placed) const;
+  void checkLiveness();
+  void reconcile();
+  void publishAssignments();
+  bool tierHealthy(const std::string& tier) const;
+  std::string specDigest(const TierSpec& tier) const;
+  Assignment assignmentOf(const VmRecord& vm) const;
+  void setHostState(HostRuntime& h, HostState state, const std::string& reason);
+  void setVmState(VmRecord& vm, VmState state, const std::string& reason);
+  void saveVm(const VmRecord& vm);
+  void saveHost(const HostRecord& host);
+  void emit(const std::string& level, const std::string& kind, const std::string& subject,
+            const std::string& message);
+  int64_t nextVersion() { return ++version_counter_; }
+
+  Store& store_;
+  Clock& clock_;
+  Policy policy_;
+  PolicyRecord policy_record_;
+  std::map<std::string, HostRuntime> hosts_;
+  std::map<std::string, VmRecord> vms_;
+  std::map<std::string, VmRuntime> vm_runtime_;
+  bool dirty_ = true;             // placement must run
+  int64_t version_counter_ = 0;   // assignment set versions
+  AssignmentListener assignment_listener_;
+  EventListener event_listener_;
+  // metrics
+  double reconcile_seconds_sum_ = 0;
+  int64_t reconcile_count_ = 0;
+};
+
+}  // namespace tw
