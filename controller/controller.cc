@@ -363,6 +363,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   }
   result.applied = true;
   result.version = record.version;
+  releaseGated();
   publishAssignments();
   return result;
 }
@@ -380,6 +381,14 @@ void Controller::runOnce() {
     if (!s.isOk()) log::error("reconcile: {}", s.toString());
   }
   // Tier-order gates depend on health, which changes with every heartbeat.
+  releaseGated();
+  publishAssignments();
+  std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+  reconcile_seconds_sum_ += took.count();
+  ++reconcile_count_;
+}
+
+void Controller::releaseGated() {
   Millis now = clock_.nowMs();
   for (auto& [name, vm] : vms_) {
     auto& rt = vm_runtime_[name];
@@ -404,10 +413,6 @@ void Controller::runOnce() {
       setVmState(vm, VmState::kPending, "waiting for tier " + waiting + " to be healthy");
     }
   }
-  publishAssignments();
-  std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
-  reconcile_seconds_sum_ += took.count();
-  ++reconcile_count_;
 }
 
 void Controller::checkLiveness() {

@@ -115,6 +115,9 @@ class Controller {
   std::vector<PlanItem> planItems(const PlacementResult& placed) const;
   void checkLiveness();
   void reconcile();
+  // Opens the tier-order gate of placed VMs whose `after` tiers are healthy
+  // (or whose wait exceeded tier_order_timeout).
+  void releaseGated();
   void publishAssignments();
   bool tierHealthy(const std::string& tier) const;
   std::string specDigest(const TierSpec& tier) const;
