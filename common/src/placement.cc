@@ -1,0 +1,298 @@
+// Placement: see tw/placement.h for the rules. Pure functions, no I/O, no clock.
+//
+// Two phases: first every desired VM that may stay where it runs is kept
+// (rule 1), then the rest are placed tier by tier (rules 2-4). Keeping first
+// means a new replica never takes the room a running one already occupies.
+#include "tw/placement.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <string>
+#include <tuple>
+#include <utility>
+
+namespace tw {
+
+namespace {
+
+// One desired VM while placement runs.
+struct Slot {
+  const TierSpec* tier = nullptr;
+  int ordinal = 0;
+  std::string name;
+};
+
+// Placement state of one input host.
+struct HostLoad {
+  const HostView* view = nullptr;
+  Capacity used;
+  std::map<std::string, std::vector<std::string>> replicas;  // tier -> VMs here, in order placed
+
+  int64_t freeMemory() const { return view->capacity.memory_mib - used.memory_mib; }
+  int freeCpus() const { return view->capacity.cpus - used.cpus; }
+  bool fits(const TierSpec& t) const {
+    return used.cpus + t.vcpus <= view->capacity.cpus &&
+           used.memory_mib + t.memory_mib <= view->capacity.memory_mib;
+  }
+  int replicasOf(const std::string& tier) const {
+    auto it = replicas.find(tier);
+    return it == replicas.end() ? 0 : static_cast<int>(it->second.size());
+  }
+  void add(const TierSpec& t, const std::string& vm) {
+    used.cpus += t.vcpus;
+    used.memory_mib += t.memory_mib;
+    replicas[t.name].push_back(vm);
+  }
+};
+
+using HostMap = std::map<std::string, HostLoad>;
+
+bool contains(const std::vector<std::string>& list, const std::string& s) {
+  return std::find(list.begin(), list.end(), s) != list.end();
+}
+
+bool avoids(const PlacementInput& input, const std::string& vm, const std::string& host) {
+  auto it = input.avoid.find(vm);
+  return it != input.avoid.end() && it->second.count(host) > 0;
+}
+
+bool allowedByRequired(const TierSpec& t, const std::string& host) {
+  return t.placement.required_hosts.empty() || contains(t.placement.required_hosts, host);
+}
+
+std::string cpus(int n) { return std::to_string(n) + (n == 1 ? " vCPU" : " vCPUs"); }
+std::string mib(int64_t n) { return std::to_string(n) + " MiB"; }
+
+std::string joined(const std::vector<std::string>& items, const char* sep) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += sep;
+    out += item;
+  }
+  return out;
+}
+
+// Rule 3: may `slot` go to `h` now?
+bool isCandidate(const PlacementInput& input, const Slot& slot, const HostLoad& h) {
+  const TierSpec& t = *slot.tier;
+  if (!h.view->schedulable || !h.view->accepts_new || !h.view->capacity_known) return false;
+  if (!allowedByRequired(t, h.view->name)) return false;
+  if (avoids(input, slot.name, h.view->name)) return false;
+  if (t.placement.spread == SpreadMode::kRequired && h.replicasOf(t.name) > 0) return false;
+  return h.fits(t);
+}
+
+// Rule 4 as a sort key: smaller is better.
+using RankKey = std::tuple<int, size_t, int, int64_t, std::string>;
+
+RankKey rankOf(const TierSpec& t, const HostLoad& h) {
+  const auto& preferred = t.placement.preferred_hosts;
+  auto it = std::find(preferred.begin(), preferred.end(), h.view->name);
+  size_t preferred_rank = it == preferred.end() ? std::numeric_limits<size_t>::max()
+                                                : static_cast<size_t>(it - preferred.begin());
+  int same_tier = t.placement.spread == SpreadMode::kPreferred ? h.replicasOf(t.name) : 0;
+  return {h.view->role == HostRole::kSpare ? 1 : 0, preferred_rank, same_tier, -h.freeMemory(),
+          h.view->name};
+}
+
+// Why no host was a candidate for `slot`. Hosts are named in name order.
+std::string pendingReason(const PlacementInput& input, const Slot& slot, const HostMap& hosts) {
+  const TierSpec& t = *slot.tier;
+  const auto& required = t.placement.required_hosts;
+  if (!required.empty()) {
+    bool any_schedulable = false;
+    for (const auto& name : required) {
+      auto it = hosts.find(name);
+      if (it != hosts.end() && it->second.view->schedulable) any_schedulable = true;
+    }
+    if (!any_schedulable)
+      return "required_hosts [" + joined(required, ", ") + "] are not schedulable";
+  }
+  if (hosts.empty()) return "no hosts are known";
+
+  std::vector<std::string> notes;
+  int eligible = 0;        // schedulable, accepting, allowed, not avoided, capacity known
+  int spread_blocked = 0;  // of those, blocked only by spread: required
+  for (const auto& [name, h] : hosts) {
+    if (!allowedByRequired(t, name)) continue;
+    std::string note;
+    if (!h.view->schedulable) {
+      note = "not schedulable";
+    } else if (!h.view->accepts_new) {
+      note = "accepts no new VMs";
+    } else if (avoids(input, slot.name, name)) {
+      note = "avoided for " + slot.name;
+    } else if (!h.view->capacity_known) {
+      note = "capacity unknown";
+    } else {
+      ++eligible;
+      if (t.placement.spread == SpreadMode::kRequired && h.replicasOf(t.name) > 0) {
+        ++spread_blocked;
+        note = "runs " + joined(h.replicas.at(t.name), ", ");
+      } else {
+        bool cpu_short = h.used.cpus + t.vcpus > h.view->capacity.cpus;
+        bool mem_short = h.used.memory_mib + t.memory_mib > h.view->capacity.memory_mib;
+        int free_cpus = std::max(0, h.freeCpus());
+        int64_t free_mem = std::max<int64_t>(0, h.freeMemory());
+        if (cpu_short && mem_short) {
+          note = cpus(free_cpus) + " and " + mib(free_mem) + " free";
+        } else if (cpu_short) {
+          note = cpus(free_cpus) + " free";
+        } else {
+          note = mib(free_mem) + " free";
+        }
+      }
+    }
+    notes.push_back(name + ": " + note);
+  }
+  for (const auto& name : required)
+    if (hosts.count(name) == 0) notes.push_back(name + ": unknown host");
+
+  if (eligible > 0 && spread_blocked == eligible) {
+    return "spread: required and every allowed host already runs a replica of '" + t.name + "'";
+  }
+  return "no schedulable host has " + cpus(t.vcpus) + " and " + mib(t.memory_mib) + " free (" +
+         joined(notes, ", ") + ")";
+}
+
+}  // namespace
+
+const VmPlacement* PlacementResult::find(const std::string& vm) const {
+  for (const auto& p : vms)
+    if (p.vm == vm) return &p;
+  return nullptr;
+}
+
+bool PlacementResult::allPlaced() const {
+  return std::all_of(vms.begin(), vms.end(), [](const VmPlacement& p) { return !p.host.empty(); });
+}
+
+std::vector<std::string> vmNamesOf(const TierSpec& tier) {
+  std::vector<std::string> names;
+  for (int i = 1; i <= tier.replicas; ++i) names.push_back(tier.name + "-" + std::to_string(i));
+  return names;
+}
+
+PlacementResult place(const PlacementInput& input) {
+  PlacementResult result;
+
+  HostMap hosts;
+  for (const auto& view : input.hosts) {
+    // A duplicate name keeps the first view.
+    if (hosts.count(view.name) == 0) hosts[view.name].view = &view;
+  }
+
+  std::vector<Slot> slots;  // tier order, then ordinal
+  if (input.policy != nullptr) {
+    for (const TierSpec* t : input.policy->tiersInOrder()) {
+      for (int i = 1; i <= t->replicas; ++i)
+        slots.push_back({t, i, t->name + "-" + std::to_string(i)});
+    }
+  }
+  std::set<std::string> desired;
+  for (const auto& s : slots) desired.insert(s.name);
+  for (const auto& [vm, host] : input.current) {
+    // Being deleted: it holds no capacity in `used` (its tier may be gone, so
+    // its size may be unknown too).
+    if (desired.count(vm) == 0) result.removed.push_back(vm);
+  }
+
+  // Rule 1: keep what may stay. Kept VMs count even when they overcommit a host
+  // whose capacity shrank: what runs is not moved for that.
+  std::vector<VmPlacement> out(slots.size());
+  std::vector<bool> kept(slots.size(), false);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const Slot& s = slots[i];
+    out[i].vm = s.name;
+    out[i].tier = s.tier->name;
+    out[i].ordinal = s.ordinal;
+    auto cur = input.current.find(s.name);
+    if (cur == input.current.end()) continue;
+    auto it = hosts.find(cur->second);
+    if (it == hosts.end()) continue;
+    HostLoad& h = it->second;
+    if (!h.view->schedulable || !allowedByRequired(*s.tier, h.view->name) ||
+        avoids(input, s.name, h.view->name)) {
+      continue;
+    }
+    // Slots run in ordinal order within a tier, so the lower ordinal keeps the host.
+    if (s.tier->placement.spread == SpreadMode::kRequired && h.replicasOf(s.tier->name) > 0) {
+      continue;
+    }
+    h.add(*s.tier, s.name);
+    out[i].host = h.view->name;
+    kept[i] = true;
+  }
+
+  // Rules 2-4: place the rest.
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (kept[i]) continue;
+    const Slot& s = slots[i];
+    HostLoad* best = nullptr;
+    RankKey best_key;
+    for (auto& [name, h] : hosts) {
+      if (!isCandidate(input, s, h)) continue;
+      RankKey key = rankOf(*s.tier, h);
+      if (best == nullptr || key < best_key) {
+        best = &h;
+        best_key = std::move(key);
+      }
+    }
+    if (best == nullptr) {
+      out[i].reason = pendingReason(input, s, hosts);
+    } else {
+      best->add(*s.tier, s.name);
+      out[i].host = best->view->name;
+    }
+    auto cur = input.current.find(s.name);
+    out[i].moved = cur == input.current.end() || cur->second != out[i].host;
+  }
+
+  result.vms = std::move(out);
+  for (const auto& [name, h] : hosts) result.used[name] = h.used;
+  return result;
+}
+
+std::string NPlusOneReport::summary() const {
+  if (safe) return "N+1 safe: any single host can fail";
+  std::vector<std::string> parts;
+  for (const auto& [host, vms] : breaking) {
+    parts.push_back("losing host '" + host + "' leaves " + joined(vms, ", ") + " unplaced");
+  }
+  return "not N+1 safe: " + joined(parts, "; ");
+}
+
+NPlusOneReport checkNPlusOne(const PlacementInput& input, const PlacementResult& placed) {
+  NPlusOneReport report;
+  std::set<std::string> loaded;
+  for (const auto& p : placed.vms)
+    if (!p.host.empty()) loaded.insert(p.host);
+
+  for (const auto& lost : loaded) {
+    PlacementInput sim;
+    sim.policy = input.policy;
+    sim.avoid = input.avoid;
+    sim.hosts = input.hosts;
+    for (auto& h : sim.hosts)
+      if (h.name == lost) h.schedulable = false;
+    for (const auto& p : placed.vms)
+      if (!p.host.empty() && p.host != lost) sim.current[p.vm] = p.host;
+
+    PlacementResult after = place(sim);
+    std::vector<const VmPlacement*> pending;
+    for (const auto& p : after.vms)
+      if (p.host.empty()) pending.push_back(&p);
+    if (pending.empty()) continue;
+    // Named by tier, then ordinal: "db-2, web-1, web-10".
+    std::sort(pending.begin(), pending.end(), [](const VmPlacement* a, const VmPlacement* b) {
+      return std::tie(a->tier, a->ordinal) < std::tie(b->tier, b->ordinal);
+    });
+    auto& names = report.breaking[lost];
+    for (const auto* p : pending) names.push_back(p->vm);
+    report.safe = false;
+  }
+  return report;
+}
+
+}  // namespace tw
