@@ -58,4 +58,14 @@ class Store {
   virtual Result<int64_t> eventCount() = 0;
 };
 
+// For tests only: reach a database file behind the Store's back, so tests need
+// not include sqlite3.h. Implemented next to SqliteStore.
+//
+// Sets PRAGMA user_version of the existing database file at `path`.
+Status setSchemaVersionForTest(const std::string& path, int version);
+// Runs one read-only statement on the database file at `path` (read-only
+// connection) and returns its rows, every column as text (NULL as "").
+Result<std::vector<std::vector<std::string>>> queryForTest(const std::string& path,
+                                                           const std::string& sql);
+
 }  // namespace tw

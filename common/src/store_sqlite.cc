@@ -1,0 +1,654 @@
+// SqliteStore: tw::Store on SQLite. The only file that includes sqlite3.h.
+//
+// Every SQLite handle lives in a unique_ptr with its closer; every value reaches
+// SQL through a bound parameter (see Statement); every multi-statement change
+// runs in a Transaction that rolls back unless committed; every SQLite error
+// becomes a tw::Status here, with SQLite's own message and what we were doing.
+// The schema is the kMigrations list below, numbered by PRAGMA user_version.
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tw/json.h"
+#include "tw/log.h"
+#include "tw/store.h"
+
+namespace tw {
+namespace {
+
+// ------------------------------------------------------------ migrations ---
+//
+// The schema, oldest step first. Step i (0-based) takes a database from
+// user_version i to i + 1, in one transaction together with the user_version
+// bump, so latestSchemaVersion() is the number of steps.
+//
+// TO CHANGE THE SCHEMA, APPEND A STEP at the end of this list, e.g.
+//   {"v2: incidents", R"sql(CREATE TABLE incidents (...) STRICT;)sql"},
+//   {"v3: action journal", R"sql(CREATE TABLE actions (...) STRICT;)sql"},
+// and read/write the new tables in SqliteStore below. Never edit, reorder or
+// remove a step that has been released: databases in the field already ran it.
+// A step may hold several statements; it must not BEGIN/COMMIT itself.
+struct Migration {
+  const char* description;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {"v1: policies, tiers, hosts, vms, events", R"sql(
+CREATE TABLE policies (
+  version    INTEGER PRIMARY KEY AUTOINCREMENT,
+  applied_ms INTEGER NOT NULL,
+  digest     TEXT    NOT NULL,
+  files_json TEXT    NOT NULL  -- [{"name": "demo.yaml", "content": "..."}, ...]
+) STRICT;
+
+CREATE TABLE tiers (
+  name           TEXT    PRIMARY KEY,
+  policy_version INTEGER NOT NULL REFERENCES policies(version),
+  ord            INTEGER NOT NULL,  -- declaration order in the policy
+  image          TEXT    NOT NULL,
+  replicas       INTEGER NOT NULL,
+  vcpus          INTEGER NOT NULL,
+  memory_mib     INTEGER NOT NULL,
+  spec_json      TEXT    NOT NULL   -- the whole TierSpec, as tw/json.h encodes it
+) STRICT;
+
+CREATE TABLE hosts (
+  name           TEXT    PRIMARY KEY,
+  state          TEXT    NOT NULL,  -- toString(HostState)
+  state_since_ms INTEGER NOT NULL,
+  cpus           INTEGER NOT NULL,
+  memory_mib     INTEGER NOT NULL,
+  reason         TEXT    NOT NULL
+) STRICT;
+
+CREATE TABLE vms (
+  name        TEXT    PRIMARY KEY,
+  tier        TEXT    NOT NULL,
+  ordinal     INTEGER NOT NULL,
+  host        TEXT    NOT NULL,     -- '' = not placed
+  epoch       INTEGER NOT NULL,
+  state       TEXT    NOT NULL,     -- toString(VmState)
+  health      TEXT    NOT NULL,     -- toString(Health)
+  restarts    INTEGER NOT NULL,
+  relocations INTEGER NOT NULL,
+  reason      TEXT    NOT NULL,
+  updated_ms  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE events (
+  id      INTEGER PRIMARY KEY AUTOINCREMENT,
+  t_ms    INTEGER NOT NULL,
+  level   TEXT    NOT NULL,
+  kind    TEXT    NOT NULL,
+  subject TEXT    NOT NULL,
+  message TEXT    NOT NULL
+) STRICT;
+CREATE INDEX events_by_subject ON events(subject, id);
+)sql"},
+    // Append v2 here (see the comment above kMigrations).
+};
+
+constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
+
+constexpr int kBusyTimeoutMs = 5000;
+
+// ------------------------------------------------------------- handles ---
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+// busy/locked/ioerr are transient (retry with back-off); a violated constraint
+// means the caller asked for something the current state forbids; anything
+// else is a bug or a broken file.
+Code codeFor(int rc) {
+  switch (rc & 0xff) {  // primary code of an extended result code
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+      return Code::kUnavailable;
+    case SQLITE_CONSTRAINT:
+      return Code::kFailedPrecondition;
+    default:
+      return Code::kInternal;
+  }
+}
+
+// Reads SQLite's message at once: the next call on `db` overwrites it.
+Status sqliteError(sqlite3* db, int rc, std::string_view context) {
+  const char* message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  return Status(codeFor(rc), std::string(context) + ": " + message);
+}
+
+std::string inQuotes(const std::string& s) { return "'" + s + "'"; }
+
+// ----------------------------------------------------------- statements ---
+
+// One prepared statement. Values go in through bind() only, never into the SQL
+// text. Columns are read by 0-based index while step() reports a row.
+class Statement {
+ public:
+  static Result<Statement> prepare(sqlite3* db, std::string_view sql) {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr);
+    StmtPtr stmt(raw);
+    if (rc != SQLITE_OK) return sqliteError(db, rc, "preparing SQL");
+    if (stmt == nullptr) return internalError("preparing SQL: empty statement");
+    return Statement(db, std::move(stmt));
+  }
+
+  // Binds args to ?1..?N in order. REQUIRES: one arg per parameter.
+  template <typename... Args>
+  Status bindAll(const Args&... args) {
+    int expected = sqlite3_bind_parameter_count(stmt_.get());
+    if (expected != static_cast<int>(sizeof...(args))) {
+      return internalError("binding SQL: statement has " + std::to_string(expected) +
+                           " parameters, given " + std::to_string(sizeof...(args)) + ": " +
+                           sqlite3_sql(stmt_.get()));
+    }
+    Status status;
+    int index = 0;
+    ((status = status.isOk() ? bind(++index, args) : status), ...);
+    return status;
+  }
+
+  // True when a row is ready to read; false when the statement is done.
+  Result<bool> step() {
+    int rc = sqlite3_step(stmt_.get());
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return sqliteError(db_, rc, "running SQL");
+  }
+
+  // Steps to the end, ignoring any rows.
+  Status run() {
+    while (true) {
+      Result<bool> row = step();
+      if (!row.isOk()) return row.status();
+      if (!*row) return Status::ok();
+    }
+  }
+
+  int64_t int64At(int col) const { return sqlite3_column_int64(stmt_.get(), col); }
+  int intAt(int col) const { return sqlite3_column_int(stmt_.get(), col); }
+  std::string textAt(int col) const {
+    const unsigned char* text = sqlite3_column_text(stmt_.get(), col);
+    if (text == nullptr) return {};  // NULL
+    int bytes = sqlite3_column_bytes(stmt_.get(), col);
+    return std::string(reinterpret_cast<const char*>(text), static_cast<size_t>(bytes));
+  }
+  int columnCount() const { return sqlite3_column_count(stmt_.get()); }
+
+ private:
+  Statement(sqlite3* db, StmtPtr stmt) : db_(db), stmt_(std::move(stmt)) {}
+
+  Status bind(int index, int64_t value) {
+    return check(sqlite3_bind_int64(stmt_.get(), index, value));
+  }
+  Status bind(int index, std::string_view value) {
+    // SQLITE_TRANSIENT: SQLite copies the bytes, so temporaries are safe. A null
+    // data pointer would bind NULL, so an empty view binds "".
+    const char* data = value.data() != nullptr ? value.data() : "";
+    return check(
+        sqlite3_bind_text64(stmt_.get(), index, data, value.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  Status check(int rc) {
+    return rc == SQLITE_OK ? Status::ok() : sqliteError(db_, rc, "binding SQL");
+  }
+
+  sqlite3* db_;
+  StmtPtr stmt_;
+};
+
+// Prepares `sql` and binds `args` to its parameters.
+template <typename... Args>
+Result<Statement> query(sqlite3* db, std::string_view sql, const Args&... args) {
+  Result<Statement> stmt = Statement::prepare(db, sql);
+  if (!stmt.isOk()) return stmt;
+  TW_RETURN_IF_ERROR(stmt->bindAll(args...));
+  return stmt;
+}
+
+// Prepares, binds and runs `sql` to completion.
+template <typename... Args>
+Status exec(sqlite3* db, std::string_view sql, const Args&... args) {
+  Result<Statement> stmt = query(db, sql, args...);
+  if (!stmt.isOk()) return stmt.status();
+  return stmt->run();
+}
+
+// Runs a constant script of one or more statements. For our own SQL only
+// (migrations, pragmas): never for anything that carries a value.
+Status execScript(sqlite3* db, const char* sql, std::string_view context) {
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? Status::ok() : sqliteError(db, rc, context);
+}
+
+Result<int> readUserVersion(sqlite3* db) {
+  Result<Statement> stmt = query(db, "PRAGMA user_version");
+  if (!stmt.isOk()) return stmt.status();
+  Result<bool> row = stmt->step();
+  if (!row.isOk()) return row.status();
+  if (!*row) return internalError("PRAGMA user_version returned no row");
+  return stmt->intAt(0);
+}
+
+// PRAGMA takes no bound parameters; `version` is an int, not text, so
+// formatting it into the statement cannot inject anything.
+Status writeUserVersion(sqlite3* db, int version) {
+  std::string sql = "PRAGMA user_version = " + std::to_string(version);
+  return execScript(db, sql.c_str(), "setting user_version");
+}
+
+// --------------------------------------------------------- transactions ---
+
+// Rolls back unless commit() succeeded. Outside a transaction it is
+// BEGIN IMMEDIATE (the write lock is taken up front, so the transaction
+// cannot fail halfway on a lock upgrade); inside one it is a SAVEPOINT, so a
+// store method that needs atomicity also works within Store::transaction().
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) {}
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction() {
+    if (!active_) return;
+    // Errors are ignored: SQLite may already have rolled back on its own
+    // (after SQLITE_FULL, SQLITE_IOERR, ...), and a destructor cannot report.
+    if (nested_) {
+      sqlite3_exec(db_, "ROLLBACK TO tw_nested; RELEASE tw_nested", nullptr, nullptr, nullptr);
+    } else {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+  }
+
+  Status begin() {
+    nested_ = sqlite3_get_autocommit(db_) == 0;
+    TW_RETURN_IF_ERROR(execScript(db_, nested_ ? "SAVEPOINT tw_nested" : "BEGIN IMMEDIATE",
+                                  "beginning transaction"));
+    active_ = true;
+    return Status::ok();
+  }
+
+  Status commit() {
+    TW_RETURN_IF_ERROR(
+        execScript(db_, nested_ ? "RELEASE tw_nested" : "COMMIT", "committing transaction"));
+    active_ = false;
+    return Status::ok();
+  }
+
+ private:
+  sqlite3* db_;
+  bool active_ = false;
+  bool nested_ = false;
+};
+
+// Runs body in a Transaction: committed when it returns ok.
+template <typename Body>
+Status atomically(sqlite3* db, Body&& body) {
+  Transaction txn(db);
+  TW_RETURN_IF_ERROR(txn.begin());
+  TW_RETURN_IF_ERROR(body());
+  return txn.commit();
+}
+
+// --------------------------------------------------------------- opening ---
+
+Result<DbPtr> openHandle(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  DbPtr db(raw);  // sqlite3_open_v2 may hand back a handle even on failure
+  if (rc != SQLITE_OK) return sqliteError(db.get(), rc, "opening database " + inQuotes(path));
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+  return db;
+}
+
+Status refuseNewer(const std::string& path, int version) {
+  return failedPrecondition("database " + path + " has schema version " + std::to_string(version) +
+                            ", newer than this build's " + std::to_string(kMigrationCount) +
+                            "; upgrade tierwarden or use another state dir");
+}
+
+// Applies every step after the database's version, each in its own transaction.
+Status migrate(sqlite3* db, const std::string& path) {
+  for (int target = 1; target <= kMigrationCount; ++target) {
+    Transaction txn(db);
+    TW_RETURN_IF_ERROR(txn.begin());
+    // Read under the write lock: another process may have migrated meanwhile.
+    Result<int> current = readUserVersion(db);
+    if (!current.isOk()) return current.status();
+    if (*current > kMigrationCount) return refuseNewer(path, *current);
+    if (*current >= target) continue;  // the Transaction rolls back: nothing written
+    const Migration& step = kMigrations[target - 1];
+    TW_RETURN_IF_ERROR(execScript(db, step.sql, std::string("migrating to ") + step.description));
+    TW_RETURN_IF_ERROR(writeUserVersion(db, target));
+    TW_RETURN_IF_ERROR(txn.commit());
+    log::info("database '{}' migrated to schema version {} ({})", path, target, step.description);
+  }
+  return Status::ok();
+}
+
+// --------------------------------------------------------- JSON columns ---
+
+// nlohmann throws (e.g. on text that is not UTF-8); the store turns that into
+// a Status here rather than let it cross the interface.
+Result<std::string> dumpJson(const Json& j) {
+  try {
+    return j.dump();
+  } catch (const Json::exception& e) {
+    return invalidArgument(std::string("cannot encode as JSON: ") + e.what());
+  }
+}
+
+Result<std::vector<PolicyFile>> decodeFiles(const std::string& text) {
+  Result<Json> j = parseJson(text);
+  if (!j.isOk()) return j.status();
+  if (!j->is_array()) return invalidArgument("files_json is not an array");
+  return decode<std::vector<PolicyFile>>(*j);
+}
+
+// ----------------------------------------------------------- the store ---
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(DbPtr db, int schema_version) : db_(std::move(db)), schema_version_(schema_version) {}
+
+  int schemaVersion() const override { return schema_version_; }
+
+  Status transaction(const std::function<Status()>& body) override {
+    if (in_transaction_) {
+      return failedPrecondition(
+          "Store::transaction called inside another; nesting is not supported");
+    }
+    struct Guard {
+      bool& flag;
+      ~Guard() { flag = false; }
+    } guard{in_transaction_};
+    in_transaction_ = true;
+    return atomically(db(), body);
+  }
+
+  Result<int64_t> insertPolicy(const PolicyRecord& record) override {
+    Json files = Json::array();
+    for (const PolicyFile& f : record.files) files.push_back(f);
+    Result<std::string> files_json = dumpJson(files);
+    if (!files_json.isOk()) return files_json.status().withContext("storing policy");
+    Status status =
+        exec(db(), "INSERT INTO policies (applied_ms, digest, files_json) VALUES (?, ?, ?)",
+             record.applied_ms, record.digest, *files_json);
+    if (!status.isOk()) return status.withContext("storing policy");
+    return static_cast<int64_t>(sqlite3_last_insert_rowid(db()));
+  }
+
+  Result<std::optional<PolicyRecord>> latestPolicy() override {
+    const char* context = "loading latest policy";
+    Result<Statement> stmt = query(db(),
+                                   "SELECT version, applied_ms, digest, files_json FROM policies "
+                                   "ORDER BY version DESC LIMIT 1");
+    if (!stmt.isOk()) return stmt.status().withContext(context);
+    Result<bool> row = stmt->step();
+    if (!row.isOk()) return row.status().withContext(context);
+    if (!*row) return std::optional<PolicyRecord>();
+    PolicyRecord record;
+    record.version = stmt->int64At(0);
+    record.applied_ms = stmt->int64At(1);
+    record.digest = stmt->textAt(2);
+    Result<std::vector<PolicyFile>> files = decodeFiles(stmt->textAt(3));
+    if (!files.isOk()) {
+      return internalError("policy version " + std::to_string(record.version) +
+                           " has corrupt files_json: " + files.status().message())
+          .withContext(context);
+    }
+    record.files = std::move(*files);
+    return std::optional<PolicyRecord>(std::move(record));
+  }
+
+  Status replaceTiers(int64_t policy_version, const std::vector<TierSpec>& tiers) override {
+    Status status = atomically(db(), [&]() -> Status {
+      TW_RETURN_IF_ERROR(exec(db(), "DELETE FROM tiers"));
+      int64_t ord = 0;
+      for (const TierSpec& tier : tiers) {
+        Result<std::string> spec_json = dumpJson(Json(tier));
+        if (!spec_json.isOk()) return spec_json.status().withContext("tier " + inQuotes(tier.name));
+        Status s = exec(db(),
+                        "INSERT INTO tiers (name, policy_version, ord, image, replicas, vcpus,"
+                        " memory_mib, spec_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        tier.name, policy_version, ord++, tier.image, tier.replicas, tier.vcpus,
+                        tier.memory_mib, *spec_json);
+        if (!s.isOk()) return s.withContext("tier " + inQuotes(tier.name));
+      }
+      return Status::ok();
+    });
+    return status.withContext("replacing tiers of policy version " +
+                              std::to_string(policy_version));
+  }
+
+  Status putHost(const HostRecord& host) override {
+    return exec(db(),
+                "INSERT OR REPLACE INTO hosts (name, state, state_since_ms, cpus, memory_mib, "
+                "reason)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                host.name, toString(host.state), host.state_since_ms, host.capacity.cpus,
+                host.capacity.memory_mib, host.reason)
+        .withContext("storing host " + inQuotes(host.name));
+  }
+
+  Status deleteHost(const std::string& name) override {
+    return exec(db(), "DELETE FROM hosts WHERE name = ?", name)
+        .withContext("deleting host " + inQuotes(name));
+  }
+
+  Result<std::vector<HostRecord>> hosts() override {
+    const char* context = "loading hosts";
+    Result<Statement> stmt = query(
+        db(),
+        "SELECT name, state, state_since_ms, cpus, memory_mib, reason FROM hosts ORDER BY name");
+    if (!stmt.isOk()) return stmt.status().withContext(context);
+    std::vector<HostRecord> out;
+    while (true) {
+      Result<bool> row = stmt->step();
+      if (!row.isOk()) return row.status().withContext(context);
+      if (!*row) break;
+      HostRecord h;
+      h.name = stmt->textAt(0);
+      std::string state = stmt->textAt(1);
+      std::optional<HostState> parsed = hostStateFromString(state);
+      if (!parsed) return corrupt("host", h.name, "state", state).withContext(context);
+      h.state = *parsed;
+      h.state_since_ms = stmt->int64At(2);
+      h.capacity.cpus = stmt->intAt(3);
+      h.capacity.memory_mib = stmt->int64At(4);
+      h.reason = stmt->textAt(5);
+      out.push_back(std::move(h));
+    }
+    return out;
+  }
+
+  Status putVm(const VmRecord& vm) override {
+    return exec(db(),
+                "INSERT OR REPLACE INTO vms (name, tier, ordinal, host, epoch, state, health,"
+                " restarts, relocations, reason, updated_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                vm.name, vm.tier, vm.ordinal, vm.host, vm.epoch, toString(vm.state),
+                toString(vm.health), vm.restarts, vm.relocations, vm.reason, vm.updated_ms)
+        .withContext("storing vm " + inQuotes(vm.name));
+  }
+
+  Status deleteVm(const std::string& name) override {
+    return exec(db(), "DELETE FROM vms WHERE name = ?", name)
+        .withContext("deleting vm " + inQuotes(name));
+  }
+
+  Result<std::vector<VmRecord>> vms() override {
+    const char* context = "loading vms";
+    Result<Statement> stmt =
+        query(db(),
+              "SELECT name, tier, ordinal, host, epoch, state, health, restarts,"
+              " relocations, reason, updated_ms FROM vms ORDER BY name");
+    if (!stmt.isOk()) return stmt.status().withContext(context);
+    std::vector<VmRecord> out;
+    while (true) {
+      Result<bool> row = stmt->step();
+      if (!row.isOk()) return row.status().withContext(context);
+      if (!*row) break;
+      VmRecord vm;
+      vm.name = stmt->textAt(0);
+      vm.tier = stmt->textAt(1);
+      vm.ordinal = stmt->intAt(2);
+      vm.host = stmt->textAt(3);
+      vm.epoch = stmt->int64At(4);
+      std::string state = stmt->textAt(5);
+      std::optional<VmState> parsed_state = vmStateFromString(state);
+      if (!parsed_state) return corrupt("vm", vm.name, "state", state).withContext(context);
+      vm.state = *parsed_state;
+      std::string health = stmt->textAt(6);
+      std::optional<Health> parsed_health = healthFromString(health);
+      if (!parsed_health) return corrupt("vm", vm.name, "health", health).withContext(context);
+      vm.health = *parsed_health;
+      vm.restarts = stmt->intAt(7);
+      vm.relocations = stmt->intAt(8);
+      vm.reason = stmt->textAt(9);
+      vm.updated_ms = stmt->int64At(10);
+      out.push_back(std::move(vm));
+    }
+    return out;
+  }
+
+  Result<EventRecord> appendEvent(EventRecord event) override {
+    Status status = exec(db(),
+                         "INSERT INTO events (t_ms, level, kind, subject, message)"
+                         " VALUES (?, ?, ?, ?, ?)",
+                         event.t_ms, event.level, event.kind, event.subject, event.message);
+    if (!status.isOk()) return status.withContext("appending event " + inQuotes(event.kind));
+    event.id = sqlite3_last_insert_rowid(db());
+    return event;
+  }
+
+  Result<std::vector<EventRecord>> eventsSince(int64_t after_id, int limit) override {
+    const char* context = "loading events";
+    // SQLite reads a negative LIMIT as "no limit": refuse it rather than
+    // return the whole log.
+    if (limit <= 0) {
+      return invalidArgument("limit must be positive, got " + std::to_string(limit))
+          .withContext(context);
+    }
+    Result<Statement> stmt = query(db(),
+                                   "SELECT id, t_ms, level, kind, subject, message FROM events"
+                                   " WHERE id > ? ORDER BY id LIMIT ?",
+                                   after_id, limit);
+    if (!stmt.isOk()) return stmt.status().withContext(context);
+    std::vector<EventRecord> out;
+    while (true) {
+      Result<bool> row = stmt->step();
+      if (!row.isOk()) return row.status().withContext(context);
+      if (!*row) break;
+      EventRecord e;
+      e.id = stmt->int64At(0);
+      e.t_ms = stmt->int64At(1);
+      e.level = stmt->textAt(2);
+      e.kind = stmt->textAt(3);
+      e.subject = stmt->textAt(4);
+      e.message = stmt->textAt(5);
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  Result<int64_t> eventCount() override {
+    Result<Statement> stmt = query(db(), "SELECT count(*) FROM events");
+    if (!stmt.isOk()) return stmt.status().withContext("counting events");
+    Result<bool> row = stmt->step();
+    if (!row.isOk()) return row.status().withContext("counting events");
+    return stmt->int64At(0);
+  }
+
+ private:
+  sqlite3* db() const { return db_.get(); }
+
+  static Status corrupt(const char* table, const std::string& name, const char* column,
+                        const std::string& value) {
+    return internalError(std::string(table) + " " + inQuotes(name) + " has unknown " + column +
+                         " " + inQuotes(value));
+  }
+
+  DbPtr db_;
+  int schema_version_;
+  bool in_transaction_ = false;
+};
+
+}  // namespace
+
+int Store::latestSchemaVersion() { return kMigrationCount; }
+
+Result<std::unique_ptr<Store>> Store::open(const std::string& path) {
+  if (path.empty()) return invalidArgument("database path is empty");
+  Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!db.isOk()) return db.status();
+  sqlite3* raw = db->get();
+  std::string context = "opening database " + inQuotes(path);
+
+  // Refuse a newer schema before anything below writes to the file (switching
+  // to WAL rewrites the header).
+  Result<int> version = readUserVersion(raw);
+  if (!version.isOk()) return version.status().withContext(context);
+  if (*version > kMigrationCount) return refuseNewer(path, *version);
+
+  TW_RETURN_IF_ERROR(execScript(raw, "PRAGMA foreign_keys = ON", context));
+  TW_RETURN_IF_ERROR(execScript(raw, "PRAGMA synchronous = NORMAL", context));
+  if (path != ":memory:") {
+    Result<Statement> stmt = query(raw, "PRAGMA journal_mode = WAL");
+    if (!stmt.isOk()) return stmt.status().withContext(context);
+    Result<bool> row = stmt->step();
+    if (!row.isOk()) return row.status().withContext(context);
+    std::string mode = *row ? stmt->textAt(0) : std::string();
+    if (mode != "wal") {
+      return internalError("cannot switch to WAL journal mode (got '" + mode + "')")
+          .withContext(context);
+    }
+  }
+
+  TW_RETURN_IF_ERROR(migrate(raw, path).withContext(context));
+  version = readUserVersion(raw);
+  if (!version.isOk()) return version.status().withContext(context);
+  return std::unique_ptr<Store>(std::make_unique<SqliteStore>(std::move(*db), *version));
+}
+
+Status setSchemaVersionForTest(const std::string& path, int version) {
+  Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READWRITE);
+  if (!db.isOk()) return db.status();
+  return writeUserVersion(db->get(), version);
+}
+
+Result<std::vector<std::vector<std::string>>> queryForTest(const std::string& path,
+                                                           const std::string& sql) {
+  Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READONLY);
+  if (!db.isOk()) return db.status();
+  Result<Statement> stmt = query(db->get(), sql);
+  if (!stmt.isOk()) return stmt.status();
+  std::vector<std::vector<std::string>> rows;
+  while (true) {
+    Result<bool> row = stmt->step();
+    if (!row.isOk()) return row.status();
+    if (!*row) break;
+    std::vector<std::string> cells;
+    for (int col = 0; col < stmt->columnCount(); ++col) cells.push_back(stmt->textAt(col));
+    rows.push_back(std::move(cells));
+  }
+  return rows;
+}
+
+}  // namespace tw
