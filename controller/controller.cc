@@ -85,9 +85,7 @@ Status Controller::recover() {
     // A VM that was assigned keeps running where it is: no tier-order gate.
     vm_runtime_[rec.name].released = !rec.host.empty() && rec.state != VmState::kPending;
   }
-  for (const auto& spec : policy_.hosts) {
-    if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
-  }
+  for (const auto& spec : policy_.hosts) ensureHost(spec.name);
   dirty_ = true;
   log::info("recovered: policy version {}, {} hosts, {} vms", policy_record_.version,
             hosts_.size(), vms_.size());
@@ -99,10 +97,30 @@ Status Controller::loadPolicy(const PolicyRecord& record) {
   if (!parsed.isOk()) return parsed.status();
   policy_ = std::move(parsed).value();
   policy_record_ = record;
-  for (const auto& spec : policy_.hosts) {
-    if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
-  }
+  for (const auto& spec : policy_.hosts) ensureHost(spec.name);
   return Status::ok();
+}
+
+Controller::HostRuntime& Controller::ensureHost(const std::string& name) {
+  auto [it, inserted] = hosts_.try_emplace(name);
+  if (inserted) {
+    it->second.rec.name = name;
+    it->second.declared_ms = clock_.nowMs();
+  }
+  return it->second;
+}
+
+std::vector<std::string> Controller::settlingHosts() const {
+  std::vector<std::string> out;
+  Millis now = clock_.nowMs();
+  for (const auto& spec : policy_.hosts) {
+    auto it = hosts_.find(spec.name);
+    if (it == hosts_.end()) continue;
+    const HostRuntime& h = it->second;
+    if (h.rec.state == HostState::kUnknown && now - h.declared_ms < policy_.settings.dead_after_ms)
+      out.push_back(spec.name);
+  }
+  return out;
 }
 
 const VmRecord* Controller::vm(const std::string& name) const {
@@ -277,9 +295,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
 
   // Plan against the hosts as they are now.
   std::map<std::string, HostRuntime> saved_hosts = hosts_;
-  for (const auto& spec : next.hosts) {
-    if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
-  }
+  for (const auto& spec : next.hosts) ensureHost(spec.name);
   PlacementInput input = placementInput(next);
   PlacementResult placed = place(input);
   result.plan = planItems(placed);
@@ -342,9 +358,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
         ++it;
       }
     }
-    for (const auto& spec : policy_.hosts) {
-      if (!hosts_.count(spec.name)) hosts_[spec.name].rec.name = spec.name;
-    }
+    for (const auto& spec : policy_.hosts) ensureHost(spec.name);
     std::string names;
     for (const auto& f : files) names += (names.empty() ? "" : ", ") + f.name;
     emit("info", "policy.applied", "policy/" + std::to_string(record.version),
@@ -437,6 +451,16 @@ void Controller::checkLiveness() {
 void Controller::reconcile() {
   dirty_ = false;
   PlacementInput input = placementInput(policy_);
+  std::vector<std::string> settling = settlingHosts();
+  std::string settling_reason;
+  if (!settling.empty()) {
+    // Give every declared host a chance to report before placing anything new.
+    for (auto& h : input.hosts) h.accepts_new = false;
+    for (const auto& name : settling) settling_reason += (settling_reason.empty() ? "'" : ", '") + name + "'";
+    settling_reason = "waiting up to " + seconds(policy_.settings.dead_after_ms) + " for host " +
+                      settling_reason + " to report";
+    dirty_ = true;  // place again once they reported or the wait is over
+  }
   PlacementResult placed = place(input);
   Millis now = clock_.nowMs();
   for (const auto& name : placed.removed) {
@@ -461,12 +485,13 @@ void Controller::reconcile() {
       vm_runtime_[p.vm] = VmRuntime{};
     }
     if (p.host.empty()) {
+      const std::string& reason = settling_reason.empty() ? p.reason : settling_reason;
       bool changed = !vm.host.empty();
       vm.host.clear();
       vm_runtime_[p.vm] = VmRuntime{};
-      if (changed || inserted || vm.state != VmState::kPending || vm.reason != p.reason) {
+      if (changed || inserted || vm.state != VmState::kPending || vm.reason != reason) {
         if (inserted) saveVm(vm);
-        setVmState(vm, VmState::kPending, p.reason);
+        setVmState(vm, VmState::kPending, reason);
         saveVm(vm);
       }
       continue;

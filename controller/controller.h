@@ -98,6 +98,7 @@ class Controller {
   struct HostRuntime {
     HostRecord rec;
     bool seen = false;            // heartbeated since this controller started
+    Millis declared_ms = 0;       // when this controller first knew the host
     Millis last_heartbeat_ms = 0;
     std::string agent_id;
     Capacity reported;
@@ -110,6 +111,10 @@ class Controller {
   };
 
   Status loadPolicy(const PolicyRecord& record);
+  HostRuntime& ensureHost(const std::string& name);
+  // Hosts still unknown (never reported) within dead_after of being declared:
+  // new VMs wait for them instead of piling onto the first host that reports.
+  std::vector<std::string> settlingHosts() const;
   std::vector<HostView> hostViews(const Policy& policy) const;
   PlacementInput placementInput(const Policy& policy) const;
   std::vector<PlanItem> planItems(const PlacementResult& placed) const;

@@ -68,6 +68,7 @@ class FakeHypervisor final : public Hypervisor {
   bool hung_ = false;
   bool powered_ = true;
   int fail_migrations_ = 0;
+  std::map<std::string, int> pending_fail_starts_;  // failStarts() before define()
 };
 
 }  // namespace tw

@@ -1,0 +1,631 @@
+#include "agent/agent.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <utility>
+
+#include "tw/log.h"
+
+namespace tw {
+
+namespace {
+
+// Delay before restart number k (0-based) within the budget window: the first
+// after backoff_initial_ms, then 1 s, 2 s, 4 s, ... capped at backoff_max_ms.
+Millis backoffFor(size_t k, const RestartBudget& budget) {
+  if (k == 0) return budget.backoff_initial_ms;
+  Millis delay = 1000;
+  for (size_t i = 1; i < k && delay < budget.backoff_max_ms; ++i) delay *= 2;
+  return std::min(delay, budget.backoff_max_ms);
+}
+
+bool isDown(DomainState s) { return !isActive(s); }
+
+// Running or blocked: a service inside may answer (paused ones cannot).
+bool isExecuting(DomainState s) { return s == DomainState::kRunning || s == DomainState::kBlocked; }
+
+std::string vmId(const std::string& vm, int64_t epoch) {
+  return fmt::format("vm '{}' (epoch {})", vm, epoch);
+}
+
+DomainSpec specFor(const Assignment& a) {
+  DomainSpec spec;
+  spec.meta.vm = a.vm;
+  spec.meta.tier = a.tier;
+  spec.meta.epoch = a.epoch;
+  spec.meta.policy_version = a.policy_version;
+  spec.meta.spec_digest = a.spec_digest;
+  spec.vcpus = a.vcpus;
+  spec.memory_mib = a.memory_mib;
+  // kernel, initrd, disk and network stay empty: resolving a tier's image into
+  // them (and the overlay in AgentOptions::disk_dir) is a later issue.
+  return spec;
+}
+
+bool sameReport(const DomainReport& a, const DomainReport& b) {
+  return a.vm == b.vm && a.tier == b.tier && a.epoch == b.epoch && a.state == b.state &&
+         a.health == b.health && a.restarts == b.restarts && a.reason == b.reason;
+}
+
+bool sameReports(const std::vector<DomainReport>& a, const std::vector<DomainReport>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), sameReport);
+}
+
+void logAt(const std::string& level, const std::string& message) {
+  if (level == "error") {
+    log::error("{}", message);
+  } else if (level == "warn") {
+    log::warn("{}", message);
+  } else {
+    log::info("{}", message);
+  }
+}
+
+}  // namespace
+
+const char* toString(LeaseState s) {
+  switch (s) {
+    case LeaseState::kNone:
+      return "none";
+    case LeaseState::kValid:
+      return "valid";
+    case LeaseState::kExpired:
+      return "expired";
+  }
+  return "none";
+}
+
+std::string newAgentId() {
+  std::random_device rd;
+  std::uniform_int_distribution<uint64_t> dist;
+  return fmt::format("{:016x}", dist(rd));
+}
+
+std::string formatDuration(Millis ms) {
+  if (ms > 0 && ms % 3600000 == 0) return fmt::format("{}h", ms / 3600000);
+  if (ms > 0 && ms % 60000 == 0) return fmt::format("{}m", ms / 60000);
+  if (ms > 0 && ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+  return fmt::format("{}ms", ms);
+}
+
+Agent::Agent(AgentOptions options, Hypervisor& hv, ControllerLink& link, Clock& clock,
+             HealthProber* prober)
+    : options_(std::move(options)),
+      hv_(hv),
+      link_(link),
+      clock_(clock),
+      prober_(prober != nullptr ? *prober : noop_prober_),
+      interval_ms_(options_.heartbeat_interval_ms) {}
+
+Status Agent::start() {
+  const Millis now = clock_.nowMs();
+  Result<std::vector<DomainStatus>> listed = hv_.listManaged();
+  if (!listed) return listed.status().withContext("listing managed domains");
+  int running = 0;
+  for (const DomainStatus& d : *listed) {
+    view_[d.meta.vm] = d;
+    VmTrack& t = tracks_[d.meta.vm];
+    t.epoch = d.meta.epoch;
+    t.expect_running = isActive(d.state);
+    t.running_since_ms = now;
+    if (t.expect_running) ++running;
+  }
+  view_ok_ = true;
+  Result<Capacity> cap = hv_.capacity();
+  if (cap) capacity_ = *cap;
+  lease_until_ms_ = now + options_.initial_lease_ms;
+  next_heartbeat_ms_ = now;
+  started_ = true;
+  reports_ = buildReports(now);
+  log::info(
+      "agent '{}' on host '{}': found {} managed domains ({} active); leaving them as they "
+      "are until the controller answers",
+      options_.agent_id, options_.host, view_.size(), running);
+  return Status::ok();
+}
+
+void Agent::onDomainEvent(const DomainEvent& e) {
+  // Re-entrant from inside hv_ calls: record only (no container we iterate).
+  pending_events_.push_back(e);
+  dirty_ = true;
+}
+
+void Agent::onAssignments(const AssignmentSet& set) {
+  if (set.host != options_.host) {
+    log::warn("ignoring assignments for host '{}' (this is host '{}')", set.host, options_.host);
+    return;
+  }
+  if (has_set_ && set.version < set_.version) {
+    log::debug("ignoring assignments version {}: version {} is in force", set.version,
+               set_.version);
+    return;
+  }
+  applySet(set);
+  dirty_ = true;
+}
+
+void Agent::applySet(const AssignmentSet& set) {
+  if (!has_set_ || set.version != set_.version) {
+    log::info("assignments version {} for host '{}': {} vms", set.version, options_.host,
+              set.assignments.size());
+  }
+  set_ = set;
+  has_set_ = true;
+  assigned_.clear();
+  for (const Assignment& a : set_.assignments) assigned_[a.vm] = a;
+  if (set.heartbeat_interval_ms > 0 && set.heartbeat_interval_ms != interval_ms_) {
+    log::info("heartbeat interval now {} ms", set.heartbeat_interval_ms);
+    interval_ms_ = set.heartbeat_interval_ms;
+    next_heartbeat_ms_ = last_heartbeat_ms_ + interval_ms_;
+  }
+}
+
+void Agent::runOnce() {
+  if (!started_) return;
+  const Millis now = clock_.nowMs();
+  dirty_ = false;
+  absorbEvents();
+  refreshView();
+  checkLease(now);
+  if (lease_state_ == LeaseState::kExpired) {
+    fence();
+  } else if (lease_state_ == LeaseState::kValid && has_set_) {
+    converge(now);
+  }
+  reports_ = buildReports(now);
+  if (now >= next_heartbeat_ms_ || reportDue()) {
+    heartbeat(now);
+    reports_ = buildReports(now);
+  }
+  flushEvents();
+}
+
+Millis Agent::nextWakeMs() const {
+  const Millis now = clock_.nowMs();
+  if (!started_) return now + interval_ms_;
+  if (dirty_ || reportDue()) return now;
+  Millis next = next_heartbeat_ms_;
+  if (lease_state_ != LeaseState::kExpired) next = std::min(next, lease_until_ms_);
+  if (lease_state_ == LeaseState::kValid && has_set_ && view_ok_) {
+    for (const auto& [vm, t] : tracks_) {
+      if (t.down && !t.exhausted && assigned_.count(vm) != 0) {
+        next = std::min(next, t.next_restart_ms);
+      }
+    }
+  }
+  return next;
+}
+
+void Agent::absorbEvents() {
+  std::vector<DomainEvent> events;
+  events.swap(pending_events_);
+  for (const DomainEvent& e : events) {
+    log::debug("domain event: vm '{}' {} ({})", e.vm, toString(e.kind), e.detail);
+    if (e.kind != DomainEventKind::kCrashed && e.kind != DomainEventKind::kStopped) continue;
+    auto it = tracks_.find(e.vm);
+    if (it == tracks_.end()) continue;
+    it->second.stop_detail = e.detail.empty() ? toString(e.kind) : e.detail;
+  }
+}
+
+void Agent::refreshView() {
+  Result<std::vector<DomainStatus>> listed = hv_.listManaged();
+  if (!listed) {
+    view_ok_ = false;
+    logFailureOnce("hypervisor", "cannot list managed domains: " + listed.status().toString() +
+                                     " (acting on the last view)");
+    return;
+  }
+  clearFailure("hypervisor");
+  view_ok_ = true;
+  view_.clear();
+  for (DomainStatus& d : *listed) view_[d.meta.vm] = std::move(d);
+  Result<Capacity> cap = hv_.capacity();
+  if (cap) capacity_ = *cap;
+}
+
+void Agent::checkLease(Millis now) {
+  if (lease_state_ == LeaseState::kExpired || now < lease_until_ms_) return;
+  const std::string why =
+      lease_state_ == LeaseState::kNone
+          ? fmt::format("the controller did not answer in the {} after start",
+                        formatDuration(options_.initial_lease_ms))
+          : fmt::format("no heartbeat answered for {}", formatDuration(now - last_answered_ms_));
+  lease_state_ = LeaseState::kExpired;
+  emit("error", "host.self_fenced", "", 0,
+       fmt::format("host '{}' self-fenced: lease expired ({}); destroying every managed domain "
+                   "and starting nothing until the controller answers",
+                   options_.host, why));
+}
+
+// Runs at every runOnce() while the lease is expired, so that a destroy that
+// failed (hypervisor not answering) is tried again.
+void Agent::fence() {
+  bool acted = false;
+  const std::map<std::string, DomainStatus> view = view_;
+  for (const auto& [vm, d] : view) {
+    if (!isActive(d.state)) continue;
+    auto it = tracks_.find(vm);
+    if (it != tracks_.end()) {
+      it->second.expect_running = false;
+      it->second.fenced = true;
+      it->second.down = false;
+    }
+    Status st = hv_.destroy(vm);
+    if (!st.isOk()) {
+      logFailureOnce(vm, fmt::format("self-fence: destroying {} failed: {}", vmId(vm, d.meta.epoch),
+                                     st.toString()));
+      continue;
+    }
+    clearFailure(vm);
+    acted = true;
+    prober_.forget(vm);
+    emit("warn", "vm.destroyed", vm, d.meta.epoch,
+         fmt::format("destroyed {}: self-fence, lease expired", vmId(vm, d.meta.epoch)));
+  }
+  if (acted) refreshView();
+}
+
+void Agent::converge(Millis now) {
+  if (!view_ok_) return;  // act only on what the hypervisor just told us
+  bool acted = false;
+  // Managed domains that are not ours to run: not assigned, or a newer epoch
+  // than assigned (a stale view somewhere; the controller's assignment wins).
+  const std::map<std::string, DomainStatus> view = view_;
+  for (const auto& [vm, d] : view) {
+    auto a = assigned_.find(vm);
+    if (a == assigned_.end()) {
+      acted |= removeDomain(d, "not assigned to this host");
+    } else if (d.meta.epoch > a->second.epoch) {
+      log::warn("{} is newer than its assignment (epoch {}): the assignment wins",
+                vmId(vm, d.meta.epoch), a->second.epoch);
+      acted |= removeDomain(d, fmt::format("epoch {} is assigned", a->second.epoch));
+    }
+  }
+  if (acted) refreshView();
+  if (!view_ok_) return;
+  bool acted_assigned = false;
+  for (const auto& [vm, a] : assigned_) acted_assigned |= convergeOne(a, now);
+  if (acted_assigned) refreshView();
+  // Forget VMs that are neither assigned nor on the host any more.
+  for (auto it = tracks_.begin(); it != tracks_.end();) {
+    if (assigned_.count(it->first) == 0 && view_.count(it->first) == 0) {
+      it = tracks_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool Agent::removeDomain(const DomainStatus& d, const std::string& why) {
+  const std::string& vm = d.meta.vm;
+  tracks_.erase(vm);  // ours to stop: a stop event for it is no crash
+  prober_.forget(vm);
+  if (isActive(d.state)) {
+    Status st = hv_.destroy(vm);
+    if (!st.isOk()) {
+      logFailureOnce(
+          vm, fmt::format("destroying {} failed: {}", vmId(vm, d.meta.epoch), st.toString()));
+      return false;
+    }
+    emit("info", "vm.destroyed", vm, d.meta.epoch,
+         fmt::format("destroyed {}: {}", vmId(vm, d.meta.epoch), why));
+  }
+  Status st = hv_.undefine(vm);
+  if (!st.isOk()) {
+    logFailureOnce(vm,
+                   fmt::format("undefining {} failed: {}", vmId(vm, d.meta.epoch), st.toString()));
+    return true;
+  }
+  clearFailure(vm);
+  emit("info", "vm.undefined", vm, d.meta.epoch,
+       fmt::format("undefined {}: {}", vmId(vm, d.meta.epoch), why));
+  return true;
+}
+
+Agent::VmTrack& Agent::trackFor(const std::string& vm, int64_t epoch) {
+  VmTrack& t = tracks_[vm];
+  if (t.epoch != epoch) {
+    // A new assignment: a new identity with a fresh budget. The domain found
+    // under the old epoch (if any) is not "ours running" any more.
+    t = VmTrack();
+    t.epoch = epoch;
+  }
+  return t;
+}
+
+int Agent::attemptsInWindow(const VmTrack& t, const std::string& vm, Millis now) const {
+  auto a = assigned_.find(vm);
+  if (a == assigned_.end()) return static_cast<int>(t.attempts.size());
+  const Millis window = a->second.restart.window_ms;
+  return static_cast<int>(std::count_if(t.attempts.begin(), t.attempts.end(),
+                                        [&](Millis at) { return at > now - window; }));
+}
+
+// Brings one assignment's domain to "running at the assigned epoch and digest".
+// Returns whether it changed anything on the host or in what is reported.
+bool Agent::convergeOne(const Assignment& a, Millis now) {
+  VmTrack& t = trackFor(a.vm, a.epoch);
+  auto it = view_.find(a.vm);
+  bool present = it != view_.end();
+
+  if (present &&
+      (it->second.meta.epoch != a.epoch || it->second.meta.spec_digest != a.spec_digest)) {
+    // An older epoch or another definition: replace it.
+    const DomainStatus& d = it->second;
+    t.expect_running = false;
+    if (isActive(d.state)) {
+      Status st = hv_.destroy(a.vm);
+      if (!st.isOk()) {
+        logFailureOnce(a.vm, fmt::format("destroying {} to redefine it failed: {}",
+                                         vmId(a.vm, d.meta.epoch), st.toString()));
+        return false;
+      }
+      prober_.forget(a.vm);
+      emit("info", "vm.destroyed", a.vm, d.meta.epoch,
+           fmt::format("destroyed {} to redefine it at epoch {}", vmId(a.vm, d.meta.epoch),
+                       a.epoch));
+    }
+    t.down = false;
+    t.fenced = false;
+    t.exhausted = false;  // a new definition gets its chance
+    return launch(a, t, /*defined=*/false, /*restart=*/false, now);
+  }
+
+  if (present && !isDown(it->second.state)) {
+    if (!t.expect_running) {  // adopted, or started by someone else
+      t.expect_running = true;
+      t.running_since_ms = now;
+    }
+    t.down = false;
+    t.fenced = false;
+    return false;
+  }
+
+  // Not there, or there and stopped.
+  if (t.exhausted) return false;
+  if (!t.down) {
+    if (t.fenced || (!present && !t.launched)) {
+      return launch(a, t, present, /*restart=*/false, now);
+    }
+    t.down = true;
+    t.down_since_ms = now;
+    if (t.expect_running) {
+      std::string detail = !t.stop_detail.empty() ? t.stop_detail
+                           : present              ? toString(it->second.state)
+                                                  : "domain vanished";
+      t.reason = "crashed: " + detail;
+      emit("warn", "vm.crashed", a.vm, a.epoch,
+           fmt::format("{} crashed: {}", vmId(a.vm, a.epoch), detail));
+    } else if (present) {
+      t.reason = fmt::format("found {}", toString(it->second.state));
+    }
+    t.expect_running = false;
+  }
+
+  // A restart in place, within the budget.
+  const RestartBudget& budget = a.restart;
+  while (!t.attempts.empty() && t.attempts.front() <= now - budget.window_ms) {
+    t.attempts.pop_front();
+  }
+  if (static_cast<int>(t.attempts.size()) >= budget.restarts) {
+    t.exhausted = true;
+    t.down = false;
+    t.reason = fmt::format("restart budget spent ({} restarts in {})", budget.restarts,
+                           formatDuration(budget.window_ms));
+    emit("error", "vm.budget_exhausted", a.vm, a.epoch,
+         fmt::format("{} left stopped: {}", vmId(a.vm, a.epoch), t.reason));
+    return true;
+  }
+  t.next_restart_ms = t.down_since_ms + backoffFor(t.attempts.size(), budget);
+  if (now < t.next_restart_ms) return true;  // reported as down meanwhile
+  return launch(a, t, present, /*restart=*/true, now);
+}
+
+// Defines (unless `defined`) and starts the assignment's domain. A restart, and
+// any failed attempt, counts against the budget.
+bool Agent::launch(const Assignment& a, VmTrack& t, bool defined, bool restart, Millis now) {
+  t.launched = true;
+  t.fenced = false;
+  if (restart) t.attempts.push_back(now);
+  Status st;
+  if (!defined) {
+    st = hv_.define(specFor(a));
+    if (st.isOk()) {
+      emit("info", "vm.defined", a.vm, a.epoch, fmt::format("defined {}", vmId(a.vm, a.epoch)));
+    } else {
+      st = st.withContext("define");
+    }
+  }
+  if (st.isOk()) {
+    t.stop_detail.clear();
+    st = hv_.start(a.vm);
+  }
+  if (!st.isOk()) {
+    if (!restart) t.attempts.push_back(now);
+    t.down = true;
+    t.down_since_ms = now;
+    t.expect_running = false;
+    t.reason = "start failed: " + st.toString();
+    emit("warn", "vm.start_failed", a.vm, a.epoch,
+         fmt::format("starting {} failed: {}", vmId(a.vm, a.epoch), st.toString()));
+    return true;
+  }
+  t.down = false;
+  t.expect_running = true;
+  t.running_since_ms = now;
+  if (restart) {
+    emit("info", "vm.restarted", a.vm, a.epoch,
+         fmt::format("restarted {}: restart {} of {} in {}", vmId(a.vm, a.epoch), t.attempts.size(),
+                     a.restart.restarts, formatDuration(a.restart.window_ms)));
+  } else {
+    emit("info", "vm.started", a.vm, a.epoch, fmt::format("started {}", vmId(a.vm, a.epoch)));
+  }
+  return true;
+}
+
+std::vector<DomainReport> Agent::buildReports(Millis now) const {
+  std::vector<DomainReport> out;
+  out.reserve(view_.size());
+  for (const auto& [vm, d] : view_) {
+    DomainReport r;
+    r.vm = vm;
+    r.tier = d.meta.tier;
+    r.epoch = d.meta.epoch;
+    r.state = d.state;
+    auto a = assigned_.find(vm);
+    auto t = tracks_.find(vm);
+    if (isExecuting(d.state)) {
+      if (a == assigned_.end()) {
+        r.health = Health::kUnknown;  // on its way out, or not yet judged
+      } else if (a->second.health.kind == HealthKind::kNone) {
+        r.health = Health::kHealthy;
+      } else {
+        r.health = prober_.health(vm, a->second.health,
+                                  t != tracks_.end() ? t->second.running_since_ms : now);
+      }
+    }
+    if (t != tracks_.end() && t->second.epoch == d.meta.epoch) {
+      r.restarts = attemptsInWindow(t->second, vm, now);
+      r.reason = t->second.reason;
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+bool Agent::reportDue() const {
+  if (!link_up_) return false;  // retried at the next interval
+  return assignmentsVersion() != last_sent_version_ || !sameReports(reports_, last_sent_);
+}
+
+void Agent::heartbeat(Millis now) {
+  Heartbeat hb;
+  hb.host = options_.host;
+  hb.agent_id = options_.agent_id;
+  hb.seq = ++seq_;
+  hb.capacity = capacity_;
+  hb.assignments_version = assignmentsVersion();
+  hb.domains = reports_;
+  last_heartbeat_ms_ = now;
+  next_heartbeat_ms_ = now + interval_ms_;
+
+  Result<AssignmentSet> answer = link_.heartbeat(hb);
+  noteLinkResult(answer.status());
+  if (!answer) {
+    link_up_ = false;
+    return;
+  }
+  link_up_ = true;
+  last_answered_ms_ = now;
+  last_sent_ = hb.domains;
+  last_sent_version_ = hb.assignments_version;
+
+  const Millis lease_ms = answer->lease_ms > 0 ? answer->lease_ms : options_.initial_lease_ms;
+  const Millis until = now + lease_ms;
+  if (lease_state_ != LeaseState::kValid) {
+    log::info("lease of host '{}' {} ({}, renewed by every answered heartbeat)", options_.host,
+              lease_state_ == LeaseState::kExpired ? "renewed after self-fence" : "granted",
+              formatDuration(lease_ms));
+  }
+  lease_state_ = LeaseState::kValid;
+  lease_until_ms_ = until;
+
+  if (answer->host != options_.host) {
+    log::warn("controller answered with assignments for host '{}' (this is host '{}'): ignored",
+              answer->host, options_.host);
+    return;
+  }
+  // The answer is the controller's current set: applied even when its version
+  // is lower than ours (a controller that lost its state).
+  applySet(*answer);
+  converge(now);
+}
+
+void Agent::noteLinkResult(const Status& st) {
+  const Code code = st.code();
+  if (link_condition_ == code) return;
+  const bool first = !link_condition_.has_value();
+  link_condition_ = code;
+  switch (code) {
+    case Code::kOk:
+      log::info("controller {}", first ? "answered" : "answers again");
+      break;
+    case Code::kNotFound:
+      log::error(
+          "the controller does not know host '{}' (declare it in a policy): {}; "
+          "retrying every {} ms",
+          options_.host, st.toString(), interval_ms_);
+      break;
+    case Code::kPermissionDenied:
+      log::error("the controller refused this agent's token: {}; retrying every {} ms",
+                 st.toString(), interval_ms_);
+      break;
+    case Code::kUnavailable:
+      log::warn("cannot reach the controller: {}; retrying every {} ms", st.toString(),
+                interval_ms_);
+      break;
+    default:
+      log::error("heartbeat to the controller failed: {}; retrying every {} ms", st.toString(),
+                 interval_ms_);
+      break;
+  }
+}
+
+void Agent::flushEvents() {
+  while (link_up_ && !outbox_.empty()) {
+    Status st = link_.sendEvent(outbox_.front());
+    if (st.isOk()) {
+      outbox_.pop_front();
+      continue;
+    }
+    if (st.code() == Code::kUnavailable || st.code() == Code::kPermissionDenied) {
+      log::debug("sending event failed, kept for later: {}", st.toString());
+      return;
+    }
+    // The controller refuses this event: retrying cannot help.
+    log::warn("controller refused event '{}' for '{}': {}", outbox_.front().kind,
+              outbox_.front().vm, st.toString());
+    outbox_.pop_front();
+  }
+}
+
+void Agent::emit(const std::string& level, const std::string& kind, const std::string& vm,
+                 int64_t epoch, const std::string& message) {
+  logAt(level, message);
+  AgentEvent e;
+  e.host = options_.host;
+  e.vm = vm;
+  e.epoch = epoch;
+  e.kind = kind;
+  e.level = level;
+  e.message = message;
+  if (outbox_.size() >= kMaxPendingEvents) {
+    log::warn("event queue full ({} events): dropping the oldest, '{}'", outbox_.size(),
+              outbox_.front().kind);
+    outbox_.pop_front();
+  }
+  outbox_.push_back(std::move(e));
+}
+
+void Agent::logFailureOnce(const std::string& key, const std::string& message) {
+  auto it = failures_.find(key);
+  if (it != failures_.end() && it->second == message) return;
+  failures_[key] = message;
+  log::warn("{}", message);
+}
+
+void Agent::clearFailure(const std::string& key) { failures_.erase(key); }
+
+int Agent::restarts(const std::string& vm) const {
+  auto t = tracks_.find(vm);
+  return t == tracks_.end() ? 0 : attemptsInWindow(t->second, vm, clock_.nowMs());
+}
+
+bool Agent::budgetExhausted(const std::string& vm) const {
+  auto t = tracks_.find(vm);
+  return t != tracks_.end() && t->second.exhausted;
+}
+
+}  // namespace tw

@@ -1,0 +1,113 @@
+// HTTP+JSON client of the controller's REST API (docs/api.md): the generic
+// ApiClient that twctl uses, and HttpControllerLink, the agent's side of the
+// agent <-> controller protocol (tw/protocol.h) over HTTP.
+//
+// This header does not include httplib; common/src/http_client.cc is the one
+// client-side file that does.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "tw/clock.h"
+#include "tw/json.h"
+#include "tw/protocol.h"
+#include "tw/status.h"
+
+namespace tw {
+
+inline constexpr char kDefaultControllerUrl[] = "http://127.0.0.1:7800";
+
+struct ApiClientOptions {
+  // "http://HOST[:PORT]" or "https://HOST[:PORT]", optionally followed by a path
+  // prefix ("http://proxy/tierwarden") that is put before every request path.
+  std::string base_url = kDefaultControllerUrl;
+  std::string token;  // sent as "Authorization: Bearer <token>"; empty = none
+  Millis connect_timeout_ms = 3000;
+  Millis read_timeout_ms = 10000;  // also the write timeout
+};
+
+// Checks a base URL as ApiClientOptions::base_url accepts it.
+// Errors: kInvalidArgument naming the URL and what was expected.
+Status checkBaseUrl(const std::string& url);
+
+// Percent-encodes one path segment or query value: everything but
+// A-Z a-z 0-9 - . _ ~ becomes %XX.
+std::string urlEncode(const std::string& segment);
+
+// The Status for an HTTP answer that is not 2xx: 400 kInvalidArgument, 401
+// kPermissionDenied, 404 kNotFound, 409 kFailedPrecondition, 503 kUnavailable,
+// anything else kInternal. The message is the body's "error" field when the body
+// is a JSON object with one (a 400's "file"/"line"/"column" become where()),
+// else a description of the status code. `what` names the request ("GET /x").
+Status statusFromHttp(int http_status, const std::string& body, const std::string& what);
+
+// One connection to the controller; requests are synchronous.
+//
+// Threads: use one ApiClient per thread. Calls on one instance from several
+// threads are safe but serialized (httplib locks each request), so a long poll
+// on an instance delays every other call on it.
+class ApiClient {
+ public:
+  explicit ApiClient(ApiClientOptions options);
+  ~ApiClient();
+  ApiClient(const ApiClient&) = delete;
+  ApiClient& operator=(const ApiClient&) = delete;
+
+  // `path` starts with "/" and is already encoded (see urlEncode); it may carry
+  // a query string. A 2xx answer yields its body as JSON (null when the body is
+  // empty, as for 204).
+  // Errors: kUnavailable when the controller cannot be reached or does not
+  // answer in time ("cannot reach controller at http://...: connection refused"),
+  // kInvalidArgument for a bad base URL, otherwise as statusFromHttp(); kInternal
+  // when a 2xx body is not JSON.
+  Result<Json> get(const std::string& path);
+  // As get(), waiting at most read_timeout_ms for the answer (long polls).
+  Result<Json> get(const std::string& path, Millis read_timeout_ms);
+  // Sends `body` as JSON; a null `body` sends an empty body.
+  Result<Json> post(const std::string& path, const Json& body);
+
+  const std::string& baseUrl() const { return options_.base_url; }
+
+ private:
+  struct Impl;
+  Result<Json> send(const char* method, const std::string& path, const Json* body,
+                    Millis read_timeout_ms);
+
+  ApiClientOptions options_;
+  std::unique_ptr<Impl> impl_;  // null when the base URL is invalid
+  Status url_status_;           // why impl_ is null
+};
+
+// The agent's link to the controller over HTTP (docs/api.md, "Agents").
+//
+// Threads: heartbeat(), sendEvent() and waitAssignments() each use their own
+// ApiClient, so one thread may long-poll while others send heartbeats and
+// events. Concurrent calls of the same method are serialized.
+class HttpControllerLink final : public ControllerLink {
+ public:
+  // options.read_timeout_ms bounds heartbeats and events; a long poll waits
+  // wait_ms plus that much.
+  explicit HttpControllerLink(const ApiClientOptions& options);
+
+  // POST /api/v1/agents/{host}/heartbeat.
+  Result<AssignmentSet> heartbeat(const Heartbeat& hb) override;
+  // POST /api/v1/agents/{host}/events.
+  Status sendEvent(const AgentEvent& event) override;
+
+  // GET /api/v1/agents/{host}/assignments?after=V&wait_ms=N: blocks until the
+  // controller has a set with version > after_version, or about wait_ms have
+  // passed (then the current set). Errors as heartbeat(); kInternal when the
+  // answer is not an AssignmentSet.
+  Result<AssignmentSet> waitAssignments(const std::string& host, int64_t after_version,
+                                        Millis wait_ms);
+
+ private:
+  ApiClient heartbeat_client_;
+  ApiClient event_client_;
+  ApiClient poll_client_;
+  Millis read_timeout_ms_;
+};
+
+}  // namespace tw

@@ -1,0 +1,234 @@
+// FakeHypervisor: the in-memory Hypervisor of unit tests and the simulator.
+// It follows LibvirtHypervisor's answers (codes, idempotence, event order) so
+// that logic tested against it behaves the same on libvirt.
+#include "tw/fake_hypervisor.h"
+
+#include <utility>
+
+namespace tw {
+
+namespace {
+
+std::string quoted(const std::string& vm) { return "'" + vm + "'"; }
+
+Status unmanagedError(const std::string& action, const std::string& vm) {
+  return failedPrecondition(action + " vm " + quoted(vm) + ": domain " + quoted(vm) +
+                            " exists and is not managed by tierwarden");
+}
+
+Status missingError(const std::string& action, const std::string& vm) {
+  return notFound(action + " vm " + quoted(vm) + ": no domain named " + quoted(vm));
+}
+
+}  // namespace
+
+FakeHypervisor::FakeHypervisor(Capacity capacity) : capacity_(capacity) {}
+
+Status FakeHypervisor::check() const {
+  if (hung_ || !powered_) return unavailable("hypervisor not answering");
+  return Status::ok();
+}
+
+void FakeHypervisor::emit(const std::string& vm, DomainEventKind kind, const std::string& detail) {
+  if (!handler_ || hung_ || !powered_) return;
+  handler_(DomainEvent{vm, kind, detail});
+}
+
+Status FakeHypervisor::ping() { return check(); }
+
+Result<Capacity> FakeHypervisor::capacity() {
+  TW_RETURN_IF_ERROR(check());
+  return capacity_;
+}
+
+Status FakeHypervisor::define(const DomainSpec& spec) {
+  TW_RETURN_IF_ERROR(check());
+  const std::string& vm = spec.meta.vm;
+  if (vm.empty()) return invalidArgument("defining vm: the vm name is empty");
+  auto it = doms_.find(vm);
+  if (it != doms_.end() && !it->second.managed) return unmanagedError("defining", vm);
+  const bool existed = it != doms_.end();
+  Dom& dom = doms_[vm];
+  dom.spec = spec;
+  if (!existed) {
+    auto pending = pending_fail_starts_.find(vm);
+    if (pending != pending_fail_starts_.end()) {
+      dom.fail_starts = pending->second;
+      pending_fail_starts_.erase(pending);
+    }
+  }
+  emit(vm, DomainEventKind::kDefined, existed ? "updated" : "added");
+  return Status::ok();
+}
+
+Status FakeHypervisor::start(const std::string& vm) {
+  TW_RETURN_IF_ERROR(check());
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return missingError("starting", vm);
+  Dom& dom = it->second;
+  if (!dom.managed) return unmanagedError("starting", vm);
+  if (isActive(dom.state)) return Status::ok();  // idempotent, as LibvirtHypervisor
+  if (dom.fail_starts > 0) {
+    --dom.fail_starts;
+    return internalError("starting vm " + quoted(vm) + ": injected start failure");
+  }
+  dom.state = DomainState::kRunning;
+  ++dom.starts;
+  emit(vm, DomainEventKind::kStarted, "booted");
+  return Status::ok();
+}
+
+Status FakeHypervisor::destroy(const std::string& vm) {
+  TW_RETURN_IF_ERROR(check());
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return Status::ok();
+  Dom& dom = it->second;
+  if (!dom.managed) return unmanagedError("destroying", vm);
+  if (!isActive(dom.state)) return Status::ok();
+  dom.state = DomainState::kShutoff;
+  emit(vm, DomainEventKind::kStopped, "destroyed");
+  return Status::ok();
+}
+
+Status FakeHypervisor::undefine(const std::string& vm) {
+  TW_RETURN_IF_ERROR(check());
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return Status::ok();
+  if (!it->second.managed) return unmanagedError("undefining", vm);
+  if (isActive(it->second.state)) {
+    return failedPrecondition("undefining vm " + quoted(vm) + ": it is running; destroy it first");
+  }
+  doms_.erase(it);
+  emit(vm, DomainEventKind::kUndefined, "removed");
+  return Status::ok();
+}
+
+Result<std::vector<DomainStatus>> FakeHypervisor::listManaged() {
+  TW_RETURN_IF_ERROR(check());
+  std::vector<DomainStatus> out;
+  for (const auto& [name, dom] : doms_) {  // std::map: sorted by vm
+    if (!dom.managed) continue;
+    out.push_back(DomainStatus{dom.spec.meta, dom.state});
+  }
+  return out;
+}
+
+Result<DomainStatus> FakeHypervisor::domainState(const std::string& vm) {
+  TW_RETURN_IF_ERROR(check());
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return missingError("reading state of", vm);
+  if (!it->second.managed) return unmanagedError("reading state of", vm);
+  return DomainStatus{it->second.spec.meta, it->second.state};
+}
+
+Status FakeHypervisor::subscribe(DomainEventHandler handler) {
+  // A local registration, like LibvirtHypervisor's: it works while hung.
+  handler_ = std::move(handler);
+  return Status::ok();
+}
+
+Status FakeHypervisor::migrate(const std::string& vm, const std::string& dest_uri,
+                               const MigrateOptions& /*options*/) {
+  TW_RETURN_IF_ERROR(check());
+  const std::string context = "migrating vm " + quoted(vm) + " to " + quoted(dest_uri);
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return missingError("migrating", vm);
+  if (!it->second.managed) return unmanagedError("migrating", vm);
+  if (!isActive(it->second.state)) return failedPrecondition(context + ": domain is not running");
+
+  auto peer_it = peers_.find(dest_uri);
+  if (peer_it == peers_.end() || peer_it->second == nullptr) {
+    return unavailable(context + ": cannot connect to the destination");
+  }
+  FakeHypervisor* peer = peer_it->second;
+  if (peer == this) return failedPrecondition(context + ": the destination is this host");
+  Status peer_ok = peer->check();
+  if (!peer_ok.isOk()) return peer_ok.withContext(context);
+  if (fail_migrations_ > 0) {
+    --fail_migrations_;
+    return internalError(context + ": injected migration failure");
+  }
+  auto there = peer->doms_.find(vm);
+  if (there != peer->doms_.end()) {
+    if (!there->second.managed) return unmanagedError("migrating", vm).withContext(context);
+    if (isActive(there->second.state)) {
+      return failedPrecondition(context + ": the destination already runs it");
+    }
+  }
+
+  // As libvirt with PERSIST_DEST | UNDEFINE_SOURCE: it runs there first, then
+  // leaves here (STOPPED/MIGRATED, then UNDEFINED).
+  Dom& dest = peer->doms_[vm];
+  dest.spec = it->second.spec;
+  dest.state = DomainState::kRunning;
+  peer->emit(vm, DomainEventKind::kStarted, "migrated");
+  doms_.erase(it);
+  emit(vm, DomainEventKind::kMigrated, "migrated");
+  emit(vm, DomainEventKind::kUndefined, "removed");
+  return Status::ok();
+}
+
+void FakeHypervisor::failStarts(const std::string& vm, int n) {
+  auto it = doms_.find(vm);
+  if (it != doms_.end()) {
+    it->second.fail_starts = n;
+  } else {
+    pending_fail_starts_[vm] = n;
+  }
+}
+
+void FakeHypervisor::crash(const std::string& vm) {
+  auto it = doms_.find(vm);
+  if (it == doms_.end() || !it->second.managed || !isActive(it->second.state)) return;
+  it->second.state = DomainState::kCrashed;
+  emit(vm, DomainEventKind::kCrashed, "crashed");
+}
+
+void FakeHypervisor::setHung(bool hung) { hung_ = hung; }
+
+void FakeHypervisor::powerOff() {
+  powered_ = false;
+  for (auto& [name, dom] : doms_) dom.state = DomainState::kShutoff;
+}
+
+void FakeHypervisor::powerOn() { powered_ = true; }
+
+void FakeHypervisor::addUnmanaged(const std::string& name) {
+  Dom dom;
+  dom.spec.meta.vm = name;
+  dom.state = DomainState::kRunning;
+  dom.managed = false;
+  doms_[name] = dom;
+}
+
+void FakeHypervisor::connectPeer(const std::string& uri, FakeHypervisor* peer) {
+  peers_[uri] = peer;
+}
+
+void FakeHypervisor::failMigrations(int n) { fail_migrations_ = n; }
+
+int FakeHypervisor::startCount(const std::string& vm) const {
+  auto it = doms_.find(vm);
+  return it == doms_.end() ? 0 : it->second.starts;
+}
+
+const DomainSpec* FakeHypervisor::spec(const std::string& vm) const {
+  auto it = doms_.find(vm);
+  if (it == doms_.end() || !it->second.managed) return nullptr;
+  return &it->second.spec;
+}
+
+int FakeHypervisor::runningCount() const {
+  int n = 0;
+  for (const auto& [name, dom] : doms_) {
+    if (dom.managed && isActive(dom.state)) ++n;
+  }
+  return n;
+}
+
+bool FakeHypervisor::isRunning(const std::string& vm) const {
+  auto it = doms_.find(vm);
+  return it != doms_.end() && it->second.managed && isActive(it->second.state);
+}
+
+}  // namespace tw

@@ -1,0 +1,354 @@
+// The one client-side file that includes httplib: every httplib error and
+// exception becomes a Status here.
+#include "tw/http_client.h"
+
+#include <httplib.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <exception>
+
+namespace tw {
+
+namespace {
+
+constexpr size_t kMaxBodyInMessage = 200;
+
+struct BaseUrl {
+  std::string scheme;
+  std::string host;  // without [] for IPv6 literals
+  int port = 0;
+  std::string prefix;  // "" or "/some/prefix" (no trailing slash)
+};
+
+Result<BaseUrl> parseBaseUrl(const std::string& url) {
+  auto bad = [&url](const std::string& why) {
+    return invalidArgument("bad controller URL '" + url + "': " + why +
+                           " (expected http://HOST[:PORT])");
+  };
+  BaseUrl out;
+  size_t sep = url.find("://");
+  if (sep == std::string::npos) return bad("no scheme");
+  out.scheme = url.substr(0, sep);
+  if (out.scheme != "http" && out.scheme != "https") {
+    return bad("scheme '" + out.scheme + "' is not http or https");
+  }
+  std::string rest = url.substr(sep + 3);
+  size_t slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  if (slash != std::string::npos) out.prefix = rest.substr(slash);
+  while (!out.prefix.empty() && out.prefix.back() == '/') out.prefix.pop_back();
+  if (out.prefix.find_first_of("?#") != std::string::npos) return bad("query or fragment");
+  if (authority.find('@') != std::string::npos) return bad("user info is not supported");
+
+  std::string port_text;
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string::npos) return bad("unclosed '['");
+    out.host = authority.substr(1, close - 1);
+    std::string after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return bad("junk after ']'");
+      port_text = after.substr(1);
+      if (port_text.empty()) return bad("empty port");
+    }
+  } else {
+    size_t colon = authority.find(':');
+    out.host = authority.substr(0, colon);
+    if (colon != std::string::npos) {
+      port_text = authority.substr(colon + 1);
+      if (port_text.empty()) return bad("empty port");
+    }
+  }
+  if (out.host.empty()) return bad("no host");
+  if (port_text.empty()) {
+    out.port = out.scheme == "https" ? 443 : 80;
+  } else {
+    if (port_text.size() > 5 ||
+        !std::all_of(port_text.begin(), port_text.end(),
+                     [](unsigned char c) { return std::isdigit(c) != 0; })) {
+      return bad("port '" + port_text + "' is not a number");
+    }
+    out.port = std::stoi(port_text);
+    if (out.port < 1 || out.port > 65535) return bad("port out of range");
+  }
+  return out;
+}
+
+std::string firstLine(const std::string& text) {
+  std::string line = text.substr(0, text.find_first_of("\r\n"));
+  if (line.size() > kMaxBodyInMessage) line = line.substr(0, kMaxBodyInMessage) + "...";
+  return line;
+}
+
+Code codeForHttp(int http_status) {
+  switch (http_status) {
+    case 400:
+      return Code::kInvalidArgument;
+    case 401:
+      return Code::kPermissionDenied;
+    case 404:
+      return Code::kNotFound;
+    case 409:
+      return Code::kFailedPrecondition;
+    case 503:
+      return Code::kUnavailable;
+    default:
+      return Code::kInternal;
+  }
+}
+
+const char* httpReason(int http_status) {
+  switch (http_status) {
+    case 400:
+      return "bad request";
+    case 401:
+      return "missing or wrong token";
+    case 403:
+      return "forbidden";
+    case 404:
+      return "not found";
+    case 405:
+      return "method not allowed";
+    case 409:
+      return "conflict";
+    case 500:
+      return "internal server error";
+    case 502:
+      return "bad gateway";
+    case 503:
+      return "service unavailable";
+    case 504:
+      return "gateway timeout";
+    default:
+      return "unexpected status";
+  }
+}
+
+std::string dumpJson(const Json& j) {
+  // replace: a stray invalid UTF-8 byte must not throw.
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+bool resolves(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (found != nullptr) freeaddrinfo(found);
+  return rc == 0;
+}
+
+std::string transportError(httplib::Error error, const std::string& host, Millis connect_ms,
+                           Millis read_ms) {
+  switch (error) {
+    case httplib::Error::Connection:
+      // httplib reports a failed name lookup and a refused connect alike.
+      if (!resolves(host)) return "cannot resolve host '" + host + "'";
+      return "connection refused";
+    case httplib::Error::ConnectionTimeout:
+      return "no connection within " + std::to_string(connect_ms) + " ms";
+    case httplib::Error::Read:
+      return "no answer within " + std::to_string(read_ms) + " ms (or the connection was closed)";
+    case httplib::Error::Write:
+      return "sending the request failed";
+    case httplib::Error::SSLConnection:
+      return "TLS handshake failed";
+    case httplib::Error::SSLLoadingCerts:
+      return "cannot load TLS certificates";
+    case httplib::Error::SSLServerVerification:
+      return "TLS server certificate not trusted";
+    default:
+      return "request failed (" + httplib::to_string(error) + ")";
+  }
+}
+
+// Builds a ms timeout in the (seconds, microseconds) form httplib takes.
+std::pair<time_t, time_t> splitMs(Millis ms) {
+  ms = std::max<Millis>(ms, 1);
+  return {static_cast<time_t>(ms / 1000), static_cast<time_t>((ms % 1000) * 1000)};
+}
+
+}  // namespace
+
+Status checkBaseUrl(const std::string& url) { return parseBaseUrl(url).status(); }
+
+std::string urlEncode(const std::string& segment) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(segment.size());
+  for (unsigned char c : segment) {
+    if (std::isalnum(c) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    }
+  }
+  return out;
+}
+
+Status statusFromHttp(int http_status, const std::string& body, const std::string& what) {
+  Code code = codeForHttp(http_status);
+  Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("error") && j["error"].is_string()) {
+    std::string message = j["error"].get<std::string>();
+    SourceLocation where;
+    if (j.contains("file") && j["file"].is_string()) where.file = j["file"].get<std::string>();
+    if (j.contains("line") && j["line"].is_number_integer()) where.line = j["line"].get<int>();
+    if (j.contains("column") && j["column"].is_number_integer()) {
+      where.column = j["column"].get<int>();
+    }
+    if (where.file.empty() && !where.known()) return Status(code, message);
+    // Do not repeat the position when the server already put it in the text.
+    std::string prefix = where.str() + ": ";
+    if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
+    return Status(code, message, where);
+  }
+  std::string message =
+      what + ": HTTP " + std::to_string(http_status) + " " + httpReason(http_status);
+  std::string line = firstLine(body);
+  if (!line.empty()) message += ": " + line;
+  return Status(code, message);
+}
+
+struct ApiClient::Impl {
+  explicit Impl(const BaseUrl& url)
+      : client(url.scheme + "://" +
+               (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host) + ":" +
+               std::to_string(url.port)),
+        host(url.host),
+        prefix(url.prefix) {}
+
+  httplib::Client client;
+  std::string host;
+  std::string prefix;
+};
+
+ApiClient::ApiClient(ApiClientOptions options) : options_(std::move(options)) {
+  Result<BaseUrl> url = parseBaseUrl(options_.base_url);
+  if (!url.isOk()) {
+    url_status_ = url.status();
+    return;
+  }
+  // The base URL without a trailing slash, for messages.
+  while (options_.base_url.size() > 1 && options_.base_url.back() == '/') {
+    options_.base_url.pop_back();
+  }
+  try {
+    impl_ = std::make_unique<Impl>(*url);
+    auto [connect_s, connect_us] = splitMs(options_.connect_timeout_ms);
+    impl_->client.set_connection_timeout(connect_s, connect_us);
+    auto [read_s, read_us] = splitMs(options_.read_timeout_ms);
+    impl_->client.set_read_timeout(read_s, read_us);
+    impl_->client.set_write_timeout(read_s, read_us);
+    // Callers encode path segments themselves (urlEncode).
+    impl_->client.set_url_encode(false);
+    impl_->client.set_default_headers({{"Accept", "application/json"}});
+    if (!options_.token.empty()) impl_->client.set_bearer_token_auth(options_.token);
+  } catch (const std::exception& e) {
+    impl_.reset();
+    url_status_ = invalidArgument("bad controller URL '" + options_.base_url + "': " + e.what());
+  }
+}
+
+ApiClient::~ApiClient() = default;
+
+Result<Json> ApiClient::get(const std::string& path) {
+  return send("GET", path, nullptr, options_.read_timeout_ms);
+}
+
+Result<Json> ApiClient::get(const std::string& path, Millis read_timeout_ms) {
+  return send("GET", path, nullptr, read_timeout_ms);
+}
+
+Result<Json> ApiClient::post(const std::string& path, const Json& body) {
+  return send("POST", path, &body, options_.read_timeout_ms);
+}
+
+Result<Json> ApiClient::send(const char* method, const std::string& path, const Json* body,
+                             Millis read_timeout_ms) {
+  if (!impl_) return url_status_;
+  const std::string what = std::string(method) + " " + path;
+  const std::string full_path = impl_->prefix + path;
+  httplib::Result answer{nullptr, httplib::Error::Unknown};
+  try {
+    auto [read_s, read_us] = splitMs(read_timeout_ms);
+    impl_->client.set_read_timeout(read_s, read_us);
+    if (body != nullptr) {
+      std::string text = body->is_null() ? std::string() : dumpJson(*body);
+      answer = impl_->client.Post(full_path, text, "application/json");
+    } else {
+      answer = impl_->client.Get(full_path);
+    }
+  } catch (const std::exception& e) {
+    return internalError(what + ": " + e.what());
+  }
+  if (!answer) {
+    return unavailable(
+        "cannot reach controller at " + options_.base_url + ": " +
+        transportError(answer.error(), impl_->host, options_.connect_timeout_ms, read_timeout_ms));
+  }
+  const int http_status = answer->status;
+  if (http_status < 200 || http_status > 299) {
+    return statusFromHttp(http_status, answer->body, what);
+  }
+  if (answer->body.empty()) return Json();
+  Json j = Json::parse(answer->body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return internalError(what +
+                         ": the controller's answer is not JSON: " + firstLine(answer->body));
+  }
+  return j;
+}
+
+// ------------------------------------------------------- HttpControllerLink ---
+
+namespace {
+
+std::string agentPath(const std::string& host, const std::string& leaf) {
+  return "/api/v1/agents/" + urlEncode(host) + "/" + leaf;
+}
+
+Result<AssignmentSet> decodeAssignments(const Result<Json>& answer, const std::string& host) {
+  if (!answer.isOk()) return answer.status();
+  Result<AssignmentSet> set = decode<AssignmentSet>(*answer);
+  if (!set.isOk()) {
+    return internalError("controller sent a bad assignment set for host '" + host +
+                         "': " + set.status().message());
+  }
+  return set;
+}
+
+}  // namespace
+
+HttpControllerLink::HttpControllerLink(const ApiClientOptions& options)
+    : heartbeat_client_(options),
+      event_client_(options),
+      poll_client_(options),
+      read_timeout_ms_(options.read_timeout_ms) {}
+
+Result<AssignmentSet> HttpControllerLink::heartbeat(const Heartbeat& hb) {
+  Json body = hb;
+  return decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), body), hb.host);
+}
+
+Status HttpControllerLink::sendEvent(const AgentEvent& event) {
+  Json body = event;
+  return event_client_.post(agentPath(event.host, "events"), body).status();
+}
+
+Result<AssignmentSet> HttpControllerLink::waitAssignments(const std::string& host,
+                                                          int64_t after_version, Millis wait_ms) {
+  wait_ms = std::max<Millis>(wait_ms, 0);
+  std::string path = agentPath(host, "assignments") + "?after=" + std::to_string(after_version) +
+                     "&wait_ms=" + std::to_string(wait_ms);
+  return decodeAssignments(poll_client_.get(path, wait_ms + read_timeout_ms_), host);
+}
+
+}  // namespace tw

@@ -1,0 +1,280 @@
+// A real cluster in miniature: tierwarden-controller and one tierwarden-agent
+// per host as real processes over HTTP; each host is a real libvirtd in its own
+// namespace (scripts/hosts) serving libvirt's test driver. Applies
+// policies/demo.yaml with twctl and checks what an operator would: VMs running
+// and spread, a VM destroyed through libvirt comes back, re-apply changes
+// nothing, a broken file is refused with file:line:column and changes nothing.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "tw/hypervisor.h"
+#include "tw/json.h"
+
+extern char** environ;
+
+namespace tw {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+};
+
+// Runs a shell command, capturing stdout and stderr together.
+CommandResult run(const std::string& cmd) {
+  CommandResult r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = ::pclose(p);
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// A child process with its output in a log file; killed on destruction.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& log) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Process() { stop(); }
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int st;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
+  bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Polls `cond` every 100 ms until it holds or `seconds` pass. Processes in
+// other address spaces cannot notify this test, so it asks them.
+bool eventually(const std::function<bool()>& cond, double seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(int(seconds * 1000));
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return cond();
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (::geteuid() != 0) return;
+    dir_ = fs::temp_directory_path() / ("tw-cluster-" + std::to_string(::getpid()));
+    fs::create_directories(dir_ / "state");
+    // The QEMU capabilities cache outlives the test: later runs start hosts in ~0.5 s.
+    hosts_env_ = "TW_HOSTS_DIR=" + (dir_ / "hosts").string() + " TW_HOSTS_CAPS_CACHE=" +
+                 std::string(TW_BIN_DIR) + "/../hosts-caps-cache ";
+    auto started = run(hosts_env_ + std::string(TW_SOURCE_DIR) + "/scripts/hosts start 3");
+    ASSERT_EQ(started.exit_code, 0) << started.out;
+    for (const char* h : {"h1", "h2", "h3"}) {
+      auto uri = run(hosts_env_ + std::string(TW_SOURCE_DIR) + "/scripts/hosts test-uri " + h);
+      ASSERT_EQ(uri.exit_code, 0) << uri.out;
+      uris_[h] = trim(uri.out);
+    }
+    port_ = freePort();
+    url_ = "http://127.0.0.1:" + std::to_string(port_);
+    controller_ = new Process({std::string(TW_BIN_DIR) + "/tierwarden-controller", "--state-dir",
+                               (dir_ / "state").string(), "--listen", "127.0.0.1:" + std::to_string(port_),
+                               "--tick-ms", "50"},
+                              (dir_ / "controller.log").string());
+    token_file_ = (dir_ / "state" / "token").string();
+    ASSERT_TRUE(eventually([] { return fs::exists(token_file_) && fs::file_size(token_file_) > 0; }, 10));
+    for (const char* h : {"h1", "h2", "h3"}) {
+      agents_[h] = new Process({std::string(TW_BIN_DIR) + "/tierwarden-agent", "--host", h, "--libvirt-uri",
+                                uris_[h], "--controller", url_, "--token-file", token_file_},
+                               (dir_ / (std::string("agent-") + h + ".log")).string());
+    }
+  }
+
+  static void TearDownTestSuite() {
+    for (auto& [_, p] : agents_) delete p;
+    agents_.clear();
+    delete controller_;
+    controller_ = nullptr;
+    if (!dir_.empty()) {
+      run(hosts_env_ + std::string(TW_SOURCE_DIR) + "/scripts/hosts stop");
+      if (!failed_) fs::remove_all(dir_);
+    }
+  }
+
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to start libvirt hosts";
+  }
+  // Keeps the logs of a failed run in dir_ (printed at the end).
+  void TearDown() override {
+    if (HasFailure()) {
+      failed_ = true;
+      std::printf("cluster test logs kept in %s\n", dir_.c_str());
+    }
+  }
+
+  CommandResult twctl(const std::string& args) {
+    return run(std::string(TW_BIN_DIR) + "/twctl --controller " + url_ + " --token-file " + token_file_ + " " + args);
+  }
+
+  Json vms() {
+    httplib::Client c("127.0.0.1", port_);
+    auto r = c.Get("/api/v1/vms");
+    if (!r || r->status != 200) return Json::object({{"vms", Json::array()}});
+    return *parseJson(r->body);
+  }
+
+  std::map<std::string, Json> vmsByName() {
+    std::map<std::string, Json> out;
+    Json all = vms();
+    for (const auto& v : all["vms"]) out[v["name"].get<std::string>()] = v;
+    return out;
+  }
+
+  bool allRunning(size_t n) {
+    auto all = vms()["vms"];
+    if (all.size() != n) return false;
+    for (const auto& v : all)
+      if (v["state"] != "running") return false;
+    return true;
+  }
+
+  static inline bool failed_ = false;
+  static inline fs::path dir_;
+  static inline std::string hosts_env_;
+  static inline std::map<std::string, std::string> uris_;
+  static inline int port_ = 0;
+  static inline std::string url_;
+  static inline std::string token_file_;
+  static inline Process* controller_ = nullptr;
+  static inline std::map<std::string, Process*> agents_;
+};
+
+// Pins the whole steady-state story of the foundation, in order.
+TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
+  // 1. apply the demo policy: five VMs running, replicas on distinct hosts, none on the spare.
+  auto applied = twctl("apply -f " + std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
+  ASSERT_EQ(applied.exit_code, 0) << applied.out;
+  ASSERT_TRUE(eventually([&] { return allRunning(5); }, 60)) << vms().dump(2);
+  auto by = vmsByName();
+  EXPECT_NE(by["mysql-1"]["host"], by["mysql-2"]["host"]);
+  EXPECT_NE(by["apache-1"]["host"], by["apache-2"]["host"]);
+  for (const auto& [name, v] : by) EXPECT_NE(v["host"], "h3") << name << " placed on the spare";
+
+  // The domains really exist in each host's libvirt, with our metadata and epoch.
+  std::map<std::string, std::unique_ptr<Hypervisor>> hv;
+  for (const char* h : {"h1", "h2", "h3"}) {
+    auto c = connectLibvirt(uris_[h]);
+    ASSERT_TRUE(c.isOk()) << c.status().toString();
+    hv[h] = std::move(c).value();
+  }
+  for (const auto& [name, v] : by) {
+    auto st = hv[v["host"].get<std::string>()]->domainState(name);
+    ASSERT_TRUE(st.isOk()) << name << ": " << st.status().toString();
+    EXPECT_EQ(st->state, DomainState::kRunning) << name;
+    EXPECT_EQ(st->meta.epoch, v["epoch"].get<int64_t>()) << name;
+  }
+  auto on_spare = hv["h3"]->listManaged();
+  ASSERT_TRUE(on_spare.isOk());
+  EXPECT_TRUE(on_spare->empty());
+
+  // 2. destroy one VM behind tierwarden's back, through libvirt: the agent
+  // sees the lifecycle event and starts it again.
+  std::string victim_host = by["apache-1"]["host"];
+  ASSERT_TRUE(hv[victim_host]->destroy("apache-1").isOk());
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto st = hv[victim_host]->domainState("apache-1");
+        return st.isOk() && st->state == DomainState::kRunning;
+      },
+      20));
+  ASSERT_TRUE(eventually([&] { return allRunning(5); }, 20));
+  auto events = twctl("get events -o json");
+  ASSERT_EQ(events.exit_code, 0) << events.out;
+  EXPECT_NE(events.out.find("apache-1"), std::string::npos);
+
+  // 3. the same file again: nothing changes (no new version, same hosts and epochs).
+  auto before = vmsByName();
+  auto again = twctl("apply -f " + std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
+  ASSERT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_NE(again.out.find("no change"), std::string::npos) << again.out;
+  auto after = vmsByName();
+  for (const auto& [name, v] : before) {
+    EXPECT_EQ(v["host"], after[name]["host"]) << name;
+    EXPECT_EQ(v["epoch"], after[name]["epoch"]) << name;
+  }
+
+  // 4. a broken file: a one-line error with file:line:column, exit non-zero, nothing changed.
+  fs::path bad = dir_ / "demo.yaml";
+  std::ifstream in(std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string broken = text.str();
+  auto pos = broken.find("replicas: 2");
+  ASSERT_NE(pos, std::string::npos);
+  broken.replace(pos, 11, "replicas: two");
+  std::ofstream(bad) << broken;
+  int line = 1 + static_cast<int>(std::count(broken.begin(), broken.begin() + pos, '\n'));
+  auto refused = twctl("apply -f " + bad.string());
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.out.find("demo.yaml:" + std::to_string(line) + ":"), std::string::npos) << refused.out;
+  auto unchanged = vmsByName();
+  for (const auto& [name, v] : before) {
+    EXPECT_EQ(v["host"], unchanged[name]["host"]) << name;
+    EXPECT_EQ(v["epoch"], unchanged[name]["epoch"]) << name;
+  }
+  httplib::Client c("127.0.0.1", port_);
+  auto cluster = c.Get("/api/v1/cluster");
+  ASSERT_TRUE(cluster);
+  EXPECT_EQ((*parseJson(cluster->body))["policy_version"], 1);
+}
+
+}  // namespace
+}  // namespace tw
