@@ -236,6 +236,82 @@ void ApiServer::routes() {
            sendJson(res, 202, Json{{"message", "restart of vm '" + name + "' requested"}});
          });
 
+  // Operator actions on VMs and hosts: POST /api/v1/{vms|hosts}/NAME/ACTION.
+  auto action = [&s, authorized, this](const char* pattern, std::function<Status(Controller&, const std::string&,
+                                                                  const Json&)> fn,
+                          std::string done) {
+    s.Post(pattern, [=, this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res)) return;
+      std::string name = req.matches[1];
+      Json args = Json::object();
+      if (!req.body.empty()) {
+        auto j = parseJson(req.body);
+        if (!j.isOk()) return sendError(res, j.status());
+        if (!j->is_object()) return sendError(res, invalidArgument("expected a JSON object"));
+        args = *j;
+      }
+      Status st = service_.call([&](Controller& c) { return fn(c, name, args); });
+      if (!st.isOk()) return sendError(res, st);
+      std::string message = done;
+      auto pos = message.find("{}");
+      if (pos != std::string::npos) message.replace(pos, 2, name);
+      sendJson(res, 202, Json{{"message", message}});
+    });
+  };
+  action(R"(/api/v1/vms/([A-Za-z0-9._-]+)/reset)",
+         [](Controller& c, const std::string& n, const Json&) { return c.resetVm(n); },
+         "vm '{}' reset: budgets cleared, retrying");
+  action(R"(/api/v1/vms/([A-Za-z0-9._-]+)/migrate)",
+         [](Controller& c, const std::string& n, const Json& a) -> Status {
+           if (!a.contains("to") || !a["to"].is_string()) {
+             return invalidArgument("expected {\"to\": \"<host>\"}");
+           }
+           return c.migrateVm(n, a["to"].get<std::string>());
+         },
+         "migration of vm '{}' started");
+  action(R"(/api/v1/hosts/([A-Za-z0-9._-]+)/drain)",
+         [](Controller& c, const std::string& n, const Json&) { return c.drainHost(n); },
+         "drain of host '{}' started");
+  action(R"(/api/v1/hosts/([A-Za-z0-9._-]+)/undrain)",
+         [](Controller& c, const std::string& n, const Json&) { return c.undrainHost(n); },
+         "host '{}' returned to service");
+
+  s.Get("/api/v1/incidents", [this](const httplib::Request&, httplib::Response& res) {
+    sendJson(res, 200, service_.call([](Controller& c) { return c.incidentsJson(); }));
+  });
+
+  // Server-sent events: every event as it is recorded. Resumes after
+  // Last-Event-ID (or ?since=ID); a comment line every 15 s keeps proxies open.
+  s.Get("/api/v1/events/stream", [this](const httplib::Request& req, httplib::Response& res) {
+    int64_t since = 0;
+    std::string last = req.get_header_value("Last-Event-ID");
+    auto q = intParam(req, "since", 0);
+    if (!q.isOk()) return sendError(res, q.status());
+    since = *q;
+    if (!last.empty() && last.find_first_not_of("0123456789") == std::string::npos && last.size() < 18) {
+      since = std::stoll(last);
+    }
+    res.set_header("Cache-Control", "no-store");
+    res.set_header("X-Accel-Buffering", "no");
+    auto cursor = std::make_shared<int64_t>(since);
+    res.set_chunked_content_provider(
+        "text/event-stream", [this, cursor](size_t, httplib::DataSink& sink) {
+          service_.waitEvents(*cursor, 15000);
+          if (service_.stopping()) return false;
+          auto page = service_.call([&](Controller& c) { return c.eventsJson(*cursor, 500); });
+          std::string out;
+          if (page.isOk()) {
+            for (const auto& e : (*page)["events"]) {
+              out += "id: " + std::to_string(e["id"].get<int64_t>()) + "\nevent: event\ndata: " +
+                     e.dump() + "\n\n";
+              *cursor = e["id"].get<int64_t>();
+            }
+          }
+          if (out.empty()) out = ": keepalive\n\n";
+          return sink.write(out.data(), out.size());
+        });
+  });
+
   // ---- agents ----
   s.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
          [=, this](const httplib::Request& req, httplib::Response& res) {

@@ -53,7 +53,8 @@ std::string seconds(Millis ms) {
 
 }  // namespace
 
-Controller::Controller(Store& store, Clock& clock) : store_(store), clock_(clock) {
+Controller::Controller(Store& store, Clock& clock, HostConnector* hosts)
+    : store_(store), clock_(clock), host_connector_(hosts ? *hosts : null_hosts_) {
   // Versions must grow across controller restarts: start from the clock.
   version_counter_ = clock_.nowMs() * 1000;
 }
@@ -86,6 +87,39 @@ Status Controller::recover() {
     vm_runtime_[rec.name].released = !rec.host.empty() && rec.state != VmState::kPending;
   }
   for (const auto& spec : policy_.hosts) ensureHost(spec.name);
+  auto incidents = store_.incidents(0);
+  if (!incidents.isOk()) return incidents.status().withContext("loading incidents");
+  for (const auto& inc : *incidents)
+    if (inc.closed_ms == 0) open_incidents_[inc.subject] = inc;
+  // Resume journaled actions: migrations go on (the source agent retries,
+  // or the destination already reported the VM); fencing and draining
+  // restart from the hosts' states.
+  auto actions = store_.openActions();
+  if (!actions.isOk()) return actions.status().withContext("loading the action journal");
+  for (const auto& a : *actions) {
+    auto data = parseJson(a.data_json);
+    if (a.kind == "migrate" && data.isOk()) {
+      auto vm = vms_.find((*data).value("vm", ""));
+      if (vm != vms_.end()) {
+        auto& rt = vm_runtime_[vm->first];
+        rt.migrate_to = (*data).value("to", "");
+        rt.migrate_epoch = rt.last_migrate_epoch = (*data).value("epoch", int64_t{0});
+        rt.migrate_action_id = a.id;
+        log::info("resuming migration of vm '{}' to host '{}'", vm->first, rt.migrate_to);
+        continue;
+      }
+    } else if (a.kind == "drain" && a.subject.rfind("host/", 0) == 0) {
+      auto h = hosts_.find(a.subject.substr(5));
+      if (h != hosts_.end()) {
+        h->second.draining = true;
+        h->second.drain_action_id = a.id;
+        log::info("resuming drain of host '{}'", h->first);
+        continue;
+      }
+    }
+    (void)store_.endAction(a.id);  // fence (restarts from host state) or obsolete
+  }
+  host_connector_.setHosts(policy_.hosts);
   dirty_ = true;
   log::info("recovered: policy version {}, {} hosts, {} vms", policy_record_.version,
             hosts_.size(), vms_.size());
@@ -227,6 +261,7 @@ std::vector<HostView> Controller::hostViews(const Policy& policy) const {
       case HostState::kOnline:
       case HostState::kSuspect:
         v.schedulable = true;
+        v.accepts_new = !(it != hosts_.end() && it->second.draining);
         break;
       case HostState::kOffline:
       case HostState::kUnknown:
@@ -250,7 +285,15 @@ PlacementInput Controller::placementInput(const Policy& policy) const {
   in.policy = &policy;
   in.hosts = hostViews(policy);
   for (const auto& [name, vm] : vms_) {
+    auto rt = vm_runtime_.find(name);
+    bool error = rt != vm_runtime_.end() && rt->second.error;
+    if (error) {
+      // Budgets spent: it runs nowhere until an operator resets it.
+      for (const auto& h : policy.hosts) in.avoid[name].insert(h.name);
+      continue;
+    }
     if (!vm.host.empty()) in.current[name] = vm.host;
+    if (rt != vm_runtime_.end() && !rt->second.avoid.empty()) in.avoid[name] = rt->second.avoid;
   }
   return in;
 }
@@ -377,6 +420,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   }
   result.applied = true;
   result.version = record.version;
+  host_connector_.setHosts(policy_.hosts);
   releaseGated();
   publishAssignments();
   return result;
@@ -386,6 +430,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
 
 void Controller::runOnce() {
   auto started = std::chrono::steady_clock::now();  // metric only, not logic
+  processFenceResults();
   checkLiveness();
   if (dirty_) {
     Status s = store_.transaction([&]() -> Status {
@@ -396,6 +441,16 @@ void Controller::runOnce() {
   }
   // Tier-order gates depend on health, which changes with every heartbeat.
   releaseGated();
+  driveDrains();
+  if (dirty_) {
+    Status s = store_.transaction([&]() -> Status {
+      reconcile();
+      return Status::ok();
+    });
+    if (!s.isOk()) log::error("reconcile: {}", s.toString());
+    releaseGated();
+  }
+  trackIncidents();
   publishAssignments();
   std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
   reconcile_seconds_sum_ += took.count();
@@ -436,12 +491,25 @@ void Controller::checkLiveness() {
                          st.heartbeat_interval_ms / 2;
   for (auto& [name, h] : hosts_) {
     HostState s = h.rec.state;
+    if (s == HostState::kOffline) {
+      advanceFencing(h);
+      continue;
+    }
     if (s != HostState::kOnline && s != HostState::kSuspect) continue;
     Millis silent = now - h.last_heartbeat_ms;
     if (silent > st.dead_after_ms) {
-      setHostState(h, HostState::kOffline,
-                   "no heartbeat for " + seconds(silent) +
-                       "; its VMs stay assigned until the host is fenced");
+      // Dead only when both signals agree: no heartbeat AND no libvirt.
+      if (host_connector_.libvirtAlive(name)) {
+        if (!h.agent_warned) {
+          h.agent_warned = true;
+          emit("warn", "host.agent_silent", "host/" + name,
+               "agent of host '" + name + "' silent for " + seconds(silent) +
+                   " but the host's libvirt answers: its VMs keep running, no failover");
+          setHostState(h, HostState::kSuspect, "agent silent; libvirt answers");
+        }
+      } else {
+        declareDead(h, silent);
+      }
     } else if (silent > suspect_after && s == HostState::kOnline) {
       setHostState(h, HostState::kSuspect, "no heartbeat for " + seconds(silent));
     }
@@ -484,11 +552,21 @@ void Controller::reconcile() {
       vm.updated_ms = now;
       vm_runtime_[p.vm] = VmRuntime{};
     }
+    auto& rt = vm_runtime_[p.vm];
+    if (rt.error) {
+      if (!vm.host.empty()) {
+        vm.host.clear();
+        saveVm(vm);
+      }
+      continue;
+    }
+    if (!rt.migrate_to.empty()) continue;  // stays on its source until the migration ends
     if (p.host.empty()) {
       const std::string& reason = settling_reason.empty() ? p.reason : settling_reason;
       bool changed = !vm.host.empty();
       vm.host.clear();
-      vm_runtime_[p.vm] = VmRuntime{};
+      rt.released = false;
+      rt.waiting_since_ms = 0;
       if (changed || inserted || vm.state != VmState::kPending || vm.reason != reason) {
         if (inserted) saveVm(vm);
         setVmState(vm, VmState::kPending, reason);
@@ -501,7 +579,9 @@ void Controller::reconcile() {
       vm.host = p.host;
       ++vm.epoch;
       vm.health = Health::kUnknown;
-      vm_runtime_[p.vm] = VmRuntime{};
+      rt.waiting_since_ms = 0;
+      rt.released = false;
+      incidentStep("vm/" + p.vm, "placed", "on host '" + p.host + "'");
       vm.updated_ms = now;
       saveVm(vm);
       emit("info", "vm.placed", "vm/" + vm.name,
@@ -561,10 +641,24 @@ AssignmentSet Controller::assignmentsFor(const std::string& host) const {
   auto h = hosts_.find(host);
   if (h != hosts_.end()) set.version = h->second.assignments_version;
   for (const auto& [name, vm] : vms_) {
-    if (vm.host != host) continue;
     auto rt = vm_runtime_.find(name);
-    if (rt == vm_runtime_.end() || !rt->second.released) continue;
-    set.assignments.push_back(assignmentOf(vm));
+    if (rt == vm_runtime_.end()) continue;
+    const std::string& to = rt->second.migrate_to;
+    if (vm.host == host && rt->second.released) {
+      Assignment a = assignmentOf(vm);
+      if (!to.empty()) {
+        const HostSpec* dest = policy_.findHost(to);
+        a.migrate_to_host = to;
+        a.migrate_to_uri = dest ? dest->uri : "";
+        a.migrate_epoch = rt->second.migrate_epoch;
+      }
+      set.assignments.push_back(a);
+    } else if (!to.empty() && to == host) {
+      Assignment a = assignmentOf(vm);
+      a.epoch = rt->second.migrate_epoch;
+      a.incoming = true;
+      set.assignments.push_back(a);
+    }
   }
   return set;
 }
@@ -574,7 +668,8 @@ void Controller::publishAssignments() {
     AssignmentSet set = assignmentsFor(name);
     std::string digest;
     for (const auto& a : set.assignments)
-      digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ";";
+      digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host +
+                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ";";
     if (h.assignments_version != 0 && digest == h.assignments_digest) continue;
     h.assignments_digest = digest;
     h.assignments_version = nextVersion();
@@ -604,16 +699,25 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
     saveHost(h.rec);
     dirty_ = true;
   }
-  if (h.rec.state == HostState::kUnknown || h.rec.state == HostState::kSuspect ||
-      h.rec.state == HostState::kOffline) {
-    setHostState(h, HostState::kOnline, "heartbeat received");
-  }
+  hostHeartbeatState(h, hb);
+  if (h.rec.state == HostState::kFenced) return assignmentsFor(hb.host);  // stale copies only
 
   for (const auto& d : hb.domains) {
     auto it = vms_.find(d.vm);
     if (it == vms_.end()) continue;
     VmRecord& vm = it->second;
+    auto& rt = vm_runtime_[d.vm];
+    if (!rt.migrate_to.empty() && rt.migrate_to == hb.host && d.epoch == rt.migrate_epoch &&
+        isActive(d.state)) {
+      finishMigration(vm, true, "reported by host '" + hb.host + "'");  // event may be lost
+      continue;
+    }
     if (vm.host != hb.host || vm.epoch != d.epoch) continue;  // stale copy: the agent removes it
+    if (!rt.migrate_to.empty()) continue;  // migrating: the outcome decides
+    if (d.reason.find("restart budget spent") != std::string::npos && !isActive(d.state)) {
+      relocate(vm, d.reason);
+      continue;
+    }
     VmState state = vmStateOf(d.state);
     std::string reason = d.reason;
     if (state == VmState::kRunning) reason.clear();
@@ -647,16 +751,28 @@ Status Controller::handleAgentEvent(const AgentEvent& e) {
   emit(level, e.kind, subject, e.message.empty() ? e.kind : e.message);
   if (e.vm.empty()) return Status::ok();
   auto it = vms_.find(e.vm);
-  if (it == vms_.end() || it->second.host != e.host || it->second.epoch != e.epoch) {
+  if (it == vms_.end()) return Status::ok();
+  auto& rt = vm_runtime_[e.vm];
+  if ((e.kind == "vm.migrated" || e.kind == "vm.migrate_failed") && it->second.host == e.host &&
+      !rt.migrate_to.empty() && e.epoch == rt.migrate_epoch) {
+    finishMigration(it->second, e.kind == "vm.migrated", e.message);
+    publishAssignments();
     return Status::ok();
   }
+  if (it->second.host != e.host || it->second.epoch != e.epoch) return Status::ok();
   VmRecord& vm = it->second;
   if (e.kind == "vm.crashed") {
+    openIncident("vm/" + vm.name, "vm.crashed", "vm '" + vm.name + "' crashed", e.message);
     setVmState(vm, VmState::kCrashed, e.message);
+  } else if (e.kind == "vm.unhealthy") {
+    openIncident("vm/" + vm.name, "vm.unhealthy", "vm '" + vm.name + "' unhealthy", e.message);
+  } else if (e.kind == "vm.restarted") {
+    incidentStep("vm/" + vm.name, "restarted", e.message);
+    setVmState(vm, VmState::kRunning, "");
   } else if (e.kind == "vm.started") {
     setVmState(vm, VmState::kRunning, "");
-  } else if (e.kind == "vm.restarting") {
-    setVmState(vm, VmState::kRestarting, e.message);
+  } else if (e.kind == "vm.budget_exhausted") {
+    relocate(vm, e.message);
   }
   return Status::ok();
 }
@@ -681,7 +797,139 @@ Status Controller::restartVm(const std::string& name) {
   return Status::ok();
 }
 
+Status Controller::resetVm(const std::string& name) {
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return notFound("no vm named '" + name + "'");
+  VmRecord& vm = it->second;
+  auto& rt = vm_runtime_[name];
+  if (!rt.migrate_to.empty()) return failedPrecondition("vm '" + name + "' is migrating");
+  Status s = store_.transaction([&]() -> Status {
+    bool was_error = rt.error;
+    rt.error = false;
+    rt.avoid.clear();
+    rt.relocations.clear();
+    rt.relocated_epoch = -1;
+    vm.relocations = 0;
+    vm.restarts = 0;
+    if (!vm.host.empty()) ++vm.epoch;  // a new epoch resets the agent's restart budget too
+    emit("info", "vm.reset", "vm/" + name,
+         "vm '" + name + "' reset by an operator" + std::string(was_error ? " (was in error)" : "") +
+             ": budgets cleared, retrying now");
+    setVmState(vm, vm.host.empty() ? VmState::kPending : VmState::kRestarting, "reset by an operator");
+    saveVm(vm);
+    dirty_ = true;
+    reconcile();
+    return Status::ok();
+  });
+  if (!s.isOk()) return s;
+  releaseGated();
+  publishAssignments();
+  return Status::ok();
+}
+
+Status Controller::migrateVm(const std::string& name, const std::string& to_host) {
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return notFound("no vm named '" + name + "'");
+  const HostSpec* dest = policy_.findHost(to_host);
+  if (!dest) return notFound("no host named '" + to_host + "'");
+  VmRecord& vm = it->second;
+  auto& rt = vm_runtime_[name];
+  if (!rt.migrate_to.empty()) return failedPrecondition("vm '" + name + "' is already migrating to '" + rt.migrate_to + "'");
+  if (vm.state != VmState::kRunning) {
+    return failedPrecondition("vm '" + name + "' is " + toString(vm.state) + ", not running: nothing to migrate");
+  }
+  if (vm.host == to_host) return failedPrecondition("vm '" + name + "' already runs on '" + to_host + "'");
+  const HostRecord* target = host(to_host);
+  if (!target || target->state != HostState::kOnline) {
+    return failedPrecondition("host '" + to_host + "' is " +
+                              (target ? toString(target->state) : "unknown") + ", not online");
+  }
+  if (dest->uri.empty()) return failedPrecondition("host '" + to_host + "' has no libvirt uri to migrate to");
+  // Would placement accept it there? Ask it with only that host open.
+  PlacementInput in = placementInput(policy_);
+  in.current.erase(name);
+  for (auto& hv : in.hosts) hv.accepts_new = hv.accepts_new && hv.name == to_host;
+  PlacementResult placed = place(in);
+  const VmPlacement* p = placed.find(name);
+  if (!p || p->host != to_host) {
+    return failedPrecondition("host '" + to_host + "' cannot take vm '" + name + "': " +
+                              (p ? p->reason : std::string("not placeable")));
+  }
+  Status s = store_.transaction([&]() -> Status {
+    startMigration(vm, to_host, "requested by an operator");
+    return Status::ok();
+  });
+  if (!s.isOk()) return s;
+  publishAssignments();
+  return Status::ok();
+}
+
+Status Controller::drainHost(const std::string& name) {
+  if (!policy_.findHost(name)) return notFound("no host named '" + name + "'");
+  HostRuntime& h = hosts_[name];
+  if (h.rec.state == HostState::kMaintenance) return failedPrecondition("host '" + name + "' is already in maintenance");
+  if (h.draining) return failedPrecondition("host '" + name + "' is already draining");
+  if (h.rec.state != HostState::kOnline && h.rec.state != HostState::kSuspect) {
+    return failedPrecondition("host '" + name + "' is " + toString(h.rec.state) + ": only an online host can be drained");
+  }
+  Status s = store_.transaction([&]() -> Status {
+    auto id = store_.beginAction(ActionRecord{0, "drain", "host/" + name, "{}", clock_.nowMs()});
+    if (!id.isOk()) return id.status();
+    h.draining = true;
+    h.drain_action_id = *id;
+    h.drain_failed.clear();
+    emit("info", "host.draining", "host/" + name,
+         "draining host '" + name + "': live-migrating its VMs away in tier order");
+    driveDrains();
+    return Status::ok();
+  });
+  if (!s.isOk()) return s;
+  publishAssignments();
+  return Status::ok();
+}
+
+Status Controller::undrainHost(const std::string& name) {
+  if (!policy_.findHost(name)) return notFound("no host named '" + name + "'");
+  HostRuntime& h = hosts_[name];
+  if (h.draining) {
+    h.draining = false;
+    if (h.drain_action_id) (void)store_.endAction(h.drain_action_id);
+    h.drain_action_id = 0;
+    emit("info", "host.drain_cancelled", "host/" + name, "drain of host '" + name + "' cancelled");
+    dirty_ = true;
+    return Status::ok();
+  }
+  if (h.rec.state != HostState::kMaintenance) {
+    return failedPrecondition("host '" + name + "' is " + toString(h.rec.state) + ", not in maintenance");
+  }
+  Millis silent = clock_.nowMs() - h.last_heartbeat_ms;
+  bool alive = h.seen && silent <= policy_.settings.dead_after_ms;
+  setHostState(h, alive ? HostState::kOnline : HostState::kUnknown, "returned to service by an operator");
+  return Status::ok();
+}
+
 // ------------------------------------------------------------- read side ---
+
+Json Controller::incidentsJson() const {
+  Json list = Json::array();
+  auto stored = store_.incidents(100);
+  if (!stored.isOk()) return Json{{"incidents", list}, {"error", stored.status().message()}};
+  for (const auto& inc : *stored) {
+    Json steps = Json::array();
+    for (const auto& st : inc.steps)
+      steps.push_back(Json{{"step", st.step}, {"t_ms", st.t_ms}, {"detail", st.detail}});
+    list.push_back(Json{{"id", inc.id},
+                        {"subject", inc.subject},
+                        {"kind", inc.kind},
+                        {"summary", inc.summary},
+                        {"opened_ms", inc.opened_ms},
+                        {"closed_ms", inc.closed_ms},
+                        {"open", inc.closed_ms == 0},
+                        {"steps", steps}});
+  }
+  return Json{{"incidents", list}};
+}
+
 
 Json Controller::clusterJson() const {
   Json hosts_by_state = Json::object();

@@ -21,6 +21,7 @@
 #include "tw/protocol.h"
 #include "tw/status.h"
 #include "tw/store.h"
+#include "controller/host_connector.h"
 
 namespace tw {
 
@@ -44,8 +45,10 @@ struct ApplyResult {
 
 class Controller {
  public:
-  // REQUIRES: store and clock outlive the controller.
-  Controller(Store& store, Clock& clock);
+  // REQUIRES: store, clock and hosts outlive the controller. Without a
+  // HostConnector, no second liveness signal exists and fencing relies on
+  // fence commands failing and lease expiry.
+  Controller(Store& store, Clock& clock, HostConnector* hosts = nullptr);
 
   // Loads the policy in force, hosts and VMs from the store. Call once, first.
   // Hosts are given one dead_after of grace to heartbeat again.
@@ -64,6 +67,15 @@ class Controller {
 
   // Restarts a VM where it runs (a new epoch on the same host).
   Status restartVm(const std::string& name);
+  // Clears a VM's error and budgets and retries placement at once.
+  Status resetVm(const std::string& name);
+  // Live-migrates a VM to `to_host` (the source agent runs the migration).
+  // Errors: kNotFound, kFailedPrecondition (not running, target cannot take it).
+  Status migrateVm(const std::string& name, const std::string& to_host);
+  // Live-migrates every VM off the host (tier order), then marks it maintenance.
+  Status drainHost(const std::string& host);
+  // Returns a host in maintenance to service (it gets no VM back by itself).
+  Status undrainHost(const std::string& host);
 
   // Liveness, placement, assignments; writes state changes to the store.
   void runOnce();
@@ -84,6 +96,7 @@ class Controller {
   Json vmsJson() const;
   Result<Json> vmJson(const std::string& name);
   Result<Json> eventsJson(int64_t since, int limit);
+  Json incidentsJson() const;
   std::string metricsText();
 
   // ---- inspection (tests, simulator) ----
@@ -104,10 +117,31 @@ class Controller {
     Capacity reported;
     int64_t assignments_version = 0;  // version of the set last published
     std::string assignments_digest;   // to tell whether the set changed
+    // Failure handling.
+    bool agent_warned = false;        // "agent silent, libvirt answers" said once
+    bool fencing = false;             // declared dead, fence under way
+    bool fence_libvirt_pending = false;
+    bool fence_command_pending = false;
+    bool fence_command_tried = false;
+    int64_t fence_action_id = 0;
+    std::set<std::string> recovering_vms;  // VMs displaced by its failure
+    // Drain.
+    bool draining = false;
+    int64_t drain_action_id = 0;
+    std::set<std::string> drain_failed;    // VMs whose migration failed
   };
   struct VmRuntime {
     Millis waiting_since_ms = 0;      // tier-order gate start
     bool released = false;            // tier-order gate passed
+    std::set<std::string> avoid;      // hosts it must not be placed on
+    std::vector<Millis> relocations;  // times of budget relocations (window)
+    int64_t relocated_epoch = -1;     // epoch whose exhausted budget was handled
+    bool error = false;               // budgets spent: runs nowhere until reset
+    // Live migration under way.
+    std::string migrate_to;
+    int64_t migrate_epoch = 0;
+    int64_t migrate_action_id = 0;
+    int64_t last_migrate_epoch = 0;
   };
 
   Status loadPolicy(const PolicyRecord& record);
@@ -128,6 +162,24 @@ class Controller {
   std::string specDigest(const TierSpec& tier) const;
   Assignment assignmentOf(const VmRecord& vm) const;
   void setHostState(HostRuntime& h, HostState state, const std::string& reason);
+  // Failure handling (controller_healing.cc).
+  void declareDead(HostRuntime& h, Millis silent);
+  void advanceFencing(HostRuntime& h);
+  void processFenceResults();
+  void fenced(HostRuntime& h, const std::string& method, const std::string& detail);
+  void cancelFencing(HostRuntime& h, const std::string& why);
+  void hostHeartbeatState(HostRuntime& h, const Heartbeat& hb);
+  void relocate(VmRecord& vm, const std::string& why);
+  void startMigration(VmRecord& vm, const std::string& to, const std::string& why);
+  void finishMigration(VmRecord& vm, bool ok, const std::string& detail);
+  void driveDrains();
+  void trackIncidents();
+  IncidentRecord& openIncident(const std::string& subject, const std::string& kind,
+                               const std::string& summary, const std::string& detail);
+  void incidentStep(const std::string& subject, const std::string& step, const std::string& detail);
+  void closeIncident(const std::string& subject, const std::string& detail);
+  void saveIncident(IncidentRecord& incident);
+  const HostSpec* hostSpec(const std::string& name) const { return policy_.findHost(name); }
   void setVmState(VmRecord& vm, VmState state, const std::string& reason);
   void saveVm(const VmRecord& vm);
   void saveHost(const HostRecord& host);
@@ -137,11 +189,14 @@ class Controller {
 
   Store& store_;
   Clock& clock_;
+  NullHostConnector null_hosts_;
+  HostConnector& host_connector_;
   Policy policy_;
   PolicyRecord policy_record_;
   std::map<std::string, HostRuntime> hosts_;
   std::map<std::string, VmRecord> vms_;
   std::map<std::string, VmRuntime> vm_runtime_;
+  std::map<std::string, IncidentRecord> open_incidents_;  // by subject
   bool dirty_ = true;             // placement must run
   int64_t version_counter_ = 0;   // assignment set versions
   AssignmentListener assignment_listener_;

@@ -16,6 +16,7 @@
 
 #include "controller/api_server.h"
 #include "controller/controller.h"
+#include "controller/libvirt_host_connector.h"
 #include "controller/service.h"
 #include "tw/log.h"
 #include "tw/policy.h"
@@ -99,7 +100,8 @@ int main(int argc, char** argv) {
 
   auto store = tw::Store::open(state_dir + "/tierwarden.db");
   if (!store.isOk()) return fail(store.status().toString());
-  tw::Controller controller(**store, tw::SystemClock::instance());
+  tw::LibvirtHostConnector host_connector;
+  tw::Controller controller(**store, tw::SystemClock::instance(), &host_connector);
   tw::Status s = controller.recover();
   if (!s.isOk()) return fail(s.toString());
 

@@ -71,6 +71,11 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
   return call([&](Controller& c) { return c.assignmentsFor(host); });
 }
 
+bool ControllerService::stopping() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
+}
+
 int64_t ControllerService::waitEvents(int64_t after, Millis wait_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   change_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),

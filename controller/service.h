@@ -44,6 +44,7 @@ class ControllerService {
   // Blocks until an event with id > after exists or wait_ms passes; returns
   // the newest event id known.
   int64_t waitEvents(int64_t after, Millis wait_ms);
+  bool stopping();
 
  private:
   void post(std::function<void()> work);

@@ -128,7 +128,7 @@ Status FakeHypervisor::subscribe(DomainEventHandler handler) {
 }
 
 Status FakeHypervisor::migrate(const std::string& vm, const std::string& dest_uri,
-                               const MigrateOptions& /*options*/) {
+                               const MigrateOptions& options) {
   TW_RETURN_IF_ERROR(check());
   const std::string context = "migrating vm " + quoted(vm) + " to " + quoted(dest_uri);
   auto it = doms_.find(vm);
@@ -160,6 +160,7 @@ Status FakeHypervisor::migrate(const std::string& vm, const std::string& dest_ur
   // leaves here (STOPPED/MIGRATED, then UNDEFINED).
   Dom& dest = peer->doms_[vm];
   dest.spec = it->second.spec;
+  if (options.dest_meta.epoch > 0) dest.spec.meta = options.dest_meta;  // DEST_XML
   dest.state = DomainState::kRunning;
   peer->emit(vm, DomainEventKind::kStarted, "migrated");
   doms_.erase(it);

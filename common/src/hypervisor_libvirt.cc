@@ -335,6 +335,52 @@ std::string consoleLogPath(const DomainSpec& spec) {
   return dir + "/" + spec.meta.vm + ".console.log";
 }
 
+// Our metadata element, as define() writes it and migrate() replaces it.
+std::string metadataElement(const DomainMeta& m) {
+  std::ostringstream x;
+  x << "<" << kMetadataPrefix << ":instance xmlns:" << kMetadataPrefix << "='"
+    << xmlEscape(kMetadataNamespace) << "' vm='" << xmlEscape(m.vm) << "' tier='"
+    << xmlEscape(m.tier) << "' epoch='" << m.epoch << "' policy_version='" << m.policy_version
+    << "' spec_digest='" << xmlEscape(m.spec_digest) << "'/>";
+  return x.str();
+}
+
+// `xml` (a whole domain XML as libvirt writes it) with our metadata element
+// replaced by `meta`'s. The element is the one that declares our namespace;
+// quoted attribute values are skipped while scanning. kInternal when the XML
+// holds no such element (the domain is not ours: the caller checked that).
+Result<std::string> replaceMetadataElement(const std::string& xml, const DomainMeta& meta) {
+  const auto missing = [] { return internalError("the domain XML has no tierwarden metadata"); };
+  const size_t ns = xml.find(kMetadataNamespace);
+  if (ns == std::string::npos) return missing();
+  const size_t begin = xml.rfind('<', ns);
+  if (begin == std::string::npos || begin + 1 >= xml.size()) return missing();
+  size_t i = begin + 1;
+  while (i < xml.size() && !isXmlSpace(xml[i]) && xml[i] != '/' && xml[i] != '>') ++i;
+  const std::string qname = xml.substr(begin + 1, i - begin - 1);
+  if (qname.empty() || qname[0] == '/' || qname[0] == '!' || qname[0] == '?') return missing();
+  // The end of the start tag, outside quoted values.
+  char quote = 0;
+  for (; i < xml.size(); ++i) {
+    if (quote != 0) {
+      if (xml[i] == quote) quote = 0;
+    } else if (xml[i] == '"' || xml[i] == '\'') {
+      quote = xml[i];
+    } else if (xml[i] == '>') {
+      break;
+    }
+  }
+  if (i >= xml.size()) return missing();
+  size_t end = i + 1;
+  if (xml[i - 1] != '/') {  // <tw:instance ...>...</tw:instance>
+    const std::string close = "</" + qname + ">";
+    const size_t at = xml.find(close, end);
+    if (at == std::string::npos) return missing();
+    end = at + close.size();
+  }
+  return xml.substr(0, begin) + metadataElement(meta) + xml.substr(end);
+}
+
 // The domain XML of a spec. `type` is the domain type ("test", "qemu", "kvm").
 std::string buildDomainXml(const DomainSpec& spec, const std::string& type) {
   const bool test_driver = type == "test";
@@ -344,10 +390,7 @@ std::string buildDomainXml(const DomainSpec& spec, const std::string& type) {
     << "  <name>" << xmlEscape(m.vm) << "</name>\n"
     << "  <uuid>" << uuidForVm(m.vm) << "</uuid>\n"
     << "  <metadata>\n"
-    << "    <" << kMetadataPrefix << ":instance xmlns:" << kMetadataPrefix << "='"
-    << xmlEscape(kMetadataNamespace) << "' vm='" << xmlEscape(m.vm) << "' tier='"
-    << xmlEscape(m.tier) << "' epoch='" << m.epoch << "' policy_version='" << m.policy_version
-    << "' spec_digest='" << xmlEscape(m.spec_digest) << "'/>\n"
+    << "    " << metadataElement(m) << "\n"
     << "  </metadata>\n"
     << "  <memory unit='MiB'>" << spec.memory_mib << "</memory>\n"
     << "  <vcpu>" << spec.vcpus << "</vcpu>\n";
@@ -786,6 +829,10 @@ class LibvirtHypervisor final : public Hypervisor {
         !params.addString(VIR_MIGRATE_PARAM_URI, options.migrate_uri)) {
       return lastError(context);
     }
+    if (options.dest_meta.epoch > 0) {
+      TW_RETURN_IF_ERROR(
+          addDestXmlLocked(found->dom.get(), vm, options.dest_meta, params, context));
+    }
     if (virDomainMigrateToURI3(found->dom.get(), dest_uri.c_str(), params.get(),
                                static_cast<unsigned int>(params.count()), flags) < 0) {
       return lastError(context);
@@ -798,6 +845,41 @@ class LibvirtHypervisor final : public Hypervisor {
     DomainPtr dom;
     DomainMeta meta;
   };
+
+  // The domain arrives with `meta` (a migrated VM carries its new epoch):
+  // VIR_MIGRATE_PARAM_DEST_XML is its live XML with our metadata replaced, and,
+  // for a persistent domain, VIR_MIGRATE_PARAM_PERSIST_XML its persistent XML
+  // likewise (without it PERSIST_DEST copies the source's definition, old
+  // epoch included, and readMeta() reads the persistent definition).
+  static Status addDestXmlLocked(virDomainPtr dom, const std::string& vm, DomainMeta meta,
+                                 TypedParams& params, const std::string& context) {
+    if (meta.vm.empty()) meta.vm = vm;
+    if (meta.vm != vm) {
+      return invalidArgument(context + ": the destination metadata names vm " + quoted(meta.vm));
+    }
+    for (const std::string* field : {&meta.vm, &meta.tier, &meta.spec_digest}) {
+      if (hasForbiddenChars(*field)) {
+        return invalidArgument(context +
+                               ": a destination metadata value holds a control character");
+      }
+    }
+    const auto rewritten = [&](unsigned int flags, const char* param) -> Status {
+      CString xml(virDomainGetXMLDesc(dom, flags));
+      if (!xml) return lastError(context + ": reading the domain XML");
+      Result<std::string> replaced = replaceMetadataElement(xml.get(), meta);
+      if (!replaced.isOk()) return replaced.status().withContext(context);
+      if (!params.addString(param, *replaced)) return lastError(context);
+      return Status::ok();
+    };
+    TW_RETURN_IF_ERROR(rewritten(VIR_DOMAIN_XML_MIGRATABLE, VIR_MIGRATE_PARAM_DEST_XML));
+    const int persistent = virDomainIsPersistent(dom);
+    if (persistent < 0) return lastError(context);
+    if (persistent == 1) {
+      TW_RETURN_IF_ERROR(rewritten(VIR_DOMAIN_XML_MIGRATABLE | VIR_DOMAIN_XML_INACTIVE,
+                                   VIR_MIGRATE_PARAM_PERSIST_XML));
+    }
+    return Status::ok();
+  }
 
   static Status unmanaged(const std::string& context, const std::string& vm) {
     return failedPrecondition(context + ": domain " + quoted(vm) +

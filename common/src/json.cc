@@ -1,5 +1,7 @@
 #include "tw/json.h"
 
+#include <charconv>
+
 namespace tw {
 
 namespace {
@@ -184,7 +186,11 @@ void to_json(Json& j, const Assignment& v) {
            {"health", v.health},
            {"restart", v.restart},
            {"ports", v.ports},
-           {"storage", v.storage}};
+           {"storage", v.storage},
+           {"migrate_to_host", v.migrate_to_host},
+           {"migrate_to_uri", v.migrate_to_uri},
+           {"migrate_epoch", v.migrate_epoch},
+           {"incoming", v.incoming}};
 }
 void from_json(const Json& j, Assignment& v) {
   j.at("vm").get_to(v.vm);
@@ -199,6 +205,10 @@ void from_json(const Json& j, Assignment& v) {
   opt(j, "restart", v.restart);
   opt(j, "ports", v.ports);
   opt(j, "storage", v.storage);
+  opt(j, "migrate_to_host", v.migrate_to_host);
+  opt(j, "migrate_to_uri", v.migrate_to_uri);
+  opt(j, "migrate_epoch", v.migrate_epoch);
+  opt(j, "incoming", v.incoming);
 }
 
 void to_json(Json& j, const AssignmentSet& v) {
@@ -220,6 +230,10 @@ void to_json(Json& j, const DomainReport& v) {
   j = Json{{"vm", v.vm},       {"tier", v.tier},         {"epoch", v.epoch},
            {"state", toString(v.state)}, {"health", toString(v.health)},
            {"restarts", v.restarts},     {"reason", v.reason}};
+  // Object keys are strings: {"80": 20001}.
+  Json ports = Json::object();
+  for (const auto& [guest, host] : v.ports) ports[std::to_string(guest)] = host;
+  j["ports"] = std::move(ports);
 }
 void from_json(const Json& j, DomainReport& v) {
   j.at("vm").get_to(v.vm);
@@ -229,6 +243,22 @@ void from_json(const Json& j, DomainReport& v) {
   optEnum(j, "health", v.health, healthFromString);
   opt(j, "restarts", v.restarts);
   opt(j, "reason", v.reason);
+  auto ports = j.find("ports");
+  if (ports != j.end() && !ports->is_null()) {
+    if (!ports->is_object()) {
+      throw nlohmann::json::type_error::create(302, "'ports' must be an object", &j);
+    }
+    v.ports.clear();
+    for (const auto& [guest, host] : ports->items()) {
+      int guest_port = 0;
+      auto [end, ec] = std::from_chars(guest.data(), guest.data() + guest.size(), guest_port);
+      if (ec != std::errc() || end != guest.data() + guest.size()) {
+        throw nlohmann::json::type_error::create(302, "bad guest port '" + guest + "' in 'ports'",
+                                                 &j);
+      }
+      v.ports[guest_port] = host.get<int>();
+    }
+  }
 }
 
 void to_json(Json& j, const Heartbeat& v) {

@@ -467,7 +467,7 @@ TEST_F(StoreFileTest, FailedStepInsideTransactionIsUndoneAlone) {
 }
 
 // Pins: opening a path that does not exist yet creates the file and migrates it
-// to user_version = latestSchemaVersion() with every v1 table in place.
+// to user_version = latestSchemaVersion() with every v1 and v2 table in place.
 TEST_F(StoreFileTest, MigratesEmptyFile) {
   auto store = openOrDie(path_);
   ASSERT_NE(store, nullptr);
@@ -482,8 +482,15 @@ TEST_F(StoreFileTest, MigratesEmptyFile) {
                            "SELECT name FROM sqlite_schema WHERE type IN ('table', 'index')"
                            " AND name NOT LIKE 'sqlite_%' ORDER BY name");
   EXPECT_EQ(tables,
-            (std::vector<std::vector<std::string>>{
-                {"events"}, {"events_by_subject"}, {"hosts"}, {"policies"}, {"tiers"}, {"vms"}}));
+            (std::vector<std::vector<std::string>>{{"actions"},
+                                                   {"events"},
+                                                   {"events_by_subject"},
+                                                   {"hosts"},
+                                                   {"incidents"},
+                                                   {"incidents_open"},
+                                                   {"policies"},
+                                                   {"tiers"},
+                                                   {"vms"}}));
 }
 
 // Pins: data written by one store is there after close and re-open, and ids

@@ -76,6 +76,9 @@ struct MigrateOptions {
   bool live = true;
   bool unsafe = false;      // shared disk without cache=none
   std::string migrate_uri;  // VIR_MIGRATE_PARAM_URI, e.g. unix://<socket>; empty = default
+  // When set (epoch > 0), the domain arrives with this metadata
+  // (VIR_MIGRATE_PARAM_DEST_XML): a migrated VM carries its new epoch.
+  DomainMeta dest_meta;
 };
 
 using DomainEventHandler = std::function<void(const DomainEvent&)>;

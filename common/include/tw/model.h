@@ -189,6 +189,34 @@ struct EventRecord {
   std::string message;
 };
 
+// A failure and what the system did about it, step by step
+// (detected -> fenced -> placed -> started -> healthy).
+struct IncidentStep {
+  std::string step;
+  Millis t_ms = 0;
+  std::string detail;
+};
+
+struct IncidentRecord {
+  int64_t id = 0;          // assigned by the store
+  std::string subject;     // "vm/web-1", "host/h1"
+  std::string kind;        // "vm.crashed", "vm.unhealthy", "host.failed", ...
+  Millis opened_ms = 0;
+  Millis closed_ms = 0;    // 0 = open
+  std::string summary;
+  std::vector<IncidentStep> steps;
+};
+
+// A multi-step action journaled before it starts (migration, fencing), so
+// that a restarted controller resumes it.
+struct ActionRecord {
+  int64_t id = 0;          // assigned by the store
+  std::string kind;        // "migrate", "fence"
+  std::string subject;     // "vm/web-1", "host/h1"
+  std::string data_json;   // what the action needs to resume
+  Millis started_ms = 0;
+};
+
 struct PolicyRecord {
   int64_t version = 0;    // assigned by the store, increasing
   Millis applied_ms = 0;

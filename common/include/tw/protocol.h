@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,18 @@ struct Assignment {
   RestartBudget restart;
   std::vector<ServicePort> ports;
   StorageSpec storage;
+
+  // Live migration, set by the controller while one is under way.
+  // Source host: live-migrate the running domain to migrate_to_uri (libvirt
+  // URI of the destination), giving it epoch migrate_epoch on arrival; report
+  // AgentEvent "vm.migrated" (epoch = migrate_epoch) or "vm.migrate_failed"
+  // (the domain keeps running here). Destination host: `incoming` = the
+  // domain arrives by migration with this assignment's epoch: neither define
+  // nor start it, and do not destroy it when it appears.
+  std::string migrate_to_host;
+  std::string migrate_to_uri;
+  int64_t migrate_epoch = 0;
+  bool incoming = false;
 };
 
 struct AssignmentSet {
@@ -53,6 +66,7 @@ struct DomainReport {
   Health health = Health::kUnknown;
   int restarts = 0;         // restarts in the current budget window
   std::string reason;       // last failure, if any
+  std::map<int, int> ports;  // guest port -> host port on this host
 };
 
 struct Heartbeat {

@@ -56,6 +56,18 @@ class Store {
   // Events with id > after_id, oldest first, at most `limit`.
   virtual Result<std::vector<EventRecord>> eventsSince(int64_t after_id, int limit) = 0;
   virtual Result<int64_t> eventCount() = 0;
+
+  // Incidents (schema v2): insert when id == 0 (returns the new id), else
+  // replace. incidents() returns the open ones and the `recent` newest closed
+  // ones, oldest first.
+  virtual Result<int64_t> putIncident(const IncidentRecord& incident) = 0;
+  virtual Result<std::vector<IncidentRecord>> incidents(int recent) = 0;
+
+  // The action journal (schema v2): an action is written before it starts and
+  // removed when it ends; openActions() lists those a restart must resume.
+  virtual Result<int64_t> beginAction(const ActionRecord& action) = 0;
+  virtual Status endAction(int64_t id) = 0;
+  virtual Result<std::vector<ActionRecord>> openActions() = 0;
 };
 
 // For tests only: reach a database file behind the Store's back, so tests need

@@ -1,0 +1,429 @@
+// The controller's failure handling: a host declared dead only when its
+// heartbeats stopped AND its libvirt no longer answers; fencing (libvirt,
+// command, lease expiry) before any of its VMs runs elsewhere; budget
+// relocations and errors; live migrations and drains; incidents.
+#include <cstdio>
+
+#include "controller/controller.h"
+#include "tw/log.h"
+
+namespace tw {
+
+namespace {
+
+std::string secs(Millis ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
+  return buf;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------- hosts ---
+
+void Controller::declareDead(HostRuntime& h, Millis silent) {
+  setHostState(h, HostState::kOffline,
+               "no heartbeat for " + secs(silent) + " and its libvirt does not answer");
+  openIncident("host/" + h.rec.name, "host.failed", "host '" + h.rec.name + "' failed",
+               "no heartbeat for " + secs(silent) + ", libvirt not answering");
+  h.agent_warned = false;
+  advanceFencing(h);
+}
+
+// Starts fencing (once) and checks the lease-expiry fallback. Called on every
+// pass while the host is offline.
+void Controller::advanceFencing(HostRuntime& h) {
+  const std::string& name = h.rec.name;
+  const HostSpec* spec = hostSpec(name);
+  const auto& st = policy_.settings;
+  Millis now = clock_.nowMs();
+  if (!h.fencing) {
+    h.fencing = true;
+    ActionRecord a{0, "fence", "host/" + name, "{}", now};
+    auto id = store_.beginAction(a);
+    h.fence_action_id = id.isOk() ? *id : 0;
+    for (auto& [vm_name, vm] : vms_) {
+      if (vm.host == name) setVmState(vm, VmState::kFencing, "host '" + name + "' is being fenced");
+    }
+    if (host_connector_.libvirtAlive(name)) {
+      h.fence_libvirt_pending = true;
+      emit("warn", "host.fencing", "host/" + name,
+           "fencing host '" + name + "' through its libvirt (destroying its VMs)");
+      host_connector_.fenceByLibvirt(name);
+    } else if (spec && spec->fence == FenceMethod::kCommand) {
+      h.fence_command_pending = h.fence_command_tried = true;
+      emit("warn", "host.fencing", "host/" + name,
+           "fencing host '" + name + "' by command: " + spec->fence_command);
+      host_connector_.fenceByCommand(name, spec->fence_command, 30000);
+    } else {
+      emit("warn", "host.fencing", "host/" + name,
+           "fencing host '" + name + "' by lease expiry: its agent destroys its VMs when its " +
+               secs(st.lease_ms) + " lease runs out; safe after " +
+               secs(h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms - now) + " more");
+    }
+    incidentStep("host/" + name, "fencing", "fence started");
+  }
+  // Lease expiry: the agent self-fences when it cannot renew; its lease was
+  // renewed at most at its last heartbeat (send time <= our receipt time).
+  if (!h.fence_libvirt_pending && !h.fence_command_pending &&
+      now >= h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms) {
+    fenced(h, "lease",
+           "lease expired " + secs(now - h.last_heartbeat_ms - st.lease_ms) +
+               " ago (lease " + secs(st.lease_ms) + " + margin " + secs(st.fence_margin_ms) + ")");
+  }
+}
+
+void Controller::processFenceResults() {
+  for (const FenceResult& r : host_connector_.takeResults()) {
+    auto it = hosts_.find(r.host);
+    if (it == hosts_.end()) continue;
+    HostRuntime& h = it->second;
+    if (r.method == "libvirt") h.fence_libvirt_pending = false;
+    if (r.method == "command") h.fence_command_pending = false;
+    if (h.rec.state != HostState::kOffline || !h.fencing) continue;  // cancelled meanwhile
+    if (r.confirmed) {
+      fenced(h, r.method, r.detail);
+      continue;
+    }
+    emit("warn", "host.fence_failed", "host/" + r.host,
+         "fencing host '" + r.host + "' by " + r.method + " did not confirm: " + r.detail);
+    const HostSpec* spec = hostSpec(r.host);
+    if (r.method == "libvirt" && spec && spec->fence == FenceMethod::kCommand &&
+        !h.fence_command_tried) {
+      h.fence_command_pending = h.fence_command_tried = true;
+      emit("warn", "host.fencing", "host/" + r.host,
+           "fencing host '" + r.host + "' by command: " + spec->fence_command);
+      host_connector_.fenceByCommand(r.host, spec->fence_command, 30000);
+    } else {
+      emit("warn", "host.fencing", "host/" + r.host,
+           "fencing host '" + r.host + "' falls back to lease expiry");
+    }
+  }
+}
+
+void Controller::fenced(HostRuntime& h, const std::string& method, const std::string& detail) {
+  const std::string& name = h.rec.name;
+  h.fencing = false;
+  h.fence_libvirt_pending = h.fence_command_pending = false;
+  if (h.fence_action_id) (void)store_.endAction(h.fence_action_id);
+  h.fence_action_id = 0;
+  h.draining = false;
+  setHostState(h, HostState::kFenced, "fenced by " + method + ": " + detail);
+  incidentStep("host/" + name, "fenced", "by " + method + ": " + detail);
+  // Its VMs are known dead: they are placed elsewhere (new epochs) by the
+  // next reconcile, in tier order, active hosts before spares.
+  h.recovering_vms.clear();
+  for (auto& [vm_name, vm] : vms_) {
+    if (vm.host != name) continue;
+    h.recovering_vms.insert(vm_name);
+    auto& rt = vm_runtime_[vm_name];
+    if (!rt.migrate_to.empty()) {
+      // A migration from the dead host was under way: the VM may already run
+      // on the destination. Rebuild it THERE (a newer epoch): its agent keeps
+      // one copy whatever arrived, so it never runs twice.
+      std::string dest = rt.migrate_to;
+      int64_t epoch = rt.migrate_epoch;
+      if (rt.migrate_action_id) (void)store_.endAction(rt.migrate_action_id);
+      rt.migrate_to.clear();
+      rt.migrate_epoch = rt.migrate_action_id = 0;
+      vm.host = dest;
+      vm.epoch = epoch + 1;
+      rt.released = true;
+      saveVm(vm);
+      emit("warn", "vm.migrate_failed", "vm/" + vm_name,
+           "source host '" + name + "' of vm '" + vm_name + "' failed during its migration; rebuilding it on '" +
+               dest + "' (epoch " + std::to_string(vm.epoch) + ")");
+    }
+    setVmState(vm, VmState::kRecovering, "host '" + name + "' fenced; rebuilding elsewhere");
+  }
+  dirty_ = true;
+}
+
+void Controller::cancelFencing(HostRuntime& h, const std::string& why) {
+  if (h.fence_action_id) (void)store_.endAction(h.fence_action_id);
+  h.fence_action_id = 0;
+  h.fencing = false;
+  emit("info", "host.fence_cancelled", "host/" + h.rec.name,
+       "fencing of host '" + h.rec.name + "' cancelled: " + why);
+  closeIncident("host/" + h.rec.name, why);
+}
+
+// Host state from a heartbeat (before its domain reports are applied).
+void Controller::hostHeartbeatState(HostRuntime& h, const Heartbeat& hb) {
+  switch (h.rec.state) {
+    case HostState::kUnknown:
+    case HostState::kSuspect:
+      h.agent_warned = false;
+      setHostState(h, HostState::kOnline, "heartbeat received");
+      break;
+    case HostState::kOffline:
+      // Answered before it was fenced: nothing was moved, nothing runs twice.
+      cancelFencing(h, "host '" + h.rec.name + "' answered again before it was fenced");
+      setHostState(h, HostState::kOnline, "heartbeat received");
+      break;
+    case HostState::kFenced: {
+      // Rejoins as capacity once its agent removed every stale domain.
+      int stale = 0;
+      for (const auto& d : hb.domains)
+        if (isActive(d.state)) ++stale;
+      if (stale > 0) {
+        std::string reason = "back after fencing; waiting for its agent to remove " +
+                             std::to_string(stale) + " stale domains";
+        if (h.rec.reason != reason) {
+          h.rec.reason = reason;
+          saveHost(h.rec);
+        }
+      } else {
+        setHostState(h, HostState::kOnline, "back after fencing; rejoins as capacity, no VM moves back");
+      }
+      break;
+    }
+    case HostState::kOnline:
+    case HostState::kMaintenance:
+      break;
+  }
+}
+
+// ------------------------------------------------------------------ vms ---
+
+void Controller::relocate(VmRecord& vm, const std::string& why) {
+  auto& rt = vm_runtime_[vm.name];
+  if (rt.relocated_epoch == vm.epoch || rt.error) return;  // already handled
+  rt.relocated_epoch = vm.epoch;
+  const TierSpec* tier = policy_.findTier(vm.tier);
+  if (!tier) return;
+  Millis now = clock_.nowMs();
+  std::erase_if(rt.relocations, [&](Millis t) { return now - t >= tier->restart.window_ms; });
+  std::string from = vm.host;
+  if (static_cast<int>(rt.relocations.size()) < tier->restart.relocations) {
+    rt.relocations.push_back(now);
+    vm.relocations = static_cast<int>(rt.relocations.size());
+    rt.avoid.insert(from);
+    emit("warn", "vm.relocating", "vm/" + vm.name,
+         "relocating vm '" + vm.name + "' away from host '" + from + "' (" +
+             std::to_string(vm.relocations) + "/" + std::to_string(tier->restart.relocations) +
+             "): " + why);
+    openIncident("vm/" + vm.name, "vm.failing", "vm '" + vm.name + "' keeps failing", why);
+    incidentStep("vm/" + vm.name, "relocating", "away from host '" + from + "'");
+    setVmState(vm, VmState::kRecovering, "relocating: " + why);
+  } else {
+    rt.error = true;
+    vm.relocations = static_cast<int>(rt.relocations.size());
+    std::string reason = why + "; relocation budget spent (" + std::to_string(rt.relocations.size()) +
+                         " in " + secs(tier->restart.window_ms) + "): run 'twctl reset vm " +
+                         vm.name + "' after fixing the cause";
+    openIncident("vm/" + vm.name, "vm.failing", "vm '" + vm.name + "' keeps failing", why);
+    incidentStep("vm/" + vm.name, "error", reason);
+    setVmState(vm, VmState::kError, reason);
+  }
+  dirty_ = true;
+}
+
+void Controller::startMigration(VmRecord& vm, const std::string& to, const std::string& why) {
+  auto& rt = vm_runtime_[vm.name];
+  rt.migrate_to = to;
+  // Every attempt gets its own epoch, so that the agent runs a retry.
+  rt.migrate_epoch = std::max(vm.epoch, rt.last_migrate_epoch) + 1;
+  rt.last_migrate_epoch = rt.migrate_epoch;
+  Json data{{"vm", vm.name}, {"from", vm.host}, {"to", to}, {"epoch", rt.migrate_epoch}};
+  auto id = store_.beginAction(ActionRecord{0, "migrate", "vm/" + vm.name, data.dump(), clock_.nowMs()});
+  rt.migrate_action_id = id.isOk() ? *id : 0;
+  emit("info", "vm.migrating", "vm/" + vm.name,
+       "live-migrating vm '" + vm.name + "' from host '" + vm.host + "' to host '" + to + "'" +
+           (why.empty() ? "" : ": " + why));
+  setVmState(vm, VmState::kMigrating, "live migration to host '" + to + "'");
+}
+
+void Controller::finishMigration(VmRecord& vm, bool ok, const std::string& detail) {
+  auto& rt = vm_runtime_[vm.name];
+  if (rt.migrate_to.empty()) return;
+  std::string from = vm.host, to = rt.migrate_to;
+  if (rt.migrate_action_id) (void)store_.endAction(rt.migrate_action_id);
+  int64_t epoch = rt.migrate_epoch;
+  rt.migrate_to.clear();
+  rt.migrate_epoch = 0;
+  rt.migrate_action_id = 0;
+  if (ok) {
+    vm.host = to;
+    vm.epoch = epoch;
+    emit("info", "vm.migrated", "vm/" + vm.name,
+         "vm '" + vm.name + "' migrated from host '" + from + "' to host '" + to + "'" +
+             (detail.empty() ? "" : ": " + detail));
+    setVmState(vm, VmState::kRunning, "");
+    saveVm(vm);
+  } else {
+    // The source keeps its epoch (and its running domain); the destination
+    // drops its incoming assignment, so nothing arrives there to keep.
+    emit("warn", "vm.migrate_failed", "vm/" + vm.name,
+         "migration of vm '" + vm.name + "' from host '" + from + "' to host '" + to +
+             "' failed: " + detail);
+    auto h = hosts_.find(from);
+    if (h != hosts_.end() && h->second.draining) h->second.drain_failed.insert(vm.name);
+    if (h != hosts_.end() && (h->second.rec.state == HostState::kOnline ||
+                              h->second.rec.state == HostState::kSuspect)) {
+      setVmState(vm, VmState::kRunning, "migration failed; still on host '" + from + "'");
+    }
+    saveVm(vm);
+  }
+  dirty_ = true;
+}
+
+void Controller::driveDrains() {
+  for (auto& [name, h] : hosts_) {
+    if (!h.draining) continue;
+    bool busy = false;
+    std::vector<VmRecord*> left;
+    for (auto& [vm_name, vm] : vms_) {
+      if (vm.host != name) continue;
+      if (!vm_runtime_[vm_name].migrate_to.empty()) busy = true;
+      left.push_back(&vm);
+    }
+    if (busy) continue;  // one migration at a time per host
+    if (left.empty()) {
+      h.draining = false;
+      if (h.drain_action_id) (void)store_.endAction(h.drain_action_id);
+      h.drain_action_id = 0;
+      setHostState(h, HostState::kMaintenance, "drained");
+      continue;
+    }
+    // Next VM in tier order that has not failed to migrate.
+    VmRecord* next = nullptr;
+    for (const TierSpec* t : policy_.tiersInOrder()) {
+      for (VmRecord* vm : left) {
+        if (vm->tier == t->name && !h.drain_failed.count(vm->name)) {
+          next = vm;
+          break;
+        }
+      }
+      if (next) break;
+    }
+    if (!next) {
+      h.draining = false;
+      if (h.drain_action_id) (void)store_.endAction(h.drain_action_id);
+      h.drain_action_id = 0;
+      std::string names;
+      for (VmRecord* vm : left) names += (names.empty() ? "'" : ", '") + vm->name + "'";
+      emit("error", "host.drain_failed", "host/" + name,
+           "drain of host '" + name + "' stopped: " + names + " could not be moved; the host stays in service");
+      h.drain_failed.clear();
+      dirty_ = true;
+      continue;
+    }
+    // Where would placement put it if this host took nothing?
+    PlacementInput in = placementInput(policy_);
+    in.current.erase(next->name);
+    for (auto& hv : in.hosts)
+      if (hv.name == name) hv.accepts_new = false;
+    PlacementResult placed = place(in);
+    const VmPlacement* p = placed.find(next->name);
+    if (!p || p->host.empty()) {
+      h.drain_failed.insert(next->name);
+      emit("warn", "host.drain_blocked", "vm/" + next->name,
+           "cannot drain vm '" + next->name + "' off host '" + name + "': " +
+               (p ? p->reason : std::string("not placeable")));
+      continue;
+    }
+    if (next->state == VmState::kRunning) {
+      startMigration(*next, p->host, "draining host '" + name + "'");
+    } else {
+      // Not running: nothing to migrate; it is simply placed elsewhere.
+      vm_runtime_[next->name].avoid.insert(name);
+      dirty_ = true;
+    }
+  }
+}
+
+// ------------------------------------------------------------ incidents ---
+
+void Controller::saveIncident(IncidentRecord& incident) {
+  auto id = store_.putIncident(incident);
+  if (id.isOk()) {
+    incident.id = *id;
+  } else {
+    log::error("cannot store incident of '{}': {}", incident.subject, id.status().toString());
+  }
+}
+
+IncidentRecord& Controller::openIncident(const std::string& subject, const std::string& kind,
+                                         const std::string& summary, const std::string& detail) {
+  auto it = open_incidents_.find(subject);
+  if (it != open_incidents_.end()) return it->second;
+  IncidentRecord inc;
+  inc.subject = subject;
+  inc.kind = kind;
+  inc.summary = summary;
+  inc.opened_ms = clock_.nowMs();
+  inc.steps.push_back(IncidentStep{"detected", inc.opened_ms, detail});
+  saveIncident(inc);
+  emit("warn", "incident.opened", subject, "incident opened: " + summary + ": " + detail);
+  return open_incidents_[subject] = inc;
+}
+
+void Controller::incidentStep(const std::string& subject, const std::string& step,
+                              const std::string& detail) {
+  auto it = open_incidents_.find(subject);
+  if (it == open_incidents_.end()) return;
+  for (const auto& s : it->second.steps)
+    if (s.step == step && step != "relocating") return;  // each step once
+  it->second.steps.push_back(IncidentStep{step, clock_.nowMs(), detail});
+  saveIncident(it->second);
+}
+
+void Controller::closeIncident(const std::string& subject, const std::string& detail) {
+  auto it = open_incidents_.find(subject);
+  if (it == open_incidents_.end()) return;
+  IncidentRecord& inc = it->second;
+  inc.closed_ms = clock_.nowMs();
+  saveIncident(inc);
+  emit("info", "incident.closed", subject,
+       "incident closed after " + secs(inc.closed_ms - inc.opened_ms) + ": " + inc.summary +
+           (detail.empty() ? "" : " (" + detail + ")"));
+  open_incidents_.erase(it);
+}
+
+// Moves open incidents along as their subjects recover.
+void Controller::trackIncidents() {
+  std::vector<std::string> subjects;
+  for (const auto& [subject, _] : open_incidents_) subjects.push_back(subject);
+  for (const auto& subject : subjects) {
+    if (subject.rfind("vm/", 0) == 0) {
+      auto it = vms_.find(subject.substr(3));
+      if (it == vms_.end()) {
+        closeIncident(subject, "vm no longer desired");
+        continue;
+      }
+      const VmRecord& vm = it->second;
+      if (vm.state == VmState::kRunning) {
+        incidentStep(subject, "started", "running on host '" + vm.host + "'");
+        if (vm.health == Health::kHealthy) {
+          incidentStep(subject, "healthy", "healthy on host '" + vm.host + "'");
+          closeIncident(subject, "");
+        }
+      }
+    } else if (subject.rfind("host/", 0) == 0) {
+      auto h = hosts_.find(subject.substr(5));
+      if (h == hosts_.end()) {
+        closeIncident(subject, "host no longer declared");
+        continue;
+      }
+      if (h->second.rec.state != HostState::kFenced) continue;
+      const auto& vms = h->second.recovering_vms;
+      bool placed = true, started = true, healthy = true;
+      for (const auto& name : vms) {
+        auto v = vms_.find(name);
+        if (v == vms_.end()) continue;
+        placed &= !v->second.host.empty() && v->second.host != h->first;
+        started &= placed && v->second.state == VmState::kRunning;
+        healthy &= started && v->second.health == Health::kHealthy;
+      }
+      if (placed) incidentStep(subject, "placed", std::to_string(vms.size()) + " VMs placed elsewhere");
+      if (started) incidentStep(subject, "started", "its VMs run elsewhere");
+      if (healthy) {
+        incidentStep(subject, "healthy", "its VMs are healthy elsewhere");
+        closeIncident(subject, "");
+      }
+    }
+  }
+}
+
+}  // namespace tw

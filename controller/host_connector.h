@@ -1,0 +1,67 @@
+// The controller's own line to every host's hypervisor, independent of the
+// agents: the second liveness signal ("does its libvirt still answer?") and
+// the fencing methods. Implementations: LibvirtHostConnector (the daemon: one
+// keepalive'd connection per host, each on its own thread, so a dead host
+// never blocks the loop) and the simulator's connector (synchronous, virtual
+// time). Every method is called on the controller's thread and never blocks.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tw/clock.h"
+#include "tw/model.h"
+
+namespace tw {
+
+struct FenceResult {
+  std::string host;
+  std::string method;   // "libvirt" | "command"
+  bool confirmed = false;
+  std::string detail;   // "destroyed 3 domains", "command exited 0", "libvirt not answering", ...
+};
+
+class HostConnector {
+ public:
+  virtual ~HostConnector() = default;
+
+  // The hosts to watch (from the policy in force); connects to new ones,
+  // drops removed ones.
+  virtual void setHosts(const std::vector<HostSpec>& hosts) = 0;
+
+  // Latest knowledge: does the host's libvirt answer (connection up, keepalive
+  // ok)? False for a host never reached.
+  virtual bool libvirtAlive(const std::string& host) = 0;
+
+  // Fencing. Each starts an action whose outcome arrives through takeResults():
+  // by libvirt = destroy every managed domain on the host and confirm none runs;
+  // by command = run it (sh -c) with a timeout; exit 0 confirms.
+  virtual void fenceByLibvirt(const std::string& host) = 0;
+  virtual void fenceByCommand(const std::string& host, const std::string& command,
+                              Millis timeout_ms) = 0;
+  virtual std::vector<FenceResult> takeResults() = 0;
+};
+
+// Never reaches anything (no second signal; every fence action fails). For
+// tests and for a controller run without host connections.
+class NullHostConnector final : public HostConnector {
+ public:
+  void setHosts(const std::vector<HostSpec>&) override {}
+  bool libvirtAlive(const std::string&) override { return false; }
+  void fenceByLibvirt(const std::string& host) override {
+    results_.push_back({host, "libvirt", false, "no connection to the host's libvirt"});
+  }
+  void fenceByCommand(const std::string& host, const std::string&, Millis) override {
+    results_.push_back({host, "command", false, "fence commands are not run here"});
+  }
+  std::vector<FenceResult> takeResults() override {
+    std::vector<FenceResult> out;
+    out.swap(results_);
+    return out;
+  }
+
+ private:
+  std::vector<FenceResult> results_;
+};
+
+}  // namespace tw

@@ -1,0 +1,185 @@
+#include "controller/libvirt_host_connector.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "tw/hypervisor.h"
+#include "tw/log.h"
+
+namespace tw {
+
+LibvirtHostConnector::~LibvirtHostConnector() {
+  for (auto& [_, w] : watchers_) {
+    {
+      std::lock_guard<std::mutex> lock(w->mu);
+      w->stop = true;
+    }
+    w->cv.notify_all();
+  }
+  for (auto& [_, w] : watchers_)
+    if (w->thread.joinable()) w->thread.join();
+  std::lock_guard<std::mutex> lock(results_mu_);
+  for (auto& t : commands_)
+    if (t.joinable()) t.join();
+}
+
+void LibvirtHostConnector::setHosts(const std::vector<HostSpec>& hosts) {
+  std::map<std::string, std::string> wanted;
+  for (const auto& h : hosts) {
+    // test:///default is a fake private to each process: the controller's
+    // copy would say nothing about the host, so it is not a second signal.
+    if (h.uri.empty() || h.uri == "test:///default") continue;
+    wanted[h.name] = h.uri;
+  }
+  for (auto it = watchers_.begin(); it != watchers_.end();) {
+    auto w = wanted.find(it->first);
+    if (w != wanted.end() && w->second == it->second->uri) {
+      ++it;
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(it->second->mu);
+      it->second->stop = true;
+    }
+    it->second->cv.notify_all();
+    if (it->second->thread.joinable()) it->second->thread.join();
+    it = watchers_.erase(it);
+  }
+  for (const auto& [name, uri] : wanted) {
+    if (watchers_.count(name)) continue;
+    auto w = std::make_unique<Watcher>();
+    w->host = name;
+    w->uri = uri;
+    Watcher* raw = w.get();
+    w->thread = std::thread([this, raw] { watch(*raw); });
+    watchers_[name] = std::move(w);
+  }
+}
+
+bool LibvirtHostConnector::libvirtAlive(const std::string& host) {
+  auto it = watchers_.find(host);
+  return it != watchers_.end() && it->second->alive.load();
+}
+
+void LibvirtHostConnector::fenceByLibvirt(const std::string& host) {
+  auto it = watchers_.find(host);
+  if (it == watchers_.end()) {
+    push({host, "libvirt", false, "no libvirt connection to this host"});
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(it->second->mu);
+    it->second->fence_requested = true;
+  }
+  it->second->cv.notify_all();
+}
+
+void LibvirtHostConnector::fenceByCommand(const std::string& host, const std::string& command,
+                                          Millis timeout_ms) {
+  std::lock_guard<std::mutex> lock(results_mu_);
+  commands_.emplace_back([this, host, command, timeout_ms] {
+    std::string detail;
+    int code = runFenceCommand(command, timeout_ms, detail);
+    push({host, "command", code == 0, detail});
+  });
+}
+
+std::vector<FenceResult> LibvirtHostConnector::takeResults() {
+  std::lock_guard<std::mutex> lock(results_mu_);
+  std::vector<FenceResult> out;
+  out.swap(results_);
+  return out;
+}
+
+void LibvirtHostConnector::push(FenceResult r) {
+  std::lock_guard<std::mutex> lock(results_mu_);
+  results_.push_back(std::move(r));
+}
+
+void LibvirtHostConnector::watch(Watcher& w) {
+  std::unique_ptr<Hypervisor> hv;
+  bool was_alive = false;
+  for (;;) {
+    bool fence = false;
+    {
+      std::unique_lock<std::mutex> lock(w.mu);
+      if (w.stop) return;
+      fence = w.fence_requested;
+      w.fence_requested = false;
+    }
+    if (!hv) {
+      auto c = connectLibvirt(w.uri);
+      if (c.isOk()) hv = std::move(c).value();
+    }
+    bool alive = hv && hv->ping().isOk();
+    w.alive = alive;
+    if (alive != was_alive) {
+      log::info("libvirt of host '{}' {}", w.host, alive ? "answers" : "does not answer");
+      was_alive = alive;
+    }
+    if (fence) {
+      FenceResult r{w.host, "libvirt", false, ""};
+      auto doms = alive ? hv->listManaged() : Result<std::vector<DomainStatus>>(unavailable("libvirt not answering"));
+      if (!doms.isOk()) {
+        r.detail = doms.status().message();
+      } else {
+        int destroyed = 0;
+        Status last;
+        for (const auto& d : *doms) {
+          if (!isActive(d.state)) continue;
+          Status s = hv->destroy(d.meta.vm);
+          if (s.isOk()) ++destroyed; else last = s;
+        }
+        auto after = hv->listManaged();
+        int still = 0;
+        if (after.isOk())
+          for (const auto& d : *after) still += isActive(d.state);
+        r.confirmed = after.isOk() && still == 0;
+        r.detail = r.confirmed ? "destroyed " + std::to_string(destroyed) + " domains"
+                               : (last.isOk() ? std::to_string(still) + " domains still run" : last.message());
+      }
+      push(r);
+    }
+    std::unique_lock<std::mutex> lock(w.mu);
+    w.cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return w.stop || w.fence_requested; });
+  }
+}
+
+int runFenceCommand(const std::string& command, Millis timeout_ms, std::string& detail) {
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    detail = "cannot fork to run the fence command";
+    return -1;
+  }
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      if (WIFEXITED(status)) {
+        int code = WEXITSTATUS(status);
+        detail = "command exited " + std::to_string(code);
+        return code;
+      }
+      detail = "command killed by signal " + std::to_string(WTERMSIG(status));
+      return -1;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(-pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      detail = "command timed out after " + std::to_string(timeout_ms) + " ms";
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace tw

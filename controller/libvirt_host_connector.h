@@ -1,0 +1,55 @@
+// The daemon's HostConnector: one libvirt connection per host (keepalive
+// 1 s x 2, set by connectLibvirt), each owned by its own thread that pings it
+// every 500 ms and runs fence actions, so a dead or partitioned host never
+// blocks the controller's loop. Fence commands run in their own threads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "controller/host_connector.h"
+
+namespace tw {
+
+class LibvirtHostConnector final : public HostConnector {
+ public:
+  LibvirtHostConnector() = default;
+  ~LibvirtHostConnector() override;
+
+  void setHosts(const std::vector<HostSpec>& hosts) override;
+  bool libvirtAlive(const std::string& host) override;
+  void fenceByLibvirt(const std::string& host) override;
+  void fenceByCommand(const std::string& host, const std::string& command, Millis timeout_ms) override;
+  std::vector<FenceResult> takeResults() override;
+
+ private:
+  struct Watcher {
+    std::string host;
+    std::string uri;
+    std::thread thread;
+    std::atomic<bool> alive{false};
+    std::mutex mu;  // guards stop, fence_requested
+    std::condition_variable cv;
+    bool stop = false;
+    bool fence_requested = false;
+  };
+  void watch(Watcher& w);
+  void push(FenceResult r);
+
+  std::map<std::string, std::unique_ptr<Watcher>> watchers_;  // controller thread only
+  std::mutex results_mu_;                                     // guards results_, commands_
+  std::vector<FenceResult> results_;
+  std::vector<std::thread> commands_;
+};
+
+// Runs `command` with /bin/sh -c in its own process group; kills the group
+// after timeout_ms. Returns the exit code, or -1 on timeout / failure to run.
+int runFenceCommand(const std::string& command, Millis timeout_ms, std::string& detail);
+
+}  // namespace tw

@@ -1,0 +1,371 @@
+// The controller's failure handling, step by step on a manual clock: two
+// signals before a host is dead, fencing before reassignment, lease expiry
+// timing, budgets -> relocation -> error -> reset, migration, drain, incidents.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "controller/controller.h"
+#include "tw/store.h"
+
+namespace tw {
+namespace {
+
+// Scripted second signal and fence outcomes.
+class FakeHostConnector final : public HostConnector {
+ public:
+  void setHosts(const std::vector<HostSpec>&) override {}
+  bool libvirtAlive(const std::string& host) override { return alive.count(host) > 0; }
+  void fenceByLibvirt(const std::string& host) override {
+    calls.push_back("libvirt " + host);
+    results.push_back({host, "libvirt", libvirt_confirms, libvirt_confirms ? "destroyed 2 domains" : "error"});
+  }
+  void fenceByCommand(const std::string& host, const std::string& command, Millis) override {
+    calls.push_back("command " + host + " " + command);
+    results.push_back({host, "command", command_confirms, command_confirms ? "command exited 0" : "command exited 1"});
+  }
+  std::vector<FenceResult> takeResults() override {
+    std::vector<FenceResult> out;
+    out.swap(results);
+    return out;
+  }
+  std::set<std::string> alive;
+  bool libvirt_confirms = true;
+  bool command_confirms = true;
+  std::vector<std::string> calls;
+  std::vector<FenceResult> results;
+};
+
+DomainReport report(const std::string& vm, const std::string& tier, int64_t epoch) {
+  DomainReport d;
+  d.vm = vm;
+  d.tier = tier;
+  d.epoch = epoch;
+  d.state = DomainState::kRunning;
+  d.health = Health::kHealthy;
+  return d;
+}
+
+const char* kHosts = R"(
+hosts:
+  - { name: h1, uri: "qemu+tcp://h1/system", fence: command, fence_command: "ipmi h1 off" }
+  - { name: h2, uri: "qemu+tcp://h2/system" }
+  - { name: h3, uri: "qemu+tcp://h3/system", role: spare }
+)";
+
+const char* kTiers = R"(
+tiers:
+  - name: db
+    image: tiny-db
+    replicas: 2
+    memory: 256MiB
+    restart: { restarts: 2, window: 10m, relocations: 1 }
+  - name: web
+    image: tiny-web
+    replicas: 2
+    memory: 256MiB
+    after: [db]
+)";
+
+class HealingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = Store::open(":memory:");
+    ASSERT_TRUE(s.isOk());
+    store_ = std::move(s).value();
+    controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_);
+    ASSERT_TRUE(controller_->recover().isOk());
+    ASSERT_TRUE(controller_->applyPolicy({{"hosts.yaml", kHosts}}, false).isOk());
+    for (const char* h : {"h1", "h2", "h3"}) {
+      up_.insert(h);
+      hosts_.alive.insert(h);
+    }
+    tick(3);
+    ASSERT_TRUE(controller_->applyPolicy({{"tiers.yaml", kTiers}}, false).isOk());
+    tick(5);
+    for (const auto& v : controller_->vms()) ASSERT_EQ(v.state, VmState::kRunning) << v.name;
+  }
+
+  // Every host in up_ heartbeats, reporting its assigned VMs as running and
+  // healthy (those in down_vms_ as shut off with reason_), then one
+  // controller pass; `n` times, 100 ms apart.
+  void tick(int n = 1) {
+    for (int i = 0; i < n; ++i) {
+      clock_.advance(100);
+      for (const auto& h : up_) beat(h);
+      controller_->runOnce();
+    }
+  }
+
+  void beat(const std::string& host) {
+    Heartbeat hb;
+    hb.host = host;
+    hb.agent_id = "agent-" + host;
+    hb.capacity = {4, 4096};
+    for (const auto& a : controller_->assignmentsFor(host).assignments) {
+      if (a.incoming) continue;
+      DomainReport d = report(a.vm, a.tier, a.epoch);
+      if (down_vms_.count(a.vm)) {
+        d.state = DomainState::kShutoff;
+        d.health = Health::kUnknown;
+        d.reason = reason_;
+      }
+      hb.domains.push_back(d);
+    }
+    for (const auto& d : stale_[host]) hb.domains.push_back(d);
+    ASSERT_TRUE(controller_->handleHeartbeat(hb).isOk());
+  }
+
+  std::vector<std::string> vmsOn(const std::string& host) {
+    std::vector<std::string> out;
+    for (const auto& v : controller_->vms())
+      if (v.host == host) out.push_back(v.name);
+    return out;
+  }
+
+  bool hasEvent(const std::string& kind) {
+    auto ev = store_->eventsSince(0, 5000);
+    for (const auto& e : *ev)
+      if (e.kind == kind) return true;
+    return false;
+  }
+
+  ManualClock clock_{1000};
+  FakeHostConnector hosts_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Controller> controller_;
+  std::set<std::string> up_;
+  std::set<std::string> down_vms_;
+  std::string reason_;
+  std::map<std::string, std::vector<DomainReport>> stale_;
+};
+
+// Pins: a powered-off host with a confirming fence command is fenced once
+// dead_after passes, and its VMs get new epochs on other hosts (the spare
+// included) — never before the fence confirmed.
+TEST_F(HealingTest, PowerOffWithFenceCommandMovesVmsAfterFence) {
+  auto on_h1 = vmsOn("h1");
+  ASSERT_FALSE(on_h1.empty());
+  std::map<std::string, int64_t> epochs;
+  for (const auto& n : on_h1) epochs[n] = controller_->vm(n)->epoch;
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  Millis off = clock_.nowMs();
+  while (controller_->host("h1")->state != HostState::kFenced && clock_.nowMs() - off < 10000) {
+    tick();
+    if (controller_->host("h1")->state != HostState::kFenced) {
+      for (const auto& n : on_h1) EXPECT_EQ(controller_->vm(n)->host, "h1") << "moved before fence";
+    }
+  }
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kFenced);
+  EXPECT_LE(clock_.nowMs() - off, 3300);  // dead after 3 s, the command confirms at once
+  ASSERT_EQ(hosts_.calls.size(), 1u);
+  EXPECT_EQ(hosts_.calls[0], "command h1 ipmi h1 off");
+  tick(10);
+  for (const auto& n : on_h1) {
+    const VmRecord* v = controller_->vm(n);
+    EXPECT_NE(v->host, "h1") << n;
+    EXPECT_GT(v->epoch, epochs[n]) << n;
+    EXPECT_EQ(v->state, VmState::kRunning) << n;
+  }
+  EXPECT_TRUE(hasEvent("host.fenced"));
+}
+
+// Pins: without a fence command (and libvirt silent), fencing waits for the
+// lease plus margin after the last heartbeat: no earlier, and then at once.
+TEST_F(HealingTest, LeaseExpiryFencesAfterLeasePlusMargin) {
+  ASSERT_FALSE(vmsOn("h2").empty());
+  Millis last = clock_.nowMs();
+  up_.erase("h2");
+  hosts_.alive.erase("h2");
+  while (controller_->host("h2")->state != HostState::kFenced && clock_.nowMs() - last < 10000) tick();
+  ASSERT_EQ(controller_->host("h2")->state, HostState::kFenced);
+  Millis took = clock_.nowMs() - last;
+  EXPECT_GE(took, 6000);  // lease 5 s + margin 1 s
+  EXPECT_LE(took, 6200);
+  EXPECT_TRUE(hosts_.calls.empty());
+}
+
+// Pins: an agent that stops while its host's libvirt still answers gives a
+// warning and moves nothing.
+TEST_F(HealingTest, AgentDeathWithLibvirtAliveIsAWarning) {
+  auto on_h2 = vmsOn("h2");
+  up_.erase("h2");  // libvirt still answers
+  tick(100);        // 10 s
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
+  EXPECT_EQ(vmsOn("h2"), on_h2);
+  EXPECT_TRUE(hasEvent("host.agent_silent"));
+  EXPECT_FALSE(hasEvent("host.fenced"));
+  up_.insert("h2");
+  tick();
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kOnline);
+}
+
+// Pins: a blip longer than dead_after but shorter than the lease cancels the
+// fence when the host answers again; nothing moved.
+TEST_F(HealingTest, HostBackBeforeFenceCancels) {
+  auto on_h2 = vmsOn("h2");
+  up_.erase("h2");
+  hosts_.alive.erase("h2");
+  tick(40);  // 4 s: dead, waiting for the lease
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kOffline);
+  up_.insert("h2");
+  hosts_.alive.insert("h2");
+  tick(30);
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kOnline);
+  EXPECT_EQ(vmsOn("h2"), on_h2);
+  EXPECT_TRUE(hasEvent("host.fence_cancelled"));
+}
+
+// Pins: a fenced host that returns rejoins only after its stale domains are
+// gone, and gets no VM back (no ping-pong).
+TEST_F(HealingTest, FencedHostRejoinsAsCapacityOnly) {
+  auto on_h1 = vmsOn("h1");
+  std::vector<DomainReport> stale;
+  for (const auto& n : on_h1) {
+    const VmRecord* v = controller_->vm(n);
+    stale.push_back(report(n, v->tier, v->epoch));
+  }
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  tick(40);
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kFenced);
+  tick(10);
+  stale_["h1"] = stale;  // it boots and (wrongly) still runs its old copies
+  up_.insert("h1");
+  tick(3);
+  EXPECT_EQ(controller_->host("h1")->state, HostState::kFenced);
+  EXPECT_NE(controller_->host("h1")->reason.find("stale domains"), std::string::npos);
+  stale_["h1"].clear();  // its agent removed them
+  tick(3);
+  EXPECT_EQ(controller_->host("h1")->state, HostState::kOnline);
+  tick(20);
+  EXPECT_TRUE(vmsOn("h1").empty());
+}
+
+// Pins: the fenced host's incident has a timeline detected -> fencing ->
+// fenced -> placed -> started -> healthy, and is closed.
+TEST_F(HealingTest, HostIncidentTimeline) {
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  tick(60);
+  auto incidents = store_->incidents(10);
+  ASSERT_TRUE(incidents.isOk());
+  const IncidentRecord* inc = nullptr;
+  for (const auto& i : *incidents)
+    if (i.subject == "host/h1") inc = &i;
+  ASSERT_NE(inc, nullptr);
+  std::vector<std::string> steps;
+  for (const auto& s : inc->steps) steps.push_back(s.step);
+  EXPECT_EQ(steps, (std::vector<std::string>{"detected", "fencing", "fenced", "placed", "started", "healthy"}));
+  EXPECT_GT(inc->closed_ms, 0);
+  for (size_t i = 1; i < inc->steps.size(); ++i) EXPECT_GE(inc->steps[i].t_ms, inc->steps[i - 1].t_ms);
+}
+
+// Pins: restart budget spent -> relocated to another host (new epoch);
+// spent again there with the relocation budget used up -> error, running
+// nowhere; reset -> placed and running again.
+TEST_F(HealingTest, BudgetRelocationErrorReset) {
+  std::string first = controller_->vm("db-1")->host;
+  down_vms_.insert("db-1");
+  reason_ = "restart budget spent (2 restarts in 10m)";
+  tick(2);
+  const VmRecord* v = controller_->vm("db-1");
+  EXPECT_NE(v->host, first);
+  EXPECT_EQ(v->relocations, 1);
+  EXPECT_TRUE(hasEvent("vm.relocating"));
+  std::string second = v->host;
+  tick(3);  // reports from the new host: spent there too
+  v = controller_->vm("db-1");
+  EXPECT_EQ(v->state, VmState::kError);
+  EXPECT_TRUE(v->host.empty());
+  EXPECT_NE(v->reason.find("twctl reset vm db-1"), std::string::npos) << v->reason;
+  for (const char* h : {"h1", "h2", "h3"})
+    for (const auto& a : controller_->assignmentsFor(h).assignments) EXPECT_NE(a.vm, "db-1");
+  down_vms_.clear();
+  ASSERT_TRUE(controller_->resetVm("db-1").isOk());
+  tick(3);
+  v = controller_->vm("db-1");
+  EXPECT_EQ(v->state, VmState::kRunning);
+  EXPECT_FALSE(v->host.empty());
+  EXPECT_EQ(v->relocations, 0);
+}
+
+// Pins: a live migration is journaled, the source gets migrate_to and the
+// destination an incoming assignment; vm.migrated moves the VM with the new
+// epoch; a failed one leaves it on its source.
+TEST_F(HealingTest, MigrationSuccessAndFailure) {
+  std::string src = controller_->vm("web-1")->host;
+  ASSERT_TRUE(controller_->migrateVm("web-1", "h3").isOk());
+  auto actions = store_->openActions();
+  ASSERT_EQ(actions->size(), 1u);
+  EXPECT_EQ((*actions)[0].kind, "migrate");
+  int64_t mepoch = 0;
+  for (const auto& a : controller_->assignmentsFor(src).assignments)
+    if (a.vm == "web-1") {
+      EXPECT_EQ(a.migrate_to_host, "h3");
+      mepoch = a.migrate_epoch;
+    }
+  ASSERT_GT(mepoch, 0);
+  bool incoming = false;
+  for (const auto& a : controller_->assignmentsFor("h3").assignments) incoming |= a.vm == "web-1" && a.incoming;
+  EXPECT_TRUE(incoming);
+  ASSERT_TRUE(controller_->handleAgentEvent({src, "web-1", mepoch, "vm.migrated", "info", "migrated"}).isOk());
+  EXPECT_EQ(controller_->vm("web-1")->host, "h3");
+  EXPECT_EQ(controller_->vm("web-1")->epoch, mepoch);
+  EXPECT_TRUE(store_->openActions()->empty());
+
+  tick();
+  ASSERT_TRUE(controller_->migrateVm("web-1", src).isOk());
+  int64_t e2 = 0;
+  for (const auto& a : controller_->assignmentsFor("h3").assignments)
+    if (a.vm == "web-1") e2 = a.migrate_epoch;
+  ASSERT_TRUE(controller_->handleAgentEvent({"h3", "web-1", e2, "vm.migrate_failed", "warn", "boom"}).isOk());
+  EXPECT_EQ(controller_->vm("web-1")->host, "h3");
+  EXPECT_EQ(controller_->vm("web-1")->epoch, mepoch);
+  EXPECT_EQ(controller_->vm("web-1")->state, VmState::kRunning);
+  EXPECT_EQ(controller_->migrateVm("web-1", "h3").code(), Code::kFailedPrecondition);
+  EXPECT_EQ(controller_->migrateVm("nope", "h3").code(), Code::kNotFound);
+}
+
+// Pins: drain migrates one VM at a time in tier order (db before web), then
+// marks the host maintenance; undrain returns it.
+TEST_F(HealingTest, DrainInTierOrderThenMaintenance) {
+  auto on = vmsOn("h1");
+  ASSERT_GE(on.size(), 2u);
+  ASSERT_TRUE(controller_->drainHost("h1").isOk());
+  std::vector<std::string> order;
+  for (int round = 0; round < 10 && !vmsOn("h1").empty(); ++round) {
+    for (const auto& a : controller_->assignmentsFor("h1").assignments) {
+      if (a.migrate_to_host.empty()) continue;
+      order.push_back(a.vm);
+      ASSERT_TRUE(controller_->handleAgentEvent({"h1", a.vm, a.migrate_epoch, "vm.migrated", "info", ""}).isOk());
+    }
+    tick();
+  }
+  EXPECT_TRUE(vmsOn("h1").empty());
+  ASSERT_EQ(order.size(), on.size());
+  EXPECT_EQ(order.front().rfind("db-", 0), 0u) << "db migrates before web";
+  EXPECT_EQ(controller_->host("h1")->state, HostState::kMaintenance);
+  ASSERT_TRUE(controller_->undrainHost("h1").isOk());
+  EXPECT_EQ(controller_->host("h1")->state, HostState::kOnline);
+  EXPECT_TRUE(vmsOn("h1").empty());  // nothing moves back by itself
+}
+
+// Pins: a controller restarted mid-migration resumes it from the journal.
+TEST_F(HealingTest, MigrationResumesAfterControllerRestart) {
+  // Same in-memory store object, a new Controller: what a restart keeps is
+  // exactly what the store holds.
+  ASSERT_TRUE(controller_->migrateVm("web-2", "h3").isOk());
+  std::string src = controller_->vm("web-2")->host;
+  controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_);
+  ASSERT_TRUE(controller_->recover().isOk());
+  controller_->runOnce();
+  bool migrating = false;
+  for (const auto& a : controller_->assignmentsFor(src).assignments)
+    migrating |= a.vm == "web-2" && a.migrate_to_host == "h3";
+  EXPECT_TRUE(migrating);
+}
+
+}  // namespace
+}  // namespace tw
