@@ -124,10 +124,11 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
-  std::thread([&server, stop_signals] {
+  std::thread([&server, &service, stop_signals] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
     tw::log::info("signal {}: stopping", sig);
+    service.releaseWaiters();
     server.stop();
   }).detach();
   service.start();

@@ -24,6 +24,12 @@ ControllerService::~ControllerService() { stop(); }
 
 void ControllerService::start() { thread_ = std::thread([this] { loop(); }); }
 
+void ControllerService::releaseWaiters() {
+  std::lock_guard<std::mutex> lock(mu_);
+  waiters_released_ = true;
+  change_cv_.notify_all();
+}
+
 void ControllerService::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -65,7 +71,7 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
     std::unique_lock<std::mutex> lock(mu_);
     change_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
       auto it = versions_.find(host);
-      return stopping_ || (it != versions_.end() && it->second > after);
+      return stopping_ || waiters_released_ || (it != versions_.end() && it->second > after);
     });
   }
   return call([&](Controller& c) { return c.assignmentsFor(host); });
@@ -73,13 +79,13 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
 
 bool ControllerService::stopping() {
   std::lock_guard<std::mutex> lock(mu_);
-  return stopping_;
+  return stopping_ || waiters_released_;
 }
 
 int64_t ControllerService::waitEvents(int64_t after, Millis wait_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   change_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),
-                      [&] { return stopping_ || last_event_id_ > after; });
+                      [&] { return stopping_ || waiters_released_ || last_event_id_ > after; });
   return last_event_id_;
 }
 

@@ -25,6 +25,9 @@ class ControllerService {
   ~ControllerService();
 
   void start();
+  // Releases every long poll and event wait at once (before the HTTP server
+  // stops, so that it does not wait for them); the loop keeps serving calls.
+  void releaseWaiters();
   void stop();  // joins the loop thread
 
   // Runs f(controller) on the loop thread and returns its result. Blocks.
@@ -61,6 +64,7 @@ class ControllerService {
   std::map<std::string, int64_t> versions_;  // host -> assignment version
   int64_t last_event_id_ = 0;
   bool stopping_ = false;
+  bool waiters_released_ = false;
 };
 
 }  // namespace tw

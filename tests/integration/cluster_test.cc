@@ -276,5 +276,87 @@ TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
   EXPECT_EQ((*parseJson(cluster->body))["policy_version"], 1);
 }
 
+// Pins the self-healing path through the real daemons: a host dies (its
+// agent stops and its libvirtd is killed, so both signals agree); the
+// controller fences it by lease expiry and rebuilds its VMs elsewhere — the
+// replicated tiers on the spare (spread: required), the single balancer on
+// the remaining active host — and the host's incident has its timeline.
+TEST_F(ClusterTest, HostCrashRebuildsItsVmsOnTheSpare) {
+  // Re-apply demo.yaml with the hosts' real libvirt URIs (the controller's
+  // second signal) and required spread (so that the spare is the only choice).
+  std::ifstream in(std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string policy = text.str();
+  for (const char* h : {"h1", "h2", "h3"}) {
+    std::string key = std::string("name: ") + h;
+    auto at = policy.find(key);
+    ASSERT_NE(at, std::string::npos) << h;
+    auto uri_at = policy.find("uri: ", at);
+    auto eol = policy.find('\n', uri_at);
+    policy.replace(uri_at, eol - uri_at, "uri: \"" + uris_[h] + "\"");
+  }
+  for (size_t at = policy.find("  - name: "); at != std::string::npos; at = policy.find("  - name: ", at + 1)) {
+    if (policy.compare(at, 11, "  - name: h") == 0) continue;  // a host
+    auto eol = policy.find('\n', at);
+    policy.insert(eol + 1, "    placement: { spread: required }\n");
+  }
+  fs::path file = dir_ / "demo.yaml";
+  std::ofstream(file) << policy;
+  auto applied = twctl("apply -f " + file.string());
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << "\n" << policy;
+  ASSERT_TRUE(eventually([&] { return allRunning(5); }, 30)) << vms().dump(2);
+  auto before = vmsByName();
+  std::vector<std::string> on_h1;
+  for (const auto& [name, v] : before)
+    if (v["host"] == "h1") on_h1.push_back(name);
+  ASSERT_FALSE(on_h1.empty());
+
+  // The host dies: its agent and its libvirtd.
+  agents_["h1"]->stop();
+  auto crashed = run(hosts_env_ + std::string(TW_SOURCE_DIR) + "/scripts/hosts crash h1");
+  ASSERT_EQ(crashed.exit_code, 0) << crashed.out;
+
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto now = vmsByName();
+        for (const auto& name : on_h1) {
+          bool replicated = name.rfind("balancer", 0) != 0;
+          std::string host = now[name]["host"].is_string() ? now[name]["host"].get<std::string>() : "";
+          if (host == "h1" || host.empty() || now[name]["state"] != "running") return false;
+          if (replicated && host != "h3") return false;
+        }
+        return true;
+      },
+      40))
+      << vms().dump(2);
+  auto after = vmsByName();
+  for (const auto& name : on_h1) EXPECT_GT(after[name]["epoch"].get<int64_t>(), before[name]["epoch"].get<int64_t>());
+  for (const auto& [name, v] : after) EXPECT_NE(v["host"], "h1") << name;
+
+  httplib::Client c("127.0.0.1", port_);
+  auto hosts = c.Get("/api/v1/hosts");
+  ASSERT_TRUE(hosts);
+  Json host_list = *parseJson(hosts->body);
+  for (const auto& h : host_list["hosts"])
+    if (h["name"] == "h1") {
+      EXPECT_EQ(h["state"], "fenced");
+    }
+  auto incidents = c.Get("/api/v1/incidents");
+  ASSERT_TRUE(incidents);
+  bool found = false;
+  Json incident_list = *parseJson(incidents->body);
+  for (const auto& inc : incident_list["incidents"]) {
+    if (inc["subject"] != "host/h1") continue;
+    found = true;
+    std::vector<std::string> steps;
+    for (const auto& st : inc["steps"]) steps.push_back(st["step"]);
+    EXPECT_EQ(steps.front(), "detected");
+    EXPECT_NE(std::find(steps.begin(), steps.end(), "fenced"), steps.end());
+    EXPECT_NE(std::find(steps.begin(), steps.end(), "started"), steps.end());
+  }
+  EXPECT_TRUE(found) << incidents->body;
+}
+
 }  // namespace
 }  // namespace tw
