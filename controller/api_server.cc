@@ -258,6 +258,9 @@ void ApiServer::routes() {
       sendJson(res, 202, Json{{"message", message}});
     });
   };
+  action(R"(/api/v1/vms/([A-Za-z0-9._-]+)/kill)",
+         [](Controller& c, const std::string& n, const Json&) { return c.killVm(n); },
+         "vm '{}' killed; watch it heal");
   action(R"(/api/v1/vms/([A-Za-z0-9._-]+)/reset)",
          [](Controller& c, const std::string& n, const Json&) { return c.resetVm(n); },
          "vm '{}' reset: budgets cleared, retrying");

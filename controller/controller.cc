@@ -797,6 +797,18 @@ Status Controller::restartVm(const std::string& name) {
   return Status::ok();
 }
 
+Status Controller::killVm(const std::string& name) {
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return notFound("no vm named '" + name + "'");
+  if (it->second.host.empty() || it->second.state != VmState::kRunning) {
+    return failedPrecondition("vm '" + name + "' is " + toString(it->second.state) + ", not running");
+  }
+  TW_RETURN_IF_ERROR(host_connector_.killVm(it->second.host, name));
+  emit("warn", "vm.kill_requested", "vm/" + name,
+       "killing vm '" + name + "' on host '" + it->second.host + "' (demo): its agent should see a crash");
+  return Status::ok();
+}
+
 Status Controller::resetVm(const std::string& name) {
   auto it = vms_.find(name);
   if (it == vms_.end()) return notFound("no vm named '" + name + "'");

@@ -67,6 +67,9 @@ class Controller {
 
   // Restarts a VM where it runs (a new epoch on the same host).
   Status restartVm(const std::string& name);
+  // Demo: kills the VM's domain behind its agent's back (the agent sees a
+  // crash and heals it). Errors: kNotFound, kFailedPrecondition.
+  Status killVm(const std::string& name);
   // Clears a VM's error and budgets and retries placement at once.
   Status resetVm(const std::string& name);
   // Live-migrates a VM to `to_host` (the source agent runs the migration).

@@ -11,6 +11,7 @@
 
 #include "tw/clock.h"
 #include "tw/model.h"
+#include "tw/status.h"
 
 namespace tw {
 
@@ -40,6 +41,14 @@ class HostConnector {
   virtual void fenceByCommand(const std::string& host, const std::string& command,
                               Millis timeout_ms) = 0;
   virtual std::vector<FenceResult> takeResults() = 0;
+
+  // Demo and drills: kills one VM's domain on its host behind the agent's
+  // back (libvirt destroy = QEMU killed), so that the agent sees a crash.
+  // Starts the action; errors only when it cannot even be tried.
+  virtual Status killVm(const std::string& host, const std::string& vm) {
+    (void)vm;
+    return failedPrecondition("no connection to host '" + host + "' to kill a VM through");
+  }
 };
 
 // Never reaches anything (no second signal; every fence action fails). For

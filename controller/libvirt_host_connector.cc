@@ -87,6 +87,19 @@ void LibvirtHostConnector::fenceByCommand(const std::string& host, const std::st
   });
 }
 
+Status LibvirtHostConnector::killVm(const std::string& host, const std::string& vm) {
+  auto it = watchers_.find(host);
+  if (it == watchers_.end() || !it->second->alive.load()) {
+    return failedPrecondition("the controller has no working libvirt connection to host '" + host + "'");
+  }
+  {
+    std::lock_guard<std::mutex> lock(it->second->mu);
+    it->second->kills.push_back(vm);
+  }
+  it->second->cv.notify_all();
+  return Status::ok();
+}
+
 std::vector<FenceResult> LibvirtHostConnector::takeResults() {
   std::lock_guard<std::mutex> lock(results_mu_);
   std::vector<FenceResult> out;
@@ -104,11 +117,13 @@ void LibvirtHostConnector::watch(Watcher& w) {
   bool was_alive = false;
   for (;;) {
     bool fence = false;
+    std::vector<std::string> kills;
     {
       std::unique_lock<std::mutex> lock(w.mu);
       if (w.stop) return;
       fence = w.fence_requested;
       w.fence_requested = false;
+      kills.swap(w.kills);
     }
     if (!hv) {
       auto c = connectLibvirt(w.uri);
@@ -119,6 +134,14 @@ void LibvirtHostConnector::watch(Watcher& w) {
     if (alive != was_alive) {
       log::info("libvirt of host '{}' {}", w.host, alive ? "answers" : "does not answer");
       was_alive = alive;
+    }
+    for (const auto& vm : kills) {
+      Status s = alive ? hv->destroy(vm) : unavailable("libvirt not answering");
+      if (s.isOk()) {
+        log::warn("killed vm '{}' on host '{}' (demo kill)", vm, w.host);
+      } else {
+        log::error("cannot kill vm '{}' on host '{}': {}", vm, w.host, s.toString());
+      }
     }
     if (fence) {
       FenceResult r{w.host, "libvirt", false, ""};
@@ -144,7 +167,8 @@ void LibvirtHostConnector::watch(Watcher& w) {
       push(r);
     }
     std::unique_lock<std::mutex> lock(w.mu);
-    w.cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return w.stop || w.fence_requested; });
+    w.cv.wait_for(lock, std::chrono::milliseconds(500),
+                  [&] { return w.stop || w.fence_requested || !w.kills.empty(); });
   }
 }
 

@@ -27,6 +27,7 @@ class LibvirtHostConnector final : public HostConnector {
   void fenceByLibvirt(const std::string& host) override;
   void fenceByCommand(const std::string& host, const std::string& command, Millis timeout_ms) override;
   std::vector<FenceResult> takeResults() override;
+  Status killVm(const std::string& host, const std::string& vm) override;
 
  private:
   struct Watcher {
@@ -38,6 +39,7 @@ class LibvirtHostConnector final : public HostConnector {
     std::condition_variable cv;
     bool stop = false;
     bool fence_requested = false;
+    std::vector<std::string> kills;  // VMs to destroy, guarded by mu
   };
   void watch(Watcher& w);
   void push(FenceResult r);
