@@ -193,13 +193,7 @@ void Controller::emit(const std::string& level, const std::string& kind,
   } else {
     e = *stored;
   }
-  if (level == "error") {
-    log::error("{}", message);
-  } else if (level == "warn") {
-    log::warn("{}", message);
-  } else {
-    log::info("{}", message);
-  }
+  log::at(level, message);
   if (event_listener_) event_listener_(e);
 }
 
@@ -432,22 +426,21 @@ void Controller::runOnce() {
   auto started = std::chrono::steady_clock::now();  // metric only, not logic
   processFenceResults();
   checkLiveness();
-  if (dirty_) {
+  // Placement runs only when something changed (dirty_), in one transaction.
+  auto reconcileIfDirty = [this] {
+    if (!dirty_) return;
     Status s = store_.transaction([&]() -> Status {
       reconcile();
       return Status::ok();
     });
     if (!s.isOk()) log::error("reconcile: {}", s.toString());
-  }
+  };
+  reconcileIfDirty();
   // Tier-order gates depend on health, which changes with every heartbeat.
   releaseGated();
-  driveDrains();
+  driveDrains();  // may displace VMs: place them in the same pass
   if (dirty_) {
-    Status s = store_.transaction([&]() -> Status {
-      reconcile();
-      return Status::ok();
-    });
-    if (!s.isOk()) log::error("reconcile: {}", s.toString());
+    reconcileIfDirty();
     releaseGated();
   }
   trackIncidents();

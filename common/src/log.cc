@@ -11,4 +11,14 @@ void init(const std::string& component, const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
+void at(const std::string& level, const std::string& message) {
+  if (level == "error") {
+    spdlog::error("{}", message);
+  } else if (level == "warn") {
+    spdlog::warn("{}", message);
+  } else {
+    spdlog::info("{}", message);
+  }
+}
+
 }  // namespace tw::log

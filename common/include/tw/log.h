@@ -10,6 +10,9 @@ namespace tw::log {
 // "agent h1", "twctl") and a level name ("debug", "info", "warn", "error").
 void init(const std::string& component, const std::string& level = "info");
 
+// Logs `message` at the level an event carries: "error", "warn", else info.
+void at(const std::string& level, const std::string& message);
+
 using spdlog::debug;
 using spdlog::error;
 using spdlog::info;
