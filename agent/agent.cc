@@ -45,21 +45,26 @@ DomainSpec specFor(const Assignment& a) {
 
 bool sameReport(const DomainReport& a, const DomainReport& b) {
   return a.vm == b.vm && a.tier == b.tier && a.epoch == b.epoch && a.state == b.state &&
-         a.health == b.health && a.restarts == b.restarts && a.reason == b.reason;
+         a.health == b.health && a.restarts == b.restarts && a.reason == b.reason &&
+         a.ports == b.ports;
 }
+
+// The guest ports of an assignment that need a host port: its service ports
+// and its check's port.
+std::vector<int> guestPortsOf(const Assignment& a) {
+  std::vector<int> out;
+  for (const ServicePort& p : a.ports) {
+    if (p.port > 0) out.push_back(p.port);
+  }
+  if (a.health.kind != HealthKind::kNone && a.health.port > 0) out.push_back(a.health.port);
+  return out;
+}
+
+// "0.84s"
+std::string seconds(Millis ms) { return fmt::format("{:.2f}s", static_cast<double>(ms) / 1000.0); }
 
 bool sameReports(const std::vector<DomainReport>& a, const std::vector<DomainReport>& b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), sameReport);
-}
-
-void logAt(const std::string& level, const std::string& message) {
-  if (level == "error") {
-    log::error("{}", message);
-  } else if (level == "warn") {
-    log::warn("{}", message);
-  } else {
-    log::info("{}", message);
-  }
 }
 
 }  // namespace
@@ -90,12 +95,16 @@ std::string formatDuration(Millis ms) {
 }
 
 Agent::Agent(AgentOptions options, Hypervisor& hv, ControllerLink& link, Clock& clock,
-             HealthProber* prober)
+             HealthProber* prober, PortMap* ports)
     : options_(std::move(options)),
       hv_(hv),
       link_(link),
       clock_(clock),
       prober_(prober != nullptr ? *prober : noop_prober_),
+      own_ports_(ports == nullptr
+                     ? std::make_unique<PortMap>(options_.port_base, options_.port_count)
+                     : nullptr),
+      ports_(ports != nullptr ? *ports : *own_ports_),
       interval_ms_(options_.heartbeat_interval_ms) {}
 
 Status Agent::start() {
@@ -105,6 +114,7 @@ Status Agent::start() {
   int running = 0;
   for (const DomainStatus& d : *listed) {
     view_[d.meta.vm] = d;
+    first_seen_seq_[d.meta.vm] = seq_;
     VmTrack& t = tracks_[d.meta.vm];
     t.epoch = d.meta.epoch;
     t.expect_running = isActive(d.state);
@@ -220,7 +230,13 @@ void Agent::refreshView() {
   clearFailure("hypervisor");
   view_ok_ = true;
   view_.clear();
-  for (DomainStatus& d : *listed) view_[d.meta.vm] = std::move(d);
+  std::map<std::string, int64_t> first_seen;
+  for (DomainStatus& d : *listed) {
+    auto seen = first_seen_seq_.find(d.meta.vm);
+    first_seen[d.meta.vm] = seen != first_seen_seq_.end() ? seen->second : seq_;
+    view_[d.meta.vm] = std::move(d);
+  }
+  first_seen_seq_.swap(first_seen);
   Result<Capacity> cap = hv_.capacity();
   if (cap) capacity_ = *cap;
 }
@@ -269,13 +285,21 @@ void Agent::fence() {
 
 void Agent::converge(Millis now) {
   if (!view_ok_) return;  // act only on what the hypervisor just told us
+  releasePorts();         // first, so that new VMs can reuse them
   bool acted = false;
   // Managed domains that are not ours to run: not assigned, or a newer epoch
   // than assigned (a stale view somewhere; the controller's assignment wins).
   const std::map<std::string, DomainStatus> view = view_;
   for (const auto& [vm, d] : view) {
+    if (migrating(vm)) continue;  // hands off until the outcome is back
     auto a = assigned_.find(vm);
-    if (a == assigned_.end()) {
+    const bool unassigned = a == assigned_.end();
+    if ((unassigned || d.meta.epoch > a->second.epoch) && !confirmedByController(vm)) {
+      log::debug("{} appeared unassigned: waiting for the controller's answer",
+                 vmId(vm, d.meta.epoch));
+      continue;
+    }
+    if (unassigned) {
       acted |= removeDomain(d, "not assigned to this host");
     } else if (d.meta.epoch > a->second.epoch) {
       log::warn("{} is newer than its assignment (epoch {}): the assignment wins",
@@ -290,12 +314,22 @@ void Agent::converge(Millis now) {
   if (acted_assigned) refreshView();
   // Forget VMs that are neither assigned nor on the host any more.
   for (auto it = tracks_.begin(); it != tracks_.end();) {
-    if (assigned_.count(it->first) == 0 && view_.count(it->first) == 0) {
+    if (assigned_.count(it->first) == 0 && view_.count(it->first) == 0 && !migrating(it->first)) {
       it = tracks_.erase(it);
     } else {
       ++it;
     }
   }
+}
+
+// A domain appeared here while the set in force does not name it (a
+// migration's destination may see the domain before its own assignment
+// arrives): it is removed only once a heartbeat sent after it appeared was
+// answered (the answer is the controller's current set), so that no arriving
+// VM is destroyed on an old set.
+bool Agent::confirmedByController(const std::string& vm) const {
+  auto seen = first_seen_seq_.find(vm);
+  return seen == first_seen_seq_.end() || seen->second < last_answered_seq_;
 }
 
 bool Agent::removeDomain(const DomainStatus& d, const std::string& why) {
@@ -347,11 +381,21 @@ int Agent::attemptsInWindow(const VmTrack& t, const std::string& vm, Millis now)
 // Returns whether it changed anything on the host or in what is reported.
 bool Agent::convergeOne(const Assignment& a, Millis now) {
   VmTrack& t = trackFor(a.vm, a.epoch);
+  if (migrating(a.vm)) return false;  // hands off until the outcome is back
+  if (t.migrated_away) return convergeMigratedAway(a);
+  assignPorts(a);
+  if (a.incoming) return convergeIncoming(a, t, now);
+  // Asked to migrate it away: it may run on here, but it is never started here.
+  const bool may_start = a.migrate_to_uri.empty();
   auto it = view_.find(a.vm);
   bool present = it != view_.end();
 
   if (present &&
       (it->second.meta.epoch != a.epoch || it->second.meta.spec_digest != a.spec_digest)) {
+    if (!may_start) {
+      return refuseMigration(
+          a, t, fmt::format("it runs here as epoch {}, not {}", it->second.meta.epoch, a.epoch));
+    }
     // An older epoch or another definition: replace it.
     const DomainStatus& d = it->second;
     t.expect_running = false;
@@ -380,13 +424,20 @@ bool Agent::convergeOne(const Assignment& a, Millis now) {
     }
     t.down = false;
     t.fenced = false;
-    return false;
+    if (!may_start) {
+      if (t.migrate_tried != a.migrate_epoch) requestMigration(a, t);
+      return false;
+    }
+    return rebootIfUnhealthy(a, t, it->second, now);
   }
 
   // Not there, or there and stopped.
-  if (t.exhausted) return false;
+  if (t.exhausted) {
+    return may_start ? false : refuseMigration(a, t, "it is stopped here: " + t.reason);
+  }
   if (!t.down) {
     if (t.fenced || (!present && !t.launched)) {
+      if (!may_start) return refuseMigration(a, t, "it does not run here");
       return launch(a, t, present, /*restart=*/false, now);
     }
     t.down = true;
@@ -396,6 +447,7 @@ bool Agent::convergeOne(const Assignment& a, Millis now) {
                            : present              ? toString(it->second.state)
                                                   : "domain vanished";
       t.reason = "crashed: " + detail;
+      prober_.forget(a.vm);
       emit("warn", "vm.crashed", a.vm, a.epoch,
            fmt::format("{} crashed: {}", vmId(a.vm, a.epoch), detail));
     } else if (present) {
@@ -403,8 +455,17 @@ bool Agent::convergeOne(const Assignment& a, Millis now) {
     }
     t.expect_running = false;
   }
+  if (!may_start) {
+    refuseMigration(a, t, "it is down here: " + t.reason);
+    return true;  // reported as down
+  }
+  return restartOrExhaust(a, t, present, now);
+}
 
-  // A restart in place, within the budget.
+// A restart in place of a VM that is down, within the budget (or the budget
+// spent: left stopped). Returns whether it changed anything (always: the VM is
+// reported down at least).
+bool Agent::restartOrExhaust(const Assignment& a, VmTrack& t, bool present, Millis now) {
   const RestartBudget& budget = a.restart;
   while (!t.attempts.empty() && t.attempts.front() <= now - budget.window_ms) {
     t.attempts.pop_front();
@@ -421,6 +482,207 @@ bool Agent::convergeOne(const Assignment& a, Millis now) {
   t.next_restart_ms = t.down_since_ms + backoffFor(t.attempts.size(), budget);
   if (now < t.next_restart_ms) return true;  // reported as down meanwhile
   return launch(a, t, present, /*restart=*/true, now);
+}
+
+// A running VM whose check the prober calls failed: destroyed and restarted
+// in place like after a crash (same budget, same back-off).
+bool Agent::rebootIfUnhealthy(const Assignment& a, VmTrack& t, const DomainStatus& d, Millis now) {
+  if (a.health.kind == HealthKind::kNone || !isExecuting(d.state)) return false;
+  if (prober_.health(a.vm, a.health, t.running_since_ms) != Health::kUnhealthy) return false;
+  std::string failure = prober_.lastFailure(a.vm);
+  if (failure.empty()) failure = "health check failed";
+  const std::string checks =
+      fmt::format("{} {} checks failed", a.health.failures, toString(a.health.kind));
+  Status st = hv_.destroy(a.vm);
+  if (!st.isOk()) {
+    logFailureOnce(a.vm, fmt::format("rebooting unhealthy {}: destroying it failed: {}",
+                                     vmId(a.vm, a.epoch), st.toString()));
+    return false;
+  }
+  clearFailure(a.vm);
+  prober_.forget(a.vm);
+  t.expect_running = false;  // our own stop
+  t.down = true;
+  t.down_since_ms = now;
+  t.reason = fmt::format("unhealthy: {}", failure);
+  emit("warn", "vm.unhealthy", a.vm, a.epoch,
+       fmt::format("{} is unhealthy ({}; the last: {}): rebooting it", vmId(a.vm, a.epoch), checks,
+                   failure));
+  restartOrExhaust(a, t, /*present=*/true, now);
+  return true;
+}
+
+// The destination of a migration: the domain arrives by itself with the
+// assignment's epoch; it is neither defined, started nor destroyed here. Only
+// an older epoch's leftover is removed.
+bool Agent::convergeIncoming(const Assignment& a, VmTrack& t, Millis now) {
+  auto it = view_.find(a.vm);
+  if (it == view_.end()) return false;  // not arrived (yet)
+  const DomainStatus& d = it->second;
+  if (d.meta.epoch < a.epoch) {
+    t.expect_running = false;
+    prober_.forget(a.vm);
+    const std::string why = fmt::format("stale, epoch {} arrives by migration", a.epoch);
+    if (isActive(d.state)) {
+      Status st = hv_.destroy(a.vm);
+      if (!st.isOk()) {
+        logFailureOnce(
+            a.vm, fmt::format("destroying {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
+        return false;
+      }
+      emit("info", "vm.destroyed", a.vm, d.meta.epoch,
+           fmt::format("destroyed {}: {}", vmId(a.vm, d.meta.epoch), why));
+    }
+    Status st = hv_.undefine(a.vm);
+    if (!st.isOk()) {
+      logFailureOnce(
+          a.vm, fmt::format("undefining {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
+      return true;
+    }
+    clearFailure(a.vm);
+    emit("info", "vm.undefined", a.vm, d.meta.epoch,
+         fmt::format("undefined {}: {}", vmId(a.vm, d.meta.epoch), why));
+    return true;
+  }
+  // Its epoch (a newer one was removed by converge()).
+  if (isActive(d.state) && !t.expect_running) {
+    t.expect_running = true;
+    t.launched = true;
+    t.running_since_ms = now;
+    log::info("{} arrived by migration: adopted", vmId(a.vm, a.epoch));
+  }
+  // Arrived and stopped while still incoming: the migration's outcome decides.
+  t.down = false;
+  t.fenced = false;
+  return false;
+}
+
+// The VM left this host by migration at the assigned epoch: never started here
+// again at this epoch. A leftover of it is removed.
+bool Agent::convergeMigratedAway(const Assignment& a) {
+  auto it = view_.find(a.vm);
+  if (it == view_.end()) return false;
+  const DomainStatus& d = it->second;
+  const std::string why = "it left this host by migration";
+  if (isActive(d.state)) {
+    Status st = hv_.destroy(a.vm);
+    if (!st.isOk()) {
+      logFailureOnce(
+          a.vm, fmt::format("destroying {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
+      return false;
+    }
+    emit("warn", "vm.destroyed", a.vm, d.meta.epoch,
+         fmt::format("destroyed {}: {}", vmId(a.vm, d.meta.epoch), why));
+  }
+  Status st = hv_.undefine(a.vm);
+  if (!st.isOk()) {
+    logFailureOnce(
+        a.vm, fmt::format("undefining {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
+    return true;
+  }
+  clearFailure(a.vm);
+  log::info("undefined the leftover of {}: {}", vmId(a.vm, d.meta.epoch), why);
+  return true;
+}
+
+void Agent::requestMigration(const Assignment& a, VmTrack& t) {
+  if (a.migrate_epoch <= 0) {
+    refuseMigration(a, t, "the assignment carries no migrate_epoch");
+    return;
+  }
+  t.migrate_tried = a.migrate_epoch;
+  Migration m;
+  MigrationRequest& r = m.request;
+  r.vm = a.vm;
+  r.epoch = a.epoch;
+  r.migrate_epoch = a.migrate_epoch;
+  r.dest_host = a.migrate_to_host.empty() ? a.migrate_to_uri : a.migrate_to_host;
+  r.dest_uri = a.migrate_to_uri;
+  r.options.live = true;
+  r.options.unsafe = a.storage.kind == StorageKind::kShared;
+  r.options.dest_meta = DomainMeta{a.vm, a.tier, a.migrate_epoch, a.policy_version, a.spec_digest};
+  migrations_[a.vm] = std::move(m);
+  log::info("migrating {} to host '{}' ({}), as epoch {} there", vmId(a.vm, a.epoch), r.dest_host,
+            r.dest_uri, a.migrate_epoch);
+}
+
+// A migration that cannot be done here: reported once per migrate_epoch.
+bool Agent::refuseMigration(const Assignment& a, VmTrack& t, const std::string& why) {
+  if (t.migrate_tried == a.migrate_epoch) return false;
+  t.migrate_tried = a.migrate_epoch;
+  const std::string dest = a.migrate_to_host.empty() ? a.migrate_to_uri : a.migrate_to_host;
+  emit("warn", "vm.migrate_failed", a.vm, a.migrate_epoch,
+       fmt::format("cannot migrate {} to host '{}': {}", vmId(a.vm, a.epoch), dest, why));
+  return true;
+}
+
+std::vector<MigrationRequest> Agent::takeMigrations() {
+  std::vector<MigrationRequest> out;
+  const Millis now = clock_.nowMs();
+  for (auto& [vm, m] : migrations_) {
+    if (m.taken) continue;
+    m.taken = true;
+    m.taken_ms = now;
+    out.push_back(m.request);
+  }
+  return out;
+}
+
+void Agent::onMigrationDone(const std::string& vm, int64_t migrate_epoch, const Status& outcome) {
+  auto it = migrations_.find(vm);
+  if (it == migrations_.end() || it->second.request.migrate_epoch != migrate_epoch) {
+    log::warn("ignoring the outcome of a migration of vm '{}' (epoch {}) that is not under way", vm,
+              migrate_epoch);
+    return;
+  }
+  const Migration m = std::move(it->second);
+  migrations_.erase(it);
+  dirty_ = true;
+  const MigrationRequest& r = m.request;
+  const Millis took = clock_.nowMs() - m.taken_ms;
+  if (!outcome.isOk()) {
+    emit("warn", "vm.migrate_failed", vm, migrate_epoch,
+         fmt::format("migrating {} to host '{}' failed after {}: {}; it keeps running here",
+                     vmId(vm, r.epoch), r.dest_host, seconds(took), outcome.toString()));
+    return;
+  }
+  auto t = tracks_.find(vm);
+  if (t != tracks_.end() && t->second.epoch == r.epoch) {
+    t->second.migrated_away = true;
+    t->second.expect_running = false;
+    t->second.down = false;
+    t->second.reason.clear();
+  }
+  prober_.forget(vm);
+  ports_.release(vm);
+  emit("info", "vm.migrated", vm, migrate_epoch,
+       fmt::format("migrated vm '{}' to host '{}' in {}", vm, r.dest_host, seconds(took)));
+}
+
+void Agent::runMigrations() {
+  for (const MigrationRequest& r : takeMigrations()) {
+    onMigrationDone(r.vm, r.migrate_epoch, hv_.migrate(r.vm, r.dest_uri, r.options));
+  }
+}
+
+void Agent::assignPorts(const Assignment& a) {
+  Result<std::map<int, int>> assigned = ports_.assign(a.vm, guestPortsOf(a));
+  const std::string key = "ports of " + a.vm;
+  if (!assigned.isOk()) {
+    logFailureOnce(key, assigned.status().toString());
+  } else {
+    clearFailure(key);
+  }
+}
+
+// Host ports of VMs that are not assigned here any more, or left by migration.
+void Agent::releasePorts() {
+  for (const std::string& vm : ports_.vms()) {
+    auto t = tracks_.find(vm);
+    if (assigned_.count(vm) == 0 || (t != tracks_.end() && t->second.migrated_away)) {
+      ports_.release(vm);
+    }
+  }
 }
 
 // Defines (unless `defined`) and starts the assignment's domain. A restart, and
@@ -490,6 +752,7 @@ std::vector<DomainReport> Agent::buildReports(Millis now) const {
       r.restarts = attemptsInWindow(t->second, vm, now);
       r.reason = t->second.reason;
     }
+    if (a != assigned_.end()) r.ports = ports_.ports(vm);
     out.push_back(std::move(r));
   }
   return out;
@@ -519,6 +782,7 @@ void Agent::heartbeat(Millis now) {
   }
   link_up_ = true;
   last_answered_ms_ = now;
+  last_answered_seq_ = hb.seq;
   last_sent_ = hb.domains;
   last_sent_version_ = hb.assignments_version;
 
@@ -593,7 +857,7 @@ void Agent::flushEvents() {
 
 void Agent::emit(const std::string& level, const std::string& kind, const std::string& vm,
                  int64_t epoch, const std::string& message) {
-  logAt(level, message);
+  log::at(level, message);
   AgentEvent e;
   e.host = options_.host;
   e.vm = vm;

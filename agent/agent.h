@@ -21,19 +21,43 @@
 //    answer in this process: a restarted agent leaves running VMs alone until
 //    then, and keeps them when their epoch is still assigned.
 //  - It runs a VM only with its assigned epoch; anything else managed is
-//    destroyed and undefined.
+//    destroyed and undefined (a domain that appears while unassigned, once a
+//    heartbeat sent after it appeared has been answered: it may be a migrated
+//    VM whose assignment is on its way).
 //  - When the lease expires it destroys every managed domain (definitions kept)
-//    and starts nothing until a heartbeat is answered again.
+//    and starts nothing until a heartbeat is answered again. (Also an incoming
+//    VM's: self-fencing comes before the "never destroy incoming" rule.)
+//  - It never starts a VM whose assignment asks to migrate it away, nor one
+//    that left by migration at the assigned epoch, nor an incoming one.
+//
+// Live migration (Assignment::migrate_to_uri): the core does not call
+// Hypervisor::migrate itself, because the call blocks for about a second and
+// must not hold up heartbeats. It hands out a MigrationRequest
+// (takeMigrations(), once per VM and migrate_epoch); the caller runs it — on a
+// worker thread with its own hypervisor connection in the daemon, at once in
+// tests and the simulator (runMigrations()) — and posts the outcome back
+// (onMigrationDone()). While a migration is under way the agent leaves that VM
+// alone (its disappearance is no crash).
+//
+// Health: for a tier with a tcp/http check, a VM that the prober calls
+// unhealthy is rebooted (destroy + start, "vm.unhealthy" then
+// "vm.restarted"), counting against the restart budget exactly like a crash.
+//
+// Service ports: the agent gives every assigned VM a host port per guest port
+// (its tier's ports and its check's port) in a PortMap, reports them
+// (DomainReport::ports) and releases them when the VM leaves the host.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "agent/health.h"
+#include "agent/port_map.h"
 #include "tw/clock.h"
 #include "tw/hypervisor.h"
 #include "tw/protocol.h"
@@ -54,6 +78,21 @@ struct AgentOptions {
   // (ClusterSettings::lease_ms); after the first answer, AssignmentSet::lease_ms
   // rules (and this again when an answer carries lease_ms <= 0).
   Millis initial_lease_ms = 5000;
+  // Host ports for service port forwards: [port_base, port_base + port_count).
+  // Used when the Agent builds its own PortMap (none given to it).
+  int port_base = 20000;
+  int port_count = 1000;
+};
+
+// A live migration the controller asked for (Assignment::migrate_to_uri), for
+// the caller to run: hv.migrate(vm, dest_uri, options).
+struct MigrationRequest {
+  std::string vm;
+  int64_t epoch = 0;          // the epoch it runs with here
+  int64_t migrate_epoch = 0;  // the epoch it carries on arrival (options.dest_meta)
+  std::string dest_host;      // for messages
+  std::string dest_uri;       // libvirt URI of the destination
+  MigrateOptions options;     // live; unsafe for shared storage; dest_meta
 };
 
 enum class LeaseState {
@@ -66,9 +105,12 @@ const char* toString(LeaseState s);
 class Agent {
  public:
   // `prober` answers health for tiers with a tcp/http check; null = a
-  // NoopHealthProber (Health::kUnknown). The references must outlive the Agent.
+  // NoopHealthProber (Health::kUnknown). `ports` is where the agent keeps the
+  // host ports of its VMs (the prober reads them there); null = a PortMap of
+  // its own over options.port_base/port_count. The references must outlive
+  // the Agent.
   Agent(AgentOptions options, Hypervisor& hv, ControllerLink& link, Clock& clock,
-        HealthProber* prober = nullptr);
+        HealthProber* prober = nullptr, PortMap* ports = nullptr);
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
@@ -96,6 +138,21 @@ class Agent {
   // When runOnce() has something to do next (clock time; <= now: at once).
   Millis nextWakeMs() const;
 
+  // Migrations that runOnce() decided and nobody has taken yet; each is
+  // handed out once. The caller runs each (hv.migrate(r.vm, r.dest_uri,
+  // r.options)) and reports it with onMigrationDone(). Call after runOnce().
+  std::vector<MigrationRequest> takeMigrations();
+  // The outcome of a taken migration. Ok: the VM left this host ("vm.migrated",
+  // epoch = migrate_epoch, with the time since it was taken); it is forgotten
+  // here without a crash, a destroy or a restart. Not ok: "vm.migrate_failed"
+  // (warn, epoch = migrate_epoch, the hypervisor's message); the VM keeps
+  // running here and is not migrated again for this migrate_epoch.
+  // Ignored when no such migration is under way. The next runOnce() is due at once.
+  void onMigrationDone(const std::string& vm, int64_t migrate_epoch, const Status& outcome);
+  // For callers without threads (tests, the simulator): takes every migration
+  // and runs it at once on the agent's own Hypervisor, reporting each outcome.
+  void runMigrations();
+
   // ---- inspection (tests, simulator, status) ----
   LeaseState leaseState() const { return lease_state_; }
   // End of the current lease (or of the start-up assumption, see AgentOptions).
@@ -113,6 +170,9 @@ class Agent {
   Millis heartbeatIntervalMs() const { return interval_ms_; }
   // Agent events not yet delivered to the controller.
   size_t pendingEvents() const { return outbox_.size(); }
+  // A migration of `vm` was decided and its outcome has not come back.
+  bool migrating(const std::string& vm) const { return migrations_.count(vm) != 0; }
+  const PortMap& portMap() const { return ports_; }
   const std::string& agentId() const { return options_.agent_id; }
 
   // At most this many undelivered events are kept (oldest dropped first).
@@ -133,6 +193,15 @@ class Agent {
     std::deque<Millis> attempts;  // restart attempts (and failed starts) in the window
     std::string stop_detail;      // from the last stop/crash event since the last start
     std::string reason;           // last failure, reported
+    int64_t migrate_tried = 0;    // the migrate_epoch last acted on (requested or refused)
+    bool migrated_away = false;   // left this host by migration at this epoch
+  };
+
+  // A migration handed out (or about to be) and its outcome not yet back.
+  struct Migration {
+    MigrationRequest request;
+    bool taken = false;
+    Millis taken_ms = 0;
   };
 
   void refreshView();
@@ -141,7 +210,16 @@ class Agent {
   void fence();
   void converge(Millis now);
   bool convergeOne(const Assignment& a, Millis now);
+  bool convergeIncoming(const Assignment& a, VmTrack& t, Millis now);
+  bool convergeMigratedAway(const Assignment& a);
+  bool restartOrExhaust(const Assignment& a, VmTrack& t, bool present, Millis now);
+  bool rebootIfUnhealthy(const Assignment& a, VmTrack& t, const DomainStatus& d, Millis now);
+  void requestMigration(const Assignment& a, VmTrack& t);
+  bool refuseMigration(const Assignment& a, VmTrack& t, const std::string& why);
+  void assignPorts(const Assignment& a);
+  void releasePorts();
   bool launch(const Assignment& a, VmTrack& t, bool defined, bool restart, Millis now);
+  bool confirmedByController(const std::string& vm) const;
   bool removeDomain(const DomainStatus& d, const std::string& why);
   void heartbeat(Millis now);
   void applySet(const AssignmentSet& set);
@@ -163,6 +241,8 @@ class Agent {
   Clock& clock_;
   NoopHealthProber noop_prober_;
   HealthProber& prober_;
+  std::unique_ptr<PortMap> own_ports_;  // when none was given
+  PortMap& ports_;
 
   bool started_ = false;
   bool dirty_ = false;  // an event or assignment arrived: runOnce at once
@@ -172,7 +252,9 @@ class Agent {
   std::map<std::string, Assignment> assigned_;  // set_'s assignments by vm
 
   std::map<std::string, DomainStatus> view_;  // managed domains, as last listed
-  bool view_ok_ = false;                      // the last listing succeeded
+  // heartbeatSeq() when each domain in view_ was first listed
+  std::map<std::string, int64_t> first_seen_seq_;
+  bool view_ok_ = false;  // the last listing succeeded
   Capacity capacity_;
   std::map<std::string, VmTrack> tracks_;
   std::vector<DomainEvent> pending_events_;
@@ -190,7 +272,9 @@ class Agent {
   LeaseState lease_state_ = LeaseState::kNone;
   Millis lease_until_ms_ = 0;
   Millis last_answered_ms_ = 0;  // send time of the last answered heartbeat
+  int64_t last_answered_seq_ = 0;
 
+  std::map<std::string, Migration> migrations_;  // by vm
   std::deque<AgentEvent> outbox_;
   std::map<std::string, std::string> failures_;  // key -> last logged failure
 };

@@ -2,8 +2,12 @@
 //
 // Threads: the loop thread (main) owns the Agent and is the only one that calls
 // it. The hypervisor's event thread and a long-poll thread only post work to
-// the loop's queue; a signal thread turns SIGINT/SIGTERM into a stop. Stopping
-// leaves every VM as it is.
+// the loop's queue; a signal thread turns SIGINT/SIGTERM into a stop. A
+// migration thread runs the live migrations the Agent hands out, on a libvirt
+// connection of its own (a migration blocks its connection for about a second,
+// and heartbeats must go on), and posts each outcome to the loop. The health
+// prober's thread probes the VMs' services and wakes the loop when a verdict
+// changes. Stopping leaves every VM as it is.
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +22,8 @@
 #include <thread>
 
 #include "agent/agent.h"
+#include "agent/health_prober.h"
+#include "agent/port_map.h"
 #include "tw/clock.h"
 #include "tw/http_client.h"
 #include "tw/hypervisor.h"
@@ -28,9 +34,15 @@ namespace {
 // What the other threads hand to the loop thread.
 class WorkQueue {
  public:
+  struct MigrationDone {
+    std::string vm;
+    int64_t migrate_epoch = 0;
+    tw::Status outcome;
+  };
   struct Work {
     std::vector<tw::DomainEvent> events;
     std::optional<tw::AssignmentSet> set;  // the newest pushed set only
+    std::vector<MigrationDone> migrations;
     bool stop = false;
   };
 
@@ -42,6 +54,17 @@ class WorkQueue {
   void postSet(tw::AssignmentSet set) {
     std::lock_guard<std::mutex> lock(mu_);
     work_.set = std::move(set);
+    cv_.notify_all();
+  }
+  void postMigrationDone(MigrationDone done) {
+    std::lock_guard<std::mutex> lock(mu_);
+    work_.migrations.push_back(std::move(done));
+    cv_.notify_all();
+  }
+  // Something changed that the next runOnce() reads (a health verdict).
+  void wake() {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
     cv_.notify_all();
   }
   void stop() {
@@ -59,12 +82,16 @@ class WorkQueue {
     std::unique_lock<std::mutex> lock(mu_);
     const auto deadline =
         std::chrono::system_clock::time_point(std::chrono::milliseconds(until_ms));
-    cv_.wait_until(lock, deadline,
-                   [&] { return work_.stop || !work_.events.empty() || work_.set.has_value(); });
+    cv_.wait_until(lock, deadline, [&] {
+      return work_.stop || woken_ || !work_.events.empty() || work_.set.has_value() ||
+             !work_.migrations.empty();
+    });
     Work out;
     out.events.swap(work_.events);
     out.set.swap(work_.set);
+    out.migrations.swap(work_.migrations);
     out.stop = work_.stop;
+    woken_ = false;
     return out;
   }
   // Sleeps up to `ms`, returning early (true) when stopping.
@@ -76,26 +103,84 @@ class WorkQueue {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  Work work_;  // guarded by mu_
+  Work work_;           // guarded by mu_
+  bool woken_ = false;  // guarded by mu_
+};
+
+// Runs the Agent's migrations one after another on a libvirt connection of its
+// own (opened at the first one, reopened after a failure to connect), and
+// posts each outcome to the loop. Shared with its thread, which may outlive
+// main's scope (a migration cannot be interrupted): it holds what it uses.
+class MigrationWorker {
+ public:
+  MigrationWorker(std::string libvirt_uri, std::shared_ptr<WorkQueue> loop)
+      : uri_(std::move(libvirt_uri)), loop_(std::move(loop)) {}
+
+  void post(tw::MigrationRequest request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    todo_.push_back(std::move(request));
+    cv_.notify_all();
+  }
+  void stop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+
+  static void run(std::shared_ptr<MigrationWorker> self) {
+    for (;;) {
+      tw::MigrationRequest r;
+      {
+        std::unique_lock<std::mutex> lock(self->mu_);
+        self->cv_.wait(lock, [&] { return self->stop_ || !self->todo_.empty(); });
+        if (self->stop_) return;
+        r = std::move(self->todo_.front());
+        self->todo_.pop_front();
+      }
+      tw::Status outcome = self->migrate(r);
+      self->loop_->postMigrationDone(
+          WorkQueue::MigrationDone{r.vm, r.migrate_epoch, std::move(outcome)});
+    }
+  }
+
+ private:
+  tw::Status migrate(const tw::MigrationRequest& r) {
+    if (!hv_) {
+      tw::Result<std::unique_ptr<tw::Hypervisor>> hv = tw::connectLibvirt(uri_);
+      if (!hv) return hv.status().withContext("connecting for the migration");
+      hv_ = std::move(*hv);
+    }
+    return hv_->migrate(r.vm, r.dest_uri, r.options);
+  }
+
+  const std::string uri_;
+  const std::shared_ptr<WorkQueue> loop_;
+  std::unique_ptr<tw::Hypervisor> hv_;  // the worker thread's only
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<tw::MigrationRequest> todo_;  // guarded by mu_
+  bool stop_ = false;                      // guarded by mu_
 };
 
 // Long-polls the controller for new assignment sets and posts them to the loop.
 void pollAssignments(std::shared_ptr<tw::HttpControllerLink> link, std::shared_ptr<WorkQueue> queue,
                      std::string host) {
   int64_t known_version = 0;
-  std::optional<tw::Code> condition;
+  // The last failure's code, to log a change of condition once (-1 = none);
+  // an int, not std::optional: g++ 12 -O2 warns maybe-uninitialized on it.
+  int condition = -1;
   while (!queue->stopping()) {
     tw::Result<tw::AssignmentSet> set = link->waitAssignments(host, known_version, 25000);
     if (queue->stopping()) return;
     if (!set) {
-      if (condition != set.status().code()) {  // the heartbeat logs the details
+      if (condition != static_cast<int>(set.status().code())) {  // the heartbeat logs the details
         tw::log::debug("long poll for assignments failed: {}", set.status().toString());
       }
-      condition = set.status().code();
+      condition = static_cast<int>(set.status().code());
       if (queue->sleepOrStop(1000)) return;
       continue;
     }
-    condition.reset();
+    condition = -1;
     if (set->version > known_version) queue->postSet(*set);
     known_version = set->version;
   }
@@ -122,6 +207,8 @@ int main(int argc, char** argv) {
   std::string libvirt_uri = "qemu:///system";
   std::string disk_dir = "/var/lib/tierwarden/disks";
   std::string log_level = "info";
+  int port_base = 20000;
+  int port_count = 1000;
   app.add_option("--controller", controller, "controller base URL")->capture_default_str();
   auto* token_opt = app.add_option("--token", token, "API token");
   auto* token_file_opt = app.add_option("--token-file", token_file, "file holding the API token");
@@ -130,10 +217,19 @@ int main(int argc, char** argv) {
   app.add_option("--libvirt-uri", libvirt_uri, "local libvirt URI")->capture_default_str();
   app.add_option("--disk-dir", disk_dir, "where VM disk overlays go")->capture_default_str();
   app.add_option("--log-level", log_level, "debug|info|warn|error")->capture_default_str();
+  app.add_option("--port-base", port_base, "first host port for VM service port forwards")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  app.add_option("--port-count", port_count, "how many host ports from --port-base")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
     if (token.empty() && token_file.empty()) {
       throw CLI::RequiredError("--token or --token-file");
+    }
+    if (port_base + port_count - 1 > 65535) {
+      throw CLI::ValidationError("--port-count", "the port range ends past 65535");
     }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
@@ -175,12 +271,18 @@ int main(int argc, char** argv) {
   options.host = host;
   options.agent_id = tw::newAgentId();
   options.disk_dir = disk_dir;
+  options.port_base = port_base;
+  options.port_count = port_count;
+  tw::PortMap ports(port_base, port_count);
   // libvirt's test driver runs no guest: a running domain passes its check there.
   tw::DomainRunningProber running_prober;
+  tw::NetworkHealthProber network_prober(ports);
   bool test_driver = libvirt_uri.rfind("test", 0) == 0;
   if (test_driver) tw::log::info("test driver: health checks pass while a domain runs");
-  tw::Agent agent(options, **hv, *link, tw::SystemClock::instance(),
-                  test_driver ? &running_prober : nullptr);
+  tw::HealthProber* prober = test_driver ? static_cast<tw::HealthProber*>(&running_prober)
+                                         : static_cast<tw::HealthProber*>(&network_prober);
+  tw::Agent agent(options, **hv, *link, tw::SystemClock::instance(), prober, &ports);
+  auto migrator = std::make_shared<MigrationWorker>(libvirt_uri, queue);
 
   if (tw::Status st = (*hv)->subscribe([queue](const tw::DomainEvent& e) { queue->postEvent(e); });
       !st.isOk()) {
@@ -199,6 +301,11 @@ int main(int argc, char** argv) {
     queue->stop();
   });
   std::thread poller(pollAssignments, link, queue, host);
+  std::thread migration_thread(MigrationWorker::run, migrator);
+  if (!test_driver) {
+    network_prober.setOnVerdictChange([queue] { queue->wake(); });
+    network_prober.start();
+  }
 
   tw::log::info("agent '{}' for host '{}' started (controller {}, libvirt {})", options.agent_id,
                 host, controller, libvirt_uri);
@@ -207,14 +314,21 @@ int main(int argc, char** argv) {
     if (work.stop) break;
     for (const tw::DomainEvent& e : work.events) agent.onDomainEvent(e);
     if (work.set) agent.onAssignments(*work.set);
+    for (const WorkQueue::MigrationDone& done : work.migrations) {
+      agent.onMigrationDone(done.vm, done.migrate_epoch, done.outcome);
+    }
     agent.runOnce();
+    for (tw::MigrationRequest& r : agent.takeMigrations()) migrator->post(std::move(r));
   }
 
   signal_thread.join();
-  // The long poll may block for up to 25 s and cannot be interrupted: leave it
-  // behind. It holds its own references to the link and the queue, and exits
-  // with the process.
+  network_prober.stop();
+  // The long poll may block for up to 25 s, and a migration under way cannot
+  // be interrupted: leave both behind. They hold their own references to what
+  // they use, and exit with the process.
   poller.detach();
+  migrator->stop();
+  migration_thread.detach();
   (*hv)->subscribe([](const tw::DomainEvent&) {});
   tw::log::info("stopped");
   return 0;
