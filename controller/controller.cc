@@ -707,6 +707,7 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
     }
     if (vm.host != hb.host || vm.epoch != d.epoch) continue;  // stale copy: the agent removes it
     if (!rt.migrate_to.empty()) continue;  // migrating: the outcome decides
+    if (rt.error) continue;                // runs nowhere until a reset
     if (d.reason.find("restart budget spent") != std::string::npos && !isActive(d.state)) {
       relocate(vm, d.reason);
       continue;
@@ -753,6 +754,7 @@ Status Controller::handleAgentEvent(const AgentEvent& e) {
     return Status::ok();
   }
   if (it->second.host != e.host || it->second.epoch != e.epoch) return Status::ok();
+  if (rt.error) return Status::ok();  // budgets spent: late reports change nothing until a reset
   VmRecord& vm = it->second;
   if (e.kind == "vm.crashed") {
     openIncident("vm/" + vm.name, "vm.crashed", "vm '" + vm.name + "' crashed", e.message);

@@ -1,43 +1,432 @@
-// A read-only view of the cluster from the REST API. (The full dashboard with
-// live events and operator actions replaces this in its own issue.)
-const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-let lastEvent = 0;
+// The tierwarden dashboard: the cluster as the controller sees it, live.
+//
+// How it stays current without polling: the server-sent event stream
+// (/api/v1/events/stream) tells about every change; each event marks the
+// resources it concerns as stale (a vm/ or host/ subject → vms, hosts, tiers,
+// cluster; incident.* → incidents; policy.* → everything), and a scheduler
+// re-reads only those, at most 4 times a second, one request at a time (the
+// controller's HTTP server has a small thread pool shared with the agents'
+// long polls). A full re-read every 30 s is only a safety net.
+import * as api from './api.js';
+import { h, replaceChildren, clock, duration } from './dom.js';
+import {
+  hostCard, unplacedCard, tiersTable, nPlusOne, overview, incidentItem, eventItem, planView,
+} from './render.js';
 
-async function getJson(path) {
-  const r = await fetch(path, { cache: 'no-store' });
-  if (!r.ok) throw new Error(`${path}: ${r.status}`);
-  return r.json();
+const $ = (id) => document.getElementById(id);
+
+const kPaths = {
+  cluster: '/api/v1/cluster',
+  hosts: '/api/v1/hosts',
+  tiers: '/api/v1/tiers',
+  vms: '/api/v1/vms',
+  incidents: '/api/v1/incidents',
+};
+const kAll = Object.keys(kPaths);
+const kMinGapMs = 250;        // ≤ 4 refreshes per second
+const kSafetyRefreshMs = 30000;
+const kKeepEvents = 200;
+const kShownClosedIncidents = 15;
+
+const state = { cluster: null, hosts: null, tiers: null, vms: null, incidents: null };
+const openIncidents = new Set();  // ids the operator expanded
+let lastEventId = 0;
+
+// ------------------------------------------------------------ refreshing ---
+
+const stale = new Set();
+let lastFlushMs = 0;
+let flushTimer = null;
+let flushing = false;
+let followUpTimer = null;
+
+function want(...what) {
+  for (const w of what) stale.add(w);
+  schedule();
 }
 
-async function refresh() {
+function schedule() {
+  if (flushTimer || flushing || !stale.size) return;
+  flushTimer = setTimeout(flush, Math.max(0, lastFlushMs + kMinGapMs - Date.now()));
+}
+
+async function flush() {
+  flushTimer = null;
+  flushing = true;
+  lastFlushMs = Date.now();
+  const what = kAll.filter((w) => stale.has(w));
+  stale.clear();
+  const changed = [];
   try {
-    const [hosts, tiers, vms, events] = await Promise.all([
-      getJson('/api/v1/hosts'), getJson('/api/v1/tiers'), getJson('/api/v1/vms'),
-      getJson(`/api/v1/events?since=${lastEvent}`),
-    ]);
-    const byName = Object.fromEntries(vms.vms.map((v) => [v.name, v]));
-    $('hosts').innerHTML = hosts.hosts.map((h) => `
-      <article class="host ${esc(h.state)}" aria-label="host ${esc(h.name)}">
-        <strong>${esc(h.name)}</strong> <small>${esc(h.role)} · ${esc(h.state)}</small>
-        <div><small>${h.used.memory_mib}/${h.capacity.memory_mib} MiB · ${h.used.cpus}/${h.capacity.cpus} vCPU</small></div>
-        ${h.vms.map((n) => { const v = byName[n] || {}; return `<span class="vm ${esc(v.state)}">${esc(n)} · ${esc(v.state)} · ${esc(v.health)}</span>`; }).join('')}
-      </article>`).join('');
-    $('tiers').innerHTML = '<tr><th>tier</th><th>desired</th><th>running</th><th>healthy</th><th>after</th></tr>' +
-      tiers.tiers.map((t) => `<tr><td>${esc(t.name)}</td><td>${t.replicas}</td><td>${t.running}</td><td>${t.healthy}</td><td>${esc(t.after.join(', '))}</td></tr>`).join('');
-    for (const e of events.events) {
-      const li = document.createElement('li');
-      li.className = e.level;
-      li.textContent = `${new Date(e.t_ms).toISOString().slice(11, 23)} ${e.message}`;
-      $('events').prepend(li);
+    for (const w of what) {  // one at a time: see the note at the top
+      state[w] = await api.get(kPaths[w]);
+      changed.push(w);
     }
-    lastEvent = events.last_id;
-    const pending = vms.vms.filter((v) => v.state !== 'running').length;
-    $('summary').textContent = `${hosts.hosts.length} hosts · ${vms.vms.length} VMs · ${pending} not running`;
+    setReachable(true);
   } catch (err) {
-    $('summary').textContent = `controller unreachable: ${err.message}`;
+    for (const w of what) if (!changed.includes(w)) stale.add(w);
+    setReachable(false, err.message);
+    lastFlushMs = Date.now() + 1000;  // back off a little while the controller is away
+  } finally {
+    flushing = false;
+    render(changed);
+    schedule();
   }
 }
 
-refresh();
-setInterval(refresh, 1000);
+// Incident steps such as `started` are added by the controller's loop just
+// after the event that caused them: read incidents once more a second later.
+function wantIncidentsSoon() {
+  want('incidents');
+  clearTimeout(followUpTimer);
+  followUpTimer = setTimeout(() => want('incidents'), 1000);
+}
+
+function onEvent(e) {
+  if (e.id <= lastEventId) return;
+  lastEventId = e.id;
+  addEvents([e], true);
+  const family = e.kind.split('.')[0];
+  if (family === 'policy' || e.subject.startsWith('policy/')) {
+    want(...kAll);
+    return;
+  }
+  if (e.subject.startsWith('vm/')) want('vms', 'hosts', 'tiers', 'cluster');
+  else if (e.subject.startsWith('host/')) want('hosts', 'vms', 'cluster');
+  else want('cluster');
+  const subjectHasIncident = (state.incidents?.incidents || []).some((i) => i.open && i.subject === e.subject);
+  if (family === 'incident' || subjectHasIncident) wantIncidentsSoon();
+}
+
+// --------------------------------------------------------------- drawing ---
+
+function render(changed) {
+  const has = (...w) => w.some((x) => changed.includes(x));
+  if (has('hosts', 'vms', 'tiers')) renderHosts();
+  if (has('tiers', 'cluster')) renderTiers();
+  if (has('incidents')) renderIncidents();
+  if (has('cluster', 'hosts', 'vms', 'incidents')) renderOverview();
+}
+
+function readOnly() {
+  return !api.token();
+}
+
+function renderHosts() {
+  if (!state.hosts || !state.vms) return;
+  const hosts = state.hosts.hosts;
+  const vms = state.vms.vms;
+  const tiers = state.tiers ? state.tiers.tiers : [];
+  const ctx = {
+    readOnly: readOnly(),
+    vmsByName: new Map(vms.map((v) => [v.name, v])),
+    tiersByName: new Map(tiers.map((t) => [t.name, t])),
+    act,
+  };
+  const onHosts = new Set(hosts.flatMap((x) => x.vms));
+  const unplaced = vms.filter((v) => !onHosts.has(v.name));
+  const signature = JSON.stringify([hosts, vms, tiers.map((t) => [t.name, t.order]), ctx.readOnly]);
+  replaceChildren($('hosts'), signature, () => {
+    const cards = hosts.map((x) => hostCard(x, ctx));
+    if (unplaced.length) cards.push(unplacedCard(unplaced, ctx));
+    if (!cards.length) cards.push(h('p', { class: 'empty' }, 'No hosts declared: apply a policy.'));
+    return cards;
+  });
+}
+
+function renderTiers() {
+  if (state.cluster) replaceChildren($('n1'), JSON.stringify(state.cluster.n_plus_one), () => nPlusOne(state.cluster));
+  if (!state.tiers) return;
+  const tiers = state.tiers.tiers;
+  replaceChildren($('tiers'), JSON.stringify(tiers), () =>
+    (tiers.length ? tiersTable(tiers) : h('p', { class: 'empty' }, 'No tiers declared.')));
+}
+
+function renderOverview() {
+  const data = {
+    cluster: state.cluster,
+    hosts: state.hosts?.hosts,
+    vms: state.vms?.vms,
+    incidents: state.incidents?.incidents,
+  };
+  const signature = JSON.stringify([
+    (data.hosts || []).map((x) => x.state), (data.vms || []).map((v) => [v.state, v.health]),
+    (data.incidents || []).filter((i) => i.open).length, data.cluster?.n_plus_one?.safe,
+    data.cluster?.policy_version,
+  ]);
+  replaceChildren($('overview'), signature, () => overview(data));
+  const tone = $('overview').querySelector('.headline')?.dataset.tone || '';
+  document.title = `${tone === 'good' ? '' : '⚠ '}tierwarden`;
+}
+
+function renderIncidents() {
+  if (!state.incidents) return;
+  const all = state.incidents.incidents;
+  const open = all.filter((i) => i.open).reverse();
+  const closed = all.filter((i) => !i.open).reverse();
+  const shown = closed.slice(0, kShownClosedIncidents);
+  const now = Date.now();
+  replaceChildren($('incidents'), JSON.stringify([all, [...openIncidents]]), () => {
+    if (!all.length) return h('p', { class: 'empty' }, 'No incidents.');
+    const nodes = [];
+    nodes.push(h('h3', { class: 'sub' }, `Open (${open.length})`));
+    nodes.push(open.length ? open.map((i) => incidentItem(i, openIncidents.has(i.id), now))
+      : h('p', { class: 'empty small' }, 'None: everything recovered.'));
+    if (closed.length) {
+      nodes.push(h('h3', { class: 'sub' }, `Recent (${closed.length})`));
+      nodes.push(shown.map((i) => incidentItem(i, openIncidents.has(i.id), now)));
+      if (closed.length > shown.length) {
+        nodes.push(h('p', { class: 'muted small' }, `${closed.length - shown.length} older not shown`));
+      }
+    }
+    return nodes.flat();
+  });
+  tickIncidentAges();
+}
+
+// Open incidents show how long they have been open; this keeps that current.
+function tickIncidentAges() {
+  for (const el of document.querySelectorAll('.incident.is-open .inc-age')) {
+    const opened = Number(el.dataset.opened);
+    el.textContent = `${clock(opened)} · for ${duration(Date.now() - opened)}`;
+  }
+}
+
+function addEvents(events, fresh) {
+  const list = $('events');
+  const nodes = events.map((e) => eventItem(e, fresh));
+  list.prepend(...nodes.reverse());
+  while (list.children.length > kKeepEvents) list.lastElementChild.remove();
+  $('events-empty').hidden = list.children.length > 0;
+}
+
+function setReachable(ok, why) {
+  const banner = $('unreachable');
+  banner.hidden = ok;
+  if (!ok) banner.textContent = `Controller unreachable: ${why}. Retrying…`;
+}
+
+function setLive(status) {
+  const el = $('live');
+  el.dataset.status = status;
+  el.textContent = { live: 'live', connecting: 'connecting…', reconnecting: 'reconnecting…' }[status] || status;
+  el.title = status === 'live' ? 'Receiving events as they happen' : 'Event stream interrupted; it reconnects by itself';
+}
+
+// ---------------------------------------------------------- event stream ---
+
+let stream = null;
+function connect() {
+  setLive(stream ? 'reconnecting' : 'connecting');
+  let interrupted = false;
+  // EventSource resumes by itself with Last-Event-ID after a drop; a new one
+  // (after the browser gave up) resumes with ?since.
+  stream = new EventSource(`/api/v1/events/stream?since=${lastEventId}`);
+  stream.addEventListener('event', (m) => {
+    try {
+      onEvent(JSON.parse(m.data));
+    } catch (err) {
+      console.warn('bad event', err, m.data);
+    }
+  });
+  stream.addEventListener('open', () => {
+    setLive('live');
+    if (interrupted) want(...kAll);  // something may have changed while we were away
+    interrupted = false;
+  });
+  stream.addEventListener('error', () => {
+    interrupted = true;
+    if (stream.readyState === EventSource.CLOSED) {
+      setLive('reconnecting');
+      stream.close();
+      setTimeout(connect, 2000);
+    } else {
+      setLive('reconnecting');
+    }
+  });
+}
+
+// -------------------------------------------------------------- messages ---
+
+function message(kind, text) {
+  const box = $('messages');
+  const item = h('div', { class: `message ${kind}`, role: kind === 'error' ? 'alert' : 'status' },
+    h('span', {}, text),
+    h('button', { type: 'button', class: 'close', 'aria-label': 'Dismiss message', onclick: () => item.remove() }, '×'));
+  box.append(item);
+  while (box.children.length > 3) box.firstElementChild.remove();
+  setTimeout(() => item.remove(), kind === 'error' ? 20000 : 6000);
+}
+
+// --------------------------------------------------------------- actions ---
+
+const kActionWants = {
+  vm: ['vms', 'hosts', 'tiers', 'incidents'],
+  host: ['hosts', 'vms', 'cluster'],
+};
+
+async function act(action, kind, name) {
+  const button = document.querySelector(`[data-key="${CSS.escape(`${action}:${name}`)}"]`);
+  if (button) button.disabled = true;
+  try {
+    const r = await api.post(`/api/v1/${kind}s/${encodeURIComponent(name)}/${action}`);
+    message('ok', r?.message || `${action} of ${kind} '${name}' requested`);
+  } catch (err) {
+    message('error', `${action} ${kind} ${name}: ${err.message}`);
+    if (err.status === 401) lock('The controller refused the token; enter it again.');
+  } finally {
+    if (button) button.disabled = false;
+    want(...kActionWants[kind]);
+  }
+}
+
+// ----------------------------------------------------------------- token ---
+
+function updateTokenUi() {
+  const ro = readOnly();
+  $('token-form').hidden = !ro;
+  $('token-on').hidden = ro;
+  $('readonly-hint').hidden = !ro;
+  $('apply-open').disabled = ro;
+  document.body.classList.toggle('read-only', ro);
+  renderHosts();
+}
+
+function lock(why) {
+  api.setToken('');
+  updateTokenUi();
+  if (why) message('error', why);
+}
+
+async function unlock(ev) {
+  ev.preventDefault();
+  const input = $('token-input');
+  const candidate = input.value.trim();
+  if (!candidate) return;
+  try {
+    if (!(await api.checkToken(candidate, state.hosts?.hosts[0]?.name))) {
+      message('error', 'Token rejected by the controller (401): actions stay disabled.');
+      input.select();
+      return;
+    }
+  } catch (err) {
+    message('error', `Cannot check the token: ${err.message}`);
+    return;
+  }
+  api.setToken(candidate);
+  input.value = '';
+  updateTokenUi();
+  message('ok', 'Token accepted: actions enabled for this tab.');
+}
+
+// ---------------------------------------------------------- apply policy ---
+
+let planned = null;  // {name, content} of the last successful dry run
+
+function applyFiles() {
+  const name = $('apply-name').value.trim();
+  const content = $('apply-content').value;
+  return { name, content };
+}
+
+function showApplyResult(nodes) {
+  replaceChildren($('apply-result'), undefined, () => nodes);
+}
+
+async function planPolicy() {
+  const file = applyFiles();
+  planned = null;
+  $('apply-confirm').disabled = true;
+  if (!file.name || file.name.includes('/')) {
+    showApplyResult(h('p', { class: 'error', role: 'alert' }, 'Give the file a base name such as web.yaml.'));
+    return;
+  }
+  $('apply-plan').disabled = true;
+  try {
+    const r = await api.post('/api/v1/policies?dry_run=1', { files: [file] });
+    planned = file;
+    showApplyResult(planView(r));
+    $('apply-confirm').disabled = false;
+  } catch (err) {
+    showApplyResult(h('p', { class: 'error', role: 'alert', dataset: { status: String(err.status || '') } },
+      h('strong', {}, 'Refused: '), err.message));
+    if (err.status === 401) lock('The controller refused the token; enter it again.');
+  } finally {
+    $('apply-plan').disabled = false;
+  }
+}
+
+async function confirmPolicy() {
+  if (!planned) return;
+  $('apply-confirm').disabled = true;
+  try {
+    const r = await api.post('/api/v1/policies', { files: [planned] });
+    const text = r.changed ? `Policy applied: version ${r.version}.` : 'Policy applied: nothing changed.';
+    message('ok', text);
+    planned = null;
+    $('apply-dialog').close();
+    showApplyResult([]);
+    want(...kAll);
+  } catch (err) {
+    showApplyResult(h('p', { class: 'error', role: 'alert' }, h('strong', {}, 'Refused: '), err.message));
+  }
+}
+
+function setupApplyDialog() {
+  const dialog = $('apply-dialog');
+  $('apply-open').addEventListener('click', () => {
+    dialog.showModal();
+    $('apply-content').focus();
+  });
+  $('apply-close').addEventListener('click', () => dialog.close());
+  $('apply-file').addEventListener('change', async (ev) => {
+    const f = ev.target.files[0];
+    if (!f) return;
+    $('apply-name').value = f.name;
+    $('apply-content').value = await f.text();
+    invalidatePlan();
+  });
+  const invalidatePlan = () => {
+    if (planned) showApplyResult(h('p', { class: 'muted' }, 'Changed since the plan: plan again before applying.'));
+    planned = null;
+    $('apply-confirm').disabled = true;
+  };
+  $('apply-content').addEventListener('input', invalidatePlan);
+  $('apply-name').addEventListener('input', invalidatePlan);
+  $('apply-plan').addEventListener('click', planPolicy);
+  $('apply-confirm').addEventListener('click', confirmPolicy);
+}
+
+// ----------------------------------------------------------------- start ---
+
+async function start() {
+  $('token-form').addEventListener('submit', unlock);
+  $('token-lock').addEventListener('click', () => {
+    lock();
+    message('ok', 'Token forgotten: the page is read-only.');
+  });
+  $('incidents').addEventListener('toggle', (ev) => {
+    const id = Number(ev.target.dataset?.incident);
+    if (!id) return;
+    if (ev.target.open) openIncidents.add(id);
+    else openIncidents.delete(id);
+    $('incidents').dataset.signature = '';  // the open state is part of what is drawn
+  }, true);
+  setupApplyDialog();
+  updateTokenUi();
+  setLive('connecting');
+  try {
+    const recent = await api.eventsSince(0, kKeepEvents);
+    lastEventId = recent.last_id;
+    addEvents(recent.events, false);
+    setReachable(true);
+  } catch (err) {
+    setReachable(false, err.message);
+  }
+  connect();
+  want(...kAll);
+  setInterval(() => want(...kAll), kSafetyRefreshMs);
+  setInterval(tickIncidentAges, 1000);
+}
+
+start();

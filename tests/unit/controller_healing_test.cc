@@ -269,19 +269,24 @@ TEST_F(HealingTest, BudgetRelocationErrorReset) {
   std::string first = controller_->vm("db-1")->host;
   down_vms_.insert("db-1");
   reason_ = "restart budget spent (2 restarts in 10m)";
-  tick(2);
+  tick(1);
   const VmRecord* v = controller_->vm("db-1");
   EXPECT_NE(v->host, first);
+  EXPECT_FALSE(v->host.empty());
   EXPECT_EQ(v->relocations, 1);
   EXPECT_TRUE(hasEvent("vm.relocating"));
   std::string second = v->host;
-  tick(3);  // reports from the new host: spent there too
+  tick(4);  // reports from the new host: spent there too
   v = controller_->vm("db-1");
   EXPECT_EQ(v->state, VmState::kError);
   EXPECT_TRUE(v->host.empty());
   EXPECT_NE(v->reason.find("twctl reset vm db-1"), std::string::npos) << v->reason;
   for (const char* h : {"h1", "h2", "h3"})
     for (const auto& a : controller_->assignmentsFor(h).assignments) EXPECT_NE(a.vm, "db-1");
+  // A late crash report from the last host changes nothing: it stays in error.
+  Status late = controller_->handleAgentEvent({second, "db-1", v->epoch, "vm.crashed", "warn", "late"});
+  ASSERT_TRUE(late.isOk()) << late.toString() << " host=" << second;
+  EXPECT_EQ(controller_->vm("db-1")->state, VmState::kError);
   down_vms_.clear();
   ASSERT_TRUE(controller_->resetVm("db-1").isOk());
   tick(3);
