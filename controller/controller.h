@@ -122,6 +122,10 @@ class Controller {
     std::string assignments_digest;   // to tell whether the set changed
     // Failure handling.
     bool agent_warned = false;        // "agent silent, libvirt answers" said once
+    // Its agent was seen dead (silent while libvirt answered) before the host
+    // went dark: nobody enforces its lease, so lease expiry fences nothing.
+    bool lease_unenforced = false;
+    bool unfenceable_said = false;
     bool fencing = false;             // declared dead, fence under way
     bool fence_libvirt_pending = false;
     bool fence_command_pending = false;

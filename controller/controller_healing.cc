@@ -26,6 +26,8 @@ void Controller::declareDead(HostRuntime& h, Millis silent) {
                "no heartbeat for " + secs(silent) + " and its libvirt does not answer");
   openIncident("host/" + h.rec.name, "host.failed", "host '" + h.rec.name + "' failed",
                "no heartbeat for " + secs(silent) + ", libvirt not answering");
+  h.lease_unenforced = h.agent_warned;
+  h.unfenceable_said = false;
   h.agent_warned = false;
   advanceFencing(h);
 }
@@ -63,6 +65,22 @@ void Controller::advanceFencing(HostRuntime& h) {
     }
     incidentStep("host/" + name, "fencing", "fence started");
   }
+  if (h.lease_unenforced) {
+    // No agent enforces the lease: only libvirt or a fence command can
+    // confirm. Retry libvirt whenever it answers again.
+    if (!h.fence_libvirt_pending && !h.fence_command_pending && host_connector_.libvirtAlive(name)) {
+      h.fence_libvirt_pending = true;
+      host_connector_.fenceByLibvirt(name);
+    } else if (!h.unfenceable_said && !h.fence_libvirt_pending && !h.fence_command_pending) {
+      h.unfenceable_said = true;
+      emit("error", "host.unfenceable", "host/" + name,
+           "cannot fence host '" + name + "' by lease: its agent died before the host went "
+           "silent, so nothing enforces the lease and its VMs may still run; its VMs stay "
+           "assigned there until its libvirt answers (then they are destroyed) or a fence "
+           "command confirms");
+    }
+    return;
+  }
   // Lease expiry: the agent self-fences when it cannot renew; its lease was
   // renewed at most at its last heartbeat (send time <= our receipt time).
   if (!h.fence_libvirt_pending && !h.fence_command_pending &&
@@ -94,7 +112,7 @@ void Controller::processFenceResults() {
       emit("warn", "host.fencing", "host/" + r.host,
            "fencing host '" + r.host + "' by command: " + spec->fence_command);
       host_connector_.fenceByCommand(r.host, spec->fence_command, 30000);
-    } else {
+    } else if (!h.lease_unenforced) {
       emit("warn", "host.fencing", "host/" + r.host,
            "fencing host '" + r.host + "' falls back to lease expiry");
     }
@@ -104,6 +122,7 @@ void Controller::processFenceResults() {
 void Controller::fenced(HostRuntime& h, const std::string& method, const std::string& detail) {
   const std::string& name = h.rec.name;
   h.fencing = false;
+  h.lease_unenforced = false;
   h.fence_libvirt_pending = h.fence_command_pending = false;
   if (h.fence_action_id) (void)store_.endAction(h.fence_action_id);
   h.fence_action_id = 0;
@@ -140,6 +159,7 @@ void Controller::fenced(HostRuntime& h, const std::string& method, const std::st
 }
 
 void Controller::cancelFencing(HostRuntime& h, const std::string& why) {
+  h.lease_unenforced = false;
   if (h.fence_action_id) (void)store_.endAction(h.fence_action_id);
   h.fence_action_id = 0;
   h.fencing = false;

@@ -201,6 +201,29 @@ TEST_F(HealingTest, AgentDeathWithLibvirtAliveIsAWarning) {
   EXPECT_EQ(controller_->host("h2")->state, HostState::kOnline);
 }
 
+// Pins: an agent that died while its libvirt answered enforces no lease: when
+// the host then goes dark, lease expiry is NOT a fence (its VMs may still run);
+// the VMs stay put until its libvirt answers again and destroys them.
+TEST_F(HealingTest, DeadAgentThenPartitionIsNotFencedByLease) {
+  auto on_h2 = vmsOn("h2");
+  up_.erase("h2");  // the agent dies; libvirt still answers
+  tick(40);
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
+  hosts_.alive.erase("h2");  // now the host goes dark too
+  tick(150);                 // 15 s: far past lease + margin
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kOffline);
+  EXPECT_EQ(vmsOn("h2"), on_h2);
+  EXPECT_TRUE(hasEvent("host.unfenceable"));
+  EXPECT_FALSE(hasEvent("host.fenced"));
+  hosts_.alive.insert("h2");  // its libvirt answers again: destroy there, then move
+  tick(5);
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
+  ASSERT_FALSE(hosts_.calls.empty());
+  EXPECT_EQ(hosts_.calls.back(), "libvirt h2");
+  tick(10);
+  EXPECT_TRUE(vmsOn("h2").empty());
+}
+
 // Pins: a blip longer than dead_after but shorter than the lease cancels the
 // fence when the host answers again; nothing moved.
 TEST_F(HealingTest, HostBackBeforeFenceCancels) {
