@@ -57,7 +57,7 @@ void Controller::advanceFencing(HostRuntime& h) {
       emit("warn", "host.fencing", "host/" + name,
            "fencing host '" + name + "' by command: " + spec->fence_command);
       host_connector_.fenceByCommand(name, spec->fence_command, 30000);
-    } else {
+    } else if (!h.lease_unenforced) {
       emit("warn", "host.fencing", "host/" + name,
            "fencing host '" + name + "' by lease expiry: its agent destroys its VMs when its " +
                secs(st.lease_ms) + " lease runs out; safe after " +
