@@ -83,8 +83,11 @@ Status Controller::recover() {
   if (!vms.isOk()) return vms.status().withContext("loading vms");
   for (const auto& rec : *vms) {
     vms_[rec.name] = rec;
+    auto& rt = vm_runtime_[rec.name];
     // A VM that was assigned keeps running where it is: no tier-order gate.
-    vm_runtime_[rec.name].released = !rec.host.empty() && rec.state != VmState::kPending;
+    rt.released = !rec.host.empty() && rec.state != VmState::kPending;
+    // An error (budgets spent) survives a restart: it waits for a reset.
+    rt.error = rec.state == VmState::kError;
   }
   for (const auto& spec : policy_.hosts) ensureHost(spec.name);
   auto incidents = store_.incidents(0);

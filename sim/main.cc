@@ -1,0 +1,40 @@
+// tierwarden-sim: runs a scenario on a simulated cluster (the real controller
+// and agents, a virtual clock). Parses flags and hands over to sim/runner.h.
+//
+//   tierwarden-sim run DIR [--state-json FILE] [--assert] [--update-golden]
+//   tierwarden-sim check DIR        (what ctest runs; see tests/scenarios/README.md)
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "sim/runner.h"
+#include "tw/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tierwarden-sim: replays a scenario on a simulated cluster, on a virtual clock"};
+  app.require_subcommand(1);
+  std::string log_level = "off";
+  app.add_option("--log-level", log_level,
+                 "the daemons' own log on stderr: off|debug|info|warn|error")
+      ->capture_default_str();
+
+  tw::sim::RunOptions run;
+  CLI::App* run_cmd = app.add_subcommand("run", "run a scenario; the event log goes to stdout");
+  run_cmd->add_option("dir", run.dir, "the scenario folder")->required();
+  run_cmd->add_option("--state-json", run.state_json, "write the final state to this file");
+  run_cmd->add_flag("--assert", run.check_asserts, "check the scenario's assert file");
+  run_cmd->add_flag("--update-golden", run.update_golden, "write the event log to DIR/expect.log");
+
+  std::string check_dir;
+  CLI::App* check_cmd = app.add_subcommand(
+      "check", "compare the event log with DIR/expect.log and check the asserts (ctest)");
+  check_cmd->add_option("dir", check_dir, "the scenario folder")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  tw::log::init("sim", log_level);
+  if (*run_cmd) return tw::sim::runScenario(run, std::cout, std::cerr);
+  return tw::sim::checkScenario(check_dir, std::cout, std::cerr);
+}

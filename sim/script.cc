@@ -1,0 +1,298 @@
+#include "sim/script.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <sstream>
+
+namespace tw::sim {
+
+namespace {
+
+std::vector<std::string> splitWords(const std::string& line) {
+  std::vector<std::string> words;
+  std::istringstream in(line);
+  std::string w;
+  while (in >> w) words.push_back(w);
+  return words;
+}
+
+std::string joinWords(const std::vector<std::string>& words, size_t from) {
+  std::string out;
+  for (size_t i = from; i < words.size(); ++i) out += (out.empty() ? "" : " ") + words[i];
+  return out;
+}
+
+std::string oneOf(const std::set<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out.empty() ? "none declared" : out;
+}
+
+// A non-negative count ("3"), at most a million.
+std::optional<int> parseCount(const std::string& s) {
+  if (s.empty() || s.size() > 7) return std::nullopt;
+  int n = 0;
+  for (char c : s) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+class LineParser {
+ public:
+  LineParser(const std::string& file, int line, const ScriptNames& names)
+      : file_(file), line_(line), names_(names) {}
+
+  Status fail(const std::string& message) const {
+    return Status(Code::kInvalidArgument, message, SourceLocation{file_, line_, 0});
+  }
+
+  Status host(const std::string& name) const {
+    if (names_.hosts && names_.hosts->count(name) == 0) {
+      return fail("unknown host '" + name + "' (declared: " + oneOf(*names_.hosts) + ")");
+    }
+    return Status::ok();
+  }
+
+  Status vm(const std::string& name) const {
+    if (names_.vms && names_.vms->count(name) == 0) {
+      return fail("unknown vm '" + name + "' (the applied policies declare: " + oneOf(*names_.vms) +
+                  ")");
+    }
+    return Status::ok();
+  }
+
+  Status words(const std::vector<std::string>& w, size_t n, const std::string& usage) const {
+    if (w.size() != n) return fail("expected '" + usage + "', got '" + joinWords(w, 0) + "'");
+    return Status::ok();
+  }
+
+  Status choice(const std::string& value, const std::set<std::string>& allowed,
+                const std::string& usage) const {
+    if (allowed.count(value) == 0) return fail("expected '" + usage + "', got '" + value + "'");
+    return Status::ok();
+  }
+
+  Status count(const std::string& value, const std::string& usage, int* out) const {
+    std::optional<int> n = parseCount(value);
+    if (!n) return fail("expected a count for '" + usage + "', got '" + value + "'");
+    *out = *n;
+    return Status::ok();
+  }
+
+  // Fills `c` from the command words (the time already taken off).
+  Status parse(const std::vector<std::string>& w, Command* c) const {
+    const std::string& verb = w[0];
+    if (verb == "apply") {
+      if (w.size() < 2) return fail("expected 'apply FILE...', got 'apply'");
+      c->op = Op::kApply;
+      for (size_t i = 1; i < w.size(); ++i) {
+        if (names_.files && names_.files->count(w[i]) == 0) {
+          return fail("no file '" + w[i] + "' in the scenario folder");
+        }
+        c->files.push_back(w[i]);
+      }
+      return Status::ok();
+    }
+    if (verb == "host") {
+      if (w.size() < 3) return fail("expected 'host H power|network|fail-migrations ...'");
+      c->target = w[1];
+      TW_RETURN_IF_ERROR(host(w[1]));
+      if (w[2] == "power" || w[2] == "network") {
+        const std::string usage = "host H " + w[2] + " on|off";
+        TW_RETURN_IF_ERROR(words(w, 4, usage));
+        TW_RETURN_IF_ERROR(choice(w[3], {"on", "off"}, usage));
+        c->op = w[2] == "power" ? Op::kHostPower : Op::kHostNetwork;
+        c->arg = w[3];
+        return Status::ok();
+      }
+      if (w[2] == "fail-migrations") {
+        TW_RETURN_IF_ERROR(words(w, 4, "host H fail-migrations N"));
+        c->op = Op::kHostFailMigrations;
+        return count(w[3], "host H fail-migrations N", &c->count);
+      }
+      return fail("unknown host command '" + w[2] +
+                  "' (expected power, network or fail-migrations)");
+    }
+    if (verb == "agent") {
+      TW_RETURN_IF_ERROR(words(w, 3, "agent H stop|start"));
+      TW_RETURN_IF_ERROR(host(w[1]));
+      TW_RETURN_IF_ERROR(choice(w[2], {"stop", "start"}, "agent H stop|start"));
+      c->op = Op::kAgent;
+      c->target = w[1];
+      c->arg = w[2];
+      return Status::ok();
+    }
+    if (verb == "vm") {
+      if (w.size() < 3) return fail("expected 'vm V crash|health|fail-start ...'");
+      c->target = w[1];
+      TW_RETURN_IF_ERROR(vm(w[1]));
+      if (w[2] == "crash") {
+        TW_RETURN_IF_ERROR(words(w, 3, "vm V crash"));
+        c->op = Op::kVmCrash;
+        return Status::ok();
+      }
+      if (w[2] == "health") {
+        const std::string usage = "vm V health ok|fail|fail-always";
+        TW_RETURN_IF_ERROR(words(w, 4, usage));
+        TW_RETURN_IF_ERROR(choice(w[3], {"ok", "fail", "fail-always"}, usage));
+        c->op = Op::kVmHealth;
+        c->arg = w[3];
+        return Status::ok();
+      }
+      if (w[2] == "fail-start") {
+        TW_RETURN_IF_ERROR(words(w, 4, "vm V fail-start N"));
+        c->op = Op::kVmFailStart;
+        return count(w[3], "vm V fail-start N", &c->count);
+      }
+      return fail("unknown vm command '" + w[2] + "' (expected crash, health or fail-start)");
+    }
+    if (verb == "controller") {
+      const std::string usage = "controller restart|stop|start";
+      TW_RETURN_IF_ERROR(words(w, 2, usage));
+      TW_RETURN_IF_ERROR(choice(w[1], {"restart", "stop", "start"}, usage));
+      c->op = Op::kController;
+      c->arg = w[1];
+      return Status::ok();
+    }
+    if (verb == "drain" || verb == "undrain") {
+      TW_RETURN_IF_ERROR(words(w, 2, verb + " H"));
+      TW_RETURN_IF_ERROR(host(w[1]));
+      c->op = verb == "drain" ? Op::kDrain : Op::kUndrain;
+      c->target = w[1];
+      return Status::ok();
+    }
+    if (verb == "migrate") {
+      TW_RETURN_IF_ERROR(words(w, 3, "migrate V H"));
+      TW_RETURN_IF_ERROR(vm(w[1]));
+      TW_RETURN_IF_ERROR(host(w[2]));
+      c->op = Op::kMigrate;
+      c->target = w[1];
+      c->arg = w[2];
+      return Status::ok();
+    }
+    if (verb == "reset" || verb == "restart") {
+      TW_RETURN_IF_ERROR(words(w, 2, verb + " V"));
+      TW_RETURN_IF_ERROR(vm(w[1]));
+      c->op = verb == "reset" ? Op::kReset : Op::kRestart;
+      c->target = w[1];
+      return Status::ok();
+    }
+    if (verb == "end") {
+      TW_RETURN_IF_ERROR(words(w, 1, "end"));
+      c->op = Op::kEnd;
+      return Status::ok();
+    }
+    return fail("unknown command '" + verb +
+                "' (expected apply, host, agent, vm, controller, drain, undrain, migrate, "
+                "reset, restart or end)");
+  }
+
+ private:
+  const std::string& file_;
+  int line_;
+  const ScriptNames& names_;
+};
+
+}  // namespace
+
+Result<Millis> parseScriptTime(const std::string& text) {
+  size_t i = 0;
+  int64_t whole = 0;
+  int64_t frac = 0;
+  int64_t frac_scale = 1;
+  bool digits = false;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+    whole = whole * 10 + (text[i] - '0');
+    if (whole > 1000000000LL) return invalidArgument("time '" + text + "' is too large");
+    digits = true;
+    ++i;
+  }
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    bool frac_digits = false;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+      if (frac_scale < 1000000) {
+        frac = frac * 10 + (text[i] - '0');
+        frac_scale *= 10;
+      } else if (text[i] != '0') {
+        return invalidArgument("time '" + text + "' has too many decimals");
+      }
+      frac_digits = true;
+      ++i;
+    }
+    if (!frac_digits) digits = false;
+  }
+  const std::string unit = text.substr(i);
+  if (!digits) {
+    return invalidArgument("expected a time like 0s, 1500ms, 1.5s or 2m, got '" + text + "'");
+  }
+  int64_t scale = 0;
+  if (unit == "ms") {
+    scale = 1;
+  } else if (unit == "s") {
+    scale = 1000;
+  } else if (unit == "m") {
+    scale = 60000;
+  } else if (unit == "h") {
+    scale = 3600000;
+  } else {
+    return invalidArgument("time '" + text + "' needs a unit: ms, s, m or h");
+  }
+  if ((frac * scale) % frac_scale != 0) {
+    return invalidArgument("time '" + text + "' is not a whole number of milliseconds");
+  }
+  return whole * scale + frac * scale / frac_scale;
+}
+
+Result<Script> parseScript(const std::string& text, const std::string& file,
+                           const ScriptNames& names) {
+  Script script;
+  script.file = file;
+  std::istringstream in(text);
+  std::string raw;
+  int line_no = 0;
+  Millis last = 0;
+  bool ended = false;
+  while (std::getline(in, raw)) {
+    ++line_no;
+    const size_t hash = raw.find('#');
+    if (hash != std::string::npos) raw.erase(hash);
+    std::vector<std::string> w = splitWords(raw);
+    if (w.empty()) continue;
+    LineParser p(file, line_no, names);
+    if (ended) return p.fail("command after 'end'");
+    Result<Millis> t = parseScriptTime(w[0]);
+    if (!t) return p.fail(t.status().message());
+    if (*t % kStepMs != 0) {
+      return p.fail("time '" + w[0] + "' is not a multiple of the " + std::to_string(kStepMs) +
+                    " ms step");
+    }
+    if (*t < last) {
+      return p.fail("time '" + w[0] + "' is earlier than the line before (" + std::to_string(last) +
+                    " ms)");
+    }
+    if (w.size() < 2) return p.fail("expected a command after the time '" + w[0] + "'");
+    last = *t;
+    Command c;
+    c.t_ms = *t;
+    c.line = line_no;
+    std::vector<std::string> cmd(w.begin() + 1, w.end());
+    c.text = joinWords(cmd, 0);
+    TW_RETURN_IF_ERROR(p.parse(cmd, &c));
+    if (c.op == Op::kEnd) {
+      ended = true;
+      script.end_ms = c.t_ms;
+    }
+    script.commands.push_back(std::move(c));
+  }
+  if (!ended) {
+    return Status(Code::kInvalidArgument, "the script must end with an 'end' command",
+                  SourceLocation{file, std::max(line_no, 1), 0});
+  }
+  return script;
+}
+
+}  // namespace tw::sim

@@ -1,0 +1,95 @@
+// The scenario script: what happens to a simulated cluster, and when.
+//
+//   # comment (also after a command)
+//   0s      apply policy.yaml
+//   2s      vm web-1 crash
+//   1500ms  host h1 power off
+//   2m      end
+//
+// One command per line: a time (since the run's start: "0s", "1500ms", "1.5s",
+// "2m", "1h"; a multiple of the 10 ms step; never earlier than the line
+// before), then the command. The last command must be `end`. Commands:
+//
+//   apply FILE...                 policy files (relative to the scenario folder)
+//   host H power off|on           power loss / boot (a new agent starts)
+//   host H network off|on         the host's link to the controller and its peers
+//   host H fail-migrations N      the next N migrations from H fail
+//   agent H stop|start            the agent process only; VMs keep running
+//   vm V crash                    the domain dies wherever it runs
+//   vm V health fail|fail-always|ok   the VM's service: fails until the VM
+//                                 starts again | fails on every run | answers
+//   vm V fail-start N             the next N starts of V fail, wherever they happen
+//   controller restart|stop|start the controller process (SQLite file kept)
+//   drain H | undrain H | migrate V H | reset V | restart V   operator commands
+//   end                           stop the run here
+//
+// Parsing is pure (no files are read here): the names a script may mention
+// are handed in, and every problem is reported as "file:line: what".
+#pragma once
+
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tw/clock.h"
+#include "tw/status.h"
+
+namespace tw::sim {
+
+// Virtual time advances in steps of this many milliseconds.
+inline constexpr Millis kStepMs = 10;
+
+// "0s", "1500ms", "1.5s", "2m", "1h" -> milliseconds. The unit is required and
+// the value must come out as whole milliseconds. Errors: kInvalidArgument.
+Result<Millis> parseScriptTime(const std::string& text);
+
+enum class Op {
+  kApply,
+  kHostPower,           // arg: "on" | "off"
+  kHostNetwork,         // arg: "on" | "off"
+  kHostFailMigrations,  // count
+  kAgent,               // arg: "stop" | "start"
+  kVmCrash,
+  kVmHealth,     // arg: "ok" | "fail" | "fail-always"
+  kVmFailStart,  // count
+  kController,   // arg: "restart" | "stop" | "start"
+  kDrain,
+  kUndrain,
+  kMigrate,  // target vm, arg host
+  kReset,
+  kRestart,
+  kEnd,
+};
+
+struct Command {
+  Millis t_ms = 0;
+  int line = 0;  // 1-based line in the script file
+  Op op = Op::kEnd;
+  std::string target;              // host or vm name
+  std::string arg;                 // on/off, stop/start, health, destination host
+  int count = 0;                   // fail-migrations, fail-start
+  std::vector<std::string> files;  // apply
+  std::string text;                // the command as written (words joined by one space)
+};
+
+struct Script {
+  std::string file;               // as given, for messages
+  std::vector<Command> commands;  // file order; times never decrease; the last is kEnd
+  Millis end_ms = 0;
+};
+
+// What a script may name. A set that is not given is not checked.
+struct ScriptNames {
+  std::optional<std::set<std::string>> hosts;
+  std::optional<std::set<std::string>> vms;
+  std::optional<std::set<std::string>> files;  // files `apply` may name (relative paths)
+};
+
+// Errors: kInvalidArgument with where() = {file, line}: an unknown command or
+// wrong arguments, a bad time, times going backwards, an unknown name, a
+// command after `end`, no `end` at all.
+Result<Script> parseScript(const std::string& text, const std::string& file,
+                           const ScriptNames& names = {});
+
+}  // namespace tw::sim

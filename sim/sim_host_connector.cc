@@ -1,0 +1,59 @@
+#include "sim/sim_host_connector.h"
+
+namespace tw::sim {
+
+void SimHostConnector::setHosts(const std::vector<HostSpec>& hosts) {
+  watched_.clear();
+  for (const auto& h : hosts) watched_.insert(h.name);
+}
+
+bool SimHostConnector::libvirtAlive(const std::string& host) {
+  return watched_.count(host) != 0 && world_.libvirtAnswers(host);
+}
+
+void SimHostConnector::fenceByLibvirt(const std::string& host) {
+  FakeHypervisor* hv = world_.hypervisorOf(host);
+  if (!libvirtAlive(host) || hv == nullptr) {
+    results_.push_back({host, "libvirt", false, "libvirt not answering"});
+    return;
+  }
+  Result<std::vector<DomainStatus>> listed = hv->listManaged();
+  if (!listed) {
+    results_.push_back({host, "libvirt", false, listed.status().message()});
+    return;
+  }
+  int destroyed = 0;
+  for (const DomainStatus& d : *listed) {
+    if (!isActive(d.state)) continue;
+    Status st = hv->destroy(d.meta.vm);
+    if (!st.isOk()) {
+      results_.push_back({host, "libvirt", false, st.message()});
+      return;
+    }
+    ++destroyed;
+  }
+  results_.push_back(
+      {host, "libvirt", true, "destroyed " + std::to_string(destroyed) + " domains"});
+}
+
+void SimHostConnector::fenceByCommand(const std::string& host, const std::string& /*command*/,
+                                      Millis /*timeout_ms*/) {
+  if (world_.hypervisorOf(host) == nullptr) {
+    results_.push_back({host, "command", false, "no such host in the simulation"});
+    return;
+  }
+  if (world_.fenceCommandFails(host)) {
+    results_.push_back({host, "command", false, "command exited 1"});
+    return;
+  }
+  world_.powerOffByFence(host);
+  results_.push_back({host, "command", true, "command exited 0"});
+}
+
+std::vector<FenceResult> SimHostConnector::takeResults() {
+  std::vector<FenceResult> out;
+  out.swap(results_);
+  return out;
+}
+
+}  // namespace tw::sim

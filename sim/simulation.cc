@@ -1,0 +1,583 @@
+#include "sim/simulation.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+
+namespace tw::sim {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Probe failures of a VM whose service the scenario broke.
+Status brokenService(const std::string& vm) {
+  return unavailable("connection refused: the scenario broke the service of vm '" + vm + "'");
+}
+
+int64_t numberOr(const Json& j, const char* key, int64_t fallback) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer()) return fallback;
+  return j[key].get<int64_t>();
+}
+
+std::string textOr(const Json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_string()) return "";
+  return j[key].get<std::string>();
+}
+
+// The controller's incidents, in the simulator's shape:
+// {"subject", "kind", "opened_ms", "closed_ms" (null while open), "steps": [{"step", "t_ms"}]}.
+Json mapIncidents(const Json& src) {
+  Json out = Json::array();
+  if (!src.is_object() || !src.contains("incidents") || !src["incidents"].is_array()) return out;
+  for (const Json& inc : src["incidents"]) {
+    if (!inc.is_object()) continue;
+    Json steps = Json::array();
+    if (inc.contains("steps") && inc["steps"].is_array()) {
+      for (const Json& s : inc["steps"]) {
+        steps.push_back(Json{{"step", textOr(s, "step")}, {"t_ms", numberOr(s, "t_ms", 0)}});
+      }
+    }
+    int64_t closed = numberOr(inc, "closed_ms", 0);
+    const bool open =
+        inc.contains("open") && inc["open"].is_boolean() ? inc["open"].get<bool>() : closed <= 0;
+    out.push_back(Json{{"subject", textOr(inc, "subject")},
+                       {"kind", textOr(inc, "kind")},
+                       {"opened_ms", numberOr(inc, "opened_ms", 0)},
+                       {"closed_ms", open ? Json(nullptr) : Json(closed)},
+                       {"steps", steps}});
+  }
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+std::string formatEvent(const SimEvent& e) {
+  return std::to_string(e.t_ms) + " " + e.level + " " + e.component + " " + e.message;
+}
+
+Simulation::Simulation(const Scenario& scenario, EventSink sink)
+    : scenario_(scenario), sink_(std::move(sink)) {
+  for (const SimHostDef& def : scenario_.hosts) {
+    const std::string name = def.spec.name;
+    Host& h = hosts_[name];
+    h.def = def;
+    h.hv = std::make_unique<FakeHypervisor>(def.capacity);
+    h.agent_hv = std::make_unique<SimHypervisor>(*h.hv, fail_starts_);
+    h.link = std::make_unique<InProcessLink>([this] { return controller_.get(); },
+                                             [this, name] { return hosts_.at(name).network; });
+    // FakeHypervisor delivers events from inside the call that caused them:
+    // only record them here.
+    h.hv->subscribe([this, name](const DomainEvent& e) {
+      Host& host = hosts_.at(name);
+      host.touched = true;
+      if (e.kind == DomainEventKind::kStarted && e.detail != "migrated") ++run_serial_[e.vm];
+      if (host.agent) host.events.push_back(e);
+    });
+  }
+  rewirePeers();
+}
+
+Simulation::~Simulation() {
+  for (auto& [name, h] : hosts_) stopAgent(h);
+  stopController();
+  if (!temp_dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(temp_dir_, ec);
+  }
+}
+
+// ------------------------------------------------------------ the world ---
+
+bool Simulation::libvirtAnswers(const std::string& host) {
+  auto it = hosts_.find(host);
+  return it != hosts_.end() && it->second.powered && it->second.network;
+}
+
+FakeHypervisor* Simulation::hypervisorOf(const std::string& host) {
+  auto it = hosts_.find(host);
+  return it == hosts_.end() ? nullptr : it->second.hv.get();
+}
+
+bool Simulation::fenceCommandFails(const std::string& host) {
+  auto it = hosts_.find(host);
+  return it == hosts_.end() || it->second.def.fence_fails;
+}
+
+void Simulation::powerOffByFence(const std::string& host) {
+  auto it = hosts_.find(host);
+  if (it == hosts_.end() || !it->second.powered) return;
+  log("info", "host " + host + " powered off by its fence command");
+  powerOff(it->second);
+}
+
+void Simulation::powerOff(Host& h) {
+  h.hv->powerOff();
+  h.powered = false;
+  h.touched = true;
+  stopAgent(h);
+}
+
+void Simulation::rewirePeers() {
+  for (auto& [a_name, a] : hosts_) {
+    for (auto& [b_name, b] : hosts_) {
+      if (a_name == b_name) continue;
+      a.hv->connectPeer(simUri(b_name), a.network && b.network ? b.hv.get() : nullptr);
+    }
+  }
+}
+
+Status Simulation::startController() {
+  Result<std::unique_ptr<Store>> store = Store::open(db_path_);
+  if (!store) return store.status().withContext("opening " + db_path_);
+  store_ = std::move(store).value();
+  connector_ = std::make_unique<SimHostConnector>(static_cast<SimWorld&>(*this));
+  controller_ = std::make_unique<Controller>(*store_, clock_, connector_.get());
+  controller_->setEventListener([this](const EventRecord& e) {
+    ++events_;
+    sink_(SimEvent{e.t_ms, e.level, "controller", e.message});
+  });
+  controller_->setAssignmentListener([this](const std::string& host, int64_t /*version*/) {
+    auto it = hosts_.find(host);
+    if (it != hosts_.end()) it->second.push = true;
+  });
+  Status recovered = controller_->recover();
+  if (!recovered.isOk()) {
+    log("error", "the controller cannot recover: " + recovered.toString());
+    stopController();
+  }
+  return Status::ok();
+}
+
+void Simulation::stopController() {
+  controller_.reset();
+  connector_.reset();
+  store_.reset();
+}
+
+void Simulation::startAgent(Host& h) {
+  const std::string name = h.def.spec.name;
+  ++h.generation;
+  h.ports = std::make_unique<PortMap>(20000, 1000);
+  h.prober = std::make_unique<ScheduledHealthProber>(
+      clock_, *h.ports,
+      [this, name](const std::string& vm, const HealthCheckSpec& /*check*/, int /*host_port*/) {
+        return probe(name, vm);
+      });
+  Host* host = &h;
+  h.prober->setOnVerdictChange([host] { host->wake = true; });
+  AgentOptions options;
+  options.host = name;
+  options.agent_id = name + "-" + std::to_string(h.generation);
+  options.heartbeat_interval_ms = scenario_.settings.heartbeat_interval_ms;
+  options.initial_lease_ms = scenario_.settings.lease_ms;
+  h.events.clear();
+  h.agent =
+      std::make_unique<Agent>(options, *h.agent_hv, *h.link, clock_, h.prober.get(), h.ports.get());
+  Status started = h.agent->start();
+  if (!started.isOk()) {
+    log("warn", "agent " + options.agent_id + " cannot start: " + started.toString() +
+                    "; trying again in 1s");
+    stopAgent(h);
+    h.agent_retry_ms = clock_.nowMs() + 1000;
+    return;
+  }
+  h.push = true;  // its long poll fetches the current set at once
+  h.touched = true;
+}
+
+void Simulation::stopAgent(Host& h) {
+  h.agent.reset();
+  h.prober.reset();
+  h.ports.reset();
+  h.events.clear();
+  h.push = false;
+  h.wake = false;
+}
+
+void Simulation::ensureAgent(Host& h) {
+  if (!h.agent && h.powered && h.agent_enabled && clock_.nowMs() >= h.agent_retry_ms) {
+    startAgent(h);
+  }
+}
+
+Status Simulation::probe(const std::string& host, const std::string& vm) {
+  auto it = faults_.find(vm);
+  if (it == faults_.end()) return Status::ok();
+  const HealthFault& f = it->second;
+  if (f.always) return brokenService(vm);
+  auto serial = run_serial_.find(vm);
+  const int64_t now_serial = serial == run_serial_.end() ? 0 : serial->second;
+  if (f.host == host && f.run_serial == now_serial) return brokenService(vm);
+  return Status::ok();
+}
+
+// ------------------------------------------------------------- the loop ---
+
+Status Simulation::run() {
+  if (built_) return failedPrecondition("a Simulation runs once");
+  built_ = true;
+  std::error_code ec;
+  std::string pattern = (fs::temp_directory_path(ec) / "tierwarden-sim-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return unavailable("cannot create a temp dir for the controller's SQLite file");
+  }
+  temp_dir_ = pattern;
+  db_path_ = (fs::path(temp_dir_) / "controller.db").string();
+  clock_.set(0);
+  TW_RETURN_IF_ERROR(startController());
+  if (!controller_) return internalError("the controller did not start");
+
+  const std::vector<Command>& commands = scenario_.script.commands;
+  size_t next = 0;
+  for (Millis t = 0;; t += kStepMs) {
+    clock_.set(t);
+    bool end = false;
+    while (next < commands.size() && commands[next].t_ms == t) {
+      const Command& c = commands[next++];
+      if (c.op == Op::kEnd) {
+        log("info", "end");
+        end = true;
+      } else {
+        execute(c);
+      }
+    }
+    step(t);
+    if (end || next >= commands.size()) break;
+  }
+  return Status::ok();
+}
+
+void Simulation::step(Millis t) {
+  for (auto& [name, h] : hosts_) {
+    ensureAgent(h);
+    stepHost(h);
+  }
+  if (controller_ && t % kControllerTickMs == 0) controller_->runOnce();
+  for (int round = 0; round < kSettleRounds; ++round) {
+    bool any = false;
+    for (auto& [name, h] : hosts_) {
+      if (hasWork(h)) any |= stepHost(h);
+    }
+    if (!any) break;
+  }
+  countCopies();
+}
+
+bool Simulation::hasWork(const Host& h) const {
+  if (!h.agent) return false;
+  const Millis now = clock_.nowMs();
+  return !h.events.empty() || (h.push && h.network && controller_) || h.wake ||
+         h.agent->nextWakeMs() <= now || h.prober->nextDueMs() <= now;
+}
+
+bool Simulation::stepHost(Host& h) {
+  if (!h.agent) {
+    h.events.clear();
+    return false;
+  }
+  const Millis now = clock_.nowMs();
+  bool handed = false;
+  if (!h.events.empty()) {
+    std::vector<DomainEvent> events;
+    events.swap(h.events);
+    for (const DomainEvent& e : events) h.agent->onDomainEvent(e);
+    handed = true;
+  }
+  if (h.push && h.network && controller_) {
+    h.push = false;
+    AssignmentSet set = controller_->assignmentsFor(h.def.spec.name);
+    if (set.version > 0) {
+      h.agent->onAssignments(set);
+      handed = true;
+    }
+  }
+  if (h.prober->nextDueMs() <= now) h.prober->runDue();
+  if (!handed && !h.wake && h.agent->nextWakeMs() > now) return false;
+  h.wake = false;
+  h.agent->runOnce();
+  h.agent->runMigrations();
+  h.touched = true;
+  return true;
+}
+
+void Simulation::countCopies() {
+  // All losses first, then all gains: a VM that moved between two hosts in
+  // this step is never counted twice.
+  std::vector<std::pair<Host*, std::set<std::string>>> now_running;
+  for (auto& [name, h] : hosts_) {
+    if (!h.touched) continue;
+    h.touched = false;
+    std::set<std::string> running;
+    if (h.powered) {
+      Result<std::vector<DomainStatus>> listed = h.hv->listManaged();
+      if (listed) {
+        for (const DomainStatus& d : *listed) {
+          if (isActive(d.state)) running.insert(d.meta.vm);
+        }
+      }
+    }
+    for (const auto& vm : h.running) {
+      if (running.count(vm) == 0) --copies_[vm];
+    }
+    now_running.emplace_back(&h, std::move(running));
+  }
+  std::set<std::string> grew;
+  for (auto& [h, running] : now_running) {
+    for (const auto& vm : running) {
+      if (h->running.count(vm) == 0) {
+        ++copies_[vm];
+        grew.insert(vm);
+      }
+    }
+    h->running = std::move(running);
+  }
+  for (const auto& vm : grew) {
+    const int n = copies_[vm];
+    if (n > max_copies_) max_copies_ = n;
+    if (n >= 2) {
+      log("error", "vm '" + vm + "' runs on " + std::to_string(n) +
+                       " hosts at once: " + joined(hostsRunning(vm)));
+    }
+  }
+}
+
+std::vector<std::string> Simulation::hostsRunning(const std::string& vm) const {
+  std::vector<std::string> out;
+  for (const auto& [name, h] : hosts_) {
+    if (h.powered && h.hv->isRunning(vm)) out.push_back(name);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------- commands ---
+
+void Simulation::log(const std::string& level, const std::string& message) {
+  sink_(SimEvent{clock_.nowMs(), level, "sim", message});
+}
+
+void Simulation::logResult(const Command& c, const Status& s) {
+  if (s.isOk()) {
+    log("info", c.text + ": ok");
+  } else {
+    log("warn", c.text + ": " + codeName(s.code()) + ": " + s.toString());
+  }
+}
+
+void Simulation::execute(const Command& c) {
+  auto host = hosts_.find(c.target);
+  const bool is_host_command = c.op == Op::kHostPower || c.op == Op::kHostNetwork ||
+                               c.op == Op::kHostFailMigrations || c.op == Op::kAgent;
+  if (is_host_command && host == hosts_.end()) {
+    log("warn", c.text + ": no such host");  // parseScript checks names: not reached
+    return;
+  }
+  switch (c.op) {
+    case Op::kApply: {
+      if (!controller_) {
+        log("warn", c.text + ": the controller is down");
+        return;
+      }
+      std::vector<PolicyFile> files;
+      if (!hosts_applied_) files.push_back(scenario_.hosts_policy);
+      for (const auto& path : c.files) files.push_back(scenario_.files.at(path));
+      Result<ApplyResult> r = controller_->applyPolicy(files, /*dry_run=*/false);
+      if (!r) {
+        log("warn", c.text + ": refused: " + r.status().toString());
+        return;
+      }
+      hosts_applied_ = true;
+      log("info", c.text + ": " + (r->applied ? "applied" : "unchanged") + ", policy version " +
+                      std::to_string(r->version));
+      for (const auto& w : r->warnings) log("warn", c.text + ": " + w);
+      return;
+    }
+    case Op::kHostPower: {
+      Host& h = host->second;
+      if ((c.arg == "on") == h.powered) {
+        log("info", c.text + ": already " + c.arg);
+        return;
+      }
+      log("info", c.text);
+      if (c.arg == "off") {
+        powerOff(h);
+      } else {
+        h.hv->powerOn();
+        h.powered = true;
+        h.agent_enabled = true;  // the agent starts at boot
+        h.agent_retry_ms = 0;
+        h.touched = true;
+      }
+      return;
+    }
+    case Op::kHostNetwork: {
+      Host& h = host->second;
+      if ((c.arg == "on") == h.network) {
+        log("info", c.text + ": already " + c.arg);
+        return;
+      }
+      log("info", c.text);
+      h.network = c.arg == "on";
+      rewirePeers();
+      return;
+    }
+    case Op::kHostFailMigrations:
+      log("info", c.text);
+      host->second.hv->failMigrations(c.count);
+      return;
+    case Op::kAgent: {
+      Host& h = host->second;
+      if (c.arg == "stop") {
+        h.agent_enabled = false;
+        if (!h.agent) {
+          log("info", c.text + ": not running");
+          return;
+        }
+        log("info", c.text);
+        stopAgent(h);
+        return;
+      }
+      h.agent_enabled = true;
+      h.agent_retry_ms = 0;
+      if (!h.powered) {
+        log("warn", c.text + ": the host is powered off");
+      } else if (h.agent) {
+        log("info", c.text + ": already running");
+      } else {
+        log("info", c.text);
+        startAgent(h);
+      }
+      return;
+    }
+    case Op::kVmCrash: {
+      std::vector<std::string> where = hostsRunning(c.target);
+      if (where.empty()) {
+        log("warn", c.text + ": not running anywhere");
+        return;
+      }
+      log("info", c.text + " (on " + joined(where) + ")");
+      for (const auto& name : where) hosts_.at(name).hv->crash(c.target);
+      return;
+    }
+    case Op::kVmHealth: {
+      std::string note;
+      if (controller_) {
+        const VmRecord* vm = controller_->vm(c.target);
+        const TierSpec* tier = vm ? controller_->policy().findTier(vm->tier) : nullptr;
+        if (tier && tier->health.kind == HealthKind::kNone) {
+          note = " (tier '" + tier->name + "' has no health check: no effect)";
+        }
+      }
+      if (c.arg == "ok") {
+        faults_.erase(c.target);
+      } else if (c.arg == "fail-always") {
+        faults_[c.target] = HealthFault{true, "", 0};
+      } else {
+        std::vector<std::string> where = hostsRunning(c.target);
+        if (where.empty()) {
+          log("warn", c.text + ": not running anywhere: no effect");
+          return;
+        }
+        faults_[c.target] = HealthFault{false, where.front(), run_serial_[c.target]};
+        note += " (its run on " + where.front() + ")";
+      }
+      log("info", c.text + note);
+      return;
+    }
+    case Op::kVmFailStart:
+      log("info", c.text);
+      fail_starts_[c.target] = c.count;
+      return;
+    case Op::kController:
+      if (c.arg == "stop" || c.arg == "restart") {
+        if (!controller_ && c.arg == "stop") {
+          log("info", c.text + ": already down");
+          return;
+        }
+        stopController();
+      } else if (controller_) {
+        log("info", c.text + ": already up");
+        return;
+      }
+      log("info", c.text);
+      if (c.arg != "stop") {
+        Status s = startController();
+        if (!s.isOk()) log("error", c.text + ": " + s.toString());
+      }
+      return;
+    case Op::kDrain:
+    case Op::kUndrain:
+    case Op::kMigrate:
+    case Op::kReset:
+    case Op::kRestart: {
+      if (!controller_) {
+        logResult(c, unavailable("the controller is down"));
+        return;
+      }
+      Status s;
+      if (c.op == Op::kDrain) s = controller_->drainHost(c.target);
+      if (c.op == Op::kUndrain) s = controller_->undrainHost(c.target);
+      if (c.op == Op::kMigrate) s = controller_->migrateVm(c.target, c.arg);
+      if (c.op == Op::kReset) s = controller_->resetVm(c.target);
+      if (c.op == Op::kRestart) s = controller_->restartVm(c.target);
+      logResult(c, s);
+      return;
+    }
+    case Op::kEnd:
+      return;
+  }
+}
+
+// ---------------------------------------------------------------- state ---
+
+Json Simulation::stateJson() {
+  // A controller that is down at the end: read what a restarted one would see.
+  std::unique_ptr<Store> temp_store;
+  std::unique_ptr<Controller> temp_controller;
+  Controller* c = controller_.get();
+  if (c == nullptr && !db_path_.empty()) {
+    Result<std::unique_ptr<Store>> store = Store::open(db_path_);
+    if (store) {
+      temp_store = std::move(store).value();
+      temp_controller = std::make_unique<Controller>(*temp_store, clock_);
+      if (temp_controller->recover().isOk()) c = temp_controller.get();
+    }
+  }
+  Json hosts = Json::array();
+  for (const auto& [name, h] : hosts_) {
+    const HostRecord* rec = c ? c->host(name) : nullptr;
+    hosts.push_back(Json{{"name", name},
+                         {"state", rec ? toString(rec->state) : "unknown"},
+                         {"power", h.powered ? "on" : "off"},
+                         {"network", h.network ? "on" : "off"},
+                         {"agent", h.agent ? "running" : "stopped"}});
+  }
+  Json vms = Json::array();
+  if (c != nullptr) {
+    for (const VmRecord& vm : c->vms()) {
+      vms.push_back(Json{{"name", vm.name},
+                         {"tier", vm.tier},
+                         {"host", vm.host},
+                         {"state", toString(vm.state)},
+                         {"health", toString(vm.health)},
+                         {"healthy", vm.health == Health::kHealthy},
+                         {"restarts", vm.restarts},
+                         {"relocations", vm.relocations},
+                         {"running_on", hostsRunning(vm.name)}});
+    }
+  }
+  return Json{{"time_ms", clock_.nowMs()},
+              {"hosts", hosts},
+              {"vms", vms},
+              {"max_running_copies", max_copies_},
+              {"incidents", c ? mapIncidents(c->incidentsJson()) : Json::array()},
+              {"events", events_}};
+}
+
+}  // namespace tw::sim

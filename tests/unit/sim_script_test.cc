@@ -1,0 +1,136 @@
+// The scenario script parser (sim/script.h): times, comments, commands, and
+// errors that name file:line.
+#include <gtest/gtest.h>
+
+#include "sim/script.h"
+
+namespace tw::sim {
+namespace {
+
+ScriptNames names() {
+  ScriptNames n;
+  n.hosts = std::set<std::string>{"h1", "h2"};
+  n.vms = std::set<std::string>{"web-1", "db-1"};
+  n.files = std::set<std::string>{"policy.yaml", "v2/policy.yaml"};
+  return n;
+}
+
+// The error text of a script that must be refused.
+std::string errorOf(const std::string& text) {
+  Result<Script> s = parseScript(text, "sc/script", names());
+  EXPECT_FALSE(s.isOk()) << "accepted:\n" << text;
+  return s.isOk() ? "" : s.status().toString();
+}
+
+// Pins the units and forms a time may take.
+TEST(SimScriptTest, ParsesTimes) {
+  EXPECT_EQ(parseScriptTime("0s").value(), 0);
+  EXPECT_EQ(parseScriptTime("1500ms").value(), 1500);
+  EXPECT_EQ(parseScriptTime("2m").value(), 120000);
+  EXPECT_EQ(parseScriptTime("1.5s").value(), 1500);
+  EXPECT_EQ(parseScriptTime("1h").value(), 3600000);
+  EXPECT_EQ(parseScriptTime("0.25m").value(), 15000);
+}
+
+// Pins what a time may not be: no unit, unknown unit, fractions of a ms, junk.
+TEST(SimScriptTest, RefusesBadTimes) {
+  EXPECT_FALSE(parseScriptTime("10").isOk());
+  EXPECT_FALSE(parseScriptTime("10d").isOk());
+  EXPECT_FALSE(parseScriptTime("1.5ms").isOk());
+  EXPECT_FALSE(parseScriptTime("s").isOk());
+  EXPECT_FALSE(parseScriptTime("-1s").isOk());
+  EXPECT_FALSE(parseScriptTime(".s").isOk());
+}
+
+// Pins that comments and blank lines are skipped, commands keep file order and
+// line numbers, and `end` sets the end time.
+TEST(SimScriptTest, ParsesCommandsAndComments) {
+  Result<Script> s = parseScript(
+      "# a scenario\n"
+      "\n"
+      "0s     apply policy.yaml   # hosts and tiers\n"
+      "1500ms vm web-1 crash\n"
+      "2s     host h1 power off\n"
+      "2s     vm db-1 health fail-always\n"
+      "1m     migrate web-1 h2\n"
+      "2m     end\n",
+      "sc/script", names());
+  ASSERT_TRUE(s.isOk()) << s.status().toString();
+  ASSERT_EQ(s->commands.size(), 6u);
+  EXPECT_EQ(s->commands[0].op, Op::kApply);
+  EXPECT_EQ(s->commands[0].files, std::vector<std::string>{"policy.yaml"});
+  EXPECT_EQ(s->commands[0].line, 3);
+  EXPECT_EQ(s->commands[0].text, "apply policy.yaml");
+  EXPECT_EQ(s->commands[1].t_ms, 1500);
+  EXPECT_EQ(s->commands[1].op, Op::kVmCrash);
+  EXPECT_EQ(s->commands[1].target, "web-1");
+  EXPECT_EQ(s->commands[2].op, Op::kHostPower);
+  EXPECT_EQ(s->commands[2].arg, "off");
+  EXPECT_EQ(s->commands[3].arg, "fail-always");
+  EXPECT_EQ(s->commands[4].op, Op::kMigrate);
+  EXPECT_EQ(s->commands[4].arg, "h2");
+  EXPECT_EQ(s->commands[5].op, Op::kEnd);
+  EXPECT_EQ(s->end_ms, 120000);
+}
+
+// Pins that every command form parses (counts included).
+TEST(SimScriptTest, ParsesEveryCommand) {
+  Result<Script> s = parseScript(
+      "0s apply policy.yaml v2/policy.yaml\n"
+      "0s host h1 network off\n"
+      "0s host h2 fail-migrations 2\n"
+      "0s agent h1 stop\n"
+      "0s vm web-1 fail-start 3\n"
+      "0s controller restart\n"
+      "0s drain h1\n"
+      "0s undrain h1\n"
+      "0s reset web-1\n"
+      "0s restart db-1\n"
+      "0s end\n",
+      "sc/script", names());
+  ASSERT_TRUE(s.isOk()) << s.status().toString();
+  ASSERT_EQ(s->commands.size(), 11u);
+  EXPECT_EQ(s->commands[0].files.size(), 2u);
+  EXPECT_EQ(s->commands[1].op, Op::kHostNetwork);
+  EXPECT_EQ(s->commands[2].count, 2);
+  EXPECT_EQ(s->commands[3].op, Op::kAgent);
+  EXPECT_EQ(s->commands[4].count, 3);
+  EXPECT_EQ(s->commands[5].op, Op::kController);
+  EXPECT_EQ(s->commands[9].op, Op::kRestart);
+}
+
+// Pins the errors of malformed scripts, each with file:line.
+TEST(SimScriptTest, RefusesMalformedScriptsWithFileAndLine) {
+  EXPECT_EQ(errorOf("0s apply policy.yaml\n1s explode h1\n2s end\n"),
+            "sc/script:2: unknown command 'explode' (expected apply, host, agent, vm, "
+            "controller, drain, undrain, migrate, reset, restart or end)");
+  EXPECT_EQ(errorOf("0s apply policy.yaml\nsoon vm web-1 crash\n1s end\n"),
+            "sc/script:2: expected a time like 0s, 1500ms, 1.5s or 2m, got 'soon'");
+  EXPECT_EQ(errorOf("5s apply policy.yaml\n# c\n2s vm web-1 crash\n9s end\n"),
+            "sc/script:3: time '2s' is earlier than the line before (5000 ms)");
+  EXPECT_EQ(errorOf("0s apply policy.yaml\n1s host h9 power off\n2s end\n"),
+            "sc/script:2: unknown host 'h9' (declared: h1, h2)");
+  EXPECT_EQ(errorOf("0s vm web-7 crash\n2s end\n"),
+            "sc/script:1: unknown vm 'web-7' (the applied policies declare: db-1, web-1)");
+  EXPECT_EQ(errorOf("0s apply nope.yaml\n2s end\n"),
+            "sc/script:1: no file 'nope.yaml' in the scenario folder");
+  EXPECT_EQ(errorOf("0s apply policy.yaml\n1s host h1 power maybe\n2s end\n"),
+            "sc/script:2: expected 'host H power on|off', got 'maybe'");
+  EXPECT_EQ(errorOf("0s vm web-1 fail-start many\n2s end\n"),
+            "sc/script:1: expected a count for 'vm V fail-start N', got 'many'");
+  EXPECT_EQ(errorOf("15ms apply policy.yaml\n2s end\n"),
+            "sc/script:1: time '15ms' is not a multiple of the 10 ms step");
+  EXPECT_EQ(errorOf("0s end\n1s vm web-1 crash\n"), "sc/script:2: command after 'end'");
+  EXPECT_EQ(errorOf("0s apply policy.yaml\n\n1s vm web-1 crash\n"),
+            "sc/script:3: the script must end with an 'end' command");
+  EXPECT_EQ(errorOf("3s\n4s end\n"), "sc/script:1: expected a command after the time '3s'");
+}
+
+// Pins that names are not checked when the caller gives no list.
+TEST(SimScriptTest, ChecksNamesOnlyWhenGiven) {
+  Result<Script> s = parseScript("0s vm any-1 crash\n1s host any power on\n2s end\n", "s");
+  EXPECT_TRUE(s.isOk()) << s.status().toString();
+}
+
+}  // namespace
+}  // namespace tw::sim

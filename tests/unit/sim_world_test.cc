@@ -1,0 +1,265 @@
+// The simulator's pieces around the real controller and agents: the hosts
+// file it generates, cluster-wide start failures, the host connector, the
+// in-process link, and a whole run being deterministic.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "sim/in_process_link.h"
+#include "sim/scenario.h"
+#include "sim/sim_host_connector.h"
+#include "sim/sim_hypervisor.h"
+#include "sim/simulation.h"
+#include "tw/policy.h"
+
+namespace tw::sim {
+namespace {
+
+const char* kCluster = R"(
+cluster:
+  lease: 6s
+hosts:
+  - name: h1
+    capacity: { cpus: 4, memory: 4GiB }
+  - name: h2
+    fence: command
+    fence_command: fail
+  - name: h3
+    role: spare
+    fence: command
+    fence_command: ipmitool power off
+  - name: h4
+    uri: sim://h4
+    fence: none
+)";
+
+// Pins how cluster.yaml becomes sim-hosts.yaml: uri filled in, fence libvirt
+// by default, fence commands replaced (and `fail` remembered), capacity kept
+// as the simulated hardware only, non-default settings carried over.
+TEST(SimWorldTest, GeneratesTheHostsPolicy) {
+  Scenario s;
+  Status st = loadHosts(kCluster, "cluster.yaml", &s);
+  ASSERT_TRUE(st.isOk()) << st.toString();
+  ASSERT_EQ(s.hosts.size(), 4u);
+  EXPECT_EQ(s.settings.lease_ms, 6000);
+  EXPECT_EQ(s.hosts[0].capacity.cpus, 4);
+  EXPECT_EQ(s.hosts[0].capacity.memory_mib, 4096);
+  EXPECT_EQ(s.hosts[1].capacity.cpus, 8);  // the FakeHypervisor default
+  EXPECT_FALSE(s.hosts[0].fence_fails);
+  EXPECT_TRUE(s.hosts[1].fence_fails);
+  EXPECT_FALSE(s.hosts[2].fence_fails);
+
+  Result<Policy> p = parsePolicy({s.hosts_policy});
+  ASSERT_TRUE(p.isOk()) << p.status().toString() << "\n" << s.hosts_policy.content;
+  EXPECT_EQ(s.hosts_policy.name, "sim-hosts.yaml");
+  EXPECT_EQ(p->settings.lease_ms, 6000);
+  EXPECT_EQ(p->hosts[0].uri, "sim://h1");
+  EXPECT_EQ(p->hosts[0].fence, FenceMethod::kLibvirt);
+  EXPECT_EQ(p->hosts[0].cpus, 0);  // no capacity override
+  EXPECT_EQ(p->hosts[1].fence, FenceMethod::kCommand);
+  EXPECT_EQ(p->hosts[1].fence_command, "sim-fence h2");
+  EXPECT_EQ(p->hosts[2].role, HostRole::kSpare);
+  EXPECT_EQ(p->hosts[3].fence, FenceMethod::kNone);
+}
+
+// Pins what a hosts file may not hold: tiers, a foreign uri, no hosts.
+TEST(SimWorldTest, RefusesBadHostsFiles) {
+  Scenario s;
+  EXPECT_NE(loadHosts("hosts:\n  - name: h1\n    uri: qemu:///system\n", "c.yaml", &s)
+                .toString()
+                .find("c.yaml:2:5: host 'h1' has uri 'qemu:///system'"),
+            std::string::npos);
+  EXPECT_NE(loadHosts("hosts:\n  - name: h1\ntiers:\n  - name: web\n    image: x\n", "c.yaml", &s)
+                .toString()
+                .find("declares tier 'web'"),
+            std::string::npos);
+  EXPECT_EQ(loadHosts("cluster:\n  lease: 9s\n", "c.yaml", &s).toString(),
+            "c.yaml:1: declares no hosts");
+}
+
+// Pins that `vm V fail-start N` counts N failures over all hosts together,
+// and fails only starts that would have happened.
+TEST(SimWorldTest, StartFailuresAreCountedClusterWide) {
+  FakeHypervisor a, b;
+  std::map<std::string, int> fail_starts{{"web-1", 2}};
+  SimHypervisor ha(a, fail_starts), hb(b, fail_starts);
+  DomainSpec spec;
+  spec.meta.vm = "web-1";
+  spec.meta.epoch = 1;
+  ASSERT_TRUE(ha.define(spec).isOk());
+  ASSERT_TRUE(hb.define(spec).isOk());
+  EXPECT_EQ(ha.start("web-1").code(), Code::kInternal);
+  EXPECT_EQ(hb.start("web-1").code(), Code::kInternal);
+  EXPECT_TRUE(ha.start("web-1").isOk());
+  EXPECT_TRUE(a.isRunning("web-1"));
+  EXPECT_EQ(fail_starts["web-1"], 0);
+  // Not defined: FakeHypervisor's own answer, no failure consumed.
+  fail_starts["db-1"] = 1;
+  EXPECT_EQ(ha.start("db-1").code(), Code::kNotFound);
+  EXPECT_EQ(fail_starts["db-1"], 1);
+}
+
+class FakeWorld : public SimWorld {
+ public:
+  bool libvirtAnswers(const std::string& host) override { return alive.count(host) != 0; }
+  FakeHypervisor* hypervisorOf(const std::string& host) override {
+    return host == "h1" ? &hv : nullptr;
+  }
+  bool fenceCommandFails(const std::string&) override { return fence_fails; }
+  void powerOffByFence(const std::string& host) override { powered_off.push_back(host); }
+
+  FakeHypervisor hv;
+  std::set<std::string> alive;
+  bool fence_fails = false;
+  std::vector<std::string> powered_off;
+};
+
+// Pins the connector: liveness only for watched, answering hosts; a libvirt
+// fence destroys every running managed domain; a fence command powers the
+// host off or fails as the scenario says; results come with takeResults().
+TEST(SimWorldTest, HostConnectorFencesAsTheScenarioSays) {
+  FakeWorld world;
+  SimHostConnector c(world);
+  world.alive = {"h1"};
+  EXPECT_FALSE(c.libvirtAlive("h1"));  // not watched yet
+  HostSpec h1;
+  h1.name = "h1";
+  c.setHosts({h1});
+  EXPECT_TRUE(c.libvirtAlive("h1"));
+  for (const char* vm : {"a-1", "b-1"}) {
+    DomainSpec spec;
+    spec.meta.vm = vm;
+    ASSERT_TRUE(world.hv.define(spec).isOk());
+    ASSERT_TRUE(world.hv.start(vm).isOk());
+  }
+  c.fenceByLibvirt("h1");
+  EXPECT_EQ(world.hv.runningCount(), 0);
+  world.alive.clear();
+  c.fenceByLibvirt("h1");
+  world.fence_fails = true;
+  c.fenceByCommand("h1", "sim-fence h1", 5000);
+  world.fence_fails = false;
+  c.fenceByCommand("h1", "sim-fence h1", 5000);
+  std::vector<FenceResult> r = c.takeResults();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_TRUE(r[0].confirmed);
+  EXPECT_EQ(r[0].detail, "destroyed 2 domains");
+  EXPECT_FALSE(r[1].confirmed);
+  EXPECT_EQ(r[1].detail, "libvirt not answering");
+  EXPECT_FALSE(r[2].confirmed);
+  EXPECT_EQ(r[2].detail, "command exited 1");
+  EXPECT_TRUE(r[3].confirmed);
+  EXPECT_EQ(r[3].method, "command");
+  EXPECT_EQ(world.powered_off, std::vector<std::string>{"h1"});
+  EXPECT_TRUE(c.takeResults().empty());
+}
+
+// Pins that the in-process link fails as a network does: cut off, or no
+// controller, is kUnavailable "network unreachable".
+TEST(SimWorldTest, InProcessLinkIsUnreachableWhenCutOff) {
+  bool connected = false;
+  InProcessLink link([] { return static_cast<Controller*>(nullptr); }, [&] { return connected; });
+  Heartbeat hb;
+  hb.host = "h1";
+  Result<AssignmentSet> r = link.heartbeat(hb);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable);
+  EXPECT_EQ(r.status().message(), "network unreachable");
+  connected = true;  // connected, but the controller is down
+  EXPECT_EQ(link.sendEvent(AgentEvent{}).code(), Code::kUnavailable);
+}
+
+Scenario crashScenario() {
+  Scenario s;
+  EXPECT_TRUE(loadHosts("hosts:\n  - name: h1\n  - name: h2\n", "cluster.yaml", &s).isOk());
+  s.files["policy.yaml"] =
+      PolicyFile{"policy.yaml", "tiers:\n  - name: web\n    image: tiny\n    replicas: 2\n"};
+  Result<Script> script =
+      parseScript("0s apply policy.yaml\n3s vm web-1 crash\n6s end\n", "script");
+  EXPECT_TRUE(script.isOk()) << script.status().toString();
+  if (script.isOk()) s.script = *script;
+  return s;
+}
+
+std::vector<std::string> runLog(const Scenario& s, Json* state) {
+  std::vector<std::string> lines;
+  Simulation sim(s, [&](const SimEvent& e) { lines.push_back(formatEvent(e)); });
+  Status st = sim.run();
+  EXPECT_TRUE(st.isOk()) << st.toString();
+  *state = sim.stateJson();
+  return lines;
+}
+
+// Pins that a run is deterministic (same scenario, same log), that script
+// commands appear in the log at their virtual time, and that the ground
+// truth sees each VM run once.
+TEST(SimWorldTest, RunsAreDeterministic) {
+  Scenario s = crashScenario();
+  Json first_state, second_state;
+  std::vector<std::string> first = runLog(s, &first_state);
+  std::vector<std::string> second = runLog(s, &second_state);
+  EXPECT_EQ(first, second);
+  EXPECT_NE(std::find(first.begin(), first.end(), "3000 info sim vm web-1 crash (on h1)"),
+            first.end());
+  EXPECT_EQ(first.back(), "6000 info sim end");
+  EXPECT_EQ(first_state["time_ms"], 6000);
+  EXPECT_EQ(first_state["max_running_copies"], 1);
+  ASSERT_EQ(first_state["vms"].size(), 2u);
+  EXPECT_EQ(first_state["vms"][0]["running_on"], Json::array({"h1"}));
+}
+
+// A scenario folder in a temp dir, removed at the end.
+class ScenarioDir {
+ public:
+  ScenarioDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "sim-world-test-XXXXXX").string();
+    EXPECT_NE(mkdtemp(pattern.data()), nullptr);
+    path_ = pattern;
+  }
+  ~ScenarioDir() { std::filesystem::remove_all(path_); }
+  void write(const std::string& name, const std::string& text) {
+    std::filesystem::create_directories((std::filesystem::path(path_) / name).parent_path());
+    std::ofstream(std::filesystem::path(path_) / name) << text;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Pins what loadScenario reads and refuses: VM names come from the policies
+// the script applies (merged as the controller merges them), files are read
+// relative to the folder, and every error names file:line.
+TEST(SimWorldTest, LoadsScenarioFoldersAndRefusesBadOnes) {
+  ScenarioDir dir;
+  dir.write("cluster.yaml", "hosts:\n  - name: h1\n  - name: h2\n");
+  dir.write("policy.yaml", "tiers:\n  - name: web\n    image: x\n");
+  dir.write("v2/policy.yaml", "tiers:\n  - name: web\n    image: x\n    replicas: 2\n");
+  dir.write("script", "0s apply policy.yaml\n5s apply v2/policy.yaml\n6s vm web-2 crash\n9s end\n");
+  dir.write("assert", "vm web-2 state running\n");
+  Result<Scenario> s = loadScenario(dir.path());
+  ASSERT_TRUE(s.isOk()) << s.status().toString();
+  EXPECT_EQ(s->hosts.size(), 2u);
+  EXPECT_EQ(s->files.at("v2/policy.yaml").name, "policy.yaml");
+  EXPECT_EQ(s->script.commands.size(), 4u);
+  EXPECT_EQ(s->asserts.size(), 1u);
+  EXPECT_EQ(vmNamesOf(*s), (std::set<std::string>{"web-1", "web-2"}));
+
+  dir.write("script", "0s apply policy.yaml\n6s vm web-2 crash\n9s end\n");
+  EXPECT_EQ(loadScenario(dir.path()).status().toString(),
+            dir.path() + "/script:2: unknown vm 'web-2' (the applied policies declare: web-1)");
+  dir.write("script", "0s apply policy.yaml nope.yaml\n9s end\n");
+  EXPECT_EQ(loadScenario(dir.path()).status().toString(),
+            dir.path() + "/script:1: no file 'nope.yaml' in the scenario folder");
+  dir.write("script", "0s apply policy.yaml\n9s end\n");
+  dir.write("assert", "vm web-2 state running\n");
+  EXPECT_EQ(loadScenario(dir.path()).status().toString(),
+            dir.path() + "/assert:1: unknown vm 'web-2'");
+  EXPECT_EQ(loadScenario(dir.path() + "/none").status().code(), Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace tw::sim
