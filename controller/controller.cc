@@ -342,9 +342,11 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   result.n_plus_one = checkNPlusOne(input, placed);
   hosts_ = saved_hosts;
 
-  std::vector<std::string> waiting_for;  // hosts whose capacity is unknown
+  std::vector<std::string> waiting_for;  // hosts that have not reported yet
   for (const auto& h : input.hosts) {
-    if (!h.capacity_known) waiting_for.push_back(h.name);
+    auto rt = hosts_.find(h.name);
+    bool never_reported = rt == hosts_.end() || rt->second.rec.state == HostState::kUnknown;
+    if (!h.capacity_known || never_reported) waiting_for.push_back(h.name);
   }
   std::vector<std::string> unplaced;
   for (const auto& p : placed.vms) {
@@ -359,7 +361,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
     std::string hosts;
     for (const auto& h : waiting_for) hosts += (hosts.empty() ? "'" : ", '") + h + "'";
     result.warnings.push_back(std::to_string(unplaced.size()) +
-                              " VMs wait for hosts that have not reported capacity yet (" +
+                              " VMs wait for hosts that have not reported yet (" +
                               hosts + ")");
   }
   if (!result.n_plus_one.safe) {

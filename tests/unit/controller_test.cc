@@ -124,7 +124,7 @@ TEST_F(ControllerTest, ApplyBeforeAgentsReportWaitsThenPlaces) {
   EXPECT_TRUE(r->applied);
   EXPECT_EQ(r->version, 2);
   ASSERT_FALSE(r->warnings.empty());
-  EXPECT_NE(r->warnings[0].find("have not reported capacity"), std::string::npos);
+  EXPECT_NE(r->warnings[0].find("have not reported yet"), std::string::npos);
   for (const auto& v : controller_->vms()) EXPECT_EQ(v.state, VmState::kPending) << v.name;
   settle();
   for (const auto& v : controller_->vms()) {
@@ -132,6 +132,22 @@ TEST_F(ControllerTest, ApplyBeforeAgentsReportWaitsThenPlaces) {
     EXPECT_FALSE(v.host.empty());
   }
   EXPECT_EQ(controller_->vms().size(), 5u);
+}
+
+// Pins: hosts with a capacity override that have not reported yet do not
+// make the first apply fail: the VMs wait for them (found by the simulator).
+TEST_F(ControllerTest, CapacityOverrideHostsNotYetReportedDoNotRefuse) {
+  ASSERT_TRUE(apply(R"(
+hosts:
+  - { name: h1, uri: "test:///default", capacity: { cpus: 4, memory: 4GiB } }
+  - { name: h2, uri: "test:///default", capacity: { cpus: 4, memory: 4GiB } }
+)", false, "hosts.yaml").isOk());
+  auto r = apply("tiers:\n  - { name: web, image: tiny-web, replicas: 2 }\n");
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_TRUE(r->applied);
+  beatAll();
+  settle();
+  EXPECT_EQ(controller_->vm("web-1")->state, VmState::kRunning);
 }
 
 // Pins: replicas of one tier land on distinct hosts, active hosts before the spare.
