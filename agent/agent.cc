@@ -333,9 +333,14 @@ bool Agent::confirmedByController(const std::string& vm) const {
 }
 
 bool Agent::removeDomain(const DomainStatus& d, const std::string& why) {
+  tracks_.erase(d.meta.vm);  // ours to stop: a stop event for it is no crash
+  prober_.forget(d.meta.vm);
+  return destroyAndUndefine(d, why, "info", /*announce_undefine=*/true);
+}
+
+bool Agent::destroyAndUndefine(const DomainStatus& d, const std::string& why,
+                               const std::string& destroy_level, bool announce_undefine) {
   const std::string& vm = d.meta.vm;
-  tracks_.erase(vm);  // ours to stop: a stop event for it is no crash
-  prober_.forget(vm);
   if (isActive(d.state)) {
     Status st = hv_.destroy(vm);
     if (!st.isOk()) {
@@ -343,7 +348,7 @@ bool Agent::removeDomain(const DomainStatus& d, const std::string& why) {
           vm, fmt::format("destroying {} failed: {}", vmId(vm, d.meta.epoch), st.toString()));
       return false;
     }
-    emit("info", "vm.destroyed", vm, d.meta.epoch,
+    emit(destroy_level, "vm.destroyed", vm, d.meta.epoch,
          fmt::format("destroyed {}: {}", vmId(vm, d.meta.epoch), why));
   }
   Status st = hv_.undefine(vm);
@@ -353,8 +358,12 @@ bool Agent::removeDomain(const DomainStatus& d, const std::string& why) {
     return true;
   }
   clearFailure(vm);
-  emit("info", "vm.undefined", vm, d.meta.epoch,
-       fmt::format("undefined {}: {}", vmId(vm, d.meta.epoch), why));
+  if (announce_undefine) {
+    emit("info", "vm.undefined", vm, d.meta.epoch,
+         fmt::format("undefined {}: {}", vmId(vm, d.meta.epoch), why));
+  } else {
+    log::info("undefined the leftover of {}: {}", vmId(vm, d.meta.epoch), why);
+  }
   return true;
 }
 
@@ -522,27 +531,8 @@ bool Agent::convergeIncoming(const Assignment& a, VmTrack& t, Millis now) {
   if (d.meta.epoch < a.epoch) {
     t.expect_running = false;
     prober_.forget(a.vm);
-    const std::string why = fmt::format("stale, epoch {} arrives by migration", a.epoch);
-    if (isActive(d.state)) {
-      Status st = hv_.destroy(a.vm);
-      if (!st.isOk()) {
-        logFailureOnce(
-            a.vm, fmt::format("destroying {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
-        return false;
-      }
-      emit("info", "vm.destroyed", a.vm, d.meta.epoch,
-           fmt::format("destroyed {}: {}", vmId(a.vm, d.meta.epoch), why));
-    }
-    Status st = hv_.undefine(a.vm);
-    if (!st.isOk()) {
-      logFailureOnce(
-          a.vm, fmt::format("undefining {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
-      return true;
-    }
-    clearFailure(a.vm);
-    emit("info", "vm.undefined", a.vm, d.meta.epoch,
-         fmt::format("undefined {}: {}", vmId(a.vm, d.meta.epoch), why));
-    return true;
+    return destroyAndUndefine(d, fmt::format("stale, epoch {} arrives by migration", a.epoch),
+                              "info", /*announce_undefine=*/true);
   }
   // Its epoch (a newer one was removed by converge()).
   if (isActive(d.state) && !t.expect_running) {
@@ -562,27 +552,8 @@ bool Agent::convergeIncoming(const Assignment& a, VmTrack& t, Millis now) {
 bool Agent::convergeMigratedAway(const Assignment& a) {
   auto it = view_.find(a.vm);
   if (it == view_.end()) return false;
-  const DomainStatus& d = it->second;
-  const std::string why = "it left this host by migration";
-  if (isActive(d.state)) {
-    Status st = hv_.destroy(a.vm);
-    if (!st.isOk()) {
-      logFailureOnce(
-          a.vm, fmt::format("destroying {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
-      return false;
-    }
-    emit("warn", "vm.destroyed", a.vm, d.meta.epoch,
-         fmt::format("destroyed {}: {}", vmId(a.vm, d.meta.epoch), why));
-  }
-  Status st = hv_.undefine(a.vm);
-  if (!st.isOk()) {
-    logFailureOnce(
-        a.vm, fmt::format("undefining {} failed: {}", vmId(a.vm, d.meta.epoch), st.toString()));
-    return true;
-  }
-  clearFailure(a.vm);
-  log::info("undefined the leftover of {}: {}", vmId(a.vm, d.meta.epoch), why);
-  return true;
+  return destroyAndUndefine(it->second, "it left this host by migration", "warn",
+                            /*announce_undefine=*/false);
 }
 
 void Agent::requestMigration(const Assignment& a, VmTrack& t) {

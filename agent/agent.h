@@ -212,6 +212,12 @@ class Agent {
   bool convergeOne(const Assignment& a, Millis now);
   bool convergeIncoming(const Assignment& a, VmTrack& t, Millis now);
   bool convergeMigratedAway(const Assignment& a);
+  // Destroys (if active) and undefines a domain, reporting vm.destroyed at
+  // destroy_level and the undefine as an event or only in the log. Returns
+  // whether anything changed; a failed destroy changes nothing. Leaves the
+  // VM's track alone (removeDomain() also drops it).
+  bool destroyAndUndefine(const DomainStatus& d, const std::string& why,
+                          const std::string& destroy_level, bool announce_undefine);
   bool restartOrExhaust(const Assignment& a, VmTrack& t, bool present, Millis now);
   bool rebootIfUnhealthy(const Assignment& a, VmTrack& t, const DomainStatus& d, Millis now);
   void requestMigration(const Assignment& a, VmTrack& t);
