@@ -24,6 +24,7 @@ int httpStatusOf(Code code) {
     case Code::kAlreadyExists:
     case Code::kFailedPrecondition: return 409;
     case Code::kUnavailable: return 503;
+    case Code::kUnimplemented: return 501;
     case Code::kInternal: return 500;
   }
   return 500;

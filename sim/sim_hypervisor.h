@@ -34,6 +34,12 @@ class SimHypervisor final : public Hypervisor {
                  const MigrateOptions& options) override {
     return hv_.migrate(vm, dest_uri, options);
   }
+  Status addPortForward(const std::string& vm, const PortForward& forward) override {
+    return hv_.addPortForward(vm, forward);
+  }
+  Result<std::vector<PortForward>> portForwards(const std::string& vm) override {
+    return hv_.portForwards(vm);
+  }
 
  private:
   FakeHypervisor& hv_;

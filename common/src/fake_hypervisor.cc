@@ -73,6 +73,7 @@ Status FakeHypervisor::start(const std::string& vm) {
     return internalError("starting vm " + quoted(vm) + ": injected start failure");
   }
   dom.state = DomainState::kRunning;
+  dom.forwards.clear();
   ++dom.starts;
   emit(vm, DomainEventKind::kStarted, "booted");
   return Status::ok();
@@ -86,6 +87,7 @@ Status FakeHypervisor::destroy(const std::string& vm) {
   if (!dom.managed) return unmanagedError("destroying", vm);
   if (!isActive(dom.state)) return Status::ok();
   dom.state = DomainState::kShutoff;
+  dom.forwards.clear();
   emit(vm, DomainEventKind::kStopped, "destroyed");
   return Status::ok();
 }
@@ -162,6 +164,7 @@ Status FakeHypervisor::migrate(const std::string& vm, const std::string& dest_ur
   dest.spec = it->second.spec;
   if (options.dest_meta.epoch > 0) dest.spec.meta = options.dest_meta;  // DEST_XML
   dest.state = DomainState::kRunning;
+  dest.forwards.clear();
   peer->emit(vm, DomainEventKind::kStarted, "migrated");
   doms_.erase(it);
   emit(vm, DomainEventKind::kMigrated, "migrated");
@@ -182,6 +185,7 @@ void FakeHypervisor::crash(const std::string& vm) {
   auto it = doms_.find(vm);
   if (it == doms_.end() || !it->second.managed || !isActive(it->second.state)) return;
   it->second.state = DomainState::kCrashed;
+  it->second.forwards.clear();
   emit(vm, DomainEventKind::kCrashed, "crashed");
 }
 
@@ -189,7 +193,10 @@ void FakeHypervisor::setHung(bool hung) { hung_ = hung; }
 
 void FakeHypervisor::powerOff() {
   powered_ = false;
-  for (auto& [name, dom] : doms_) dom.state = DomainState::kShutoff;
+  for (auto& [name, dom] : doms_) {
+    dom.state = DomainState::kShutoff;
+    dom.forwards.clear();
+  }
 }
 
 void FakeHypervisor::powerOn() { powered_ = true; }
@@ -198,6 +205,7 @@ void FakeHypervisor::addUnmanaged(const std::string& name) {
   Dom dom;
   dom.spec.meta.vm = name;
   dom.state = DomainState::kRunning;
+  dom.forwards.clear();
   dom.managed = false;
   doms_[name] = dom;
 }
@@ -230,6 +238,34 @@ int FakeHypervisor::runningCount() const {
 bool FakeHypervisor::isRunning(const std::string& vm) const {
   auto it = doms_.find(vm);
   return it != doms_.end() && it->second.managed && isActive(it->second.state);
+}
+
+Status FakeHypervisor::addPortForward(const std::string& vm, const PortForward& forward) {
+  TW_RETURN_IF_ERROR(check());
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return missingError("forwarding a port of", vm);
+  if (!it->second.managed) return unmanagedError("forwarding a port of", vm);
+  if (it->second.state != DomainState::kRunning) {
+    return failedPrecondition("forwarding a port of vm " + quoted(vm) + ": domain is not running");
+  }
+  for (const auto& [name, dom] : doms_) {
+    for (const PortForward& f : dom.forwards) {
+      if (f.host_port == forward.host_port && f.address == forward.address) {
+        return failedPrecondition("forwarding a port of vm " + quoted(vm) + ": " + forward.address +
+                                  ":" + std::to_string(forward.host_port) + " is taken");
+      }
+    }
+  }
+  it->second.forwards.push_back(forward);
+  return Status::ok();
+}
+
+Result<std::vector<PortForward>> FakeHypervisor::portForwards(const std::string& vm) {
+  TW_RETURN_IF_ERROR(check());
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return missingError("listing the port forwards of", vm);
+  if (!it->second.managed) return unmanagedError("listing the port forwards of", vm);
+  return it->second.forwards;
 }
 
 }  // namespace tw

@@ -6,6 +6,7 @@
 // lets one call at a time use (and, when it died, reopen) the connection.
 // libvirt delivers events on one process-wide thread that loops
 // virEventRunDefaultImpl(); that thread calls the subscribed handler.
+#include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
@@ -319,7 +320,7 @@ Status validateSpec(const DomainSpec& spec) {
   if (spec.memory_mib < 1) return invalidArgument(context + ": memory_mib must be at least 1");
   for (const std::string* field :
        {&spec.meta.vm, &spec.meta.tier, &spec.meta.spec_digest, &spec.domain_type, &spec.kernel,
-        &spec.initrd, &spec.cmdline, &spec.disk_path}) {
+        &spec.initrd, &spec.cmdline, &spec.disk_path, &spec.console_path}) {
     if (hasForbiddenChars(*field)) {
       return invalidArgument(context + ": a value holds a control character");
     }
@@ -329,6 +330,7 @@ Status validateSpec(const DomainSpec& spec) {
 
 // "<disk dir or /tmp>/<vm>.console.log"
 std::string consoleLogPath(const DomainSpec& spec) {
+  if (!spec.console_path.empty()) return spec.console_path;
   std::string dir = "/tmp";
   size_t slash = spec.disk_path.find_last_of('/');
   if (!spec.disk_path.empty() && slash != std::string::npos) dir = spec.disk_path.substr(0, slash);
@@ -615,6 +617,41 @@ void onConnectionClosed(virConnectPtr /*conn*/, int reason, void* opaque) {
   log::warn("libvirt connection to '{}' closed: {}", flag->uri, closeReasonName(reason));
 }
 
+// The TCP host forwards in QEMU's `info usernet` answer:
+//   Hub -1 (hostnet0):
+//     Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
+//     TCP[HOST_FORWARD]  13       127.0.0.1 20000       10.0.2.15    80     0     0
+std::vector<PortForward> parseUsernetForwards(const std::string& text) {
+  std::vector<PortForward> out;
+  std::istringstream lines(text);
+  std::string line;
+  const auto isAddress = [](const std::string& t) {
+    return !t.empty() && t.find('.') != std::string::npos &&
+           t.find_first_not_of("0123456789.") == std::string::npos;
+  };
+  const auto toPort = [](const std::string& t) {
+    int v = 0;
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    return ec == std::errc() && end == t.data() + t.size() && v > 0 && v <= 65535 ? v : 0;
+  };
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::vector<std::string> t;
+    for (std::string w; words >> w;) t.push_back(w);
+    if (t.empty() || t[0] != "TCP[HOST_FORWARD]") continue;
+    for (size_t i = 1; i + 3 < t.size(); ++i) {
+      if (!isAddress(t[i])) continue;
+      PortForward f;
+      f.address = t[i];
+      f.host_port = toPort(t[i + 1]);
+      f.guest_port = toPort(t[i + 3]);
+      if (f.host_port > 0 && f.guest_port > 0 && isAddress(t[i + 2])) out.push_back(f);
+      break;
+    }
+  }
+  return out;
+}
+
 // ------------------------------------------------------ LibvirtHypervisor ---
 
 class LibvirtHypervisor final : public Hypervisor {
@@ -840,7 +877,65 @@ class LibvirtHypervisor final : public Hypervisor {
     return Status::ok();
   }
 
+  Status addPortForward(const std::string& vm, const PortForward& forward) override {
+    const std::string rule = "tcp:" + forward.address + ":" + std::to_string(forward.host_port) +
+                             "-:" + std::to_string(forward.guest_port);
+    const std::string context = "forwarding " + rule + " to vm " + quoted(vm);
+    if (hasForbiddenChars(forward.address) ||
+        forward.address.find_first_of(" :,") != std::string::npos || forward.host_port < 1 ||
+        forward.host_port > 65535 || forward.guest_port < 1 || forward.guest_port > 65535) {
+      return invalidArgument(context + ": bad address or port");
+    }
+    Result<std::string> out = monitorCommand(vm, "hostfwd_add " + std::string(kUserNetdev) + " " + rule,
+                                             context);
+    if (!out.isOk()) return out.status();
+    // HMP answers an empty string on success, a message on failure ("could not
+    // set up host forwarding rule ...").
+    std::string text = trimmed(*out);
+    if (!text.empty()) return failedPrecondition(context + ": " + text);
+    return Status::ok();
+  }
+
+  Result<std::vector<PortForward>> portForwards(const std::string& vm) override {
+    const std::string context = "listing the port forwards of vm " + quoted(vm);
+    Result<std::string> out = monitorCommand(vm, "info usernet", context);
+    if (!out.isOk()) return out.status();
+    return parseUsernetForwards(*out);
+  }
+
  private:
+  // The netdev of the first <interface type='user'> (see buildDomainXml).
+  static constexpr const char* kUserNetdev = "hostnet0";
+
+  static std::string trimmed(const std::string& s) {
+    size_t b = s.find_first_not_of(" \t\r\n");
+    if (b == std::string::npos) return "";
+    size_t e = s.find_last_not_of(" \t\r\n");
+    return s.substr(b, e - b + 1);
+  }
+
+  // An HMP command on a running managed domain: its text answer.
+  Result<std::string> monitorCommand(const std::string& vm, const std::string& command,
+                                     const std::string& context) {
+    std::lock_guard<std::mutex> lock(mu_);
+    TW_RETURN_IF_ERROR(ensureConnectedLocked());
+    if (default_type_ == "test") {
+      return unimplemented(context + ": the test driver has no QEMU monitor");
+    }
+    auto found = lookupManagedLocked(vm, context);
+    if (!found.isOk()) return found.status();
+    auto running = isRunning(found->dom.get(), context);
+    if (!running.isOk()) return running.status();
+    if (!*running) return failedPrecondition(context + ": domain is not running");
+    char* raw = nullptr;
+    if (virDomainQemuMonitorCommand(found->dom.get(), command.c_str(), &raw,
+                                    VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP) < 0) {
+      return lastError(context);
+    }
+    CString answer(raw);
+    return std::string(answer ? answer.get() : "");
+  }
+
   struct Managed {
     DomainPtr dom;
     DomainMeta meta;

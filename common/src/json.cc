@@ -187,6 +187,7 @@ void to_json(Json& j, const Assignment& v) {
            {"restart", v.restart},
            {"ports", v.ports},
            {"storage", v.storage},
+           {"after", v.after},
            {"migrate_to_host", v.migrate_to_host},
            {"migrate_to_uri", v.migrate_to_uri},
            {"migrate_epoch", v.migrate_epoch},
@@ -205,6 +206,7 @@ void from_json(const Json& j, Assignment& v) {
   opt(j, "restart", v.restart);
   opt(j, "ports", v.ports);
   opt(j, "storage", v.storage);
+  opt(j, "after", v.after);
   opt(j, "migrate_to_host", v.migrate_to_host);
   opt(j, "migrate_to_uri", v.migrate_to_uri);
   opt(j, "migrate_epoch", v.migrate_epoch);
@@ -267,6 +269,7 @@ void to_json(Json& j, const Heartbeat& v) {
            {"seq", v.seq},
            {"capacity", v.capacity},
            {"assignments_version", v.assignments_version},
+           {"service_address", v.service_address},
            {"domains", v.domains}};
 }
 void from_json(const Json& j, Heartbeat& v) {
@@ -275,6 +278,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "seq", v.seq);
   opt(j, "capacity", v.capacity);
   opt(j, "assignments_version", v.assignments_version);
+  opt(j, "service_address", v.service_address);
   opt(j, "domains", v.domains);
 }
 

@@ -12,6 +12,7 @@ const char* codeName(Code code) {
     case Code::kPermissionDenied: return "permission_denied";
     case Code::kUnavailable: return "unavailable";
     case Code::kInternal: return "internal";
+    case Code::kUnimplemented: return "unimplemented";
   }
   return "unknown";
 }

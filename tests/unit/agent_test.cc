@@ -105,8 +105,18 @@ class RecordingHypervisor final : public Hypervisor {
     if (during_migrate) during_migrate();
     return fake_.migrate(vm, dest_uri, options);
   }
+  // Port forwards are recorded apart from `calls` ("web-1 127.0.0.1:20000->80").
+  Status addPortForward(const std::string& vm, const PortForward& f) override {
+    forwards.push_back(vm + " " + f.address + ":" + std::to_string(f.host_port) + "->" +
+                       std::to_string(f.guest_port));
+    return fake_.addPortForward(vm, f);
+  }
+  Result<std::vector<PortForward>> portForwards(const std::string& vm) override {
+    return fake_.portForwards(vm);
+  }
 
   std::vector<std::string> calls;
+  std::vector<std::string> forwards;
   std::vector<MigrateOptions> migrate_options;
   std::function<void()> during_migrate;  // e.g. to let the migration take time
 

@@ -25,6 +25,10 @@ class FakeHypervisor final : public Hypervisor {
   Status subscribe(DomainEventHandler handler) override;
   Status migrate(const std::string& vm, const std::string& dest_uri,
                  const MigrateOptions& options) override;
+  // Forwards live until the domain stops, crashes, restarts or migrates; a
+  // host port one of this host's domains holds is refused (kFailedPrecondition).
+  Status addPortForward(const std::string& vm, const PortForward& forward) override;
+  Result<std::vector<PortForward>> portForwards(const std::string& vm) override;
 
   // --- failure injection and inspection ---
   // The next n start() calls of this VM fail with kInternal.
@@ -57,6 +61,7 @@ class FakeHypervisor final : public Hypervisor {
     bool managed = true;
     int fail_starts = 0;
     int starts = 0;
+    std::vector<PortForward> forwards;  // of the current QEMU process
   };
   Status check() const;
   void emit(const std::string& vm, DomainEventKind kind, const std::string& detail);

@@ -46,6 +46,18 @@ struct DomainSpec {
   std::string cmdline;
   std::string disk_path;    // qcow2 disk (overlay or shared); empty = diskless
   bool user_network = false;  // QEMU user networking (slirp), for service ports
+  // Where the serial console is written (a file on the host); empty =
+  // "<disk dir or /tmp>/<vm>.console.log".
+  std::string console_path;
+};
+
+// A QEMU user-network port forward: address:host_port on the host reaches
+// guest_port of the guest (TCP).
+struct PortForward {
+  std::string address = "127.0.0.1";
+  int host_port = 0;
+  int guest_port = 0;
+  bool operator==(const PortForward&) const = default;
 };
 
 enum class DomainState { kNoState, kRunning, kBlocked, kPaused, kShutdown, kShutoff, kCrashed, kPmSuspended };
@@ -114,6 +126,16 @@ class Hypervisor {
   // URI). On failure the domain keeps running here.
   virtual Status migrate(const std::string& vm, const std::string& dest_uri,
                          const MigrateOptions& options) = 0;
+
+  // Service ports of a running domain with user networking (QEMU monitor:
+  // HMP hostfwd_add / info usernet). Forwards live as long as the QEMU process:
+  // after every start and every migration they must be added again.
+  // Errors: kUnimplemented (the driver has no QEMU monitor: the test driver),
+  // kNotFound (no such managed domain), kFailedPrecondition (not running, or
+  // QEMU refused, e.g. the host port is taken).
+  virtual Status addPortForward(const std::string& vm, const PortForward& forward) = 0;
+  // The TCP forwards the domain's QEMU has now.
+  virtual Result<std::vector<PortForward>> portForwards(const std::string& vm) = 0;
 };
 
 // A stable UUID ("xxxxxxxx-xxxx-....") derived from the VM name.

@@ -36,6 +36,7 @@ struct Assignment {
   RestartBudget restart;
   std::vector<ServicePort> ports;
   StorageSpec storage;
+  std::vector<std::string> after;  // the tier's `after:` (a balancer's backend tier)
 
   // Live migration, set by the controller while one is under way.
   // Source host: live-migrate the running domain to migrate_to_uri (libvirt
@@ -75,6 +76,9 @@ struct Heartbeat {
   int64_t seq = 0;
   Capacity capacity;
   int64_t assignments_version = 0;  // the version the agent has applied
+  // Where this host's service port forwards listen (DomainReport::ports):
+  // the address clients use to reach the VMs' services on this host.
+  std::string service_address = "127.0.0.1";
   std::vector<DomainReport> domains;  // every managed domain on the host
 };
 

@@ -20,6 +20,7 @@ enum class Code {
   kPermissionDenied,    // missing or wrong token (HTTP 401)
   kUnavailable,         // transient: retry with back-off (HTTP 503)
   kInternal,            // a bug or an environment failure we cannot handle (HTTP 500)
+  kUnimplemented,       // this implementation cannot do that (e.g. the test driver) (HTTP 501)
 };
 
 const char* codeName(Code code);
@@ -64,6 +65,7 @@ inline Status notFound(std::string m) { return Status(Code::kNotFound, std::move
 inline Status failedPrecondition(std::string m) { return Status(Code::kFailedPrecondition, std::move(m)); }
 inline Status unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
 inline Status internalError(std::string m) { return Status(Code::kInternal, std::move(m)); }
+inline Status unimplemented(std::string m) { return Status(Code::kUnimplemented, std::move(m)); }
 inline Status permissionDenied(std::string m) { return Status(Code::kPermissionDenied, std::move(m)); }
 
 // Either a value or a non-ok Status.
