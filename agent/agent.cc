@@ -29,20 +29,6 @@ std::string vmId(const std::string& vm, int64_t epoch) {
   return fmt::format("vm '{}' (epoch {})", vm, epoch);
 }
 
-DomainSpec specFor(const Assignment& a) {
-  DomainSpec spec;
-  spec.meta.vm = a.vm;
-  spec.meta.tier = a.tier;
-  spec.meta.epoch = a.epoch;
-  spec.meta.policy_version = a.policy_version;
-  spec.meta.spec_digest = a.spec_digest;
-  spec.vcpus = a.vcpus;
-  spec.memory_mib = a.memory_mib;
-  // kernel, initrd, disk and network stay empty: resolving a tier's image into
-  // them (and the overlay in AgentOptions::disk_dir) is a later issue.
-  return spec;
-}
-
 bool sameReport(const DomainReport& a, const DomainReport& b) {
   return a.vm == b.vm && a.tier == b.tier && a.epoch == b.epoch && a.state == b.state &&
          a.health == b.health && a.restarts == b.restarts && a.reason == b.reason &&
@@ -95,7 +81,7 @@ std::string formatDuration(Millis ms) {
 }
 
 Agent::Agent(AgentOptions options, Hypervisor& hv, ControllerLink& link, Clock& clock,
-             HealthProber* prober, PortMap* ports)
+             HealthProber* prober, PortMap* ports, DomainBuilder* builder)
     : options_(std::move(options)),
       hv_(hv),
       link_(link),
@@ -105,6 +91,7 @@ Agent::Agent(AgentOptions options, Hypervisor& hv, ControllerLink& link, Clock& 
                      ? std::make_unique<PortMap>(options_.port_base, options_.port_count)
                      : nullptr),
       ports_(ports != nullptr ? *ports : *own_ports_),
+      builder_(builder != nullptr ? *builder : plain_builder_),
       interval_ms_(options_.heartbeat_interval_ms) {}
 
 Status Agent::start() {
@@ -119,7 +106,10 @@ Status Agent::start() {
     t.epoch = d.meta.epoch;
     t.expect_running = isActive(d.state);
     t.running_since_ms = now;
-    if (t.expect_running) ++running;
+    if (t.expect_running) {
+      ++running;
+      adoptForwards(d.meta.vm);
+    }
   }
   view_ok_ = true;
   Result<Capacity> cap = hv_.capacity();
@@ -212,9 +202,16 @@ void Agent::absorbEvents() {
   events.swap(pending_events_);
   for (const DomainEvent& e : events) {
     log::debug("domain event: vm '{}' {} ({})", e.vm, toString(e.kind), e.detail);
-    if (e.kind != DomainEventKind::kCrashed && e.kind != DomainEventKind::kStopped) continue;
     auto it = tracks_.find(e.vm);
     if (it == tracks_.end()) continue;
+    if (e.kind == DomainEventKind::kStarted) it->second.forwarded = false;  // a new QEMU: check
+    if (e.kind != DomainEventKind::kCrashed && e.kind != DomainEventKind::kStopped &&
+        e.kind != DomainEventKind::kMigrated) {
+      continue;
+    }
+    it->second.forwarded = false;  // its QEMU is gone, and its forwards with it
+    it->second.forwards.clear();
+    if (e.kind == DomainEventKind::kMigrated) continue;
     it->second.stop_detail = e.detail.empty() ? toString(e.kind) : e.detail;
   }
 }
@@ -267,6 +264,8 @@ void Agent::fence() {
       it->second.expect_running = false;
       it->second.fenced = true;
       it->second.down = false;
+      it->second.forwarded = false;
+      it->second.forwards.clear();
     }
     Status st = hv_.destroy(vm);
     if (!st.isOk()) {
@@ -358,6 +357,7 @@ bool Agent::destroyAndUndefine(const DomainStatus& d, const std::string& why,
     return true;
   }
   clearFailure(vm);
+  builder_.release(vm);
   if (announce_undefine) {
     emit("info", "vm.undefined", vm, d.meta.epoch,
          fmt::format("undefined {}: {}", vmId(vm, d.meta.epoch), why));
@@ -416,6 +416,8 @@ bool Agent::convergeOne(const Assignment& a, Millis now) {
         return false;
       }
       prober_.forget(a.vm);
+      t.forwarded = false;
+      t.forwards.clear();
       emit("info", "vm.destroyed", a.vm, d.meta.epoch,
            fmt::format("destroyed {} to redefine it at epoch {}", vmId(a.vm, d.meta.epoch),
                        a.epoch));
@@ -433,11 +435,12 @@ bool Agent::convergeOne(const Assignment& a, Millis now) {
     }
     t.down = false;
     t.fenced = false;
+    const bool forwarded = ensureForwards(a, t);
     if (!may_start) {
       if (t.migrate_tried != a.migrate_epoch) requestMigration(a, t);
-      return false;
+      return forwarded;
     }
-    return rebootIfUnhealthy(a, t, it->second, now);
+    return rebootIfUnhealthy(a, t, it->second, now) || forwarded;
   }
 
   // Not there, or there and stopped.
@@ -510,6 +513,8 @@ bool Agent::rebootIfUnhealthy(const Assignment& a, VmTrack& t, const DomainStatu
   }
   clearFailure(a.vm);
   prober_.forget(a.vm);
+  t.forwarded = false;
+  t.forwards.clear();
   t.expect_running = false;  // our own stop
   t.down = true;
   t.down_since_ms = now;
@@ -526,7 +531,19 @@ bool Agent::rebootIfUnhealthy(const Assignment& a, VmTrack& t, const DomainStatu
 // an older epoch's leftover is removed.
 bool Agent::convergeIncoming(const Assignment& a, VmTrack& t, Millis now) {
   auto it = view_.find(a.vm);
-  if (it == view_.end()) return false;  // not arrived (yet)
+  if (it == view_.end()) {  // not arrived (yet)
+    if (!t.prepared) {
+      Status st = builder_.prepareIncoming(a);
+      if (!st.isOk()) {
+        logFailureOnce(a.vm, fmt::format("preparing the arrival of {}: {}", vmId(a.vm, a.epoch),
+                                         st.toString()));
+      } else {
+        clearFailure(a.vm);
+        t.prepared = true;
+      }
+    }
+    return false;
+  }
   const DomainStatus& d = it->second;
   if (d.meta.epoch < a.epoch) {
     t.expect_running = false;
@@ -544,7 +561,7 @@ bool Agent::convergeIncoming(const Assignment& a, VmTrack& t, Millis now) {
   // Arrived and stopped while still incoming: the migration's outcome decides.
   t.down = false;
   t.fenced = false;
-  return false;
+  return isExecuting(d.state) && ensureForwards(a, t);
 }
 
 // The VM left this host by migration at the assigned epoch: never started here
@@ -571,6 +588,7 @@ void Agent::requestMigration(const Assignment& a, VmTrack& t) {
   r.dest_uri = a.migrate_to_uri;
   r.options.live = true;
   r.options.unsafe = a.storage.kind == StorageKind::kShared;
+  r.options.copy_storage = builder_.hasLocalDisk(a);
   r.options.dest_meta = DomainMeta{a.vm, a.tier, a.migrate_epoch, a.policy_version, a.spec_digest};
   migrations_[a.vm] = std::move(m);
   log::info("migrating {} to host '{}' ({}), as epoch {} there", vmId(a.vm, a.epoch), r.dest_host,
@@ -626,6 +644,7 @@ void Agent::onMigrationDone(const std::string& vm, int64_t migrate_epoch, const 
   }
   prober_.forget(vm);
   ports_.release(vm);
+  builder_.release(vm);
   emit("info", "vm.migrated", vm, migrate_epoch,
        fmt::format("migrated vm '{}' to host '{}' in {}", vm, r.dest_host, seconds(took)));
 }
@@ -663,8 +682,11 @@ bool Agent::launch(const Assignment& a, VmTrack& t, bool defined, bool restart, 
   t.fenced = false;
   if (restart) t.attempts.push_back(now);
   Status st;
+  t.forwarded = false;
+  t.forwards.clear();
   if (!defined) {
-    st = hv_.define(specFor(a));
+    Result<DomainSpec> spec = builder_.build(a);
+    st = spec.isOk() ? hv_.define(*spec) : spec.status().withContext("building its domain");
     if (st.isOk()) {
       emit("info", "vm.defined", a.vm, a.epoch, fmt::format("defined {}", vmId(a.vm, a.epoch)));
     } else {
@@ -695,7 +717,77 @@ bool Agent::launch(const Assignment& a, VmTrack& t, bool defined, bool restart, 
   } else {
     emit("info", "vm.started", a.vm, a.epoch, fmt::format("started {}", vmId(a.vm, a.epoch)));
   }
+  ensureForwards(a, t);
   return true;
+}
+
+bool Agent::ensureForwards(const Assignment& a, VmTrack& t) {
+  if (t.forwarded || forwards_unsupported_) return false;
+  const std::map<int, int> want = ports_.ports(a.vm);
+  const std::string key = "forwards of " + a.vm;
+  std::map<int, int> now;
+  bool failed = false;
+  if (!want.empty()) {
+    Result<std::vector<PortForward>> have = hv_.portForwards(a.vm);
+    if (!have.isOk()) {
+      if (have.status().code() == Code::kUnimplemented) {
+        forwards_unsupported_ = true;
+        log::info("host '{}': no port forwards on this hypervisor ({}); reporting no service ports",
+                  options_.host, have.status().message());
+        return false;
+      }
+      logFailureOnce(key, fmt::format("listing the port forwards of {}: {}", vmId(a.vm, a.epoch),
+                                      have.status().toString()));
+      return false;
+    }
+    for (const PortForward& f : *have) {
+      auto w = want.find(f.guest_port);
+      if (f.address == options_.service_address && w != want.end() && w->second == f.host_port) {
+        now[f.guest_port] = f.host_port;
+      }
+    }
+    std::vector<std::string> added;
+    for (const auto& [guest, host] : want) {
+      if (now.count(guest) != 0) continue;
+      PortForward f{options_.service_address, host, guest};
+      Status st = hv_.addPortForward(a.vm, f);
+      if (!st.isOk()) {
+        logFailureOnce(key, fmt::format("forwarding {}:{} to guest port {} of {}: {}", f.address,
+                                        host, guest, vmId(a.vm, a.epoch), st.toString()));
+        failed = true;
+        continue;
+      }
+      now[guest] = host;
+      added.push_back(fmt::format("{}:{}->{}", f.address, host, guest));
+    }
+    if (!added.empty()) {
+      log::info("{}: port forwards {}", vmId(a.vm, a.epoch), fmt::join(added, ", "));
+    }
+  }
+  if (!failed) {
+    clearFailure(key);
+    t.forwarded = true;
+  }
+  const bool changed = now != t.forwards;
+  t.forwards = std::move(now);
+  return changed;
+}
+
+void Agent::adoptForwards(const std::string& vm) {
+  Result<std::vector<PortForward>> have = hv_.portForwards(vm);
+  if (!have.isOk()) {
+    if (have.status().code() != Code::kUnimplemented) {
+      log::warn("vm '{}': cannot read its port forwards: {}", vm, have.status().toString());
+    }
+    return;
+  }
+  for (const PortForward& f : *have) {
+    if (f.address != options_.service_address) continue;
+    if (!ports_.adopt(vm, f.guest_port, f.host_port)) {
+      log::warn("vm '{}': its forward {}:{}->{} is outside this agent's ports or taken", vm,
+                f.address, f.host_port, f.guest_port);
+    }
+  }
 }
 
 std::vector<DomainReport> Agent::buildReports(Millis now) const {
@@ -723,7 +815,9 @@ std::vector<DomainReport> Agent::buildReports(Millis now) const {
       r.restarts = attemptsInWindow(t->second, vm, now);
       r.reason = t->second.reason;
     }
-    if (a != assigned_.end()) r.ports = ports_.ports(vm);
+    if (a != assigned_.end() && t != tracks_.end() && t->second.epoch == d.meta.epoch) {
+      r.ports = t->second.forwards;
+    }
     out.push_back(std::move(r));
   }
   return out;
@@ -742,6 +836,7 @@ void Agent::heartbeat(Millis now) {
   hb.capacity = capacity_;
   hb.assignments_version = assignmentsVersion();
   hb.domains = reports_;
+  hb.service_address = options_.service_address;
   last_heartbeat_ms_ = now;
   next_heartbeat_ms_ = now + interval_ms_;
 

@@ -44,8 +44,16 @@
 // "vm.restarted"), counting against the restart budget exactly like a crash.
 //
 // Service ports: the agent gives every assigned VM a host port per guest port
-// (its tier's ports and its check's port) in a PortMap, reports them
-// (DomainReport::ports) and releases them when the VM leaves the host.
+// (its tier's ports and its check's port) in a PortMap, adds a forward for each
+// (Hypervisor::addPortForward) after every start and every arrival by
+// migration, reports the forwarded ones (DomainReport::ports) and releases them
+// when the VM leaves the host. A restarted agent takes over the forwards its
+// running VMs already have. A hypervisor without forwards (the test driver)
+// reports no ports.
+//
+// Domains: a DomainBuilder turns an assignment into the DomainSpec to define
+// (the tier's image: kernel, command line, disk); it is told when a VM leaves
+// the host so that its disk goes, and prepares an incoming VM's disk.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +64,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/domain_builder.h"
 #include "agent/health.h"
 #include "agent/port_map.h"
 #include "tw/clock.h"
@@ -69,7 +78,9 @@ struct AgentOptions {
   std::string host;
   std::string agent_id;                 // random per process start (newAgentId())
   Millis heartbeat_interval_ms = 1000;  // until the controller says otherwise
-  std::string disk_dir;                 // where overlays would go; unused for now
+  // Where this host's service port forwards listen (PortForward::address),
+  // reported in heartbeats for the tier endpoints.
+  std::string service_address = "127.0.0.1";
   // The lease a freshly started agent assumes it holds, from start(), until the
   // controller first answers. The previous agent process may have held a lease
   // that the controller counts as expiring at most this long after it last
@@ -109,8 +120,10 @@ class Agent {
   // host ports of its VMs (the prober reads them there); null = a PortMap of
   // its own over options.port_base/port_count. The references must outlive
   // the Agent.
+  // `builder`: null = a PlainDomainBuilder.
   Agent(AgentOptions options, Hypervisor& hv, ControllerLink& link, Clock& clock,
-        HealthProber* prober = nullptr, PortMap* ports = nullptr);
+        HealthProber* prober = nullptr, PortMap* ports = nullptr,
+        DomainBuilder* builder = nullptr);
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
@@ -195,6 +208,9 @@ class Agent {
     std::string reason;           // last failure, reported
     int64_t migrate_tried = 0;    // the migrate_epoch last acted on (requested or refused)
     bool migrated_away = false;   // left this host by migration at this epoch
+    bool forwarded = false;       // the running QEMU has its port forwards
+    bool prepared = false;        // incoming: the builder prepared it
+    std::map<int, int> forwards;  // guest port -> host port, forwarded now
   };
 
   // A migration handed out (or about to be) and its outcome not yet back.
@@ -223,6 +239,11 @@ class Agent {
   void requestMigration(const Assignment& a, VmTrack& t);
   bool refuseMigration(const Assignment& a, VmTrack& t, const std::string& why);
   void assignPorts(const Assignment& a);
+  // Adds the forwards that the running domain of `a` lacks. Returns whether
+  // what is reported changed.
+  bool ensureForwards(const Assignment& a, VmTrack& t);
+  // Takes over the forwards of a running domain found at start.
+  void adoptForwards(const std::string& vm);
   void releasePorts();
   bool launch(const Assignment& a, VmTrack& t, bool defined, bool restart, Millis now);
   bool confirmedByController(const std::string& vm) const;
@@ -249,6 +270,9 @@ class Agent {
   HealthProber& prober_;
   std::unique_ptr<PortMap> own_ports_;  // when none was given
   PortMap& ports_;
+  PlainDomainBuilder plain_builder_;
+  DomainBuilder& builder_;
+  bool forwards_unsupported_ = false;  // the hypervisor said kUnimplemented
 
   bool started_ = false;
   bool dirty_ = false;  // an event or assignment arrived: runOnce at once

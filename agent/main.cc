@@ -150,7 +150,16 @@ class MigrationWorker {
       if (!hv) return hv.status().withContext("connecting for the migration");
       hv_ = std::move(*hv);
     }
-    return hv_->migrate(r.vm, r.dest_uri, r.options);
+    // A disk-copying migration needs the destination's overlay, which its
+    // agent creates when the assignment reaches it, in the same moment as
+    // ours: a first failure may just be too early. Retried a few times.
+    tw::Status st = hv_->migrate(r.vm, r.dest_uri, r.options);
+    for (int retry = 1; !st.isOk() && r.options.copy_storage && retry <= 4; ++retry) {
+      tw::log::info("migrating vm '{}': {}; trying again ({} of 4)", r.vm, st.message(), retry);
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      st = hv_->migrate(r.vm, r.dest_uri, r.options);
+    }
+    return st;
   }
 
   const std::string uri_;
@@ -186,6 +195,16 @@ void pollAssignments(std::shared_ptr<tw::HttpControllerLink> link, std::shared_p
   }
 }
 
+// "http://127.0.0.1:8080/" -> "127.0.0.1:8080" (port 80 when none).
+std::string hostPortOf(const std::string& url) {
+  std::string rest = url;
+  const size_t scheme = rest.find("://");
+  if (scheme != std::string::npos) rest = rest.substr(scheme + 3);
+  rest = rest.substr(0, rest.find('/'));
+  if (rest.find(':') == std::string::npos) rest += ":80";
+  return rest;
+}
+
 tw::Result<std::string> readToken(const std::string& path) {
   std::ifstream in(path);
   if (!in) return tw::invalidArgument("cannot read token file " + path);
@@ -206,6 +225,9 @@ int main(int argc, char** argv) {
   std::string host;
   std::string libvirt_uri = "qemu:///system";
   std::string disk_dir = "/var/lib/tierwarden/disks";
+  std::string images_dir = "/var/cache/tierwarden/images";
+  std::string service_address = "127.0.0.1";
+  std::string api_address;
   std::string log_level = "info";
   int port_base = 20000;
   int port_count = 1000;
@@ -215,7 +237,16 @@ int main(int argc, char** argv) {
   token_opt->excludes(token_file_opt);
   app.add_option("--host", host, "this host's name, as declared in the policy")->required();
   app.add_option("--libvirt-uri", libvirt_uri, "local libvirt URI")->capture_default_str();
-  app.add_option("--disk-dir", disk_dir, "where VM disk overlays go")->capture_default_str();
+  app.add_option("--disk-dir", disk_dir, "where VM disk overlays and console logs go")
+      ->capture_default_str();
+  app.add_option("--images", images_dir, "tier image dir (images/build --cache DIR)")
+      ->capture_default_str();
+  app.add_option("--service-address", service_address,
+                 "IPv4 address the VMs' service port forwards listen on")
+      ->capture_default_str();
+  app.add_option("--api-address", api_address,
+                 "the controller's HOST:PORT as guests should reach it (tw.api=); default: "
+                 "from --controller");
   app.add_option("--log-level", log_level, "debug|info|warn|error")->capture_default_str();
   app.add_option("--port-base", port_base, "first host port for VM service port forwards")
       ->check(CLI::Range(1, 65535))
@@ -270,18 +301,29 @@ int main(int argc, char** argv) {
   tw::AgentOptions options;
   options.host = host;
   options.agent_id = tw::newAgentId();
-  options.disk_dir = disk_dir;
+  options.service_address = service_address;
   options.port_base = port_base;
   options.port_count = port_count;
   tw::PortMap ports(port_base, port_count);
   // libvirt's test driver runs no guest: a running domain passes its check there.
   tw::DomainRunningProber running_prober;
-  tw::NetworkHealthProber network_prober(ports);
+  tw::NetworkHealthProber network_prober(
+      ports, service_address == "0.0.0.0" ? std::string("127.0.0.1") : service_address);
   bool test_driver = libvirt_uri.rfind("test", 0) == 0;
   if (test_driver) tw::log::info("test driver: health checks pass while a domain runs");
   tw::HealthProber* prober = test_driver ? static_cast<tw::HealthProber*>(&running_prober)
                                          : static_cast<tw::HealthProber*>(&network_prober);
-  tw::Agent agent(options, **hv, *link, tw::SystemClock::instance(), prober, &ports);
+  tw::ImageBuilderOptions image_options;
+  image_options.images_dir = images_dir;
+  image_options.disk_dir = disk_dir;
+  image_options.host = host;
+  image_options.api = api_address.empty() ? hostPortOf(controller) : api_address;
+  tw::ImageDomainBuilder image_builder(image_options);
+  tw::PlainDomainBuilder plain_builder;
+  // The test driver boots nothing: plain domains, no disks.
+  tw::DomainBuilder* builder = test_driver ? static_cast<tw::DomainBuilder*>(&plain_builder)
+                                           : static_cast<tw::DomainBuilder*>(&image_builder);
+  tw::Agent agent(options, **hv, *link, tw::SystemClock::instance(), prober, &ports, builder);
   auto migrator = std::make_shared<MigrationWorker>(libvirt_uri, queue);
 
   if (tw::Status st = (*hv)->subscribe([queue](const tw::DomainEvent& e) { queue->postEvent(e); });

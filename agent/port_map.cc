@@ -67,6 +67,20 @@ std::vector<std::string> PortMap::vms() const {
   return out;
 }
 
+bool PortMap::adopt(const std::string& vm, int guest_port, int host_port) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (host_port < base_ || host_port >= base_ + count_) return false;
+  auto it = by_vm_.find(vm);
+  if (it != by_vm_.end()) {
+    auto held = it->second.find(guest_port);
+    if (held != it->second.end()) return held->second == host_port;
+  }
+  if (used_.count(host_port) != 0) return false;
+  by_vm_[vm][guest_port] = host_port;
+  used_.insert(host_port);
+  return true;
+}
+
 void PortMap::release(const std::string& vm) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = by_vm_.find(vm);

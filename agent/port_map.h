@@ -46,6 +46,10 @@ class PortMap {
   std::map<int, int> ports(const std::string& vm) const;
   // Every VM that holds ports.
   std::vector<std::string> vms() const;
+  // `vm` holds `host_port` for `guest_port` (a forward found on a running
+  // domain). False, changing nothing, when the port is outside the range or
+  // another VM holds it, or `vm` holds another host port for that guest port.
+  bool adopt(const std::string& vm, int guest_port, int host_port);
   // `vm` left this host: its host ports become free.
   void release(const std::string& vm);
 

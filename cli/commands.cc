@@ -71,7 +71,7 @@ std::optional<std::string> canonicalResource(const std::string& name) {
       {"hosts", "hosts"},       {"host", "hosts"},   {"tiers", "tiers"},
       {"tier", "tiers"},        {"vms", "vms"},      {"vm", "vms"},
       {"events", "events"},     {"event", "events"}, {"incidents", "incidents"},
-      {"incident", "incidents"}};
+      {"incident", "incidents"}, {"endpoints", "endpoints"}, {"endpoint", "endpoints"}};
   auto it = kNames.find(name);
   if (it == kNames.end()) return std::nullopt;
   return it->second;
@@ -79,6 +79,7 @@ std::optional<std::string> canonicalResource(const std::string& name) {
 
 Status getResource(const CommandContext& ctx, const std::string& resource,
                    std::optional<int64_t> since) {
+  if (resource == "endpoints") return invalidArgument("usage: twctl get endpoints TIER");
   std::string path = "/api/v1/" + resource;
   if (since) {
     if (resource != "events") return invalidArgument("--since applies to events only");
@@ -100,6 +101,18 @@ Status getResource(const CommandContext& ctx, const std::string& resource,
     ctx.out << renderEvents(*answer);
   } else {
     ctx.out << renderIncidents(*answer);
+  }
+  return Status::ok();
+}
+
+Status getEndpoints(const CommandContext& ctx, const std::string& tier) {
+  if (tier.empty()) return invalidArgument("usage: twctl get endpoints TIER");
+  Result<Json> answer = ctx.api.get("/api/v1/tiers/" + urlEncode(tier) + "/endpoints");
+  if (!answer.isOk()) return answer.status();
+  if (ctx.format == OutputFormat::kJson) {
+    printJson(ctx, *answer);
+  } else {
+    ctx.out << renderEndpoints(*answer);
   }
   return Status::ok();
 }

@@ -28,14 +28,19 @@ struct CommandContext {
 Status applyPolicies(const CommandContext& ctx, const std::vector<std::string>& paths,
                      bool dry_run);
 
-// "hosts", "tiers", "vms", "events", "incidents" for a name twctl accepts
-// (also the singular); nullopt for anything else.
+// "hosts", "tiers", "vms", "events", "incidents", "endpoints" for a name twctl
+// accepts (also the singular); nullopt for anything else.
 std::optional<std::string> canonicalResource(const std::string& name);
 
-// twctl get RESOURCE [--since ID]. REQUIRES: resource is canonical.
-// --since applies to events only (kInvalidArgument otherwise).
+// twctl get RESOURCE [--since ID]. REQUIRES: resource is canonical and not
+// "endpoints" (getEndpoints). --since applies to events only (kInvalidArgument
+// otherwise).
 Status getResource(const CommandContext& ctx, const std::string& resource,
                    std::optional<int64_t> since);
+
+// twctl get endpoints TIER: GET /api/v1/tiers/TIER/endpoints. An unknown tier
+// is the controller's kNotFound.
+Status getEndpoints(const CommandContext& ctx, const std::string& tier);
 
 // twctl describe vm NAME.
 Status describeVm(const CommandContext& ctx, const std::string& name);

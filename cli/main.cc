@@ -57,10 +57,14 @@ int run(int argc, char** argv) {
       ->required();
   apply->add_flag("--dry-run", dry_run, "show the plan, change nothing");
 
-  std::string resource;
+  std::string resource, get_name;
   int64_t since = 0;
-  CLI::App* get = app.add_subcommand("get", "list hosts, tiers, vms, events or incidents");
-  get->add_option("resource", resource, "hosts, tiers, vms, events or incidents")->required();
+  CLI::App* get = app.add_subcommand(
+      "get", "list hosts, tiers, vms, events or incidents, or a tier's endpoints");
+  get->add_option("resource", resource, "hosts, tiers, vms, events, incidents or endpoints")
+      ->required();
+  CLI::Option* get_name_opt =
+      get->add_option("name", get_name, "endpoints: the tier (twctl get endpoints TIER)");
   CLI::Option* get_since_opt =
       get->add_option("--since", since, "events: only those after this id");
 
@@ -144,8 +148,16 @@ int run(int argc, char** argv) {
   } else if (get->parsed()) {
     std::optional<std::string> canonical = tw::cli::canonicalResource(resource);
     if (!canonical) {
-      status = tw::invalidArgument("unknown resource '" + resource +
-                                   "' (expected hosts, tiers, vms, events or incidents)");
+      status = tw::invalidArgument(
+          "unknown resource '" + resource +
+          "' (expected hosts, tiers, vms, events, incidents or endpoints)");
+    } else if (*canonical == "endpoints") {
+      status = get_since_opt->count() > 0
+                   ? tw::invalidArgument("--since applies to events only")
+                   : tw::cli::getEndpoints(ctx, get_name);
+    } else if (get_name_opt->count() > 0) {
+      status = tw::invalidArgument("twctl get " + *canonical + " takes no name, got '" +
+                                   get_name + "'");
     } else {
       status = tw::cli::getResource(
           ctx, *canonical,

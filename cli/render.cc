@@ -160,6 +160,15 @@ std::string renderIncidents(const Json& answer) {
   return table.render();
 }
 
+std::string renderEndpoints(const Json& answer) {
+  Table table({"vm", "host", "address", "port", "name", "healthy"});
+  for (const auto& e : listOf(answer, "endpoints")) {
+    table.addRow({field(e, "vm"), field(e, "hypervisor"), field(e, "host"), field(e, "port"),
+                  field(e, "name"), field(e, "healthy")});
+  }
+  return table.render();
+}
+
 std::string renderVm(const Json& vm) {
   static const std::vector<std::string> kOrder = {"name",        "tier",   "ordinal",   "host",
                                                   "epoch",       "state",  "health",    "restarts",

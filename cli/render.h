@@ -22,6 +22,10 @@ std::string renderVms(const Json& answer);
 std::string renderEvents(const Json& answer);
 std::string renderIncidents(const Json& answer);
 
+// GET /api/v1/tiers/{tier}/endpoints: VM, HOST (the hypervisor), ADDRESS and
+// PORT (where clients connect), NAME (the service port), HEALTHY.
+std::string renderEndpoints(const Json& answer);
+
 // GET /api/v1/vms/{name}: "Key:  value" lines, then its events as a table.
 std::string renderVm(const Json& vm);
 

@@ -164,6 +164,14 @@ void ApiServer::routes() {
   s.Get("/api/v1/tiers", [this](const httplib::Request&, httplib::Response& res) {
     sendJson(res, 200, service_.call([](Controller& c) { return c.tiersJson(); }));
   });
+  // Open like the other reads: a balancer VM polls it for its backends.
+  s.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)",
+        [this](const httplib::Request& req, httplib::Response& res) {
+          std::string tier = req.matches[1];
+          auto j = service_.call([&](Controller& c) { return c.endpointsJson(tier); });
+          if (!j.isOk()) return sendError(res, j.status());
+          sendJson(res, 200, *j);
+        });
   s.Get("/api/v1/vms", [this](const httplib::Request&, httplib::Response& res) {
     sendJson(res, 200, service_.call([](Controller& c) { return c.vmsJson(); }));
   });

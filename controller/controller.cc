@@ -627,6 +627,7 @@ Assignment Controller::assignmentOf(const VmRecord& vm) const {
     a.restart = t->restart;
     a.ports = t->ports;
     a.storage = t->storage;
+    a.after = t->after;
   }
   return a;
 }
@@ -691,6 +692,9 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   h.seen = true;
   h.agent_id = hb.agent_id;
   h.last_heartbeat_ms = now;
+  h.service_address = hb.service_address.empty() ? "127.0.0.1" : hb.service_address;
+  h.domains.clear();
+  for (const auto& d : hb.domains) h.domains[d.vm] = d;
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
     h.rec.capacity = hb.capacity;
     h.reported = hb.capacity;
@@ -996,6 +1000,7 @@ Json Controller::hostsJson() const {
                         {"capacity", cap},
                         {"used", used},
                         {"vms", names},
+                        {"service_address", h.service_address},
                         {"last_heartbeat_ms", h.seen ? h.last_heartbeat_ms : 0}});
   }
   return Json{{"hosts", list}};
@@ -1019,6 +1024,45 @@ Json Controller::tiersJson() const {
     list.push_back(j);
   }
   return Json{{"tiers", list}};
+}
+
+Result<Json> Controller::endpointsJson(const std::string& tier_name) const {
+  const TierSpec* tier = policy_.findTier(tier_name);
+  if (!tier) return notFound("no tier named '" + tier_name + "'");
+  std::vector<ServicePort> ports = tier->ports;
+  if (ports.empty() && tier->health.kind != HealthKind::kNone && tier->health.port > 0) {
+    ports.push_back(ServicePort{"health", tier->health.port, "tcp"});
+  }
+  Json list = Json::array();
+  for (const auto& [name, vm] : vms_) {  // by name
+    if (vm.tier != tier_name || vm.host.empty()) continue;
+    // Fencing, crashed, restarting...: not a place to send clients, whatever
+    // the last heartbeat said. A migrating VM still serves from its source.
+    if (vm.state != VmState::kRunning && vm.state != VmState::kMigrating) continue;
+    auto h = hosts_.find(vm.host);
+    if (h == hosts_.end()) continue;
+    auto d = h->second.domains.find(name);
+    if (d == h->second.domains.end()) continue;
+    const DomainReport& report = d->second;
+    if (report.epoch != vm.epoch || vmStateOf(report.state) != VmState::kRunning) continue;
+    std::vector<Json> entries;
+    for (const auto& p : ports) {
+      auto fwd = report.ports.find(p.port);
+      if (fwd == report.ports.end() || fwd->second <= 0) continue;
+      entries.push_back(Json{{"vm", name},
+                             {"host", h->second.service_address},
+                             {"port", fwd->second},
+                             {"hypervisor", vm.host},
+                             {"name", p.name},
+                             {"guest_port", p.port},
+                             {"healthy", report.health == Health::kHealthy}});
+    }
+    std::sort(entries.begin(), entries.end(), [](const Json& a, const Json& b) {
+      return a["port"].get<int>() < b["port"].get<int>();
+    });
+    for (auto& e : entries) list.push_back(std::move(e));
+  }
+  return Json{{"tier", tier_name}, {"endpoints", list}};
 }
 
 Json Controller::vmsJson() const {

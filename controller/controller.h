@@ -100,6 +100,11 @@ class Controller {
   Result<Json> vmJson(const std::string& name);
   Result<Json> eventsJson(int64_t since, int limit);
   Json incidentsJson() const;
+  // Where clients reach a tier's services: one entry per service port (the
+  // tier's `ports:`, else its health check port) of every VM that its current
+  // host last reported running at its current epoch with a host port for that
+  // guest port; sorted by vm, then port. Errors: kNotFound (unknown tier).
+  Result<Json> endpointsJson(const std::string& tier) const;
   std::string metricsText();
 
   // ---- inspection (tests, simulator) ----
@@ -118,6 +123,10 @@ class Controller {
     Millis last_heartbeat_ms = 0;
     std::string agent_id;
     Capacity reported;
+    // From its latest heartbeat (memory only: the next heartbeat after a
+    // controller restart brings them back). Read by endpointsJson().
+    std::string service_address = "127.0.0.1";   // where its port forwards listen
+    std::map<std::string, DomainReport> domains;  // by vm
     int64_t assignments_version = 0;  // version of the set last published
     std::string assignments_digest;   // to tell whether the set changed
     // Failure handling.

@@ -861,6 +861,7 @@ class LibvirtHypervisor final : public Hypervisor {
         VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE;
     if (options.live) flags |= VIR_MIGRATE_LIVE;
     if (options.unsafe) flags |= VIR_MIGRATE_UNSAFE;
+    if (options.copy_storage) flags |= VIR_MIGRATE_NON_SHARED_INC;
     TypedParams params;
     if (!options.migrate_uri.empty() &&
         !params.addString(VIR_MIGRATE_PARAM_URI, options.migrate_uri)) {

@@ -3,9 +3,15 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "controller/api_server.h"
 #include "controller/controller.h"
@@ -218,6 +224,113 @@ TEST_F(ApiTest, ApplyAndHeartbeatRoundTrip) {
   auto restart = client_->Post("/api/v1/vms/web-1/restart", auth(), "", "application/json");
   ASSERT_TRUE(restart);
   EXPECT_EQ(restart->status, 202);
+}
+
+// Pins: GET /api/v1/tiers/{tier}/endpoints needs no token (a balancer VM
+// calls it), answers the documented JSON built from the agents' heartbeats
+// (service address, forwarded ports, health), and 404s an unknown tier.
+TEST_F(ApiTest, TierEndpointsOpenJsonAnd404) {
+  auto r = client_->Get("/api/v1/tiers/web/endpoints");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);  // no policy yet
+  ASSERT_EQ(applyFiles({{"hosts.yaml", kHosts}})->status, 200);
+  auto heartbeat = [&](const std::string& host, const std::vector<DomainReport>& domains) {
+    Heartbeat hb;
+    hb.host = host;
+    hb.agent_id = "a-" + host;
+    hb.capacity = {2, 2048};
+    hb.service_address = host == "h1" ? "192.0.2.1" : "192.0.2.2";
+    hb.domains = domains;
+    auto b = client_->Post(("/api/v1/agents/" + host + "/heartbeat").c_str(), auth(),
+                           Json(hb).dump(), "application/json");
+    ASSERT_TRUE(b);
+    ASSERT_EQ(b->status, 200) << b->body;
+  };
+  heartbeat("h1", {});
+  heartbeat("h2", {});
+  ASSERT_EQ(applyFiles({{"tiers.yaml", R"(tiers:
+  - { name: web, image: tiny-web, replicas: 2, ports: [{ name: http, port: 80 }] }
+)"}})->status, 200);
+  // Each host reports its VM running at the assigned epoch, port 80 forwarded.
+  for (const std::string host : {"h1", "h2"}) {
+    AssignmentSet set = service_->call([&](Controller& c) { return c.assignmentsFor(host); });
+    ASSERT_EQ(set.assignments.size(), 1u) << host;
+    DomainReport d;
+    d.vm = set.assignments[0].vm;
+    d.tier = "web";
+    d.epoch = set.assignments[0].epoch;
+    d.state = DomainState::kRunning;
+    d.health = host == "h1" ? Health::kHealthy : Health::kUnhealthy;
+    d.ports = {{80, host == "h1" ? 20001 : 20002}};
+    heartbeat(host, {d});
+  }
+  r = client_->Get("/api/v1/tiers/web/endpoints");  // no Authorization header
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+  auto j = parseJson(r->body);
+  ASSERT_TRUE(j.isOk());
+  EXPECT_EQ((*j)["tier"], "web");
+  ASSERT_EQ((*j)["endpoints"].size(), 2u) << r->body;
+  std::string web1_host = service_->call([](Controller& c) { return c.vm("web-1")->host; });
+  const Json& e = (*j)["endpoints"][0];
+  EXPECT_EQ(e["vm"], "web-1");
+  EXPECT_EQ(e["hypervisor"], web1_host);
+  EXPECT_EQ(e["host"], web1_host == "h1" ? "192.0.2.1" : "192.0.2.2");
+  EXPECT_EQ(e["port"], web1_host == "h1" ? 20001 : 20002);
+  EXPECT_EQ(e["name"], "http");
+  EXPECT_EQ(e["guest_port"], 80);
+  EXPECT_EQ(e["healthy"], web1_host == "h1");
+  EXPECT_EQ((*j)["endpoints"][1]["vm"], "web-2");
+
+  r = client_->Get("/api/v1/tiers/nope/endpoints");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  auto err = parseJson(r->body);
+  ASSERT_TRUE(err.isOk());
+  EXPECT_NE((*err)["error"].get<std::string>().find("'nope'"), std::string::npos) << r->body;
+}
+
+// Runs `command` (stderr joined to stdout); returns its output and exit code.
+std::pair<std::string, int> runCommand(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return {"popen failed", -1};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
+  int status = ::pclose(pipe);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+// Pins: `twctl get endpoints TIER` prints the endpoints table without a token;
+// an unknown tier is one error line and exit 1; a missing tier is exit 2.
+TEST_F(ApiTest, TwctlGetEndpoints) {
+  std::string twctl = std::string(TW_BIN_DIR) + "/twctl";
+  if (!std::filesystem::exists(twctl)) {
+    GTEST_SKIP() << "no " << twctl << " (build the twctl target)";
+  }
+  ASSERT_EQ(applyFiles({{"hosts.yaml", kHosts}})->status, 200);
+  ASSERT_EQ(applyFiles({{"tiers.yaml", kTiers}})->status, 200);
+  // Without a token source, so that none is read from the environment or a config file.
+  std::string base = "env -u TW_TOKEN -u TW_TOKEN_FILE -u TW_CONFIG -u TW_CONTROLLER HOME=" +
+                     web_dir_.string() + " " + twctl +
+                     " --controller http://127.0.0.1:" + std::to_string(server_->port());
+  auto [out, code] = runCommand(base + " get endpoints web");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out, "VM   HOST   ADDRESS   PORT   NAME   HEALTHY\n");  // nothing reported yet
+  std::tie(out, code) = runCommand(base + " get endpoints nope");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_EQ(out, "twctl: no tier named 'nope'\n");
+  std::tie(out, code) = runCommand(base + " get endpoints");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  std::tie(out, code) = runCommand(base + " get endpoints web -o json");
+  EXPECT_EQ(code, 0) << out;
+  auto j = parseJson(out);
+  ASSERT_TRUE(j.isOk()) << out;
+  EXPECT_EQ((*j)["tier"], "web");
+  EXPECT_TRUE((*j)["endpoints"].is_array());
 }
 
 // Pins: the dashboard files are served with content types, and nothing

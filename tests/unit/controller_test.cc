@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <vector>
 
 #include "controller/controller.h"
 #include "tw/store.h"
@@ -101,7 +103,54 @@ class ControllerTest : public ::testing::Test {
     }
   }
 
+  // A heartbeat from `host`, whose port forwards listen on `address`,
+  // reporting every assignment (incoming ones too) running with `health` and
+  // each guest port of its tier (service ports and check port) forwarded to a
+  // host port (hostPort()); `except` is reported without forwards; `extra`
+  // domains are reported as they are.
+  void beatWithPorts(const std::string& host, const std::string& address,
+                     Health health = Health::kHealthy, const std::string& except = "",
+                     const std::vector<DomainReport>& extra = {}) {
+    Heartbeat hb;
+    hb.host = host;
+    hb.agent_id = "agent-" + host;
+    hb.capacity = {4, 4096};
+    hb.service_address = address;
+    for (const auto& a : controller_->assignmentsFor(host).assignments) {
+      DomainReport d;
+      d.vm = a.vm;
+      d.tier = a.tier;
+      d.epoch = a.epoch;
+      d.state = DomainState::kRunning;
+      d.health = health;
+      if (a.vm != except) {
+        for (const auto& p : a.ports) d.ports[p.port] = hostPort(host, a.vm, p.port);
+        if (a.health.port > 0) d.ports[a.health.port] = hostPort(host, a.vm, a.health.port);
+      }
+      hb.domains.push_back(d);
+    }
+    for (const auto& d : extra) hb.domains.push_back(d);
+    auto r = controller_->handleHeartbeat(hb);
+    EXPECT_TRUE(r.isOk()) << r.status().toString();
+  }
+
+  // The port on `host` that forwards to a VM's guest port: a new one (from
+  // 20001) when first asked.
+  int hostPort(const std::string& host, const std::string& vm, int guest_port) {
+    std::string key = host + "/" + vm + ":" + std::to_string(guest_port);
+    auto [it, inserted] = host_ports_.try_emplace(key, 0);
+    if (inserted) it->second = 20000 + static_cast<int>(host_ports_.size());
+    return it->second;
+  }
+
+  Json endpoints(const std::string& tier) {
+    auto j = controller_->endpointsJson(tier);
+    EXPECT_TRUE(j.isOk()) << j.status().toString();
+    return j.isOk() ? *j : Json::object();
+  }
+
   ManualClock clock_{1000};
+  std::map<std::string, int> host_ports_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Controller> controller_;
 };
@@ -430,6 +479,201 @@ TEST_F(ControllerTest, MetricsText) {
   EXPECT_NE(m.find("tierwarden_vms{state=\"running\",tier=\"mysql\"} 2"), std::string::npos) << m;
   EXPECT_NE(m.find("tierwarden_events_total "), std::string::npos);
   EXPECT_NE(m.find("tierwarden_reconcile_duration_seconds_count"), std::string::npos);
+}
+
+// Pins: assignments carry the tier's `after:` list (the balancer's backends).
+TEST_F(ControllerTest, AssignmentCarriesAfter) {
+  join();
+  ASSERT_TRUE(apply(kPolicy).isOk());
+  settle();
+  int seen = 0;
+  for (const char* h : {"h1", "h2", "h3"}) {
+    for (const auto& a : controller_->assignmentsFor(h).assignments) {
+      ++seen;
+      std::vector<std::string> expected;
+      if (a.tier == "apache") expected = {"mysql"};
+      if (a.tier == "balancer") expected = {"apache"};
+      EXPECT_EQ(a.after, expected) << a.vm;
+    }
+  }
+  EXPECT_EQ(seen, 5);
+}
+
+const char* kServicePolicy = R"(
+tiers:
+  - name: db
+    image: tiny-db
+    replicas: 1
+    health: { type: tcp, port: 3306 }
+  - name: web
+    image: tiny-web
+    replicas: 2
+    ports:
+      - { name: http, port: 80 }
+      - { name: admin, port: 8080 }
+)";
+
+// Pins: a tier's endpoints are its service ports (else its check port) of the
+// VMs their host reports running with a forward, at the host's service
+// address, sorted by vm then port; nothing before ports are reported.
+TEST_F(ControllerTest, EndpointsOfRunningVmsWithForwards) {
+  join();
+  ASSERT_TRUE(apply(kServicePolicy).isOk());
+  settle();  // running, but no port forwards reported
+  EXPECT_EQ(endpoints("web"), (Json{{"tier", "web"}, {"endpoints", Json::array()}}));
+  beatWithPorts("h1", "10.0.0.1");
+  beatWithPorts("h2", "10.0.0.2");
+  beatWithPorts("h3", "10.0.0.3");
+  const VmRecord web1 = *controller_->vm("web-1");
+  const VmRecord web2 = *controller_->vm("web-2");
+  auto address = [](const std::string& host) { return "10.0.0." + host.substr(1); };
+  Json expected = Json::array();
+  for (const VmRecord* vm : {&web1, &web2}) {
+    expected.push_back(Json{{"vm", vm->name}, {"host", address(vm->host)},
+                            {"port", hostPort(vm->host, vm->name, 80)}, {"hypervisor", vm->host},
+                            {"name", "http"}, {"guest_port", 80}, {"healthy", true}});
+    expected.push_back(Json{{"vm", vm->name}, {"host", address(vm->host)},
+                            {"port", hostPort(vm->host, vm->name, 8080)}, {"hypervisor", vm->host},
+                            {"name", "admin"}, {"guest_port", 8080}, {"healthy", true}});
+  }
+  EXPECT_EQ(endpoints("web"), (Json{{"tier", "web"}, {"endpoints", expected}}));
+  // No `ports:`: the health check port, named "health".
+  Json db = endpoints("db")["endpoints"];
+  ASSERT_EQ(db.size(), 1u);
+  EXPECT_EQ(db[0]["vm"], "db-1");
+  EXPECT_EQ(db[0]["name"], "health");
+  EXPECT_EQ(db[0]["guest_port"], 3306);
+  EXPECT_EQ(db[0]["port"], hostPort(controller_->vm("db-1")->host, "db-1", 3306));
+  // A VM reported without forwards has no entry.
+  beatWithPorts(web1.host, address(web1.host), Health::kHealthy, "web-1");
+  Json list = endpoints("web")["endpoints"];
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["vm"], "web-2");
+}
+
+// Pins: only the current epoch, running, counts: a stale-epoch report, a
+// crashed domain and a host being fenced drop the VM's endpoints.
+TEST_F(ControllerTest, EndpointsOnlyForRunningCurrentEpoch) {
+  join();
+  ASSERT_TRUE(apply(kServicePolicy).isOk());
+  settle();
+  for (const char* h : {"h1", "h2", "h3"}) beatWithPorts(h, "127.0.0.1");
+  ASSERT_EQ(endpoints("web")["endpoints"].size(), 4u);
+  const VmRecord web1 = *controller_->vm("web-1");
+  const VmRecord web2 = *controller_->vm("web-2");
+
+  // web-1's host reports it at an older epoch: a stale copy, not an endpoint.
+  Heartbeat hb;
+  hb.host = web1.host;
+  hb.agent_id = "agent-" + web1.host;
+  hb.capacity = {4, 4096};
+  DomainReport stale;
+  stale.vm = "web-1";
+  stale.tier = "web";
+  stale.epoch = web1.epoch - 1;
+  stale.state = DomainState::kRunning;
+  stale.health = Health::kHealthy;
+  stale.ports = {{80, 20999}, {8080, 20998}};
+  hb.domains.push_back(stale);
+  ASSERT_TRUE(controller_->handleHeartbeat(hb).isOk());
+  Json list = endpoints("web")["endpoints"];
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["vm"], "web-2");
+
+  // Crashed at the current epoch (reported by the heartbeat): gone too.
+  hb.domains[0].epoch = web1.epoch;
+  hb.domains[0].state = DomainState::kCrashed;
+  ASSERT_TRUE(controller_->handleHeartbeat(hb).isOk());
+  EXPECT_EQ(endpoints("web")["endpoints"].size(), 2u);
+  beatWithPorts(web1.host, "127.0.0.1");
+  EXPECT_EQ(endpoints("web")["endpoints"].size(), 4u);
+
+  // A crash event between heartbeats drops it at once.
+  AgentEvent crash{web1.host, "web-1", web1.epoch, "vm.crashed", "warn", "domain crashed"};
+  ASSERT_TRUE(controller_->handleAgentEvent(crash).isOk());
+  EXPECT_EQ(endpoints("web")["endpoints"].size(), 2u);
+  beatWithPorts(web1.host, "127.0.0.1");
+  ASSERT_EQ(endpoints("web")["endpoints"].size(), 4u);
+
+  // web-2's host goes silent and is declared dead: its last report no longer counts.
+  for (int i = 0; i < 40 && controller_->vm("web-2")->host == web2.host &&
+                  controller_->vm("web-2")->state == VmState::kRunning;
+       ++i) {
+    clock_.advance(100);
+    for (const char* h : {"h1", "h2", "h3"})
+      if (web2.host != h) beat(h);
+    controller_->runOnce();
+  }
+  EXPECT_NE(controller_->vm("web-2")->state, VmState::kRunning);
+  for (const auto& e : endpoints("web")["endpoints"]) EXPECT_EQ(e["vm"], "web-1");
+}
+
+// Pins: `healthy` is the report's health: unhealthy or not yet judged is false.
+TEST_F(ControllerTest, EndpointsHealthyFlag) {
+  join();
+  ASSERT_TRUE(apply(kServicePolicy).isOk());
+  settle();
+  for (const char* h : {"h1", "h2", "h3"}) beatWithPorts(h, "127.0.0.1");
+  const std::string host = controller_->vm("web-1")->host;
+  beatWithPorts(host, "127.0.0.1", Health::kUnhealthy);
+  for (const auto& e : endpoints("web")["endpoints"]) {
+    EXPECT_EQ(e["healthy"], e["vm"] != "web-1") << e.dump();
+  }
+  beatWithPorts(host, "127.0.0.1", Health::kUnknown);
+  for (const auto& e : endpoints("web")["endpoints"]) {
+    EXPECT_EQ(e["healthy"], e["vm"] != "web-1") << e.dump();
+  }
+  beatWithPorts(host, "127.0.0.1", Health::kHealthy);
+  for (const auto& e : endpoints("web")["endpoints"]) EXPECT_EQ(e["healthy"], true) << e.dump();
+}
+
+// Pins: a migrating VM is listed where it runs; once it runs on the new host
+// at the new epoch its endpoints follow it (new address and ports), and the
+// old host's leftover copy is not listed.
+TEST_F(ControllerTest, EndpointsFollowMigratedVm) {
+  join();
+  ASSERT_TRUE(apply(kServicePolicy).isOk());
+  settle();
+  for (const char* h : {"h1", "h2", "h3"}) beatWithPorts(h, "192.0.2." + std::string(h + 1));
+  const VmRecord before = *controller_->vm("web-1");
+  ASSERT_NE(before.host, "h3");
+  ASSERT_TRUE(controller_->migrateVm("web-1", "h3").isOk());
+  Json list = endpoints("web")["endpoints"];
+  ASSERT_EQ(list.size(), 4u);
+  EXPECT_EQ(list[0]["hypervisor"], before.host);
+  // The destination reports it running at the migration's epoch, with its forwards.
+  beatWithPorts("h3", "192.0.2.3");
+  const VmRecord after = *controller_->vm("web-1");
+  ASSERT_EQ(after.host, "h3");
+  EXPECT_GT(after.epoch, before.epoch);
+  // The source still reports its copy at the old epoch (not yet removed).
+  DomainReport leftover;
+  leftover.vm = "web-1";
+  leftover.tier = "web";
+  leftover.epoch = before.epoch;
+  leftover.state = DomainState::kRunning;
+  leftover.health = Health::kHealthy;
+  leftover.ports = {{80, hostPort(before.host, "web-1", 80)},
+                    {8080, hostPort(before.host, "web-1", 8080)}};
+  beatWithPorts(before.host, "192.0.2." + before.host.substr(1), Health::kHealthy, "", {leftover});
+  list = endpoints("web")["endpoints"];
+  ASSERT_EQ(list.size(), 4u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(list[i]["vm"], "web-1");
+    EXPECT_EQ(list[i]["hypervisor"], "h3");
+    EXPECT_EQ(list[i]["host"], "192.0.2.3");
+    EXPECT_EQ(list[i]["port"], hostPort("h3", "web-1", list[i]["guest_port"].get<int>()));
+  }
+}
+
+// Pins: an unknown tier is kNotFound naming it.
+TEST_F(ControllerTest, EndpointsOfUnknownTierIsNotFound) {
+  join();
+  ASSERT_TRUE(apply(kServicePolicy).isOk());
+  auto j = controller_->endpointsJson("nope");
+  ASSERT_FALSE(j.isOk());
+  EXPECT_EQ(j.status().code(), Code::kNotFound);
+  EXPECT_NE(j.status().message().find("'nope'"), std::string::npos);
 }
 
 }  // namespace

@@ -402,6 +402,32 @@ TEST(TwctlRender, IncidentsTable) {
             "-          -\n");
 }
 
+// Pins: the endpoints table: VM, HOST (the hypervisor), ADDRESS and PORT
+// (where to connect), NAME, HEALTHY; an unexpected answer is an empty table.
+TEST(TwctlRender, EndpointsTable) {
+  Json answer = {{"tier", "web"},
+                 {"endpoints",
+                  {{{"vm", "web-1"},
+                    {"host", "127.0.0.1"},
+                    {"port", 20001},
+                    {"hypervisor", "h1"},
+                    {"name", "http"},
+                    {"guest_port", 80},
+                    {"healthy", true}},
+                   {{"vm", "web-2"},
+                    {"host", "192.0.2.2"},
+                    {"port", 20002},
+                    {"hypervisor", "h2"},
+                    {"name", "http"},
+                    {"guest_port", 80},
+                    {"healthy", false}}}}};
+  EXPECT_EQ(renderEndpoints(answer),
+            "VM      HOST   ADDRESS     PORT    NAME   HEALTHY\n"
+            "web-1   h1     127.0.0.1   20001   http   true\n"
+            "web-2   h2     192.0.2.2   20002   http   false\n");
+  EXPECT_EQ(renderEndpoints(Json{{"error", "x"}}), "VM   HOST   ADDRESS   PORT   NAME   HEALTHY\n");
+}
+
 // Pins: the --follow line format, one line even for a multi-line message.
 TEST(TwctlRender, EventLine) {
   Json e = {{"id", 9},
@@ -440,6 +466,7 @@ TEST(TwctlErrors, OneLineAndExitCodes) {
 TEST(TwctlErrors, CanonicalResourceNames) {
   EXPECT_EQ(canonicalResource("vm"), "vms");
   EXPECT_EQ(canonicalResource("incidents"), "incidents");
+  EXPECT_EQ(canonicalResource("endpoint"), "endpoints");
   EXPECT_FALSE(canonicalResource("pods").has_value());
 }
 

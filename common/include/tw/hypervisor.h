@@ -87,6 +87,10 @@ struct DomainEvent {
 struct MigrateOptions {
   bool live = true;
   bool unsafe = false;      // shared disk without cache=none
+  // Copy the domain's disks to the destination (VIR_MIGRATE_NON_SHARED_INC:
+  // the top overlay only; the destination has the same path prepared as an
+  // overlay of the same base image).
+  bool copy_storage = false;
   std::string migrate_uri;  // VIR_MIGRATE_PARAM_URI, e.g. unix://<socket>; empty = default
   // When set (epoch > 0), the domain arrives with this metadata
   // (VIR_MIGRATE_PARAM_DEST_XML): a migrated VM carries its new epoch.

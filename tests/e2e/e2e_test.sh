@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# End-to-end (ctest label e2e): real libvirtd hosts (scripts/hosts), real QEMU
+# guests booting the tiny tier images, the controller and agents as daemons.
+#   1. apply the demo policy (2 db, 2 web, 1 balancer) -> every tier healthy
+#   2. kill -9 a web VM's QEMU -> restarted in place, healthy, one incident with its timeline
+#   3. crash the host running a db VM -> fenced, its VMs rebuilt elsewhere (the spare),
+#      every tier healthy, never two copies; the balancer answers at the end and
+#      failed only while a backend was down
+#   4. drain a host -> its VMs live-migrated, the balancer keeps answering
+#   5. restart the controller during a recovery -> converges
+# Usage: tests/e2e/e2e_test.sh [BUILD_DIR]. Needs root; exit 77 (skip) without.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "e2e: needs root; skipped"; exit 77; }
+E2E_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+E2E_BIN=${1:-$E2E_ROOT/build}/bin
+E2E_DIR=${E2E_DIR:-/tmp/tierwarden-e2e}
+E2E_PORT=${E2E_PORT:-7871}
+# shellcheck source=tests/e2e/lib.sh
+source "$E2E_ROOT/tests/e2e/lib.sh"
+
+rm -rf "$E2E_DIR"
+mkdir -p "$E2E_DIR"
+trap 'e2e_stop_balancer_probe 2>/dev/null; e2e_stop_copy_watch 2>/dev/null; e2e_cleanup' EXIT
+T0=$(e2e_now)
+
+# ---- 1. apply -> all healthy ---------------------------------------------------
+e2e_log "1. starting 3 hosts (h1, h2 active; h3 spare), controller, agents"
+e2e_start_cluster 3
+twctl apply -f "$E2E_DIR/policy.yaml" >/dev/null || e2e_fail "apply"
+t=$(e2e_now)
+e2e_wait 240 "every tier healthy after apply" e2e_all_healthy
+e2e_log "1. ok: every tier healthy $(e2e_elapsed "$t" "$(e2e_now)") s after apply"
+BAL=$(balancer_url)
+[ -n "$BAL" ] || e2e_fail "the balancer has no endpoint"
+page=$(curl -fsS -m 3 "$BAL") || e2e_fail "the balancer does not answer at $BAL"
+echo "$page" | grep -q "tierwarden: apache-" || e2e_fail "the balancer's page names no web VM: $page"
+e2e_start_copy_watch
+e2e_start_balancer_probe "$BAL"
+
+# ---- 2. kill -9 a web VM's QEMU ------------------------------------------------
+pid=$(qemu_pid apache-1)
+[ -n "$pid" ] || e2e_fail "no QEMU for apache-1"
+before=$(api incidents | jq '[.incidents[] | select(.subject == "vm/apache-1")] | length')
+e2e_log "2. kill -9 QEMU of apache-1 (pid $pid)"
+t=$(e2e_now)
+kill -9 "$pid"
+e2e_wait 10 "apache-1 running again (new QEMU)" bash -c "p=\$(pgrep -f -- '-name guest=apache-1,' | head -1); [ -n \"\$p\" ] && [ \"\$p\" != $pid ]"
+t_run=$(e2e_now)
+sleep 0.5
+e2e_wait 60 "apache-1 healthy again" vm_running_healthy apache-1
+e2e_log "2. ok: running again after $(e2e_elapsed "$t" "$t_run") s, healthy after $(e2e_elapsed "$t" "$(e2e_now)") s"
+incident_closed() {
+  api incidents | jq -e --argjson n "$before" '[.incidents[] | select(.subject == "vm/apache-1")] | length == $n + 1' >/dev/null
+}
+e2e_wait 20 "one new incident for apache-1" incident_closed
+inc=$(api incidents | jq -c '[.incidents[] | select(.subject == "vm/apache-1")] | .[-1]')
+steps=$(echo "$inc" | jq -r '[.steps[].step] | join(",")')
+e2e_log "2. incident: $(echo "$inc" | jq -r '.kind'): $steps"
+case "$steps" in detected*restarted*) ;; *) e2e_fail "incident timeline lacks detected..restarted: $steps" ;; esac
+e2e_wait 30 "the incident closes (healthy step)" bash -c "curl -fsS '$TW_CONTROLLER/api/v1/incidents' | jq -e '[.incidents[] | select(.subject == \"vm/apache-1\")] | .[-1].open == false' >/dev/null"
+
+# ---- 3. crash the host running mysql-1 -----------------------------------------
+victim=$(vm_host mysql-1)
+[ -n "$victim" ] || e2e_fail "mysql-1 has no host"
+moved=$(api hosts | jq -r --arg h "$victim" '.hosts[] | select(.name == $h) | .vms | join(" ")')
+e2e_log "3. crash $victim (runs: $moved)"
+t=$(e2e_now)
+hosts crash "$victim" >/dev/null
+fenced() { [ "$(host_state "$victim")" = fenced ]; }
+e2e_wait 30 "$victim fenced" fenced
+t_fenced=$(e2e_now)
+all_elsewhere() {
+  local v h
+  for v in $moved; do
+    h=$(vm_host "$v")
+    [ -n "$h" ] && [ "$h" != "$victim" ] || return 1
+    vm_running_healthy "$v" || return 1
+  done
+}
+e2e_wait 90 "the VMs of $victim running and healthy on other hosts" all_elsewhere
+t_moved=$(e2e_now)
+e2e_wait 90 "every tier healthy after the host crash" e2e_all_healthy
+spare_vms=$(api hosts | jq -r '.hosts[] | select(.name == "h3") | .vms | join(" ")')
+e2e_log "3. ok: $(host_state "$victim") after $(e2e_elapsed "$t" "$t_fenced") s; its VMs healthy elsewhere after $(e2e_elapsed "$t" "$t_moved") s (spare h3 runs: ${spare_vms:-nothing})"
+curl -fsS -m 3 "$BAL" >/dev/null || e2e_fail "the balancer does not answer after the host crash"
+[ -s "$E2E_DIR/duplicates.log" ] && e2e_fail "two copies of a VM ran at once: $(cat "$E2E_DIR/duplicates.log")"
+
+# Bring the crashed host back (as capacity) for the drain step.
+hosts restart "$victim" >/dev/null
+e2e_start_agent "$victim"
+e2e_wait 30 "$victim back online" bash -c "[ \"\$(curl -fsS '$TW_CONTROLLER/api/v1/hosts' | jq -r '.hosts[] | select(.name == \"$victim\") | .state')\" = online ]"
+
+# ---- 4. drain a host -> live migration -----------------------------------------
+drain=$(api hosts | jq -r '[.hosts[] | select(.name != "h3" and (.vms | length) > 0)] | .[0].name')
+[ -n "$drain" ] && [ "$drain" != null ] || e2e_fail "no active host with VMs to drain"
+dvms=$(api hosts | jq -r --arg h "$drain" '.hosts[] | select(.name == $h) | .vms | join(" ")')
+fails_before=$(grep -c ' fail' "$E2E_DIR/balancer.log" || true)
+e2e_log "4. drain $drain (runs: $dvms)"
+t=$(e2e_now)
+twctl drain host "$drain" >/dev/null || e2e_fail "twctl drain host $drain"
+drained() {
+  [ "$(api hosts | jq -r --arg h "$drain" '.hosts[] | select(.name == $h) | .vms | length')" = 0 ] && e2e_all_healthy
+}
+e2e_wait 120 "$drain empty and every tier healthy" drained
+migrated=$(api events | jq -r --argjson t "$(awk -v t="$t" 'BEGIN { printf "%d", t * 1000 }')" \
+  '[.events[] | select(.t_ms >= $t and .kind == "vm.migrated")] | length')
+fails=$(($(grep -c ' fail' "$E2E_DIR/balancer.log" || true) - fails_before))
+e2e_log "4. ok: drained in $(e2e_elapsed "$t" "$(e2e_now)") s, $migrated live migrations; balancer requests failed meanwhile: $fails"
+[ "$migrated" -ge 1 ] || e2e_fail "no VM was live-migrated off $drain"
+curl -fsS -m 3 "$BAL" >/dev/null || e2e_fail "the balancer does not answer after the drain"
+twctl undrain host "$drain" >/dev/null || e2e_fail "twctl undrain host $drain"
+
+# ---- 5. controller restart during a recovery ----------------------------------
+pid=$(qemu_pid apache-2)
+[ -n "$pid" ] || e2e_fail "no QEMU for apache-2"
+e2e_log "5. kill -9 QEMU of apache-2 and restart the controller at once"
+kill -9 "$pid"
+sleep 0.3
+e2e_stop_controller
+sleep 1
+e2e_start_controller
+e2e_wait 90 "every tier healthy after the controller restart" e2e_all_healthy
+e2e_log "5. ok: converged after the controller restart"
+
+e2e_stop_balancer_probe
+e2e_stop_copy_watch
+[ -s "$E2E_DIR/duplicates.log" ] && e2e_fail "two copies of a VM ran at once: $(cat "$E2E_DIR/duplicates.log")"
+total=$(wc -l <"$E2E_DIR/balancer.log")
+failed=$(grep -c ' fail' "$E2E_DIR/balancer.log" || true)
+e2e_log "balancer: $failed of $total requests failed over the whole run (backends down during recovery)"
+e2e_log "PASS in $(e2e_elapsed "$T0" "$(e2e_now)") s"

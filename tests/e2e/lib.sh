@@ -1,0 +1,176 @@
+# shellcheck shell=bash
+# A real cluster for the e2e tests and bench/recovery: N scripts/hosts hosts
+# (one libvirtd per PID + mount namespace, real QEMU guests under TCG), a
+# controller on the machine, one agent inside each host, the tiny tier images.
+# Source it, set E2E_DIR (state), then: e2e_start_cluster N; e2e_apply FILE; ...
+# Needs root. Every function fails the caller with a message (e2e_fail).
+
+E2E_ROOT=${E2E_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+E2E_BIN=${E2E_BIN:-$E2E_ROOT/build/bin}
+E2E_IMAGES=${TW_IMAGES_CACHE:-/var/cache/tierwarden/images}
+E2E_PORT=${E2E_PORT:-7870}
+E2E_CTL_PID=""
+
+e2e_log() { echo "[$(date +%T.%3N)] $*"; }
+e2e_fail() {
+  echo "[$(date +%T.%3N)] FAIL: $*" >&2
+  e2e_dump
+  exit 1
+}
+e2e_now() { date +%s.%N; }
+# Seconds between two e2e_now stamps, 2 decimals.
+e2e_elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+twctl() { "$E2E_BIN/twctl" "$@"; }
+api() { curl -fsS -m 5 "$TW_CONTROLLER/api/v1/$1"; }
+hosts() { TW_HOSTS_DIR="$E2E_DIR/hosts" "$E2E_ROOT/scripts/hosts" "$@"; }
+
+e2e_dump() {
+  [ -n "${TW_CONTROLLER:-}" ] || return 0
+  echo "--- vms" >&2
+  twctl get vms >&2 2>&1 || true
+  echo "--- hosts" >&2
+  twctl get hosts >&2 2>&1 || true
+  echo "--- last events" >&2
+  twctl get events -o json 2>/dev/null | jq -r '.events[-25:][] | "\(.t_ms) \(.level) \(.kind) \(.subject) \(.message)"' >&2 || true
+}
+
+e2e_start_controller() {
+  mkdir -p "$E2E_DIR/state" "$E2E_DIR/logs"
+  "$E2E_BIN/tierwarden-controller" --state-dir "$E2E_DIR/state" --listen "127.0.0.1:$E2E_PORT" \
+    --web-dir "$E2E_ROOT/web" >>"$E2E_DIR/logs/controller.log" 2>&1 &
+  E2E_CTL_PID=$!
+  export TW_CONTROLLER=http://127.0.0.1:$E2E_PORT TW_TOKEN_FILE=$E2E_DIR/state/token
+  local i
+  for i in $(seq 200); do
+    [ -s "$TW_TOKEN_FILE" ] && curl -fsS -m 1 "$TW_CONTROLLER/api/v1/cluster" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  e2e_fail "controller did not start; see $E2E_DIR/logs/controller.log"
+}
+
+e2e_stop_controller() {
+  [ -n "$E2E_CTL_PID" ] || return 0
+  kill "$E2E_CTL_PID" 2>/dev/null || true
+  wait "$E2E_CTL_PID" 2>/dev/null || true
+  E2E_CTL_PID=""
+}
+
+# Index i of host hN: agent ports (20000 + 1000 i).
+e2e_start_agent() {
+  local h=$1 i=${1#h}
+  hosts spawn "$h" "$E2E_DIR/logs/agent-$h.log" -- "$E2E_BIN/tierwarden-agent" --host "$h" \
+    --libvirt-uri qemu:///system --controller "$TW_CONTROLLER" --token-file "$TW_TOKEN_FILE" \
+    --images "$E2E_IMAGES" --port-base $((20000 + 1000 * i)) >/dev/null
+}
+
+# e2e_start_cluster N: hosts h1..hN with agents, controller; writes the demo
+# policy with the hosts' URIs (h1..h(N-1) active, hN spare) to $E2E_DIR/policy.yaml.
+e2e_start_cluster() {
+  local n=$1 h
+  [ "$(id -u)" = 0 ] || { echo "e2e: needs root"; exit 77; }
+  [ -f "$E2E_IMAGES/tiny-web.json" ] || e2e_fail "no tier images in $E2E_IMAGES (run images/build)"
+  mkdir -p "$E2E_DIR"
+  hosts stop >/dev/null 2>&1 || true
+  hosts start "$n" >/dev/null || e2e_fail "scripts/hosts start $n"
+  e2e_start_controller
+  for h in $(seq 1 "$n"); do e2e_start_agent "h$h"; done
+  {
+    echo "cluster: { n_plus_one: warn }"
+    echo "hosts:"
+    for h in $(seq 1 "$n"); do
+      echo "  - { name: h$h, uri: \"$(hosts uri "h$h")\", role: $([ "$h" = "$n" ] && echo spare || echo active), capacity: { cpus: 4 } }"
+    done
+    sed -n '/^tiers:/,$p' "$E2E_ROOT/policies/demo.yaml"
+  } >"$E2E_DIR/policy.yaml"
+}
+
+e2e_cleanup() {
+  e2e_stop_controller
+  hosts stop >/dev/null 2>&1 || true
+}
+
+# All tiers healthy (every VM running and healthy).
+e2e_all_healthy() {
+  api tiers 2>/dev/null | jq -e '(.tiers | length) > 0 and all(.tiers[]; .is_healthy)' >/dev/null 2>&1
+}
+
+# e2e_wait SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s.
+e2e_wait() {
+  local limit=$1 what=$2
+  shift 2
+  local end
+  end=$(awk -v n="$(e2e_now)" -v l="$limit" 'BEGIN { printf "%.3f", n + l }')
+  while :; do
+    "$@" && return 0
+    if awk -v n="$(e2e_now)" -v e="$end" 'BEGIN { exit !(n > e) }'; then
+      e2e_fail "timed out after ${limit}s waiting for: $what"
+    fi
+    sleep 0.1
+  done
+}
+
+vm_json() { api "vms/$1" 2>/dev/null; }
+vm_field() { vm_json "$1" | jq -r ".vm.$2 // .$2 // empty"; }
+vm_host() { api vms | jq -r --arg v "$1" '.vms[] | select(.name == $v) | .host'; }
+vm_running_healthy() {
+  api vms | jq -e --arg v "$1" '.vms[] | select(.name == $v) | .state == "running" and .health == "healthy"' >/dev/null 2>&1
+}
+vm_epoch() { api vms | jq -r --arg v "$1" '.vms[] | select(.name == $v) | .epoch'; }
+host_state() { api hosts | jq -r --arg h "$1" '.hosts[] | select(.name == $h) | .state'; }
+
+# PID (outside view) of the QEMU running VM $1, if any.
+qemu_pid() { pgrep -f -- "-name guest=$1," | head -1; }
+
+# Every running copy of every VM over all live hosts: "vm host" lines.
+running_copies() {
+  local h
+  for h in $(hosts status | awk '$2 == "running" { print $1 }'); do
+    virsh -c "$(hosts uri "$h")" list --name 2>/dev/null | sed "/^$/d; s/\$/ $h/"
+  done
+}
+
+# The balancer's URL (its first endpoint).
+balancer_url() {
+  api tiers/balancer/endpoints | jq -r '.endpoints[0] | select(.) | "http://\(.host):\(.port)/"'
+}
+
+# A background prober of the balancer: one line per request ("ok NAME" / "fail")
+# into $E2E_DIR/balancer.log until e2e_stop_balancer_probe.
+e2e_start_balancer_probe() {
+  local url=$1
+  : >"$E2E_DIR/balancer.log"
+  (
+    while :; do
+      if page=$(curl -fsS -m 2 "$url" 2>/dev/null); then
+        echo "$(date +%s.%N) ok $(echo "$page" | sed -n 's/.*<title>\(.*\)<\/title>.*/\1/p' | head -1)"
+      else
+        echo "$(date +%s.%N) fail"
+      fi
+      sleep 0.2
+    done
+  ) >>"$E2E_DIR/balancer.log" 2>/dev/null &
+  E2E_PROBE_PID=$!
+}
+e2e_stop_balancer_probe() {
+  kill "$E2E_PROBE_PID" 2>/dev/null || true
+  wait "$E2E_PROBE_PID" 2>/dev/null || true
+}
+
+# A background watcher that records any VM running on two hosts at once
+# into $E2E_DIR/duplicates.log.
+e2e_start_copy_watch() {
+  : >"$E2E_DIR/duplicates.log"
+  (
+    while :; do
+      running_copies | awk '{ n[$1]++; h[$1] = h[$1] " " $2 } END { for (v in n) if (n[v] > 1) print v ":" h[v] }' \
+        | sed "s/^/$(date +%T.%3N) /"
+      sleep 0.3
+    done
+  ) >>"$E2E_DIR/duplicates.log" 2>/dev/null &
+  E2E_WATCH_PID=$!
+}
+e2e_stop_copy_watch() {
+  kill "$E2E_WATCH_PID" 2>/dev/null || true
+  wait "$E2E_WATCH_PID" 2>/dev/null || true
+}
