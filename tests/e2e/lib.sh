@@ -142,7 +142,9 @@ e2e_start_balancer_probe() {
   : >"$E2E_DIR/balancer.log"
   (
     while :; do
-      if page=$(curl -fsS -m 2 "$url" 2>/dev/null); then
+      # The balancer VM itself may move (host crash): then ask for its endpoint again.
+      if page=$(curl -fsS -m 2 "$url" 2>/dev/null) ||
+        { url=$(balancer_url 2>/dev/null) && page=$(curl -fsS -m 2 "$url" 2>/dev/null); }; then
         echo "$(date +%s.%N) ok $(echo "$page" | sed -n 's/.*<title>\(.*\)<\/title>.*/\1/p' | head -1)"
       else
         echo "$(date +%s.%N) fail"

@@ -7,7 +7,11 @@
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <sstream>
@@ -730,6 +734,215 @@ TEST_F(AgentTest, GivesReportsAndReleasesHostPorts) {
   EXPECT_EQ(ports_.ports("web-1"), (std::map<int, int>{}));
   EXPECT_EQ(link_.lastReport("web-2")->ports, (std::map<int, int>{{80, 20003}}));
   EXPECT_EQ(link_.lastReport("web-3")->ports, (std::map<int, int>{{22, 20000}}));
+}
+
+// Pins: the forwards are added on the hypervisor right after the start, at
+// the service address; a crashed VM reports no ports until its restarted QEMU
+// has them again (added anew: forwards die with the QEMU process).
+TEST_F(AgentTest, ForwardsPortsAfterEveryStart) {
+  Assignment web1 = assignment("web-1", 1);
+  web1.ports = {ServicePort{"http", 80, "tcp"}};
+  startWith({web1});
+
+  EXPECT_EQ(hv_.forwards, (std::vector<std::string>{"web-1 127.0.0.1:20000->80"}));
+  ASSERT_TRUE(fake_.portForwards("web-1").isOk());
+  EXPECT_EQ(fake_.portForwards("web-1")->size(), 1u);
+  EXPECT_EQ(link_.lastReport("web-1")->ports, (std::map<int, int>{{80, 20000}}));
+  EXPECT_EQ(link_.heartbeats.back().service_address, "127.0.0.1");
+
+  fake_.crash("web-1");
+  settle();
+  ASSERT_TRUE(fake_.isRunning("web-1"));
+  EXPECT_EQ(hv_.forwards, (std::vector<std::string>{"web-1 127.0.0.1:20000->80",
+                                                    "web-1 127.0.0.1:20000->80"}));
+  EXPECT_EQ(fake_.portForwards("web-1")->size(), 1u);
+  EXPECT_EQ(link_.lastReport("web-1")->ports, (std::map<int, int>{{80, 20000}}));
+}
+
+// Pins: a restarted agent takes over the forwards its running VMs already have
+// (no second forward, the same host port reported), and gives new VMs other ports.
+TEST_F(AgentTest, RestartedAgentAdoptsExistingForwards) {
+  Assignment web1 = assignment("web-1", 1);
+  web1.ports = {ServicePort{"http", 80, "tcp"}};
+  ASSERT_TRUE(fake_.define(specOf(web1)).isOk());
+  ASSERT_TRUE(fake_.start("web-1").isOk());
+  ASSERT_TRUE(fake_.addPortForward("web-1", PortForward{"127.0.0.1", 20007, 80}).isOk());
+  Assignment web2 = assignment("web-2", 1);
+  web2.ports = {ServicePort{"http", 80, "tcp"}};
+  startWith({web1, web2});
+
+  EXPECT_EQ(fake_.startCount("web-1"), 1);
+  EXPECT_EQ(link_.lastReport("web-1")->ports, (std::map<int, int>{{80, 20007}}));
+  EXPECT_EQ(link_.lastReport("web-2")->ports, (std::map<int, int>{{80, 20000}}));
+  EXPECT_EQ(hv_.forwards, (std::vector<std::string>{"web-2 127.0.0.1:20000->80"}));
+}
+
+// A hypervisor without a QEMU monitor (libvirt's test driver).
+class NoForwardsHypervisor final : public Hypervisor {
+ public:
+  explicit NoForwardsHypervisor(FakeHypervisor& fake) : fake_(fake) {}
+  Status ping() override { return fake_.ping(); }
+  Result<Capacity> capacity() override { return fake_.capacity(); }
+  Status define(const DomainSpec& spec) override { return fake_.define(spec); }
+  Status start(const std::string& vm) override { return fake_.start(vm); }
+  Status destroy(const std::string& vm) override { return fake_.destroy(vm); }
+  Status undefine(const std::string& vm) override { return fake_.undefine(vm); }
+  Result<std::vector<DomainStatus>> listManaged() override { return fake_.listManaged(); }
+  Result<DomainStatus> domainState(const std::string& vm) override { return fake_.domainState(vm); }
+  Status subscribe(DomainEventHandler handler) override { return fake_.subscribe(std::move(handler)); }
+  Status migrate(const std::string& vm, const std::string& dest_uri,
+                 const MigrateOptions& options) override {
+    return fake_.migrate(vm, dest_uri, options);
+  }
+  Status addPortForward(const std::string&, const PortForward&) override {
+    ++adds;
+    return unimplemented("no QEMU monitor");
+  }
+  Result<std::vector<PortForward>> portForwards(const std::string&) override {
+    ++lists;
+    return unimplemented("no QEMU monitor");
+  }
+  int adds = 0;
+  int lists = 0;
+
+ private:
+  FakeHypervisor& fake_;
+};
+
+// Pins: on a hypervisor without forwards the VM runs, no ports are reported
+// (none reach it), and the agent stops asking after the first answer.
+TEST(AgentForwardsTest, NoForwardsOnTheTestDriverReportsNoPorts) {
+  ManualClock clock(0);
+  FakeHypervisor fake;
+  NoForwardsHypervisor hv(fake);
+  ScriptedLink link(clock);
+  Assignment web1 = assignment("web-1", 1);
+  web1.ports = {ServicePort{"http", 80, "tcp"}};
+  Assignment web2 = assignment("web-2", 1);
+  web2.ports = {ServicePort{"http", 80, "tcp"}};
+  link.set.host = "h1";
+  link.set.version = 1;
+  link.set.lease_ms = 5000;
+  link.set.assignments = {web1, web2};
+  AgentOptions options;
+  options.host = "h1";
+  options.agent_id = "a";
+  Agent agent(options, hv, link, clock);
+  ASSERT_TRUE(agent.start().isOk());
+  for (int i = 0; i < 5; ++i) agent.runOnce();
+
+  EXPECT_TRUE(fake.isRunning("web-1"));
+  ASSERT_NE(link.lastReport("web-1"), nullptr);
+  EXPECT_TRUE(link.lastReport("web-1")->ports.empty());
+  EXPECT_EQ(hv.adds, 0);
+  EXPECT_EQ(hv.lists, 1);
+}
+
+// Pins: the domain comes from the DomainBuilder; a build failure is a failed
+// start that counts against the budget, with the builder's message.
+class FailingBuilder final : public DomainBuilder {
+ public:
+  Result<DomainSpec> build(const Assignment& a) override {
+    if (a.image == "missing") return notFound("image 'missing' is not in /x (run images/build)");
+    DomainSpec spec;
+    spec.meta = DomainMeta{a.vm, a.tier, a.epoch, a.policy_version, a.spec_digest};
+    spec.kernel = "/x/vmlinux";
+    return spec;
+  }
+  void release(const std::string& vm) override { released.push_back(vm); }
+  std::vector<std::string> released;
+};
+
+TEST(AgentBuilderTest, BuildsDomainsWithTheBuilderAndReleasesThem) {
+  ManualClock clock(0);
+  FakeHypervisor fake;
+  ScriptedLink link(clock);
+  Assignment good = assignment("web-1", 1);
+  Assignment bad = assignment("web-2", 1);
+  bad.image = "missing";
+  link.set.host = "h1";
+  link.set.version = 1;
+  link.set.lease_ms = 5000;
+  link.set.assignments = {good, bad};
+  AgentOptions options;
+  options.host = "h1";
+  options.agent_id = "a";
+  FailingBuilder builder;
+  Agent agent(options, fake, link, clock, nullptr, nullptr, &builder);
+  ASSERT_TRUE(agent.start().isOk());
+  for (int i = 0; i < 3; ++i) agent.runOnce();
+
+  ASSERT_NE(fake.spec("web-1"), nullptr);
+  EXPECT_EQ(fake.spec("web-1")->kernel, "/x/vmlinux");
+  EXPECT_FALSE(fake.isRunning("web-2"));
+  const AgentEvent* failed = link.findEvent("vm.start_failed", "web-2");
+  ASSERT_NE(failed, nullptr);
+  EXPECT_NE(failed->message.find("image 'missing' is not in /x"), std::string::npos) << failed->message;
+  EXPECT_EQ(agent.restarts("web-2"), 1);
+
+  link.set.version = 2;
+  link.set.assignments = {bad};
+  agent.onAssignments(link.set);
+  agent.runOnce();
+  EXPECT_EQ(fake.spec("web-1"), nullptr);
+  EXPECT_EQ(builder.released, (std::vector<std::string>{"web-1"}));
+}
+
+// Pins: the kernel command line appends the image's parameters with the VM's
+// identity; tw.backend is the first tier of `after`; empty values are left out.
+TEST(DomainBuilderTest, KernelCmdlineCarriesIdentity) {
+  ImageInfo img;
+  img.cmdline = "console=ttyS0 tw.role=balancer";
+  img.cmdline_params = {"tw.vm", "tw.tier", "tw.host", "tw.api", "tw.backend"};
+  Assignment a = assignment("balancer-1", 1);
+  a.tier = "balancer";
+  a.after = {"apache", "mysql"};
+  EXPECT_EQ(kernelCmdline(img, a, "h2", "127.0.0.1:7800"),
+            "console=ttyS0 tw.role=balancer tw.vm=balancer-1 tw.tier=balancer tw.host=h2 "
+            "tw.api=127.0.0.1:7800 tw.backend=apache");
+  a.after.clear();
+  EXPECT_EQ(kernelCmdline(img, a, "h2", ""),
+            "console=ttyS0 tw.role=balancer tw.vm=balancer-1 tw.tier=balancer tw.host=h2");
+}
+
+// Pins: image metadata loads from DIR/<name>.json with paths made absolute; a
+// missing image, a missing file it names and a bad name are clear errors.
+TEST(DomainBuilderTest, LoadsImageMetadata) {
+  const std::string dir = ::testing::TempDir() + "tw-images-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir + "/tiny");
+  std::ofstream(dir + "/tiny/vmlinux") << "k";
+  std::ofstream(dir + "/tiny/initrd") << "i";
+  std::ofstream(dir + "/tiny-web.json")
+      << R"({"name":"tiny-web","kernel":"tiny/vmlinux","initrd":"tiny/initrd","cmdline":"c",)"
+      << R"("cmdline_params":"tw.vm tw.tier","memory_mib":128,"min_memory_mib":96,"ports":[80],"disk":""})";
+  std::ofstream(dir + "/broken.json") << R"({"kernel":"tiny/nothing"})";
+  Result<ImageInfo> img = loadImage(dir, "tiny-web");
+  ASSERT_TRUE(img.isOk()) << img.status().toString();
+  EXPECT_EQ(img->kernel, dir + "/tiny/vmlinux");
+  EXPECT_EQ(img->initrd, dir + "/tiny/initrd");
+  EXPECT_EQ(img->cmdline_params, (std::vector<std::string>{"tw.vm", "tw.tier"}));
+  EXPECT_EQ(img->ports, (std::vector<int>{80}));
+  EXPECT_EQ(img->min_memory_mib, 96);
+  EXPECT_EQ(loadImage(dir, "nope").status().code(), Code::kNotFound);
+  EXPECT_NE(loadImage(dir, "broken").status().message().find("tiny/nothing is missing"), std::string::npos);
+  EXPECT_EQ(loadImage(dir, "../etc/passwd").status().code(), Code::kInvalidArgument);
+
+  ImageBuilderOptions options;
+  options.images_dir = dir;
+  options.host = "h1";
+  ImageDomainBuilder builder(options);
+  Assignment a = assignment("web-1", 1);
+  a.image = "tiny-web";
+  a.memory_mib = 64;
+  EXPECT_EQ(builder.build(a).status().code(), Code::kInvalidArgument);  // below min_memory_mib
+  a.memory_mib = 128;
+  Result<DomainSpec> spec = builder.build(a);
+  ASSERT_TRUE(spec.isOk()) << spec.status().toString();
+  EXPECT_EQ(spec->kernel, dir + "/tiny/vmlinux");
+  EXPECT_EQ(spec->cmdline, "c tw.vm=web-1 tw.tier=web");
+  EXPECT_TRUE(spec->user_network);
+  EXPECT_TRUE(spec->disk_path.empty());
+  std::filesystem::remove_all(dir);
 }
 
 // Pins: DomainReport::ports crosses the wire as an object keyed by the guest
