@@ -86,14 +86,15 @@ bool isCandidate(const PlacementInput& input, const Slot& slot, const HostLoad& 
 // Rule 4 as a sort key: smaller is better.
 using RankKey = std::tuple<int, size_t, int, int64_t, std::string>;
 
-RankKey rankOf(const TierSpec& t, const HostLoad& h) {
+RankKey rankOf(const TierSpec& t, const HostLoad& h, bool spares_stand_in) {
   const auto& preferred = t.placement.preferred_hosts;
   auto it = std::find(preferred.begin(), preferred.end(), h.view->name);
   size_t preferred_rank = it == preferred.end() ? std::numeric_limits<size_t>::max()
                                                 : static_cast<size_t>(it - preferred.begin());
   int same_tier = t.placement.spread == SpreadMode::kPreferred ? h.replicasOf(t.name) : 0;
-  return {h.view->role == HostRole::kSpare ? 1 : 0, preferred_rank, same_tier, -h.freeMemory(),
-          h.view->name};
+  const int spare = h.view->role == HostRole::kSpare ? 1 : 0;
+  if (spares_stand_in) return {same_tier, preferred_rank, spare, -h.freeMemory(), h.view->name};
+  return {spare, preferred_rank, same_tier, -h.freeMemory(), h.view->name};
 }
 
 // Why no host was a candidate for `slot`. Hosts are named in name order.
@@ -225,6 +226,14 @@ PlacementResult place(const PlacementInput& input) {
     kept[i] = true;
   }
 
+  // Rule 4's exception: an active host is lost, the spares stand in for it.
+  bool spares_stand_in = false;
+  for (const HostView& v : input.hosts) {
+    if (v.role == HostRole::kActive && v.capacity_known && (!v.schedulable || !v.accepts_new)) {
+      spares_stand_in = true;
+    }
+  }
+
   // Rules 2-4: place the rest.
   for (size_t i = 0; i < slots.size(); ++i) {
     if (kept[i]) continue;
@@ -233,7 +242,7 @@ PlacementResult place(const PlacementInput& input) {
     RankKey best_key;
     for (auto& [name, h] : hosts) {
       if (!isCandidate(input, s, h)) continue;
-      RankKey key = rankOf(*s.tier, h);
+      RankKey key = rankOf(*s.tier, h, spares_stand_in);
       if (best == nullptr || key < best_key) {
         best = &h;
         best_key = std::move(key);

@@ -79,6 +79,9 @@ e2e_wait 90 "the VMs of $victim running and healthy on other hosts" all_elsewher
 t_moved=$(e2e_now)
 e2e_wait 90 "every tier healthy after the host crash" e2e_all_healthy
 spare_vms=$(api hosts | jq -r '.hosts[] | select(.name == "h3") | .vms | join(" ")')
+on_spare=0
+for v in $moved; do [ "$(vm_host "$v")" = h3 ] && on_spare=$((on_spare + 1)); done
+[ "$victim" = h3 ] || [ "$on_spare" -ge 1 ] || e2e_fail "none of $moved was rebuilt on the spare h3"
 e2e_log "3. ok: $(host_state "$victim") after $(e2e_elapsed "$t" "$t_fenced") s; its VMs healthy elsewhere after $(e2e_elapsed "$t" "$t_moved") s (spare h3 runs: ${spare_vms:-nothing})"
 BAL=$(balancer_url)
 curl -fsS -m 3 "$BAL" >/dev/null || e2e_fail "the balancer does not answer after the host crash (at $BAL)"
@@ -102,9 +105,9 @@ drained() {
 }
 e2e_wait 120 "$drain empty and every tier healthy" drained
 migrated=$(api events | jq -r --argjson t "$(awk -v t="$t" 'BEGIN { printf "%d", t * 1000 }')" \
-  '[.events[] | select(.t_ms >= $t and .kind == "vm.migrated")] | length')
+  '[.events[] | select(.t_ms >= $t and .kind == "vm.migrated") | .subject] | unique | length')
 fails=$(($(grep -c ' fail' "$E2E_DIR/balancer.log" || true) - fails_before))
-e2e_log "4. ok: drained in $(e2e_elapsed "$t" "$(e2e_now)") s, $migrated live migrations; balancer requests failed meanwhile: $fails"
+e2e_log "4. ok: drained in $(e2e_elapsed "$t" "$(e2e_now)") s, $migrated VMs live-migrated; balancer requests failed meanwhile: $fails"
 [ "$migrated" -ge 1 ] || e2e_fail "no VM was live-migrated off $drain"
 curl -fsS -m 3 "$BAL" >/dev/null || e2e_fail "the balancer does not answer after the drain"
 twctl undrain host "$drain" >/dev/null || e2e_fail "twctl undrain host $drain"
@@ -113,11 +116,23 @@ twctl undrain host "$drain" >/dev/null || e2e_fail "twctl undrain host $drain"
 pid=$(qemu_pid apache-2)
 [ -n "$pid" ] || e2e_fail "no QEMU for apache-2"
 e2e_log "5. kill -9 QEMU of apache-2 and restart the controller at once"
+h=$(vm_host apache-2)
+healthy_before=$(grep -c "vm 'apache-2' is healthy" "$E2E_DIR/logs/agent-$h.log" || true)
+t=$(e2e_now)
+t_ms=$(awk -v t="$t" 'BEGIN { printf "%d", t * 1000 }')
 kill -9 "$pid"
 sleep 0.3
 e2e_stop_controller
 sleep 1
 e2e_start_controller
+# The agent's events of the restart reach the new controller, and apache-2 is
+# reported healthy again by its agent after the restart.
+restarted_seen() {
+  api events | jq -e --argjson t "$t_ms" '[.events[] | select(.t_ms >= $t and .subject == "vm/apache-2" and (.kind == "vm.restarted" or .kind == "vm.crashed"))] | length > 0' >/dev/null
+}
+e2e_wait 30 "the restart of apache-2 reported to the new controller" restarted_seen
+healthy_again() { [ "$(grep -c "vm 'apache-2' is healthy" "$E2E_DIR/logs/agent-$h.log")" -gt "$healthy_before" ]; }
+e2e_wait 90 "apache-2 healthy again (its agent)" healthy_again
 e2e_wait 90 "every tier healthy after the controller restart" e2e_all_healthy
 e2e_log "5. ok: converged after the controller restart"
 

@@ -122,11 +122,13 @@ host_state() { api hosts | jq -r --arg h "$1" '.hosts[] | select(.name == $h) | 
 # PID (outside view) of the QEMU running VM $1, if any.
 qemu_pid() { pgrep -f -- "-name guest=$1," | head -1; }
 
-# Every running copy of every VM over all live hosts: "vm host" lines.
+# Every running copy of every VM over all live hosts: "vm host" lines. Only
+# running ones: a live migration's destination holds the VM paused until the
+# source has stopped it.
 running_copies() {
   local h
   for h in $(hosts status | awk '$2 == "running" { print $1 }'); do
-    virsh -c "$(hosts uri "$h")" list --name 2>/dev/null | sed "/^$/d; s/\$/ $h/"
+    virsh -c "$(hosts uri "$h")" list --name --state-running 2>/dev/null | sed "/^$/d; s/\$/ $h/"
   done
 }
 

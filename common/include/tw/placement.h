@@ -13,6 +13,10 @@
 //  4. Among candidates: active before spare; preferred_hosts first (in their
 //     order); fewer replicas of the same tier first (spread: preferred);
 //     most free memory first; then host name. Deterministic.
+//     While an active host is lost (known, but not schedulable or not taking
+//     new VMs: dead, fenced, draining, in maintenance) the spares stand in for
+//     it: spread then ranks before "active before spare", so that recovered
+//     replicas go to the spare rather than join their siblings.
 #pragma once
 
 #include <map>
