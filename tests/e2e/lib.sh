@@ -157,8 +157,10 @@ e2e_start_balancer_probe() {
   E2E_PROBE_PID=$!
 }
 e2e_stop_balancer_probe() {
+  [ -n "${E2E_PROBE_PID:-}" ] || return 0
   kill "$E2E_PROBE_PID" 2>/dev/null || true
   wait "$E2E_PROBE_PID" 2>/dev/null || true
+  E2E_PROBE_PID=""
 }
 
 # A background watcher that records any VM running on two hosts at once
@@ -175,6 +177,8 @@ e2e_start_copy_watch() {
   E2E_WATCH_PID=$!
 }
 e2e_stop_copy_watch() {
+  [ -n "${E2E_WATCH_PID:-}" ] || return 0
   kill "$E2E_WATCH_PID" 2>/dev/null || true
   wait "$E2E_WATCH_PID" 2>/dev/null || true
+  E2E_WATCH_PID=""
 }
