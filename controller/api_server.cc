@@ -14,6 +14,7 @@ namespace tw {
 namespace {
 
 constexpr const char* kJson = "application/json";
+constexpr size_t kHttpThreads = 64;
 
 int httpStatusOf(Code code) {
   switch (code) {
@@ -109,6 +110,12 @@ bool resolveWebPath(const std::string& web_dir, const std::string& relative, std
 
 ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
     : service_(service), options_(std::move(options)), server_(std::make_unique<httplib::Server>()) {
+  // One thread per open connection: every agent's long poll (25 s), every
+  // dashboard's event stream and every browser keep-alive connection holds
+  // one. httplib's default (max(8, cores - 1)) let a dashboard and three
+  // agents starve the heartbeats for seconds (hosts went suspect, agents
+  // self-fenced). Idle threads cost only their stacks.
+  server_->new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
   routes();
 }
 

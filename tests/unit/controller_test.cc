@@ -605,7 +605,8 @@ TEST_F(ControllerTest, EndpointsOnlyForRunningCurrentEpoch) {
     controller_->runOnce();
   }
   EXPECT_NE(controller_->vm("web-2")->state, VmState::kRunning);
-  for (const auto& e : endpoints("web")["endpoints"]) EXPECT_EQ(e["vm"], "web-1");
+  const Json after = endpoints("web");  // named: a temporary's member would dangle in the loop
+  for (const auto& e : after["endpoints"]) EXPECT_EQ(e["vm"], "web-1");
 }
 
 // Pins: `healthy` is the report's health: unhealthy or not yet judged is false.
@@ -616,15 +617,18 @@ TEST_F(ControllerTest, EndpointsHealthyFlag) {
   for (const char* h : {"h1", "h2", "h3"}) beatWithPorts(h, "127.0.0.1");
   const std::string host = controller_->vm("web-1")->host;
   beatWithPorts(host, "127.0.0.1", Health::kUnhealthy);
-  for (const auto& e : endpoints("web")["endpoints"]) {
+  const Json all = endpoints("web");  // named: a temporary's member would dangle in the loop
+  for (const auto& e : all["endpoints"]) {
     EXPECT_EQ(e["healthy"], e["vm"] != "web-1") << e.dump();
   }
   beatWithPorts(host, "127.0.0.1", Health::kUnknown);
-  for (const auto& e : endpoints("web")["endpoints"]) {
+  const Json unknown = endpoints("web");
+  for (const auto& e : unknown["endpoints"]) {
     EXPECT_EQ(e["healthy"], e["vm"] != "web-1") << e.dump();
   }
   beatWithPorts(host, "127.0.0.1", Health::kHealthy);
-  for (const auto& e : endpoints("web")["endpoints"]) EXPECT_EQ(e["healthy"], true) << e.dump();
+  const Json healthy = endpoints("web");
+  for (const auto& e : healthy["endpoints"]) EXPECT_EQ(e["healthy"], true) << e.dump();
 }
 
 // Pins: a migrating VM is listed where it runs; once it runs on the new host

@@ -125,11 +125,12 @@ done
 "$BIN/twctl" apply -f "$TMP/demo.yaml" >"$TMP/apply.log" 2>&1 ||
   fail_setup "twctl apply failed: $(cat "$TMP/apply.log")"
 
-# --- every VM running before the browser looks ---
+# --- every VM running and every host online before the browser looks ---
 ready=0
 for _ in $(seq 300); do
   if curl -fsS "$url/api/v1/vms" | jq -e '(.vms | length) > 0 and all(.vms[]; .state == "running")' \
-    >/dev/null 2>&1; then
+    >/dev/null 2>&1 &&
+    curl -fsS "$url/api/v1/hosts" | jq -e 'all(.hosts[]; .state == "online")' >/dev/null 2>&1; then
     ready=1
     break
   fi
