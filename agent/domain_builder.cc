@@ -188,12 +188,15 @@ Status ImageDomainBuilder::ensureOverlay(const std::string& vm, int64_t epoch,
   if (fileExists(disk) && readSmallFile(marker) == std::to_string(epoch)) return Status::ok();
   ::unlink(disk.c_str());
   ::unlink(marker.c_str());
-  Status st = runProgram({options_.qemu_img, "create", "-q", "-f", "qcow2", "-b", base, "-F",
-                          "qcow2", disk});
+  Status st = createOverlay(base, disk);
   if (!st.isOk()) return st.withContext("creating the disk of vm '" + vm + "'");
   std::ofstream(marker) << epoch;
   log::info("created disk {} (overlay of {}) for vm '{}' at epoch {}", disk, base, vm, epoch);
   return Status::ok();
+}
+
+Status ImageDomainBuilder::createOverlay(const std::string& base, const std::string& path) {
+  return runProgram({options_.qemu_img, "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", path});
 }
 
 Result<DomainSpec> ImageDomainBuilder::build(const Assignment& a) {
@@ -218,8 +221,7 @@ Result<DomainSpec> ImageDomainBuilder::build(const Assignment& a) {
     if (a.storage.kind == StorageKind::kShared) {
       spec.disk_path = a.storage.path + "/" + a.vm + ".qcow2";
       if (!fileExists(spec.disk_path)) {
-        Status st = runProgram({options_.qemu_img, "create", "-q", "-f", "qcow2", "-b",
-                                image->disk, "-F", "qcow2", spec.disk_path});
+        Status st = createOverlay(image->disk, spec.disk_path);
         if (!st.isOk()) return st.withContext("creating the shared disk of vm '" + a.vm + "'");
       }
     } else {

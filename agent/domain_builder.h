@@ -94,6 +94,8 @@ class ImageDomainBuilder final : public DomainBuilder {
   // epoch (a restart in place keeps its data), else created anew (a new
   // placement starts from the image). DISK_DIR/<vm>.qcow2.epoch records it.
   Status ensureOverlay(const std::string& vm, int64_t epoch, const std::string& base);
+  // qemu-img create -f qcow2 -b BASE -F qcow2 PATH.
+  Status createOverlay(const std::string& base, const std::string& path);
 
   ImageBuilderOptions options_;
 };

@@ -50,20 +50,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "ok   - $*"; }
-fail() {
-  echo "FAIL - $*"
-  failures=$((failures + 1))
-}
-check() {
-  local what="$1"
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=tests/integration/boot_check_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/boot_check_lib.sh"
 
 # --- build
 if [[ $build == 1 ]]; then

@@ -110,17 +110,23 @@ class RecordingHypervisor final : public Hypervisor {
     return fake_.migrate(vm, dest_uri, options);
   }
   // Port forwards are recorded apart from `calls` ("web-1 127.0.0.1:20000->80").
+  // With no_monitor, both calls fail as on libvirt's test driver.
   Status addPortForward(const std::string& vm, const PortForward& f) override {
     forwards.push_back(vm + " " + f.address + ":" + std::to_string(f.host_port) + "->" +
                        std::to_string(f.guest_port));
+    if (no_monitor) return unimplemented("no QEMU monitor");
     return fake_.addPortForward(vm, f);
   }
   Result<std::vector<PortForward>> portForwards(const std::string& vm) override {
+    ++forward_lists;
+    if (no_monitor) return unimplemented("no QEMU monitor");
     return fake_.portForwards(vm);
   }
 
   std::vector<std::string> calls;
   std::vector<std::string> forwards;
+  int forward_lists = 0;
+  bool no_monitor = false;
   std::vector<MigrateOptions> migrate_options;
   std::function<void()> during_migrate;  // e.g. to let the migration take time
 
@@ -194,7 +200,7 @@ class AgentTest : public ::testing::Test {
     options.host = "h1";
     options.agent_id = "agent-" + std::to_string(++generation_);
     options.initial_lease_ms = initial_lease_ms;
-    agent_ = std::make_unique<Agent>(options, hv_, link_, clock_, prober_, &ports_);
+    agent_ = std::make_unique<Agent>(options, hv_, link_, clock_, prober_, &ports_, builder_);
     ASSERT_TRUE(agent_->start().isOk());
   }
 
@@ -230,6 +236,7 @@ class AgentTest : public ::testing::Test {
   ScriptedLink link_;
   PortMap ports_{20000, 100};
   HealthProber* prober_ = nullptr;              // null: the agent's NoopHealthProber
+  DomainBuilder* builder_ = nullptr;            // null: the agent's PlainDomainBuilder
   ScheduledHealthProber* scheduled_ = nullptr;  // stepped by runUntil when set
   std::unique_ptr<Agent> agent_;
   int generation_ = 0;
@@ -777,65 +784,22 @@ TEST_F(AgentTest, RestartedAgentAdoptsExistingForwards) {
   EXPECT_EQ(hv_.forwards, (std::vector<std::string>{"web-2 127.0.0.1:20000->80"}));
 }
 
-// A hypervisor without a QEMU monitor (libvirt's test driver).
-class NoForwardsHypervisor final : public Hypervisor {
- public:
-  explicit NoForwardsHypervisor(FakeHypervisor& fake) : fake_(fake) {}
-  Status ping() override { return fake_.ping(); }
-  Result<Capacity> capacity() override { return fake_.capacity(); }
-  Status define(const DomainSpec& spec) override { return fake_.define(spec); }
-  Status start(const std::string& vm) override { return fake_.start(vm); }
-  Status destroy(const std::string& vm) override { return fake_.destroy(vm); }
-  Status undefine(const std::string& vm) override { return fake_.undefine(vm); }
-  Result<std::vector<DomainStatus>> listManaged() override { return fake_.listManaged(); }
-  Result<DomainStatus> domainState(const std::string& vm) override { return fake_.domainState(vm); }
-  Status subscribe(DomainEventHandler handler) override { return fake_.subscribe(std::move(handler)); }
-  Status migrate(const std::string& vm, const std::string& dest_uri,
-                 const MigrateOptions& options) override {
-    return fake_.migrate(vm, dest_uri, options);
-  }
-  Status addPortForward(const std::string&, const PortForward&) override {
-    ++adds;
-    return unimplemented("no QEMU monitor");
-  }
-  Result<std::vector<PortForward>> portForwards(const std::string&) override {
-    ++lists;
-    return unimplemented("no QEMU monitor");
-  }
-  int adds = 0;
-  int lists = 0;
-
- private:
-  FakeHypervisor& fake_;
-};
-
-// Pins: on a hypervisor without forwards the VM runs, no ports are reported
-// (none reach it), and the agent stops asking after the first answer.
-TEST(AgentForwardsTest, NoForwardsOnTheTestDriverReportsNoPorts) {
-  ManualClock clock(0);
-  FakeHypervisor fake;
-  NoForwardsHypervisor hv(fake);
-  ScriptedLink link(clock);
+// Pins: on a hypervisor without forwards (libvirt's test driver) the VM runs,
+// no ports are reported (none reach it), and the agent stops asking after the
+// first answer.
+TEST_F(AgentTest, NoForwardsOnTheTestDriverReportsNoPorts) {
+  hv_.no_monitor = true;
   Assignment web1 = assignment("web-1", 1);
   web1.ports = {ServicePort{"http", 80, "tcp"}};
   Assignment web2 = assignment("web-2", 1);
   web2.ports = {ServicePort{"http", 80, "tcp"}};
-  link.set.host = "h1";
-  link.set.version = 1;
-  link.set.lease_ms = 5000;
-  link.set.assignments = {web1, web2};
-  AgentOptions options;
-  options.host = "h1";
-  options.agent_id = "a";
-  Agent agent(options, hv, link, clock);
-  ASSERT_TRUE(agent.start().isOk());
-  for (int i = 0; i < 5; ++i) agent.runOnce();
+  startWith({web1, web2});
 
-  EXPECT_TRUE(fake.isRunning("web-1"));
-  ASSERT_NE(link.lastReport("web-1"), nullptr);
-  EXPECT_TRUE(link.lastReport("web-1")->ports.empty());
-  EXPECT_EQ(hv.adds, 0);
-  EXPECT_EQ(hv.lists, 1);
+  EXPECT_TRUE(fake_.isRunning("web-1"));
+  ASSERT_NE(link_.lastReport("web-1"), nullptr);
+  EXPECT_TRUE(link_.lastReport("web-1")->ports.empty());
+  EXPECT_TRUE(hv_.forwards.empty());
+  EXPECT_EQ(hv_.forward_lists, 1);
 }
 
 // Pins: the domain comes from the DomainBuilder; a build failure is a failed
@@ -853,38 +817,28 @@ class FailingBuilder final : public DomainBuilder {
   std::vector<std::string> released;
 };
 
-TEST(AgentBuilderTest, BuildsDomainsWithTheBuilderAndReleasesThem) {
-  ManualClock clock(0);
-  FakeHypervisor fake;
-  ScriptedLink link(clock);
+TEST_F(AgentTest, BuildsDomainsWithTheBuilderAndReleasesThem) {
+  FailingBuilder builder;
+  builder_ = &builder;
   Assignment good = assignment("web-1", 1);
   Assignment bad = assignment("web-2", 1);
   bad.image = "missing";
-  link.set.host = "h1";
-  link.set.version = 1;
-  link.set.lease_ms = 5000;
-  link.set.assignments = {good, bad};
-  AgentOptions options;
-  options.host = "h1";
-  options.agent_id = "a";
-  FailingBuilder builder;
-  Agent agent(options, fake, link, clock, nullptr, nullptr, &builder);
-  ASSERT_TRUE(agent.start().isOk());
-  for (int i = 0; i < 3; ++i) agent.runOnce();
+  assign({good, bad}, 1);
+  startAgent();
+  for (int i = 0; i < 3; ++i) agent_->runOnce();
 
-  ASSERT_NE(fake.spec("web-1"), nullptr);
-  EXPECT_EQ(fake.spec("web-1")->kernel, "/x/vmlinux");
-  EXPECT_FALSE(fake.isRunning("web-2"));
-  const AgentEvent* failed = link.findEvent("vm.start_failed", "web-2");
+  ASSERT_NE(fake_.spec("web-1"), nullptr);
+  EXPECT_EQ(fake_.spec("web-1")->kernel, "/x/vmlinux");
+  EXPECT_FALSE(fake_.isRunning("web-2"));
+  const AgentEvent* failed = link_.findEvent("vm.start_failed", "web-2");
   ASSERT_NE(failed, nullptr);
   EXPECT_NE(failed->message.find("image 'missing' is not in /x"), std::string::npos) << failed->message;
-  EXPECT_EQ(agent.restarts("web-2"), 1);
+  EXPECT_EQ(agent_->restarts("web-2"), 1);
 
-  link.set.version = 2;
-  link.set.assignments = {bad};
-  agent.onAssignments(link.set);
-  agent.runOnce();
-  EXPECT_EQ(fake.spec("web-1"), nullptr);
+  assign({bad}, 2);
+  agent_->onAssignments(link_.set);
+  agent_->runOnce();
+  EXPECT_EQ(fake_.spec("web-1"), nullptr);
   EXPECT_EQ(builder.released, (std::vector<std::string>{"web-1"}));
 }
 
