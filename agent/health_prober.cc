@@ -10,16 +10,6 @@
 
 namespace tw {
 
-namespace {
-
-bool sameCheck(const HealthCheckSpec& a, const HealthCheckSpec& b) {
-  return a.kind == b.kind && a.port == b.port && a.path == b.path &&
-         a.expect_status == b.expect_status && a.interval_ms == b.interval_ms &&
-         a.timeout_ms == b.timeout_ms && a.failures == b.failures && a.grace_ms == b.grace_ms;
-}
-
-}  // namespace
-
 // --------------------------------------------------------- ScheduledHealthProber ---
 
 ScheduledHealthProber::ScheduledHealthProber(const Clock& clock, const PortMap& ports,
@@ -34,7 +24,7 @@ Health ScheduledHealthProber::health(const std::string& vm, const HealthCheckSpe
     std::lock_guard<std::mutex> lock(mu_);
     auto it = targets_.find(vm);
     if (it == targets_.end() || it->second.running_since_ms != running_since_ms ||
-        !sameCheck(it->second.check, check)) {
+        it->second.check != check) {
       Target t;
       t.check = check;
       t.running_since_ms = running_since_ms;

@@ -111,6 +111,30 @@ Status sendAll(int fd, std::string_view data, SteadyTime deadline, const std::st
   return Status::ok();
 }
 
+// Bytes from the network for a message: printable ASCII as is, the rest
+// escaped (\r, \n, \x00), cut after about 60 characters.
+std::string printable(std::string_view data) {
+  constexpr size_t kMaxChars = 60;
+  std::string out;
+  for (const char ch : data) {
+    if (out.size() >= kMaxChars) return out + "...";
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += ch;
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  return out;
+}
+
 std::string lower(std::string_view s) {
   std::string out(s);
   std::transform(out.begin(), out.end(), out.begin(),
@@ -194,6 +218,54 @@ Status probeTcp(const std::string& host, int port, Millis timeout_ms) {
   return unavailable(context + ": " + errnoText(errno));
 }
 
+Status probeTcpGreeting(const std::string& host, int port, const std::string& expect,
+                        Millis timeout_ms) {
+  const SteadyTime deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto fd = connectTo(host, port, deadline, timeout_ms);
+  if (!fd.isOk()) return fd.status();
+  const int sock = (*fd)->get();
+  const std::string ep = endpoint(host, port);
+  const std::string wanted = "\"" + printable(expect) + "\"";
+  std::string data;  // what the server sent, at most kMaxGreeting bytes
+  // For the messages below: without "X", and an excerpt of what came.
+  auto without = [&] {
+    return " without " + wanted + (data.empty() ? "" : ": \"" + printable(data) + "\"");
+  };
+  char buf[1024];
+  while (data.size() < kMaxGreeting) {
+    ssize_t n = ::recv(sock, buf, std::min(sizeof(buf), kMaxGreeting - data.size()), 0);
+    if (n > 0) {
+      // The text may straddle two reads: look again from where it could start.
+      const size_t from = data.size() >= expect.size() ? data.size() - expect.size() + 1 : 0;
+      data.append(buf, static_cast<size_t>(n));
+      if (data.find(expect, from) != std::string::npos) return Status::ok();
+      continue;
+    }
+    if (n == 0) {
+      return unavailable(ep + " closed after " + std::to_string(data.size()) + " bytes" +
+                         without());
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      int ready = waitFor(sock, POLLIN, deadline);
+      if (ready < 0) return unavailable(ep + ": poll: " + errnoText(errno));
+      if (ready > 0) continue;
+      // A port forward whose guest does not answer yet: accepted, then silence.
+      if (data.empty()) {
+        return unavailable(
+            fmt::format("{} sent 0 bytes in {} ms, expected {}", ep, timeout_ms, wanted));
+      }
+      return unavailable(
+          fmt::format("{} sent {} bytes in {} ms{}", ep, data.size(), timeout_ms, without()));
+    }
+    return unavailable(ep + ": reading the greeting after " + std::to_string(data.size()) +
+                       " bytes: " + errnoText(errno));
+  }
+  return unavailable(ep + " sent " + std::to_string(data.size()) +
+                     " bytes (as many as a probe reads)" + without());
+}
+
 Result<HttpAnswer> httpGet(const std::string& host, int port, const std::string& path,
                            Millis timeout_ms) {
   const SteadyTime deadline =
@@ -270,6 +342,8 @@ Result<HttpAnswer> httpGet(const std::string& host, int port, const std::string&
 Status probeService(const std::string& host, int port, const HealthCheckSpec& check) {
   switch (check.kind) {
     case HealthKind::kTcp:
+      if (!check.expect.empty())
+        return probeTcpGreeting(host, port, check.expect, check.timeout_ms);
       return probeTcp(host, port, check.timeout_ms);
     case HealthKind::kHttp: {
       Result<HttpAnswer> answer = httpGet(host, port, check.path, check.timeout_ms);

@@ -1,6 +1,7 @@
-// One network probe of a service, over plain sockets: a TCP connect, or an
-// HTTP/1.0 GET whose answer is read to its end. Blocking, bounded by a
-// timeout for the whole exchange. Used by NetworkHealthProber's thread.
+// One network probe of a service, over plain sockets: a TCP connect (and the
+// server's greeting, when one is expected), or an HTTP/1.0 GET whose answer is
+// read to its end. Blocking, bounded by a timeout for the whole exchange. Used
+// by NetworkHealthProber's thread.
 #pragma once
 
 #include <string>
@@ -20,6 +21,18 @@ namespace tw {
 Status probeTcp(const std::string& host, int port, Millis timeout_ms);
 inline constexpr Millis kClosedAtOnceMs = 100;
 
+// Connects to host:port and reads what the server sends first until `expect`
+// (any bytes, REQUIRES: not empty) is among it: ok. Stops without it when the
+// server closes, timeout_ms (for the whole exchange) runs out, or
+// kMaxGreeting bytes came. Sends nothing. Unlike probeTcp this tells a
+// service from a port forward that accepts while the guest still boots.
+// Errors: kUnavailable, as probeTcp for the connect, else saying what came
+// ('127.0.0.1:20001 sent 0 bytes in 1000 ms, expected "TIERWARDEN-DB"',
+// '127.0.0.1:20001 closed after 5 bytes without "X": "hello"').
+Status probeTcpGreeting(const std::string& host, int port, const std::string& expect,
+                        Millis timeout_ms);
+inline constexpr size_t kMaxGreeting = 4096;
+
 struct HttpAnswer {
   int status = 0;    // 200
   std::string body;  // at most kMaxHttpBody bytes are kept
@@ -34,8 +47,9 @@ inline constexpr size_t kMaxHttpBody = 64 * 1024;
 Result<HttpAnswer> httpGet(const std::string& host, int port, const std::string& path,
                            Millis timeout_ms);
 
-// One health check, as HealthCheckSpec says: tcp = probeTcp; http = httpGet,
-// ok iff the status is check.expect_status. Errors say what failed.
+// One health check, as HealthCheckSpec says: tcp = probeTcp, or
+// probeTcpGreeting when check.expect is set; http = httpGet, ok iff the status
+// is check.expect_status. Errors say what failed.
 Status probeService(const std::string& host, int port, const HealthCheckSpec& check);
 
 }  // namespace tw

@@ -54,16 +54,20 @@ void from_json(const Json& j, Capacity& v) {
 }
 
 void to_json(Json& j, const HealthCheckSpec& v) {
+  // "expect" came later: an agent that predates it ignores the key (and checks
+  // that the port is open); a newer one reading an older controller gets "".
   j = Json{{"type", toString(v.kind)},      {"port", v.port},
            {"path", v.path},                {"expect_status", v.expect_status},
-           {"interval_ms", v.interval_ms},  {"timeout_ms", v.timeout_ms},
-           {"failures", v.failures},        {"grace_ms", v.grace_ms}};
+           {"expect", v.expect},            {"interval_ms", v.interval_ms},
+           {"timeout_ms", v.timeout_ms},    {"failures", v.failures},
+           {"grace_ms", v.grace_ms}};
 }
 void from_json(const Json& j, HealthCheckSpec& v) {
   optEnum(j, "type", v.kind, healthKindFrom);
   opt(j, "port", v.port);
   opt(j, "path", v.path);
   opt(j, "expect_status", v.expect_status);
+  opt(j, "expect", v.expect);
   opt(j, "interval_ms", v.interval_ms);
   opt(j, "timeout_ms", v.timeout_ms);
   opt(j, "failures", v.failures);

@@ -37,6 +37,9 @@ constexpr int kMaxVcpus = 64;
 constexpr int64_t kMinTierMemoryMib = 64;
 constexpr int64_t kMaxMemoryMib = int64_t{4} * 1024 * 1024;  // 4 TiB
 constexpr int64_t kMaxPolicyFileBytes = int64_t{4} * 1024 * 1024;
+// What a tcp check expects in a greeting is a word or a line ("MariaDB",
+// "SSH-2.0-"); the agent's probe reads at most 4 KiB of the greeting.
+constexpr size_t kMaxHealthExpect = 256;
 
 // ------------------------------------------------------------ text helpers ---
 
@@ -745,10 +748,10 @@ class FileParser {
 
   Status parseHealth(const Field& health, const std::string& label, HealthCheckSpec* h) const {
     std::vector<Field> fields;
-    TW_RETURN_IF_ERROR(mapFields(
-        health.value, at(health), "'health'", "health of " + label,
-        {"type", "port", "path", "expect_status", "interval", "timeout", "failures", "grace"},
-        &fields));
+    TW_RETURN_IF_ERROR(mapFields(health.value, at(health), "'health'", "health of " + label,
+                                 {"type", "port", "path", "expect_status", "expect", "interval",
+                                  "timeout", "failures", "grace"},
+                                 &fields));
     std::map<std::string, SourceLocation> seen;
     for (const auto& f : fields) {
       seen[f.key] = at(f);
@@ -766,6 +769,16 @@ class FileParser {
           return fail(at(f), "'health.path' must start with '/', got " + describe(f.value));
       } else if (f.key == "expect_status") {
         TW_RETURN_IF_ERROR(readInt(f, path, 100, 599, &h->expect_status));
+      } else if (f.key == "expect") {
+        TW_RETURN_IF_ERROR(readString(f, path, &h->expect));
+        // Empty would pass on any open connection: say so rather than accept it.
+        if (h->expect.empty())
+          return fail(at(f),
+                      "'health.expect' must not be empty (leave it out to accept any "
+                      "open connection)");
+        if (h->expect.size() > kMaxHealthExpect)
+          return fail(at(f), "'health.expect' must be at most " + std::to_string(kMaxHealthExpect) +
+                                 " bytes, got " + std::to_string(h->expect.size()));
       } else if (f.key == "interval") {
         TW_RETURN_IF_ERROR(readDuration(f, path, true, &h->interval_ms));
       } else if (f.key == "timeout") {
@@ -788,6 +801,9 @@ class FileParser {
                                      " is only used with type tcp or http (type is none)");
       }
     }
+    if (h->kind != HealthKind::kTcp && seen.count("expect"))
+      return fail(seen["expect"], std::string("'health.expect' of ") + label +
+                                      " is only used with type tcp (type is " + kind + ")");
     if (h->kind == HealthKind::kTcp) {
       for (const char* key : {"path", "expect_status"}) {
         if (seen.count(key))

@@ -38,7 +38,8 @@ tiers:
     replicas: 2
     min_healthy: 1
     memory: 384MiB
-    health: { type: tcp, port: 3306, grace: 90s }
+    # MariaDB's handshake names its version ("5.5.5-10.11.6-MariaDB-0+deb12u1").
+    health: { type: tcp, port: 3306, expect: "MariaDB", grace: 90s }
     ports: [ { name: mysql, port: 3306 } ]
   - name: apache
     image: full-web

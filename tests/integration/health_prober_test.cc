@@ -187,6 +187,97 @@ TEST(NetProbeTest, ConnectionClosedAtOnceFailsTheTcpCheck) {
                               ": the connection was closed at once");
 }
 
+// Pins: a greeting that contains the expected text passes a tcp check with
+// `expect`, and probeService takes that path when check.expect is set.
+TEST(NetProbeTest, GreetingWithTheTextPasses) {
+  OneShotServer server([](int fd) {
+    writeAll(fd, "TIERWARDEN-DB vm=db-1 storage=ram\r\n");
+    char byte = 0;
+    (void)::recv(fd, &byte, 1, 0);  // stays open: the probe must not wait for a close
+  });
+  HealthCheckSpec c = check(HealthKind::kTcp, 1);
+  c.expect = "TIERWARDEN-DB";
+  const auto start = steady_clock::now();
+  Status st = probeService("127.0.0.1", server.port(), c);
+  EXPECT_TRUE(st.isOk()) << st.toString();
+  EXPECT_LT(steady_clock::now() - start, milliseconds(c.timeout_ms / 2));
+}
+
+// Pins: a server that accepts and says nothing (a port forward while the
+// guest boots) fails a tcp check with `expect` when the timeout runs out,
+// where probeTcp would pass it.
+TEST(NetProbeTest, QuietServerFailsTheGreetingCheck) {
+  OneShotServer server([](int fd) {
+    char byte = 0;
+    (void)::recv(fd, &byte, 1, 0);  // silent until the client closes
+  });
+  Status st = probeTcpGreeting("127.0.0.1", server.port(), "TIERWARDEN-DB", 300);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(), "127.0.0.1:" + std::to_string(server.port()) +
+                              " sent 0 bytes in 300 ms, expected \"TIERWARDEN-DB\"");
+}
+
+// Pins: a greeting without the text that ends with a close fails at once,
+// with a printable excerpt of what came.
+TEST(NetProbeTest, OtherGreetingThenCloseFails) {
+  OneShotServer server([](int fd) { writeAll(fd, "HELLO there\r\n"); });
+  const auto start = steady_clock::now();
+  Status st = probeTcpGreeting("127.0.0.1", server.port(), "TIERWARDEN-DB", 2000);
+  EXPECT_LT(steady_clock::now() - start, milliseconds(1000));
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(), "127.0.0.1:" + std::to_string(server.port()) +
+                              " closed after 13 bytes without \"TIERWARDEN-DB\": "
+                              "\"HELLO there\\r\\n\"");
+}
+
+// Pins: the text may arrive split over two writes; it is found across them.
+TEST(NetProbeTest, TextSplitOverTwoWritesPasses) {
+  OneShotServer server([](int fd) {
+    writeAll(fd, "TIERWAR");
+    std::this_thread::sleep_for(milliseconds(150));  // the server's pause, not a wait
+    writeAll(fd, "DEN-DB vm=db-1\r\n");
+    char byte = 0;
+    (void)::recv(fd, &byte, 1, 0);
+  });
+  Status st = probeTcpGreeting("127.0.0.1", server.port(), "TIERWARDEN-DB", 2000);
+  EXPECT_TRUE(st.isOk()) << st.toString();
+}
+
+// Pins: a binary greeting (a MySQL handshake packet: length, sequence,
+// protocol 10, version string, NULs) passes when it contains the text.
+TEST(NetProbeTest, BinaryGreetingWithTheTextPasses) {
+  static const char kHandshake[] =
+      "\x5a\x00\x00\x00\x0a"
+      "5.5.5-10.11.6-MariaDB-0+deb12u1\x00"
+      "\x03\x00\x00\x00\x2f\x5c\x21\x7e\x00\xfe\xff";
+  OneShotServer server([](int fd) {
+    writeAll(fd, std::string(kHandshake, sizeof(kHandshake) - 1));
+    char byte = 0;
+    (void)::recv(fd, &byte, 1, 0);
+  });
+  Status st = probeTcpGreeting("127.0.0.1", server.port(), "MariaDB", 2000);
+  EXPECT_TRUE(st.isOk()) << st.toString();
+}
+
+// Pins: binary bytes are escaped in the message, and the text is not looked
+// for beyond kMaxGreeting bytes: a server that keeps talking fails at the cap.
+TEST(NetProbeTest, GreetingIsReadUpToTheCap) {
+  OneShotServer server([](int fd) {
+    std::string noise(kMaxGreeting, 'x');
+    noise[0] = '\0';
+    noise[1] = '\xfe';
+    writeAll(fd, noise + "TIERWARDEN-DB\r\n");
+    char byte = 0;
+    (void)::recv(fd, &byte, 1, 0);
+  });
+  Status st = probeTcpGreeting("127.0.0.1", server.port(), "TIERWARDEN-DB", 2000);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(), "127.0.0.1:" + std::to_string(server.port()) +
+                              " sent 4096 bytes (as many as a probe reads) without "
+                              "\"TIERWARDEN-DB\": \"\\x00\\xfe" +
+                              std::string(52, 'x') + "...\"");
+}
+
 // An httplib::Server on 127.0.0.1 that answers /health with `status`.
 class HttpServer {
  public:

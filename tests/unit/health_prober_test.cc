@@ -159,6 +159,18 @@ TEST_F(ScheduledHealthProberTest, NewRunOrCheckStartsAfreshAndForgetStops) {
   EXPECT_EQ(probes.size(), probed);
 }
 
+// Pins: a check that gains an `expect` (a policy change) is a changed check:
+// the healthy verdict of the open port is dropped and the VM probed at once.
+TEST_F(ScheduledHealthProberTest, AddedExpectIsAChangedCheck) {
+  prober_.health("web-1", tcpCheck(1), 0);
+  runUntil(500);
+  ASSERT_EQ(prober_.health("web-1", tcpCheck(1), 0), Health::kHealthy);
+  HealthCheckSpec greeting = tcpCheck(1);
+  greeting.expect = "TIERWARDEN-DB";
+  EXPECT_EQ(prober_.health("web-1", greeting, 0), Health::kUnknown);
+  EXPECT_EQ(prober_.nextDueMs(), 500);
+}
+
 // Pins: a result that arrives after its VM was forgotten (or restarted) while
 // the probe ran is dropped, so a stale failure never marks the new run.
 TEST_F(ScheduledHealthProberTest, DropsResultsOfForgottenRuns) {

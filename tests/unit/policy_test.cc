@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tw/json.h"
 #include "tw/model.h"
 #include "tw/status.h"
 
@@ -116,6 +117,7 @@ tiers:
   EXPECT_EQ(t.health.kind, HealthKind::kNone);
   EXPECT_EQ(t.health.path, "/health");
   EXPECT_EQ(t.health.expect_status, 200);
+  EXPECT_EQ(t.health.expect, "");
   EXPECT_EQ(t.health.interval_ms, 2000);
   EXPECT_EQ(t.health.timeout_ms, 1000);
   EXPECT_EQ(t.health.failures, 3);
@@ -213,6 +215,27 @@ tiers:
   EXPECT_EQ(p.tiers[1].image, "tiny-web_2.0");
   EXPECT_EQ(p.tiers[1].replicas, 0);
   EXPECT_EQ(p.tiers[1].after, std::vector<std::string>{"db"});
+}
+
+// Pins: a tcp check reads `expect` as bytes (YAML escapes included) up to
+// 256 of them.
+TEST(PolicyParse, TcpCheckExpectsAGreeting) {
+  auto r = parseOne(R"(tiers:
+  - name: db
+    image: tiny-db
+    health: { type: tcp, port: 3306, expect: "TIERWARDEN-DB" }
+  - name: full
+    image: full-db
+    health: { type: tcp, port: 3306, expect: "\0MariaDB\r\n" }
+  - name: long
+    image: x
+    health: { type: tcp, port: 1, expect: )" +
+                    std::string(256, 'a') + "}\n");
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->tiers[0].health.kind, HealthKind::kTcp);
+  EXPECT_EQ(r->tiers[0].health.expect, "TIERWARDEN-DB");
+  EXPECT_EQ(r->tiers[1].health.expect, std::string("\0MariaDB\r\n", 10));
+  EXPECT_EQ(r->tiers[2].health.expect, std::string(256, 'a'));
 }
 
 // Pins: TierSpec::where and HostSpec::where are the 1-based position of the
@@ -342,6 +365,7 @@ TEST(PolicyFilesOnDisk, DemoPolicyParses) {
   EXPECT_EQ(mysql->image, "tiny-db");
   EXPECT_EQ(mysql->health.kind, HealthKind::kTcp);
   EXPECT_EQ(mysql->health.port, 3306);
+  EXPECT_EQ(mysql->health.expect, "TIERWARDEN-DB");  // what images/init/db-conn greets with
   const TierSpec* apache = r->findTier("apache");
   ASSERT_NE(apache, nullptr);
   EXPECT_EQ(apache->health.kind, HealthKind::kHttp);
@@ -525,6 +549,27 @@ TEST(PolicyRefused, HealthChecks) {
   // Only the interval was written: the refusal points at it.
   expectRefused(head + "    health: { type: tcp, port: 1, interval: 500ms }\n", 4, 45,
                 "'health.timeout' (1s) of tier 'db' must not exceed 'health.interval' (500ms)");
+}
+
+// Pins: `expect` is tcp only, a non-empty string of at most 256 bytes.
+TEST(PolicyRefused, HealthExpect) {
+  const std::string head = "tiers:\n  - name: db\n    image: x\n";
+  expectRefused(head + "    health: { type: http, port: 80, expect: MariaDB }\n", 4, 45,
+                "'health.expect' of tier 'db' is only used with type tcp (type is http)", true);
+  expectRefused(head + "    health: { expect: MariaDB }\n", 4, 23,
+                "'health.expect' of tier 'db' is only used with type tcp (type is none)", true);
+  expectRefused(head + "    health: { type: tcp, port: 1, expect: \"\" }\n", 4, 43,
+                "'health.expect' must not be empty (leave it out to accept any open connection)",
+                true);
+  expectRefused(head + "    health: { type: tcp, port: 1, expect: [MariaDB] }\n", 4, 43,
+                "expected a string for 'health.expect', got a list", true);
+  expectRefused(head + "    health: { type: tcp, port: 1, expect: { a: b } }\n", 4, 43,
+                "expected a string for 'health.expect', got a mapping", true);
+  expectRefused(head + "    health:\n      type: tcp\n      port: 1\n      expect:\n", 7, 7,
+                "expected a string for 'health.expect', got nothing", true);
+  expectRefused(
+      head + "    health: { type: tcp, port: 1, expect: " + std::string(257, 'a') + " }\n", 4, 43,
+      "'health.expect' must be at most 256 bytes, got 257", true);
 }
 
 // Pins: service ports are in range and unique per tier (by port/protocol and by name).
@@ -787,6 +832,43 @@ TEST(PolicyFiles, ReadErrors) {
   ASSERT_FALSE(unreadable.isOk());
   EXPECT_EQ(unreadable.status().code(), Code::kInvalidArgument);
   EXPECT_NE(unreadable.status().message().find(fifo), std::string::npos);
+}
+
+// ------------------------------------------------------------------- wire ---
+
+// Pins: a health check crosses the wire whole, `expect` included (binary bytes
+// too); JSON without "expect" (from a controller that predates it) decodes to
+// a check without one, and unknown keys are ignored, which is what lets an
+// agent that predates "expect" read the new JSON.
+TEST(HealthCheckJson, RoundTripsWithAndWithoutExpect) {
+  HealthCheckSpec with;
+  with.kind = HealthKind::kTcp;
+  with.port = 3306;
+  with.expect = std::string("\0MariaDB\r\n", 10);
+  with.grace_ms = 30000;
+  Json j = with;
+  EXPECT_EQ(j["expect"], with.expect);
+  Result<HealthCheckSpec> back = decode<HealthCheckSpec>(Json::parse(j.dump()));
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(*back, with);
+
+  HealthCheckSpec without = with;
+  without.expect.clear();
+  back = decode<HealthCheckSpec>(Json(without));
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(*back, without);
+
+  Json older = j;
+  older.erase("expect");
+  back = decode<HealthCheckSpec>(older);
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(*back, without);
+
+  Json newer = j;
+  newer["expect_later"] = Json{{"any", 1}};
+  back = decode<HealthCheckSpec>(newer);
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(*back, with);
 }
 
 }  // namespace

@@ -23,10 +23,16 @@ struct HealthCheckSpec {
   int port = 0;
   std::string path = "/health";  // http only
   int expect_status = 200;       // http only
+  // tcp only: the check passes only when the server speaks first and what it
+  // sends contains this (empty = an open connection is enough). A port forward
+  // of QEMU's user network accepts for the guest before its service is up.
+  std::string expect;
   Millis interval_ms = 2000;
   Millis timeout_ms = 1000;
   int failures = 3;          // consecutive failed checks before unhealthy
   Millis grace_ms = 10000;   // after a start, failures do not count for this long
+
+  bool operator==(const HealthCheckSpec&) const = default;
 };
 
 struct RestartBudget {
