@@ -310,6 +310,7 @@ void Agent::converge(Millis now) {
   if (!view_ok_) return;
   bool acted_assigned = false;
   for (const auto& [vm, a] : assigned_) acted_assigned |= convergeOne(a, now);
+  runStarts();
   if (acted_assigned) refreshView();
   // Forget VMs that are neither assigned nor on the host any more.
   for (auto it = tracks_.begin(); it != tracks_.end();) {
@@ -675,8 +676,8 @@ void Agent::releasePorts() {
   }
 }
 
-// Defines (unless `defined`) and starts the assignment's domain. A restart, and
-// any failed attempt, counts against the budget.
+// Defines (unless `defined`) the assignment's domain and queues its start. A
+// restart, and any failed attempt, counts against the budget.
 bool Agent::launch(const Assignment& a, VmTrack& t, bool defined, bool restart, Millis now) {
   t.launched = true;
   t.fenced = false;
@@ -693,32 +694,61 @@ bool Agent::launch(const Assignment& a, VmTrack& t, bool defined, bool restart, 
       st = st.withContext("define");
     }
   }
-  if (st.isOk()) {
-    t.stop_detail.clear();
-    st = hv_.start(a.vm);
-  }
   if (!st.isOk()) {
-    if (!restart) t.attempts.push_back(now);
-    t.down = true;
-    t.down_since_ms = now;
-    t.expect_running = false;
-    t.reason = "start failed: " + st.toString();
-    emit("warn", "vm.start_failed", a.vm, a.epoch,
-         fmt::format("starting {} failed: {}", vmId(a.vm, a.epoch), st.toString()));
+    launchFailed(a, t, restart, now, st);
     return true;
   }
-  t.down = false;
-  t.expect_running = true;
-  t.running_since_ms = now;
-  if (restart) {
-    emit("info", "vm.restarted", a.vm, a.epoch,
-         fmt::format("restarted {}: restart {} of {} in {}", vmId(a.vm, a.epoch), t.attempts.size(),
-                     a.restart.restarts, formatDuration(a.restart.window_ms)));
-  } else {
-    emit("info", "vm.started", a.vm, a.epoch, fmt::format("started {}", vmId(a.vm, a.epoch)));
-  }
-  ensureForwards(a, t);
+  t.stop_detail.clear();
+  starts_.push_back(PendingStart{a.vm, restart, now});
   return true;
+}
+
+// A host taking over a dead host's VMs starts them together: one after
+// another, QEMU's start (0.4-2 s each under libvirt) adds up.
+void Agent::runStarts() {
+  if (starts_.empty()) return;
+  std::vector<PendingStart> batch;
+  batch.swap(starts_);
+  std::vector<std::string> vms;
+  vms.reserve(batch.size());
+  for (const PendingStart& p : batch) vms.push_back(p.vm);
+  std::vector<Status> results = hv_.startAll(vms);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const PendingStart& p = batch[i];
+    auto a_it = assigned_.find(p.vm);
+    auto t_it = tracks_.find(p.vm);
+    if (a_it == assigned_.end() || t_it == tracks_.end()) continue;  // cannot happen: same pass
+    const Assignment& a = a_it->second;
+    VmTrack& t = t_it->second;
+    const Status st = i < results.size() ? results[i] : internalError("startAll returned no status");
+    if (!st.isOk()) {
+      launchFailed(a, t, p.restart, p.at, st);
+      continue;
+    }
+    t.down = false;
+    t.expect_running = true;
+    t.running_since_ms = p.at;
+    if (p.restart) {
+      emit("info", "vm.restarted", a.vm, a.epoch,
+           fmt::format("restarted {}: restart {} of {} in {}", vmId(a.vm, a.epoch),
+                       t.attempts.size(), a.restart.restarts,
+                       formatDuration(a.restart.window_ms)));
+    } else {
+      emit("info", "vm.started", a.vm, a.epoch, fmt::format("started {}", vmId(a.vm, a.epoch)));
+    }
+    ensureForwards(a, t);
+  }
+}
+
+void Agent::launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now,
+                         const Status& st) {
+  if (!restart) t.attempts.push_back(now);
+  t.down = true;
+  t.down_since_ms = now;
+  t.expect_running = false;
+  t.reason = "start failed: " + st.toString();
+  emit("warn", "vm.start_failed", a.vm, a.epoch,
+       fmt::format("starting {} failed: {}", vmId(a.vm, a.epoch), st.toString()));
 }
 
 bool Agent::ensureForwards(const Assignment& a, VmTrack& t) {

@@ -245,7 +245,12 @@ class Agent {
   // Takes over the forwards of a running domain found at start.
   void adoptForwards(const std::string& vm);
   void releasePorts();
+  // Defines the assignment's domain (unless `defined`) and queues its start
+  // for runStarts(). Always returns true (something was reported or tried).
   bool launch(const Assignment& a, VmTrack& t, bool defined, bool restart, Millis now);
+  // Starts the queued domains together (Hypervisor::startAll) and reports each.
+  void runStarts();
+  void launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now, const Status& st);
   bool confirmedByController(const std::string& vm) const;
   bool removeDomain(const DomainStatus& d, const std::string& why);
   void heartbeat(Millis now);
@@ -305,6 +310,12 @@ class Agent {
   int64_t last_answered_seq_ = 0;
 
   std::map<std::string, Migration> migrations_;  // by vm
+  struct PendingStart {
+    std::string vm;
+    bool restart = false;
+    Millis at = 0;
+  };
+  std::vector<PendingStart> starts_;  // queued by launch(), run at the end of converge()
   std::deque<AgentEvent> outbox_;
   std::map<std::string, std::string> failures_;  // key -> last logged failure
 };

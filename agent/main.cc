@@ -286,6 +286,10 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A write to a peer that went away (libvirtd restarted, the controller, a
+  // guest's service) must be an error, not the death of the agent: libvirt's
+  // remote client writes to its socket without MSG_NOSIGNAL.
+  std::signal(SIGPIPE, SIG_IGN);
 
   tw::Result<std::unique_ptr<tw::Hypervisor>> hv = tw::connectLibvirt(libvirt_uri);
   if (!hv) {

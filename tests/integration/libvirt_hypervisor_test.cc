@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
@@ -24,6 +25,10 @@
 
 namespace tw {
 namespace {
+
+// As in the agent: libvirt's remote client writes to its socket without
+// MSG_NOSIGNAL, so a connection the daemon closes must not kill the test.
+const bool kSigpipeIgnored = std::signal(SIGPIPE, SIG_IGN) != SIG_ERR;
 
 const std::string kNodeUri =
     std::string("test://") + TW_SOURCE_DIR + "/tests/integration/data/node.xml";
@@ -433,6 +438,37 @@ TEST(LibvirtHypervisorTest, ReconnectsAfterDaemonRestart) {
   ASSERT_TRUE(hv->start("web-2").isOk());
   EXPECT_TRUE(log.waitFor("web-2", DomainEventKind::kStarted));
   EXPECT_EQ(names(*hv->listManaged()), std::vector<std::string>{"web-2"});
+}
+
+// Pins: startAll through a real daemon starts every domain (the workers use
+// connections of their own) and reports each one's status in order: an
+// unknown domain fails alone, a running one is ok.
+TEST(LibvirtHypervisorTest, StartAllStartsTogetherAndReportsEach) {
+  SessionDaemon daemon;
+  if (!daemon.start()) GTEST_SKIP() << "cannot run a private libvirtd here";
+  auto hv = connect("test+unix:///default?socket=" + daemon.socket());
+  ASSERT_TRUE(hv);
+  std::vector<std::string> vms;
+  for (int i = 1; i <= 6; ++i) {
+    vms.push_back("web-" + std::to_string(i));
+    ASSERT_TRUE(hv->define(specFor(vms.back())).isOk());
+  }
+  ASSERT_TRUE(hv->start("web-6").isOk());
+  vms.insert(vms.begin() + 2, "ghost");
+  const std::vector<Status> got = hv->startAll(vms);
+  ASSERT_EQ(got.size(), vms.size());
+  for (size_t i = 0; i < vms.size(); ++i) {
+    if (vms[i] == "ghost") {
+      EXPECT_EQ(got[i].code(), Code::kNotFound) << got[i].toString();
+      EXPECT_NE(got[i].toString().find("starting vm 'ghost'"), std::string::npos);
+    } else {
+      EXPECT_TRUE(got[i].isOk()) << vms[i] << ": " << got[i].toString();
+    }
+  }
+  auto listed = hv->listManaged();
+  ASSERT_TRUE(listed.isOk());
+  ASSERT_EQ(listed->size(), 6u);
+  for (const DomainStatus& d : *listed) EXPECT_EQ(d.state, DomainState::kRunning) << d.meta.vm;
 }
 
 }  // namespace

@@ -89,6 +89,10 @@ class RecordingHypervisor final : public Hypervisor {
     calls.push_back("start " + vm);
     return fake_.start(vm);
   }
+  std::vector<Status> startAll(const std::vector<std::string>& vms) override {
+    start_batches.push_back(vms);
+    return Hypervisor::startAll(vms);
+  }
   Status destroy(const std::string& vm) override {
     calls.push_back("destroy " + vm);
     return fake_.destroy(vm);
@@ -124,6 +128,7 @@ class RecordingHypervisor final : public Hypervisor {
   }
 
   std::vector<std::string> calls;
+  std::vector<std::vector<std::string>> start_batches;  // each startAll's vms
   std::vector<std::string> forwards;
   int forward_lists = 0;
   bool no_monitor = false;
@@ -273,6 +278,33 @@ TEST_F(AgentTest, DefinesAndStartsWhatIsAssigned) {
   EXPECT_EQ(r->health, Health::kHealthy);
   EXPECT_EQ(r->epoch, 3);
   EXPECT_EQ(r->restarts, 0);
+}
+
+// Pins: VMs to start in one pass are defined first and then started in one
+// batch (Hypervisor::startAll, in parallel on libvirt); a start that fails
+// in the batch is reported for that VM alone.
+TEST_F(AgentTest, StartsAPassWorthOfVmsInOneBatch) {
+  fake_.failStarts("web-2", 1);
+  assign({assignment("web-1", 1), assignment("web-2", 1), assignment("web-3", 1)}, 1);
+  startAgent();
+  settle();
+
+  ASSERT_FALSE(hv_.start_batches.empty());
+  EXPECT_EQ(hv_.start_batches.front(), (std::vector<std::string>{"web-1", "web-2", "web-3"}));
+  EXPECT_EQ(std::vector<std::string>(hv_.calls.begin(), hv_.calls.begin() + 6),
+            (std::vector<std::string>{"define web-1", "define web-2", "define web-3",
+                                      "start web-1", "start web-2", "start web-3"}));
+  EXPECT_TRUE(fake_.isRunning("web-1"));
+  EXPECT_FALSE(fake_.isRunning("web-2"));
+  EXPECT_TRUE(fake_.isRunning("web-3"));
+  EXPECT_EQ(link_.countEvents("vm.started"), 2);
+  EXPECT_EQ(link_.countEvents("vm.start_failed", "web-2"), 1);
+  EXPECT_EQ(link_.lastReport("web-2")->reason.rfind("start failed: ", 0), 0u);
+  EXPECT_EQ(link_.lastReport("web-1")->state, DomainState::kRunning);
+
+  runUntil(1000);  // the failed one alone is retried after its back-off
+  EXPECT_TRUE(fake_.isRunning("web-2"));
+  EXPECT_EQ(hv_.start_batches.back(), std::vector<std::string>{"web-2"});
 }
 
 // Pins: a tier with a tcp/http check is reported kUnknown while running (no

@@ -110,6 +110,16 @@ class Hypervisor {
   // Defines (or redefines, replacing the old definition) a managed domain.
   virtual Status define(const DomainSpec& spec) = 0;
   virtual Status start(const std::string& vm) = 0;
+  // Starts several defined domains, one status per vm in the same order.
+  // Independent starts may run at once: QEMU's start takes 0.4-2 s under
+  // libvirt, and a host taking over a dead host's VMs starts them together.
+  // The default starts them one after another.
+  virtual std::vector<Status> startAll(const std::vector<std::string>& vms) {
+    std::vector<Status> out;
+    out.reserve(vms.size());
+    for (const std::string& vm : vms) out.push_back(start(vm));
+    return out;
+  }
   // Hard stop. Ok when the domain is not running.
   virtual Status destroy(const std::string& vm) = 0;
   // Removes the definition. Ok when absent. REQUIRES: not running.
