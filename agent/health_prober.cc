@@ -60,35 +60,39 @@ Millis ScheduledHealthProber::nextDueMs() const {
   return next;
 }
 
-void ScheduledHealthProber::runDue() {
-  struct Due {
-    std::string vm;
-    HealthCheckSpec check;
-    uint64_t generation = 0;
-    Millis started_ms = 0;
-    bool counts = false;  // after the grace period
-  };
-  std::vector<Due> due;
+std::vector<ScheduledHealthProber::ProbeJob> ScheduledHealthProber::takeDue() {
+  std::vector<ProbeJob> due;
+  std::lock_guard<std::mutex> lock(mu_);
+  const Millis now = clock_.nowMs();
+  for (auto& [vm, t] : targets_) {
+    if (t.in_flight || t.next_due_ms > now) continue;
+    const bool in_grace = now < t.running_since_ms + t.check.grace_ms;
+    // Booting: until its first pass, a VM in its grace is probed every
+    // kStartupIntervalMs, so that it counts as healthy as soon as it answers,
+    // not up to an interval later. Its failures do not count anyway.
+    const Millis interval = in_grace && t.health == Health::kUnknown
+                                ? std::min(t.check.interval_ms, kStartupIntervalMs)
+                                : t.check.interval_ms;
+    t.in_flight = true;
+    t.next_due_ms = now + std::max<Millis>(interval, 1);
+    due.push_back(ProbeJob{vm, t.check, t.generation, !in_grace});
+  }
+  return due;
+}
+
+Status ScheduledHealthProber::probe(const ProbeJob& job) const {
+  std::optional<int> host_port = ports_.hostPort(job.vm, job.check.port);
+  return host_port ? probe_(job.vm, job.check, *host_port)
+                   : unavailable(fmt::format("no host port for guest port {} of vm '{}'",
+                                             job.check.port, job.vm));
+}
+
+void ScheduledHealthProber::complete(const ProbeJob& job, const Status& result) {
+  bool changed = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const Millis now = clock_.nowMs();
-    for (auto& [vm, t] : targets_) {
-      if (t.in_flight || t.next_due_ms > now) continue;
-      t.in_flight = true;
-      t.next_due_ms = now + std::max<Millis>(t.check.interval_ms, 1);
-      due.push_back(
-          Due{vm, t.check, t.generation, now, now >= t.running_since_ms + t.check.grace_ms});
-    }
-  }
-  bool changed = false;
-  for (const Due& d : due) {
-    std::optional<int> host_port = ports_.hostPort(d.vm, d.check.port);
-    Status result = host_port ? probe_(d.vm, d.check, *host_port)
-                              : unavailable(fmt::format("no host port for guest port {} of vm '{}'",
-                                                        d.check.port, d.vm));
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = targets_.find(d.vm);
-    if (it == targets_.end() || it->second.generation != d.generation) continue;  // stale
+    auto it = targets_.find(job.vm);
+    if (it == targets_.end() || it->second.generation != job.generation) return;  // stale
     Target& t = it->second;
     t.in_flight = false;
     const Health before = t.health;
@@ -96,24 +100,29 @@ void ScheduledHealthProber::runDue() {
       t.consecutive = 0;
       t.failure.clear();
       t.health = Health::kHealthy;
-    } else if (!d.counts) {
-      log::debug("vm '{}': health check failed in its grace period: {}", d.vm, result.message());
+    } else if (!job.counts) {
+      log::debug("vm '{}': health check failed in its grace period: {}", job.vm,
+                 result.message());
     } else {
       ++t.consecutive;
       t.failure = result.message();
-      log::debug("vm '{}': health check failed ({} of {}): {}", d.vm, t.consecutive,
+      log::debug("vm '{}': health check failed ({} of {}): {}", job.vm, t.consecutive,
                  t.check.failures, t.failure);
       if (t.consecutive >= std::max(t.check.failures, 1)) t.health = Health::kUnhealthy;
     }
     if (t.health != before) {
       changed = true;
-      log::info("vm '{}' is {}{}", d.vm, toString(t.health),
+      log::info("vm '{}' is {}{}", job.vm, toString(t.health),
                 t.health == Health::kUnhealthy
                     ? fmt::format(": {} failed checks, the last: {}", t.consecutive, t.failure)
                     : std::string());
     }
   }
   if (changed && on_verdict_) on_verdict_();
+}
+
+void ScheduledHealthProber::runDue() {
+  for (const ProbeJob& job : takeDue()) complete(job, probe(job));
 }
 
 // ---------------------------------------------------------- NetworkHealthProber ---
@@ -143,6 +152,7 @@ void NetworkHealthProber::start() {
     stop_ = false;
   }
   thread_ = std::thread([this] { loop(); });
+  for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { work(); });
 }
 
 void NetworkHealthProber::stop() {
@@ -150,15 +160,24 @@ void NetworkHealthProber::stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
     cv_.notify_all();
+    work_cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
+  for (std::thread& w : workers_) w.join();
+  workers_.clear();
+  std::lock_guard<std::mutex> lock(mu_);
+  queue_.clear();
 }
 
 void NetworkHealthProber::loop() {
   for (;;) {
-    core_.runDue();
+    std::vector<ScheduledHealthProber::ProbeJob> due = core_.takeDue();
     const Millis next = core_.nextDueMs();
     std::unique_lock<std::mutex> lock(mu_);
+    if (!due.empty()) {
+      for (auto& job : due) queue_.push_back(std::move(job));
+      work_cv_.notify_all();
+    }
     auto wake = [this] { return stop_ || replan_; };
     if (next == ScheduledHealthProber::kNever) {
       cv_.wait(lock, wake);
@@ -169,6 +188,24 @@ void NetworkHealthProber::loop() {
     }
     if (stop_) return;
     replan_ = false;
+  }
+}
+
+void NetworkHealthProber::work() {
+  for (;;) {
+    ScheduledHealthProber::ProbeJob job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    core_.complete(job, core_.probe(job));
+    // The VM's next probe is due again (it was in flight): plan anew.
+    std::lock_guard<std::mutex> lock(mu_);
+    replan_ = true;
+    cv_.notify_all();
   }
 }
 

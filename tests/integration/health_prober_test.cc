@@ -12,12 +12,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "agent/net_probe.h"
 #include "agent/port_map.h"
@@ -29,17 +31,19 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 // A listening TCP socket on 127.0.0.1 with an ephemeral port.
+// (Or on `port`: ok() says whether it could.)
 class Listener {
  public:
-  Listener() {
+  explicit Listener(int port = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
     if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
         ::listen(fd_, 16) != 0) {
-      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      if (port == 0) ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      close();
       return;
     }
     socklen_t len = sizeof(addr);
@@ -50,6 +54,7 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
+  bool ok() const { return fd_ >= 0; }
   int port() const { return port_; }
   int fd() const { return fd_; }
   void close() {
@@ -115,9 +120,11 @@ HealthCheckSpec check(HealthKind kind, int failures) {
 // A NetworkHealthProber whose VM "web-1" has guest port 80 at host port `port`.
 class ProberFixture : public ::testing::Test {
  protected:
-  void startProber(int port) {
-    ports_ = std::make_unique<PortMap>(port, 1);
+  // (With `more` VMs: host ports port+1... in order.)
+  void startProber(int port, const std::vector<std::string>& more = {}) {
+    ports_ = std::make_unique<PortMap>(port, 1 + static_cast<int>(more.size()));
     ASSERT_TRUE(ports_->assign("web-1", {80}).isOk());
+    for (const std::string& vm : more) ASSERT_TRUE(ports_->assign(vm, {80}).isOk());
     prober_ = std::make_unique<NetworkHealthProber>(*ports_);
     prober_->setOnVerdictChange([this] {
       std::lock_guard<std::mutex> lock(mu_);
@@ -201,6 +208,58 @@ TEST(NetProbeTest, GreetingWithTheTextPasses) {
   Status st = probeService("127.0.0.1", server.port(), c);
   EXPECT_TRUE(st.isOk()) << st.toString();
   EXPECT_LT(steady_clock::now() - start, milliseconds(c.timeout_ms / 2));
+}
+
+// Pins: probes of several VMs run at once: while the probe of a VM hangs
+// (its port forward accepts, the booting guest says nothing, until a long
+// timeout), another VM is probed and found healthy.
+TEST_F(ProberFixture, AHangingProbeDoesNotHoldUpTheOthers) {
+  // Two listeners on adjacent ports (the PortMap hands out a range).
+  std::unique_ptr<Listener> good, quiet;
+  for (int attempt = 0; attempt < 50 && !quiet; ++attempt) {
+    auto first = std::make_unique<Listener>();
+    auto second = std::make_unique<Listener>(first->port() + 1);
+    if (second->ok()) {
+      good = std::move(first);
+      quiet = std::move(second);
+    }
+  }
+  ASSERT_TRUE(quiet) << "no two adjacent free ports on 127.0.0.1";
+  std::mutex m;
+  std::condition_variable cv;
+  bool accepted = false, done = false;
+  std::thread server([&] {
+    int conn = ::accept(quiet->fd(), nullptr, nullptr);
+    std::unique_lock<std::mutex> lock(m);
+    accepted = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return done; });  // silent until the test ends
+    if (conn >= 0) ::close(conn);
+  });
+  auto finish = [&] {
+    {
+      std::lock_guard<std::mutex> lock(m);
+      done = true;
+      cv.notify_all();
+    }
+    ::shutdown(quiet->fd(), SHUT_RDWR);
+    server.join();
+  };
+
+  startProber(good->port(), {"db-1"});  // web-1 -> good, db-1 -> quiet
+  HealthCheckSpec greeting = check(HealthKind::kTcp, 1);
+  greeting.expect = "TIERWARDEN-DB";
+  greeting.interval_ms = greeting.timeout_ms = 60000;
+  EXPECT_EQ(prober_->health("db-1", greeting, 0), Health::kUnknown);
+  {
+    std::unique_lock<std::mutex> lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return accepted; }))
+        << "db-1 was not probed";
+  }
+  EXPECT_TRUE(waitFor(Health::kHealthy, check(HealthKind::kTcp, 1)))
+      << "web-1 waited for db-1's hanging probe";
+  EXPECT_EQ(prober_->health("db-1", greeting, 0), Health::kUnknown);  // still in flight
+  finish();  // db-1's probe ends (the server closes): the prober can stop
 }
 
 // Pins: a server that accepts and says nothing (a port forward while the

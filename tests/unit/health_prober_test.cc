@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -115,18 +116,71 @@ TEST_F(ScheduledHealthProberTest, UnhealthyAfterNConsecutiveFailures) {
 }
 
 // Pins: failures of probes that start within grace_ms after the VM started do
-// not count; the first after the grace does.
+// not count; the first after the grace does, and from then on the VM is
+// probed every interval again.
 TEST_F(ScheduledHealthProberTest, FailuresInTheGracePeriodDoNotCount) {
   fail["web-1"] = true;
   const Millis started = 1000;
   clock_.set(1000);
-  prober_.health("web-1", tcpCheck(/*failures=*/1, /*grace_ms=*/3000), started);
-  runUntil(3999);  // probes at 1000, 2000, 3000: in the grace
-  EXPECT_EQ(probes.size(), 3u);
-  EXPECT_EQ(prober_.health("web-1", tcpCheck(1, 3000), started), Health::kUnknown);
+  prober_.health("web-1", tcpCheck(/*failures=*/2, /*grace_ms=*/3000), started);
+  runUntil(3999);  // probes at 1000, 1250, ..., 3750: in the grace
+  EXPECT_EQ(probes.size(), 12u);
+  EXPECT_EQ(prober_.health("web-1", tcpCheck(2, 3000), started), Health::kUnknown);
   EXPECT_EQ(prober_.lastFailure("web-1"), "");
   runUntil(4000);  // 4000 = started + grace: counts
-  EXPECT_EQ(prober_.health("web-1", tcpCheck(1, 3000), started), Health::kUnhealthy);
+  EXPECT_EQ(prober_.lastFailure("web-1"), "connecting to 127.0.0.1:20000: Connection refused");
+  EXPECT_EQ(prober_.nextDueMs(), 5000);
+  runUntil(5000);  // the second counted failure, an interval later
+  EXPECT_EQ(prober_.health("web-1", tcpCheck(2, 3000), started), Health::kUnhealthy);
+  EXPECT_EQ(probes.size(), 14u);
+}
+
+// Pins: a booting VM (in its grace, no pass yet) is probed every
+// kStartupIntervalMs, so its first pass is seen within that of its service
+// answering; after the pass, every interval. No grace: every interval.
+TEST_F(ScheduledHealthProberTest, ProbesABootingVmOftenUntilItsFirstPass) {
+  fail["web-1"] = true;
+  prober_.health("web-1", tcpCheck(3, /*grace_ms=*/30000), 0);
+  prober_.health("web-2", tcpCheck(3, /*grace_ms=*/0), 0);
+  runUntil(1100);
+  EXPECT_EQ(std::count_if(probes.begin(), probes.end(), [](const Probe& p) { return p.vm == "web-1"; }),
+            5);  // 0, 250, 500, 750, 1000
+  EXPECT_EQ(std::count_if(probes.begin(), probes.end(), [](const Probe& p) { return p.vm == "web-2"; }),
+            2);  // 0, 1000
+  fail["web-1"] = false;  // its service answers from 1100 on
+  runUntil(1250);
+  EXPECT_EQ(prober_.health("web-1", tcpCheck(3, 30000), 0), Health::kHealthy);
+  probes.clear();
+  runUntil(3300);  // web-1: the probe planned at the pass (1500), then every interval
+  ASSERT_EQ(probes.size(), 4u);
+  EXPECT_EQ(probes[0].vm, "web-1");
+  EXPECT_EQ(probes[0].at, 1500);
+  EXPECT_EQ(probes[1].vm, "web-2");
+  EXPECT_EQ(probes[1].at, 2000);
+  EXPECT_EQ(probes[2].vm, "web-1");
+  EXPECT_EQ(probes[2].at, 2500);
+  EXPECT_EQ(probes[3].at, 3000);
+}
+
+// Pins: takeDue() hands out each due VM once until its result is complete()d
+// (a runner may probe several VMs at once), and results complete in any order.
+TEST_F(ScheduledHealthProberTest, TakenProbesAreInFlightUntilCompleted) {
+  prober_.health("web-1", tcpCheck(1), 0);
+  prober_.health("web-2", tcpCheck(1), 0);
+  std::vector<ScheduledHealthProber::ProbeJob> jobs = prober_.takeDue();
+  ASSERT_EQ(jobs.size(), 2u);
+  clock_.set(5000);  // long overdue, but both still in flight
+  EXPECT_TRUE(prober_.takeDue().empty());
+  EXPECT_EQ(prober_.nextDueMs(), ScheduledHealthProber::kNever);
+  prober_.complete(jobs[1], unavailable("refused"));
+  EXPECT_EQ(prober_.health(jobs[1].vm, tcpCheck(1), 0), Health::kUnhealthy);
+  EXPECT_EQ(prober_.health(jobs[0].vm, tcpCheck(1), 0), Health::kUnknown);
+  std::vector<ScheduledHealthProber::ProbeJob> again = prober_.takeDue();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].vm, jobs[1].vm);
+  prober_.complete(jobs[0], prober_.probe(jobs[0]));
+  EXPECT_EQ(prober_.health(jobs[0].vm, tcpCheck(1), 0), Health::kHealthy);
+  EXPECT_EQ(verdict_changes, 2);
 }
 
 // Pins: a new run of the VM (another running_since) or a changed check starts
