@@ -5,8 +5,9 @@
 # /var/cache/tierwarden/images), then boots them straight with QEMU (TCG, the JSON
 # metadata's kernel, initrd, cmdline and memory, slirp networking with a host port
 # forward) and checks: each VM prints its ready line; web answers /health with "ok"
-# and names its VM, tier and host on /; db answers on 3306, formats a blank data disk
-# at first boot and still holds a key it was given after a reboot on the same disk;
+# and names its VM, tier and host on /; db answers on 3306, mounts the shipped data
+# disk (formats a blank one) at first boot and still holds a key it was given after
+# a reboot on the same disk;
 # the balancer fetches its endpoints from a fake controller API (python3 http.server)
 # and forwards to the web VM, answering /health itself.
 # --bench N: instead, boots the web image N times one after another and prints
@@ -161,7 +162,7 @@ if [[ $bench -gt 0 ]]; then
   exit $((failures > 0))
 fi
 
-# --- web and db (with a fresh overlay of the blank data disk), booted together
+# --- web and db (with a fresh overlay of the shipped data disk), booted together
 web_port=$(free_port)
 db_port=$(free_port)
 disk="$work/db.qcow2"
@@ -178,10 +179,11 @@ check "web: unknown path is a 404" \
   test "$(curl -s -o /dev/null -w '%{http_code}' -m 10 "http://127.0.0.1:$web_port/nope")" = 404
 
 check "db prints its ready line" wait_ready db-1 tiny-db
-check "db: formatted the blank disk at first boot" grep -aq "storage=disk-new boots=1" "$work/db-1.log"
+check "db: mounted the shipped (formatted) disk at first boot" \
+  grep -aq "storage=disk boots=1" "$work/db-1.log"
 answers="$(db_ask "$db_port" "PUT greeting hello tiers" "GET greeting")"
 check "db: greets, stores and returns a key" \
-  test "$answers" = $'TIERWARDEN-DB vm=db-1 storage=disk-new\nOK\nOK hello tiers\nBYE'
+  test "$answers" = $'TIERWARDEN-DB vm=db-1 storage=disk\nOK\nOK hello tiers\nBYE'
 
 # --- balancer: endpoints from a fake controller API, forwarding to web-1
 api_port=$(free_port)
@@ -193,19 +195,27 @@ python3 -m http.server "$api_port" --bind 127.0.0.1 --directory "$work/api" \
   >"$work/api.log" 2>&1 &
 api_pid=$!
 boot lb-1 tiny-balancer "$lb_port" 80 "tw.api=127.0.0.1:$api_port tw.backend=t-web"
+# (and meanwhile db-2 on a blank disk: the guest formats it)
+db2_port=$(free_port)
+qemu-img create -q -f qcow2 "$work/blank.qcow2" 64M
+boot db-2 tiny-db "$db2_port" 3306 "" -drive "file=$work/blank.qcow2,if=virtio,format=qcow2"
 check "balancer prints its ready line with one backend" wait_ready lb-1 tiny-balancer
 check "balancer: ready line counts the API's endpoints" grep -aq "backends=1" "$work/lb-1.log"
 check "balancer: /health answered by the balancer" \
   test "$(curl -s -m 10 "http://127.0.0.1:$lb_port/health")" = "ok backends=1"
 check "balancer: / forwarded to web-1" \
   grep -q "VM <b>web-1</b>" <<<"$(curl -s -m 10 "http://127.0.0.1:$lb_port/")"
+check "db-2 prints its ready line" wait_ready db-2 tiny-db
+check "db-2: formatted the blank disk at first boot" \
+  grep -aq "storage=disk-new boots=1" "$work/db-2.log"
+stop_vm db-2
 
 # --- db again on the same disk: the key survived the reboot
 stop_vm db-1
 : >"$work/db-1.log"
 boot db-1 tiny-db "$db_port" 3306 "" -drive "file=$disk,if=virtio,format=qcow2"
 check "db prints its ready line after a reboot" wait_ready db-1 tiny-db
-check "db: mounted the disk it formatted before" grep -aq "storage=disk boots=2" "$work/db-1.log"
+check "db: mounted its disk again" grep -aq "storage=disk boots=2" "$work/db-1.log"
 check "db: the key survived the reboot" \
   grep -qx "OK hello tiers" <<<"$(db_ask "$db_port" "GET greeting")"
 
