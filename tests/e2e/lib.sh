@@ -65,7 +65,8 @@ e2e_start_agent() {
 }
 
 # e2e_start_cluster N: hosts h1..hN with agents, controller; writes the demo
-# policy with the hosts' URIs (h1..h(N-1) active, hN spare) to $E2E_DIR/policy.yaml.
+# policy (its cluster settings and tiers) with the hosts' URIs (h1..h(N-1)
+# active, hN spare) to $E2E_DIR/policy.yaml.
 e2e_start_cluster() {
   local n=$1 h
   [ "$(id -u)" = 0 ] || { echo "e2e: needs root"; exit 77; }
@@ -76,7 +77,7 @@ e2e_start_cluster() {
   e2e_start_controller
   for h in $(seq 1 "$n"); do e2e_start_agent "h$h"; done
   {
-    echo "cluster: { n_plus_one: warn }"
+    sed -n '/^cluster:/,/^hosts:/p' "$E2E_ROOT/policies/demo.yaml" | sed '$d'  # the demo's settings
     echo "hosts:"
     for h in $(seq 1 "$n"); do
       echo "  - { name: h$h, uri: \"$(hosts uri "h$h")\", role: $([ "$h" = "$n" ] && echo spare || echo active), capacity: { cpus: 4 } }"
