@@ -88,9 +88,10 @@ class ScheduledHealthProber final : public HealthProber {
   // When the next probe is due (kNever when nothing is registered).
   Millis nextDueMs() const;
 
-  // Called after a verdict changed (from the thread of that complete()), and after a VM was
-  // registered anew (from health()'s thread): say, to wake a loop. Called
-  // without locks held; must be quick. REQUIRES: set before concurrent use.
+  // Called after a verdict changed (from the thread of that complete()), and
+  // after a VM was registered anew (from health()'s thread): say, to wake a
+  // loop. Called without locks held; must be quick. REQUIRES: set before
+  // concurrent use.
   void setOnVerdictChange(std::function<void()> fn) { on_verdict_ = std::move(fn); }
   void setOnNewTarget(std::function<void()> fn) { on_new_target_ = std::move(fn); }
 
