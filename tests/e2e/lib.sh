@@ -96,7 +96,7 @@ e2e_all_healthy() {
   api tiers 2>/dev/null | jq -e '(.tiers | length) > 0 and all(.tiers[]; .is_healthy)' >/dev/null 2>&1
 }
 
-# e2e_wait SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s.
+# e2e_wait SECONDS DESCRIPTION COMMAND...: polls COMMAND every $E2E_POLL s (0.1).
 e2e_wait() {
   local limit=$1 what=$2
   shift 2
@@ -107,7 +107,7 @@ e2e_wait() {
     if awk -v n="$(e2e_now)" -v e="$end" 'BEGIN { exit !(n > e) }'; then
       e2e_fail "timed out after ${limit}s waiting for: $what"
     fi
-    sleep 0.1
+    sleep "${E2E_POLL:-0.1}"
   done
 }
 

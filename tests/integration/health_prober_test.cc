@@ -12,7 +12,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -68,9 +67,10 @@ class Listener {
 };
 
 // Serves one connection on its own thread with `serve(fd)`, then closes it.
+// (Or listens on `port`: ok() says whether it could.)
 class OneShotServer {
  public:
-  explicit OneShotServer(std::function<void(int)> serve) {
+  explicit OneShotServer(std::function<void(int)> serve, int port = 0) : listener_(port) {
     thread_ = std::thread([this, serve = std::move(serve)] {
       int conn = ::accept(listener_.fd(), nullptr, nullptr);
       if (conn < 0) return;
@@ -82,6 +82,7 @@ class OneShotServer {
     ::shutdown(listener_.fd(), SHUT_RDWR);  // unblocks accept() when nobody came
     thread_.join();
   }
+  bool ok() const { return listener_.ok(); }
   int port() const { return listener_.port(); }
 
  private:
@@ -214,37 +215,27 @@ TEST(NetProbeTest, GreetingWithTheTextPasses) {
 // (its port forward accepts, the booting guest says nothing, until a long
 // timeout), another VM is probed and found healthy.
 TEST_F(ProberFixture, AHangingProbeDoesNotHoldUpTheOthers) {
-  // Two listeners on adjacent ports (the PortMap hands out a range).
-  std::unique_ptr<Listener> good, quiet;
+  std::mutex m;
+  std::condition_variable cv;
+  bool accepted = false, done = false;
+  auto silent = [&](int) {  // accepts, says nothing until the test ends
+    std::unique_lock<std::mutex> lock(m);
+    accepted = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return done; });
+  };
+  // Two servers on adjacent ports (the PortMap hands out a range).
+  std::unique_ptr<Listener> good;
+  std::unique_ptr<OneShotServer> quiet;
   for (int attempt = 0; attempt < 50 && !quiet; ++attempt) {
     auto first = std::make_unique<Listener>();
-    auto second = std::make_unique<Listener>(first->port() + 1);
+    auto second = std::make_unique<OneShotServer>(silent, first->port() + 1);
     if (second->ok()) {
       good = std::move(first);
       quiet = std::move(second);
     }
   }
   ASSERT_TRUE(quiet) << "no two adjacent free ports on 127.0.0.1";
-  std::mutex m;
-  std::condition_variable cv;
-  bool accepted = false, done = false;
-  std::thread server([&] {
-    int conn = ::accept(quiet->fd(), nullptr, nullptr);
-    std::unique_lock<std::mutex> lock(m);
-    accepted = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return done; });  // silent until the test ends
-    if (conn >= 0) ::close(conn);
-  });
-  auto finish = [&] {
-    {
-      std::lock_guard<std::mutex> lock(m);
-      done = true;
-      cv.notify_all();
-    }
-    ::shutdown(quiet->fd(), SHUT_RDWR);
-    server.join();
-  };
 
   startProber(good->port(), {"db-1"});  // web-1 -> good, db-1 -> quiet
   HealthCheckSpec greeting = check(HealthKind::kTcp, 1);
@@ -259,7 +250,12 @@ TEST_F(ProberFixture, AHangingProbeDoesNotHoldUpTheOthers) {
   EXPECT_TRUE(waitFor(Health::kHealthy, check(HealthKind::kTcp, 1)))
       << "web-1 waited for db-1's hanging probe";
   EXPECT_EQ(prober_->health("db-1", greeting, 0), Health::kUnknown);  // still in flight
-  finish();  // db-1's probe ends (the server closes): the prober can stop
+  {
+    std::lock_guard<std::mutex> lock(m);
+    done = true;  // the server closes: db-1's probe ends, the prober can stop
+    cv.notify_all();
+  }
+  quiet.reset();
 }
 
 // Pins: a server that accepts and says nothing (a port forward while the
