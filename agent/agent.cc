@@ -61,6 +61,8 @@ const char* toString(LeaseState s) {
       return "none";
     case LeaseState::kValid:
       return "valid";
+    case LeaseState::kHeld:
+      return "held";
     case LeaseState::kExpired:
       return "expired";
   }
@@ -101,7 +103,7 @@ Status Agent::start() {
   int running = 0;
   for (const DomainStatus& d : *listed) {
     view_[d.meta.vm] = d;
-    first_seen_seq_[d.meta.vm] = seq_;
+    first_seen_seq_[d.meta.vm] = 0;
     VmTrack& t = tracks_[d.meta.vm];
     t.epoch = d.meta.epoch;
     t.expect_running = isActive(d.state);
@@ -114,10 +116,13 @@ Status Agent::start() {
   view_ok_ = true;
   Result<Capacity> cap = hv_.capacity();
   if (cap) capacity_ = *cap;
-  lease_until_ms_ = now + options_.initial_lease_ms;
-  next_heartbeat_ms_ = now;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    lease_until_ms_ = now + options_.initial_lease_ms;
+    next_heartbeat_ms_ = now;
+  }
   started_ = true;
-  reports_ = buildReports(now);
+  publish(now);
   log::info(
       "agent '{}' on host '{}': found {} managed domains ({} active); leaving them as they "
       "are until the controller answers",
@@ -132,6 +137,11 @@ void Agent::onDomainEvent(const DomainEvent& e) {
 }
 
 void Agent::onAssignments(const AssignmentSet& set) {
+  if (leaseState() == LeaseState::kExpired) {
+    // Self-fenced: only the answer to a heartbeat sent after the fence counts.
+    log::debug("ignoring pushed assignments version {}: self-fenced", set.version);
+    return;
+  }
   if (set.host != options_.host) {
     log::warn("ignoring assignments for host '{}' (this is host '{}')", set.host, options_.host);
     return;
@@ -154,6 +164,10 @@ void Agent::applySet(const AssignmentSet& set) {
   has_set_ = true;
   assigned_.clear();
   for (const Assignment& a : set_.assignments) assigned_[a.vm] = a;
+  peers_->setPeers(set.peers, set.peer_timeout_ms);
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  peer_count_ = set.peers.size();
+  has_peer_list_ = true;
   if (set.heartbeat_interval_ms > 0 && set.heartbeat_interval_ms != interval_ms_) {
     log::info("heartbeat interval now {} ms", set.heartbeat_interval_ms);
     interval_ms_ = set.heartbeat_interval_ms;
@@ -165,29 +179,88 @@ void Agent::runOnce() {
   if (!started_) return;
   const Millis now = clock_.nowMs();
   dirty_ = false;
+  takeAnswer();
   absorbEvents();
   refreshView();
-  checkLease(now);
-  if (lease_state_ == LeaseState::kExpired) {
+  LeaseState state = checkLease(now);
+  if (state == LeaseState::kExpired) {
     fence();
-  } else if (lease_state_ == LeaseState::kValid && has_set_) {
-    converge(now);
+  } else if ((state == LeaseState::kValid || state == LeaseState::kHeld) && has_set_) {
+    converge(now, state == LeaseState::kHeld);
   }
-  reports_ = buildReports(now);
-  if (now >= next_heartbeat_ms_ || reportDue()) {
-    heartbeat(now);
-    reports_ = buildReports(now);
+  publish(now);
+  if (!external_heartbeats_) {
+    bool due;
+    {
+      std::lock_guard<std::mutex> lock(lease_mu_);
+      due = now >= next_heartbeat_ms_ || reportDueLocked();
+    }
+    if (due) {
+      sendHeartbeat(now);
+      if (takeAnswer() && leaseState() == LeaseState::kValid) converge(now);
+      publish(now);
+    }
   }
   flushEvents();
 }
 
+Millis Agent::heartbeatTick() {
+  const Millis now = clock_.nowMs();
+  bool due;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    due = started_ && (now >= next_heartbeat_ms_ || reportDueLocked());
+  }
+  if (due) sendHeartbeat(now);
+  LeaseState before, after;
+  Millis next;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    before = lease_state_;
+    after = judgeLeaseLocked(now);
+    next = next_heartbeat_ms_;
+  }
+  if (after != before && wake_) wake_();  // held or fenced: the core acts
+  return next;
+}
+
+void Agent::publish(Millis now) {
+  reports_ = buildReports(now);
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  published_.host = options_.host;
+  published_.agent_id = options_.agent_id;
+  published_.capacity = capacity_;
+  published_.assignments_version = assignmentsVersion();
+  published_.domains = reports_;
+  published_.service_address = options_.service_address;
+  ++published_gen_;
+}
+
+bool Agent::takeAnswer() {
+  std::optional<AssignmentSet> answer;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    answer.swap(answer_);
+  }
+  if (!answer) return false;
+  // The answer is the controller's current set: applied even when its version
+  // is lower than ours (a controller that lost its state).
+  applySet(*answer);
+  dirty_ = true;
+  return true;
+}
+
 Millis Agent::nextWakeMs() const {
   const Millis now = clock_.nowMs();
+  std::lock_guard<std::mutex> lock(lease_mu_);
   if (!started_) return now + interval_ms_;
-  if (dirty_ || reportDue()) return now;
-  Millis next = next_heartbeat_ms_;
-  if (lease_state_ != LeaseState::kExpired) next = std::min(next, lease_until_ms_);
-  if (lease_state_ == LeaseState::kValid && has_set_ && view_ok_) {
+  if (dirty_ || answer_ || (!external_heartbeats_ && reportDueLocked())) return now;
+  Millis next = external_heartbeats_ ? now + 1000 : next_heartbeat_ms_;
+  if (lease_state_ != LeaseState::kExpired) {
+    next = std::min(next, lease_state_ == LeaseState::kHeld ? now + 250 : lease_until_ms_);
+  }
+  if ((lease_state_ == LeaseState::kValid || lease_state_ == LeaseState::kHeld) && has_set_ &&
+      view_ok_) {
     for (const auto& [vm, t] : tracks_) {
       if (t.down && !t.exhausted && assigned_.count(vm) != 0) {
         next = std::min(next, t.next_restart_ms);
@@ -230,7 +303,8 @@ void Agent::refreshView() {
   std::map<std::string, int64_t> first_seen;
   for (DomainStatus& d : *listed) {
     auto seen = first_seen_seq_.find(d.meta.vm);
-    first_seen[d.meta.vm] = seen != first_seen_seq_.end() ? seen->second : seq_;
+    // Not in any heartbeat yet: the next publication carries it.
+    first_seen[d.meta.vm] = seen != first_seen_seq_.end() ? seen->second : publishedGen();
     view_[d.meta.vm] = std::move(d);
   }
   first_seen_seq_.swap(first_seen);
@@ -238,18 +312,66 @@ void Agent::refreshView() {
   if (cap) capacity_ = *cap;
 }
 
-void Agent::checkLease(Millis now) {
-  if (lease_state_ == LeaseState::kExpired || now < lease_until_ms_) return;
-  const std::string why =
-      lease_state_ == LeaseState::kNone
+LeaseState Agent::judgeLeaseLocked(Millis now) {
+  if (lease_state_ == LeaseState::kExpired) return lease_state_;
+  if (now < lease_until_ms_) return lease_state_;
+  // The lease ran out. Fence only when the votes this host cannot reach
+  // (the controller's among them) could be a majority: then, and only then,
+  // the controller may give its VMs away (docs/fencing.md). Without a peer
+  // list (no answer yet in this process) nothing says it is not isolated.
+  const std::set<std::string> reached = peers_->reachable(now);
+  if (has_peer_list_ && !isolated(peer_count_, reached.size())) {
+    if (lease_state_ != LeaseState::kHeld) {
+      held_said_ = false;
+      lease_state_ = LeaseState::kHeld;
+    }
+    if (!held_said_) {
+      held_said_ = true;
+      log::warn("no heartbeat of host '{}' answered for {}, but it reaches {} of its {} peers: "
+                "not isolated, keeping its VMs (restarting crashed ones in place, starting "
+                "nothing new) until the controller answers",
+                options_.host, formatDuration(now - last_answered_ms_), reached.size(), peer_count_);
+    }
+    return lease_state_;
+  }
+  std::string why =
+      lease_state_ == LeaseState::kNone && !has_peer_list_
           ? fmt::format("the controller did not answer in the {} after start",
                         formatDuration(options_.initial_lease_ms))
           : fmt::format("no heartbeat answered for {}", formatDuration(now - last_answered_ms_));
+  if (has_peer_list_) {
+    why += fmt::format(" and it reaches {} of its {} peers (isolated: {} of {} votes)",
+                       reached.size(), peer_count_, reached.size() + 1, peer_count_ + 2);
+  }
   lease_state_ = LeaseState::kExpired;
-  emit("error", "host.self_fenced", "", 0,
-       fmt::format("host '{}' self-fenced: lease expired ({}); destroying every managed domain "
-                   "and starting nothing until the controller answers",
-                   options_.host, why));
+  self_fence_reason_ = "lease expired (" + why + ")";
+  fence_unacked_ = true;
+  return lease_state_;
+}
+
+LeaseState Agent::checkLease(Millis now) {
+  LeaseState state;
+  std::string reason;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    state = judgeLeaseLocked(now);
+    reason = self_fence_reason_;
+  }
+  if (state != LeaseState::kExpired) {
+    fence_announced_ = false;
+    return state;
+  }
+  if (!fence_announced_) {
+    fence_announced_ = true;
+    // The set in force came before the fence: it does not count any more.
+    has_set_ = false;
+    assigned_.clear();
+    emit("error", "host.self_fenced", "", 0,
+         fmt::format("host '{}' self-fenced: {}; destroying every managed domain and starting "
+                     "nothing until the controller answers",
+                     options_.host, reason));
+  }
+  return state;
 }
 
 // Runs at every runOnce() while the lease is expired, so that a destroy that
@@ -282,8 +404,23 @@ void Agent::fence() {
   if (acted) refreshView();
 }
 
-void Agent::converge(Millis now) {
+void Agent::converge(Millis now, bool held) {
   if (!view_ok_) return;  // act only on what the hypervisor just told us
+  if (held) {
+    // The controller is away and this host is not isolated: the VMs it runs
+    // stay, a crashed one is restarted in place within its budget, and
+    // nothing is created, removed or migrated on a set that may be stale.
+    bool acted = false;
+    for (const auto& [vm, a] : assigned_) {
+      auto d = view_.find(vm);
+      if (d == view_.end() || d->second.meta.epoch != a.epoch || a.incoming || migrating(vm)) continue;
+      if (!a.migrate_to_uri.empty()) continue;
+      acted |= convergeOne(a, now);
+    }
+    runStarts();
+    if (acted) refreshView();
+    return;
+  }
   releasePorts();         // first, so that new VMs can reuse them
   bool acted = false;
   // Managed domains that are not ours to run: not assigned, or a newer epoch
@@ -329,7 +466,8 @@ void Agent::converge(Millis now) {
 // VM is destroyed on an old set.
 bool Agent::confirmedByController(const std::string& vm) const {
   auto seen = first_seen_seq_.find(vm);
-  return seen == first_seen_seq_.end() || seen->second < last_answered_seq_;
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  return seen == first_seen_seq_.end() || seen->second < last_answered_gen_;
 }
 
 bool Agent::removeDomain(const DomainStatus& d, const std::string& why) {
@@ -854,56 +992,70 @@ std::vector<DomainReport> Agent::buildReports(Millis now) const {
 }
 
 bool Agent::reportDue() const {
-  if (!link_up_) return false;  // retried at the next interval
-  return assignmentsVersion() != last_sent_version_ || !sameReports(reports_, last_sent_);
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  return reportDueLocked();
 }
 
-void Agent::heartbeat(Millis now) {
-  Heartbeat hb;
-  hb.host = options_.host;
-  hb.agent_id = options_.agent_id;
-  hb.seq = ++seq_;
-  hb.capacity = capacity_;
-  hb.assignments_version = assignmentsVersion();
-  hb.domains = reports_;
-  hb.service_address = options_.service_address;
-  last_heartbeat_ms_ = now;
-  next_heartbeat_ms_ = now + interval_ms_;
+bool Agent::reportDueLocked() const {
+  if (!link_up_) return false;  // retried at the next interval
+  return published_.assignments_version != last_sent_version_ ||
+         !sameReports(published_.domains, last_sent_);
+}
 
+void Agent::sendHeartbeat(Millis now) {
+  Heartbeat hb;
+  int64_t gen = 0;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    hb = published_;
+    hb.seq = ++seq_;
+    gen = published_gen_;
+    if (fence_unacked_) hb.self_fence_reason = self_fence_reason_;
+    last_heartbeat_ms_ = now;
+    next_heartbeat_ms_ = now + interval_ms_;
+  }
+  hb.peer_address = options_.peer_address;
+  hb.peers_unreachable = peers_->unreachable(now);
+
+  // No lock while the controller answers (or not).
   Result<AssignmentSet> answer = link_.heartbeat(hb);
-  noteLinkResult(answer.status());
+
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  noteLinkResultLocked(answer.status());
   if (!answer) {
     link_up_ = false;
     return;
   }
   link_up_ = true;
-  last_answered_ms_ = now;
-  last_answered_seq_ = hb.seq;
   last_sent_ = hb.domains;
   last_sent_version_ = hb.assignments_version;
-
+  if (lease_state_ == LeaseState::kExpired && hb.self_fence_reason.empty()) {
+    // Sent before the fence, answered after it: an old set, and no lease.
+    return;
+  }
+  last_answered_ms_ = now;
+  last_answered_gen_ = gen;
   const Millis lease_ms = answer->lease_ms > 0 ? answer->lease_ms : options_.initial_lease_ms;
-  const Millis until = now + lease_ms;
   if (lease_state_ != LeaseState::kValid) {
     log::info("lease of host '{}' {} ({}, renewed by every answered heartbeat)", options_.host,
-              lease_state_ == LeaseState::kExpired ? "renewed after self-fence" : "granted",
+              lease_state_ == LeaseState::kExpired ? "renewed after self-fence"
+              : lease_state_ == LeaseState::kHeld  ? "renewed: the controller answers again"
+                                                   : "granted",
               formatDuration(lease_ms));
   }
   lease_state_ = LeaseState::kValid;
-  lease_until_ms_ = until;
-
+  lease_until_ms_ = now + lease_ms;
+  fence_unacked_ = false;
   if (answer->host != options_.host) {
     log::warn("controller answered with assignments for host '{}' (this is host '{}'): ignored",
               answer->host, options_.host);
     return;
   }
-  // The answer is the controller's current set: applied even when its version
-  // is lower than ours (a controller that lost its state).
-  applySet(*answer);
-  converge(now);
+  answer_ = std::move(*answer);
+  if (wake_) wake_();
 }
 
-void Agent::noteLinkResult(const Status& st) {
+void Agent::noteLinkResultLocked(const Status& st) {
   const Code code = st.code();
   if (link_condition_ == code) return;
   const bool first = !link_condition_.has_value();
@@ -934,7 +1086,11 @@ void Agent::noteLinkResult(const Status& st) {
 }
 
 void Agent::flushEvents() {
-  while (link_up_ && !outbox_.empty()) {
+  while (!outbox_.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(lease_mu_);
+      if (!link_up_) return;
+    }
     Status st = link_.sendEvent(outbox_.front());
     if (st.isOk()) {
       outbox_.pop_front();

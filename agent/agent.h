@@ -56,16 +56,20 @@
 // the host so that its disk goes, and prepares an incoming VM's disk.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "agent/domain_builder.h"
 #include "agent/health.h"
+#include "agent/peer_view.h"
 #include "agent/port_map.h"
 #include "tw/clock.h"
 #include "tw/hypervisor.h"
@@ -81,6 +85,9 @@ struct AgentOptions {
   // Where this host's service port forwards listen (PortForward::address),
   // reported in heartbeats for the tier endpoints.
   std::string service_address = "127.0.0.1";
+  // Where this agent answers its peers' checks ("HOST:PORT"; "" = nowhere),
+  // reported in heartbeats so that the controller tells the other hosts.
+  std::string peer_address;
   // The lease a freshly started agent assumes it holds, from start(), until the
   // controller first answers. The previous agent process may have held a lease
   // that the controller counts as expiring at most this long after it last
@@ -109,7 +116,11 @@ struct MigrationRequest {
 enum class LeaseState {
   kNone,     // no answer from the controller yet in this process
   kValid,    // renewed by the last answered heartbeat, not expired
-  kExpired,  // not renewed in time: self-fenced, starting nothing
+  kHeld,     // not renewed in time, but this host is not isolated (it reaches
+             // enough peers that nobody can fence it): keeps its VMs, restarts
+             // crashed ones in place, starts nothing new (docs/fencing.md)
+  kExpired,  // not renewed in time and isolated: self-fenced, starting nothing
+             // until the controller answers a heartbeat sent after the fence
 };
 const char* toString(LeaseState s);
 
@@ -144,9 +155,27 @@ class Agent {
 
   // Does what is due: self-fences when the lease expired, converges toward
   // the assignments (restarts whose back-off is over included), heartbeats
-  // when due or when what it reports changed, sends queued events.
+  // when due or when what it reports changed (unless heartbeats are
+  // external), sends queued events.
   // Blocks for as long as the Hypervisor and ControllerLink calls take.
   void runOnce();
+
+  // ---- heartbeats on a thread of their own (the daemon, the simulator) ----
+  // Lease renewal must never wait for libvirt, a VM start or a health probe:
+  // with external heartbeats, runOnce() only publishes what a heartbeat
+  // carries, and heartbeatTick() — called by another thread — sends it,
+  // renews the lease and judges an expired one (quorum). REQUIRES: before start().
+  void setExternalHeartbeats(bool on) { external_heartbeats_ = on; }
+  // Where the agent learns which peers it reaches; null = NoPeerView.
+  // REQUIRES: outlives the agent; before start().
+  void setPeerView(PeerView* peers) { peers_ = peers != nullptr ? peers : &no_peers_; }
+  // Called (from heartbeatTick()'s thread) when the core has new work: an
+  // answered set, or a lease judged expired. The daemon wakes its loop.
+  void setWakeCallback(std::function<void()> wake) { wake_ = std::move(wake); }
+  // Thread-safe; never calls the Hypervisor. Sends a heartbeat when one is
+  // due (interval, or the published reports changed), renews the lease from
+  // its answer, and judges the lease. Returns when the next one is due.
+  Millis heartbeatTick();
 
   // When runOnce() has something to do next (clock time; <= now: at once).
   Millis nextWakeMs() const;
@@ -167,9 +196,20 @@ class Agent {
   void runMigrations();
 
   // ---- inspection (tests, simulator, status) ----
-  LeaseState leaseState() const { return lease_state_; }
+  LeaseState leaseState() const {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    return lease_state_;
+  }
   // End of the current lease (or of the start-up assumption, see AgentOptions).
-  Millis leaseUntilMs() const { return lease_until_ms_; }
+  Millis leaseUntilMs() const {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    return lease_until_ms_;
+  }
+  // Why the host fenced itself last ("" = never in this process).
+  std::string selfFenceReason() const {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    return self_fence_reason_;
+  }
   // Version of the AssignmentSet in force; 0 before the first one.
   int64_t assignmentsVersion() const { return has_set_ ? set_.version : 0; }
   bool hasAssignments() const { return has_set_; }
@@ -179,8 +219,14 @@ class Agent {
   bool budgetExhausted(const std::string& vm) const;
   // The domains as the last runOnce() saw them (what a heartbeat would carry).
   const std::vector<DomainReport>& domains() const { return reports_; }
-  int64_t heartbeatSeq() const { return seq_; }
-  Millis heartbeatIntervalMs() const { return interval_ms_; }
+  int64_t heartbeatSeq() const {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    return seq_;
+  }
+  Millis heartbeatIntervalMs() const {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    return interval_ms_;
+  }
   // Agent events not yet delivered to the controller.
   size_t pendingEvents() const { return outbox_.size(); }
   // A migration of `vm` was decided and its outcome has not come back.
@@ -222,9 +268,21 @@ class Agent {
 
   void refreshView();
   void absorbEvents();
-  void checkLease(Millis now);
+  // Judges the lease at `now` (REQUIRES: lease_mu_ held): an expired lease
+  // becomes kHeld when this host is not isolated, else kExpired (self-fence).
+  LeaseState judgeLeaseLocked(Millis now);
+  // Core side of the lease: announces a self-fence, drops the set in force.
+  LeaseState checkLease(Millis now);
   void fence();
-  void converge(Millis now);
+  // `held`: the lease ran out while peers still reach this host: restart
+  // crashed VMs in place only (nothing new, nothing removed, no migration).
+  void converge(Millis now, bool held = false);
+  // Publishes what a heartbeat carries (reports_, capacity, version).
+  void publish(Millis now);
+  // Applies the set of the last answered heartbeat, if any. Returns whether one came.
+  bool takeAnswer();
+  // Sends one heartbeat with the published state and records the answer.
+  void sendHeartbeat(Millis now);
   bool convergeOne(const Assignment& a, Millis now);
   bool convergeIncoming(const Assignment& a, VmTrack& t, Millis now);
   bool convergeMigratedAway(const Assignment& a);
@@ -253,12 +311,16 @@ class Agent {
   void launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now, const Status& st);
   bool confirmedByController(const std::string& vm) const;
   bool removeDomain(const DomainStatus& d, const std::string& why);
-  void heartbeat(Millis now);
   void applySet(const AssignmentSet& set);
-  void noteLinkResult(const Status& st);
+  void noteLinkResultLocked(const Status& st);
   void flushEvents();
   std::vector<DomainReport> buildReports(Millis now) const;
   bool reportDue() const;
+  bool reportDueLocked() const;
+  int64_t publishedGen() const {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    return published_gen_;
+  }
   VmTrack& trackFor(const std::string& vm, int64_t epoch);
   int attemptsInWindow(const VmTrack& t, const std::string& vm, Millis now) const;
   void emit(const std::string& level, const std::string& kind, const std::string& vm, int64_t epoch,
@@ -279,7 +341,7 @@ class Agent {
   DomainBuilder& builder_;
   bool forwards_unsupported_ = false;  // the hypervisor said kUnimplemented
 
-  bool started_ = false;
+  std::atomic<bool> started_{false};
   bool dirty_ = false;  // an event or assignment arrived: runOnce at once
 
   AssignmentSet set_;
@@ -294,20 +356,35 @@ class Agent {
   std::map<std::string, VmTrack> tracks_;
   std::vector<DomainEvent> pending_events_;
 
+  std::vector<DomainReport> reports_;    // built at the end of runOnce()
+  NoPeerView no_peers_;
+  PeerView* peers_ = &no_peers_;
+  bool external_heartbeats_ = false;
+  std::function<void()> wake_;
+  bool fence_announced_ = false;  // core: the current self-fence was announced
+
+  // ---- shared by the core and the heartbeat thread ----
+  mutable std::mutex lease_mu_;  // guards everything below
   Millis interval_ms_;
   Millis last_heartbeat_ms_ = 0;
   Millis next_heartbeat_ms_ = 0;
   int64_t seq_ = 0;
   bool link_up_ = false;                 // the last heartbeat was answered
   std::optional<Code> link_condition_;   // last heartbeat outcome; logged on change
-  std::vector<DomainReport> reports_;    // built at the end of runOnce()
+  Heartbeat published_;                  // what the next heartbeat carries
+  int64_t published_gen_ = 0;            // runOnce() publications so far
   std::vector<DomainReport> last_sent_;  // carried by the last answered heartbeat
   int64_t last_sent_version_ = -1;
-
+  std::optional<AssignmentSet> answer_;  // answered set not yet applied by the core
   LeaseState lease_state_ = LeaseState::kNone;
   Millis lease_until_ms_ = 0;
   Millis last_answered_ms_ = 0;  // send time of the last answered heartbeat
-  int64_t last_answered_seq_ = 0;
+  int64_t last_answered_gen_ = 0;  // publication the last answered heartbeat carried
+  size_t peer_count_ = 0;          // other declared hosts (the set's peers)
+  bool has_peer_list_ = false;     // a set with the peer list arrived in this process
+  bool held_said_ = false;         // "keeping VMs while the controller is away" logged
+  std::string self_fence_reason_;  // last self-fence
+  bool fence_unacked_ = false;     // self-fenced; no answer to a heartbeat carrying it yet
 
   std::map<std::string, Migration> migrations_;  // by vm
   struct PendingStart {

@@ -11,6 +11,8 @@
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -23,6 +25,7 @@
 
 #include "agent/agent.h"
 #include "agent/health_prober.h"
+#include "agent/peer_monitor.h"
 #include "agent/port_map.h"
 #include "tw/clock.h"
 #include "tw/http_client.h"
@@ -219,7 +222,7 @@ tw::Result<std::string> readToken(const std::string& path) {
 
 int main(int argc, char** argv) {
   CLI::App app{"tierwarden-agent: keeps this host's VMs as the controller assigns them"};
-  std::string controller = tw::kDefaultControllerUrl;
+  std::string controller = tw::kDefaultAgentControllerUrl;
   std::string token;
   std::string token_file;
   std::string host;
@@ -228,10 +231,12 @@ int main(int argc, char** argv) {
   std::string images_dir = "/var/cache/tierwarden/images";
   std::string service_address = "127.0.0.1";
   std::string api_address;
+  std::string peer_listen = "127.0.0.1:0";
+  std::string peer_address;
   std::string log_level = "info";
   int port_base = 20000;
   int port_count = 1000;
-  app.add_option("--controller", controller, "controller base URL")->capture_default_str();
+  app.add_option("--controller", controller, "the controller's agents' listener (its --agent-listen)")->capture_default_str();
   auto* token_opt = app.add_option("--token", token, "API token");
   auto* token_file_opt = app.add_option("--token-file", token_file, "file holding the API token");
   token_opt->excludes(token_file_opt);
@@ -247,6 +252,12 @@ int main(int argc, char** argv) {
   app.add_option("--api-address", api_address,
                  "the controller's HOST:PORT as guests should reach it (tw.api=); default: "
                  "from --controller");
+  app.add_option("--peer-listen", peer_listen,
+                 "ADDR:PORT where this agent answers its peers' checks (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--peer-address", peer_address,
+                 "ADDR:PORT the other hosts' agents use to check this one (default: the bound "
+                 "--peer-listen address)");
   app.add_option("--log-level", log_level, "debug|info|warn|error")->capture_default_str();
   app.add_option("--port-base", port_base, "first host port for VM service port forwards")
       ->check(CLI::Range(1, 65535))
@@ -302,7 +313,15 @@ int main(int argc, char** argv) {
   auto link = std::make_shared<tw::HttpControllerLink>(api);
   auto queue = std::make_shared<WorkQueue>();
 
+  // Peer checks (docs/fencing.md): answered and made on threads of their own.
+  tw::HttpPeerMonitor peers(host, token, tw::SystemClock::instance());
+  if (tw::Status st = peers.listen(peer_listen); !st.isOk()) {
+    tw::log::error("{}", st.toString());
+    return 1;
+  }
+
   tw::AgentOptions options;
+  options.peer_address = peer_address.empty() ? peers.boundAddress() : peer_address;
   options.host = host;
   options.agent_id = tw::newAgentId();
   options.service_address = service_address;
@@ -328,6 +347,11 @@ int main(int argc, char** argv) {
   tw::DomainBuilder* builder = test_driver ? static_cast<tw::DomainBuilder*>(&plain_builder)
                                            : static_cast<tw::DomainBuilder*>(&image_builder);
   tw::Agent agent(options, **hv, *link, tw::SystemClock::instance(), prober, &ports, builder);
+  // Heartbeats (and so the lease) on a thread of their own: they never wait
+  // for libvirt, a VM start, a health probe or the loop (docs/fencing.md).
+  agent.setExternalHeartbeats(true);
+  agent.setPeerView(&peers);
+  agent.setWakeCallback([queue] { queue->wake(); });
   auto migrator = std::make_shared<MigrationWorker>(libvirt_uri, queue);
 
   if (tw::Status st = (*hv)->subscribe([queue](const tw::DomainEvent& e) { queue->postEvent(e); });
@@ -346,6 +370,15 @@ int main(int argc, char** argv) {
     tw::log::info("signal {}: stopping (VMs keep running)", sig);
     queue->stop();
   });
+  peers.start();
+  std::atomic<bool> stopping{false};
+  std::thread heartbeat_thread([&agent, &stopping] {
+    while (!stopping) {
+      const tw::Millis next = agent.heartbeatTick();
+      const tw::Millis wait = std::clamp<tw::Millis>(next - tw::SystemClock::instance().nowMs(), 0, 50);
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait));
+    }
+  });
   std::thread poller(pollAssignments, link, queue, host);
   std::thread migration_thread(MigrationWorker::run, migrator);
   if (!test_driver) {
@@ -353,8 +386,8 @@ int main(int argc, char** argv) {
     network_prober.start();
   }
 
-  tw::log::info("agent '{}' for host '{}' started (controller {}, libvirt {})", options.agent_id,
-                host, controller, libvirt_uri);
+  tw::log::info("agent '{}' for host '{}' started (controller {}, libvirt {}, peer checks on {})",
+                options.agent_id, host, controller, libvirt_uri, options.peer_address);
   for (;;) {
     WorkQueue::Work work = queue->waitUntil(agent.nextWakeMs());
     if (work.stop) break;
@@ -368,6 +401,9 @@ int main(int argc, char** argv) {
   }
 
   signal_thread.join();
+  stopping = true;
+  heartbeat_thread.join();
+  peers.stop();
   network_prober.stop();
   // The long poll may block for up to 25 s, and a migration under way cannot
   // be interrupted: leave both behind. They hold their own references to what

@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     cluster << "  - name: " << hostName(i) << "\n"
             << "    role: " << (i > host_count - spares ? "spare" : "active") << "\n"
             << "    capacity: { cpus: 16, memory: 64GiB }\n"
-            << "    fence: command\n    fence_command: ok\n";
+            << "    fence: { agent: ok }\n";
   }
   tw::sim::Scenario scenario;
   scenario.name = "sim_hour";

@@ -8,13 +8,19 @@
 
 #include "tw/json.h"
 #include "tw/log.h"
+#include "tw/text.h"
 
 namespace tw {
 
 namespace {
 
 constexpr const char* kJson = "application/json";
-constexpr size_t kHttpThreads = 64;
+// Any request body (httplib refuses a larger one before reading it: 413).
+constexpr size_t kMaxRequestBodyBytes = 8 * 1024 * 1024;
+// POST /api/v1/policies: the files of a policy, as JSON. A policy at the
+// limits of policy.h (1,000 tiers, 1,000 hosts) in the usual style fits
+// in a fraction of this.
+constexpr size_t kMaxPolicyRequestBytes = 1024 * 1024;
 
 int httpStatusOf(Code code) {
   switch (code) {
@@ -31,10 +37,36 @@ int httpStatusOf(Code code) {
   return 500;
 }
 
-void sendJson(httplib::Response& res, int status, const Json& body) {
+// Every JSON answer is written here. jsonText() never throws on text that is
+// not UTF-8 (a user's bytes quoted in a message); anything else that could
+// (memory) falls back to a fixed body, so that the error and exception
+// handlers that call this never throw (httplib calls the error handler
+// outside its try block: an exception there ended the process).
+void sendJson(httplib::Response& res, int status, const Json& body) noexcept {
   res.status = status;
-  res.set_header("Cache-Control", "no-store");
-  res.set_content(body.dump(), kJson);
+  try {
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(jsonText(body), kJson);
+  } catch (...) {
+    res.status = 500;
+    try {
+      res.body = R"({"error":"internal error: cannot encode the answer"})";
+    } catch (...) {  // out of memory: an empty 500
+    }
+  }
+}
+
+// A request body larger than a route takes (413), or than any route takes
+// (httplib's payload limit, before the body is read).
+void sendTooLarge(httplib::Response& res, const char* what, size_t limit) noexcept {
+  try {
+    sendJson(res, 413,
+             Json{{"error", std::string(what) + " is too large: at most " +
+                                std::to_string(limit / 1024) + " KiB (" + std::to_string(limit) +
+                                " bytes)"}});
+  } catch (...) {
+    sendJson(res, 413, Json::object());
+  }
 }
 
 void sendError(httplib::Response& res, const Status& s) {
@@ -75,7 +107,7 @@ Result<int64_t> intParam(const httplib::Request& req, const char* name, int64_t 
   std::string v = req.get_param_value(name);
   if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos) {
     return invalidArgument(std::string("query parameter '") + name +
-                           "' must be a non-negative integer, got '" + v + "'");
+                           "' must be a non-negative integer, got " + quoteForMessage(v));
   }
   return static_cast<int64_t>(std::stoll(v));
 }
@@ -109,49 +141,117 @@ bool resolveWebPath(const std::string& web_dir, const std::string& relative, std
 }
 
 ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
-    : service_(service), options_(std::move(options)), server_(std::make_unique<httplib::Server>()) {
-  // One thread per open connection: every agent's long poll (25 s), every
-  // dashboard's event stream and every browser keep-alive connection holds
-  // one. httplib's default (max(8, cores - 1)) let a dashboard and three
-  // agents starve the heartbeats for seconds (hosts went suspect, agents
-  // self-fenced). Idle threads cost only their stacks.
-  server_->new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+    : service_(service),
+      options_(std::move(options)),
+      public_(std::make_unique<GuardedHttpServer>("public", options_.public_limits)),
+      agent_(std::make_unique<GuardedHttpServer>("agent", options_.agent_limits)),
+      streamer_(service, options_.stream_limits) {
+  public_->setDivert("GET /api/v1/events/stream",
+                     [this](int fd, const std::string& peer, std::chrono::steady_clock::time_point deadline) {
+                       streamer_.take(fd, peer, deadline);
+                     });
   routes();
 }
 
 ApiServer::~ApiServer() { stop(); }
 
-Status ApiServer::bind() {
-  if (options_.port == 0) {
-    port_ = server_->bind_to_any_port(options_.host);
-    if (port_ <= 0) return unavailable("cannot listen on " + options_.host + ": no free port");
-  } else {
-    if (!server_->bind_to_port(options_.host, options_.port)) {
-      return unavailable("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
-                         " (address in use or not permitted)");
-    }
-    port_ = options_.port;
+namespace {
+
+Status bindOne(httplib::Server& server, const std::string& host, int port, int& bound) {
+  if (port == 0) {
+    bound = server.bind_to_any_port(host);
+    if (bound <= 0) return unavailable("cannot listen on " + host + ": no free port");
+    return Status::ok();
   }
+  if (!server.bind_to_port(host, port)) {
+    return unavailable("cannot listen on " + host + ":" + std::to_string(port) +
+                       " (address in use or not permitted)");
+  }
+  bound = port;
   return Status::ok();
 }
 
-void ApiServer::serve() { server_->listen_after_bind(); }
+}  // namespace
 
-void ApiServer::stop() {
-  if (server_ && server_->is_running()) server_->stop();
+Status ApiServer::bind() {
+  TW_RETURN_IF_ERROR(bindOne(*public_, options_.host, options_.port, port_));
+  TW_RETURN_IF_ERROR(bindOne(*agent_, options_.agent_host, options_.agent_port, agent_port_));
+  public_->raiseBacklog(1024);
+  agent_->raiseBacklog(1024);
+  return Status::ok();
 }
 
+void ApiServer::serve() {
+  streamer_.start();
+  agent_thread_ = std::thread([this] { agent_->listen_after_bind(); });
+  public_->listen_after_bind();
+  if (agent_thread_.joinable()) agent_thread_.join();
+  streamer_.stop();
+}
+
+void ApiServer::stop() {
+  streamer_.stop();
+  if (public_) public_->stop();
+  if (agent_) agent_->stop();
+}
+
+namespace {
+
+// Registers handlers on one or more listeners. Every handler first tells its
+// listener that the request has been read (the read deadline is lifted).
+class Routes {
+ public:
+  explicit Routes(std::vector<GuardedHttpServer*> servers) : servers_(std::move(servers)) {}
+  template <typename H>
+  void Get(const std::string& pattern, H handler) {
+    for (auto* srv : servers_) srv->handlers().Get(pattern, wrap(srv, handler));
+  }
+  template <typename H>
+  void Post(const std::string& pattern, H handler) {
+    for (auto* srv : servers_) srv->handlers().Post(pattern, wrap(srv, handler));
+  }
+  void set_payload_max_length(size_t n) {
+    for (auto* srv : servers_) srv->handlers().set_payload_max_length(n);
+  }
+  template <typename H>
+  void set_error_handler(H handler) {
+    for (auto* srv : servers_) srv->handlers().set_error_handler(handler);
+  }
+  template <typename H>
+  void set_exception_handler(H handler) {
+    for (auto* srv : servers_) srv->handlers().set_exception_handler(handler);
+  }
+
+ private:
+  template <typename H>
+  static httplib::Server::Handler wrap(GuardedHttpServer* srv, H handler) {
+    return [srv, handler](const httplib::Request& req, httplib::Response& res) {
+      srv->requestRead(req);
+      handler(req, res);
+    };
+  }
+  std::vector<GuardedHttpServer*> servers_;
+};
+
+}  // namespace
+
 void ApiServer::routes() {
-  auto& s = *server_;
-  s.set_payload_max_length(8 * 1024 * 1024);
-  s.set_read_timeout(35, 0);
-  s.set_write_timeout(35, 0);
+  // `s`: the public listener; `a`: the agents' listener; `both`: either.
+  Routes s({public_.get()});
+  Routes a({agent_.get()});
+  Routes both({public_.get(), agent_.get()});
+  s.set_payload_max_length(kMaxRequestBodyBytes);
+  a.set_payload_max_length(kMaxRequestBodyBytes);
 
   // Auth: a bearer token on every POST and every agent call.
   auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
     std::string h = req.get_header_value("Authorization");
     const std::string prefix = "Bearer ";
-    if (h.rfind(prefix, 0) == 0 && tokenMatches(h.substr(prefix.size()), options_.token)) return true;
+    if (h.rfind(prefix, 0) == 0 && tokenMatches(h.substr(prefix.size()), options_.token)) {
+      public_->authenticated(req);  // the connection is never evicted (http_guard.h)
+      agent_->authenticated(req);
+      return true;
+    }
     res.set_header("WWW-Authenticate", "Bearer");
     sendError(res, permissionDenied(h.empty() ? "missing Authorization: Bearer <token>"
                                               : "invalid token"));
@@ -171,8 +271,9 @@ void ApiServer::routes() {
   s.Get("/api/v1/tiers", [this](const httplib::Request&, httplib::Response& res) {
     sendJson(res, 200, service_.call([](Controller& c) { return c.tiersJson(); }));
   });
-  // Open like the other reads: a balancer VM polls it for its backends.
-  s.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)",
+  // Open like the other reads: a balancer VM polls it for its backends (on
+  // the agents' listener: guests reach the controller where their host does).
+  both.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)",
         [this](const httplib::Request& req, httplib::Response& res) {
           std::string tier = req.matches[1];
           auto j = service_.call([&](Controller& c) { return c.endpointsJson(tier); });
@@ -205,6 +306,11 @@ void ApiServer::routes() {
 
   s.Post("/api/v1/policies", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!authorized(req, res)) return;
+    // Bounded before it is parsed; the policy's size itself (tiers, hosts,
+    // VMs) is bounded by parsePolicy (policy.h).
+    if (req.body.size() > kMaxPolicyRequestBytes) {
+      return sendTooLarge(res, "a policy request body", kMaxPolicyRequestBytes);
+    }
     auto j = body(req);
     if (!j.isOk()) return sendError(res, j.status());
     if (!j->is_object() || !j->contains("files") || !(*j)["files"].is_array()) {
@@ -214,13 +320,13 @@ void ApiServer::routes() {
     if (!files.isOk()) return sendError(res, files.status());
     for (const auto& f : *files) {
       if (f.name.empty() || f.name.find('/') != std::string::npos) {
-        return sendError(res, invalidArgument("a policy file name must be a non-empty base name, got '" +
-                                              f.name + "'"));
+        return sendError(res, invalidArgument("a policy file name must be a non-empty base name, got " +
+                                              quoteForMessage(f.name)));
       }
     }
     std::string dry = req.has_param("dry_run") ? req.get_param_value("dry_run") : "0";
     if (dry != "0" && dry != "1" && dry != "true" && dry != "false") {
-      return sendError(res, invalidArgument("dry_run must be 0 or 1, got '" + dry + "'"));
+      return sendError(res, invalidArgument("dry_run must be 0 or 1, got " + quoteForMessage(dry)));
     }
     bool dry_run = dry == "1" || dry == "true";
     auto result = service_.call([&](Controller& c) { return c.applyPolicy(*files, dry_run); });
@@ -299,40 +405,17 @@ void ApiServer::routes() {
     sendJson(res, 200, service_.call([](Controller& c) { return c.incidentsJson(); }));
   });
 
-  // Server-sent events: every event as it is recorded. Resumes after
-  // Last-Event-ID (or ?since=ID); a comment line every 15 s keeps proxies open.
-  s.Get("/api/v1/events/stream", [this](const httplib::Request& req, httplib::Response& res) {
-    int64_t since = 0;
-    std::string last = req.get_header_value("Last-Event-ID");
-    auto q = intParam(req, "since", 0);
-    if (!q.isOk()) return sendError(res, q.status());
-    since = *q;
-    if (!last.empty() && last.find_first_not_of("0123456789") == std::string::npos && last.size() < 18) {
-      since = std::stoll(last);
-    }
-    res.set_header("Cache-Control", "no-store");
-    res.set_header("X-Accel-Buffering", "no");
-    auto cursor = std::make_shared<int64_t>(since);
-    res.set_chunked_content_provider(
-        "text/event-stream", [this, cursor](size_t, httplib::DataSink& sink) {
-          service_.waitEvents(*cursor, 15000);
-          if (service_.stopping()) return false;
-          auto page = service_.call([&](Controller& c) { return c.eventsJson(*cursor, 500); });
-          std::string out;
-          if (page.isOk()) {
-            for (const auto& e : (*page)["events"]) {
-              out += "id: " + std::to_string(e["id"].get<int64_t>()) + "\nevent: event\ndata: " +
-                     e.dump() + "\n\n";
-              *cursor = e["id"].get<int64_t>();
-            }
-          }
-          if (out.empty()) out = ": keepalive\n\n";
-          return sink.write(out.data(), out.size());
-        });
-  });
+  // Server-sent events (GET /api/v1/events/stream): diverted before httplib
+  // reads them, served by EventStreamer (event_streamer.h) without a thread.
 
-  // ---- agents ----
-  s.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
+  // ---- agents (their own listener) ----
+  auto elsewhere = [this](const httplib::Request&, httplib::Response& res) {
+    sendError(res, notFound("agent calls are served on the agents' listener (--agent-listen, port " +
+                            std::to_string(agent_port_) + "), not on the public API"));
+  };
+  s.Post(R"(/api/v1/agents/.*)", elsewhere);
+  s.Get(R"(/api/v1/agents/.*)", elsewhere);
+  a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
          [=, this](const httplib::Request& req, httplib::Response& res) {
            if (!authorized(req, res)) return;
            auto j = body(req);
@@ -344,11 +427,11 @@ void ApiServer::routes() {
                                                    "' sent to the path of host '" +
                                                    std::string(req.matches[1]) + "'"));
            }
-           auto set = service_.call([&](Controller& c) { return c.handleHeartbeat(*hb); });
+           auto set = service_.heartbeat(*hb);  // never waits long for the loop
            if (!set.isOk()) return sendError(res, set.status());
            sendJson(res, 200, *set);
          });
-  s.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/events)",
+  a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/events)",
          [=, this](const httplib::Request& req, httplib::Response& res) {
            if (!authorized(req, res)) return;
            auto j = body(req);
@@ -356,11 +439,11 @@ void ApiServer::routes() {
            auto e = decode<AgentEvent>(*j);
            if (!e.isOk()) return sendError(res, e.status());
            e->host = req.matches[1];
-           Status st = service_.call([&](Controller& c) { return c.handleAgentEvent(*e); });
+           Status st = service_.agentEvent(*e);  // queued for the loop
            if (!st.isOk()) return sendError(res, st);
            res.status = 204;
          });
-  s.Get(R"(/api/v1/agents/([A-Za-z0-9._-]+)/assignments)",
+  a.Get(R"(/api/v1/agents/([A-Za-z0-9._-]+)/assignments)",
         [=, this](const httplib::Request& req, httplib::Response& res) {
           if (!authorized(req, res)) return;
           std::string host = req.matches[1];
@@ -368,8 +451,7 @@ void ApiServer::routes() {
           if (!after.isOk()) return sendError(res, after.status());
           auto wait = intParam(req, "wait_ms", 0);
           if (!wait.isOk()) return sendError(res, wait.status());
-          bool declared = service_.call([&](Controller& c) { return c.policy().findHost(host) != nullptr; });
-          if (!declared) {
+          if (!service_.hostDeclared(host)) {
             return sendError(res, notFound("host '" + host + "' is not declared in the applied policy"));
           }
           sendJson(res, 200, service_.waitAssignments(host, *after, std::min<int64_t>(*wait, 30000)));
@@ -393,26 +475,53 @@ void ApiServer::routes() {
     res.set_content(data.str(), type);
   });
 
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    if (res.status == 404) {
-      sendJson(res, 404, Json{{"error", "not found: " + req.method + " " + req.path}});
-    } else if (res.status == 405) {
-      sendJson(res, 405, Json{{"error", "method not allowed: " + req.method + " " + req.path}});
-    } else if (res.status >= 400) {
-      sendJson(res, res.status, Json{{"error", "bad request"}});
+  // httplib's own answers (no route, wrong method, a request it refused
+  // before routing) get a JSON body. httplib calls this outside its try
+  // block: it must not throw (sendJson does not; the rest is caught here).
+  both.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || res.status < 400) return;
+    try {
+      // The method and path as received, cut: they are the client's bytes.
+      std::string request = utf8Prefix(req.method, 16) + " " + utf8Prefix(req.path, 200);
+      switch (res.status) {
+        case 404: return sendJson(res, 404, Json{{"error", "not found: " + request}});
+        case 405: return sendJson(res, 405, Json{{"error", "method not allowed: " + request}});
+        case 413:
+          // httplib takes at most 8 KiB of a form-encoded body (curl -d's
+          // default type), whatever the payload limit.
+          if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
+            return sendTooLarge(res, "a form-encoded request body (send Content-Type: application/json)",
+                                CPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH);
+          }
+          return sendTooLarge(res, "request body", kMaxRequestBodyBytes);
+        case 414:
+          return sendJson(res, 414, Json{{"error", "request line too long: at most " +
+                                                       std::to_string(CPPHTTPLIB_REQUEST_URI_MAX_LENGTH) +
+                                                       " bytes"}});
+        case 400: return sendJson(res, 400, Json{{"error", "bad request: malformed HTTP request"}});
+        default: return sendJson(res, res.status, Json{{"error", "request refused"}});
+      }
+    } catch (...) {
+      sendJson(res, res.status, Json::object());
     }
   });
-  s.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown error";
+  // A handler threw: a bug (bad input is answered by the handlers with 4xx),
+  // answered 500. Never throws either: httplib calls it from a catch block.
+  both.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
+      std::string what = "unknown error";
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = utf8Prefix(e.what(), 300);
+      } catch (...) {
+      }
+      log::error("internal error serving {} {}: {}", utf8Prefix(req.method, 16),
+                 utf8Prefix(req.path, 200), what);
+      sendJson(res, 500, Json{{"error", "internal error: " + what}});
     } catch (...) {
+      sendJson(res, 500, Json::object());
     }
-    log::error("internal error serving {} {}: {}", req.method, req.path, what);
-    sendJson(res, 500, Json{{"error", "internal error: " + what}});
   });
 }
 

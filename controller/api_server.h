@@ -1,26 +1,43 @@
-// The controller's HTTP face: the REST API (docs/api.md), agent endpoints,
-// Prometheus metrics, and the dashboard's static files from the web dir.
-// Handlers never touch the Controller directly: they go through the
-// ControllerService's loop thread.
+// The controller's HTTP face, on two listeners:
+//  - public (--listen): the REST API (docs/api.md), Prometheus metrics, the
+//    dashboard's static files from the web dir, the event stream;
+//  - agents (--agent-listen): heartbeats, agent events, assignment long polls,
+//    and the tier endpoints that guests poll.
+// Each listener has its own threads and admission limits (GuardedHttpServer),
+// so no load on the public API (idle connections, streams, a large apply) can
+// delay a heartbeat. Event streams hold no thread (EventStreamer). Handlers
+// never touch the Controller directly: they go through the ControllerService.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 
+#include "controller/event_streamer.h"
+#include "controller/http_guard.h"
 #include "controller/service.h"
 #include "tw/status.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace tw {
 
 struct ApiServerOptions {
+  ApiServerOptions() = default;
+  ApiServerOptions(std::string host_, int port_, std::string token_, std::string web_dir_)
+      : host(std::move(host_)), port(port_), token(std::move(token_)), web_dir(std::move(web_dir_)) {}
+
   std::string host = "127.0.0.1";
   int port = 7800;          // 0 = any free port (see ApiServer::port())
   std::string token;        // required on POST and /api/v1/agents/*
   std::string web_dir;      // dashboard files; only files under it are served
+  std::string agent_host = "127.0.0.1";
+  int agent_port = 0;       // 0 = any free port (see ApiServer::agentPort())
+  // threads, per address, total (< threads: spare threads refuse or evict at
+  // once), request deadline ms, requests per connection, keep-alive s, write ms.
+  ListenerLimits public_limits = {64, 16, 56, 5000, 1, 5, 5000};
+  // Agents keep their connections alive (heartbeat, events, long poll each).
+  ListenerLimits agent_limits = {128, 32, 112, 5000, 100000, 10, 5000};
+  StreamLimits stream_limits;
 };
 
 class ApiServer {
@@ -28,20 +45,29 @@ class ApiServer {
   ApiServer(ControllerService& service, ApiServerOptions options);
   ~ApiServer();
 
-  // Binds the listening socket. Errors: kUnavailable when the address is taken.
+  // Binds both listening sockets. Errors: kUnavailable when an address is taken.
   Status bind();
   // Serves until stop() (blocks). REQUIRES: bind() succeeded.
   void serve();
   void stop();
   int port() const { return port_; }
+  int agentPort() const { return agent_port_; }
+  ListenerStats publicStats() const { return public_->stats(); }
+  ListenerStats agentStats() const { return agent_->stats(); }
+  int eventStreams() const { return streamer_.streams(); }
 
  private:
   void routes();
+  void agentRoutes();
 
   ControllerService& service_;
   ApiServerOptions options_;
-  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<GuardedHttpServer> public_;
+  std::unique_ptr<GuardedHttpServer> agent_;
+  EventStreamer streamer_;
+  std::thread agent_thread_;
   int port_ = 0;
+  int agent_port_ = 0;
 };
 
 // True when `relative` names a file inside web_dir (no "..", no absolute path,

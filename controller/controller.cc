@@ -53,8 +53,11 @@ std::string seconds(Millis ms) {
 
 }  // namespace
 
-Controller::Controller(Store& store, Clock& clock, HostConnector* hosts)
-    : store_(store), clock_(clock), host_connector_(hosts ? *hosts : null_hosts_) {
+Controller::Controller(Store& store, Clock& clock, HostConnector* hosts, FenceAgents fence_agents)
+    : store_(store),
+      clock_(clock),
+      host_connector_(hosts ? *hosts : null_hosts_),
+      fence_agents_(std::move(fence_agents)) {
   // Versions must grow across controller restarts: start from the clock.
   version_counter_ = clock_.nowMs() * 1000;
 }
@@ -90,6 +93,24 @@ Status Controller::recover() {
     rt.error = rec.state == VmState::kError;
   }
   for (const auto& spec : policy_.hosts) ensureHost(spec.name);
+  // The policy in force was accepted by an earlier controller: what this
+  // one's configuration cannot do for it is said, not refused (an apply
+  // that fixes it needs a running controller).
+  for (const auto& spec : policy_.hosts) {
+    if (spec.fence_legacy_command) {
+      emit("error", "host.fence_unusable", "host/" + spec.name,
+           "host '" + spec.name + "': the policy in force says fence: command, which is no "
+           "longer run (a policy cannot carry commands); it is fenced " +
+               (spec.fence == FenceMethod::kLibvirt ? std::string("through its libvirt or ") : "") +
+               "by lease expiry until a policy naming a fence agent of the controller's "
+               "configuration (fence: { agent: NAME }) is applied");
+    }
+    Status agent = checkFenceAgent(spec);
+    if (!agent.isOk()) {
+      emit("error", "host.fence_unusable", "host/" + spec.name,
+           agent.message() + "; fencing it falls back to lease expiry until this is fixed");
+    }
+  }
   auto incidents = store_.incidents(0);
   if (!incidents.isOk()) return incidents.status().withContext("loading incidents");
   for (const auto& inc : *incidents)
@@ -130,7 +151,8 @@ Status Controller::recover() {
 }
 
 Status Controller::loadPolicy(const PolicyRecord& record) {
-  auto parsed = parsePolicy(record.files);
+  // A stored policy may predate fence agents (fence: command); an apply may not.
+  auto parsed = parsePolicy(record.files, PolicyParseOptions{.legacy_fence_command = true});
   if (!parsed.isOk()) return parsed.status();
   policy_ = std::move(parsed).value();
   policy_record_ = record;
@@ -326,6 +348,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   auto parsed = parsePolicy(merged);
   if (!parsed.isOk()) return parsed.status();
   Policy next = std::move(parsed).value();
+  TW_RETURN_IF_ERROR(checkFenceAgents(next));
 
   ApplyResult result;
   result.dry_run = dry_run;
@@ -496,7 +519,13 @@ void Controller::checkLiveness() {
     if (s != HostState::kOnline && s != HostState::kSuspect) continue;
     Millis silent = now - h.last_heartbeat_ms;
     if (silent > st.dead_after_ms) {
-      // Dead only when both signals agree: no heartbeat AND no libvirt.
+      // Dead only when both signals agree: no heartbeat AND no libvirt, and
+      // only with a quorum: the controller's vote plus the hosts that cannot
+      // reach it must be a majority (the controller may be the one cut off).
+      std::string votes;
+      const bool quorum = votesAgainst(h, votes) * 2 > totalVotes();
+      if (quorum && h.quorum_since_ms == 0) h.quorum_since_ms = now;
+      if (!quorum) h.quorum_since_ms = 0;
       if (host_connector_.libvirtAlive(name)) {
         if (!h.agent_warned) {
           h.agent_warned = true;
@@ -505,13 +534,43 @@ void Controller::checkLiveness() {
                    " but the host's libvirt answers: its VMs keep running, no failover");
           setHostState(h, HostState::kSuspect, "agent silent; libvirt answers");
         }
+      } else if (!quorum) {
+        if (!h.no_quorum_said) {
+          h.no_quorum_said = true;
+          emit("warn", "host.no_quorum", "host/" + name,
+               "host '" + name + "' silent for " + seconds(silent) +
+                   " and its libvirt does not answer, but no quorum says it is gone (" + votes +
+                   "): not fencing it; its VMs keep running there");
+          setHostState(h, HostState::kSuspect, "silent; no quorum to fence it");
+        }
       } else {
+        h.no_quorum_said = false;
         declareDead(h, silent);
       }
     } else if (silent > suspect_after && s == HostState::kOnline) {
       setHostState(h, HostState::kSuspect, "no heartbeat for " + seconds(silent));
     }
   }
+}
+
+int Controller::votesAgainst(const HostRuntime& target, std::string& detail) const {
+  const Millis now = clock_.nowMs();
+  const auto& st = policy_.settings;
+  int votes = 1;  // the controller: it hears nothing from the host
+  std::vector<std::string> against;
+  for (const auto& [name, h] : hosts_) {
+    if (name == target.rec.name || !h.seen) continue;
+    if (h.rec.state != HostState::kOnline && h.rec.state != HostState::kSuspect) continue;
+    if (now - h.last_heartbeat_ms > st.dead_after_ms) continue;  // not heard from: no vote
+    auto it = h.peers_unreachable.find(target.rec.name);
+    if (it != h.peers_unreachable.end() && it->second >= peerTimeoutMs()) {
+      ++votes;
+      against.push_back(name);
+    }
+  }
+  detail = std::to_string(votes) + " of " + std::to_string(totalVotes()) + " votes: the controller";
+  for (const auto& n : against) detail += ", '" + n + "'";
+  return votes;
 }
 
 void Controller::reconcile() {
@@ -637,6 +696,12 @@ AssignmentSet Controller::assignmentsFor(const std::string& host) const {
   set.host = host;
   set.lease_ms = policy_.settings.lease_ms;
   set.heartbeat_interval_ms = policy_.settings.heartbeat_interval_ms;
+  set.peer_timeout_ms = peerTimeoutMs();
+  for (const auto& spec : policy_.hosts) {
+    if (spec.name == host) continue;
+    auto p = hosts_.find(spec.name);
+    set.peers.push_back(PeerInfo{spec.name, p != hosts_.end() ? p->second.peer_address : ""});
+  }
   auto h = hosts_.find(host);
   if (h != hosts_.end()) set.version = h->second.assignments_version;
   for (const auto& [name, vm] : vms_) {
@@ -693,6 +758,14 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   h.agent_id = hb.agent_id;
   h.last_heartbeat_ms = now;
   h.service_address = hb.service_address.empty() ? "127.0.0.1" : hb.service_address;
+  h.peer_address = hb.peer_address;
+  h.peers_unreachable = hb.peers_unreachable;
+  h.quorum_since_ms = 0;
+  h.no_quorum_said = false;
+  if (!hb.self_fence_reason.empty() && hb.self_fence_reason != h.self_fence_reason) {
+    h.self_fence_reason = hb.self_fence_reason;
+    h.self_fenced_ms = now;  // its own host.self_fenced event says it in the log
+  }
   h.domains.clear();
   for (const auto& d : hb.domains) h.domains[d.vm] = d;
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
@@ -994,6 +1067,7 @@ Json Controller::hostsJson() const {
                         {"role", toString(spec.role)},
                         {"uri", spec.uri},
                         {"fence", toString(spec.fence)},
+                        {"fence_agent", spec.fence_agent},  // its name only: the command is the controller's
                         {"state", toString(h.rec.state)},
                         {"state_since_ms", h.rec.state_since_ms},
                         {"reason", h.rec.reason},
@@ -1001,7 +1075,10 @@ Json Controller::hostsJson() const {
                         {"used", used},
                         {"vms", names},
                         {"service_address", h.service_address},
-                        {"last_heartbeat_ms", h.seen ? h.last_heartbeat_ms : 0}});
+                        {"last_heartbeat_ms", h.seen ? h.last_heartbeat_ms : 0},
+                        {"peers_unreachable", h.peers_unreachable},
+                        {"self_fence_reason", h.self_fence_reason},
+                        {"self_fenced_ms", h.self_fenced_ms}});
   }
   return Json{{"hosts", list}};
 }

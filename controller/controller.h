@@ -6,6 +6,7 @@
 // daemon calls runOnce() every tick, the simulator steps it on a virtual clock.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,6 +22,7 @@
 #include "tw/protocol.h"
 #include "tw/status.h"
 #include "tw/store.h"
+#include "controller/fence_agents.h"
 #include "controller/host_connector.h"
 
 namespace tw {
@@ -47,8 +49,10 @@ class Controller {
  public:
   // REQUIRES: store, clock and hosts outlive the controller. Without a
   // HostConnector, no second liveness signal exists and fencing relies on
-  // fence commands failing and lease expiry.
-  Controller(Store& store, Clock& clock, HostConnector* hosts = nullptr);
+  // fence agents failing and lease expiry. `fence_agents`: the controller's
+  // configuration (--fence-agents); a policy may name only these.
+  Controller(Store& store, Clock& clock, HostConnector* hosts = nullptr,
+             FenceAgents fence_agents = {});
 
   // Loads the policy in force, hosts and VMs from the store. Call once, first.
   // Hosts are given one dead_after of grace to heartbeat again.
@@ -56,7 +60,8 @@ class Controller {
 
   // Validates `files` on top of the files in force, plans, and (unless
   // dry_run) applies in one transaction. Errors: kInvalidArgument (with
-  // file:line:column) for a bad policy, kFailedPrecondition when it cannot be
+  // file:line:column) for a bad policy or one naming a fence agent that the
+  // controller's configuration does not define, kFailedPrecondition when it cannot be
   // placed or is not N+1 safe under n_plus_one: refuse. Nothing changes on error.
   Result<ApplyResult> applyPolicy(const std::vector<PolicyFile>& files, bool dry_run);
 
@@ -127,6 +132,17 @@ class Controller {
     // controller restart brings them back). Read by endpointsJson().
     std::string service_address = "127.0.0.1";   // where its port forwards listen
     std::map<std::string, DomainReport> domains;  // by vm
+    // Peer checks (docs/fencing.md): where its agent answers them, and the
+    // peers it reported unreachable (host -> for how long, ms).
+    std::string peer_address;
+    std::map<std::string, Millis> peers_unreachable;
+    // Its last self-fence, as its agent reported it.
+    std::string self_fence_reason;
+    Millis self_fenced_ms = 0;
+    // Quorum against it: since when the votes that cannot reach it are a
+    // majority (0 = not now), and whether "no quorum" was said.
+    Millis quorum_since_ms = 0;
+    bool no_quorum_said = false;
     int64_t assignments_version = 0;  // version of the set last published
     std::string assignments_digest;   // to tell whether the set changed
     // Failure handling.
@@ -137,8 +153,8 @@ class Controller {
     bool unfenceable_said = false;
     bool fencing = false;             // declared dead, fence under way
     bool fence_libvirt_pending = false;
-    bool fence_command_pending = false;
-    bool fence_command_tried = false;
+    bool fence_agent_pending = false;
+    bool fence_agent_tried = false;
     int64_t fence_action_id = 0;
     std::set<std::string> recovering_vms;  // VMs displaced by its failure
     // Drain.
@@ -169,6 +185,17 @@ class Controller {
   PlacementInput placementInput(const Policy& policy) const;
   std::vector<PlanItem> planItems(const PlacementResult& placed) const;
   void checkLiveness();
+  // The votes that say `target` is unreachable: the controller's own (it is
+  // silent to us) plus each other host with a fresh heartbeat that reported
+  // it unreachable for at least the peer timeout. Sets `detail` for messages.
+  int votesAgainst(const HostRuntime& target, std::string& detail) const;
+  int totalVotes() const { return static_cast<int>(policy_.hosts.size()) + 1; }
+  // How long a peer goes unanswered before it counts as unreachable: half of
+  // dead_after (at least one heartbeat interval), so that the hosts' reports
+  // are in by the time the controller's own dead_after has passed.
+  Millis peerTimeoutMs() const {
+    return std::max(policy_.settings.heartbeat_interval_ms, policy_.settings.dead_after_ms / 2);
+  }
   void reconcile();
   // Opens the tier-order gate of placed VMs whose `after` tiers are healthy
   // (or whose wait exceeded tier_order_timeout).
@@ -181,7 +208,13 @@ class Controller {
   // Failure handling (controller_healing.cc).
   void declareDead(HostRuntime& h, Millis silent);
   void advanceFencing(HostRuntime& h);
+  void startFenceAgent(HostRuntime& h, const HostSpec& spec);
   void processFenceResults();
+  // The policy's fence agents against the controller's configuration:
+  // kInvalidArgument at the `agent:` value of the first that is not defined
+  // (or cannot be used for its host).
+  Status checkFenceAgents(const Policy& policy) const;
+  Status checkFenceAgent(const HostSpec& spec) const;
   void fenced(HostRuntime& h, const std::string& method, const std::string& detail);
   void cancelFencing(HostRuntime& h, const std::string& why);
   void hostHeartbeatState(HostRuntime& h, const Heartbeat& hb);
@@ -207,6 +240,10 @@ class Controller {
   Clock& clock_;
   NullHostConnector null_hosts_;
   HostConnector& host_connector_;
+  const FenceAgents fence_agents_;
+  // Fence outcomes known without the connector (an agent that cannot be
+  // started), handed to processFenceResults() with the connector's.
+  std::vector<FenceResult> local_fence_results_;
   Policy policy_;
   PolicyRecord policy_record_;
   std::map<std::string, HostRuntime> hosts_;

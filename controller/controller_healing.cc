@@ -1,6 +1,6 @@
 // The controller's failure handling: a host declared dead only when its
 // heartbeats stopped AND its libvirt no longer answers; fencing (libvirt,
-// command, lease expiry) before any of its VMs runs elsewhere; budget
+// fence agent, lease expiry) before any of its VMs runs elsewhere; budget
 // relocations and errors; live migrations and drains; incidents.
 #include <cstdio>
 
@@ -16,6 +16,13 @@ std::string secs(Millis ms) {
   std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
   return buf;
 }
+
+// How a fence result names its method in events: "libvirt", "fence agent 'ipmi'".
+std::string byWhat(const FenceResult& r) {
+  return r.method == "agent" ? "fence agent '" + r.agent + "'" : r.method;
+}
+
+constexpr Millis kFenceAgentTimeoutMs = 30000;
 
 }  // namespace
 
@@ -41,6 +48,7 @@ void Controller::advanceFencing(HostRuntime& h) {
   Millis now = clock_.nowMs();
   if (!h.fencing) {
     h.fencing = true;
+    h.fence_agent_tried = false;  // a host may fail again after it came back
     ActionRecord a{0, "fence", "host/" + name, "{}", now};
     auto id = store_.beginAction(a);
     h.fence_action_id = id.isOk() ? *id : 0;
@@ -52,11 +60,8 @@ void Controller::advanceFencing(HostRuntime& h) {
       emit("warn", "host.fencing", "host/" + name,
            "fencing host '" + name + "' through its libvirt (destroying its VMs)");
       host_connector_.fenceByLibvirt(name);
-    } else if (spec && spec->fence == FenceMethod::kCommand) {
-      h.fence_command_pending = h.fence_command_tried = true;
-      emit("warn", "host.fencing", "host/" + name,
-           "fencing host '" + name + "' by command: " + spec->fence_command);
-      host_connector_.fenceByCommand(name, spec->fence_command, 30000);
+    } else if (spec && spec->fence == FenceMethod::kAgent) {
+      startFenceAgent(h, *spec);
     } else if (!h.lease_unenforced) {
       emit("warn", "host.fencing", "host/" + name,
            "fencing host '" + name + "' by lease expiry: its agent destroys its VMs when its " +
@@ -66,52 +71,102 @@ void Controller::advanceFencing(HostRuntime& h) {
     incidentStep("host/" + name, "fencing", "fence started");
   }
   if (h.lease_unenforced) {
-    // No agent enforces the lease: only libvirt or a fence command can
+    // No agent enforces the lease: only libvirt or a fence agent can
     // confirm. Retry libvirt whenever it answers again.
-    if (!h.fence_libvirt_pending && !h.fence_command_pending && host_connector_.libvirtAlive(name)) {
+    if (!h.fence_libvirt_pending && !h.fence_agent_pending && host_connector_.libvirtAlive(name)) {
       h.fence_libvirt_pending = true;
       host_connector_.fenceByLibvirt(name);
-    } else if (!h.unfenceable_said && !h.fence_libvirt_pending && !h.fence_command_pending) {
+    } else if (!h.unfenceable_said && !h.fence_libvirt_pending && !h.fence_agent_pending) {
       h.unfenceable_said = true;
       emit("error", "host.unfenceable", "host/" + name,
            "cannot fence host '" + name + "' by lease: its agent died before the host went "
            "silent, so nothing enforces the lease and its VMs may still run; its VMs stay "
            "assigned there until its libvirt answers (then they are destroyed) or a fence "
-           "command confirms");
+           "agent confirms");
     }
     return;
   }
   // Lease expiry: the agent self-fences when it cannot renew; its lease was
   // renewed at most at its last heartbeat (send time <= our receipt time).
-  if (!h.fence_libvirt_pending && !h.fence_command_pending &&
-      now >= h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms) {
+  // Also a peer timeout after the quorum formed: a peer the host still
+  // counted as seeing it (its last answer) ages out of its view by then, so
+  // an isolated host has judged itself isolated and fenced (docs/fencing.md).
+  if (!h.fence_libvirt_pending && !h.fence_agent_pending &&
+      now >= h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms &&
+      (h.quorum_since_ms == 0 || now >= h.quorum_since_ms + peerTimeoutMs() + st.fence_margin_ms)) {
     fenced(h, "lease",
            "lease expired " + secs(now - h.last_heartbeat_ms - st.lease_ms) +
                " ago (lease " + secs(st.lease_ms) + " + margin " + secs(st.fence_margin_ms) + ")");
   }
 }
 
+// Runs the host's fence agent. The event names the agent only: its command
+// and arguments are the controller's configuration and may hold secrets.
+void Controller::startFenceAgent(HostRuntime& h, const HostSpec& spec) {
+  const std::string& name = h.rec.name;
+  h.fence_agent_pending = h.fence_agent_tried = true;
+  emit("warn", "host.fencing", "host/" + name,
+       "fencing host '" + name + "' by fence agent '" + spec.fence_agent + "'");
+  auto agent = fence_agents_.find(spec.fence_agent);
+  if (agent == fence_agents_.end()) {
+    // Only for a policy recovered from the store (an apply refuses it).
+    local_fence_results_.push_back({name, "agent", false,
+                                    "it is not defined in the controller's configuration",
+                                    spec.fence_agent});
+    return;
+  }
+  auto argv = fenceArgv(agent->second, FenceTarget{name, spec.uri});
+  if (!argv.isOk()) {
+    local_fence_results_.push_back({name, "agent", false, argv.status().message(), spec.fence_agent});
+    return;
+  }
+  host_connector_.fenceByAgent(name, spec.fence_agent, *argv, kFenceAgentTimeoutMs);
+}
+
+Status Controller::checkFenceAgent(const HostSpec& spec) const {
+  if (spec.fence != FenceMethod::kAgent) return Status::ok();
+  auto agent = fence_agents_.find(spec.fence_agent);
+  if (agent == fence_agents_.end()) {
+    std::string defined =
+        fence_agents_.empty()
+            ? "the controller defines no fence agents: start it with --fence-agents FILE"
+            : "it defines " + fenceAgentNames(fence_agents_);
+    return Status(Code::kInvalidArgument,
+                  "host '" + spec.name + "' names fence agent '" + spec.fence_agent +
+                      "', which the controller's configuration does not define (" + defined + ")",
+                  spec.fence_agent_at);
+  }
+  auto argv = fenceArgv(agent->second, FenceTarget{spec.name, spec.uri});
+  if (!argv.isOk()) return Status(Code::kInvalidArgument, argv.status().message(), spec.fence_agent_at);
+  return Status::ok();
+}
+
+Status Controller::checkFenceAgents(const Policy& policy) const {
+  for (const auto& spec : policy.hosts) TW_RETURN_IF_ERROR(checkFenceAgent(spec));
+  return Status::ok();
+}
+
 void Controller::processFenceResults() {
-  for (const FenceResult& r : host_connector_.takeResults()) {
+  std::vector<FenceResult> results = host_connector_.takeResults();
+  results.insert(results.end(), local_fence_results_.begin(), local_fence_results_.end());
+  local_fence_results_.clear();
+  for (const FenceResult& r : results) {
     auto it = hosts_.find(r.host);
     if (it == hosts_.end()) continue;
     HostRuntime& h = it->second;
     if (r.method == "libvirt") h.fence_libvirt_pending = false;
-    if (r.method == "command") h.fence_command_pending = false;
+    if (r.method == "agent") h.fence_agent_pending = false;
     if (h.rec.state != HostState::kOffline || !h.fencing) continue;  // cancelled meanwhile
     if (r.confirmed) {
-      fenced(h, r.method, r.detail);
+      fenced(h, byWhat(r), r.detail);
       continue;
     }
     emit("warn", "host.fence_failed", "host/" + r.host,
-         "fencing host '" + r.host + "' by " + r.method + " did not confirm: " + r.detail);
+         "fencing host '" + r.host + "' by " + byWhat(r) + " did not confirm: " + r.detail);
     const HostSpec* spec = hostSpec(r.host);
-    if (r.method == "libvirt" && spec && spec->fence == FenceMethod::kCommand &&
-        !h.fence_command_tried) {
-      h.fence_command_pending = h.fence_command_tried = true;
-      emit("warn", "host.fencing", "host/" + r.host,
-           "fencing host '" + r.host + "' by command: " + spec->fence_command);
-      host_connector_.fenceByCommand(r.host, spec->fence_command, 30000);
+    if (r.method == "libvirt" && spec && spec->fence == FenceMethod::kAgent &&
+        !h.fence_agent_tried) {
+      startFenceAgent(h, *spec);
     } else if (!h.lease_unenforced) {
       emit("warn", "host.fencing", "host/" + r.host,
            "fencing host '" + r.host + "' falls back to lease expiry");
@@ -123,7 +178,7 @@ void Controller::fenced(HostRuntime& h, const std::string& method, const std::st
   const std::string& name = h.rec.name;
   h.fencing = false;
   h.lease_unenforced = false;
-  h.fence_libvirt_pending = h.fence_command_pending = false;
+  h.fence_libvirt_pending = h.fence_agent_pending = false;
   if (h.fence_action_id) (void)store_.endAction(h.fence_action_id);
   h.fence_action_id = 0;
   h.draining = false;

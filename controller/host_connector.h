@@ -17,9 +17,12 @@ namespace tw {
 
 struct FenceResult {
   std::string host;
-  std::string method;   // "libvirt" | "command"
+  std::string method;   // "libvirt" | "agent"
   bool confirmed = false;
-  std::string detail;   // "destroyed 3 domains", "command exited 0", "libvirt not answering", ...
+  // "destroyed 3 domains", "libvirt not answering", "exited 0", "timed out
+  // after 30.0s", ... Shown in events: never a command or its arguments.
+  std::string detail;
+  std::string agent = {};  // method "agent": the fence agent's name
 };
 
 class HostConnector {
@@ -36,10 +39,13 @@ class HostConnector {
 
   // Fencing. Each starts an action whose outcome arrives through takeResults():
   // by libvirt = destroy every managed domain on the host and confirm none runs;
-  // by command = run it (sh -c) with a timeout; exit 0 confirms.
+  // by agent = run the fence agent `agent` as `argv` (its command with the
+  // host's placeholders filled in, controller/fence_agents.h) without a
+  // shell, with a timeout; exit 0 confirms. argv may hold secrets: it is
+  // never logged nor put into a result; `agent` names it there.
   virtual void fenceByLibvirt(const std::string& host) = 0;
-  virtual void fenceByCommand(const std::string& host, const std::string& command,
-                              Millis timeout_ms) = 0;
+  virtual void fenceByAgent(const std::string& host, const std::string& agent,
+                            const std::vector<std::string>& argv, Millis timeout_ms) = 0;
   virtual std::vector<FenceResult> takeResults() = 0;
 
   // Demo and drills: kills one VM's domain on its host behind the agent's
@@ -60,8 +66,9 @@ class NullHostConnector final : public HostConnector {
   void fenceByLibvirt(const std::string& host) override {
     results_.push_back({host, "libvirt", false, "no connection to the host's libvirt"});
   }
-  void fenceByCommand(const std::string& host, const std::string&, Millis) override {
-    results_.push_back({host, "command", false, "fence commands are not run here"});
+  void fenceByAgent(const std::string& host, const std::string& agent,
+                    const std::vector<std::string>&, Millis) override {
+    results_.push_back({host, "agent", false, "fence agents are not run here", agent});
   }
   std::vector<FenceResult> takeResults() override {
     std::vector<FenceResult> out;

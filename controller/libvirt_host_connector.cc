@@ -1,10 +1,14 @@
 #include "controller/libvirt_host_connector.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 
 #include "tw/hypervisor.h"
 #include "tw/log.h"
@@ -77,13 +81,13 @@ void LibvirtHostConnector::fenceByLibvirt(const std::string& host) {
   it->second->cv.notify_all();
 }
 
-void LibvirtHostConnector::fenceByCommand(const std::string& host, const std::string& command,
-                                          Millis timeout_ms) {
+void LibvirtHostConnector::fenceByAgent(const std::string& host, const std::string& agent,
+                                        const std::vector<std::string>& argv, Millis timeout_ms) {
   std::lock_guard<std::mutex> lock(results_mu_);
-  commands_.emplace_back([this, host, command, timeout_ms] {
+  commands_.emplace_back([this, host, agent, argv, timeout_ms] {
     std::string detail;
-    int code = runFenceCommand(command, timeout_ms, detail);
-    push({host, "command", code == 0, detail});
+    int code = runFenceAgent(argv, timeout_ms, detail);
+    push({host, "agent", code == 0, detail, agent});
   });
 }
 
@@ -172,16 +176,39 @@ void LibvirtHostConnector::watch(Watcher& w) {
   }
 }
 
-int runFenceCommand(const std::string& command, Millis timeout_ms, std::string& detail) {
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    detail = "cannot fork to run the fence command";
+int runFenceAgent(const std::vector<std::string>& argv, Millis timeout_ms, std::string& detail) {
+  if (argv.empty() || argv[0].empty()) {
+    detail = "cannot run it: no program";
     return -1;
   }
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
+  std::vector<char*> args;
+  args.reserve(argv.size() + 1);
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+
+  // The controller blocks SIGINT/SIGTERM in its threads and ignores SIGPIPE;
+  // a child keeps both across exec unless told otherwise.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigfillset(&defaults);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);  // sockets, the database
+  pid_t pid = -1;
+  int err = ::posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) {
+    detail = std::string("cannot run it: ") + std::strerror(err);
+    return -1;
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
@@ -190,16 +217,19 @@ int runFenceCommand(const std::string& command, Millis timeout_ms, std::string& 
     if (r == pid) {
       if (WIFEXITED(status)) {
         int code = WEXITSTATUS(status);
-        detail = "command exited " + std::to_string(code);
+        detail = "exited " + std::to_string(code);
         return code;
       }
-      detail = "command killed by signal " + std::to_string(WTERMSIG(status));
+      detail = "killed by signal " + std::to_string(WTERMSIG(status));
       return -1;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       ::kill(-pid, SIGKILL);
       ::waitpid(pid, &status, 0);
-      detail = "command timed out after " + std::to_string(timeout_ms) + " ms";
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "timed out after %.1fs",
+                    static_cast<double>(timeout_ms) / 1000.0);
+      detail = buf;
       return -1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

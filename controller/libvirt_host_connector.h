@@ -1,7 +1,7 @@
 // The daemon's HostConnector: one libvirt connection per host (keepalive
 // 1 s x 2, set by connectLibvirt), each owned by its own thread that pings it
 // every 500 ms and runs fence actions, so a dead or partitioned host never
-// blocks the controller's loop. Fence commands run in their own threads.
+// blocks the controller's loop. Fence agents run in their own threads.
 #pragma once
 
 #include <atomic>
@@ -25,7 +25,8 @@ class LibvirtHostConnector final : public HostConnector {
   void setHosts(const std::vector<HostSpec>& hosts) override;
   bool libvirtAlive(const std::string& host) override;
   void fenceByLibvirt(const std::string& host) override;
-  void fenceByCommand(const std::string& host, const std::string& command, Millis timeout_ms) override;
+  void fenceByAgent(const std::string& host, const std::string& agent,
+                    const std::vector<std::string>& argv, Millis timeout_ms) override;
   std::vector<FenceResult> takeResults() override;
   Status killVm(const std::string& host, const std::string& vm) override;
 
@@ -50,8 +51,13 @@ class LibvirtHostConnector final : public HostConnector {
   std::vector<std::thread> commands_;
 };
 
-// Runs `command` with /bin/sh -c in its own process group; kills the group
-// after timeout_ms. Returns the exit code, or -1 on timeout / failure to run.
-int runFenceCommand(const std::string& command, Millis timeout_ms, std::string& detail);
+// Runs argv (argv[0] looked up in PATH when it has no '/') without a shell,
+// in its own process group, stdin from /dev/null, stdout and stderr the
+// controller's, no other file descriptor, default signal dispositions and
+// mask; kills the group after timeout_ms. Returns the exit code, or -1 on
+// timeout / failure to run. `detail` ("exited 1", "killed by signal 9",
+// "timed out after 30.0s", "cannot run it: No such file or directory")
+// never holds argv. Blocks until the process ends.
+int runFenceAgent(const std::vector<std::string>& argv, Millis timeout_ms, std::string& detail);
 
 }  // namespace tw

@@ -16,6 +16,7 @@
 
 #include "controller/api_server.h"
 #include "controller/controller.h"
+#include "controller/fence_agents.h"
 #include "controller/libvirt_host_connector.h"
 #include "controller/service.h"
 #include "tw/log.h"
@@ -56,16 +57,24 @@ int main(int argc, char** argv) {
   CLI::App app{"tierwarden-controller: keeps VM tiers placed, running and healed"};
   std::string state_dir = "/var/lib/tierwarden";
   std::string listen = "127.0.0.1:7800";
+  std::string agent_listen;
   std::string token_file;
   std::string policy_dir;
+  std::string fence_agents_file;
   std::string web_dir = TW_DEFAULT_WEB_DIR;
   std::string log_level = "info";
   int tick_ms = 100;
   app.set_config("--config", "", "config file (key = value lines, the long flag names)");
   app.add_option("--state-dir", state_dir, "directory of the SQLite database and the token")->capture_default_str();
   app.add_option("--listen", listen, "address:port of the API and dashboard")->capture_default_str();
+  app.add_option("--agent-listen", agent_listen,
+                 "address:port where agents (and guests polling tier endpoints) reach the controller "
+                 "(default: the --listen address, port + 1)");
   app.add_option("--token-file", token_file, "API token file (default <state-dir>/token; created on first start)");
   app.add_option("--policy-dir", policy_dir, "apply the *.yaml policies in this directory at start");
+  app.add_option("--fence-agents", fence_agents_file,
+                 "fence agents file: 'name = command' lines that policies name with fence: { agent: NAME } "
+                 "(default /etc/tierwarden/fence-agents.conf when it exists)");
   app.add_option("--web-dir", web_dir, "dashboard files")->capture_default_str();
   app.add_option("--tick-ms", tick_ms, "reconcile loop period")->check(CLI::Range(10, 10000))->capture_default_str();
   app.add_option("--log-level", log_level, "debug|info|warn|error")->capture_default_str();
@@ -80,14 +89,27 @@ int main(int argc, char** argv) {
     std::cerr << "tierwarden-controller: " << msg << "\n";
     return 1;
   };
-  auto colon = listen.rfind(':');
-  if (colon == std::string::npos) return fail("--listen must be address:port, got '" + listen + "'");
-  std::string address = listen.substr(0, colon);
-  int port = 0;
-  try {
-    port = std::stoi(listen.substr(colon + 1));
-  } catch (...) {
+  auto parseListen = [](const std::string& flag, const std::string& value, std::string& address,
+                        int& port) -> bool {
+    auto colon = value.rfind(':');
+    if (colon == std::string::npos || colon == 0) return false;
+    address = value.substr(0, colon);
+    std::string p = value.substr(colon + 1);
+    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;
+    port = std::stoi(p);
+    (void)flag;
+    return port <= 65535;
+  };
+  std::string address, agent_address;
+  int port = 0, agent_port = 0;
+  if (!parseListen("--listen", listen, address, port)) {
     return fail("--listen must be address:port, got '" + listen + "'");
+  }
+  if (agent_listen.empty()) {
+    agent_address = address;
+    agent_port = port == 0 ? 0 : port + 1;
+  } else if (!parseListen("--agent-listen", agent_listen, agent_address, agent_port)) {
+    return fail("--agent-listen must be address:port, got '" + agent_listen + "'");
   }
 
   std::error_code ec;
@@ -100,8 +122,20 @@ int main(int argc, char** argv) {
 
   auto store = tw::Store::open(state_dir + "/tierwarden.db");
   if (!store.isOk()) return fail(store.status().toString());
+  // Fence agents are commands: only the controller's own configuration defines them.
+  tw::FenceAgents fence_agents;
+  {
+    const std::string path = fence_agents_file.empty() ? "/etc/tierwarden/fence-agents.conf" : fence_agents_file;
+    auto loaded = tw::loadFenceAgents(path);
+    if (loaded.isOk()) {
+      fence_agents = std::move(loaded).value();
+      tw::log::info("fence agents from {}: {}", path, tw::fenceAgentNames(fence_agents));
+    } else if (!fence_agents_file.empty() || loaded.status().code() != tw::Code::kNotFound) {
+      return fail(loaded.status().toString());
+    }
+  }
   tw::LibvirtHostConnector host_connector;
-  tw::Controller controller(**store, tw::SystemClock::instance(), &host_connector);
+  tw::Controller controller(**store, tw::SystemClock::instance(), &host_connector, std::move(fence_agents));
   tw::Status s = controller.recover();
   if (!s.isOk()) return fail(s.toString());
 
@@ -114,7 +148,10 @@ int main(int argc, char** argv) {
   }
 
   tw::ControllerService service(controller, tick_ms);
-  tw::ApiServer server(service, tw::ApiServerOptions{address, port, *token, web_dir});
+  tw::ApiServerOptions api_options(address, port, *token, web_dir);
+  api_options.agent_host = agent_address;
+  api_options.agent_port = agent_port;
+  tw::ApiServer server(service, api_options);
   s = server.bind();
   if (!s.isOk()) return fail(s.toString());
   // SIGINT/SIGTERM are taken by one thread with sigwait (no work in a handler).
@@ -132,8 +169,8 @@ int main(int argc, char** argv) {
     server.stop();
   }).detach();
   service.start();
-  tw::log::info("listening on http://{}:{} (state dir {}, token file {})", address, server.port(),
-                state_dir, token_file);
+  tw::log::info("listening on http://{}:{}, agents on http://{}:{} (state dir {}, token file {})", address,
+                server.port(), agent_address, server.agentPort(), state_dir, token_file);
   server.serve();
   service.stop();
   tw::log::info("stopped");

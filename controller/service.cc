@@ -8,15 +8,21 @@ namespace tw {
 
 ControllerService::ControllerService(Controller& controller, Millis tick_ms)
     : controller_(controller), tick_ms_(tick_ms) {
+  // Called on the loop thread (or before start()): the set is computed here,
+  // so that heartbeats and long polls answer without the loop.
   controller_.setAssignmentListener([this](const std::string& host, int64_t version) {
+    AssignmentSet set = controller_.assignmentsFor(host);
     std::lock_guard<std::mutex> lock(mu_);
     versions_[host] = version;
+    published_[host] = std::move(set);
     change_cv_.notify_all();
   });
+  refreshDeclared();
   controller_.setEventListener([this](const EventRecord& e) {
     std::lock_guard<std::mutex> lock(mu_);
     if (e.id > last_event_id_) last_event_id_ = e.id;
     change_cv_.notify_all();
+    if (event_notifier_) event_notifier_();
   });
 }
 
@@ -46,23 +52,87 @@ void ControllerService::post(std::function<void()> work) {
   work_cv_.notify_one();
 }
 
+void ControllerService::drainQueue() {
+  for (;;) {
+    std::deque<std::function<void()>> work;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.empty()) return;
+      work.swap(queue_);
+    }
+    for (auto& w : work) w();
+  }
+}
+
+void ControllerService::refreshDeclared() {
+  int64_t version = controller_.policyVersion();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (version == declared_version_) return;
+  }
+  std::set<std::string> hosts;
+  for (const auto& h : controller_.policy().hosts) hosts.insert(h.name);
+  std::lock_guard<std::mutex> lock(mu_);
+  declared_ = std::move(hosts);
+  declared_version_ = version;
+}
+
 void ControllerService::loop() {
   using Steady = std::chrono::steady_clock;
   auto next_tick = Steady::now();
   for (;;) {
-    std::deque<std::function<void()>> work;
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait_until(lock, next_tick, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_ && queue_.empty()) return;
-      work.swap(queue_);
     }
-    for (auto& w : work) w();
+    drainQueue();
+    refreshDeclared();
     if (Steady::now() >= next_tick) {
+      // Heartbeats that arrived while earlier work ran (a big apply, a slow
+      // store) are taken first: liveness is never judged on a stale view.
+      drainQueue();
       controller_.runOnce();
+      refreshDeclared();
       next_tick = Steady::now() + std::chrono::milliseconds(tick_ms_);
     }
   }
+}
+
+bool ControllerService::hostDeclared(const std::string& host) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return declared_.count(host) > 0;
+}
+
+Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis answer_wait_ms) {
+  if (!hostDeclared(hb.host)) {
+    return notFound("host '" + hb.host + "' is not declared in the applied policy");
+  }
+  auto promise = std::make_shared<std::promise<Result<AssignmentSet>>>();
+  auto answer = promise->get_future();
+  post([this, hb, promise] { promise->set_value(controller_.handleHeartbeat(hb)); });
+  if (answer.wait_for(std::chrono::milliseconds(answer_wait_ms)) == std::future_status::ready) {
+    return answer.get();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = published_.find(hb.host);
+    if (it != published_.end()) return it->second;
+  }
+  // Nothing published for the host yet (just after a start): an empty set
+  // would tell the agent to drop its VMs, so this one waits for the loop.
+  return answer.get();
+}
+
+Status ControllerService::agentEvent(const AgentEvent& event) {
+  if (!hostDeclared(event.host)) {
+    return notFound("host '" + event.host + "' is not declared in the applied policy");
+  }
+  post([this, event] {
+    Status s = controller_.handleAgentEvent(event);
+    if (!s.isOk()) log::warn("agent event from host '{}' dropped: {}", event.host, s.toString());
+  });
+  return Status::ok();
 }
 
 AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_t after,
@@ -73,8 +143,15 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
       auto it = versions_.find(host);
       return stopping_ || waiters_released_ || (it != versions_.end() && it->second > after);
     });
+    auto it = published_.find(host);
+    if (it != published_.end()) return it->second;
   }
-  return call([&](Controller& c) { return c.assignmentsFor(host); });
+  return call([&](Controller& c) { return c.assignmentsFor(host); });  // nothing published yet
+}
+
+void ControllerService::setEventNotifier(std::function<void()> notify) {
+  std::lock_guard<std::mutex> lock(mu_);
+  event_notifier_ = std::move(notify);
 }
 
 bool ControllerService::stopping() {

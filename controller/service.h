@@ -9,6 +9,7 @@
 #include <functional>
 #include <future>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -40,18 +41,39 @@ class ControllerService {
     return fut.get();
   }
 
+  // An agent's heartbeat, never held up by a busy loop: it is queued for the
+  // loop (in arrival order, before the loop's next liveness check) and
+  // answered with the loop's result when that comes within answer_wait_ms,
+  // else with the host's last published assignment set. A lease renewed from
+  // that set is safe: the controller fences only from the loop, and the loop
+  // processes every queued heartbeat before it next judges liveness.
+  // Errors: kNotFound when the host is not declared in the policy in force.
+  Result<AssignmentSet> heartbeat(const Heartbeat& hb, Millis answer_wait_ms = 250);
+  // An agent's event: checked against the declared hosts, queued for the loop,
+  // not waited for. Errors: kNotFound (host not declared).
+  Status agentEvent(const AgentEvent& event);
+  // True when the host is declared in the policy in force (a snapshot the
+  // loop refreshes; no wait for the loop).
+  bool hostDeclared(const std::string& host);
+
   // Long poll: the host's assignment set as soon as its version is > after,
-  // or the current one after wait_ms.
+  // or the current one after wait_ms. Reads the published snapshot only.
   AssignmentSet waitAssignments(const std::string& host, int64_t after, Millis wait_ms);
 
   // Blocks until an event with id > after exists or wait_ms passes; returns
   // the newest event id known.
   int64_t waitEvents(int64_t after, Millis wait_ms);
   bool stopping();
+  // Called (on the loop thread) after every new event; null to remove.
+  void setEventNotifier(std::function<void()> notify);
 
  private:
   void post(std::function<void()> work);
   void loop();
+  // Loop thread: runs every queued item (also those queued meanwhile).
+  void drainQueue();
+  // Loop thread: the declared hosts' snapshot, when the policy changed.
+  void refreshDeclared();
 
   Controller& controller_;
   const Millis tick_ms_;
@@ -62,7 +84,11 @@ class ControllerService {
   std::condition_variable change_cv_;
   std::deque<std::function<void()>> queue_;
   std::map<std::string, int64_t> versions_;  // host -> assignment version
+  std::map<std::string, AssignmentSet> published_;  // host -> last published set
+  std::set<std::string> declared_;                  // hosts of the policy in force
+  int64_t declared_version_ = -1;                   // policy version of declared_
   int64_t last_event_id_ = 0;
+  std::function<void()> event_notifier_;
   bool stopping_ = false;
   bool waiters_released_ = false;
 };

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "sim/sim_host_connector.h"
 #include "tw/placement.h"
 #include "tw/policy.h"
 
@@ -96,9 +97,12 @@ Status loadHosts(const std::string& cluster_yaml, const std::string& label, Scen
                         simUri(h.name) + " (or leave it out)",
                     h.where);
     }
-    if (h.fence == FenceMethod::kCommand) {
-      def.fence_fails = h.fence_command == "fail";
-      h.fence_command = "sim-fence " + h.name;
+    if (h.fence == FenceMethod::kAgent && !simFenceAgents().count(h.fence_agent)) {
+      return Status(Code::kInvalidArgument,
+                    "host '" + h.name + "' names fence agent '" + h.fence_agent +
+                        "': the simulator defines " + fenceAgentNames(simFenceAgents()) +
+                        " (ok powers the host off, fail fails)",
+                    h.fence_agent_at);
     }
     // cluster.yaml's capacity is the simulated hardware: the agent reports
     // it, as a real agent does (no capacity override in the policy).
@@ -109,9 +113,10 @@ Status loadHosts(const std::string& cluster_yaml, const std::string& label, Scen
     yaml << "  - name: " << h.name << "\n";
     yaml << "    uri: " << yamlQuoted(h.uri) << "\n";
     yaml << "    role: " << toString(h.role) << "\n";
-    yaml << "    fence: " << toString(h.fence) << "\n";
-    if (h.fence == FenceMethod::kCommand) {
-      yaml << "    fence_command: " << yamlQuoted(h.fence_command) << "\n";
+    if (h.fence == FenceMethod::kAgent) {
+      yaml << "    fence: { agent: " << h.fence_agent << " }\n";
+    } else {
+      yaml << "    fence: " << toString(h.fence) << "\n";
     }
     scenario->hosts.push_back(std::move(def));
   }

@@ -4,11 +4,12 @@
 //
 // Folder layout:
 //   cluster.yaml   the simulated hosts, in the shape of a policy file (hosts:
-//                  name, role, capacity, fence, fence_command; an optional
-//                  cluster: section). `uri` may be left out (the simulator
-//                  fills in sim://<name>; another uri is refused). With
-//                  fence: command, `fence_command: fail` makes the fence fail
-//                  (exit 1); any other command succeeds (powers the host off).
+//                  name, role, capacity, fence; an optional cluster:
+//                  section). `uri` may be left out (the simulator fills in
+//                  sim://<name>; another uri is refused). The simulated
+//                  controller defines two fence agents (simFenceAgents()):
+//                  fence: { agent: ok } powers the host off (exit 0),
+//                  fence: { agent: fail } fails (exit 1); no other agent.
 //                  Left out, fence is libvirt (as for a host with a uri); to
 //                  fence by lease expiry only, write uri: sim://<name> and
 //                  fence: none. `capacity` is the simulated hardware, which
@@ -41,7 +42,6 @@ inline constexpr const char* kHostsPolicyName = "sim-hosts.yaml";
 struct SimHostDef {
   HostSpec spec;             // as it goes into sim-hosts.yaml (uri filled in)
   Capacity capacity;         // what the simulated host has (FakeHypervisor)
-  bool fence_fails = false;  // fence: command with fence_command: fail
 };
 
 struct Scenario {

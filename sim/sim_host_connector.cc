@@ -2,6 +2,13 @@
 
 namespace tw::sim {
 
+FenceAgents simFenceAgents() {
+  // The commands are never run: SimHostConnector answers by the agent's name.
+  auto agents = parseFenceAgents("ok = sim-fence {host}\nfail = sim-fence --fail {host}\n",
+                                 "simulator");
+  return agents.isOk() ? *agents : FenceAgents{};
+}
+
 void SimHostConnector::setHosts(const std::vector<HostSpec>& hosts) {
   watched_.clear();
   for (const auto& h : hosts) watched_.insert(h.name);
@@ -36,18 +43,19 @@ void SimHostConnector::fenceByLibvirt(const std::string& host) {
       {host, "libvirt", true, "destroyed " + std::to_string(destroyed) + " domains"});
 }
 
-void SimHostConnector::fenceByCommand(const std::string& host, const std::string& /*command*/,
-                                      Millis /*timeout_ms*/) {
+void SimHostConnector::fenceByAgent(const std::string& host, const std::string& agent,
+                                    const std::vector<std::string>& /*argv*/,
+                                    Millis /*timeout_ms*/) {
   if (world_.hypervisorOf(host) == nullptr) {
-    results_.push_back({host, "command", false, "no such host in the simulation"});
+    results_.push_back({host, "agent", false, "no such host in the simulation", agent});
     return;
   }
-  if (world_.fenceCommandFails(host)) {
-    results_.push_back({host, "command", false, "command exited 1"});
+  if (agent == "fail") {
+    results_.push_back({host, "agent", false, "exited 1", agent});
     return;
   }
   world_.powerOffByFence(host);
-  results_.push_back({host, "command", true, "command exited 0"});
+  results_.push_back({host, "agent", true, "exited 0", agent});
 }
 
 std::vector<FenceResult> SimHostConnector::takeResults() {

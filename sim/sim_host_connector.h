@@ -6,8 +6,9 @@
 //  - fenceByLibvirt(h): when alive, destroys every managed domain on the
 //    host's FakeHypervisor ("destroyed N domains"); else not confirmed
 //    ("libvirt not answering").
-//  - fenceByCommand(h, ...): the scenario's fence for the host: ok powers the
-//    host off ("command exited 0"), fail confirms nothing ("command exited 1").
+//  - fenceByAgent(h, agent, ...): the simulator's fence agents
+//    (simFenceAgents()): `fail` confirms nothing ("exited 1"), any other
+//    powers the host off ("exited 0").
 // Each outcome is handed out by the next takeResults().
 #pragma once
 
@@ -15,10 +16,16 @@
 #include <string>
 #include <vector>
 
+#include "controller/fence_agents.h"
 #include "controller/host_connector.h"
 #include "tw/fake_hypervisor.h"
 
 namespace tw::sim {
+
+// The fence agents of the simulated controller's configuration, the ones a
+// scenario's cluster.yaml may name: `ok` (powers the host off, exit 0) and
+// `fail` (exit 1, the host stays as it is).
+FenceAgents simFenceAgents();
 
 // What the connector needs from the simulated world.
 class SimWorld {
@@ -28,9 +35,7 @@ class SimWorld {
   virtual bool libvirtAnswers(const std::string& host) = 0;
   // Null for a host the world does not have.
   virtual FakeHypervisor* hypervisorOf(const std::string& host) = 0;
-  // The scenario says the host's fence command fails.
-  virtual bool fenceCommandFails(const std::string& host) = 0;
-  // A fence command powers the host off (and with it its agent).
+  // A fence agent powers the host off (and with it its agent).
   virtual void powerOffByFence(const std::string& host) = 0;
 };
 
@@ -42,8 +47,8 @@ class SimHostConnector final : public HostConnector {
   void setHosts(const std::vector<HostSpec>& hosts) override;
   bool libvirtAlive(const std::string& host) override;
   void fenceByLibvirt(const std::string& host) override;
-  void fenceByCommand(const std::string& host, const std::string& command,
-                      Millis timeout_ms) override;
+  void fenceByAgent(const std::string& host, const std::string& agent,
+                    const std::vector<std::string>& argv, Millis timeout_ms) override;
   std::vector<FenceResult> takeResults() override;
 
  private:

@@ -105,15 +105,10 @@ FakeHypervisor* Simulation::hypervisorOf(const std::string& host) {
   return it == hosts_.end() ? nullptr : it->second.hv.get();
 }
 
-bool Simulation::fenceCommandFails(const std::string& host) {
-  auto it = hosts_.find(host);
-  return it == hosts_.end() || it->second.def.fence_fails;
-}
-
 void Simulation::powerOffByFence(const std::string& host) {
   auto it = hosts_.find(host);
   if (it == hosts_.end() || !it->second.powered) return;
-  log("info", "host " + host + " powered off by its fence command");
+  log("info", "host " + host + " powered off by its fence agent");
   powerOff(it->second);
 }
 
@@ -138,7 +133,7 @@ Status Simulation::startController() {
   if (!store) return store.status().withContext("opening " + db_path_);
   store_ = std::move(store).value();
   connector_ = std::make_unique<SimHostConnector>(static_cast<SimWorld&>(*this));
-  controller_ = std::make_unique<Controller>(*store_, clock_, connector_.get());
+  controller_ = std::make_unique<Controller>(*store_, clock_, connector_.get(), simFenceAgents());
   controller_->setEventListener([this](const EventRecord& e) {
     ++events_;
     sink_(SimEvent{e.t_ms, e.level, "controller", e.message});
@@ -161,6 +156,72 @@ void Simulation::stopController() {
   store_.reset();
 }
 
+namespace {
+
+// A host's view of its peers in the simulator: the simulation's record of
+// which agent reached which (Simulation::updateReach), as PeerView says.
+class SimPeerView final : public PeerView {
+ public:
+  SimPeerView(const Simulation& sim, std::string self) : sim_(sim), self_(std::move(self)) {}
+  void setPeers(const std::vector<PeerInfo>& peers, Millis timeout_ms) override {
+    if (!watching_) {
+      watching_ = true;
+      watch_start_ = sim_.nowMs();
+    }
+    peers_.clear();
+    for (const auto& p : peers) peers_.push_back(p.host);
+    timeout_ms_ = timeout_ms;
+  }
+  std::set<std::string> reachable(Millis now) const override {
+    std::set<std::string> out;
+    for (const auto& p : peers_) {
+      Millis mine = sim_.lastReach(self_, p);
+      Millis theirs = sim_.lastReach(p, self_);
+      if (mine >= 0 && theirs >= 0 && now - mine <= timeout_ms_ && now - theirs <= timeout_ms_) {
+        out.insert(p);
+      }
+    }
+    return out;
+  }
+  std::map<std::string, Millis> unreachable(Millis now) const override {
+    std::map<std::string, Millis> out;
+    for (const auto& p : peers_) {
+      Millis since = std::max(sim_.lastReach(self_, p), watch_start_);
+      if (now - since >= timeout_ms_) out[p] = now - since;
+    }
+    return out;
+  }
+
+ private:
+  const Simulation& sim_;
+  std::string self_;
+  std::vector<std::string> peers_;
+  Millis timeout_ms_ = 3000;
+  bool watching_ = false;
+  Millis watch_start_ = 0;
+};
+
+}  // namespace
+
+Millis Simulation::lastReach(const std::string& from, const std::string& to) const {
+  auto it = last_reach_.find({from, to});
+  return it == last_reach_.end() ? -1 : it->second;
+}
+
+bool Simulation::linkUp(const std::string& from, const std::string& to) const {
+  return cut_links_.count({from, to}) == 0;
+}
+
+void Simulation::updateReach(Millis now) {
+  for (const auto& [a_name, a] : hosts_) {
+    if (!a.agent || !a.powered || !a.network) continue;
+    for (const auto& [b_name, b] : hosts_) {
+      if (a_name == b_name || !b.agent || !b.powered || !b.network) continue;
+      if (linkUp(a_name, b_name) && linkUp(b_name, a_name)) last_reach_[{a_name, b_name}] = now;
+    }
+  }
+}
+
 void Simulation::startAgent(Host& h) {
   const std::string name = h.def.spec.name;
   ++h.generation;
@@ -180,6 +241,8 @@ void Simulation::startAgent(Host& h) {
   h.events.clear();
   h.agent =
       std::make_unique<Agent>(options, *h.agent_hv, *h.link, clock_, h.prober.get(), h.ports.get());
+  h.peers = std::make_unique<SimPeerView>(*this, name);
+  h.agent->setPeerView(h.peers.get());
   Status started = h.agent->start();
   if (!started.isOk()) {
     log("warn", "agent " + options.agent_id + " cannot start: " + started.toString() +
@@ -194,6 +257,7 @@ void Simulation::startAgent(Host& h) {
 
 void Simulation::stopAgent(Host& h) {
   h.agent.reset();
+  h.peers.reset();
   h.prober.reset();
   h.ports.reset();
   h.events.clear();
@@ -255,10 +319,9 @@ Status Simulation::run() {
 }
 
 void Simulation::step(Millis t) {
-  for (auto& [name, h] : hosts_) {
-    ensureAgent(h);
-    stepHost(h);
-  }
+  for (auto& [name, h] : hosts_) ensureAgent(h);
+  updateReach(t);
+  for (auto& [name, h] : hosts_) stepHost(h);
   if (controller_ && t % kControllerTickMs == 0) controller_->runOnce();
   for (int round = 0; round < kSettleRounds; ++round) {
     bool any = false;

@@ -78,6 +78,9 @@ class Simulation final : private SimWorld {
   Json stateJson();
 
   Millis nowMs() const { return clock_.nowMs(); }
+  // When `from`'s agent last reached `to`'s agent directly (a peer check
+  // answered); -1 = never.
+  Millis lastReach(const std::string& from, const std::string& to) const;
   int maxRunningCopies() const { return max_copies_; }
   int64_t eventCount() const { return events_; }
 
@@ -95,6 +98,7 @@ class Simulation final : private SimWorld {
     Millis agent_retry_ms = 0;  // when a failed agent start is tried again
     std::unique_ptr<PortMap> ports;
     std::unique_ptr<ScheduledHealthProber> prober;
+    std::unique_ptr<PeerView> peers;
     std::unique_ptr<Agent> agent;
     std::vector<DomainEvent> events;  // for the agent, not yet delivered
     bool push = false;                // a new assignment set waits for delivery
@@ -113,7 +117,6 @@ class Simulation final : private SimWorld {
   // SimWorld
   bool libvirtAnswers(const std::string& host) override;
   FakeHypervisor* hypervisorOf(const std::string& host) override;
-  bool fenceCommandFails(const std::string& host) override;
   void powerOffByFence(const std::string& host) override;
 
   Status startController();
@@ -130,6 +133,10 @@ class Simulation final : private SimWorld {
   bool stepHost(Host& h);
   bool hasWork(const Host& h) const;
   void countCopies();
+  // Peer checks: every pair of hosts whose agents run and whose links work
+  // both ways reach each other now (a check is a request and its answer).
+  void updateReach(Millis now);
+  bool linkUp(const std::string& from, const std::string& to) const;
   Status probe(const std::string& host, const std::string& vm);
 
   void log(const std::string& level, const std::string& message);
@@ -152,6 +159,8 @@ class Simulation final : private SimWorld {
   std::unique_ptr<Controller> controller_;
   bool hosts_applied_ = false;  // sim-hosts.yaml is in the policy in force
 
+  std::map<std::pair<std::string, std::string>, Millis> last_reach_;  // (from, to) -> time
+  std::set<std::pair<std::string, std::string>> cut_links_;           // (from, to) cut
   std::map<std::string, int> copies_;  // vm -> hosts running it now
   int max_copies_ = 0;
   int64_t events_ = 0;

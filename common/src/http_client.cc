@@ -249,6 +249,7 @@ ApiClient::ApiClient(ApiClientOptions options) : options_(std::move(options)) {
     impl_->client.set_write_timeout(read_s, read_us);
     // Callers encode path segments themselves (urlEncode).
     impl_->client.set_url_encode(false);
+    impl_->client.set_keep_alive(options_.keep_alive);
     impl_->client.set_default_headers({{"Accept", "application/json"}});
     if (!options_.token.empty()) impl_->client.set_bearer_token_auth(options_.token);
   } catch (const std::exception& e) {
@@ -328,7 +329,11 @@ Result<AssignmentSet> decodeAssignments(const Result<Json>& answer, const std::s
 }  // namespace
 
 HttpControllerLink::HttpControllerLink(const ApiClientOptions& options)
-    : heartbeat_client_(options),
+    : heartbeat_client_([&] {
+        ApiClientOptions o = options;
+        o.keep_alive = true;
+        return o;
+      }()),
       event_client_(options),
       poll_client_(options),
       read_timeout_ms_(options.read_timeout_ms) {}

@@ -1,6 +1,9 @@
 #include "tw/json.h"
 
 #include <charconv>
+#include <vector>
+
+#include "tw/text.h"
 
 namespace tw {
 
@@ -124,7 +127,7 @@ void to_json(Json& j, const HostSpec& v) {
            {"role", toString(v.role)},
            {"capacity_override", Json{{"cpus", v.cpus}, {"memory_mib", v.memory_mib}}},
            {"fence", toString(v.fence)},
-           {"fence_command", v.fence_command}};
+           {"fence_agent", v.fence_agent}};
 }
 
 void to_json(Json& j, const ClusterSettings& v) {
@@ -217,12 +220,20 @@ void from_json(const Json& j, Assignment& v) {
   opt(j, "incoming", v.incoming);
 }
 
+void to_json(Json& j, const PeerInfo& v) { j = Json{{"host", v.host}, {"address", v.address}}; }
+void from_json(const Json& j, PeerInfo& v) {
+  j.at("host").get_to(v.host);
+  opt(j, "address", v.address);
+}
+
 void to_json(Json& j, const AssignmentSet& v) {
   j = Json{{"host", v.host},
            {"version", v.version},
            {"lease_ms", v.lease_ms},
            {"heartbeat_interval_ms", v.heartbeat_interval_ms},
-           {"assignments", v.assignments}};
+           {"assignments", v.assignments},
+           {"peers", v.peers},
+           {"peer_timeout_ms", v.peer_timeout_ms}};
 }
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
@@ -230,6 +241,8 @@ void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "lease_ms", v.lease_ms);
   opt(j, "heartbeat_interval_ms", v.heartbeat_interval_ms);
   opt(j, "assignments", v.assignments);
+  opt(j, "peers", v.peers);
+  opt(j, "peer_timeout_ms", v.peer_timeout_ms);
 }
 
 void to_json(Json& j, const DomainReport& v) {
@@ -274,7 +287,10 @@ void to_json(Json& j, const Heartbeat& v) {
            {"capacity", v.capacity},
            {"assignments_version", v.assignments_version},
            {"service_address", v.service_address},
-           {"domains", v.domains}};
+           {"domains", v.domains},
+           {"peer_address", v.peer_address},
+           {"peers_unreachable", v.peers_unreachable},
+           {"self_fence_reason", v.self_fence_reason}};
 }
 void from_json(const Json& j, Heartbeat& v) {
   j.at("host").get_to(v.host);
@@ -284,6 +300,9 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "assignments_version", v.assignments_version);
   opt(j, "service_address", v.service_address);
   opt(j, "domains", v.domains);
+  opt(j, "peer_address", v.peer_address);
+  opt(j, "peers_unreachable", v.peers_unreachable);
+  opt(j, "self_fence_reason", v.self_fence_reason);
 }
 
 void to_json(Json& j, const AgentEvent& v) {
@@ -298,6 +317,19 @@ void from_json(const Json& j, AgentEvent& v) {
   opt(j, "level", v.level);
   opt(j, "message", v.message);
 }
+
+namespace {
+
+// nlohmann quotes the whole token it stopped in ("last read: '...'"), which
+// can be a string of megabytes; a message keeps its first 200 bytes.
+std::string shortWhat(const nlohmann::json::exception& e) {
+  constexpr size_t kMaxMessageBytes = 200;
+  std::string_view what = e.what();
+  if (what.size() <= kMaxMessageBytes) return std::string(what);
+  return utf8Prefix(what, kMaxMessageBytes) + "...";
+}
+
+}  // namespace
 
 Result<Json> parseJson(const std::string& text) {
   try {
@@ -314,9 +346,35 @@ Result<Json> parseJson(const std::string& text) {
         ++column;
       }
     }
-    return Status(Code::kInvalidArgument, std::string("malformed JSON: ") + e.what(),
+    return Status(Code::kInvalidArgument, "malformed JSON: " + shortWhat(e),
                   SourceLocation{"request body", line, column});
+  } catch (const nlohmann::json::exception& e) {
+    // out_of_range.406 (a number like 1e400) and whatever else the parser
+    // refuses: still bad input, never an exception for the caller.
+    return invalidArgument("malformed JSON: " + shortWhat(e));
   }
+}
+
+std::string jsonText(const Json& j, int indent) {
+  return j.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
+Status checkNumbersFitIntegers(const Json& j) {
+  std::vector<const Json*> todo{&j};
+  while (!todo.empty()) {
+    const Json* v = todo.back();
+    todo.pop_back();
+    if (v->is_structured()) {
+      for (const auto& child : *v) todo.push_back(&child);
+    } else if (v->is_number_float()) {
+      double d = v->get<double>();
+      // Negated so that NaN fails too.
+      if (!(d >= -2147483648.0 && d <= 2147483647.0)) {
+        return invalidArgument("bad JSON: number " + jsonText(*v) + " is out of range");
+      }
+    }
+  }
+  return Status::ok();
 }
 
 }  // namespace tw

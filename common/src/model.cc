@@ -99,7 +99,7 @@ const char* toString(FenceMethod f) {
   switch (f) {
     case FenceMethod::kNone: return "none";
     case FenceMethod::kLibvirt: return "libvirt";
-    case FenceMethod::kCommand: return "command";
+    case FenceMethod::kAgent: return "agent";
   }
   return "none";
 }

@@ -29,6 +29,8 @@
 #include <system_error>
 #include <utility>
 
+#include "tw/text.h"
+
 namespace tw {
 namespace {
 
@@ -37,6 +39,11 @@ constexpr int kMaxVcpus = 64;
 constexpr int64_t kMinTierMemoryMib = 64;
 constexpr int64_t kMaxMemoryMib = int64_t{4} * 1024 * 1024;  // 4 TiB
 constexpr int64_t kMaxPolicyFileBytes = int64_t{4} * 1024 * 1024;
+// Where fence commands went (the refusal of `fence: command` / `fence_command`).
+constexpr const char* kFenceAgentsInstead =
+    "a policy cannot carry commands. Define the command as a fence agent in the controller's "
+    "configuration (--fence-agents FILE, see docs/policy.md) and name it here with "
+    "fence: { agent: NAME }";
 // What a tcp check expects in a greeting is a word or a line ("MariaDB",
 // "SSH-2.0-"); the agent's probe reads at most 4 KiB of the greeting.
 constexpr size_t kMaxHealthExpect = 256;
@@ -187,6 +194,7 @@ struct Draft {
   std::vector<TierRefs> tier_refs;           // parallel to policy.tiers
   std::vector<SourceLocation> host_name_at;  // parallel to policy.hosts
   std::optional<SourceLocation> cluster_at;
+  int64_t vms = 0;                           // the sum of policy.tiers' replicas
 };
 
 template <typename E>
@@ -195,7 +203,8 @@ using EnumNames = std::vector<std::pair<const char*, E>>;
 // Reads one file into a Draft. One instance per file.
 class FileParser {
  public:
-  FileParser(std::string file, Draft* draft) : file_(std::move(file)), draft_(draft) {}
+  FileParser(std::string file, Draft* draft, const PolicyParseOptions& options)
+      : file_(std::move(file)), draft_(draft), options_(options) {}
 
   Status parse(const std::string& content) {
     try {
@@ -206,7 +215,9 @@ class FileParser {
     } catch (const YAML::Exception& e) {
       SourceLocation where{file_, 0, 0};
       if (e.mark.line >= 0) where = {file_, e.mark.line + 1, e.mark.column + 1};
-      return Status(Code::kInvalidArgument, "YAML syntax error: " + e.msg, where);
+      // yaml-cpp quotes single bytes ("unknown escape character: \xc3"):
+      // made valid UTF-8 here, where the message is made.
+      return Status(Code::kInvalidArgument, "YAML syntax error: " + utf8Sanitize(e.msg), where);
     } catch (const std::exception& e) {
       return Status(Code::kInvalidArgument, std::string("cannot read YAML: ") + e.what(),
                     SourceLocation{file_, 0, 0});
@@ -244,8 +255,9 @@ class FileParser {
     while (parser.HandleNextDocument(handler)) {
       const YAML::Mark& m = handler.start;
       if (m.pos == previous_pos) {
+        // The whole character there, not its first byte.
         std::string token = m.pos >= 0 && static_cast<size_t>(m.pos) < content.size()
-                                ? std::string(1, content[static_cast<size_t>(m.pos)])
+                                ? utf8FirstCharacter(std::string_view(content).substr(static_cast<size_t>(m.pos)))
                                 : std::string("end of input");
         return fail({file_, m.line + 1, m.column + 1},
                     "YAML syntax error: unexpected '" + token + "'");
@@ -277,8 +289,7 @@ class FileParser {
   static std::string describe(const YAML::Node& node) {
     switch (node.Type()) {
       case YAML::NodeType::Scalar:
-        if (node.Scalar().size() > 60) return "'" + node.Scalar().substr(0, 57) + "...'";
-        return "'" + node.Scalar() + "'";
+        return quoteForMessage(node.Scalar(), 60);  // cut between characters
       case YAML::NodeType::Sequence:
         return "a list";
       case YAML::NodeType::Map:
@@ -473,11 +484,27 @@ class FileParser {
       } else if (f.key == "hosts") {
         std::vector<YAML::Node> items;
         TW_RETURN_IF_ERROR(listItems(f, "hosts", &items));
-        for (const auto& item : items) TW_RETURN_IF_ERROR(parseHost(item));
+        for (const auto& item : items) {
+          if (draft_->policy.hosts.size() >= static_cast<size_t>(kMaxPolicyHosts))
+            return fail(at(item), "too many hosts: a policy declares at most " +
+                                      std::to_string(kMaxPolicyHosts) + " hosts (over all its files)");
+          TW_RETURN_IF_ERROR(parseHost(item));
+        }
       } else if (f.key == "tiers") {
         std::vector<YAML::Node> items;
         TW_RETURN_IF_ERROR(listItems(f, "tiers", &items));
-        for (const auto& item : items) TW_RETURN_IF_ERROR(parseTier(item));
+        for (const auto& item : items) {
+          if (draft_->policy.tiers.size() >= static_cast<size_t>(kMaxPolicyTiers))
+            return fail(at(item), "too many tiers: a policy declares at most " +
+                                      std::to_string(kMaxPolicyTiers) + " tiers (over all its files)");
+          TW_RETURN_IF_ERROR(parseTier(item));
+          draft_->vms += draft_->policy.tiers.back().replicas;
+          if (draft_->vms > kMaxPolicyVms)
+            return fail(at(item), "too many VMs: with tier '" + draft_->policy.tiers.back().name +
+                                      "' the tiers' replicas add up to " + std::to_string(draft_->vms) +
+                                      "; a policy runs at most " + std::to_string(kMaxPolicyVms) +
+                                      " VMs (over all its files)");
+        }
       }
     }
     return Status::ok();
@@ -556,12 +583,23 @@ class FileParser {
     if (!item.IsMap())
       return fail(h.where, "expected a mapping for " + label + " (name, uri, role, ...), got " +
                                describe(item));
+    std::vector<std::string> keys = {"name", "uri", "role", "capacity", "fence"};
+    if (options_.legacy_fence_command) {
+      keys.emplace_back("fence_command");
+    } else {
+      // Said before the unknown-key check, so that a policy written for fence
+      // commands learns where they went.
+      for (auto it = item.begin(); it != item.end(); ++it) {
+        const YAML::Node key = it->first;
+        if (key.IsScalar() && key.Scalar() == "fence_command")
+          return fail(at(key), "'fence_command' (of " + label + ") is no longer supported: " +
+                                   kFenceAgentsInstead);
+      }
+    }
     std::vector<Field> fields;
-    TW_RETURN_IF_ERROR(mapFields(item, h.where, label, label,
-                                 {"name", "uri", "role", "capacity", "fence", "fence_command"},
-                                 &fields));
+    TW_RETURN_IF_ERROR(mapFields(item, h.where, label, label, keys, &fields));
     SourceLocation name_at;
-    std::optional<SourceLocation> fence_at, fence_command_at;
+    std::optional<SourceLocation> fence_at;
     bool fence_set = false;
     for (const auto& f : fields) {
       if (f.key == "name") {
@@ -582,29 +620,53 @@ class FileParser {
       } else if (f.key == "fence") {
         fence_set = true;
         fence_at = at(f);
-        TW_RETURN_IF_ERROR(readEnum<FenceMethod>(f, "fence",
-                                                 {{"none", FenceMethod::kNone},
-                                                  {"libvirt", FenceMethod::kLibvirt},
-                                                  {"command", FenceMethod::kCommand}},
-                                                 &h.fence));
-      } else if (f.key == "fence_command") {
-        fence_command_at = at(f);
-        TW_RETURN_IF_ERROR(readString(f, "fence_command", &h.fence_command));
-        if (h.fence_command.find_first_not_of(" \t") == std::string::npos)
-          return fail(at(f), "'fence_command' of " + label + " is empty");
+        TW_RETURN_IF_ERROR(readFence(f, label, &h));
+      } else if (f.key == "fence_command") {  // legacy_fence_command only
+        h.fence_legacy_command = true;
       }
     }
     if (h.name.empty()) return fail(h.where, label + " has no 'name'");
+    if (h.fence_legacy_command) fence_set = false;  // its command is not run: the default
     if (!fence_set) h.fence = h.uri.empty() ? FenceMethod::kNone : FenceMethod::kLibvirt;
     if (h.fence == FenceMethod::kLibvirt && h.uri.empty())
       return fail(*fence_at, "fence: libvirt needs a 'uri' for host '" + h.name + "'");
-    if (h.fence == FenceMethod::kCommand && !fence_command_at)
-      return fail(*fence_at, "fence: command needs fence_command (host '" + h.name + "')");
-    if (h.fence != FenceMethod::kCommand && fence_command_at)
-      return fail(*fence_command_at, "fence_command is only used with fence: command (host '" +
-                                         h.name + "' has fence: " + toString(h.fence) + ")");
     draft_->policy.hosts.push_back(std::move(h));
     draft_->host_name_at.push_back(name_at);
+    return Status::ok();
+  }
+
+  // fence: none | libvirt | { agent: NAME }. The agent's command is the
+  // controller's configuration; a policy only names it (the controller
+  // refuses a name it does not define when the policy is applied).
+  Status readFence(const Field& f, const std::string& label, HostSpec* h) const {
+    if (f.value.IsMap()) {
+      std::vector<Field> fields;
+      TW_RETURN_IF_ERROR(
+          mapFields(f.value, at(f), "'fence'", "fence of " + label, {"agent"}, &fields));
+      if (fields.empty())
+        return fail(at(f), "fence of " + label + " names no agent: write fence: { agent: NAME }");
+      const Field& agent = fields.front();
+      h->fence_agent_at = at(agent);
+      TW_RETURN_IF_ERROR(readName(agent.value, at(agent), "'fence.agent'", &h->fence_agent));
+      h->fence = FenceMethod::kAgent;
+      return Status::ok();
+    }
+    if (f.value.IsScalar() && f.value.Scalar() == "command") {
+      if (options_.legacy_fence_command) {
+        h->fence_legacy_command = true;
+        return Status::ok();
+      }
+      return fail(at(f), "fence: command (of " + label + ") is no longer supported: " +
+                             kFenceAgentsInstead);
+    }
+    if (f.value.IsScalar() && f.value.Scalar() == "none") {
+      h->fence = FenceMethod::kNone;
+    } else if (f.value.IsScalar() && f.value.Scalar() == "libvirt") {
+      h->fence = FenceMethod::kLibvirt;
+    } else {
+      return fail(at(f), "expected none, libvirt or { agent: NAME } for 'fence', got " +
+                             describe(f.value));
+    }
     return Status::ok();
   }
 
@@ -889,6 +951,7 @@ class FileParser {
 
   std::string file_;
   Draft* draft_;
+  PolicyParseOptions options_;
   size_t host_ordinal_ = 0;
   size_t tier_ordinal_ = 0;
 };
@@ -1019,14 +1082,14 @@ std::string hex64(uint64_t v) {
 
 // ------------------------------------------------------------------ API ---
 
-Result<Policy> parsePolicy(const std::vector<PolicyFile>& files) {
+Result<Policy> parsePolicy(const std::vector<PolicyFile>& files, const PolicyParseOptions& options) {
   Draft draft;
   std::set<std::string> names;
   for (const auto& file : files) {
     if (!names.insert(file.name).second)
       return Status(Code::kInvalidArgument, "policy file '" + file.name + "' is given twice",
                     SourceLocation{file.name, 0, 0});
-    FileParser parser(file.name, &draft);
+    FileParser parser(file.name, &draft, options);
     TW_RETURN_IF_ERROR(parser.parse(file.content));
   }
   TW_RETURN_IF_ERROR(checkUniqueNames(draft));

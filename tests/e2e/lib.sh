@@ -10,6 +10,15 @@ E2E_BIN=${E2E_BIN:-$E2E_ROOT/build/bin}
 E2E_IMAGES=${TW_IMAGES_CACHE:-/var/cache/tierwarden/images}
 E2E_PORT=${E2E_PORT:-7870}
 E2E_CTL_PID=""
+# E2E_NET=1: each host also gets a network namespace (scripts/hosts start --net),
+# so that `hosts partition H` cuts H off from the controller and from the other
+# hosts: the controller's agents' listener is then on the bridge's address, each
+# agent's service port forwards on its host's address, and the policy's libvirt
+# URIs go over TCP (net-uri), which a partition cuts too. Set before
+# e2e_start_cluster.
+E2E_NET=${E2E_NET:-0}
+E2E_AGENT_LISTEN=""  # the controller's --agent-listen when not its default (port + 1)
+E2E_HOGS=()
 
 e2e_log() { echo "[$(date +%T.%3N)] $*"; }
 e2e_fail() {
@@ -35,12 +44,16 @@ e2e_dump() {
   twctl get events -o json 2>/dev/null | jq -r '.events[-25:][] | "\(.t_ms) \(.level) \(.kind) \(.subject) \(.message)"' >&2 || true
 }
 
+# E2E_FENCE_AGENTS: a fence agents file for the controller (--fence-agents), if set.
 e2e_start_controller() {
   mkdir -p "$E2E_DIR/state" "$E2E_DIR/logs"
   "$E2E_BIN/tierwarden-controller" --state-dir "$E2E_DIR/state" --listen "127.0.0.1:$E2E_PORT" \
-    --web-dir "$E2E_ROOT/web" >>"$E2E_DIR/logs/controller.log" 2>&1 &
+    --web-dir "$E2E_ROOT/web" ${E2E_FENCE_AGENTS:+--fence-agents "$E2E_FENCE_AGENTS"} \
+    ${E2E_AGENT_LISTEN:+--agent-listen "$E2E_AGENT_LISTEN"} >>"$E2E_DIR/logs/controller.log" 2>&1 &
   E2E_CTL_PID=$!
   export TW_CONTROLLER=http://127.0.0.1:$E2E_PORT TW_TOKEN_FILE=$E2E_DIR/state/token
+  # --agent-listen default: port + 1
+  export TW_AGENT_URL=http://${E2E_AGENT_LISTEN:-127.0.0.1:$((E2E_PORT + 1))}
   local i
   for i in $(seq 200); do
     [ -s "$TW_TOKEN_FILE" ] && curl -fsS -m 1 "$TW_CONTROLLER/api/v1/cluster" >/dev/null 2>&1 && return 0
@@ -58,10 +71,11 @@ e2e_stop_controller() {
 
 # Index i of host hN: agent ports (20000 + 1000 i).
 e2e_start_agent() {
-  local h=$1 i=${1#h}
+  local h=$1 i=${1#h} svc=()
+  [ "$E2E_NET" != 1 ] || svc=(--service-address "$(hosts net-addr "$h")")
   hosts spawn "$h" "$E2E_DIR/logs/agent-$h.log" -- "$E2E_BIN/tierwarden-agent" --host "$h" \
-    --libvirt-uri qemu:///system --controller "$TW_CONTROLLER" --token-file "$TW_TOKEN_FILE" \
-    --images "$E2E_IMAGES" --port-base $((20000 + 1000 * i)) >/dev/null
+    --libvirt-uri qemu:///system --controller "$TW_AGENT_URL" --token-file "$TW_TOKEN_FILE" \
+    --images "$E2E_IMAGES" --port-base $((20000 + 1000 * i)) "${svc[@]}" >/dev/null
 }
 
 # e2e_start_cluster N: hosts h1..hN with agents, controller; writes the demo
@@ -73,20 +87,26 @@ e2e_start_cluster() {
   [ -f "$E2E_IMAGES/tiny-web.json" ] || e2e_fail "no tier images in $E2E_IMAGES (run images/build)"
   mkdir -p "$E2E_DIR"
   hosts stop >/dev/null 2>&1 || true
-  hosts start "$n" >/dev/null || e2e_fail "scripts/hosts start $n"
+  if [ "$E2E_NET" = 1 ]; then
+    hosts start "$n" --net >/dev/null || e2e_fail "scripts/hosts start $n --net"
+    E2E_AGENT_LISTEN=$(hosts net-gw):$((E2E_PORT + 1))
+  else
+    hosts start "$n" >/dev/null || e2e_fail "scripts/hosts start $n"
+  fi
   e2e_start_controller
   for h in $(seq 1 "$n"); do e2e_start_agent "h$h"; done
   {
     sed -n '/^cluster:/,/^hosts:/p' "$E2E_ROOT/policies/demo.yaml" | sed '$d'  # the demo's settings
     echo "hosts:"
     for h in $(seq 1 "$n"); do
-      echo "  - { name: h$h, uri: \"$(hosts uri "h$h")\", role: $([ "$h" = "$n" ] && echo spare || echo active), capacity: { cpus: 4 } }"
+      echo "  - { name: h$h, uri: \"$(if [ "$E2E_NET" = 1 ]; then hosts net-uri "h$h"; else hosts uri "h$h"; fi)\", role: $([ "$h" = "$n" ] && echo spare || echo active), capacity: { cpus: 4 } }"
     done
     sed -n '/^tiers:/,$p' "$E2E_ROOT/policies/demo.yaml"
   } >"$E2E_DIR/policy.yaml"
 }
 
 e2e_cleanup() {
+  e2e_stop_hogs
   e2e_stop_controller
   hosts stop >/dev/null 2>&1 || true
 }
@@ -182,4 +202,132 @@ e2e_stop_copy_watch() {
   kill "$E2E_WATCH_PID" 2>/dev/null || true
   wait "$E2E_WATCH_PID" 2>/dev/null || true
   E2E_WATCH_PID=""
+}
+
+# e2e_start_hogs N: N CPU hogs (busy loops) until e2e_stop_hogs (e2e_cleanup
+# calls it); each also ends within ≈ 0.1 s of this shell's death (kill -9).
+e2e_start_hogs() {
+  local n
+  for n in $(seq "$1"); do
+    (
+      trap - EXIT
+      while kill -0 $$ 2>/dev/null; do for ((n = 0; n < 50000; n++)); do :; done; done
+    ) &
+    E2E_HOGS+=($!)
+  done
+}
+e2e_stop_hogs() {
+  ((${#E2E_HOGS[@]})) || return 0
+  kill "${E2E_HOGS[@]}" 2>/dev/null || true
+  wait "${E2E_HOGS[@]}" 2>/dev/null || true
+  E2E_HOGS=()
+}
+
+# ---- controller events (GET /api/v1/events?since=ID: oldest first, by pages) ----
+# The id of the newest event (paging on from event $1, default 0).
+last_event_id() {
+  local id=${1:-0} next
+  while next=$(api "events?since=$id&limit=5000" | jq '.last_id') && [ "$next" != "$id" ]; do id=$next; done
+  echo "$id"
+}
+# Every event after event $1, one JSON object a line (one request and one jq
+# while they fit in a page).
+events_since() {
+  local id=$1 lines
+  while :; do
+    mapfile -t lines < <(api "events?since=$id&limit=5000" | jq -c '.events[]')
+    wait $! || return 1
+    ((${#lines[@]} > 0)) || return 0
+    printf '%s\n' "${lines[@]}"
+    ((${#lines[@]} == 5000)) || return 0
+    id=$(jq '.id' <<<"${lines[-1]}")
+  done
+}
+# event_ms SINCE KIND SUBJECT: t_ms of the first event KIND of SUBJECT after event
+# SINCE; fails while there is none.
+event_ms() {
+  local ms
+  ms=$(events_since "$1" | jq -rn --arg k "$2" --arg s "$3" \
+    'first(inputs | select(.kind == $k and .subject == $s) | .t_ms) // empty')
+  [ -n "$ms" ] && echo "$ms"
+}
+
+# ---- collateral damage of a failure ---------------------------------------------
+# e2e_collateral SINCE HOST [VMS]: what befell the cluster beyond host HOST (the
+# one that failed) and its VMs VMS since event SINCE, from the controller's events
+# (agents forward theirs, also late ones): one line per event, "t_ms kind subject
+# message", of
+#   host.suspect | host.offline | host.fencing | host.fenced | host.self_fenced of
+#     another host;
+#   vm.destroyed of a VM not in VMS (a destroy of a running VM by any agent).
+# No line: no collateral damage. An agent's self-fence is the "host.self_fenced"
+# event of its host ("host 'h2' self-fenced: lease expired ...") and one
+# "vm.destroyed" event per VM ("... self-fence, lease expired").
+e2e_collateral() {
+  local since=$1 host=$2 vms=${3:-}
+  events_since "$since" | jq -rn --arg h "host/$host" --arg vms " $vms " '
+    inputs
+    | select(
+        ((.kind | IN("host.suspect", "host.offline", "host.fencing", "host.fenced", "host.self_fenced"))
+          and (.subject | startswith("host/")) and .subject != $h)
+        or (.kind == "vm.destroyed" and ($vms | contains(" " + (.subject | ltrimstr("vm/")) + " ") | not)))
+    | "\(.t_ms) \(.kind) \(.subject) \(.message)"'
+}
+
+# Agent logs: e2e_log_mark prints "HOST LINES" for every agent log (its current
+# length); e2e_log_since MARK HOST REGEX prints HOST's agent log lines after the
+# mark that match REGEX.
+e2e_log_mark() {
+  local f h
+  for f in "$E2E_DIR"/logs/agent-*.log; do
+    [ -e "$f" ] || continue
+    h=${f##*/agent-}
+    echo "${h%.log} $(wc -l <"$f")"
+  done
+}
+e2e_log_since() {
+  local mark=$1 h=$2 regex=$3 n
+  n=$(awk -v h="$h" '$1 == h { print $2 }' <<<"$mark")
+  [ -e "$E2E_DIR/logs/agent-$h.log" ] || return 0
+  tail -n +"$((${n:-0} + 1))" "$E2E_DIR/logs/agent-$h.log" | grep -E "$regex" || true
+}
+
+# ---- heartbeats as the controller saw them ---------------------------------------
+# e2e_start_hb_sampler FILE: every 0.2 s, one "T_MS HOST LAST_HEARTBEAT_MS" line
+# per host of GET /api/v1/hosts into FILE, until e2e_stop_hb_sampler.
+e2e_start_hb_sampler() {
+  local file=$1
+  : >"$file"
+  (
+    trap - EXIT
+    while :; do
+      curl -fsS -m 1 "$TW_CONTROLLER/api/v1/hosts" 2>/dev/null |
+        jq -r --argjson t "$(date +%s%3N)" '.hosts[] | "\($t) \(.name) \(.last_heartbeat_ms // 0)"' 2>/dev/null
+      sleep 0.2
+    done
+  ) >>"$file" &
+  E2E_HB_PID=$!
+}
+e2e_stop_hb_sampler() {
+  [ -n "${E2E_HB_PID:-}" ] || return 0
+  kill "$E2E_HB_PID" 2>/dev/null || true
+  wait "$E2E_HB_PID" 2>/dev/null || true
+  E2E_HB_PID=""
+}
+# e2e_hb_gaps FILE HOST...: per HOST, "HOST max_age=S max_interval=S samples=N":
+# the longest a sample found since its last heartbeat, and the longest interval
+# between two successive heartbeats that the samples saw (it can only overstate a
+# gap shorter than the sampling period). Seconds.
+e2e_hb_gaps() {
+  local file=$1 h
+  shift
+  for h in "$@"; do
+    awk -v h="$h" '$2 == h && $3 > 0 {
+        n++
+        age = $1 - $3; if (age > max_age) max_age = age
+        if (last && $3 != last && $3 - last > max_int) max_int = $3 - last
+        last = $3
+      }
+      END { printf "%s max_age=%.2fs max_interval=%.2fs samples=%d\n", h, max_age / 1000, max_int / 1000, n }' "$file"
+  done
 }

@@ -53,6 +53,8 @@ class ApiTest : public ::testing::Test {
     thread_ = std::thread([this] { server_->serve(); });
     client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
     client_->set_read_timeout(10, 0);
+    agent_ = std::make_unique<httplib::Client>("127.0.0.1", server_->agentPort());
+    agent_->set_read_timeout(10, 0);
   }
 
   void TearDown() override {
@@ -78,6 +80,7 @@ class ApiTest : public ::testing::Test {
   std::unique_ptr<ApiServer> server_;
   std::thread thread_;
   std::unique_ptr<httplib::Client> client_;
+  std::unique_ptr<httplib::Client> agent_;  // the agents' listener
 };
 
 // Pins: reads are open and answer JSON with the documented top-level keys.
@@ -106,10 +109,10 @@ TEST_F(ApiTest, MutationsNeedToken) {
   r = client_->Post("/api/v1/policies", {{"Authorization", "Bearer wrong"}}, body.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
-  r = client_->Post("/api/v1/agents/h1/heartbeat", R"({"host":"h1"})", "application/json");
+  r = agent_->Post("/api/v1/agents/h1/heartbeat", R"({"host":"h1"})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
-  r = client_->Get("/api/v1/agents/h1/assignments");
+  r = agent_->Get("/api/v1/agents/h1/assignments");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);
   r = client_->Post("/api/v1/vms/web-1/restart", "", "application/json");
@@ -147,7 +150,7 @@ TEST_F(ApiTest, MalformedBodiesAre400) {
                     "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400);
-  r = client_->Post("/api/v1/agents/h1/heartbeat", auth(), R"({"nohost": 1})", "application/json");
+  r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), R"({"nohost": 1})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400);
   r = client_->Get("/api/v1/events?since=abc");
@@ -168,7 +171,7 @@ TEST_F(ApiTest, UnknownIs404) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
   // A heartbeat from a host no policy declares.
-  r = client_->Post("/api/v1/agents/h9/heartbeat", auth(), R"({"host":"h9"})", "application/json");
+  r = agent_->Post("/api/v1/agents/h9/heartbeat", auth(), R"({"host":"h9"})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
 }
@@ -184,7 +187,7 @@ TEST_F(ApiTest, ApplyAndHeartbeatRoundTrip) {
     hb.host = h;
     hb.agent_id = "a";
     hb.capacity = {2, 2048};
-    auto b = client_->Post((std::string("/api/v1/agents/") + h + "/heartbeat").c_str(), auth(), Json(hb).dump(),
+    auto b = agent_->Post((std::string("/api/v1/agents/") + h + "/heartbeat").c_str(), auth(), Json(hb).dump(),
                            "application/json");
     ASSERT_TRUE(b);
     ASSERT_EQ(b->status, 200) << b->body;
@@ -204,7 +207,7 @@ TEST_F(ApiTest, ApplyAndHeartbeatRoundTrip) {
   EXPECT_EQ(j["applied"], true);
   EXPECT_EQ(j["version"], 2);
 
-  auto a = client_->Get("/api/v1/agents/h1/assignments?after=0&wait_ms=2000", auth());
+  auto a = agent_->Get("/api/v1/agents/h1/assignments?after=0&wait_ms=2000", auth());
   ASSERT_TRUE(a);
   ASSERT_EQ(a->status, 200);
   auto set = decode<AssignmentSet>(*parseJson(a->body));
@@ -241,7 +244,7 @@ TEST_F(ApiTest, TierEndpointsOpenJsonAnd404) {
     hb.capacity = {2, 2048};
     hb.service_address = host == "h1" ? "192.0.2.1" : "192.0.2.2";
     hb.domains = domains;
-    auto b = client_->Post(("/api/v1/agents/" + host + "/heartbeat").c_str(), auth(),
+    auto b = agent_->Post(("/api/v1/agents/" + host + "/heartbeat").c_str(), auth(),
                            Json(hb).dump(), "application/json");
     ASSERT_TRUE(b);
     ASSERT_EQ(b->status, 200) << b->body;

@@ -125,15 +125,17 @@ class ClusterTest : public ::testing::Test {
     }
     port_ = freePort();
     url_ = "http://127.0.0.1:" + std::to_string(port_);
+    int agent_port = freePort();
+    agent_url_ = "http://127.0.0.1:" + std::to_string(agent_port);
     controller_ = new Process({std::string(TW_BIN_DIR) + "/tierwarden-controller", "--state-dir",
                                (dir_ / "state").string(), "--listen", "127.0.0.1:" + std::to_string(port_),
-                               "--tick-ms", "50"},
+                               "--agent-listen", "127.0.0.1:" + std::to_string(agent_port), "--tick-ms", "50"},
                               (dir_ / "controller.log").string());
     token_file_ = (dir_ / "state" / "token").string();
     ASSERT_TRUE(eventually([] { return fs::exists(token_file_) && fs::file_size(token_file_) > 0; }, 10));
     for (const char* h : {"h1", "h2", "h3"}) {
       agents_[h] = new Process({std::string(TW_BIN_DIR) + "/tierwarden-agent", "--host", h, "--libvirt-uri",
-                                uris_[h], "--controller", url_, "--token-file", token_file_},
+                                uris_[h], "--controller", agent_url_, "--token-file", token_file_},
                                (dir_ / (std::string("agent-") + h + ".log")).string());
     }
   }
@@ -192,6 +194,7 @@ class ClusterTest : public ::testing::Test {
   static inline std::map<std::string, std::string> uris_;
   static inline int port_ = 0;
   static inline std::string url_;
+  static inline std::string agent_url_;  // the controller's agents' listener
   static inline std::string token_file_;
   static inline Process* controller_ = nullptr;
   static inline std::map<std::string, Process*> agents_;

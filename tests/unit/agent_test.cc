@@ -198,6 +198,9 @@ class AgentTest : public ::testing::Test {
     link_.set.lease_ms = 5000;
     link_.set.heartbeat_interval_ms = 1000;
     link_.set.assignments = std::move(assignments);
+    // Two peers that this agent does not reach (no PeerView): an expired
+    // lease means isolation, as before peers were counted.
+    link_.set.peers = {{"h2", ""}, {"h3", ""}};
   }
 
   void startAgent(Millis initial_lease_ms = 5000) {
@@ -616,14 +619,85 @@ TEST_F(AgentTest, SelfFencesWhenTheLeaseExpires) {
   ASSERT_NE(fenced, nullptr);
   EXPECT_EQ(fenced->level, "error");
   EXPECT_EQ(fenced->message.rfind("host 'h1' self-fenced: lease expired (no heartbeat answered "
-                                  "for 5s)",
+                                  "for 5s and it reaches 0 of its 2 peers (isolated: 1 of 4 votes))",
                                   0),
             0u)
       << fenced->message;
+  // The heartbeat after the fence said why; the one after the answer does not.
+  bool said = false;
+  for (const auto& hb : link_.heartbeats) said |= !hb.self_fence_reason.empty();
+  EXPECT_TRUE(said);
+  EXPECT_TRUE(link_.heartbeats.back().self_fence_reason.empty());
   EXPECT_EQ(link_.countEvents("vm.destroyed"), 2);
   EXPECT_EQ(fake_.runningCount(), 3);
   EXPECT_EQ(link_.countEvents("vm.crashed"), 0);  // our own destroys
   EXPECT_EQ(agent_->restarts("web-1"), 0);
+}
+
+// A PeerView whose answer the test sets.
+class FixedPeerView final : public PeerView {
+ public:
+  void setPeers(const std::vector<PeerInfo>& peers, Millis) override { peers_ = peers; }
+  std::set<std::string> reachable(Millis) const override { return reach; }
+  std::map<std::string, Millis> unreachable(Millis) const override { return lost; }
+  std::set<std::string> reach;
+  std::map<std::string, Millis> lost;
+  std::vector<PeerInfo> peers_;
+};
+
+// Pins: a controller outage alone fences nobody. The lease runs out while
+// the agent reaches one of its two peers (2 of 4 votes: the rest cannot
+// outvote it): it keeps its VMs (kHeld), restarts a crashed one in place,
+// starts no newly pushed VM, and is kValid again once the controller answers.
+// When it then also loses that peer, it is isolated and self-fences.
+TEST_F(AgentTest, ControllerOutageKeepsVmsWhilePeersReachIt) {
+  FixedPeerView peers;
+  peers.reach = {"h2"};
+  assign({assignment("web-1", 1), assignment("web-2", 1)}, 1);
+  startAgent();
+  agent_->setPeerView(&peers);
+  settle();
+  ASSERT_EQ(fake_.runningCount(), 2);
+
+  link_.answer_status = unavailable("connection refused");
+  runUntil(8000);
+  EXPECT_EQ(agent_->leaseState(), LeaseState::kHeld);
+  EXPECT_EQ(fake_.runningCount(), 2);
+  EXPECT_EQ(link_.countEvents("vm.destroyed"), 0);
+
+  // A crash while the controller is away: restarted in place.
+  fake_.crash("web-1");
+  runUntil(9000);
+  EXPECT_TRUE(fake_.isRunning("web-1"));
+  EXPECT_EQ(agent_->restarts("web-1"), 1);
+
+  // The peer's report says it is still reached: nothing new starts.
+  AssignmentSet more = link_.set;
+  more.version = 2;
+  more.assignments.push_back(assignment("web-3", 1));
+  agent_->onAssignments(more);
+  runUntil(10000);
+  EXPECT_EQ(fake_.spec("web-3"), nullptr);
+
+  // Losing the last peer: isolated (1 of 4 votes), it self-fences.
+  peers.reach.clear();
+  runUntil(10500);
+  EXPECT_EQ(agent_->leaseState(), LeaseState::kExpired);
+  EXPECT_EQ(fake_.runningCount(), 0);
+}
+
+// Pins: the heartbeat carries the peers the PeerView reports unreachable,
+// and the agent's peer address.
+TEST_F(AgentTest, HeartbeatsCarryUnreachablePeers) {
+  FixedPeerView peers;
+  peers.lost = {{"h3", 4000}};
+  assign({assignment("web-1", 1)}, 1);
+  startAgent();
+  agent_->setPeerView(&peers);
+  settle();
+  runUntil(2000);
+  ASSERT_FALSE(link_.heartbeats.empty());
+  EXPECT_EQ(link_.heartbeats.back().peers_unreachable.at("h3"), 4000);
 }
 
 // Pins: a freshly started agent that never hears from the controller

@@ -20,9 +20,12 @@ class FakeHostConnector final : public HostConnector {
     calls.push_back("libvirt " + host);
     results.push_back({host, "libvirt", libvirt_confirms, libvirt_confirms ? "destroyed 2 domains" : "error"});
   }
-  void fenceByCommand(const std::string& host, const std::string& command, Millis) override {
-    calls.push_back("command " + host + " " + command);
-    results.push_back({host, "command", command_confirms, command_confirms ? "command exited 0" : "command exited 1"});
+  void fenceByAgent(const std::string& host, const std::string& agent,
+                    const std::vector<std::string>& argv, Millis) override {
+    std::string words;
+    for (const auto& w : argv) words += " [" + w + "]";
+    calls.push_back("agent " + host + " " + agent + words);
+    results.push_back({host, "agent", agent_confirms, agent_confirms ? "exited 0" : "exited 1", agent});
   }
   std::vector<FenceResult> takeResults() override {
     std::vector<FenceResult> out;
@@ -31,7 +34,7 @@ class FakeHostConnector final : public HostConnector {
   }
   std::set<std::string> alive;
   bool libvirt_confirms = true;
-  bool command_confirms = true;
+  bool agent_confirms = true;
   std::vector<std::string> calls;
   std::vector<FenceResult> results;
 };
@@ -48,7 +51,7 @@ DomainReport report(const std::string& vm, const std::string& tier, int64_t epoc
 
 const char* kHosts = R"(
 hosts:
-  - { name: h1, uri: "qemu+tcp://h1/system", fence: command, fence_command: "ipmi h1 off" }
+  - { name: h1, uri: "qemu+tcp://h1/system", fence: { agent: ipmi } }
   - { name: h2, uri: "qemu+tcp://h2/system" }
   - { name: h3, uri: "qemu+tcp://h3/system", role: spare }
 )";
@@ -67,13 +70,24 @@ tiers:
     after: [db]
 )";
 
+// The controller's configuration: a command with a secret in its arguments.
+const char* kFenceAgentsConf =
+    "ipmi = ipmitool -I lanplus -H bmc-{host} -U admin -P S3cret chassis power off\n"
+    "virsh = virsh -c {uri} destroy-all\n";
+
+FenceAgents fenceAgents() {
+  auto agents = parseFenceAgents(kFenceAgentsConf, "fence-agents.conf");
+  EXPECT_TRUE(agents.isOk()) << agents.status().toString();
+  return agents.isOk() ? *agents : FenceAgents{};
+}
+
 class HealingTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto s = Store::open(":memory:");
     ASSERT_TRUE(s.isOk());
     store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_);
+    controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
     ASSERT_TRUE(controller_->recover().isOk());
     ASSERT_TRUE(controller_->applyPolicy({{"hosts.yaml", kHosts}}, false).isOk());
     for (const char* h : {"h1", "h2", "h3"}) {
@@ -102,6 +116,10 @@ class HealingTest : public ::testing::Test {
     hb.host = host;
     hb.agent_id = "agent-" + host;
     hb.capacity = {4, 4096};
+    // Peer checks: the agents that do not heartbeat do not answer their
+    // peers either (long enough for a vote).
+    for (const char* other : {"h1", "h2", "h3"})
+      if (!up_.count(other)) hb.peers_unreachable[other] = 60000;
     for (const auto& a : controller_->assignmentsFor(host).assignments) {
       if (a.incoming) continue;
       DomainReport d = report(a.vm, a.tier, a.epoch);
@@ -130,6 +148,14 @@ class HealingTest : public ::testing::Test {
     return false;
   }
 
+  // Every event's message, one a line.
+  std::string allEvents() {
+    std::string out;
+    auto ev = store_->eventsSince(0, 5000);
+    for (const auto& e : *ev) out += e.kind + " " + e.message + "\n";
+    return out;
+  }
+
   ManualClock clock_{1000};
   FakeHostConnector hosts_;
   std::unique_ptr<Store> store_;
@@ -140,10 +166,10 @@ class HealingTest : public ::testing::Test {
   std::map<std::string, std::vector<DomainReport>> stale_;
 };
 
-// Pins: a powered-off host with a confirming fence command is fenced once
+// Pins: a powered-off host with a confirming fence agent is fenced once
 // dead_after passes, and its VMs get new epochs on other hosts (the spare
 // included) — never before the fence confirmed.
-TEST_F(HealingTest, PowerOffWithFenceCommandMovesVmsAfterFence) {
+TEST_F(HealingTest, PowerOffWithFenceAgentMovesVmsAfterFence) {
   auto on_h1 = vmsOn("h1");
   ASSERT_FALSE(on_h1.empty());
   std::map<std::string, int64_t> epochs;
@@ -158,9 +184,11 @@ TEST_F(HealingTest, PowerOffWithFenceCommandMovesVmsAfterFence) {
     }
   }
   ASSERT_EQ(controller_->host("h1")->state, HostState::kFenced);
-  EXPECT_LE(clock_.nowMs() - off, 3300);  // dead after 3 s, the command confirms at once
+  EXPECT_LE(clock_.nowMs() - off, 3300);  // dead after 3 s, the agent confirms at once
   ASSERT_EQ(hosts_.calls.size(), 1u);
-  EXPECT_EQ(hosts_.calls[0], "command h1 ipmi h1 off");
+  EXPECT_EQ(hosts_.calls[0],
+            "agent h1 ipmi [ipmitool] [-I] [lanplus] [-H] [bmc-h1] [-U] [admin] [-P] [S3cret] "
+            "[chassis] [power] [off]");
   tick(10);
   for (const auto& n : on_h1) {
     const VmRecord* v = controller_->vm(n);
@@ -171,7 +199,184 @@ TEST_F(HealingTest, PowerOffWithFenceCommandMovesVmsAfterFence) {
   EXPECT_TRUE(hasEvent("host.fenced"));
 }
 
-// Pins: without a fence command (and libvirt silent), fencing waits for the
+// Pins (the security fix): events, which anyone may read without a token,
+// name the fence agent and its exit status, never its command or arguments
+// (a BMC password here) — neither when it confirms nor when it fails.
+TEST_F(HealingTest, FenceEventsNameTheAgentNeverTheCommand) {
+  hosts_.agent_confirms = false;
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  tick(40);
+  std::string events = allEvents();
+  EXPECT_NE(events.find("host.fencing fencing host 'h1' by fence agent 'ipmi'\n"), std::string::npos)
+      << events;
+  EXPECT_NE(events.find("fencing host 'h1' by fence agent 'ipmi' did not confirm: exited 1"),
+            std::string::npos)
+      << events;
+  EXPECT_EQ(controller_->host("h1")->state, HostState::kOffline);  // waits for the lease
+  for (const char* secret : {"S3cret", "ipmitool", "bmc-h1", "chassis"}) {
+    EXPECT_EQ(events.find(secret), std::string::npos) << secret << " in:\n" << events;
+    EXPECT_EQ(controller_->host("h1")->reason.find(secret), std::string::npos);
+  }
+  // Fails again after it came back; this time the agent confirms.
+  up_.insert("h1");
+  hosts_.alive.insert("h1");
+  tick(40);
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kOnline);
+  hosts_.agent_confirms = true;
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  tick(40);
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kFenced);
+  EXPECT_EQ(controller_->host("h1")->reason, "fenced by fence agent 'ipmi': exited 0");
+  events = allEvents();
+  for (const char* secret : {"S3cret", "ipmitool", "bmc-h1", "chassis"})
+    EXPECT_EQ(events.find(secret), std::string::npos) << secret << " in:\n" << events;
+  auto incidents = store_->incidents(10);
+  ASSERT_TRUE(incidents.isOk());
+  for (const auto& inc : *incidents)
+    for (const auto& step : inc.steps) EXPECT_EQ(step.detail.find("S3cret"), std::string::npos);
+}
+
+// Pins: {uri} is the host's uri from the policy, one argv word.
+TEST_F(HealingTest, FenceAgentGetsTheHostsUri) {
+  ASSERT_TRUE(controller_
+                  ->applyPolicy({{"hosts.yaml", R"(
+hosts:
+  - { name: h1, uri: "qemu+tcp://h1/system", fence: { agent: virsh } }
+  - { name: h2, uri: "qemu+tcp://h2/system" }
+  - { name: h3, uri: "qemu+tcp://h3/system", role: spare }
+)"}},
+                                false)
+                  .isOk());
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  tick(40);
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kFenced);
+  ASSERT_EQ(hosts_.calls.size(), 1u);
+  EXPECT_EQ(hosts_.calls[0], "agent h1 virsh [virsh] [-c] [qemu+tcp://h1/system] [destroy-all]");
+  EXPECT_NE(allEvents().find("fenced by fence agent 'virsh': exited 0"), std::string::npos);
+}
+
+// Pins: a policy naming a fence agent that the controller's configuration
+// does not define is refused at apply (file:line:column of the name, the
+// agents that exist), and nothing changes; so is {uri} for a host without one.
+TEST_F(HealingTest, ApplyRefusesAnUnknownFenceAgent) {
+  int64_t version = controller_->policyVersion();
+  auto r = controller_->applyPolicy(
+      {{"hosts.yaml", "hosts:\n  - name: h1\n    uri: qemu+tcp://h1/system\n"
+                      "    fence: { agent: pdu }\n  - { name: h2 }\n  - { name: h3 }\n"}},
+      false);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(r.status().toString(),
+            "hosts.yaml:4:21: host 'h1' names fence agent 'pdu', which the controller's "
+            "configuration does not define (it defines 'ipmi', 'virsh')");
+  r = controller_->applyPolicy(
+      {{"hosts.yaml", "hosts:\n  - { name: h1, fence: { agent: virsh } }\n  - { name: h2 }\n"
+                      "  - { name: h3 }\n"}},
+      true);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().toString(),
+            "hosts.yaml:2:33: fence agent 'virsh' uses {uri}, but host 'h1' has no uri");
+  EXPECT_EQ(controller_->policyVersion(), version);
+  EXPECT_EQ(controller_->policy().findHost("h1")->fence_agent, "ipmi");
+
+  // A controller without a fence agents file says how to give it one.
+  auto store = Store::open(":memory:");
+  ASSERT_TRUE(store.isOk());
+  Controller bare(**store, clock_, &hosts_);
+  ASSERT_TRUE(bare.recover().isOk());
+  r = bare.applyPolicy({{"hosts.yaml", kHosts}}, false);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().toString(),
+            "hosts.yaml:3:62: host 'h1' names fence agent 'ipmi', which the controller's "
+            "configuration does not define (the controller defines no fence agents: start it "
+            "with --fence-agents FILE)");
+}
+
+// Pins: a policy stored before fence agents existed (fence: command) does not
+// stop the controller from starting: its command is dropped and never run or
+// shown, an error event says what to do, the host falls back to libvirt /
+// lease expiry; a stored agent the configuration no longer defines is said
+// too, and fencing by it fails over to lease expiry.
+TEST(HealingRecoverTest, StoredPolicyWithFenceCommandOrUnknownAgent) {
+  ManualClock clock(1000);
+  auto opened = Store::open(":memory:");
+  ASSERT_TRUE(opened.isOk());
+  Store& store = **opened;
+  PolicyRecord old;
+  old.applied_ms = 1;
+  old.digest = "d1";
+  old.files = {{"hosts.yaml",
+                "hosts:\n"
+                "  - { name: h1, uri: \"qemu+tcp://h1/system\", fence: command, "
+                "fence_command: \"ipmitool -P S3cret power off\" }\n"
+                "  - { name: h2, fence: { agent: gone } }\n"}};
+  ASSERT_TRUE(store.insertPolicy(old).isOk());
+  FakeHostConnector hosts;
+  Controller controller(store, clock, &hosts, fenceAgents());
+  ASSERT_TRUE(controller.recover().isOk());
+  const HostSpec* h1 = controller.policy().findHost("h1");
+  ASSERT_NE(h1, nullptr);
+  EXPECT_EQ(h1->fence, FenceMethod::kLibvirt);
+  EXPECT_TRUE(h1->fence_legacy_command);
+  auto eventText = [&store] {
+    std::string out;
+    auto all = store.eventsSince(0, 1000);
+    if (all.isOk())
+      for (const auto& e : *all) out += e.kind + " " + e.message + "\n";
+    return out;
+  };
+  std::string events = eventText();
+  EXPECT_NE(events.find("host.fence_unusable host 'h1': the policy in force says fence: command, "
+                        "which is no longer run"),
+            std::string::npos)
+      << events;
+  EXPECT_NE(events.find("host.fence_unusable host 'h2' names fence agent 'gone', which the "
+                        "controller's configuration does not define"),
+            std::string::npos)
+      << events;
+  EXPECT_EQ(events.find("S3cret"), std::string::npos) << events;
+  // An apply on top is refused until the old file is replaced.
+  auto r = controller.applyPolicy({{"tiers.yaml", kTiers}}, true);
+  ASSERT_FALSE(r.isOk());
+  EXPECT_NE(r.status().toString().find("hosts.yaml:2:62: 'fence_command' (of host 'h1') is no "
+                                       "longer supported"),
+            std::string::npos)
+      << r.status().toString();
+  // h2 dies (h1 reports it unreachable: with the controller, a quorum): its
+  // agent cannot run; lease expiry fences it.
+  auto beat = [&](const std::string& host) {
+    Heartbeat hb;
+    hb.host = host;
+    hb.agent_id = "agent-" + host;
+    hb.capacity = {4, 4096};
+    if (host == "h1") hb.peers_unreachable["h2"] = 60000;
+    ASSERT_TRUE(controller.handleHeartbeat(hb).isOk());
+  };
+  for (int i = 0; i < 3; ++i) {
+    clock.advance(100);
+    beat("h1");
+    beat("h2");
+    controller.runOnce();
+  }
+  for (int i = 0; i < 120; ++i) {
+    clock.advance(100);
+    beat("h1");
+    controller.runOnce();
+  }
+  EXPECT_EQ(controller.host("h2")->state, HostState::kFenced);
+  EXPECT_TRUE(hosts.calls.empty());
+  events = eventText();
+  EXPECT_NE(events.find("fencing host 'h2' by fence agent 'gone' did not confirm: it is not "
+                        "defined in the controller's configuration"),
+            std::string::npos)
+      << events;
+  EXPECT_NE(events.find("fenced by lease"), std::string::npos) << events;
+}
+
+// Pins: without a fence agent (and libvirt silent), fencing waits for the
 // lease plus margin after the last heartbeat: no earlier, and then at once.
 TEST_F(HealingTest, LeaseExpiryFencesAfterLeasePlusMargin) {
   ASSERT_FALSE(vmsOn("h2").empty());

@@ -60,10 +60,13 @@ class ControllerTest : public ::testing::Test {
     return controller_->applyPolicy({PolicyFile{name, text}}, dry_run);
   }
 
-  // A heartbeat that reports every assigned VM of `host` running and healthy.
-  AssignmentSet beat(const std::string& host, bool report_running = true) {
+  // A heartbeat that reports every assigned VM of `host` running and healthy,
+  // and the hosts in `unreachable` as unreachable peers (for a minute).
+  AssignmentSet beat(const std::string& host, bool report_running = true,
+                     const std::vector<std::string>& unreachable = {}) {
     Heartbeat hb;
     hb.host = host;
+    for (const auto& u : unreachable) hb.peers_unreachable[u] = 60000;
     hb.agent_id = "agent-" + host;
     hb.capacity = {4, 4096};
     AssignmentSet current = controller_->assignmentsFor(host);
@@ -396,7 +399,7 @@ TEST_F(ControllerTest, SilentHostGoesSuspectThenOfflineKeepingVms) {
   for (int i = 0; i < 20; ++i) {
     clock_.advance(100);
     for (const char* h : {"h1", "h2", "h3"})
-      if (host != h) beat(h);
+      if (host != h) beat(h, true, {host});  // the quorum: both peers lost it
     controller_->runOnce();
   }
   EXPECT_EQ(controller_->host(host)->state, HostState::kOffline);
@@ -601,7 +604,7 @@ TEST_F(ControllerTest, EndpointsOnlyForRunningCurrentEpoch) {
        ++i) {
     clock_.advance(100);
     for (const char* h : {"h1", "h2", "h3"})
-      if (web2.host != h) beat(h);
+      if (web2.host != h) beat(h, true, {web2.host});
     controller_->runOnce();
   }
   EXPECT_NE(controller_->vm("web-2")->state, VmState::kRunning);

@@ -143,8 +143,7 @@ hosts:
     capacity: { cpus: 8, memory: 16GiB }
   - name: h2
     role: spare
-    fence: command
-    fence_command: "ipmitool -H bmc2 power off"
+    fence: { agent: ipmi }
 tiers:
   - name: db
     image: tiny-db
@@ -179,8 +178,9 @@ tiers:
   EXPECT_EQ(p.hosts[0].memory_mib, 16384);
   EXPECT_EQ(p.hosts[0].fence, FenceMethod::kLibvirt);
   EXPECT_EQ(p.hosts[1].role, HostRole::kSpare);
-  EXPECT_EQ(p.hosts[1].fence, FenceMethod::kCommand);
-  EXPECT_EQ(p.hosts[1].fence_command, "ipmitool -H bmc2 power off");
+  EXPECT_EQ(p.hosts[1].fence, FenceMethod::kAgent);
+  EXPECT_EQ(p.hosts[1].fence_agent, "ipmi");
+  EXPECT_EQ(p.hosts[1].fence_agent_at.str(), "p.yaml:16:21");
 
   ASSERT_EQ(p.tiers.size(), 2u);
   const TierSpec& db = p.tiers[0];
@@ -603,17 +603,53 @@ TEST(PolicyRefused, Storage) {
                 "'storage.path' of tier 'db' is only used with type: shared", true);
 }
 
-// Pins: fencing settings are consistent with the host's uri and command.
+// Pins: fencing settings are consistent with the host's uri; a fence agent
+// is named by a name, in a mapping with `agent` only.
 TEST(PolicyRefused, Fencing) {
-  expectRefused("hosts:\n  - name: h1\n    fence: command\n", 3, 12,
-                "fence: command needs fence_command (host 'h1')", true);
-  expectRefused("hosts:\n  - name: h1\n    uri: test:///default\n    fence_command: \"off\"\n", 4,
-                20, "fence_command is only used with fence: command (host 'h1' has fence: libvirt)",
-                true);
   expectRefused("hosts:\n  - name: h1\n    fence: libvirt\n", 3, 12,
                 "fence: libvirt needs a 'uri' for host 'h1'", true);
-  expectRefused("hosts:\n  - name: h1\n    fence: command\n    fence_command: \"  \"\n", 4, 20,
-                "'fence_command' of host 'h1' is empty");
+  expectRefused("hosts:\n  - name: h1\n    fence: ipmi\n", 3, 12,
+                "expected none, libvirt or { agent: NAME } for 'fence', got 'ipmi'", true);
+  expectRefused("hosts:\n  - name: h1\n    fence: { agent: IPMI }\n", 3, 21,
+                "expected a name for 'fence.agent'");
+  expectRefused("hosts:\n  - name: h1\n    fence: { agent: \"ipmi; reboot\" }\n", 3, 21,
+                "expected a name for 'fence.agent'");
+  expectRefused("hosts:\n  - name: h1\n    fence: { command: ipmitool }\n", 3, 14,
+                "unknown key 'command' in fence of host 'h1' (expected one of: agent)", true);
+  expectRefused("hosts:\n  - name: h1\n    fence: {}\n", 3, 12,
+                "fence of host 'h1' names no agent: write fence: { agent: NAME }", true);
+}
+
+// Pins (the security fix): a policy cannot carry a fence command any more.
+// The old syntax is refused where it is written, saying what to do instead.
+TEST(PolicyRefused, FenceCommandIsGone) {
+  const std::string instead =
+      "is no longer supported: a policy cannot carry commands. Define the command as a fence "
+      "agent in the controller's configuration (--fence-agents FILE, see docs/policy.md) and "
+      "name it here with fence: { agent: NAME }";
+  expectRefused("hosts:\n  - name: h1\n    fence: command\n", 3, 12,
+                "fence: command (of host 'h1') " + instead, true);
+  expectRefused("hosts:\n  - name: h1\n    fence: command\n    fence_command: \"ipmitool -P x\"\n",
+                4, 5, "'fence_command' (of host 'h1') " + instead, true);
+  expectRefused("hosts:\n  - name: h1\n    uri: test:///default\n    fence_command: \"off\"\n", 4,
+                5, "'fence_command' (of host 'h1') " + instead, true);
+}
+
+// Pins: only for a policy stored before fence agents (the controller's
+// recover), the old syntax is read as the default fence with the command
+// dropped.
+TEST(PolicyParse, LegacyFenceCommandWhenAsked) {
+  auto r = parsePolicy({{"p.yaml",
+                         "hosts:\n  - { name: h1, fence: command, fence_command: \"x -P s\" }\n"
+                         "  - { name: h2, uri: \"qemu+tcp://h2/system\", fence: command, "
+                         "fence_command: \"y\" }\n  - { name: h3, fence: none }\n"}},
+                       PolicyParseOptions{.legacy_fence_command = true});
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->hosts[0].fence, FenceMethod::kNone);
+  EXPECT_TRUE(r->hosts[0].fence_legacy_command);
+  EXPECT_EQ(r->hosts[1].fence, FenceMethod::kLibvirt);
+  EXPECT_TRUE(r->hosts[1].fence_legacy_command);
+  EXPECT_FALSE(r->hosts[2].fence_legacy_command);
 }
 
 // Pins: dead_after and lease must be longer than the heartbeat interval, and

@@ -24,20 +24,19 @@ hosts:
   - name: h1
     capacity: { cpus: 4, memory: 4GiB }
   - name: h2
-    fence: command
-    fence_command: fail
+    fence: { agent: fail }
   - name: h3
     role: spare
-    fence: command
-    fence_command: ipmitool power off
+    fence: { agent: ok }
   - name: h4
     uri: sim://h4
     fence: none
 )";
 
 // Pins how cluster.yaml becomes sim-hosts.yaml: uri filled in, fence libvirt
-// by default, fence commands replaced (and `fail` remembered), capacity kept
-// as the simulated hardware only, non-default settings carried over.
+// by default, fence agents kept (the simulated controller defines them),
+// capacity kept as the simulated hardware only, non-default settings carried
+// over.
 TEST(SimWorldTest, GeneratesTheHostsPolicy) {
   Scenario s;
   Status st = loadHosts(kCluster, "cluster.yaml", &s);
@@ -47,9 +46,6 @@ TEST(SimWorldTest, GeneratesTheHostsPolicy) {
   EXPECT_EQ(s.hosts[0].capacity.cpus, 4);
   EXPECT_EQ(s.hosts[0].capacity.memory_mib, 4096);
   EXPECT_EQ(s.hosts[1].capacity.cpus, 8);  // the FakeHypervisor default
-  EXPECT_FALSE(s.hosts[0].fence_fails);
-  EXPECT_TRUE(s.hosts[1].fence_fails);
-  EXPECT_FALSE(s.hosts[2].fence_fails);
 
   Result<Policy> p = parsePolicy({s.hosts_policy});
   ASSERT_TRUE(p.isOk()) << p.status().toString() << "\n" << s.hosts_policy.content;
@@ -58,13 +54,17 @@ TEST(SimWorldTest, GeneratesTheHostsPolicy) {
   EXPECT_EQ(p->hosts[0].uri, "sim://h1");
   EXPECT_EQ(p->hosts[0].fence, FenceMethod::kLibvirt);
   EXPECT_EQ(p->hosts[0].cpus, 0);  // no capacity override
-  EXPECT_EQ(p->hosts[1].fence, FenceMethod::kCommand);
-  EXPECT_EQ(p->hosts[1].fence_command, "sim-fence h2");
+  EXPECT_EQ(p->hosts[1].fence, FenceMethod::kAgent);
+  EXPECT_EQ(p->hosts[1].fence_agent, "fail");
   EXPECT_EQ(p->hosts[2].role, HostRole::kSpare);
+  EXPECT_EQ(p->hosts[2].fence_agent, "ok");
+  FenceAgents agents = simFenceAgents();
+  EXPECT_EQ(fenceAgentNames(agents), "'fail', 'ok'");
   EXPECT_EQ(p->hosts[3].fence, FenceMethod::kNone);
 }
 
-// Pins what a hosts file may not hold: tiers, a foreign uri, no hosts.
+// Pins what a hosts file may not hold: tiers, a foreign uri, no hosts, a
+// fence agent the simulator does not define, the old fence commands.
 TEST(SimWorldTest, RefusesBadHostsFiles) {
   Scenario s;
   EXPECT_NE(loadHosts("hosts:\n  - name: h1\n    uri: qemu:///system\n", "c.yaml", &s)
@@ -77,6 +77,14 @@ TEST(SimWorldTest, RefusesBadHostsFiles) {
             std::string::npos);
   EXPECT_EQ(loadHosts("cluster:\n  lease: 9s\n", "c.yaml", &s).toString(),
             "c.yaml:1: declares no hosts");
+  EXPECT_EQ(loadHosts("hosts:\n  - { name: h1, fence: { agent: ipmi } }\n", "c.yaml", &s).toString(),
+            "c.yaml:2:33: host 'h1' names fence agent 'ipmi': the simulator defines 'fail', 'ok' "
+            "(ok powers the host off, fail fails)");
+  EXPECT_NE(loadHosts("hosts:\n  - name: h1\n    fence: command\n    fence_command: ok\n", "c.yaml",
+                      &s)
+                .toString()
+                .find("c.yaml:4:5: 'fence_command' (of host 'h1') is no longer supported"),
+            std::string::npos);
 }
 
 // Pins that `vm V fail-start N` counts N failures over all hosts together,
@@ -107,18 +115,16 @@ class FakeWorld : public SimWorld {
   FakeHypervisor* hypervisorOf(const std::string& host) override {
     return host == "h1" ? &hv : nullptr;
   }
-  bool fenceCommandFails(const std::string&) override { return fence_fails; }
   void powerOffByFence(const std::string& host) override { powered_off.push_back(host); }
 
   FakeHypervisor hv;
   std::set<std::string> alive;
-  bool fence_fails = false;
   std::vector<std::string> powered_off;
 };
 
 // Pins the connector: liveness only for watched, answering hosts; a libvirt
-// fence destroys every running managed domain; a fence command powers the
-// host off or fails as the scenario says; results come with takeResults().
+// fence destroys every running managed domain; fence agent `fail` fails, any
+// other powers the host off; results come with takeResults().
 TEST(SimWorldTest, HostConnectorFencesAsTheScenarioSays) {
   FakeWorld world;
   SimHostConnector c(world);
@@ -138,10 +144,8 @@ TEST(SimWorldTest, HostConnectorFencesAsTheScenarioSays) {
   EXPECT_EQ(world.hv.runningCount(), 0);
   world.alive.clear();
   c.fenceByLibvirt("h1");
-  world.fence_fails = true;
-  c.fenceByCommand("h1", "sim-fence h1", 5000);
-  world.fence_fails = false;
-  c.fenceByCommand("h1", "sim-fence h1", 5000);
+  c.fenceByAgent("h1", "fail", {"sim-fence", "--fail", "h1"}, 5000);
+  c.fenceByAgent("h1", "ok", {"sim-fence", "h1"}, 5000);
   std::vector<FenceResult> r = c.takeResults();
   ASSERT_EQ(r.size(), 4u);
   EXPECT_TRUE(r[0].confirmed);
@@ -149,9 +153,12 @@ TEST(SimWorldTest, HostConnectorFencesAsTheScenarioSays) {
   EXPECT_FALSE(r[1].confirmed);
   EXPECT_EQ(r[1].detail, "libvirt not answering");
   EXPECT_FALSE(r[2].confirmed);
-  EXPECT_EQ(r[2].detail, "command exited 1");
+  EXPECT_EQ(r[2].detail, "exited 1");
+  EXPECT_EQ(r[2].agent, "fail");
   EXPECT_TRUE(r[3].confirmed);
-  EXPECT_EQ(r[3].method, "command");
+  EXPECT_EQ(r[3].method, "agent");
+  EXPECT_EQ(r[3].agent, "ok");
+  EXPECT_EQ(r[3].detail, "exited 0");
   EXPECT_EQ(world.powered_off, std::vector<std::string>{"h1"});
   EXPECT_TRUE(c.takeResults().empty());
 }

@@ -87,12 +87,14 @@ mkdir -p "$ARTIFACTS" "$TMP/state"
 # to see the page's event stream reconnect); its current PID in controller.pid ---
 port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => {
   console.log(s.address().port); s.close(); });')
+agent_port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => {
+  console.log(s.address().port); s.close(); });')
 url=http://127.0.0.1:$port
 (
   for _ in $(seq 20); do
     [ -e "$TMP/stop" ] && break
     "$BIN/tierwarden-controller" --state-dir "$TMP/state" --listen "127.0.0.1:$port" \
-      --web-dir "$ROOT/web" --tick-ms 50 >>"$TMP/controller.log" 2>&1 &
+      --agent-listen "127.0.0.1:$agent_port" --web-dir "$ROOT/web" --tick-ms 50 >>"$TMP/controller.log" 2>&1 &
     echo $! >"$TMP/controller.pid"
     wait $! || true
     sleep 0.2
@@ -115,7 +117,7 @@ cp "$ROOT/policies/demo.yaml" "$TMP/demo.yaml"
 for h in h1 h2 h3; do
   uri=$("$ROOT/scripts/hosts" test-uri "$h")
   "$ROOT/scripts/hosts" spawn "$h" "$TMP/agent-$h.log" -- "$BIN/tierwarden-agent" --host "$h" \
-    --libvirt-uri "$uri" --controller "$TW_CONTROLLER" --token-file "$TW_TOKEN_FILE" >/dev/null
+    --libvirt-uri "$uri" --controller "http://127.0.0.1:$agent_port" --token-file "$TW_TOKEN_FILE" >/dev/null
   # The controller's own line to the host: its shared test driver (kill, fencing).
   awk -v host="$h" -v uri="$uri" '
     $0 ~ "name: " host "$" { inhost = 1 }

@@ -18,6 +18,9 @@
 namespace tw {
 
 inline constexpr char kDefaultControllerUrl[] = "http://127.0.0.1:7800";
+// The controller's agents' listener (--agent-listen): heartbeats, events,
+// assignments, tier endpoints.
+inline constexpr char kDefaultAgentControllerUrl[] = "http://127.0.0.1:7801";
 
 struct ApiClientOptions {
   // "http://HOST[:PORT]" or "https://HOST[:PORT]", optionally followed by a path
@@ -26,6 +29,9 @@ struct ApiClientOptions {
   std::string token;  // sent as "Authorization: Bearer <token>"; empty = none
   Millis connect_timeout_ms = 3000;
   Millis read_timeout_ms = 10000;  // also the write timeout
+  // Reuse one connection for successive requests (the agent's heartbeats:
+  // no new connection to admit while the controller is under load).
+  bool keep_alive = false;
 };
 
 // Checks a base URL as ApiClientOptions::base_url accepts it.

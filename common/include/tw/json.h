@@ -36,6 +36,8 @@ void to_json(Json& j, const EventRecord& v);
 void from_json(const Json& j, EventRecord& v);
 void to_json(Json& j, const Assignment& v);
 void from_json(const Json& j, Assignment& v);
+void to_json(Json& j, const PeerInfo& v);
+void from_json(const Json& j, PeerInfo& v);
 void to_json(Json& j, const AssignmentSet& v);
 void from_json(const Json& j, AssignmentSet& v);
 void to_json(Json& j, const DomainReport& v);
@@ -45,12 +47,27 @@ void from_json(const Json& j, Heartbeat& v);
 void to_json(Json& j, const AgentEvent& v);
 void from_json(const Json& j, AgentEvent& v);
 
-// Parses text; kInvalidArgument with line/column on a syntax error.
+// The text of j as sent on the wire (compact, or indented when indent >= 0).
+// Every JSON answer and request goes through here: a string that is not valid
+// UTF-8 (a user's bytes quoted in an error message) comes out with U+FFFD in
+// place of each bad byte instead of throwing (nlohmann's type_error.316).
+std::string jsonText(const Json& j, int indent = -1);
+
+// Parses text; kInvalidArgument on anything nlohmann refuses: a syntax error
+// (with line/column), a number out of range (1e400), invalid UTF-8.
 Result<Json> parseJson(const std::string& text);
+
+// kInvalidArgument when j holds a floating-point number that no integer field
+// could take (outside the range of int32, NaN): the wire format has no
+// fractional fields, and converting such a number to an int is undefined
+// behaviour in nlohmann's get<int>(). Walks j without recursion.
+Status checkNumbersFitIntegers(const Json& j);
 
 // Decodes a value of type T from j; kInvalidArgument naming the field on error.
 template <typename T>
 Result<T> decode(const Json& j) {
+  Status numbers = checkNumbersFitIntegers(j);
+  if (!numbers.isOk()) return numbers;
   try {
     return j.get<T>();
   } catch (const nlohmann::json::exception& e) {

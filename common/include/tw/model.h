@@ -82,7 +82,9 @@ struct TierSpec {
 };
 
 enum class HostRole { kActive, kSpare };
-enum class FenceMethod { kNone, kLibvirt, kCommand };
+// kAgent: a fence agent of the controller's own configuration (--fence-agents),
+// named by the policy. A policy never holds a command.
+enum class FenceMethod { kNone, kLibvirt, kAgent };
 
 struct HostSpec {
   std::string name;
@@ -91,7 +93,11 @@ struct HostSpec {
   int cpus = 0;                  // capacity override; 0 = as the agent reports
   int64_t memory_mib = 0;        // capacity override; 0 = as the agent reports
   FenceMethod fence = FenceMethod::kLibvirt;
-  std::string fence_command;     // kCommand: run by /bin/sh -c, exit 0 = fenced
+  std::string fence_agent;       // kAgent: its name in the controller's configuration
+  SourceLocation fence_agent_at; // kAgent: where the policy names it
+  // Read from a policy stored before fence agents existed (fence: command):
+  // its command is dropped and never run; fence is libvirt or none.
+  bool fence_legacy_command = false;
   SourceLocation where;
 };
 

@@ -51,12 +51,25 @@ struct Assignment {
   bool incoming = false;
 };
 
+// Another host of the cluster, as an agent checks it (docs/fencing.md).
+struct PeerInfo {
+  std::string host;
+  std::string address;  // "HOST:PORT" of its agent's peer listener; "" = not known yet
+};
+
 struct AssignmentSet {
   std::string host;
   int64_t version = 0;      // increases whenever this host's set changes
   Millis lease_ms = 0;      // lease granted, from the heartbeat's send time
   Millis heartbeat_interval_ms = 1000;
   std::vector<Assignment> assignments;
+  // Every other host declared in the policy in force. With this host and the
+  // controller's witness vote they are the votes of the quorum: an agent
+  // whose lease ran out self-fences only when the hosts it reaches, itself
+  // included, could be outvoted (2 * reached < peers + 2).
+  std::vector<PeerInfo> peers;
+  // How long a peer may go unanswered before it counts as unreachable.
+  Millis peer_timeout_ms = 3000;
 };
 
 struct DomainReport {
@@ -80,6 +93,14 @@ struct Heartbeat {
   // the address clients use to reach the VMs' services on this host.
   std::string service_address = "127.0.0.1";
   std::vector<DomainReport> domains;  // every managed domain on the host
+  // Where this agent answers peer checks ("HOST:PORT"; "" = it does not).
+  std::string peer_address;
+  // Peers this agent has not reached (answered, and seeing it) for at least
+  // peer_timeout_ms: host -> for how long (ms). The controller's quorum.
+  std::map<std::string, Millis> peers_unreachable;
+  // Set while the agent is self-fenced, or after a self-fence until its
+  // first set from the controller: why it fenced itself.
+  std::string self_fence_reason;
 };
 
 // Something an agent saw or did ("vm.crashed", "vm.restarted", "vm.started",

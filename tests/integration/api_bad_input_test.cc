@@ -1,0 +1,263 @@
+// Bad input over real HTTP (the ApiServer of tests/integration/api_test.cc,
+// real SQLite): every refusal is a 4xx with a JSON body that is valid JSON,
+// the controller survives every request, and request and policy sizes are
+// bounded with a message naming the limit (docs/api.md, "Limits").
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "controller/api_server.h"
+#include "controller/controller.h"
+#include "controller/service.h"
+#include "tw/json.h"
+#include "tw/policy.h"
+#include "tw/store.h"
+#include "tw/text.h"
+
+namespace tw {
+namespace {
+
+const char* kToken = "0123456789abcdef0123456789abcdef";
+
+// The status and body of a raw HTTP/1.1 exchange: `request` is sent as is
+// (no client library re-encodes the path), the answer read until the server
+// closes. status 0: no answer.
+struct RawAnswer {
+  int status = 0;
+  std::string head;
+  std::string body;
+};
+
+RawAnswer rawRequest(int port, const std::string& request) {
+  RawAnswer out;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return out;
+  }
+  size_t sent = 0;
+  while (sent < request.size()) {
+    ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  std::string all;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) all.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  size_t end = all.find("\r\n\r\n");
+  if (all.rfind("HTTP/1.1 ", 0) != 0 || end == std::string::npos) return out;
+  out.status = std::stoi(all.substr(9, 3));
+  out.head = all.substr(0, end);
+  out.body = all.substr(end + 4);
+  return out;
+}
+
+class ApiBadInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    namespace fs = std::filesystem;
+    web_dir_ = fs::temp_directory_path() / ("tw-web-bad-" + std::to_string(::getpid()));
+    fs::create_directories(web_dir_);
+    std::ofstream(web_dir_ / "index.html") << "<!doctype html><title>tierwarden</title>";
+    auto s = Store::open(":memory:");
+    ASSERT_TRUE(s.isOk());
+    store_ = std::move(s).value();
+    controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
+    ASSERT_TRUE(controller_->recover().isOk());
+    service_ = std::make_unique<ControllerService>(*controller_, 50);
+    server_ = std::make_unique<ApiServer>(*service_, ApiServerOptions{"127.0.0.1", 0, kToken, web_dir_.string()});
+    ASSERT_TRUE(server_->bind().isOk());
+    service_->start();
+    thread_ = std::thread([this] { server_->serve(); });
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+    client_->set_read_timeout(10, 0);
+    agent_ = std::make_unique<httplib::Client>("127.0.0.1", server_->agentPort());
+    agent_->set_read_timeout(10, 0);
+  }
+
+  void TearDown() override {
+    server_->stop();
+    thread_.join();
+    service_->stop();
+    std::filesystem::remove_all(web_dir_);
+  }
+
+  httplib::Headers auth() { return {{"Authorization", std::string("Bearer ") + kToken}}; }
+
+  // A POST of `body` (as JSON) to the public API with the token.
+  httplib::Result post(const std::string& path, const std::string& body) {
+    return client_->Post(path.c_str(), auth(), body, "application/json");
+  }
+
+  // The controller still answers.
+  void expectAlive() {
+    auto r = client_->Get("/api/v1/cluster");
+    ASSERT_TRUE(r) << "the controller no longer answers";
+    EXPECT_EQ(r->status, 200);
+  }
+
+  std::filesystem::path web_dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<ApiServer> server_;
+  std::thread thread_;
+  std::unique_ptr<httplib::Client> client_;
+  std::unique_ptr<httplib::Client> agent_;
+};
+
+// Asserts a refusal with `status` whose body is valid JSON (strict UTF-8)
+// with an "error" message containing `part`.
+void expectJsonError(int status, const std::string& body, int want, const std::string& part = "") {
+  EXPECT_EQ(status, want) << body;
+  auto j = parseJson(body);
+  ASSERT_TRUE(j.isOk()) << "not JSON: " << body;
+  ASSERT_TRUE(j->contains("error")) << body;
+  EXPECT_NE((*j)["error"].get<std::string>().find(part), std::string::npos) << body;
+}
+
+// Pins: a path with an invalid UTF-8 byte under any method answers a JSON
+// 404/405 and the controller lives on (POST /%ce used to abort it: the error
+// handler's JSON dump threw outside httplib's exception handler).
+TEST_F(ApiBadInputTest, InvalidUtf8PathIsAnswered) {
+  for (const char* method : {"DELETE", "PUT", "PATCH", "OPTIONS", "POST", "GET"}) {
+    for (const char* path : {"/%ce", "/api/v1/%ff", "/api/v1/vms/%c3"}) {
+      for (int port : {server_->port(), server_->agentPort()}) {
+        RawAnswer a = rawRequest(port, std::string(method) + " " + path +
+                                           " HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        ASSERT_NE(a.status, 0) << method << " " << path << ": no answer";
+        EXPECT_GE(a.status, 400) << method << " " << path;
+        EXPECT_LT(a.status, 500) << method << " " << path << ": " << a.body;
+        expectJsonError(a.status, a.body, a.status);
+      }
+    }
+  }
+  expectAlive();
+}
+
+// Pins: invalid UTF-8 quoted in an error message gives a 4xx with U+FFFD in
+// its place, not a 500 (a query parameter, a static file path, a JSON body
+// of one 0xFF byte).
+TEST_F(ApiBadInputTest, InvalidUtf8InMessagesIs4xx) {
+  auto r = client_->Get("/api/v1/events?since=%ff");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "'since' must be a non-negative integer, got '\xEF\xBF\xBD'");
+  r = client_->Get("/x%ff.html");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 404, "not found");
+  r = post("/api/v1/policies", "\xFF");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "malformed JSON");
+  r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), "\xFF", "application/json");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "malformed JSON");
+  r = post("/api/v1/policies?dry_run=%fe", R"({"files": []})");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "dry_run");
+  expectAlive();
+}
+
+// Pins: a YAML error whose quoted value would be cut inside a multi-byte
+// character answers 400 with file:line:column (it was a 500: the message was
+// not valid UTF-8 and the user lost the position).
+TEST_F(ApiBadInputTest, YamlErrorQuotingMultiByteValueKeepsPosition) {
+  std::string value = std::string(56, 'a') + "\xC3\xA9" + std::string(20, 'b');
+  Json body{{"files", {{{"name", "bad.yaml"}, {"content", "tiers:\n  - name: web\n    image: x\n    replicas: " + value + "\n"}}}}};
+  auto r = post("/api/v1/policies", jsonText(body));
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "expected an integer for 'replicas'");
+  auto j = *parseJson(r->body);
+  EXPECT_EQ(j["file"], "bad.yaml");
+  EXPECT_EQ(j["line"], 4);
+  EXPECT_EQ(j["column"], 15);
+}
+
+// Pins: JSON that nlohmann parses but cannot hold (1e400: out_of_range.406)
+// and values of the wrong type are 400, never 500.
+TEST_F(ApiBadInputTest, NumberOverflowAndWrongTypesAre400) {
+  auto r = post("/api/v1/policies", R"({"files":1e400})");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "1e400");
+  for (const char* body : {R"({"files": [1]})", R"({"files": [{"name": "a.yaml", "content": 5}]})",
+                           R"({"files": [{"name": "a.yaml"}]})", R"([{"files": []}])"}) {
+    r = post("/api/v1/policies", body);
+    ASSERT_TRUE(r);
+    expectJsonError(r->status, r->body, 400);
+  }
+  for (const char* body : {R"({"host": "h1", "seq": 1e30})", R"({"host": 7})", R"({"host": "h1", "domains": {}})",
+                           R"({"host": "h1", "domains": [{"vm": "a", "ports": {"80": "x"}}]})", R"([])"}) {
+    r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), body, "application/json");
+    ASSERT_TRUE(r);
+    expectJsonError(r->status, r->body, 400);
+  }
+  r = agent_->Post("/api/v1/agents/h1/events", auth(), R"({"kind": 1})", "application/json");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400);
+  r = post("/api/v1/vms/web-1/migrate", R"({"to": 5})");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400);
+  expectAlive();
+}
+
+// Pins: request sizes are bounded with a JSON 413 that names the limit: a
+// policy body over 1 MiB, any body over 8 MiB (httplib refuses it before
+// reading), a form-encoded body over httplib's 8 KiB; a request line over
+// 8 KiB is a JSON 414.
+TEST_F(ApiBadInputTest, OversizedRequestsAre413WithTheLimit) {
+  std::string big(1024 * 1024 + 1, ' ');
+  auto r = post("/api/v1/policies", big);
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 413, "at most 1024 KiB (1048576 bytes)");
+  std::string huge(8 * 1024 * 1024 + 1, ' ');
+  r = post("/api/v1/policies", huge);
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 413, "at most 8192 KiB (8388608 bytes)");
+  r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), huge, "application/json");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 413, "8388608 bytes");
+  r = client_->Post("/api/v1/policies", auth(), std::string(10000, 'a'), "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 413, "application/json");
+  RawAnswer a = rawRequest(server_->port(), "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  expectJsonError(a.status, a.body, 414, "request line too long");
+  expectAlive();
+}
+
+// Pins: a policy over the tier limit (30,000 tiers blocked the controller's
+// loop for 4 s) is refused at once with 400 naming the limit, also as a dry
+// run; nothing is applied.
+TEST_F(ApiBadInputTest, PolicyOverTheTierLimitIs400) {
+  std::string yaml = "tiers:\n";
+  for (int i = 0; i <= kMaxPolicyTiers; ++i) yaml += "- {name: t" + std::to_string(i) + ", image: x}\n";
+  Json body{{"files", {{{"name", "big.yaml"}, {"content", yaml}}}}};
+  ASSERT_LT(jsonText(body).size(), 1024u * 1024u);
+  for (const char* path : {"/api/v1/policies?dry_run=1", "/api/v1/policies"}) {
+    auto start = std::chrono::steady_clock::now();
+    auto r = post(path, jsonText(body));
+    ASSERT_TRUE(r);
+    expectJsonError(r->status, r->body, 400, "at most 1000 tiers");
+    EXPECT_EQ((*parseJson(r->body))["line"], kMaxPolicyTiers + 2);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  }
+  EXPECT_EQ(controller_->policyVersion(), 0);
+}
+
+}  // namespace
+}  // namespace tw
