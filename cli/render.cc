@@ -106,11 +106,15 @@ std::string renderPlan(const Json& answer) {
 
 std::string renderHosts(const Json& answer) {
   Table table(
-      {"name", "role", "state", "since", "cpus", "memory_mib", "vms", "last_heartbeat", "reason"});
+      {"name", "role", "state", "since", "cpus", "memory_mib", "vms", "last_heartbeat", "reason",
+       "self_fenced"});
   for (const auto& h : listOf(answer, "hosts")) {
+    // Why the host last fenced itself (docs/fencing.md), when it ever did.
+    std::string self_fenced = field(h, "self_fence_reason");
+    if (!self_fenced.empty() && self_fenced != "-") self_fenced = field(h, "self_fenced_ms") + " " + self_fenced;
     table.addRow({field(h, "name"), field(h, "role"), field(h, "state"), field(h, "state_since_ms"),
                   usedOfCapacity(h, "cpus"), usedOfCapacity(h, "memory_mib"), field(h, "vms"),
-                  field(h, "last_heartbeat_ms"), field(h, "reason")});
+                  field(h, "last_heartbeat_ms"), field(h, "reason"), self_fenced});
   }
   return table.render();
 }

@@ -45,6 +45,20 @@ VmState vmStateOf(DomainState s) {
   return VmState::kStarting;
 }
 
+// Every known VM that the placement no longer wants. PlacementResult::removed
+// lists only VMs that have a host (PlacementInput::current); a VM still pending
+// (no host has reported yet) or in error must go too when its tier shrinks or
+// goes away, or it stays pending for good.
+std::vector<std::string> vmsToRemove(const PlacementResult& placed,
+                                     const std::map<std::string, VmRecord>& vms) {
+  std::set<std::string> desired;
+  for (const auto& p : placed.vms) desired.insert(p.vm);
+  std::vector<std::string> out;
+  for (const auto& [name, _] : vms)
+    if (desired.count(name) == 0) out.push_back(name);
+  return out;
+}
+
 std::string seconds(Millis ms) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000.0);
@@ -334,7 +348,7 @@ std::vector<PlanItem> Controller::planItems(const PlacementResult& placed) const
     }
     items.push_back(item);
   }
-  for (const auto& name : placed.removed) {
+  for (const auto& name : vmsToRemove(placed, vms_)) {
     auto it = vms_.find(name);
     items.push_back(PlanItem{name, it == vms_.end() ? "" : it->second.tier, "", "delete",
                              "no longer desired"});
@@ -588,7 +602,7 @@ void Controller::reconcile() {
   }
   PlacementResult placed = place(input);
   Millis now = clock_.nowMs();
-  for (const auto& name : placed.removed) {
+  for (const auto& name : vmsToRemove(placed, vms_)) {
     auto it = vms_.find(name);
     if (it == vms_.end()) continue;
     std::string where = it->second.host.empty() ? "" : " from host '" + it->second.host + "'";

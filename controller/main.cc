@@ -19,6 +19,7 @@
 #include "controller/fence_agents.h"
 #include "controller/libvirt_host_connector.h"
 #include "controller/service.h"
+#include "controller/state_guard.h"
 #include "tw/log.h"
 #include "tw/policy.h"
 #include "tw/store.h"
@@ -64,6 +65,9 @@ int main(int argc, char** argv) {
   std::string web_dir = TW_DEFAULT_WEB_DIR;
   std::string log_level = "info";
   int tick_ms = 100;
+  int backup_interval_min = 10;
+  int backup_keep = 10;
+  std::string restore_from;
   app.set_config("--config", "", "config file (key = value lines, the long flag names)");
   app.add_option("--state-dir", state_dir, "directory of the SQLite database and the token")->capture_default_str();
   app.add_option("--listen", listen, "address:port of the API and dashboard")->capture_default_str();
@@ -78,6 +82,16 @@ int main(int argc, char** argv) {
   app.add_option("--web-dir", web_dir, "dashboard files")->capture_default_str();
   app.add_option("--tick-ms", tick_ms, "reconcile loop period")->check(CLI::Range(10, 10000))->capture_default_str();
   app.add_option("--log-level", log_level, "debug|info|warn|error")->capture_default_str();
+  app.add_option("--backup-interval-min", backup_interval_min,
+                 "minutes between online backups into <state-dir>/backups (0 = only after applies)")
+      ->check(CLI::Range(0, 10080))->capture_default_str();
+  app.add_option("--backup-keep", backup_keep, "backups kept in <state-dir>/backups")
+      ->check(CLI::Range(1, 1000))->capture_default_str();
+  CLI::App* restore_cmd = app.add_subcommand(
+      "restore-state", "install a backup as the state dir's database (the controller must be stopped)");
+  restore_cmd->add_option("--from", restore_from, "the backup file (e.g. <state-dir>/backups/tierwarden-...db)")
+      ->required();
+  restore_cmd->add_option("--state-dir", state_dir, "the state dir to restore into")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -89,6 +103,13 @@ int main(int argc, char** argv) {
     std::cerr << "tierwarden-controller: " << msg << "\n";
     return 1;
   };
+  const tw::StatePaths state_paths(state_dir);
+  if (restore_cmd->parsed()) {
+    auto restored = tw::restoreState(state_paths, restore_from, tw::utcStampNow());
+    if (!restored.isOk()) return fail(restored.status().toString());
+    std::cout << "tierwarden-controller: " << *restored << "\n";
+    return 0;
+  }
   auto parseListen = [](const std::string& flag, const std::string& value, std::string& address,
                         int& port) -> bool {
     auto colon = value.rfind(':');
@@ -117,11 +138,29 @@ int main(int argc, char** argv) {
   if (ec) return fail("cannot create state dir " + state_dir + ": " + ec.message());
   ::chmod(state_dir.c_str(), 0700);
   if (token_file.empty()) token_file = state_dir + "/token";
+  // Held until exit; a second controller (or restore-state) on this dir refuses.
+  auto state_lock = tw::StateDirLock::acquire(state_paths);
+  if (!state_lock.isOk()) return fail(state_lock.status().toString());
+  const bool token_existed = std::filesystem::exists(token_file, ec);
+  auto facts = tw::checkStateBeforeStart(state_paths, token_existed);
+  if (!facts.isOk()) return fail(facts.status().toString());
   auto token = loadOrCreateToken(token_file);
   if (!token.isOk()) return fail(token.status().toString());
 
-  auto store = tw::Store::open(state_dir + "/tierwarden.db");
+  auto store = tw::Store::open(state_paths.db);
   if (!store.isOk()) return fail(store.status().toString());
+  tw::BackupWorker backups(state_paths, std::chrono::minutes(backup_interval_min), backup_keep);
+  if (facts->policy_version > 0) {  // a state dir from before applied-once existed
+    tw::Status marked = tw::writeAppliedMarker(state_paths, facts->policy_version);
+    if (!marked.isOk()) return fail(marked.toString());
+  }
+  // After every committed apply (loop thread): the marker first, then a backup off the loop.
+  (*store)->setPolicyCommitListener([&state_paths, &backups](int64_t version) {
+    tw::Status marked = tw::writeAppliedMarker(state_paths, version);
+    if (!marked.isOk()) tw::log::error("cannot record applied policy version {}: {}", version, marked.toString());
+    backups.requestNow();
+  });
+  backups.start();
   // Fence agents are commands: only the controller's own configuration defines them.
   tw::FenceAgents fence_agents;
   {
@@ -173,6 +212,7 @@ int main(int argc, char** argv) {
                 server.port(), agent_address, server.agentPort(), state_dir, token_file);
   server.serve();
   service.stop();
+  backups.stop();
   tw::log::info("stopped");
   return 0;
 }

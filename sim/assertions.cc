@@ -101,10 +101,12 @@ class Parser {
   Status parse(const std::string& raw, Assertion* a) const {
     std::vector<std::string> w = splitWords(raw);
     const std::string& what = w[0];
-    if (what == "max_running_copies" || what == "incidents" || what == "time_ms") {
-      a->kind = what == "incidents" ? Assertion::Kind::kIncidents
-                : what == "time_ms" ? Assertion::Kind::kTime
-                                    : Assertion::Kind::kMaxCopies;
+    if (what == "max_running_copies" || what == "incidents" || what == "time_ms" ||
+        what == "collateral_destroys") {
+      a->kind = what == "incidents"             ? Assertion::Kind::kIncidents
+                : what == "time_ms"             ? Assertion::Kind::kTime
+                : what == "collateral_destroys" ? Assertion::Kind::kCollateral
+                                                : Assertion::Kind::kMaxCopies;
       return opValue(w, 1, true, a);
     }
     if (what == "vms") {
@@ -162,7 +164,8 @@ class Parser {
       return Status::ok();
     }
     return fail("unknown assertion '" + what +
-                "' (expected max_running_copies, incidents, time_ms, vms, vm, host or log)");
+                "' (expected max_running_copies, collateral_destroys, incidents, time_ms, vms, "
+                "vm, host or log)");
   }
 
  private:
@@ -216,6 +219,9 @@ std::vector<std::string> checkAssertions(const std::vector<Assertion>& assertion
         break;
       case Assertion::Kind::kTime:
         number(state.value("time_ms", 0LL));
+        break;
+      case Assertion::Kind::kCollateral:
+        number(state.value("collateral_destroys", 0LL));
         break;
       case Assertion::Kind::kIncidents: {
         long long n = 0;

@@ -3,6 +3,9 @@
 //
 //   # comment
 //   max_running_copies == 1        the simulator's ground truth, over the whole run
+//   collateral_destroys == 0       VMs destroyed by fencing (self-fence, libvirt,
+//                                  fence agent) on a host that was not cut off
+//                                  (sim/simulation.h), over the whole run
 //   incidents >= 1                 incidents the controller reports
 //   time_ms == 60000
 //   vms running == 5               how many VMs the controller has in a state
@@ -33,6 +36,7 @@ namespace tw::sim {
 struct Assertion {
   enum class Kind {
     kMaxCopies,
+    kCollateral,
     kIncidents,
     kTime,
     kVmsInState,

@@ -2,21 +2,14 @@
 
 namespace tw::sim {
 
-Controller* InProcessLink::reachable() const {
-  if (!connected_()) return nullptr;
-  return controller_();
-}
-
 Result<AssignmentSet> InProcessLink::heartbeat(const Heartbeat& hb) {
-  Controller* c = reachable();
-  if (c == nullptr) return unavailable("network unreachable");
-  return c->handleHeartbeat(hb);
+  if (!connected_()) return unavailable("network unreachable");
+  return endpoint_.heartbeat(hb);
 }
 
 Status InProcessLink::sendEvent(const AgentEvent& event) {
-  Controller* c = reachable();
-  if (c == nullptr) return unavailable("network unreachable");
-  return c->handleAgentEvent(event);
+  if (!connected_()) return unavailable("network unreachable");
+  return endpoint_.agentEvent(event);
 }
 
 }  // namespace tw::sim

@@ -82,6 +82,36 @@ class LineParser {
     return Status::ok();
   }
 
+  // A duration > 0 ("4s", "1500ms"), a whole number of steps.
+  Status duration(const std::string& value, const std::string& usage, Millis* out) const {
+    Result<Millis> d = parseScriptTime(value);
+    if (!d) return fail("expected a duration for '" + usage + "': " + d.status().message());
+    if (*d <= 0 || *d % kStepMs != 0) {
+      return fail("expected a duration for '" + usage + "' that is a positive multiple of the " +
+                  std::to_string(kStepMs) + " ms step, got '" + value + "'");
+    }
+    *out = *d;
+    return Status::ok();
+  }
+
+  // A delay per libvirt call: "200ms", "1s", or a bare number of ms ("0" ends it).
+  Status perCall(const std::string& value, const std::string& usage, Millis* out) const {
+    if (std::optional<int> n = parseCount(value)) {
+      *out = *n;
+      return Status::ok();
+    }
+    Result<Millis> d = parseScriptTime(value);
+    if (!d) return fail("expected a time for '" + usage + "': " + d.status().message());
+    *out = *d;
+    return Status::ok();
+  }
+
+  // A link end: a host or the controller.
+  Status node(const std::string& name) const {
+    if (name == kControllerNode) return Status::ok();
+    return host(name);
+  }
+
   // Fills `c` from the command words (the time already taken off).
   Status parse(const std::vector<std::string>& w, Command* c) const {
     const std::string& verb = w[0];
@@ -97,7 +127,9 @@ class LineParser {
       return Status::ok();
     }
     if (verb == "host") {
-      if (w.size() < 3) return fail("expected 'host H power|network|fail-migrations ...'");
+      if (w.size() < 3) {
+        return fail("expected 'host H power|network|fail-migrations|libvirt ...'");
+      }
       c->target = w[1];
       TW_RETURN_IF_ERROR(host(w[1]));
       if (w[2] == "power" || w[2] == "network") {
@@ -113,17 +145,29 @@ class LineParser {
         c->op = Op::kHostFailMigrations;
         return count(w[3], "host H fail-migrations N", &c->count);
       }
+      if (w[2] == "libvirt") {
+        const std::string usage = "host H libvirt slow MS";
+        TW_RETURN_IF_ERROR(words(w, 5, usage));
+        TW_RETURN_IF_ERROR(choice(w[3], {"slow"}, usage));
+        c->op = Op::kHostLibvirtSlow;
+        return perCall(w[4], usage, &c->duration);
+      }
       return fail("unknown host command '" + w[2] +
-                  "' (expected power, network or fail-migrations)");
+                  "' (expected power, network, fail-migrations or libvirt)");
     }
     if (verb == "agent") {
-      TW_RETURN_IF_ERROR(words(w, 3, "agent H stop|start"));
+      const std::string usage = "agent H stop|start|stall DURATION";
+      if (w.size() < 3) return fail("expected '" + usage + "', got '" + joinWords(w, 0) + "'");
       TW_RETURN_IF_ERROR(host(w[1]));
-      TW_RETURN_IF_ERROR(choice(w[2], {"stop", "start"}, "agent H stop|start"));
+      TW_RETURN_IF_ERROR(choice(w[2], {"stop", "start", "stall"}, usage));
       c->op = Op::kAgent;
       c->target = w[1];
       c->arg = w[2];
-      return Status::ok();
+      if (w[2] == "stall") {
+        TW_RETURN_IF_ERROR(words(w, 4, "agent H stall DURATION"));
+        return duration(w[3], "agent H stall DURATION", &c->duration);
+      }
+      return words(w, 3, "agent H " + w[2]);
     }
     if (verb == "vm") {
       if (w.size() < 3) return fail("expected 'vm V crash|health|fail-start ...'");
@@ -150,11 +194,35 @@ class LineParser {
       return fail("unknown vm command '" + w[2] + "' (expected crash, health or fail-start)");
     }
     if (verb == "controller") {
-      const std::string usage = "controller restart|stop|start";
-      TW_RETURN_IF_ERROR(words(w, 2, usage));
-      TW_RETURN_IF_ERROR(choice(w[1], {"restart", "stop", "start"}, usage));
+      const std::string usage = "controller restart|stop|start|stall DURATION|network on|off";
+      if (w.size() < 2) return fail("expected '" + usage + "', got 'controller'");
+      TW_RETURN_IF_ERROR(choice(w[1], {"restart", "stop", "start", "stall", "network"}, usage));
       c->op = Op::kController;
       c->arg = w[1];
+      if (w[1] == "stall") {
+        TW_RETURN_IF_ERROR(words(w, 3, "controller stall DURATION"));
+        return duration(w[2], "controller stall DURATION", &c->duration);
+      }
+      if (w[1] == "network") {
+        TW_RETURN_IF_ERROR(words(w, 3, "controller network on|off"));
+        TW_RETURN_IF_ERROR(choice(w[2], {"on", "off"}, "controller network on|off"));
+        c->op = Op::kControllerNetwork;
+        c->arg = w[2];
+        return Status::ok();
+      }
+      return words(w, 2, "controller " + w[1]);
+    }
+    if (verb == "link") {
+      const std::string usage = "link A B off|on";
+      TW_RETURN_IF_ERROR(words(w, 4, usage));
+      TW_RETURN_IF_ERROR(node(w[1]));
+      TW_RETURN_IF_ERROR(node(w[2]));
+      if (w[1] == w[2]) return fail("'link' needs two different ends, got '" + w[1] + "' twice");
+      TW_RETURN_IF_ERROR(choice(w[3], {"on", "off"}, usage));
+      c->op = Op::kLink;
+      c->target = w[1];
+      c->other = w[2];
+      c->arg = w[3];
       return Status::ok();
     }
     if (verb == "drain" || verb == "undrain") {
@@ -186,8 +254,8 @@ class LineParser {
       return Status::ok();
     }
     return fail("unknown command '" + verb +
-                "' (expected apply, host, agent, vm, controller, drain, undrain, migrate, "
-                "reset, restart or end)");
+                "' (expected apply, host, agent, vm, controller, link, drain, undrain, "
+                "migrate, reset, restart or end)");
   }
 
  private:

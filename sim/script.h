@@ -14,12 +14,40 @@
 //   host H power off|on           power loss / boot (a new agent starts)
 //   host H network off|on         the host's link to the controller and its peers
 //   host H fail-migrations N      the next N migrations from H fail
+//   host H libvirt slow MS        every libvirt call of H's agent takes MS ("200ms",
+//                                 "1s"; a bare number is ms): after each pass of
+//                                 its loop the loop stays blocked for (calls in
+//                                 that pass) x MS; `slow 0` ends it
 //   agent H stop|start            the agent process only; VMs keep running
+//   agent H stall DURATION        the agent's loop (passes, migrations, probes) is
+//                                 blocked, as in a hung libvirt call; its
+//                                 heartbeat thread and peer checks go on; what
+//                                 arrives meanwhile waits for the stall's end
 //   vm V crash                    the domain dies wherever it runs
 //   vm V health fail|fail-always|ok   the VM's service: fails until the VM
 //                                 starts again | fails on every run | answers
 //   vm V fail-start N             the next N starts of V fail, wherever they happen
 //   controller restart|stop|start the controller process (SQLite file kept)
+//   controller stall DURATION     the controller's loop is blocked; its HTTP side
+//                                 answers heartbeats with each host's last
+//                                 published set and queues them (and agents'
+//                                 events, and operator commands) for the loop,
+//                                 which works through them in order at the
+//                                 stall's end, before its next tick
+//   controller network off|on     the controller's machine is cut off from every
+//                                 host: heartbeats, events and pushes fail, its
+//                                 libvirt connections fail, and so do its fence
+//                                 agents (their devices are out of reach too);
+//                                 the hosts still reach each other
+//   link A B off|on               A's packets to B are lost (one way; A, B are
+//                                 hosts or `controller`). Every exchange is a
+//                                 request and its answer, so either direction
+//                                 cut breaks A<->B (peer checks, migrations;
+//                                 with `controller`: heartbeats, events,
+//                                 pushes, its libvirt connection; fence agents
+//                                 reach the host's fence device another way).
+//                                 A cut between two hosts leaves each host's
+//                                 link to the controller alone.
 //   drain H | undrain H | migrate V H | reset V | restart V   operator commands
 //   end                           stop the run here
 //
@@ -40,6 +68,9 @@ namespace tw::sim {
 // Virtual time advances in steps of this many milliseconds.
 inline constexpr Millis kStepMs = 10;
 
+// The name `link` uses for the controller's end.
+inline constexpr const char* kControllerNode = "controller";
+
 // "0s", "1500ms", "1.5s", "2m", "1h" -> milliseconds. The unit is required and
 // the value must come out as whole milliseconds. Errors: kInvalidArgument.
 Result<Millis> parseScriptTime(const std::string& text);
@@ -49,11 +80,14 @@ enum class Op {
   kHostPower,           // arg: "on" | "off"
   kHostNetwork,         // arg: "on" | "off"
   kHostFailMigrations,  // count
-  kAgent,               // arg: "stop" | "start"
+  kHostLibvirtSlow,     // duration: per call (0 = normal again)
+  kAgent,               // arg: "stop" | "start" | "stall" (duration)
   kVmCrash,
   kVmHealth,     // arg: "ok" | "fail" | "fail-always"
   kVmFailStart,  // count
-  kController,   // arg: "restart" | "stop" | "start"
+  kController,   // arg: "restart" | "stop" | "start" | "stall" (duration)
+  kControllerNetwork,  // arg: "on" | "off"
+  kLink,               // target -> other (host names or "controller"), arg: "on" | "off"
   kDrain,
   kUndrain,
   kMigrate,  // target vm, arg host
@@ -67,8 +101,10 @@ struct Command {
   int line = 0;  // 1-based line in the script file
   Op op = Op::kEnd;
   std::string target;              // host or vm name
+  std::string other;               // link: the far end
   std::string arg;                 // on/off, stop/start, health, destination host
   int count = 0;                   // fail-migrations, fail-start
+  Millis duration = 0;             // stall, libvirt slow
   std::vector<std::string> files;  // apply
   std::string text;                // the command as written (words joined by one space)
 };

@@ -34,11 +34,13 @@ void SimHostConnector::fenceByLibvirt(const std::string& host) {
     if (!isActive(d.state)) continue;
     Status st = hv->destroy(d.meta.vm);
     if (!st.isOk()) {
+      if (destroyed > 0) world_.destroyedByFence(host, destroyed);
       results_.push_back({host, "libvirt", false, st.message()});
       return;
     }
     ++destroyed;
   }
+  world_.destroyedByFence(host, destroyed);
   results_.push_back(
       {host, "libvirt", true, "destroyed " + std::to_string(destroyed) + " domains"});
 }
@@ -52,6 +54,10 @@ void SimHostConnector::fenceByAgent(const std::string& host, const std::string& 
   }
   if (agent == "fail") {
     results_.push_back({host, "agent", false, "exited 1", agent});
+    return;
+  }
+  if (!world_.fenceDeviceReachable(host)) {
+    results_.push_back({host, "agent", false, "exited 1: fence device unreachable", agent});
     return;
   }
   world_.powerOffByFence(host);

@@ -2,12 +2,15 @@
 // of each host's libvirt and the fencing methods, answered from the simulated
 // world, synchronously, on the virtual clock.
 //
-//  - libvirtAlive(h): the host is powered on and its network is on.
+//  - libvirtAlive(h): the host is powered on, its network is on, and the
+//    controller reaches it (SimWorld::libvirtAnswers).
 //  - fenceByLibvirt(h): when alive, destroys every managed domain on the
 //    host's FakeHypervisor ("destroyed N domains"); else not confirmed
 //    ("libvirt not answering").
 //  - fenceByAgent(h, agent, ...): the simulator's fence agents
-//    (simFenceAgents()): `fail` confirms nothing ("exited 1"), any other
+//    (simFenceAgents()): `fail` confirms nothing ("exited 1"), nor does any
+//    agent while the controller cannot reach fence devices ("exited 1:
+//    fence device unreachable", `controller network off`); any other
 //    powers the host off ("exited 0").
 // Each outcome is handed out by the next takeResults().
 #pragma once
@@ -37,6 +40,10 @@ class SimWorld {
   virtual FakeHypervisor* hypervisorOf(const std::string& host) = 0;
   // A fence agent powers the host off (and with it its agent).
   virtual void powerOffByFence(const std::string& host) = 0;
+  // Can the controller's fence agents reach the host's fence device now?
+  virtual bool fenceDeviceReachable(const std::string& /*host*/) { return true; }
+  // A libvirt fence destroyed `vms` running domains on the host.
+  virtual void destroyedByFence(const std::string& /*host*/, int /*vms*/) {}
 };
 
 class SimHostConnector final : public HostConnector {

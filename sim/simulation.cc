@@ -70,8 +70,8 @@ Simulation::Simulation(const Scenario& scenario, EventSink sink)
     h.def = def;
     h.hv = std::make_unique<FakeHypervisor>(def.capacity);
     h.agent_hv = std::make_unique<SimHypervisor>(*h.hv, fail_starts_);
-    h.link = std::make_unique<InProcessLink>([this] { return controller_.get(); },
-                                             [this, name] { return hosts_.at(name).network; });
+    h.link = std::make_unique<InProcessLink>(front_,
+                                             [this, name] { return reachesController(name); });
     // FakeHypervisor delivers events from inside the call that caused them:
     // only record them here.
     h.hv->subscribe([this, name](const DomainEvent& e) {
@@ -97,7 +97,30 @@ Simulation::~Simulation() {
 
 bool Simulation::libvirtAnswers(const std::string& host) {
   auto it = hosts_.find(host);
-  return it != hosts_.end() && it->second.powered && it->second.network;
+  return it != hosts_.end() && it->second.powered && reachesController(host);
+}
+
+bool Simulation::reachesController(const std::string& host) const {
+  auto it = hosts_.find(host);
+  return it != hosts_.end() && it->second.network && controller_network_ &&
+         linkUp(host, kControllerNode) && linkUp(kControllerNode, host);
+}
+
+bool Simulation::fenceDeviceReachable(const std::string& /*host*/) { return controller_network_; }
+
+void Simulation::destroyedByFence(const std::string& host, int vms) {
+  auto it = hosts_.find(host);
+  if (it == hosts_.end() || vms <= 0 || it->second.cut_off) return;
+  collateral("fencing host " + host + " through libvirt destroyed " + std::to_string(vms) +
+                 " running VMs, but " + host + " is not cut off (it reaches " +
+                 std::to_string(it->second.reached) + " of its " +
+                 std::to_string(hosts_.size() - 1) + " peers)",
+             vms);
+}
+
+void Simulation::collateral(const std::string& message, int vms) {
+  collateral_ += vms;
+  log("error", "collateral: " + message);
 }
 
 FakeHypervisor* Simulation::hypervisorOf(const std::string& host) {
@@ -109,6 +132,14 @@ void Simulation::powerOffByFence(const std::string& host) {
   auto it = hosts_.find(host);
   if (it == hosts_.end() || !it->second.powered) return;
   log("info", "host " + host + " powered off by its fence agent");
+  const int running = it->second.hv->runningCount();
+  if (running > 0 && !it->second.cut_off) {
+    collateral("fence agent of host " + host + " powered it off with " +
+                   std::to_string(running) + " running VMs, but " + host +
+                   " is not cut off (it reaches " + std::to_string(it->second.reached) +
+                   " of its " + std::to_string(hosts_.size() - 1) + " peers)",
+               running);
+  }
   powerOff(it->second);
 }
 
@@ -123,7 +154,8 @@ void Simulation::rewirePeers() {
   for (auto& [a_name, a] : hosts_) {
     for (auto& [b_name, b] : hosts_) {
       if (a_name == b_name) continue;
-      a.hv->connectPeer(simUri(b_name), a.network && b.network ? b.hv.get() : nullptr);
+      const bool up = a.network && b.network && linkUp(a_name, b_name) && linkUp(b_name, a_name);
+      a.hv->connectPeer(simUri(b_name), up ? b.hv.get() : nullptr);
     }
   }
 }
@@ -138,7 +170,9 @@ Status Simulation::startController() {
     ++events_;
     sink_(SimEvent{e.t_ms, e.level, "controller", e.message});
   });
+  front_.setController(controller_.get());
   controller_->setAssignmentListener([this](const std::string& host, int64_t /*version*/) {
+    front_.published(host);
     auto it = hosts_.find(host);
     if (it != hosts_.end()) it->second.push = true;
   });
@@ -151,6 +185,7 @@ Status Simulation::startController() {
 }
 
 void Simulation::stopController() {
+  front_.setController(nullptr);
   controller_.reset();
   connector_.reset();
   store_.reset();
@@ -213,12 +248,19 @@ bool Simulation::linkUp(const std::string& from, const std::string& to) const {
 }
 
 void Simulation::updateReach(Millis now) {
-  for (const auto& [a_name, a] : hosts_) {
-    if (!a.agent || !a.powered || !a.network) continue;
-    for (const auto& [b_name, b] : hosts_) {
-      if (a_name == b_name || !b.agent || !b.powered || !b.network) continue;
-      if (linkUp(a_name, b_name) && linkUp(b_name, a_name)) last_reach_[{a_name, b_name}] = now;
+  const size_t peers = hosts_.empty() ? 0 : hosts_.size() - 1;
+  for (auto& [a_name, a] : hosts_) {
+    a.reached = 0;
+    if (a.agent && a.powered && a.network) {
+      for (const auto& [b_name, b] : hosts_) {
+        if (a_name == b_name || !b.agent || !b.powered || !b.network) continue;
+        if (linkUp(a_name, b_name) && linkUp(b_name, a_name)) {
+          last_reach_[{a_name, b_name}] = now;
+          ++a.reached;
+        }
+      }
     }
+    a.cut_off = !a.powered || !a.network || isolated(peers, static_cast<size_t>(a.reached));
   }
 }
 
@@ -243,7 +285,13 @@ void Simulation::startAgent(Host& h) {
       std::make_unique<Agent>(options, *h.agent_hv, *h.link, clock_, h.prober.get(), h.ports.get());
   h.peers = std::make_unique<SimPeerView>(*this, name);
   h.agent->setPeerView(h.peers.get());
+  // Heartbeats on "a thread of their own", as in the daemon: beat().
+  h.agent->setExternalHeartbeats(true);
+  h.agent->setWakeCallback([host] { host->wake = true; });
+  h.lease_seen = LeaseState::kNone;
+  h.stalled_until = h.stall_cmd_until = 0;
   Status started = h.agent->start();
+  (void)h.agent_hv->takeCalls();
   if (!started.isOk()) {
     log("warn", "agent " + options.agent_id + " cannot start: " + started.toString() +
                     "; trying again in 1s");
@@ -256,6 +304,7 @@ void Simulation::startAgent(Host& h) {
 }
 
 void Simulation::stopAgent(Host& h) {
+  h.stalled_until = h.stall_cmd_until = 0;  // the stall was the process's
   h.agent.reset();
   h.peers.reset();
   h.prober.reset();
@@ -319,25 +368,66 @@ Status Simulation::run() {
 }
 
 void Simulation::step(Millis t) {
+  ++steps_;
+  endStalls(t);
   for (auto& [name, h] : hosts_) ensureAgent(h);
   updateReach(t);
-  for (auto& [name, h] : hosts_) stepHost(h);
-  if (controller_ && t % kControllerTickMs == 0) controller_->runOnce();
+  for (auto& [name, h] : hosts_) {
+    stepHost(h);
+    beat(h);
+  }
+  if (controller_ && !front_.stalled() && t % kControllerTickMs == 0) controller_->runOnce();
   for (int round = 0; round < kSettleRounds; ++round) {
     bool any = false;
     for (auto& [name, h] : hosts_) {
-      if (hasWork(h)) any |= stepHost(h);
+      if (hasWork(h) && stepHost(h)) {
+        any = true;
+        beat(h);
+      }
     }
     if (!any) break;
   }
   countCopies();
 }
 
+void Simulation::endStalls(Millis t) {
+  if (front_.stalled() && t >= front_.stalledUntil()) {
+    const size_t n = front_.endStall();
+    log("info", "controller: its loop runs again; " + std::to_string(n) +
+                    " queued heartbeats, events and commands handled");
+  }
+  for (auto& [name, h] : hosts_) {
+    if (h.stall_cmd_until > 0 && t >= h.stall_cmd_until) {
+      h.stall_cmd_until = 0;
+      log("info", "agent " + name + ": its loop runs again");
+    }
+  }
+}
+
+void Simulation::beat(Host& h) {
+  if (!h.agent) return;
+  h.agent->heartbeatTick();
+  observeLease(h);
+}
+
+void Simulation::observeLease(Host& h) {
+  const LeaseState state = h.agent->leaseState();
+  if (state == h.lease_seen) return;
+  if (state == LeaseState::kExpired) {
+    h.fence_cut_off = h.cut_off;
+    h.fence_without_peers = h.lease_seen == LeaseState::kNone;
+    h.fence_reached = h.reached;
+  }
+  h.lease_seen = state;
+}
+
 bool Simulation::hasWork(const Host& h) const {
   if (!h.agent) return false;
   const Millis now = clock_.nowMs();
-  return !h.events.empty() || (h.push && h.network && controller_) || h.wake ||
-         h.agent->nextWakeMs() <= now || h.prober->nextDueMs() <= now;
+  if (now < h.stalled_until) return false;
+  return !h.events.empty() ||
+         (h.push && front_.controller() != nullptr && reachesController(h.def.spec.name)) ||
+         h.wake || h.agent->nextWakeMs() <= now || h.prober->nextDueMs() <= now;
 }
 
 bool Simulation::stepHost(Host& h) {
@@ -346,6 +436,7 @@ bool Simulation::stepHost(Host& h) {
     return false;
   }
   const Millis now = clock_.nowMs();
+  if (now < h.stalled_until) return false;  // blocked: events and pushes wait
   bool handed = false;
   if (!h.events.empty()) {
     std::vector<DomainEvent> events;
@@ -353,7 +444,7 @@ bool Simulation::stepHost(Host& h) {
     for (const DomainEvent& e : events) h.agent->onDomainEvent(e);
     handed = true;
   }
-  if (h.push && h.network && controller_) {
+  if (h.push && controller_ && reachesController(h.def.spec.name)) {
     h.push = false;
     AssignmentSet set = controller_->assignmentsFor(h.def.spec.name);
     if (set.version > 0) {
@@ -364,8 +455,41 @@ bool Simulation::stepHost(Host& h) {
   if (h.prober->nextDueMs() <= now) h.prober->runDue();
   if (!handed && !h.wake && h.agent->nextWakeMs() > now) return false;
   h.wake = false;
+  // A self-fence destroys in this pass only when the lease is not valid now.
+  std::vector<std::string> before;
+  const bool may_fence = h.agent->leaseState() != LeaseState::kValid || h.agent->leaseUntilMs() <= now;
+  if (may_fence) {
+    Result<std::vector<DomainStatus>> listed = h.hv->listManaged();
+    if (listed) {
+      for (const DomainStatus& d : *listed) {
+        if (isActive(d.state)) before.push_back(d.meta.vm);
+      }
+    }
+  }
+  (void)h.agent_hv->takeCalls();
   h.agent->runOnce();
+  const int64_t calls = h.agent_hv->takeCalls();
+  observeLease(h);
+  if (may_fence && h.agent->leaseState() == LeaseState::kExpired && !h.fence_cut_off) {
+    std::vector<std::string> destroyed;
+    for (const auto& vm : before) {
+      if (!h.hv->isRunning(vm)) destroyed.push_back(vm);
+    }
+    if (!destroyed.empty()) {
+      collateral("host " + h.def.spec.name + "'s self-fence destroyed " + joined(destroyed) +
+                     ", but " + h.def.spec.name +
+                     " was not cut off when its agent judged itself isolated (it reached " +
+                     std::to_string(h.fence_reached) + " of its " +
+                     std::to_string(hosts_.size() - 1) + " peers" +
+                     (h.fence_without_peers ? "; its agent had no peer list yet" : "") + ")",
+                 static_cast<int>(destroyed.size()));
+    }
+  }
+  // Migrations run on a worker thread with its own connection in the daemon:
+  // they do not block the loop.
   h.agent->runMigrations();
+  (void)h.agent_hv->takeCalls();
+  if (h.libvirt_slow_ms > 0 && calls > 0) h.stalled_until = now + calls * h.libvirt_slow_ms;
   h.touched = true;
   return true;
 }
@@ -405,6 +529,7 @@ void Simulation::countCopies() {
     const int n = copies_[vm];
     if (n > max_copies_) max_copies_ = n;
     if (n >= 2) {
+      ++double_copies_;
       log("error", "vm '" + vm + "' runs on " + std::to_string(n) +
                        " hosts at once: " + joined(hostsRunning(vm)));
     }
@@ -436,7 +561,8 @@ void Simulation::logResult(const Command& c, const Status& s) {
 void Simulation::execute(const Command& c) {
   auto host = hosts_.find(c.target);
   const bool is_host_command = c.op == Op::kHostPower || c.op == Op::kHostNetwork ||
-                               c.op == Op::kHostFailMigrations || c.op == Op::kAgent;
+                               c.op == Op::kHostFailMigrations || c.op == Op::kAgent ||
+                               c.op == Op::kHostLibvirtSlow;
   if (is_host_command && host == hosts_.end()) {
     log("warn", c.text + ": no such host");  // parseScript checks names: not reached
     return;
@@ -447,18 +573,9 @@ void Simulation::execute(const Command& c) {
         log("warn", c.text + ": the controller is down");
         return;
       }
-      std::vector<PolicyFile> files;
-      if (!hosts_applied_) files.push_back(scenario_.hosts_policy);
-      for (const auto& path : c.files) files.push_back(scenario_.files.at(path));
-      Result<ApplyResult> r = controller_->applyPolicy(files, /*dry_run=*/false);
-      if (!r) {
-        log("warn", c.text + ": refused: " + r.status().toString());
-        return;
+      if (!front_.run([this, &c](Controller& ctl) { applyNow(c, ctl); })) {
+        log("info", c.text + ": queued (the controller's loop is stalled)");
       }
-      hosts_applied_ = true;
-      log("info", c.text + ": " + (r->applied ? "applied" : "unchanged") + ", policy version " +
-                      std::to_string(r->version));
-      for (const auto& w : r->warnings) log("warn", c.text + ": " + w);
       return;
     }
     case Op::kHostPower: {
@@ -494,8 +611,46 @@ void Simulation::execute(const Command& c) {
       log("info", c.text);
       host->second.hv->failMigrations(c.count);
       return;
+    case Op::kHostLibvirtSlow:
+      log("info", c.text);
+      host->second.libvirt_slow_ms = c.duration;
+      return;
+    case Op::kLink: {
+      const std::pair<std::string, std::string> link{c.target, c.other};
+      if ((c.arg == "on") == (cut_links_.count(link) == 0)) {
+        log("info", c.text + ": already " + c.arg);
+        return;
+      }
+      log("info", c.text);
+      if (c.arg == "off") {
+        cut_links_.insert(link);
+      } else {
+        cut_links_.erase(link);
+      }
+      rewirePeers();
+      return;
+    }
+    case Op::kControllerNetwork:
+      if ((c.arg == "on") == controller_network_) {
+        log("info", c.text + ": already " + c.arg);
+        return;
+      }
+      log("info", c.text);
+      controller_network_ = c.arg == "on";
+      return;
     case Op::kAgent: {
       Host& h = host->second;
+      if (c.arg == "stall") {
+        if (!h.agent) {
+          log("info", c.text + ": not running: no effect");
+          return;
+        }
+        log("info", c.text);
+        const Millis until = clock_.nowMs() + c.duration;
+        h.stalled_until = std::max(h.stalled_until, until);
+        h.stall_cmd_until = std::max(h.stall_cmd_until, until);
+        return;
+      }
       if (c.arg == "stop") {
         h.agent_enabled = false;
         if (!h.agent) {
@@ -558,6 +713,15 @@ void Simulation::execute(const Command& c) {
       fail_starts_[c.target] = c.count;
       return;
     case Op::kController:
+      if (c.arg == "stall") {
+        if (!controller_) {
+          log("info", c.text + ": the controller is down: no effect");
+          return;
+        }
+        log("info", c.text);
+        front_.stall(clock_.nowMs() + c.duration);
+        return;
+      }
       if (c.arg == "stop" || c.arg == "restart") {
         if (!controller_ && c.arg == "stop") {
           log("info", c.text + ": already down");
@@ -583,18 +747,39 @@ void Simulation::execute(const Command& c) {
         logResult(c, unavailable("the controller is down"));
         return;
       }
-      Status s;
-      if (c.op == Op::kDrain) s = controller_->drainHost(c.target);
-      if (c.op == Op::kUndrain) s = controller_->undrainHost(c.target);
-      if (c.op == Op::kMigrate) s = controller_->migrateVm(c.target, c.arg);
-      if (c.op == Op::kReset) s = controller_->resetVm(c.target);
-      if (c.op == Op::kRestart) s = controller_->restartVm(c.target);
-      logResult(c, s);
+      if (!front_.run([this, &c](Controller& ctl) { operatorNow(c, ctl); })) {
+        log("info", c.text + ": queued (the controller's loop is stalled)");
+      }
       return;
     }
     case Op::kEnd:
       return;
   }
+}
+
+void Simulation::applyNow(const Command& c, Controller& controller) {
+  std::vector<PolicyFile> files;
+  if (!hosts_applied_) files.push_back(scenario_.hosts_policy);
+  for (const auto& path : c.files) files.push_back(scenario_.files.at(path));
+  Result<ApplyResult> r = controller.applyPolicy(files, /*dry_run=*/false);
+  if (!r) {
+    log("warn", c.text + ": refused: " + r.status().toString());
+    return;
+  }
+  hosts_applied_ = true;
+  log("info", c.text + ": " + (r->applied ? "applied" : "unchanged") + ", policy version " +
+                  std::to_string(r->version));
+  for (const auto& w : r->warnings) log("warn", c.text + ": " + w);
+}
+
+void Simulation::operatorNow(const Command& c, Controller& controller) {
+  Status s;
+  if (c.op == Op::kDrain) s = controller.drainHost(c.target);
+  if (c.op == Op::kUndrain) s = controller.undrainHost(c.target);
+  if (c.op == Op::kMigrate) s = controller.migrateVm(c.target, c.arg);
+  if (c.op == Op::kReset) s = controller.resetVm(c.target);
+  if (c.op == Op::kRestart) s = controller.restartVm(c.target);
+  logResult(c, s);
 }
 
 // ---------------------------------------------------------------- state ---
@@ -639,6 +824,7 @@ Json Simulation::stateJson() {
               {"hosts", hosts},
               {"vms", vms},
               {"max_running_copies", max_copies_},
+              {"collateral_destroys", collateral_},
               {"incidents", c ? mapIncidents(c->incidentsJson()) : Json::array()},
               {"events", events_}};
 }

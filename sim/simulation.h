@@ -5,21 +5,49 @@
 // Each simulated host has a FakeHypervisor (connected to every other host as a
 // migration peer, uri sim://<host>), an agent process (Agent + its PortMap and
 // a ScheduledHealthProber whose probes answer from the scenario's `vm V
-// health` state), and an InProcessLink to the controller. The controller gets
-// a SimHostConnector for libvirt liveness and fencing.
+// health` state), and an InProcessLink to the controller's side (a
+// ControllerFront: the daemon's HTTP side, which answers heartbeats while the
+// controller's loop is stalled). The controller gets a SimHostConnector for
+// libvirt liveness and fencing. Agents run with external heartbeats, as the
+// daemon does: Agent::heartbeatTick() (the heartbeat thread) sends heartbeats,
+// renews and judges the lease; runOnce() (the loop) only publishes.
 //
 // One step of virtual time (kStepMs = 10 ms):
 //   1. the script's commands due now, in file order;
-//   2. every host, in name order: pushed assignments and queued domain events
-//      are delivered, due health probes run, and the agent runs when it was
-//      handed something or its nextWakeMs() has come (as the daemon's loop
-//      does), followed by the migrations it asked for;
-//   3. every 100 ms of virtual time: controller.runOnce() (the daemon's tick);
-//   4. what steps 2-3 caused (pushes, events, verdicts) is delivered in the
-//      same instant, host by host, for at most kSettleRounds rounds;
-//   5. the ground truth: which host runs which VM (FakeHypervisor), and the
+//   2. stalls that are over end: the controller works through what its HTTP
+//      side queued meanwhile (heartbeats, events, operator commands), in order;
+//   3. peer checks (updateReach) and the ground truth of who is cut off;
+//   4. every host, in name order: unless its loop is blocked (`agent H
+//      stall`, `host H libvirt slow`), pushed assignments and queued domain
+//      events are delivered, due health probes run, and the agent runs when
+//      it was handed something or its nextWakeMs() has come (as the daemon's
+//      loop does), followed by the migrations it asked for; then — blocked
+//      loop or not — its heartbeat thread ticks (heartbeatTick());
+//   5. every 100 ms of virtual time, unless its loop is stalled:
+//      controller.runOnce() (the daemon's tick);
+//   6. what steps 4-5 caused (pushes, events, answers) is delivered in the
+//      same instant, host by host, for at most kSettleRounds rounds (a host
+//      whose loop ran gets a heartbeat tick after it: the heartbeat thread
+//      sends a changed report at once);
+//   7. the ground truth: which host runs which VM (FakeHypervisor), and the
 //      most copies of one VM that ran at once.
 // The run stops after the step of the script's `end`.
+//
+// Collateral destroys (invariant 5). A host is *cut off* at a step when it is
+// powered off, its network is off, or it is isolated by the quorum rule
+// (agent/peer_view.h isolated(peers, reached)) on the ground truth: it
+// reaches a peer when both are powered, both networks are on, both agents run
+// (peer checks are the agents') and the links between them are up both ways.
+// A VM destroyed by a self-fence is collateral when its host was not cut off
+// at the step its agent judged itself isolated (its lease state became
+// expired); a VM destroyed by the controller's fencing (libvirt destroy, a
+// fence agent's power-off) is collateral when its host is not cut off at that
+// step. Each is logged (`sim error collateral: ...`) and counted
+// (collateral_destroys). An agent's own view of its peers lags the truth by
+// at most the peer timeout and never counts a peer the truth does not reach,
+// so an agent that judges itself isolated is cut off by this definition;
+// what this catches is judgement without the rule (an agent with no peer list
+// yet) and fencing by the controller of a host its peers still reach.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +62,7 @@
 #include "agent/health_prober.h"
 #include "agent/port_map.h"
 #include "controller/controller.h"
+#include "sim/controller_front.h"
 #include "sim/in_process_link.h"
 #include "sim/scenario.h"
 #include "sim/sim_host_connector.h"
@@ -82,6 +111,11 @@ class Simulation final : private SimWorld {
   // answered); -1 = never.
   Millis lastReach(const std::string& from, const std::string& to) const;
   int maxRunningCopies() const { return max_copies_; }
+  // Times a VM came to run on a second (third...) host at once.
+  int64_t doubleCopies() const { return double_copies_; }
+  // VMs destroyed by fencing on a host that was not cut off (see above).
+  int64_t collateralDestroys() const { return collateral_; }
+  int64_t steps() const { return steps_; }
   int64_t eventCount() const { return events_; }
 
  private:
@@ -94,6 +128,18 @@ class Simulation final : private SimWorld {
     bool powered = true;
     bool network = true;
     bool agent_enabled = true;  // cleared by `agent H stop`
+    Millis stalled_until = 0;    // its agent's loop is blocked until then
+    Millis stall_cmd_until = 0;  // ... by `agent H stall` (logged when over)
+    Millis libvirt_slow_ms = 0;  // `host H libvirt slow`: per call
+    // Ground truth at this step's start (updateReach): peers reached, cut off.
+    int reached = 0;
+    bool cut_off = false;
+    // Its agent's lease state as last looked at, and what held when it last
+    // became expired (the agent judged itself isolated).
+    LeaseState lease_seen = LeaseState::kNone;
+    bool fence_cut_off = true;
+    bool fence_without_peers = false;  // from kNone: no peer list yet
+    int fence_reached = 0;
     int generation = 0;         // agent processes started so far
     Millis agent_retry_ms = 0;  // when a failed agent start is tried again
     std::unique_ptr<PortMap> ports;
@@ -118,6 +164,8 @@ class Simulation final : private SimWorld {
   bool libvirtAnswers(const std::string& host) override;
   FakeHypervisor* hypervisorOf(const std::string& host) override;
   void powerOffByFence(const std::string& host) override;
+  bool fenceDeviceReachable(const std::string& host) override;
+  void destroyedByFence(const std::string& host, int vms) override;
 
   Status startController();
   void stopController();
@@ -128,13 +176,27 @@ class Simulation final : private SimWorld {
   void powerOff(Host& h);
 
   void execute(const Command& c);
+  // `apply` and the operator commands, on the controller (now or, while its
+  // loop is stalled, when the stall ends).
+  void applyNow(const Command& c, Controller& controller);
+  void operatorNow(const Command& c, Controller& controller);
   void step(Millis t);
-  // Delivers what waits for h's agent and runs it when due. Returns whether it ran.
+  void endStalls(Millis t);
+  // Delivers what waits for h's agent and runs it when due (not while its
+  // loop is blocked). Returns whether it ran.
   bool stepHost(Host& h);
+  // h's heartbeat thread: heartbeatTick(), then a look at the lease.
+  void beat(Host& h);
+  // Notes a change of h's lease state (a self-fence judged: cut off or not).
+  void observeLease(Host& h);
   bool hasWork(const Host& h) const;
+  // h's agent reaches the controller now (networks, links).
+  bool reachesController(const std::string& host) const;
+  void collateral(const std::string& message, int vms);
   void countCopies();
   // Peer checks: every pair of hosts whose agents run and whose links work
   // both ways reach each other now (a check is a request and its answer).
+  // Also the ground truth: reached and cut_off of every host.
   void updateReach(Millis now);
   bool linkUp(const std::string& from, const std::string& to) const;
   Status probe(const std::string& host, const std::string& vm);
@@ -157,12 +219,18 @@ class Simulation final : private SimWorld {
   std::unique_ptr<Store> store_;
   std::unique_ptr<SimHostConnector> connector_;
   std::unique_ptr<Controller> controller_;
+  ControllerFront front_;         // the controller's HTTP side
+  bool controller_network_ = true;  // `controller network off` clears it
   bool hosts_applied_ = false;  // sim-hosts.yaml is in the policy in force
 
   std::map<std::pair<std::string, std::string>, Millis> last_reach_;  // (from, to) -> time
-  std::set<std::pair<std::string, std::string>> cut_links_;           // (from, to) cut
+  // (from, to) cut; ends are host names or kControllerNode
+  std::set<std::pair<std::string, std::string>> cut_links_;
   std::map<std::string, int> copies_;  // vm -> hosts running it now
   int max_copies_ = 0;
+  int64_t double_copies_ = 0;
+  int64_t collateral_ = 0;
+  int64_t steps_ = 0;
   int64_t events_ = 0;
   bool built_ = false;
 };

@@ -110,6 +110,10 @@ export function hostCard(host, ctx) {
     h('span', { class: 'spacer' }),
     hostButton),
   h('p', { class: 'small muted host-since' }, [since, host.reason].filter(Boolean).join(' · ') || '\u00a0'),
+  host.self_fence_reason
+    ? h('p', { class: 'small reason self-fence' },
+      `self-fenced ${host.self_fenced_ms ? clock(host.self_fenced_ms) : ''}: ${host.self_fence_reason}`)
+    : null,
   capacityBar('CPUs', host.used.cpus, host.capacity.cpus, (n) => String(n)),
   capacityBar('Memory', host.used.memory_mib, host.capacity.memory_mib, mib),
   vms.length

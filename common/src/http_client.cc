@@ -292,7 +292,7 @@ Result<Json> ApiClient::send(const char* method, const std::string& path, const 
   }
   if (!answer) {
     return unavailable(
-        "cannot reach controller at " + options_.base_url + ": " +
+        "controller unreachable: cannot reach it at " + options_.base_url + ": " +
         transportError(answer.error(), impl_->host, options_.connect_timeout_ms, read_timeout_ms));
   }
   const int http_status = answer->status;

@@ -5,9 +5,16 @@
 // runs in a Transaction that rolls back unless committed; every SQLite error
 // becomes a tw::Status here, with SQLite's own message and what we were doing.
 // The schema is the kMigrations list below, numbered by PRAGMA user_version.
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -398,7 +405,16 @@ class SqliteStore final : public Store {
       ~Guard() { flag = false; }
     } guard{in_transaction_};
     in_transaction_ = true;
-    return atomically(db(), body);
+    committed_policy_ = 0;
+    Status status = atomically(db(), body);
+    int64_t policy = committed_policy_;
+    committed_policy_ = 0;
+    if (status.isOk() && policy > 0 && policy_listener_) policy_listener_(policy);
+    return status;
+  }
+
+  void setPolicyCommitListener(PolicyCommitListener listener) override {
+    policy_listener_ = std::move(listener);
   }
 
   Result<int64_t> insertPolicy(const PolicyRecord& record) override {
@@ -410,7 +426,13 @@ class SqliteStore final : public Store {
         exec(db(), "INSERT INTO policies (applied_ms, digest, files_json) VALUES (?, ?, ?)",
              record.applied_ms, record.digest, *files_json);
     if (!status.isOk()) return status.withContext("storing policy");
-    return static_cast<int64_t>(sqlite3_last_insert_rowid(db()));
+    auto version = static_cast<int64_t>(sqlite3_last_insert_rowid(db()));
+    if (in_transaction_) {
+      committed_policy_ = version;  // told after COMMIT (see transaction())
+    } else if (policy_listener_) {
+      policy_listener_(version);
+    }
+    return version;
   }
 
   Result<std::optional<PolicyRecord>> latestPolicy() override {
@@ -695,7 +717,156 @@ class SqliteStore final : public Store {
   DbPtr db_;
   int schema_version_;
   bool in_transaction_ = false;
+  int64_t committed_policy_ = 0;  // inserted in the running transaction
+  PolicyCommitListener policy_listener_;
 };
+
+// ------------------------------------------------------- the WAL on disk ---
+//
+// SQLite reads a WAL up to the last commit frame of the longest prefix of
+// frames whose salts match the header and whose cumulative checksums hold,
+// and ignores the rest without a word. That is right after a crash (an
+// unfinished transaction), and wrong after damage: a WAL cut short or
+// overwritten in its middle loses committed transactions silently. This walks
+// the WAL the way SQLite does (https://www.sqlite.org/fileformat2.html#walformat)
+// and tells the two apart.
+
+constexpr uint32_t kWalMagicLe = 0x377f0682;  // checksums over little-endian words
+constexpr uint32_t kWalMagicBe = 0x377f0683;
+constexpr int64_t kWalHeaderBytes = 32;
+constexpr int64_t kWalFrameHeaderBytes = 24;
+
+uint32_t be32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+uint32_t le32(const unsigned char* p) {
+  return (uint32_t{p[3]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[1]} << 8) | uint32_t{p[0]};
+}
+
+// SQLite's WAL checksum over `bytes` (a multiple of 8), continuing from s.
+void walChecksum(bool big_endian, const unsigned char* data, size_t bytes, uint32_t s[2]) {
+  for (size_t i = 0; i + 8 <= bytes; i += 8) {
+    uint32_t a = big_endian ? be32(data + i) : le32(data + i);
+    uint32_t b = big_endian ? be32(data + i + 4) : le32(data + i + 4);
+    s[0] += a + s[1];
+    s[1] += b + s[0];
+  }
+}
+
+Status damaged(const std::string& path, const std::string& what) {
+  return failedPrecondition("database " + inQuotes(path) + " is damaged: " + what);
+}
+
+// ok when the WAL next to `db_path` is absent, empty, or would be read
+// without losing a committed frame.
+Status checkWal(const std::string& db_path) {
+  const std::string wal_path = db_path + "-wal";
+  std::ifstream in(wal_path, std::ios::binary);
+  if (!in) return Status::ok();  // no WAL: nothing to lose there
+  std::string wal((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return unavailable("reading " + inQuotes(wal_path) + ": I/O error");
+  if (wal.empty()) return Status::ok();
+  const auto* bytes = reinterpret_cast<const unsigned char*>(wal.data());
+  const auto size = static_cast<int64_t>(wal.size());
+  if (size < kWalHeaderBytes) {
+    return damaged(db_path, "its WAL " + inQuotes(wal_path) + " is cut off inside its header (" +
+                                std::to_string(size) + " bytes)");
+  }
+  const uint32_t magic = be32(bytes);
+  const uint32_t page_size = be32(bytes + 8);
+  uint32_t s[2] = {0, 0};
+  const bool big_endian = magic == kWalMagicBe;
+  walChecksum(big_endian, bytes, 24, s);
+  const bool header_ok = (magic == kWalMagicLe || magic == kWalMagicBe) && page_size >= 512 &&
+                         page_size <= 65536 && (page_size & (page_size - 1)) == 0 &&
+                         s[0] == be32(bytes + 24) && s[1] == be32(bytes + 28);
+  const int64_t frame_bytes = kWalFrameHeaderBytes + (header_ok ? page_size : 0);
+  if (!header_ok) {
+    // SQLite would ignore the whole WAL. Only harmless when it holds no frame.
+    if (size == kWalHeaderBytes) return Status::ok();
+    return damaged(db_path, "the header of its WAL " + inQuotes(wal_path) +
+                                " is damaged, so SQLite would ignore the " +
+                                std::to_string(size) + " bytes of transactions in it");
+  }
+  const uint32_t salt1 = be32(bytes + 16);
+  const uint32_t salt2 = be32(bytes + 20);
+  const int64_t frames = (size - kWalHeaderBytes) / frame_bytes;
+  const bool partial_tail = (size - kWalHeaderBytes) % frame_bytes != 0;
+
+  // The valid prefix, as SQLite reads it.
+  int64_t valid = 0;
+  for (; valid < frames; ++valid) {
+    const unsigned char* f = bytes + kWalHeaderBytes + valid * frame_bytes;
+    if (be32(f + 8) != salt1 || be32(f + 12) != salt2 || be32(f) == 0) break;
+    uint32_t next[2] = {s[0], s[1]};
+    walChecksum(big_endian, f, 8, next);
+    walChecksum(big_endian, f + kWalFrameHeaderBytes, page_size, next);
+    if (next[0] != be32(f + 16) || next[1] != be32(f + 20)) break;
+    s[0] = next[0];
+    s[1] = next[1];
+  }
+  // After it: frames of the current WAL generation (its salts) that carry a
+  // commit mark are committed transactions SQLite would drop. The first
+  // broken frame may be the last, unfinished write of a killed process: it is
+  // only damage when more of the current generation follows it.
+  int64_t later_commits = 0;
+  for (int64_t i = valid + 1; i < frames; ++i) {
+    const unsigned char* f = bytes + kWalHeaderBytes + i * frame_bytes;
+    if (be32(f + 8) == salt1 && be32(f + 12) == salt2 && be32(f + 4) != 0) ++later_commits;
+  }
+  const std::string where = "its WAL " + inQuotes(wal_path) + " ";
+  if (later_commits > 0) {
+    return damaged(db_path, where + "is broken at frame " + std::to_string(valid + 1) + " of " +
+                                std::to_string(frames) + " and SQLite would silently drop " +
+                                std::to_string(later_commits) + " committed transactions after it");
+  }
+  if (partial_tail && valid == frames) {
+    // Every whole frame is fine but the file ends inside a frame: SQLite writes
+    // whole frames, so the file was cut (or a write of a killed process was
+    // torn). Without the rest we cannot know what was lost: refuse.
+    return damaged(db_path, where + "ends inside a frame (" + std::to_string(size) +
+                                " bytes is not a whole number of " +
+                                std::to_string(frame_bytes) + "-byte frames): it was cut short");
+  }
+  return Status::ok();
+}
+
+Result<std::string> firstQuickCheckProblem(sqlite3* db) {
+  Result<Statement> stmt = query(db, "PRAGMA quick_check");
+  if (!stmt.isOk()) return stmt.status();
+  Result<bool> row = stmt->step();
+  if (!row.isOk()) return row.status();
+  if (!*row) return std::string("quick_check returned nothing");
+  std::string first = stmt->textAt(0);
+  return first == "ok" ? std::string() : first;
+}
+
+// "quick_check: ..." when the database is damaged, "" when it is fine.
+// SQLITE_CORRUPT / SQLITE_NOTADB on the way are damage too.
+Result<std::string> quickCheck(sqlite3* db) {
+  Result<std::string> problem = firstQuickCheckProblem(db);
+  if (problem.isOk()) return problem->empty() ? std::string() : "quick_check: " + *problem;
+  const std::string message = problem.status().message();
+  int rc = sqlite3_errcode(db) & 0xff;
+  if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) return "quick_check: " + message;
+  return problem.status();
+}
+
+Status fsyncPath(const std::string& path, bool directory) {
+  int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return unavailable("opening " + inQuotes(path) + ": " + std::strerror(errno));
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return unavailable("fsync of " + inQuotes(path) + ": " + std::strerror(err));
+  return Status::ok();
+}
+
+std::string dirOf(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
 
 }  // namespace
 
@@ -732,6 +903,119 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path) {
   version = readUserVersion(raw);
   if (!version.isOk()) return version.status().withContext(context);
   return std::unique_ptr<Store>(std::make_unique<SqliteStore>(std::move(*db), *version));
+}
+
+Result<DatabaseFacts> inspectDatabase(const std::string& path) {
+  DatabaseFacts facts;
+  if (path.empty() || path == ":memory:") return invalidArgument("inspectDatabase needs a file");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return unavailable("stat of " + inQuotes(path) + ": " + std::strerror(errno));
+    struct stat wal_st {};
+    if (::stat((path + "-wal").c_str(), &wal_st) == 0 && wal_st.st_size > 0) {
+      return damaged(path, "the file is missing but its WAL '" + path + "-wal' exists");
+    }
+    return facts;  // exists = false
+  }
+  facts.exists = true;
+  facts.file_bytes = static_cast<int64_t>(st.st_size);
+  struct stat wal_st {};
+  if (facts.file_bytes == 0 && ::stat((path + "-wal").c_str(), &wal_st) == 0 && wal_st.st_size > 0) {
+    // SQLite deletes the WAL of a 0-byte database on open (even read-only),
+    // taking every transaction in it along: never open it.
+    return damaged(path, "the file is 0 bytes but its WAL holds " +
+                             std::to_string(wal_st.st_size) +
+                             " bytes, which SQLite would delete on open");
+  }
+  TW_RETURN_IF_ERROR(checkWal(path));
+  // Read-only, but SQLite may still need to build the -shm index of a WAL left
+  // by a killed process: that changes no data.
+  Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READONLY);
+  if (!db.isOk()) return db.status();
+  Result<std::string> problem = quickCheck(db->get());
+  if (!problem.isOk()) return problem.status().withContext("checking " + inQuotes(path));
+  if (!problem->empty()) return damaged(path, *problem);
+  Result<int> version = readUserVersion(db->get());
+  if (!version.isOk()) return damaged(path, version.status().message());
+  facts.schema_version = *version;
+  if (facts.schema_version >= 1) {
+    for (auto [sql, out] : {std::pair{"SELECT coalesce(max(version), 0) FROM policies",
+                                      &facts.policy_version},
+                            std::pair{"SELECT count(*) FROM events", &facts.event_count}}) {
+      Result<Statement> stmt = query(db->get(), sql);
+      Result<bool> row = stmt.isOk() ? stmt->step() : Result<bool>(stmt.status());
+      if (!row.isOk()) return damaged(path, row.status().message());
+      if (*row) *out = stmt->int64At(0);
+    }
+  }
+  return facts;
+}
+
+Result<BackupInfo> backupDatabase(const std::string& source_path, const std::string& dest_path) {
+  using Steady = std::chrono::steady_clock;  // durations for the report only
+  const std::string context = "backing up " + inQuotes(source_path) + " to " + inQuotes(dest_path);
+  const std::string tmp = dest_path + ".tmp";
+  std::remove(tmp.c_str());
+  std::remove((tmp + "-journal").c_str());
+  BackupInfo info;
+  info.path = dest_path;
+  {
+    Result<DbPtr> source = openHandle(source_path, SQLITE_OPEN_READONLY);
+    if (!source.isOk()) return source.status().withContext(context);
+    Result<DbPtr> dest = openHandle(tmp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    if (!dest.isOk()) return dest.status().withContext(context);
+    auto started = Steady::now();
+    sqlite3_backup* backup = sqlite3_backup_init(dest->get(), "main", source->get(), "main");
+    if (backup == nullptr) return sqliteError(dest->get(), sqlite3_errcode(dest->get()), context);
+    // All pages in one step: one read transaction on the source connection,
+    // hence one consistent snapshot. In WAL mode a reader blocks no writer;
+    // stepping in pieces instead would restart the copy after every write of
+    // the controller's connection.
+    int rc = sqlite3_backup_step(backup, -1);
+    info.pages = sqlite3_backup_pagecount(backup);
+    int finish = sqlite3_backup_finish(backup);
+    if (rc != SQLITE_DONE) {
+      std::remove(tmp.c_str());
+      return Status(codeFor(rc), std::string("copying pages: ") + sqlite3_errstr(rc)).withContext(context);
+    }
+    if (finish != SQLITE_OK) {
+      std::remove(tmp.c_str());
+      return sqliteError(dest->get(), finish, "finishing the copy").withContext(context);
+    }
+    info.copy_seconds = std::chrono::duration<double>(Steady::now() - started).count();
+    // One self-contained file: the restore copies it alone, no -wal beside it.
+    Status mode = execScript(dest->get(), "PRAGMA journal_mode = DELETE", "switching the copy out of WAL");
+    if (!mode.isOk()) {
+      std::remove(tmp.c_str());
+      return mode.withContext(context);
+    }
+    started = Steady::now();
+    Result<std::string> problem = quickCheck(dest->get());
+    info.check_seconds = std::chrono::duration<double>(Steady::now() - started).count();
+    if (!problem.isOk() || !problem->empty()) {
+      std::remove(tmp.c_str());
+      return failedPrecondition("the copy fails its check: " +
+                                (problem.isOk() ? *problem : problem.status().message()))
+          .withContext(context);
+    }
+    Result<Statement> stmt = query(dest->get(), "SELECT coalesce(max(version), 0) FROM policies");
+    Result<bool> row = stmt.isOk() ? stmt->step() : Result<bool>(stmt.status());
+    if (row.isOk() && *row) info.policy_version = stmt->int64At(0);
+  }
+  Status synced = fsyncPath(tmp, false);
+  if (!synced.isOk()) {
+    std::remove(tmp.c_str());
+    return synced.withContext(context);
+  }
+  if (std::rename(tmp.c_str(), dest_path.c_str()) != 0) {
+    Status s = unavailable("renaming " + inQuotes(tmp) + ": " + std::strerror(errno));
+    std::remove(tmp.c_str());
+    return s.withContext(context);
+  }
+  TW_RETURN_IF_ERROR(fsyncPath(dirOf(dest_path), true).withContext(context));
+  struct stat st {};
+  if (::stat(dest_path.c_str(), &st) == 0) info.bytes = static_cast<int64_t>(st.st_size);
+  return info;
 }
 
 Status setSchemaVersionForTest(const std::string& path, int version) {

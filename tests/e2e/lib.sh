@@ -72,7 +72,14 @@ e2e_stop_controller() {
 # Index i of host hN: agent ports (20000 + 1000 i).
 e2e_start_agent() {
   local h=$1 i=${1#h} svc=()
-  [ "$E2E_NET" != 1 ] || svc=(--service-address "$(hosts net-addr "$h")")
+  if [ "$E2E_NET" = 1 ]; then
+    # Its VMs' port forwards, and the checks of its peers (an agent that has them),
+    # on its host's address: 127.0.0.1 there is the host's own loopback.
+    svc=(--service-address "$(hosts net-addr "$h")")
+    if "$E2E_BIN/tierwarden-agent" --help 2>/dev/null | grep -q -- --peer-listen; then
+      svc+=(--peer-listen "$(hosts net-addr "$h"):0")
+    fi
+  fi
   hosts spawn "$h" "$E2E_DIR/logs/agent-$h.log" -- "$E2E_BIN/tierwarden-agent" --host "$h" \
     --libvirt-uri qemu:///system --controller "$TW_AGENT_URL" --token-file "$TW_TOKEN_FILE" \
     --images "$E2E_IMAGES" --port-base $((20000 + 1000 * i)) "${svc[@]}" >/dev/null
@@ -301,8 +308,9 @@ e2e_start_hb_sampler() {
   (
     trap - EXIT
     while :; do
+      t=${EPOCHREALTIME/./}
       curl -fsS -m 1 "$TW_CONTROLLER/api/v1/hosts" 2>/dev/null |
-        jq -r --argjson t "$(date +%s%3N)" '.hosts[] | "\($t) \(.name) \(.last_heartbeat_ms // 0)"' 2>/dev/null
+        jq -r --argjson t "${t:0:-3}" '.hosts[] | "\($t) \(.name) \(.last_heartbeat_ms // 0)"' 2>/dev/null
       sleep 0.2
     done
   ) >>"$file" &
@@ -314,20 +322,24 @@ e2e_stop_hb_sampler() {
   wait "$E2E_HB_PID" 2>/dev/null || true
   E2E_HB_PID=""
 }
-# e2e_hb_gaps FILE HOST...: per HOST, "HOST max_age=S max_interval=S samples=N":
-# the longest a sample found since its last heartbeat, and the longest interval
-# between two successive heartbeats that the samples saw (it can only overstate a
-# gap shorter than the sampling period). Seconds.
+# e2e_hb_gaps FILE HOST...: per HOST, "HOST max_age=S max_interval=S samples=N
+# period=S": the longest a sample found since its last heartbeat, the longest
+# interval between two successive heartbeats that the samples saw (it overstates
+# a gap shorter than the sampling period: a busy machine samples more slowly than
+# every 0.2 s), the samples and their mean period. Seconds.
 e2e_hb_gaps() {
   local file=$1 h
   shift
   for h in "$@"; do
     awk -v h="$h" '$2 == h && $3 > 0 {
         n++
+        if (!first) first = $1
+        lastt = $1
         age = $1 - $3; if (age > max_age) max_age = age
         if (last && $3 != last && $3 - last > max_int) max_int = $3 - last
         last = $3
       }
-      END { printf "%s max_age=%.2fs max_interval=%.2fs samples=%d\n", h, max_age / 1000, max_int / 1000, n }' "$file"
+      END { printf "%s max_age=%.2fs max_interval=%.2fs samples=%d period=%.2fs\n", h, max_age / 1000,
+              max_int / 1000, n, (n > 1 ? (lastt - first) / (n - 1) / 1000 : 0) }' "$file"
   done
 }

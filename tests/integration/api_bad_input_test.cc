@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -179,7 +180,8 @@ TEST_F(ApiBadInputTest, InvalidUtf8InMessagesIs4xx) {
 // not valid UTF-8 and the user lost the position).
 TEST_F(ApiBadInputTest, YamlErrorQuotingMultiByteValueKeepsPosition) {
   std::string value = std::string(56, 'a') + "\xC3\xA9" + std::string(20, 'b');
-  Json body{{"files", {{{"name", "bad.yaml"}, {"content", "tiers:\n  - name: web\n    image: x\n    replicas: " + value + "\n"}}}}};
+  Json body{{"files", std::vector<PolicyFile>{
+                          {"bad.yaml", "tiers:\n  - name: web\n    image: x\n    replicas: " + value + "\n"}}}};
   auto r = post("/api/v1/policies", jsonText(body));
   ASSERT_TRUE(r);
   expectJsonError(r->status, r->body, 400, "expected an integer for 'replicas'");
@@ -225,13 +227,16 @@ TEST_F(ApiBadInputTest, OversizedRequestsAre413WithTheLimit) {
   auto r = post("/api/v1/policies", big);
   ASSERT_TRUE(r);
   expectJsonError(r->status, r->body, 413, "at most 1024 KiB (1048576 bytes)");
-  std::string huge(8 * 1024 * 1024 + 1, ' ');
-  r = post("/api/v1/policies", huge);
-  ASSERT_TRUE(r);
-  expectJsonError(r->status, r->body, 413, "at most 8192 KiB (8388608 bytes)");
-  r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), huge, "application/json");
-  ASSERT_TRUE(r);
-  expectJsonError(r->status, r->body, 413, "8388608 bytes");
+  // Refused on the head alone: only the head is sent (a client still sending
+  // the body may see a reset before it reads the answer).
+  for (int port : {server_->port(), server_->agentPort()}) {
+    for (const char* path : {"/api/v1/policies", "/api/v1/agents/h1/heartbeat"}) {
+      RawAnswer a = rawRequest(port, std::string("POST ") + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                         kToken + "\r\nContent-Type: application/json\r\n"
+                                         "Content-Length: 8388609\r\n\r\n");
+      expectJsonError(a.status, a.body, 413, "at most 8192 KiB (8388608 bytes)");
+    }
+  }
   r = client_->Post("/api/v1/policies", auth(), std::string(10000, 'a'), "application/x-www-form-urlencoded");
   ASSERT_TRUE(r);
   expectJsonError(r->status, r->body, 413, "application/json");
@@ -246,7 +251,7 @@ TEST_F(ApiBadInputTest, OversizedRequestsAre413WithTheLimit) {
 TEST_F(ApiBadInputTest, PolicyOverTheTierLimitIs400) {
   std::string yaml = "tiers:\n";
   for (int i = 0; i <= kMaxPolicyTiers; ++i) yaml += "- {name: t" + std::to_string(i) + ", image: x}\n";
-  Json body{{"files", {{{"name", "big.yaml"}, {"content", yaml}}}}};
+  Json body{{"files", std::vector<PolicyFile>{{"big.yaml", yaml}}}};
   ASSERT_LT(jsonText(body).size(), 1024u * 1024u);
   for (const char* path : {"/api/v1/policies?dry_run=1", "/api/v1/policies"}) {
     auto start = std::chrono::steady_clock::now();

@@ -235,7 +235,7 @@ TEST(HttpClientRefusedTest, ConnectionRefusedIsUnavailable) {
   ::close(fd);
   ASSERT_FALSE(r.isOk());
   EXPECT_EQ(r.status().code(), Code::kUnavailable);
-  EXPECT_EQ(r.status().message(), "cannot reach controller at " + base + ": connection refused");
+  EXPECT_EQ(r.status().message(), "controller unreachable: cannot reach it at " + base + ": connection refused");
 }
 
 // Pins: base URLs are checked up front; a client with a bad one fails every

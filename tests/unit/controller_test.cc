@@ -409,6 +409,66 @@ TEST_F(ControllerTest, SilentHostGoesSuspectThenOfflineKeepingVms) {
   EXPECT_EQ(controller_->host(host)->state, HostState::kOnline);
 }
 
+// Pins: the quorum rule (docs/fencing.md). A host silent to the controller,
+// whose libvirt does not answer either, is not declared dead while its peers
+// still reach it (the controller alone is 1 of 4 votes: it may be the one cut
+// off): it stays suspect, with a host.no_quorum event, and keeps its VMs. One
+// peer's report is 2 of 4 votes: still no quorum. With both peers' reports
+// (3 of 4) it is declared dead.
+TEST_F(ControllerTest, SilentHostIsDeclaredDeadOnlyWithAQuorum) {
+  join();
+  ASSERT_TRUE(apply(kPolicy).isOk());
+  settle();
+  const std::string host = controller_->vm("mysql-1")->host;
+  std::vector<std::string> others;
+  for (const char* h : {"h1", "h2", "h3"})
+    if (host != h) others.push_back(h);
+  for (int i = 0; i < 60; ++i) {  // 6 s: no peer reports it
+    clock_.advance(100);
+    for (const auto& h : others) beat(h);
+    controller_->runOnce();
+  }
+  EXPECT_EQ(controller_->host(host)->state, HostState::kSuspect);
+  EXPECT_EQ(controller_->vm("mysql-1")->host, host);
+  auto events = controller_->eventsJson(0, 5000);
+  ASSERT_TRUE(events.isOk());
+  bool said = false;
+  for (const auto& e : (*events)["events"]) {
+    said |= e["kind"] == "host.no_quorum" &&
+            e["message"].get<std::string>().find("1 of 4 votes") != std::string::npos;
+  }
+  EXPECT_TRUE(said);
+  for (int i = 0; i < 30; ++i) {  // one peer reports it: 2 of 4
+    clock_.advance(100);
+    beat(others[0], true, {host});
+    beat(others[1]);
+    controller_->runOnce();
+  }
+  EXPECT_EQ(controller_->host(host)->state, HostState::kSuspect);
+  for (int i = 0; i < 10; ++i) {  // both: 3 of 4
+    clock_.advance(100);
+    for (const auto& h : others) beat(h, true, {host});
+    controller_->runOnce();
+  }
+  EXPECT_EQ(controller_->host(host)->state, HostState::kOffline);
+}
+
+// Pins: a controller that hears from nobody fences nobody: every host silent
+// (the controller is cut off) leaves them all suspect with their VMs.
+TEST_F(ControllerTest, ControllerThatHearsFromNobodyFencesNobody) {
+  join();
+  ASSERT_TRUE(apply(kPolicy).isOk());
+  settle();
+  for (int i = 0; i < 100; ++i) {
+    clock_.advance(100);
+    controller_->runOnce();
+  }
+  for (const char* h : {"h1", "h2", "h3"}) {
+    EXPECT_EQ(controller_->host(h)->state, HostState::kSuspect) << h;
+  }
+  for (const auto& vm : controller_->vms()) EXPECT_NE(vm.state, VmState::kFencing) << vm.name;
+}
+
 // Pins: a domain report with a stale epoch does not change the VM's state.
 TEST_F(ControllerTest, StaleEpochReportIgnored) {
   join();

@@ -10,6 +10,7 @@ namespace {
 Json state() {
   return Json{{"time_ms", 60000},
               {"max_running_copies", 1},
+              {"collateral_destroys", 0},
               {"hosts", Json::array({Json{{"name", "h1"}, {"state", "fenced"}, {"power", "off"}}})},
               {"vms", Json::array({Json{{"name", "web-1"},
                                         {"state", "running"},
@@ -40,6 +41,7 @@ std::vector<std::string> check(const std::string& text) {
 // Pins that true assertions of every kind hold.
 TEST(SimAssertionsTest, HoldingAssertionsPass) {
   EXPECT_EQ(check("max_running_copies == 1\n"
+                  "collateral_destroys == 0\n"
                   "incidents >= 1\n"
                   "time_ms == 60000\n"
                   "vms running == 1\n"
@@ -92,7 +94,7 @@ TEST(SimAssertionsTest, RefusesMalformedAssertions) {
   };
   EXPECT_EQ(error("\nfrobnicate 3\n"),
             "sc/assert:2: unknown assertion 'frobnicate' (expected max_running_copies, "
-            "incidents, time_ms, vms, vm, host or log)");
+            "collateral_destroys, incidents, time_ms, vms, vm, host or log)");
   EXPECT_EQ(error("vm web-2 state running\n"), "sc/assert:1: unknown vm 'web-2'");
   EXPECT_EQ(error("host h1 colour red\n"),
             "sc/assert:1: unknown host field 'colour' (expected state, power, network or agent)");

@@ -103,7 +103,7 @@ TEST(SimScriptTest, ParsesEveryCommand) {
 TEST(SimScriptTest, RefusesMalformedScriptsWithFileAndLine) {
   EXPECT_EQ(errorOf("0s apply policy.yaml\n1s explode h1\n2s end\n"),
             "sc/script:2: unknown command 'explode' (expected apply, host, agent, vm, "
-            "controller, drain, undrain, migrate, reset, restart or end)");
+            "controller, link, drain, undrain, migrate, reset, restart or end)");
   EXPECT_EQ(errorOf("0s apply policy.yaml\nsoon vm web-1 crash\n1s end\n"),
             "sc/script:2: expected a time like 0s, 1500ms, 1.5s or 2m, got 'soon'");
   EXPECT_EQ(errorOf("5s apply policy.yaml\n# c\n2s vm web-1 crash\n9s end\n"),
@@ -124,6 +124,65 @@ TEST(SimScriptTest, RefusesMalformedScriptsWithFileAndLine) {
   EXPECT_EQ(errorOf("0s apply policy.yaml\n\n1s vm web-1 crash\n"),
             "sc/script:3: the script must end with an 'end' command");
   EXPECT_EQ(errorOf("3s\n4s end\n"), "sc/script:1: expected a command after the time '3s'");
+}
+
+// Pins the fault commands of the fencing work: stalls (agent, controller) with
+// a duration, slow libvirt per call (a bare number is ms, 0 ends it), the
+// controller's network, and one-way links between hosts or the controller.
+TEST(SimScriptTest, ParsesStallsSlowLibvirtAndLinks) {
+  Result<Script> s = parseScript(
+      "0s agent h1 stall 4s\n"
+      "0s host h2 libvirt slow 250ms\n"
+      "0s host h2 libvirt slow 0\n"
+      "0s host h2 libvirt slow 40\n"
+      "0s controller stall 10m\n"
+      "0s controller network off\n"
+      "0s link h1 h2 off\n"
+      "0s link controller h2 on\n"
+      "0s end\n",
+      "sc/script", names());
+  ASSERT_TRUE(s.isOk()) << s.status().toString();
+  ASSERT_EQ(s->commands.size(), 9u);
+  EXPECT_EQ(s->commands[0].op, Op::kAgent);
+  EXPECT_EQ(s->commands[0].arg, "stall");
+  EXPECT_EQ(s->commands[0].duration, 4000);
+  EXPECT_EQ(s->commands[1].op, Op::kHostLibvirtSlow);
+  EXPECT_EQ(s->commands[1].duration, 250);
+  EXPECT_EQ(s->commands[2].duration, 0);
+  EXPECT_EQ(s->commands[3].duration, 40);
+  EXPECT_EQ(s->commands[4].op, Op::kController);
+  EXPECT_EQ(s->commands[4].arg, "stall");
+  EXPECT_EQ(s->commands[4].duration, 600000);
+  EXPECT_EQ(s->commands[5].op, Op::kControllerNetwork);
+  EXPECT_EQ(s->commands[5].arg, "off");
+  EXPECT_EQ(s->commands[6].op, Op::kLink);
+  EXPECT_EQ(s->commands[6].target, "h1");
+  EXPECT_EQ(s->commands[6].other, "h2");
+  EXPECT_EQ(s->commands[6].arg, "off");
+  EXPECT_EQ(s->commands[7].target, "controller");
+  EXPECT_EQ(s->commands[7].text, "link controller h2 on");
+}
+
+// Pins the errors of the fault commands.
+TEST(SimScriptTest, RefusesBadFaultCommands) {
+  EXPECT_EQ(errorOf("0s agent h1 stall\n2s end\n"),
+            "sc/script:1: expected 'agent H stall DURATION', got 'agent h1 stall'");
+  EXPECT_EQ(errorOf("0s agent h1 stall 0s\n2s end\n"),
+            "sc/script:1: expected a duration for 'agent H stall DURATION' that is a positive "
+            "multiple of the 10 ms step, got '0s'");
+  EXPECT_EQ(errorOf("0s agent h1 stop now\n2s end\n"),
+            "sc/script:1: expected 'agent H stop', got 'agent h1 stop now'");
+  EXPECT_EQ(errorOf("0s controller stall 5\n2s end\n"),
+            "sc/script:1: expected a duration for 'controller stall DURATION': time '5' needs a "
+            "unit: ms, s, m or h");
+  EXPECT_EQ(errorOf("0s controller network maybe\n2s end\n"),
+            "sc/script:1: expected 'controller network on|off', got 'maybe'");
+  EXPECT_EQ(errorOf("0s host h1 libvirt fast 1\n2s end\n"),
+            "sc/script:1: expected 'host H libvirt slow MS', got 'fast'");
+  EXPECT_EQ(errorOf("0s link h1 h9 off\n2s end\n"),
+            "sc/script:1: unknown host 'h9' (declared: h1, h2)");
+  EXPECT_EQ(errorOf("0s link h1 h1 off\n2s end\n"),
+            "sc/script:1: 'link' needs two different ends, got 'h1' twice");
 }
 
 // Pins that names are not checked when the caller gives no list.

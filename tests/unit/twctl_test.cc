@@ -322,14 +322,27 @@ TEST(TwctlRender, HostsTable) {
                     {"used", {{"cpus", 2}, {"memory_mib", 1024}}},
                     {"vms", {"db-1", "web-1"}},
                     {"last_heartbeat_ms", kNoonMay1 + 1500},
-                    {"reason", ""}}}}};
+                    {"reason", ""}},
+                   {{"name", "h2"},
+                    {"role", "active"},
+                    {"state", "online"},
+                    {"state_since_ms", kNoonMay1},
+                    {"capacity", {{"cpus", 4}, {"memory_mib", 4096}}},
+                    {"used", {{"cpus", 0}, {"memory_mib", 0}}},
+                    {"vms", Json::array()},
+                    {"last_heartbeat_ms", kNoonMay1 + 1500},
+                    {"reason", ""},
+                    {"self_fence_reason", "lease expired (isolated)"},
+                    {"self_fenced_ms", kNoonMay1}}}}};
   EXPECT_EQ(renderHosts(answer),
             "NAME   ROLE     STATE    SINCE                      CPUS   MEMORY_MIB   VMS          "
-            "LAST_HEARTBEAT             REASON\n"
+            "LAST_HEARTBEAT             REASON   SELF_FENCED\n"
             "h1     active   online   2024-05-01T12:00:00.000Z   2/4    1024/4096    db-1,web-1   "
-            "2024-05-01T12:00:01.500Z   -\n");
+            "2024-05-01T12:00:01.500Z   -        -\n"
+            "h2     active   online   2024-05-01T12:00:00.000Z   0/4    0/4096       -            "
+            "2024-05-01T12:00:01.500Z   -        2024-05-01T12:00:00.000Z lease expired (isolated)\n");
   EXPECT_EQ(renderHosts(Json{{"error", "x"}}),
-            "NAME   ROLE   STATE   SINCE   CPUS   MEMORY_MIB   VMS   LAST_HEARTBEAT   REASON\n");
+            "NAME   ROLE   STATE   SINCE   CPUS   MEMORY_MIB   VMS   LAST_HEARTBEAT   REASON   SELF_FENCED\n");
 }
 
 // Pins: describe vm prints aligned fields, then the vm's events without the

@@ -31,6 +31,13 @@ class Store {
 
   virtual int schemaVersion() const = 0;
 
+  // Called after a commit that wrote a new policy version (at once for an
+  // insertPolicy() outside a transaction, after COMMIT inside one; never for a
+  // rolled-back one), on the thread that committed. The controller's start-up
+  // guard uses it for its applied-once marker and a backup after every apply.
+  using PolicyCommitListener = std::function<void(int64_t policy_version)>;
+  virtual void setPolicyCommitListener(PolicyCommitListener listener) = 0;
+
   // Runs `body` in one transaction (BEGIN IMMEDIATE): committed when body
   // returns ok, rolled back otherwise (the body's status is returned).
   // Nesting is not supported.
@@ -69,6 +76,47 @@ class Store {
   virtual Status endAction(int64_t id) = 0;
   virtual Result<std::vector<ActionRecord>> openActions() = 0;
 };
+
+// ---- files on disk: start-up checks and backups (not for ":memory:") ----
+
+// What a database file holds, as a read-only look sees it (inspectDatabase).
+struct DatabaseFacts {
+  bool exists = false;         // the main file exists (it may be 0 bytes)
+  int64_t file_bytes = 0;      // size of the main file
+  int schema_version = 0;      // PRAGMA user_version (0 = never migrated)
+  int64_t policy_version = 0;  // newest policy version (0 = none)
+  int64_t event_count = 0;
+};
+
+// Looks at the database at `path` without changing it: first its WAL
+// (`path`-wal) frame by frame, the way SQLite will read it, then
+// `PRAGMA quick_check` on a read-only connection. Errors (one line, naming
+// the file): kFailedPrecondition "database '...' is damaged: ..." when
+// quick_check fails or the WAL holds committed frames SQLite would drop
+// without a word (a WAL cut off mid-frame, bytes overwritten in a committed
+// frame, a damaged WAL header); kUnavailable for I/O errors. A torn last frame
+// that no later commit follows is an unfinished write (kill -9) and is fine.
+// Blocks for one read of the whole file (quick_check).
+Result<DatabaseFacts> inspectDatabase(const std::string& path);
+
+struct BackupInfo {
+  std::string path;
+  int64_t bytes = 0;
+  int64_t pages = 0;
+  int64_t policy_version = 0;
+  double copy_seconds = 0;   // sqlite3_backup_step, the only time the source is read-locked
+  double check_seconds = 0;  // quick_check of the copy
+};
+
+// Copies the live database at `source_path` to `dest_path` with SQLite's
+// online backup API on its own read-only connection (one read transaction, so
+// the copy is one consistent snapshot; in WAL mode it blocks no writer of
+// other connections). Writes `dest_path`.tmp, switches the copy to
+// journal_mode=DELETE (one self-contained file), runs quick_check on it,
+// fsyncs and renames it into place. Safe on any thread; blocks for the copy.
+// Errors: kUnavailable (busy, I/O), kFailedPrecondition (the copy fails
+// quick_check).
+Result<BackupInfo> backupDatabase(const std::string& source_path, const std::string& dest_path);
 
 // For tests only: reach a database file behind the Store's back, so tests need
 // not include sqlite3.h. Implemented next to SqliteStore.
