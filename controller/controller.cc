@@ -540,7 +540,10 @@ void Controller::checkLiveness() {
       const bool quorum = votesAgainst(h, votes) * 2 > totalVotes();
       if (quorum && h.quorum_since_ms == 0) h.quorum_since_ms = now;
       if (!quorum) h.quorum_since_ms = 0;
-      if (host_connector_.libvirtAlive(name)) {
+      const bool libvirt = host_connector_.libvirtAlive(name);
+      if (!libvirt && h.libvirt_lost_ms == 0) h.libvirt_lost_ms = now;
+      if (libvirt) h.libvirt_lost_ms = 0;
+      if (libvirt) {
         if (!h.agent_warned) {
           h.agent_warned = true;
           emit("warn", "host.agent_silent", "host/" + name,
@@ -776,6 +779,7 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   h.peers_unreachable = hb.peers_unreachable;
   h.quorum_since_ms = 0;
   h.no_quorum_said = false;
+  h.libvirt_lost_ms = 0;
   if (!hb.self_fence_reason.empty() && hb.self_fence_reason != h.self_fence_reason) {
     h.self_fence_reason = hb.self_fence_reason;
     h.self_fenced_ms = now;  // its own host.self_fenced event says it in the log

@@ -143,6 +143,10 @@ class Controller {
     // majority (0 = not now), and whether "no quorum" was said.
     Millis quorum_since_ms = 0;
     bool no_quorum_said = false;
+    // When its libvirt was first seen not answering after it went silent (0:
+    // not yet): tells a dead agent (libvirt answered long after) from a host
+    // that lost power or its network (both at once).
+    Millis libvirt_lost_ms = 0;
     int64_t assignments_version = 0;  // version of the set last published
     std::string assignments_digest;   // to tell whether the set changed
     // Failure handling.

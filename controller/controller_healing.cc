@@ -33,7 +33,16 @@ void Controller::declareDead(HostRuntime& h, Millis silent) {
                "no heartbeat for " + secs(silent) + " and its libvirt does not answer");
   openIncident("host/" + h.rec.name, "host.failed", "host '" + h.rec.name + "' failed",
                "no heartbeat for " + secs(silent) + ", libvirt not answering");
-  h.lease_unenforced = h.agent_warned;
+  // Its agent died before the host went dark only if libvirt kept answering
+  // well past the heartbeats' end. A host that loses power or its network
+  // loses both at once; the controller sees libvirt go within its check's
+  // detection time (a 1 s bound on a check, keepalive 1 s x 2), so a loss
+  // within dead_after + kLibvirtLossSlackMs of the last heartbeat is one event
+  // and the agent (if cut off) enforces its lease (docs/fencing.md).
+  constexpr Millis kLibvirtLossSlackMs = 3000;
+  const Millis lost = h.libvirt_lost_ms != 0 ? h.libvirt_lost_ms : clock_.nowMs();
+  h.lease_unenforced =
+      h.agent_warned && lost - h.last_heartbeat_ms > policy_.settings.dead_after_ms + kLibvirtLossSlackMs;
   h.unfenceable_said = false;
   h.agent_warned = false;
   advanceFencing(h);

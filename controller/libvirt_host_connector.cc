@@ -15,6 +15,20 @@
 
 namespace tw {
 
+namespace {
+
+// A libvirt check that takes longer than this counts as "does not answer".
+constexpr int64_t kCheckBoundMs = 1000;
+
+int64_t steadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+
 LibvirtHostConnector::~LibvirtHostConnector() {
   for (auto& [_, w] : watchers_) {
     {
@@ -65,7 +79,10 @@ void LibvirtHostConnector::setHosts(const std::vector<HostSpec>& hosts) {
 
 bool LibvirtHostConnector::libvirtAlive(const std::string& host) {
   auto it = watchers_.find(host);
-  return it != watchers_.end() && it->second->alive.load();
+  if (it == watchers_.end()) return false;
+  const int64_t started = it->second->check_started_ms.load();
+  if (started != 0 && steadyMs() - started > kCheckBoundMs) return false;  // hangs
+  return it->second->alive.load();
 }
 
 void LibvirtHostConnector::fenceByLibvirt(const std::string& host) {
@@ -129,12 +146,14 @@ void LibvirtHostConnector::watch(Watcher& w) {
       w.fence_requested = false;
       kills.swap(w.kills);
     }
+    w.check_started_ms = steadyMs();
     if (!hv) {
       auto c = connectLibvirt(w.uri);
       if (c.isOk()) hv = std::move(c).value();
     }
     bool alive = hv && hv->ping().isOk();
     w.alive = alive;
+    w.check_started_ms = 0;
     if (alive != was_alive) {
       log::info("libvirt of host '{}' {}", w.host, alive ? "answers" : "does not answer");
       was_alive = alive;

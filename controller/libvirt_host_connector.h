@@ -36,6 +36,10 @@ class LibvirtHostConnector final : public HostConnector {
     std::string uri;
     std::thread thread;
     std::atomic<bool> alive{false};
+    // Steady ms when the check under way started (0: none). A check that
+    // hangs (a reconnect to an address that went away blocks in TCP connect
+    // for tens of seconds) counts as "does not answer" after kCheckBoundMs.
+    std::atomic<int64_t> check_started_ms{0};
     std::mutex mu;  // guards stop, fence_requested
     std::condition_variable cv;
     bool stop = false;

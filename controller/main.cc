@@ -98,6 +98,16 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   tw::log::init("controller", log_level);
+  // SIGINT/SIGTERM are taken by one thread with sigwait (no work in a
+  // handler). Blocked before any thread starts (libvirt watchers, the HTTP
+  // listeners' watchdogs): a thread started earlier would take a TERM with
+  // its default action and end the process without a clean stop.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
 
   auto fail = [](const std::string& msg) {
     std::cerr << "tierwarden-controller: " << msg << "\n";
@@ -150,16 +160,8 @@ int main(int argc, char** argv) {
   auto store = tw::Store::open(state_paths.db);
   if (!store.isOk()) return fail(store.status().toString());
   tw::BackupWorker backups(state_paths, std::chrono::minutes(backup_interval_min), backup_keep);
-  if (facts->policy_version > 0) {  // a state dir from before applied-once existed
-    tw::Status marked = tw::writeAppliedMarker(state_paths, facts->policy_version);
-    if (!marked.isOk()) return fail(marked.toString());
-  }
-  // After every committed apply (loop thread): the marker first, then a backup off the loop.
-  (*store)->setPolicyCommitListener([&state_paths, &backups](int64_t version) {
-    tw::Status marked = tw::writeAppliedMarker(state_paths, version);
-    if (!marked.isOk()) tw::log::error("cannot record applied policy version {}: {}", version, marked.toString());
-    backups.requestNow();
-  });
+  tw::Status watched = tw::watchApplies(**store, state_paths, *facts, backups);
+  if (!watched.isOk()) return fail(watched.toString());
   backups.start();
   // Fence agents are commands: only the controller's own configuration defines them.
   tw::FenceAgents fence_agents;
@@ -193,13 +195,6 @@ int main(int argc, char** argv) {
   tw::ApiServer server(service, api_options);
   s = server.bind();
   if (!s.isOk()) return fail(s.toString());
-  // SIGINT/SIGTERM are taken by one thread with sigwait (no work in a handler).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
   std::thread([&server, &service, stop_signals] {
     int sig = 0;
     sigwait(&stop_signals, &sig);

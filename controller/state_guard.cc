@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -145,6 +146,21 @@ Result<DatabaseFacts> checkStateBeforeStart(const StatePaths& paths, bool token_
     return failedPrecondition("refusing to start: " + facts.status().message() + "; " +
                               whatToDo(paths));
   }
+  if (!facts->index_damage.empty()) {
+    // The rows are intact; only indexes disagree with them. REINDEX rebuilds
+    // them from the rows: nothing is lost, so the start goes on (said loudly).
+    log::warn("database '{}': {}; rebuilding its indexes from the tables (REINDEX)", paths.db,
+              facts->index_damage);
+    Status rebuilt = rebuildIndexes(paths.db);
+    if (!rebuilt.isOk()) {
+      return failedPrecondition("refusing to start: " + rebuilt.message() + "; " + whatToDo(paths));
+    }
+    facts = inspectDatabase(paths.db);
+    if (!facts.isOk() || !facts->index_damage.empty()) {
+      return failedPrecondition("refusing to start: database " + quoted(paths.db) +
+                                " is still damaged after REINDEX; " + whatToDo(paths));
+    }
+  }
   Result<int64_t> marker = readAppliedMarker(paths);
   if (!marker.isOk()) return failedPrecondition("refusing to start: " + marker.status().message());
   if (*marker > facts->policy_version) {
@@ -163,6 +179,21 @@ Result<DatabaseFacts> checkStateBeforeStart(const StatePaths& paths, bool token_
                               whatToDo(paths));
   }
   return facts;
+}
+
+Status watchApplies(Store& store, const StatePaths& paths, const DatabaseFacts& facts,
+                    BackupWorker& backups) {
+  if (facts.policy_version > 0) TW_RETURN_IF_ERROR(writeAppliedMarker(paths, facts.policy_version));
+  store.setPolicyCommitListener([paths, &backups](int64_t version) {
+    // Marker first: were the process killed now, the start would still know.
+    Status marked = writeAppliedMarker(paths, version);
+    if (!marked.isOk()) {
+      log::error("cannot record applied policy version {} in '{}': {}", version, paths.marker,
+                 marked.toString());
+    }
+    backups.requestNow();
+  });
+  return Status::ok();
 }
 
 // --------------------------------------------------------------- backups ---
@@ -187,6 +218,12 @@ Result<BackupInfo> backupNow(const StatePaths& paths, const std::string& utc_sta
   fs::create_directories(paths.backups, ec);
   if (ec) return unavailable("creating " + quoted(paths.backups) + ": " + ec.message());
   ::chmod(paths.backups.c_str(), 0700);
+  // Leftovers of a backup cut short (the process died mid-copy): never a backup.
+  for (const auto& entry : fs::directory_iterator(paths.backups, ec)) {
+    std::string name = entry.path().filename().string();
+    bool tmp = name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    if (name.rfind("staging-", 0) == 0 || tmp) fs::remove(entry.path(), ec);
+  }
   // The policy version goes into the name after the copy: name it by time
   // first, then rename within the dir (atomic, no copy).
   const std::string staged = paths.backups + "/staging-" + utc_stamp + kBackupSuffix;
@@ -234,7 +271,7 @@ Result<std::string> restoreState(const StatePaths& paths, const std::string& bac
   // Move the damaged files aside, never delete them.
   const std::string aside = paths.dir + "/damaged-" + utc_stamp;
   std::vector<std::string> moved;
-  for (const std::string& suffix : {"", "-wal", "-shm"}) {
+  for (const char* suffix : {"", "-wal", "-shm"}) {
     const std::string from = paths.db + suffix;
     if (!fs::exists(from, ec)) continue;
     fs::create_directories(aside, ec);

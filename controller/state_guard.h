@@ -53,7 +53,9 @@ class StateDirLock {
   int fd_;
 };
 
-// Checks the state dir before Store::open. `token_existed`: the token file
+// Checks the state dir before Store::open (and repairs the one kind of damage
+// that loses nothing: index entries out of step with intact rows, by
+// REINDEX, with a warning). `token_existed`: the token file
 // was there before this start. Returns the database's facts when the start
 // may go on. Errors: kFailedPrecondition with one line naming the file and
 // what to do (restore-state with the newest backup, or remove the state dir
@@ -65,6 +67,15 @@ Result<DatabaseFacts> checkStateBeforeStart(const StatePaths& paths, bool token_
 Result<int64_t> readAppliedMarker(const StatePaths& paths);
 // Writes applied-once atomically (temp file, fsync, rename, fsync of the dir).
 Status writeAppliedMarker(const StatePaths& paths, int64_t policy_version);
+
+class BackupWorker;
+
+// Ties the store to the state dir: writes applied-once now when the database
+// holds a policy (state dirs from before the marker), then after every
+// committed apply (on the committing thread, the loop) writes applied-once
+// and asks `backups` for a backup. REQUIRES: backups outlives the store's use.
+Status watchApplies(Store& store, const StatePaths& paths, const DatabaseFacts& facts,
+                    BackupWorker& backups);
 
 // Backups in <state-dir>/backups, newest first.
 std::vector<std::string> listBackups(const StatePaths& paths);

@@ -3,9 +3,11 @@
 //
 //   tierwarden-sim run DIR [--state-json FILE] [--assert] [--update-golden]
 //   tierwarden-sim check DIR        (what ctest runs; see tests/scenarios/README.md)
+//   tierwarden-sim fuzz --seeds N [--start S] [--save DIR] [--save-all]   (sim/fuzz.h)
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "sim/fuzz.h"
 #include "sim/runner.h"
 #include "tw/log.h"
 
@@ -29,6 +31,17 @@ int main(int argc, char** argv) {
       "check", "compare the event log with DIR/expect.log and check the asserts (ctest)");
   check_cmd->add_option("dir", check_dir, "the scenario folder")->required();
 
+  tw::sim::FuzzOptions fuzz;
+  CLI::App* fuzz_cmd = app.add_subcommand(
+      "fuzz", "random clusters, policies and failure schedules; checks double copies and "
+              "collateral destroys after every step");
+  fuzz_cmd->add_option("--seeds", fuzz.seeds, "how many seeds")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  fuzz_cmd->add_option("--start", fuzz.start, "the first seed")->capture_default_str();
+  fuzz_cmd->add_option("--save", fuzz.save_dir,
+                       "write each failing seed as a scenario folder DIR/seed-S");
+  fuzz_cmd->add_flag("--save-all", fuzz.save_all, "with --save: every seed, failing or not");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -36,5 +49,6 @@ int main(int argc, char** argv) {
   }
   tw::log::init("sim", log_level);
   if (*run_cmd) return tw::sim::runScenario(run, std::cout, std::cerr);
+  if (*fuzz_cmd) return tw::sim::runFuzz(fuzz, std::cout, std::cerr);
   return tw::sim::checkScenario(check_dir, std::cout, std::cerr);
 }

@@ -216,4 +216,29 @@ Result<Scenario> loadScenario(const std::string& dir_arg) {
   return s;
 }
 
+Result<Scenario> scenarioFromTexts(const std::string& name, const std::string& cluster_yaml,
+                                   const std::map<std::string, std::string>& files,
+                                   const std::string& script) {
+  Scenario s;
+  s.name = name;
+  TW_RETURN_IF_ERROR(loadHosts(cluster_yaml, name + "/cluster.yaml", &s));
+  ScriptNames names;
+  names.hosts.emplace();
+  for (const auto& h : s.hosts) names.hosts->insert(h.spec.name);
+  names.files.emplace();
+  for (const auto& [path, text] : files) {
+    names.files->insert(path);
+    s.files[path] = PolicyFile{fs::path(path).filename().string(), text};
+  }
+  const std::string label = name + "/script";
+  Result<Script> first = parseScript(script, label, names);
+  if (!first) return first.status();
+  s.script = std::move(first).value();
+  names.vms = vmNamesOf(s);
+  Result<Script> second = parseScript(script, label, names);
+  if (!second) return second.status();
+  s.script = std::move(second).value();
+  return s;
+}
+
 }  // namespace tw::sim

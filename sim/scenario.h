@@ -72,4 +72,11 @@ std::set<std::string> vmNamesOf(const Scenario& scenario);
 // kNotFound, with "file:line" where a line applies.
 Result<Scenario> loadScenario(const std::string& dir);
 
+// A scenario built in code from the texts a folder would hold (`files`:
+// apply path -> content). No asserts. Errors as loadScenario's, the labels
+// prefixed with `name`.
+Result<Scenario> scenarioFromTexts(const std::string& name, const std::string& cluster_yaml,
+                                   const std::map<std::string, std::string>& files,
+                                   const std::string& script);
+
 }  // namespace tw::sim

@@ -372,18 +372,20 @@ void Simulation::step(Millis t) {
   endStalls(t);
   for (auto& [name, h] : hosts_) ensureAgent(h);
   updateReach(t);
+  // The heartbeat thread ticks right before the loop looks for work, so that
+  // an answer it gets is taken by the loop before anything else can change
+  // the controller's sets (a push newer than that answer is delivered first,
+  // then the answer re-applies the same set).
   for (auto& [name, h] : hosts_) {
-    stepHost(h);
     beat(h);
+    stepHost(h);
   }
   if (controller_ && !front_.stalled() && t % kControllerTickMs == 0) controller_->runOnce();
   for (int round = 0; round < kSettleRounds; ++round) {
     bool any = false;
     for (auto& [name, h] : hosts_) {
-      if (hasWork(h) && stepHost(h)) {
-        any = true;
-        beat(h);
-      }
+      beat(h);  // a report the last pass changed goes out at once
+      if (hasWork(h)) any |= stepHost(h);
     }
     if (!any) break;
   }

@@ -17,18 +17,20 @@
 //   2. stalls that are over end: the controller works through what its HTTP
 //      side queued meanwhile (heartbeats, events, operator commands), in order;
 //   3. peer checks (updateReach) and the ground truth of who is cut off;
-//   4. every host, in name order: unless its loop is blocked (`agent H
-//      stall`, `host H libvirt slow`), pushed assignments and queued domain
-//      events are delivered, due health probes run, and the agent runs when
-//      it was handed something or its nextWakeMs() has come (as the daemon's
-//      loop does), followed by the migrations it asked for; then — blocked
-//      loop or not — its heartbeat thread ticks (heartbeatTick());
+//   4. every host, in name order: its heartbeat thread ticks
+//      (heartbeatTick(): a heartbeat when one is due or the published report
+//      changed; the lease judged), blocked loop or not; then, unless its loop
+//      is blocked (`agent H stall`, `host H libvirt slow`), pushed
+//      assignments and queued domain events are delivered, due health probes
+//      run, and the agent runs when it was handed something or its
+//      nextWakeMs() has come (as the daemon's loop does), followed by the
+//      migrations it asked for;
 //   5. every 100 ms of virtual time, unless its loop is stalled:
 //      controller.runOnce() (the daemon's tick);
-//   6. what steps 4-5 caused (pushes, events, answers) is delivered in the
-//      same instant, host by host, for at most kSettleRounds rounds (a host
-//      whose loop ran gets a heartbeat tick after it: the heartbeat thread
-//      sends a changed report at once);
+//   6. what steps 4-5 caused (pushes, events, answers, changed reports) is
+//      delivered in the same instant, host by host, heartbeat tick first, for
+//      at most kSettleRounds rounds (the daemon's heartbeat thread sends a
+//      changed report within 50 ms; here at once);
 //   7. the ground truth: which host runs which VM (FakeHypervisor), and the
 //      most copies of one VM that ran at once.
 // The run stops after the step of the script's `end`.

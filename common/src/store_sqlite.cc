@@ -831,25 +831,78 @@ Status checkWal(const std::string& db_path) {
   return Status::ok();
 }
 
-Result<std::string> firstQuickCheckProblem(sqlite3* db) {
-  Result<Statement> stmt = query(db, "PRAGMA quick_check");
+struct CheckProblem {
+  std::string text;         // one line, "" = ok
+  bool index_only = false;  // only index entries out of step with their tables
+};
+
+// `pragma` is "quick_check" or "integrity_check" (our constants only).
+Result<CheckProblem> firstCheckProblem(sqlite3* db, const std::string& pragma) {
+  Result<Statement> stmt = query(db, "PRAGMA " + pragma);
   if (!stmt.isOk()) return stmt.status();
   Result<bool> row = stmt->step();
   if (!row.isOk()) return row.status();
-  if (!*row) return std::string("quick_check returned nothing");
+  if (!*row) return CheckProblem{pragma + " returned nothing"};
   std::string first = stmt->textAt(0);
-  return first == "ok" ? std::string() : first;
+  if (first == "ok") return CheckProblem{};
+  // Only index entries that do not match their rows: the tables are intact,
+  // REINDEX rebuilds the indexes from them.
+  bool index_only = true;
+  while (true) {  // one row per problem (up to 100)
+    Result<bool> next = stmt->step();
+    if (!next.isOk() || !*next) break;
+    first += "\n" + stmt->textAt(0);
+  }
+  {
+    size_t start = 0;
+    while (start < first.size()) {
+      size_t end = first.find('\n', start);
+      std::string line = first.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      if (!line.empty() && line.rfind("***", 0) != 0 &&
+          line.find("missing from index") == std::string::npos &&
+          line.find("wrong # of entries in index") == std::string::npos) {
+        index_only = false;
+      }
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+  }
+  // One line: SQLite puts several problems in one row, separated by newlines,
+  // after a "*** in database main ***" line. Keep the first three.
+  std::string out;
+  int kept = 0;
+  size_t start = 0;
+  while (start <= first.size() && kept < 3) {
+    size_t end = first.find('\n', start);
+    std::string line = first.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (!line.empty() && line.rfind("***", 0) != 0) {
+      out += (out.empty() ? "" : "; ") + line;
+      ++kept;
+    }
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return CheckProblem{out.empty() ? pragma + " failed" : out, index_only};
 }
 
-// "quick_check: ..." when the database is damaged, "" when it is fine.
+// "<pragma>: ..." when the database is damaged, "" when it is fine.
 // SQLITE_CORRUPT / SQLITE_NOTADB on the way are damage too.
-Result<std::string> quickCheck(sqlite3* db) {
-  Result<std::string> problem = firstQuickCheckProblem(db);
-  if (problem.isOk()) return problem->empty() ? std::string() : "quick_check: " + *problem;
+Result<CheckProblem> checkDb(sqlite3* db, const std::string& pragma) {
+  Result<CheckProblem> problem = firstCheckProblem(db, pragma);
+  if (problem.isOk()) {
+    if (!problem->text.empty()) problem->text = pragma + ": " + problem->text;
+    return problem;
+  }
   const std::string message = problem.status().message();
   int rc = sqlite3_errcode(db) & 0xff;
-  if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) return "quick_check: " + message;
+  if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) return CheckProblem{pragma + ": " + message};
   return problem.status();
+}
+
+Result<std::string> quickCheck(sqlite3* db) {
+  Result<CheckProblem> problem = checkDb(db, "quick_check");
+  if (!problem.isOk()) return problem.status();
+  return problem->text;
 }
 
 Status fsyncPath(const std::string& path, bool directory) {
@@ -932,9 +985,15 @@ Result<DatabaseFacts> inspectDatabase(const std::string& path) {
   // by a killed process: that changes no data.
   Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READONLY);
   if (!db.isOk()) return db.status();
-  Result<std::string> problem = quickCheck(db->get());
+  // integrity_check is quick_check plus the check of every index against its
+  // table: quick_check alone passes an index whose entries were damaged.
+  Result<CheckProblem> problem = checkDb(db->get(), "integrity_check");
   if (!problem.isOk()) return problem.status().withContext("checking " + inQuotes(path));
-  if (!problem->empty()) return damaged(path, *problem);
+  if (problem->index_only) {
+    facts.index_damage = problem->text;
+  } else if (!problem->text.empty()) {
+    return damaged(path, problem->text);
+  }
   Result<int> version = readUserVersion(db->get());
   if (!version.isOk()) return damaged(path, version.status().message());
   facts.schema_version = *version;
@@ -949,6 +1008,17 @@ Result<DatabaseFacts> inspectDatabase(const std::string& path) {
     }
   }
   return facts;
+}
+
+Status rebuildIndexes(const std::string& path) {
+  const std::string context = "rebuilding the indexes of " + inQuotes(path);
+  Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READWRITE);
+  if (!db.isOk()) return db.status().withContext(context);
+  TW_RETURN_IF_ERROR(execScript(db->get(), "REINDEX", context));
+  Result<CheckProblem> problem = checkDb(db->get(), "integrity_check");
+  if (!problem.isOk()) return problem.status().withContext(context);
+  if (!problem->text.empty()) return damaged(path, problem->text + " (after REINDEX)");
+  return Status::ok();
 }
 
 Result<BackupInfo> backupDatabase(const std::string& source_path, const std::string& dest_path) {

@@ -3,6 +3,7 @@
 // in-memory SQLite, manual clock, no agents.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 #include <vector>
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "sim/controller_front.h"
 #include "sim/in_process_link.h"
 #include "sim/scenario.h"
 #include "sim/sim_host_connector.h"
@@ -167,7 +168,8 @@ TEST(SimWorldTest, HostConnectorFencesAsTheScenarioSays) {
 // controller, is kUnavailable "network unreachable".
 TEST(SimWorldTest, InProcessLinkIsUnreachableWhenCutOff) {
   bool connected = false;
-  InProcessLink link([] { return static_cast<Controller*>(nullptr); }, [&] { return connected; });
+  ControllerFront front;  // no controller: down
+  InProcessLink link(front, [&] { return connected; });
   Heartbeat hb;
   hb.host = "h1";
   Result<AssignmentSet> r = link.heartbeat(hb);
@@ -176,6 +178,79 @@ TEST(SimWorldTest, InProcessLinkIsUnreachableWhenCutOff) {
   EXPECT_EQ(r.status().message(), "network unreachable");
   connected = true;  // connected, but the controller is down
   EXPECT_EQ(link.sendEvent(AgentEvent{}).code(), Code::kUnavailable);
+}
+
+// Pins the controller's HTTP side while its loop is stalled: a heartbeat is
+// answered from the last published set (or not at all before any) and
+// queued; an event is acknowledged and queued; operator work is queued; the
+// end of the stall handles all of it in arrival order.
+TEST(SimWorldTest, StalledControllerAnswersFromThePublishedSetAndQueues) {
+  ManualClock clock{0};
+  Result<std::unique_ptr<Store>> store = Store::open(":memory:");
+  ASSERT_TRUE(store.isOk()) << store.status().toString();
+  Controller controller(**store, clock);
+  ASSERT_TRUE(controller.recover().isOk());
+  ControllerFront front;
+  front.setController(&controller);
+  std::vector<std::string> events;
+  controller.setEventListener([&](const EventRecord& e) { events.push_back(e.message); });
+  controller.setAssignmentListener([&](const std::string& host, int64_t) { front.published(host); });
+  Scenario s;
+  ASSERT_TRUE(loadHosts("hosts:\n  - name: h1\n  - name: h2\n", "cluster.yaml", &s).isOk());
+  ASSERT_TRUE(controller
+                  .applyPolicy({s.hosts_policy, PolicyFile{"p.yaml", "tiers:\n  - name: web\n"
+                                                                     "    image: tiny\n"}},
+                               false)
+                  .isOk());
+  Heartbeat hb;
+  hb.host = "h1";
+  hb.agent_id = "a1";
+  front.stall(5000);
+  EXPECT_TRUE(front.stalled());
+  Result<AssignmentSet> answer = front.heartbeat(hb);
+  ASSERT_TRUE(answer.isOk()) << answer.status().toString();  // published by the apply
+  EXPECT_EQ(answer->host, "h1");
+  EXPECT_EQ(controller.host("h1")->state, HostState::kUnknown);  // not handled yet
+  hb.host = "h9";
+  EXPECT_EQ(front.heartbeat(hb).status().code(), Code::kNotFound);
+  AgentEvent e;
+  e.host = "h1";
+  e.kind = "host.note";
+  e.message = "queued event";
+  EXPECT_TRUE(front.agentEvent(e).isOk());
+  bool ran = false;
+  EXPECT_FALSE(front.run([&](Controller&) { ran = true; }));
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(front.endStall(), 3u);
+  EXPECT_TRUE(ran);
+  EXPECT_FALSE(front.stalled());
+  EXPECT_EQ(controller.host("h1")->state, HostState::kOnline);
+  EXPECT_EQ(events.back(), "queued event");
+  EXPECT_TRUE(front.run([&](Controller&) {}));  // not stalled: at once
+  front.setController(nullptr);
+  front.stall(9000);  // down: nothing to stall
+  EXPECT_FALSE(front.stalled());
+}
+
+// Pins that the agent's hypervisor counts libvirt calls (for `host H libvirt
+// slow`), a startAll as one call per 4 VMs.
+TEST(SimWorldTest, SimHypervisorCountsCalls) {
+  FakeHypervisor hv;
+  std::map<std::string, int> fail_starts;
+  SimHypervisor sim(hv, fail_starts);
+  std::vector<std::string> vms;
+  for (int i = 1; i <= 5; ++i) {
+    DomainSpec spec;
+    spec.meta.vm = "web-" + std::to_string(i);
+    ASSERT_TRUE(sim.define(spec).isOk());
+    vms.push_back(spec.meta.vm);
+  }
+  EXPECT_EQ(sim.takeCalls(), 5);
+  sim.startAll(vms);
+  (void)sim.listManaged();
+  EXPECT_EQ(sim.takeCalls(), 3);
+  EXPECT_EQ(sim.takeCalls(), 0);
+  EXPECT_EQ(hv.runningCount(), 5);
 }
 
 Scenario crashScenario() {

@@ -86,18 +86,26 @@ struct DatabaseFacts {
   int schema_version = 0;      // PRAGMA user_version (0 = never migrated)
   int64_t policy_version = 0;  // newest policy version (0 = none)
   int64_t event_count = 0;
+  // integrity_check found only index entries out of step with their tables
+  // (the rows are intact; rebuildIndexes() repairs it without loss).
+  std::string index_damage;
 };
 
 // Looks at the database at `path` without changing it: first its WAL
 // (`path`-wal) frame by frame, the way SQLite will read it, then
-// `PRAGMA quick_check` on a read-only connection. Errors (one line, naming
-// the file): kFailedPrecondition "database '...' is damaged: ..." when
-// quick_check fails or the WAL holds committed frames SQLite would drop
+// `PRAGMA integrity_check` (quick_check plus every index against its table)
+// on a read-only connection. Errors (one line, naming the file):
+// kFailedPrecondition "database '...' is damaged: ..." when the check fails
+// (other than index_damage, see DatabaseFacts) or the WAL holds committed frames SQLite would drop
 // without a word (a WAL cut off mid-frame, bytes overwritten in a committed
 // frame, a damaged WAL header); kUnavailable for I/O errors. A torn last frame
 // that no later commit follows is an unfinished write (kill -9) and is fine.
 // Blocks for one read of the whole file (quick_check).
 Result<DatabaseFacts> inspectDatabase(const std::string& path);
+
+// REINDEX of the database at `path`, then integrity_check must pass.
+// For DatabaseFacts::index_damage. Errors: kFailedPrecondition (still damaged).
+Status rebuildIndexes(const std::string& path);
 
 struct BackupInfo {
   std::string path;
