@@ -43,6 +43,7 @@ class ControllerFront final : public ControllerEndpoint {
   void stall(Millis until);
   bool stalled() const { return controller_ != nullptr && stalled_until_ > 0; }
   Millis stalledUntil() const { return stalled_until_; }
+  size_t queued() const { return queue_.size(); }
   // The stall is over: runs what was queued, in order. Returns how many items.
   size_t endStall();
 

@@ -19,13 +19,17 @@
 // hosts at once (double copies), and no VM destroyed by fencing on a host that
 // was not cut off (collateral destroys; the definition is in sim/simulation.h).
 //
-//   tierwarden-sim fuzz --seeds N [--start S] [--save DIR] [--save-all]
+//   tierwarden-sim fuzz --seeds N [--start S] [--strict] [--save DIR] [--save-all]
 //
 // prints each failing seed with what broke and how to replay it, then
 //   fuzz: N seeds, X double copies, Y collateral destroys, Z steps
-// and exits 1 when X or Y > 0. --save DIR writes each failing seed (every seed
-// with --save-all) as a scenario folder DIR/seed-S (cluster.yaml, policy.yaml,
-// script, assert, README) that `tierwarden-sim run` replays.
+//   fuzz: known gaps, not counted above: A double copies (unenforced lease), B collateral ...
+// and exits 1 when X or Y > 0. X and Y leave out the known gaps that
+// sim/simulation.h defines (an unenforced lease; an agent without a peer
+// list), which are listed per seed and counted on the second line; --strict
+// counts them as failures too. --save DIR writes each failing seed (every
+// seed with --save-all) as a scenario folder DIR/seed-S (cluster.yaml,
+// policy.yaml, script, assert, README) that `tierwarden-sim run` replays.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +44,7 @@ struct FuzzOptions {
   uint64_t start = 1;
   std::string save_dir;  // empty: save nothing
   bool save_all = false;
+  bool strict = false;  // known gaps fail too
 };
 
 // One generated case: the texts of a scenario folder.
@@ -54,9 +59,11 @@ FuzzCase generateFuzzCase(uint64_t seed);
 
 struct FuzzOutcome {
   bool ran = false;
-  std::string error;  // why it did not run (a generator bug)
-  int64_t double_copies = 0;
-  int64_t collateral = 0;
+  std::string error;                // why it did not run (a generator bug)
+  int64_t double_copies = 0;        // all, known gaps included
+  int64_t double_copies_known = 0;  // of those: an unenforced lease
+  int64_t collateral = 0;           // all, known gaps included
+  int64_t collateral_known = 0;     // of those: an agent without a peer list
   int64_t steps = 0;
   std::vector<std::string> problems;  // the simulator's error lines
 };

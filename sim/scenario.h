@@ -40,8 +40,8 @@ namespace tw::sim {
 inline constexpr const char* kHostsPolicyName = "sim-hosts.yaml";
 
 struct SimHostDef {
-  HostSpec spec;             // as it goes into sim-hosts.yaml (uri filled in)
-  Capacity capacity;         // what the simulated host has (FakeHypervisor)
+  HostSpec spec;      // as it goes into sim-hosts.yaml (uri filled in)
+  Capacity capacity;  // what the simulated host has (FakeHypervisor)
 };
 
 struct Scenario {

@@ -83,9 +83,9 @@ enum class Op {
   kHostLibvirtSlow,     // duration: per call (0 = normal again)
   kAgent,               // arg: "stop" | "start" | "stall" (duration)
   kVmCrash,
-  kVmHealth,     // arg: "ok" | "fail" | "fail-always"
-  kVmFailStart,  // count
-  kController,   // arg: "restart" | "stop" | "start" | "stall" (duration)
+  kVmHealth,           // arg: "ok" | "fail" | "fail-always"
+  kVmFailStart,        // count
+  kController,         // arg: "restart" | "stop" | "start" | "stall" (duration)
   kControllerNetwork,  // arg: "on" | "off"
   kLink,               // target -> other (host names or "controller"), arg: "on" | "off"
   kDrain,

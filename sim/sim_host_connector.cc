@@ -4,8 +4,8 @@ namespace tw::sim {
 
 FenceAgents simFenceAgents() {
   // The commands are never run: SimHostConnector answers by the agent's name.
-  auto agents = parseFenceAgents("ok = sim-fence {host}\nfail = sim-fence --fail {host}\n",
-                                 "simulator");
+  auto agents =
+      parseFenceAgents("ok = sim-fence {host}\nfail = sim-fence --fail {host}\n", "simulator");
   return agents.isOk() ? *agents : FenceAgents{};
 }
 

@@ -70,8 +70,8 @@ Simulation::Simulation(const Scenario& scenario, EventSink sink)
     h.def = def;
     h.hv = std::make_unique<FakeHypervisor>(def.capacity);
     h.agent_hv = std::make_unique<SimHypervisor>(*h.hv, fail_starts_);
-    h.link = std::make_unique<InProcessLink>(front_,
-                                             [this, name] { return reachesController(name); });
+    h.link =
+        std::make_unique<InProcessLink>(front_, [this, name] { return reachesController(name); });
     // FakeHypervisor delivers events from inside the call that caused them:
     // only record them here.
     h.hv->subscribe([this, name](const DomainEvent& e) {
@@ -134,10 +134,10 @@ void Simulation::powerOffByFence(const std::string& host) {
   log("info", "host " + host + " powered off by its fence agent");
   const int running = it->second.hv->runningCount();
   if (running > 0 && !it->second.cut_off) {
-    collateral("fence agent of host " + host + " powered it off with " +
-                   std::to_string(running) + " running VMs, but " + host +
-                   " is not cut off (it reaches " + std::to_string(it->second.reached) +
-                   " of its " + std::to_string(hosts_.size() - 1) + " peers)",
+    collateral("fence agent of host " + host + " powered it off with " + std::to_string(running) +
+                   " running VMs, but " + host + " is not cut off (it reaches " +
+                   std::to_string(it->second.reached) + " of its " +
+                   std::to_string(hosts_.size() - 1) + " peers)",
                running);
   }
   powerOff(it->second);
@@ -372,21 +372,11 @@ void Simulation::step(Millis t) {
   endStalls(t);
   for (auto& [name, h] : hosts_) ensureAgent(h);
   updateReach(t);
-  // The heartbeat thread ticks right before the loop looks for work, so that
-  // an answer it gets is taken by the loop before anything else can change
-  // the controller's sets (a push newer than that answer is delivered first,
-  // then the answer re-applies the same set).
-  for (auto& [name, h] : hosts_) {
-    beat(h);
-    stepHost(h);
-  }
+  for (auto& [name, h] : hosts_) settleHost(h);
   if (controller_ && !front_.stalled() && t % kControllerTickMs == 0) controller_->runOnce();
   for (int round = 0; round < kSettleRounds; ++round) {
     bool any = false;
-    for (auto& [name, h] : hosts_) {
-      beat(h);  // a report the last pass changed goes out at once
-      if (hasWork(h)) any |= stepHost(h);
-    }
+    for (auto& [name, h] : hosts_) any |= settleHost(h);
     if (!any) break;
   }
   countCopies();
@@ -394,9 +384,9 @@ void Simulation::step(Millis t) {
 
 void Simulation::endStalls(Millis t) {
   if (front_.stalled() && t >= front_.stalledUntil()) {
-    const size_t n = front_.endStall();
-    log("info", "controller: its loop runs again; " + std::to_string(n) +
-                    " queued heartbeats, events and commands handled");
+    log("info", "controller: its loop runs again; it takes " + std::to_string(front_.queued()) +
+                    " queued heartbeats, events and commands first");
+    front_.endStall();
   }
   for (auto& [name, h] : hosts_) {
     if (h.stall_cmd_until > 0 && t >= h.stall_cmd_until) {
@@ -404,6 +394,16 @@ void Simulation::endStalls(Millis t) {
       log("info", "agent " + name + ": its loop runs again");
     }
   }
+}
+
+bool Simulation::settleHost(Host& h) {
+  bool ran = false;
+  for (int pass = 0; pass < kSettleRounds; ++pass) {
+    beat(h);
+    if (!hasWork(h) || !stepHost(h)) break;
+    ran = true;
+  }
+  return ran;
 }
 
 void Simulation::beat(Host& h) {
@@ -459,7 +459,8 @@ bool Simulation::stepHost(Host& h) {
   h.wake = false;
   // A self-fence destroys in this pass only when the lease is not valid now.
   std::vector<std::string> before;
-  const bool may_fence = h.agent->leaseState() != LeaseState::kValid || h.agent->leaseUntilMs() <= now;
+  const bool may_fence =
+      h.agent->leaseState() != LeaseState::kValid || h.agent->leaseUntilMs() <= now;
   if (may_fence) {
     Result<std::vector<DomainStatus>> listed = h.hv->listManaged();
     if (listed) {
@@ -478,6 +479,7 @@ bool Simulation::stepHost(Host& h) {
       if (!h.hv->isRunning(vm)) destroyed.push_back(vm);
     }
     if (!destroyed.empty()) {
+      if (h.fence_without_peers) collateral_known_ += static_cast<int64_t>(destroyed.size());
       collateral("host " + h.def.spec.name + "'s self-fence destroyed " + joined(destroyed) +
                      ", but " + h.def.spec.name +
                      " was not cut off when its agent judged itself isolated (it reached " +
@@ -531,11 +533,30 @@ void Simulation::countCopies() {
     const int n = copies_[vm];
     if (n > max_copies_) max_copies_ = n;
     if (n >= 2) {
+      const std::vector<std::string> where = hostsRunning(vm);
+      const std::string gap = unenforcedLease(where);
       ++double_copies_;
-      log("error", "vm '" + vm + "' runs on " + std::to_string(n) +
-                       " hosts at once: " + joined(hostsRunning(vm)));
+      if (!gap.empty()) ++double_copies_known_;
+      log("error", "vm '" + vm + "' runs on " + std::to_string(n) + " hosts at once: " +
+                       joined(where) + (gap.empty() ? "" : " (known gap: " + gap + ")"));
     }
   }
+}
+
+std::string Simulation::unenforcedLease(const std::vector<std::string>& hosts) const {
+  if (!controller_) return "";
+  for (const auto& name : hosts) {
+    const HostRecord* rec = controller_->host(name);
+    if (rec == nullptr || rec->state != HostState::kFenced) continue;
+    const Host& h = hosts_.at(name);
+    const std::string lease = "the controller fenced " + name + " by its lease, but ";
+    if (!h.agent) return lease + "its agent is not running";
+    if (clock_.nowMs() < h.stalled_until) return lease + "its agent's loop is blocked";
+    if (h.agent->leaseState() == LeaseState::kNone) {
+      return lease + "its agent restarted and has no answer yet";
+    }
+  }
+  return "";
 }
 
 std::vector<std::string> Simulation::hostsRunning(const std::string& vm) const {

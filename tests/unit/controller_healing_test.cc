@@ -391,6 +391,20 @@ TEST_F(HealingTest, LeaseExpiryFencesAfterLeasePlusMargin) {
   EXPECT_TRUE(hosts_.calls.empty());
 }
 
+// Pins: a host cut off from the network loses its heartbeats and its libvirt
+// together; the controller sees libvirt go a little later than dead_after (its
+// keepalive), and still counts it as one failure: the agent enforces its lease,
+// so the host is fenced by lease expiry (it was "agent silent" for a moment).
+TEST_F(HealingTest, PartitionSeenByLibvirtLateIsStillFencedByLease) {
+  up_.erase("h2");  // heartbeats stop
+  tick(40);         // 4 s: libvirt still "answers" (keepalive not yet expired)
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
+  hosts_.alive.erase("h2");
+  tick(150);
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
+  EXPECT_FALSE(hasEvent("host.unfenceable"));
+}
+
 // Pins: an agent that stops while its host's libvirt still answers gives a
 // warning and moves nothing.
 TEST_F(HealingTest, AgentDeathWithLibvirtAliveIsAWarning) {
@@ -407,12 +421,14 @@ TEST_F(HealingTest, AgentDeathWithLibvirtAliveIsAWarning) {
 }
 
 // Pins: an agent that died while its libvirt answered enforces no lease: when
-// the host then goes dark, lease expiry is NOT a fence (its VMs may still run);
-// the VMs stay put until its libvirt answers again and destroys them.
+// the host then goes dark (here 8 s later: well past dead_after + the 3 s in
+// which a lost network takes libvirt too), lease expiry is NOT a fence (its VMs
+// may still run); the VMs stay put until its libvirt answers again and
+// destroys them.
 TEST_F(HealingTest, DeadAgentThenPartitionIsNotFencedByLease) {
   auto on_h2 = vmsOn("h2");
   up_.erase("h2");  // the agent dies; libvirt still answers
-  tick(40);
+  tick(80);
   EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
   hosts_.alive.erase("h2");  // now the host goes dark too
   tick(150);                 // 15 s: far past lease + margin

@@ -78,14 +78,15 @@ TEST(SimWorldTest, RefusesBadHostsFiles) {
             std::string::npos);
   EXPECT_EQ(loadHosts("cluster:\n  lease: 9s\n", "c.yaml", &s).toString(),
             "c.yaml:1: declares no hosts");
-  EXPECT_EQ(loadHosts("hosts:\n  - { name: h1, fence: { agent: ipmi } }\n", "c.yaml", &s).toString(),
-            "c.yaml:2:33: host 'h1' names fence agent 'ipmi': the simulator defines 'fail', 'ok' "
-            "(ok powers the host off, fail fails)");
-  EXPECT_NE(loadHosts("hosts:\n  - name: h1\n    fence: command\n    fence_command: ok\n", "c.yaml",
-                      &s)
-                .toString()
-                .find("c.yaml:4:5: 'fence_command' (of host 'h1') is no longer supported"),
-            std::string::npos);
+  EXPECT_EQ(
+      loadHosts("hosts:\n  - { name: h1, fence: { agent: ipmi } }\n", "c.yaml", &s).toString(),
+      "c.yaml:2:33: host 'h1' names fence agent 'ipmi': the simulator defines 'fail', 'ok' "
+      "(ok powers the host off, fail fails)");
+  EXPECT_NE(
+      loadHosts("hosts:\n  - name: h1\n    fence: command\n    fence_command: ok\n", "c.yaml", &s)
+          .toString()
+          .find("c.yaml:4:5: 'fence_command' (of host 'h1') is no longer supported"),
+      std::string::npos);
 }
 
 // Pins that `vm V fail-start N` counts N failures over all hosts together,
@@ -194,12 +195,14 @@ TEST(SimWorldTest, StalledControllerAnswersFromThePublishedSetAndQueues) {
   front.setController(&controller);
   std::vector<std::string> events;
   controller.setEventListener([&](const EventRecord& e) { events.push_back(e.message); });
-  controller.setAssignmentListener([&](const std::string& host, int64_t) { front.published(host); });
+  controller.setAssignmentListener(
+      [&](const std::string& host, int64_t) { front.published(host); });
   Scenario s;
   ASSERT_TRUE(loadHosts("hosts:\n  - name: h1\n  - name: h2\n", "cluster.yaml", &s).isOk());
   ASSERT_TRUE(controller
-                  .applyPolicy({s.hosts_policy, PolicyFile{"p.yaml", "tiers:\n  - name: web\n"
-                                                                     "    image: tiny\n"}},
+                  .applyPolicy({s.hosts_policy, PolicyFile{"p.yaml",
+                                                           "tiers:\n  - name: web\n"
+                                                           "    image: tiny\n"}},
                                false)
                   .isOk());
   Heartbeat hb;
