@@ -89,7 +89,6 @@ class EventStreamer {
   bool stopping_ = false;
 
   std::map<int, Stream> streams_;  // loop thread only
-  int64_t last_seen_event_ = -1;   // loop thread only
 };
 
 }  // namespace tw
