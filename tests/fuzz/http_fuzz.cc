@@ -18,9 +18,15 @@
 // connection is the way to reach the whole chain without test hooks.
 //
 // The token is fixed (kToken below), so that seeds reach authenticated
-// routes. Long polls and event waits return at once (releaseWaiters()).
-// The whole stack is rebuilt every kRebuildEvery inputs so that state
-// (applied policies, events) stays small.
+// routes. Long polls and event waits return at once (releaseWaiters()); the
+// loop ticks once a second (its own work is not what this target is about);
+// the whole stack is rebuilt every kRebuildEvery inputs so that state
+// (applied policies, events) stays small. How the end of an input is told
+// to the server without losing its answer: exchange() below.
+//
+// Run: scripts/fuzz [SECONDS] (ctest label `fuzz`: 60 s from the seeds in
+// tests/fuzz/corpus/http, which include the requests of the bad-input
+// report: DELETE /%ce, GET /x%ff.html, ?since=%ff, a body of 0xFF, 1e400).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
