@@ -408,6 +408,12 @@ void ApiServer::routes() {
   // Server-sent events (GET /api/v1/events/stream): diverted before httplib
   // reads them, served by EventStreamer (event_streamer.h) without a thread.
 
+  // Token check for the dashboard (nothing changes): 204 or 401.
+  s.Post("/api/v1/auth/check", [=](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    res.status = 204;
+  });
+
   // ---- agents (their own listener) ----
   auto elsewhere = [this](const httplib::Request&, httplib::Response& res) {
     sendError(res, notFound("agent calls are served on the agents' listener (--agent-listen, port " +

@@ -61,12 +61,12 @@ export async function post(path, body) {
   return parse(await fetch(path, init));
 }
 
-// Checks a token without changing anything: the agents' assignment read needs
-// the token (401 without it) and answers at once with wait_ms=0. `host` is a
-// declared host when one is known (a 200 then; an undeclared name gets 404).
-export async function checkToken(candidate, host) {
-  const name = encodeURIComponent(host || '_token-check_');
-  const r = await fetch(`/api/v1/agents/${name}/assignments?wait_ms=0`, {
+// Checks a token without changing anything: POST /api/v1/auth/check answers
+// 204 for a valid token and 401 otherwise (docs/api.md). `host` is unused
+// (kept for callers).
+export async function checkToken(candidate, host) {  // eslint-disable-line no-unused-vars
+  const r = await fetch('/api/v1/auth/check', {
+    method: 'POST',
     cache: 'no-store',
     headers: { Authorization: `Bearer ${candidate}` },
   });
