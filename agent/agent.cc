@@ -255,6 +255,7 @@ Millis Agent::nextWakeMs() const {
   std::lock_guard<std::mutex> lock(lease_mu_);
   if (!started_) return now + interval_ms_;
   if (dirty_ || answer_ || (!external_heartbeats_ && reportDueLocked())) return now;
+  if (events_deferred_) return now + 20;
   Millis next = external_heartbeats_ ? now + 1000 : next_heartbeat_ms_;
   if (lease_state_ != LeaseState::kExpired) {
     next = std::min(next, lease_state_ == LeaseState::kHeld ? now + 250 : lease_until_ms_);
@@ -1003,6 +1004,7 @@ bool Agent::reportDueLocked() const {
 }
 
 void Agent::sendHeartbeat(Millis now) {
+  std::lock_guard<std::mutex> sending(send_mu_);
   Heartbeat hb;
   int64_t gen = 0;
   {
@@ -1086,6 +1088,9 @@ void Agent::noteLinkResultLocked(const Status& st) {
 }
 
 void Agent::flushEvents() {
+  std::unique_lock<std::mutex> sending(send_mu_, std::try_to_lock);
+  events_deferred_ = !sending.owns_lock() && !outbox_.empty();
+  if (!sending.owns_lock()) return;  // a heartbeat is on its way: after it
   while (!outbox_.empty()) {
     {
       std::lock_guard<std::mutex> lock(lease_mu_);

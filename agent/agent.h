@@ -363,6 +363,13 @@ class Agent {
   std::function<void()> wake_;
   bool fence_announced_ = false;  // core: the current self-fence was announced
 
+  // Held while a heartbeat is built and sent, and while events are sent: an
+  // event (vm.crashed) never overtakes a heartbeat built before it (a stale
+  // "running, healthy" would then close its incident at once). Taken before
+  // lease_mu_. The core only try-locks it and sends later.
+  std::mutex send_mu_;
+  bool events_deferred_ = false;  // core: a flush found a heartbeat in flight
+
   // ---- shared by the core and the heartbeat thread ----
   mutable std::mutex lease_mu_;  // guards everything below
   Millis interval_ms_;
