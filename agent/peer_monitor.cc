@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "tw/json.h"
+#include "tw/text.h"
 #include "tw/log.h"
 
 namespace tw {
@@ -27,13 +28,6 @@ bool splitHostPort(const std::string& address, std::string& host, int& port) {
   return port >= 0 && port <= 65535;
 }
 
-bool tokenMatches(const std::string& presented, const std::string& expected) {
-  if (expected.empty() || presented.size() != expected.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < expected.size(); ++i)
-    diff |= static_cast<unsigned char>(presented[i] ^ expected[i]);
-  return diff == 0;
-}
 
 }  // namespace
 

@@ -79,14 +79,6 @@ void sendError(httplib::Response& res, const Status& s) {
   sendJson(res, httpStatusOf(s.code()), body);
 }
 
-// Constant-time comparison of the presented token with ours.
-bool tokenMatches(const std::string& presented, const std::string& expected) {
-  if (expected.empty() || presented.size() != expected.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < expected.size(); ++i)
-    diff |= static_cast<unsigned char>(presented[i] ^ expected[i]);
-  return diff == 0;
-}
 
 std::string contentTypeOf(const std::string& path) {
   auto ext = std::filesystem::path(path).extension().string();

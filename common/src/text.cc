@@ -86,4 +86,12 @@ std::string utf8Sanitize(std::string_view s) {
   return out;
 }
 
+bool tokenMatches(const std::string& presented, const std::string& expected) {
+  if (expected.empty() || presented.size() != expected.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < expected.size(); ++i)
+    diff |= static_cast<unsigned char>(presented[i] ^ expected[i]);
+  return diff == 0;
+}
+
 }  // namespace tw

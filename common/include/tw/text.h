@@ -30,4 +30,9 @@ std::string utf8FirstCharacter(std::string_view s);
 // by U+FFFD, as nlohmann::json's error_handler_t::replace does.
 std::string utf8Sanitize(std::string_view s);
 
+// Compares a presented bearer token with the expected one in time that does
+// not depend on where they differ, over exact bytes. An empty expected token
+// matches nothing.
+bool tokenMatches(const std::string& presented, const std::string& expected);
+
 }  // namespace tw
