@@ -856,6 +856,17 @@ Status Controller::handleAgentEvent(const AgentEvent& e) {
   if (it->second.host != e.host || it->second.epoch != e.epoch) return Status::ok();
   if (rt.error) return Status::ok();  // budgets spent: late reports change nothing until a reset
   VmRecord& vm = it->second;
+  bool health_changed = false;
+  // A crash, a reboot for health or a (re)start ends the run the last verdict
+  // was about: the new run is unknown until a heartbeat reports its verdict.
+  // Events travel apart from heartbeats and may arrive first; a "healthy" left
+  // over from the old run would close the incident before the guest is up.
+  if (e.kind == "vm.crashed" || e.kind == "vm.unhealthy" || e.kind == "vm.restarted" ||
+      e.kind == "vm.started") {
+    const Health fresh = e.kind == "vm.unhealthy" ? Health::kUnhealthy : Health::kUnknown;
+    health_changed = vm.health != fresh;
+    vm.health = fresh;
+  }
   if (e.kind == "vm.crashed") {
     openIncident("vm/" + vm.name, "vm.crashed", "vm '" + vm.name + "' crashed", e.message);
     setVmState(vm, VmState::kCrashed, e.message);
@@ -869,6 +880,7 @@ Status Controller::handleAgentEvent(const AgentEvent& e) {
   } else if (e.kind == "vm.budget_exhausted") {
     relocate(vm, e.message);
   }
+  if (health_changed) saveVm(vm);
   return Status::ok();
 }
 

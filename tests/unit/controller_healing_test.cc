@@ -506,6 +506,46 @@ TEST_F(HealingTest, HostIncidentTimeline) {
   for (size_t i = 1; i < inc->steps.size(); ++i) EXPECT_GE(inc->steps[i].t_ms, inc->steps[i - 1].t_ms);
 }
 
+// Pins: the agent's crash and restart events travel apart from heartbeats and
+// may come first. The restart begins a new run: the old run's "healthy" must
+// not close the incident; a heartbeat's verdict on the new run does.
+TEST_F(HealingTest, CrashIncidentClosesOnlyOnTheNewRunsVerdict) {
+  const VmRecord* v = controller_->vm("web-1");
+  ASSERT_EQ(v->health, Health::kHealthy);
+  const std::string host = v->host;
+  const int64_t epoch = v->epoch;
+  ASSERT_TRUE(controller_->handleAgentEvent({host, "web-1", epoch, "vm.crashed", "warn", "failed"}).isOk());
+  ASSERT_TRUE(controller_->handleAgentEvent({host, "web-1", epoch, "vm.restarted", "info", "restart 1 of 3"}).isOk());
+  controller_->runOnce();
+  v = controller_->vm("web-1");
+  EXPECT_EQ(v->state, VmState::kRunning);
+  EXPECT_EQ(v->health, Health::kUnknown);
+  auto open = [&] {
+    auto incidents = store_->incidents(10);
+    for (const auto& i : *incidents)
+      if (i.subject == "vm/web-1") return i.closed_ms == 0;
+    return false;
+  };
+  EXPECT_TRUE(open()) << allEvents();
+  // The new run's first verdict: the guest is not up yet.
+  Heartbeat hb;
+  hb.host = host;
+  hb.agent_id = "agent-" + host;
+  hb.capacity = {4, 4096};
+  for (const auto& a : controller_->assignmentsFor(host).assignments) {
+    DomainReport d = report(a.vm, a.tier, a.epoch);
+    if (a.vm == "web-1") d.health = Health::kUnknown;
+    hb.domains.push_back(d);
+  }
+  clock_.advance(100);
+  ASSERT_TRUE(controller_->handleHeartbeat(hb).isOk());
+  controller_->runOnce();
+  EXPECT_TRUE(open());
+  tick(1);  // healthy
+  EXPECT_FALSE(open());
+  EXPECT_EQ(controller_->vm("web-1")->health, Health::kHealthy);
+}
+
 // Pins: restart budget spent -> relocated to another host (new epoch);
 // spent again there with the relocation budget used up -> error, running
 // nowhere; reset -> placed and running again.
