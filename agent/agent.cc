@@ -233,6 +233,7 @@ void Agent::publish(Millis now) {
   published_.assignments_version = assignmentsVersion();
   published_.domains = reports_;
   published_.service_address = options_.service_address;
+  published_events_ = emitted_;
   ++published_gen_;
 }
 
@@ -1007,11 +1008,13 @@ void Agent::sendHeartbeat(Millis now) {
   std::lock_guard<std::mutex> sending(send_mu_);
   Heartbeat hb;
   int64_t gen = 0;
+  int64_t events_before = 0;
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
     hb = published_;
     hb.seq = ++seq_;
     gen = published_gen_;
+    events_before = published_events_;
     if (fence_unacked_) hb.self_fence_reason = self_fence_reason_;
     last_heartbeat_ms_ = now;
     next_heartbeat_ms_ = now + interval_ms_;
@@ -1019,8 +1022,25 @@ void Agent::sendHeartbeat(Millis now) {
   hb.peer_address = options_.peer_address;
   hb.peers_unreachable = peers_->unreachable(now);
 
+  // The undelivered events this snapshot already reflects ride along, oldest
+  // first: the controller handles "crashed, restarted" before the report of
+  // the new run, never after it (a late "crashed" would undo a newer report).
+  // One request, so that a backlog never delays the lease.
+  int64_t carried = 0;
+  {
+    std::lock_guard<std::mutex> lock(outbox_mu_);
+    for (const Outgoing& o : outbox_) {
+      if (o.seq > events_before || hb.events.size() >= kEventsPerHeartbeat) break;
+      hb.events.push_back(o.event);
+      carried = o.seq;
+    }
+  }
   // No lock while the controller answers (or not).
   Result<AssignmentSet> answer = link_.heartbeat(hb);
+  if (answer && carried > 0) {
+    std::lock_guard<std::mutex> lock(outbox_mu_);
+    while (!outbox_.empty() && outbox_.front().seq <= carried) outbox_.pop_front();
+  }
 
   std::lock_guard<std::mutex> lock(lease_mu_);
   noteLinkResultLocked(answer.status());
@@ -1089,27 +1109,41 @@ void Agent::noteLinkResultLocked(const Status& st) {
 
 void Agent::flushEvents() {
   std::unique_lock<std::mutex> sending(send_mu_, std::try_to_lock);
-  events_deferred_ = !sending.owns_lock() && !outbox_.empty();
-  if (!sending.owns_lock()) return;  // a heartbeat is on its way: after it
-  while (!outbox_.empty()) {
+  if (!sending.owns_lock()) {  // a heartbeat is on its way (maybe with them): after it
+    std::lock_guard<std::mutex> lock(outbox_mu_);
+    events_deferred_ = !outbox_.empty();
+    return;
+  }
+  events_deferred_ = false;
+  for (;;) {
     {
       std::lock_guard<std::mutex> lock(lease_mu_);
       if (!link_up_) return;
     }
-    Status st = link_.sendEvent(outbox_.front());
-    if (st.isOk()) {
-      outbox_.pop_front();
-      continue;
+    Outgoing next;
+    {
+      std::lock_guard<std::mutex> lock(outbox_mu_);
+      if (outbox_.empty()) return;
+      next = outbox_.front();
     }
-    if (st.code() == Code::kUnavailable || st.code() == Code::kPermissionDenied) {
+    Status st = link_.sendEvent(next.event);
+    if (!st.isOk() && (st.code() == Code::kUnavailable || st.code() == Code::kPermissionDenied)) {
       log::debug("sending event failed, kept for later: {}", st.toString());
       return;
     }
-    // The controller refuses this event: retrying cannot help.
-    log::warn("controller refused event '{}' for '{}': {}", outbox_.front().kind,
-              outbox_.front().vm, st.toString());
-    outbox_.pop_front();
+    if (!st.isOk()) {  // the controller refuses this event: retrying cannot help
+      log::warn("controller refused event '{}' for '{}': {}", next.event.kind, next.event.vm,
+                st.toString());
+    }
+    std::lock_guard<std::mutex> lock(outbox_mu_);
+    // emit() may have dropped it meanwhile (queue full): pop only that one.
+    if (!outbox_.empty() && outbox_.front().seq == next.seq) outbox_.pop_front();
   }
+}
+
+size_t Agent::pendingEvents() const {
+  std::lock_guard<std::mutex> lock(outbox_mu_);
+  return outbox_.size();
 }
 
 void Agent::emit(const std::string& level, const std::string& kind, const std::string& vm,
@@ -1122,12 +1156,13 @@ void Agent::emit(const std::string& level, const std::string& kind, const std::s
   e.kind = kind;
   e.level = level;
   e.message = message;
+  std::lock_guard<std::mutex> lock(outbox_mu_);
   if (outbox_.size() >= kMaxPendingEvents) {
     log::warn("event queue full ({} events): dropping the oldest, '{}'", outbox_.size(),
-              outbox_.front().kind);
+              outbox_.front().event.kind);
     outbox_.pop_front();
   }
-  outbox_.push_back(std::move(e));
+  outbox_.push_back(Outgoing{++emitted_, std::move(e)});
 }
 
 void Agent::logFailureOnce(const std::string& key, const std::string& message) {

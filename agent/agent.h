@@ -228,7 +228,7 @@ class Agent {
     return interval_ms_;
   }
   // Agent events not yet delivered to the controller.
-  size_t pendingEvents() const { return outbox_.size(); }
+  size_t pendingEvents() const;
   // A migration of `vm` was decided and its outcome has not come back.
   bool migrating(const std::string& vm) const { return migrations_.count(vm) != 0; }
   const PortMap& portMap() const { return ports_; }
@@ -236,6 +236,8 @@ class Agent {
 
   // At most this many undelivered events are kept (oldest dropped first).
   static constexpr size_t kMaxPendingEvents = 1000;
+  // At most this many ride along with one heartbeat (Heartbeat::events).
+  static constexpr size_t kEventsPerHeartbeat = 64;
 
  private:
   // What the agent remembers about one VM, for the assignment epoch `epoch`.
@@ -363,10 +365,11 @@ class Agent {
   std::function<void()> wake_;
   bool fence_announced_ = false;  // core: the current self-fence was announced
 
-  // Held while a heartbeat is built and sent, and while events are sent: an
-  // event (vm.crashed) never overtakes a heartbeat built before it (a stale
-  // "running, healthy" would then close its incident at once). Taken before
-  // lease_mu_. The core only try-locks it and sends later.
+  // Held while a heartbeat is built and sent, and while events are sent, so
+  // that the controller learns things in the order they happened: an event
+  // (vm.crashed) never overtakes a heartbeat built before it, and the events
+  // a heartbeat's snapshot reflects travel inside it (Heartbeat::events).
+  // Taken before lease_mu_. The core only try-locks it and sends later.
   std::mutex send_mu_;
   bool events_deferred_ = false;  // core: a flush found a heartbeat in flight
 
@@ -380,6 +383,7 @@ class Agent {
   std::optional<Code> link_condition_;   // last heartbeat outcome; logged on change
   Heartbeat published_;                  // what the next heartbeat carries
   int64_t published_gen_ = 0;            // runOnce() publications so far
+  int64_t published_events_ = 0;         // events emitted before that publication
   std::vector<DomainReport> last_sent_;  // carried by the last answered heartbeat
   int64_t last_sent_version_ = -1;
   std::optional<AssignmentSet> answer_;  // answered set not yet applied by the core
@@ -400,7 +404,16 @@ class Agent {
     Millis at = 0;
   };
   std::vector<PendingStart> starts_;  // queued by launch(), run at the end of converge()
-  std::deque<AgentEvent> outbox_;
+  // Events not yet delivered, numbered by emit(); the core adds, senders (the
+  // core's flushEvents(), the heartbeat) remove. Taken alone or with send_mu_
+  // held, never together with lease_mu_.
+  struct Outgoing {
+    int64_t seq = 0;
+    AgentEvent event;
+  };
+  mutable std::mutex outbox_mu_;
+  std::deque<Outgoing> outbox_;  // guarded by outbox_mu_
+  int64_t emitted_ = 0;          // core: events emitted so far
   std::map<std::string, std::string> failures_;  // key -> last logged failure
 };
 

@@ -784,6 +784,12 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
     h.self_fence_reason = hb.self_fence_reason;
     h.self_fenced_ms = now;  // its own host.self_fenced event says it in the log
   }
+  // The events this report already reflects come first (Heartbeat::events).
+  for (AgentEvent e : hb.events) {
+    e.host = hb.host;  // an agent speaks for its own host only
+    Status s = handleAgentEvent(e);
+    if (!s.isOk()) log::warn("agent event from host '{}' dropped: {}", hb.host, s.toString());
+  }
   h.domains.clear();
   for (const auto& d : hb.domains) h.domains[d.vm] = d;
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
@@ -857,15 +863,15 @@ Status Controller::handleAgentEvent(const AgentEvent& e) {
   if (rt.error) return Status::ok();  // budgets spent: late reports change nothing until a reset
   VmRecord& vm = it->second;
   bool health_changed = false;
-  // A crash, a reboot for health or a (re)start ends the run the last verdict
-  // was about: the new run is unknown until a heartbeat reports its verdict.
-  // Events travel apart from heartbeats and may arrive first; a "healthy" left
-  // over from the old run would close the incident before the guest is up.
+  // A crash, a reboot for health ("unhealthy: rebooting it") or a (re)start
+  // ends the run the last verdict was about: the next run is unknown until a
+  // report carries its verdict. An event may arrive before the heartbeat that
+  // reflects it; a "healthy" left over from the old run would close the
+  // incident before the guest is up.
   if (e.kind == "vm.crashed" || e.kind == "vm.unhealthy" || e.kind == "vm.restarted" ||
       e.kind == "vm.started") {
-    const Health fresh = e.kind == "vm.unhealthy" ? Health::kUnhealthy : Health::kUnknown;
-    health_changed = vm.health != fresh;
-    vm.health = fresh;
+    health_changed = vm.health != Health::kUnknown;
+    vm.health = Health::kUnknown;
   }
   if (e.kind == "vm.crashed") {
     openIncident("vm/" + vm.name, "vm.crashed", "vm '" + vm.name + "' crashed", e.message);

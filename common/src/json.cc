@@ -291,6 +291,7 @@ void to_json(Json& j, const Heartbeat& v) {
            {"peer_address", v.peer_address},
            {"peers_unreachable", v.peers_unreachable},
            {"self_fence_reason", v.self_fence_reason}};
+  if (!v.events.empty()) j["events"] = v.events;
 }
 void from_json(const Json& j, Heartbeat& v) {
   j.at("host").get_to(v.host);
@@ -303,6 +304,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "peer_address", v.peer_address);
   opt(j, "peers_unreachable", v.peers_unreachable);
   opt(j, "self_fence_reason", v.self_fence_reason);
+  opt(j, "events", v.events);
 }
 
 void to_json(Json& j, const AgentEvent& v) {

@@ -36,6 +36,8 @@ class ScriptedLink final : public ControllerLink {
     heartbeats.push_back(hb);
     heartbeat_times.push_back(clock_.nowMs());
     if (!answer_status.isOk()) return answer_status;
+    // The controller handles the events a heartbeat carries before its domains.
+    events.insert(events.end(), hb.events.begin(), hb.events.end());
     return set;
   }
   Status sendEvent(const AgentEvent& event) override {
@@ -806,6 +808,33 @@ TEST_F(AgentTest, QueuesEventsWhileTheControllerIsAway) {
   ASSERT_EQ(link_.countEvents("vm.restarted"), 1);
   EXPECT_EQ(link_.events[link_.events.size() - 2].kind, "vm.crashed");
   EXPECT_EQ(link_.events.back().kind, "vm.restarted");
+}
+
+// Pins: a heartbeat whose report shows the new run of a crashed VM carries the
+// undelivered events of the crash and restart, oldest first, so that the
+// controller never sees the "crashed" after the report of the run after it.
+TEST_F(AgentTest, HeartbeatCarriesTheEventsItsReportReflects) {
+  startWith({assignment("web-1", 1)});
+  runUntil(1500);
+  const size_t before = link_.events.size();
+  link_.answer_status = unavailable("down");  // no event gets out on its own
+  fake_.crash("web-1");
+  settle();
+  ASSERT_TRUE(fake_.isRunning("web-1"));
+  EXPECT_EQ(agent_->pendingEvents(), 2u);
+  link_.answer_status = Status::ok();
+  const size_t beats = link_.heartbeats.size();
+  runUntil(3000);
+  ASSERT_GT(link_.heartbeats.size(), beats);
+  const Heartbeat& first = link_.heartbeats[beats];  // the first answered one
+  ASSERT_EQ(first.events.size(), 2u);
+  EXPECT_EQ(first.events[0].kind, "vm.crashed");
+  EXPECT_EQ(first.events[1].kind, "vm.restarted");
+  EXPECT_EQ(agent_->pendingEvents(), 0u);
+  EXPECT_EQ(link_.events.size(), before + 2);  // delivered once, not again by a flush
+  for (size_t i = beats + 1; i < link_.heartbeats.size(); ++i) {
+    EXPECT_TRUE(link_.heartbeats[i].events.empty());
+  }
 }
 
 // Pins: the budget reason's window reads as an operator writes it.

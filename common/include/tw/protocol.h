@@ -83,6 +83,17 @@ struct DomainReport {
   std::map<int, int> ports;  // guest port -> host port on this host
 };
 
+// Something an agent saw or did ("vm.crashed", "vm.restarted", "vm.started",
+// "vm.start_failed", "vm.destroyed", "host.self_fenced", ...).
+struct AgentEvent {
+  std::string host;
+  std::string vm;           // may be empty for host events
+  int64_t epoch = 0;
+  std::string kind;
+  std::string level = "info";
+  std::string message;
+};
+
 struct Heartbeat {
   std::string host;
   std::string agent_id;     // random per agent process start
@@ -101,17 +112,11 @@ struct Heartbeat {
   // Set while the agent is self-fenced, or after a self-fence until its
   // first set from the controller: why it fenced itself.
   std::string self_fence_reason;
-};
-
-// Something an agent saw or did ("vm.crashed", "vm.restarted", "vm.started",
-// "vm.start_failed", "vm.destroyed", "host.self_fenced", ...).
-struct AgentEvent {
-  std::string host;
-  std::string vm;           // may be empty for host events
-  int64_t epoch = 0;
-  std::string kind;
-  std::string level = "info";
-  std::string message;
+  // Agent events that this snapshot already reflects and that have not
+  // been delivered yet, oldest first. The controller handles them before the
+  // domains, so that a "crashed" never arrives after the report of the run
+  // that followed it.
+  std::vector<AgentEvent> events;
 };
 
 // The agent's side of the protocol.
