@@ -149,7 +149,9 @@ class Agent {
   void onDomainEvent(const DomainEvent& e);
 
   // An AssignmentSet pushed by the controller (long poll, in-process call).
-  // Ignored when it is older than the set in force or names another host.
+  // Ignored when it is older than the set in force (same controller process),
+  // comes from another controller process than the set in force (the next
+  // heartbeat's answer decides), or names another host.
   // Does not renew the lease (only answered heartbeats do).
   void onAssignments(const AssignmentSet& set);
 
