@@ -91,13 +91,22 @@ void Controller::advanceFencing(HostRuntime& h) {
       cancelFencing(h, "its libvirt answers again and none of its VMs was moved");
       h.agent_warned = true;
       setHostState(h, HostState::kSuspect, "agent silent; libvirt answers");
+      // Its VMs are where they were: as its agent last reported them (its
+      // next heartbeat, if it comes back, says more).
+      for (auto& [vm_name, vm] : vms_) {
+        if (vm.host != name || vm.state != VmState::kFencing) continue;
+        auto d = h.domains.find(vm_name);
+        if (d == h.domains.end() || d->second.epoch != vm.epoch) continue;
+        setVmState(vm, isActive(d->second.state) ? VmState::kRunning : VmState::kStopped,
+                   "as its agent last reported it (agent silent)");
+      }
     } else if (!h.unfenceable_said && !h.fence_libvirt_pending && !h.fence_agent_pending) {
       h.unfenceable_said = true;
       emit("error", "host.unfenceable", "host/" + name,
            "cannot fence host '" + name + "' by lease: its agent died before the host went "
            "silent, so nothing enforces the lease and its VMs may still run; its VMs stay "
-           "assigned there until its libvirt answers (then they are destroyed) or a fence "
-           "agent confirms");
+           "assigned there until a fence agent confirms, or its libvirt answers again (then "
+           "it is taken back as it is)");
     }
     return;
   }
