@@ -20,6 +20,11 @@
 //  - It converges only with a valid lease and only after the controller's first
 //    answer in this process: a restarted agent leaves running VMs alone until
 //    then, and keeps them when their epoch is still assigned.
+//  - Sets are ordered by version within one controller process
+//    (AssignmentSet::controller_id): an answer that waited for the loop never
+//    replaces a newer pushed set of the same process; an answer of another
+//    process is applied whatever its version; pushes of another process than
+//    the one in force are ignored until its answer comes.
 //  - It runs a VM only with its assigned epoch; anything else managed is
 //    destroyed and undefined (a domain that appears while unassigned, once a
 //    heartbeat sent after it appeared has been answered: it may be a migrated

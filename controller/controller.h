@@ -55,7 +55,9 @@ class Controller {
              FenceAgents fence_agents = {});
 
   // Loads the policy in force, hosts and VMs from the store. Call once, first.
-  // Hosts are given one dead_after of grace to heartbeat again.
+  // Hosts are given one dead_after of grace to heartbeat again; one declared
+  // dead but not fenced before the restart becomes suspect (its fence is not
+  // resumed: it is judged afresh).
   Status recover();
 
   // Validates `files` on top of the files in force, plans, and (unless
