@@ -146,6 +146,15 @@ void Agent::onAssignments(const AssignmentSet& set) {
     log::warn("ignoring assignments for host '{}' (this is host '{}')", set.host, options_.host);
     return;
   }
+  if (has_set_ && set.controller_id != set_.controller_id) {
+    // Versions are ordered within one controller process only. A push from
+    // another one (a restarted controller, or a late push of a dead one)
+    // waits: the answer to our next heartbeat brings the current set.
+    log::debug("ignoring pushed assignments version {} of controller '{}': the set in force "
+               "is from controller '{}'",
+               set.version, set.controller_id, set_.controller_id);
+    return;
+  }
   if (has_set_ && set.version < set_.version) {
     log::debug("ignoring assignments version {}: version {} is in force", set.version,
                set_.version);
@@ -231,6 +240,7 @@ void Agent::publish(Millis now) {
   published_.agent_id = options_.agent_id;
   published_.capacity = capacity_;
   published_.assignments_version = assignmentsVersion();
+  published_.assignments_controller = has_set_ ? set_.controller_id : "";
   published_.domains = reports_;
   published_.service_address = options_.service_address;
   published_events_ = emitted_;
@@ -244,8 +254,18 @@ bool Agent::takeAnswer() {
     answer.swap(answer_);
   }
   if (!answer) return false;
-  // The answer is the controller's current set: applied even when its version
-  // is lower than ours (a controller that lost its state).
+  // An answer waits here for the loop; a set pushed meanwhile by the same
+  // controller process may be newer (a slow loop: a drain's push overtook
+  // the answer to a heartbeat sent before it). The older one never wins.
+  if (has_set_ && answer->controller_id == set_.controller_id && answer->version < set_.version) {
+    log::debug("dropping the answer with assignments version {}: version {} of the same "
+               "controller is in force",
+               answer->version, set_.version);
+    return false;
+  }
+  // Else it is the controller's current set: applied even when its version is
+  // lower than ours if another controller process made ours (a controller
+  // that lost its state, or whose clock stepped back).
   applySet(*answer);
   dirty_ = true;
   return true;

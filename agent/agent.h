@@ -20,6 +20,11 @@
 //  - It converges only with a valid lease and only after the controller's first
 //    answer in this process: a restarted agent leaves running VMs alone until
 //    then, and keeps them when their epoch is still assigned.
+//  - Sets are ordered by version within one controller process
+//    (AssignmentSet::controller_id): an answer that waited for the loop never
+//    replaces a newer pushed set of the same process; an answer of another
+//    process is applied whatever its version; pushes of another process than
+//    the one in force are ignored until its answer comes.
 //  - It runs a VM only with its assigned epoch; anything else managed is
 //    destroyed and undefined (a domain that appears while unassigned, once a
 //    heartbeat sent after it appeared has been answered: it may be a migrated
@@ -149,7 +154,9 @@ class Agent {
   void onDomainEvent(const DomainEvent& e);
 
   // An AssignmentSet pushed by the controller (long poll, in-process call).
-  // Ignored when it is older than the set in force or names another host.
+  // Ignored when it is older than the set in force (same controller process),
+  // comes from another controller process than the set in force (the next
+  // heartbeat's answer decides), or names another host.
   // Does not renew the lease (only answered heartbeats do).
   void onAssignments(const AssignmentSet& set);
 

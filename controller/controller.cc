@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <random>
 #include <sstream>
 
 #include "tw/log.h"
@@ -65,13 +66,20 @@ std::string seconds(Millis ms) {
   return buf;
 }
 
+std::string newControllerId() {
+  std::random_device rd;
+  std::uniform_int_distribution<uint64_t> dist;
+  return hex64(dist(rd));
+}
+
 }  // namespace
 
 Controller::Controller(Store& store, Clock& clock, HostConnector* hosts, FenceAgents fence_agents)
     : store_(store),
       clock_(clock),
       host_connector_(hosts ? *hosts : null_hosts_),
-      fence_agents_(std::move(fence_agents)) {
+      fence_agents_(std::move(fence_agents)),
+      controller_id_(newControllerId()) {
   // Versions must grow across controller restarts: start from the clock.
   version_counter_ = clock_.nowMs() * 1000;
 }
@@ -88,6 +96,7 @@ Status Controller::recover() {
   auto hosts = store_.hosts();
   if (!hosts.isOk()) return hosts.status().withContext("loading hosts");
   Millis now = clock_.nowMs();
+  std::vector<std::string> was_offline;
   for (const auto& rec : *hosts) {
     auto& h = hosts_[rec.name];
     h.rec = rec;
@@ -95,6 +104,7 @@ Status Controller::recover() {
     // One dead_after of grace: a host that was online is not declared dead
     // just because this controller was down.
     h.last_heartbeat_ms = now;
+    if (rec.state == HostState::kOffline) was_offline.push_back(rec.name);
   }
   auto vms = store_.vms();
   if (!vms.isOk()) return vms.status().withContext("loading vms");
@@ -107,6 +117,19 @@ Status Controller::recover() {
     rt.error = rec.state == VmState::kError;
   }
   for (const auto& spec : policy_.hosts) ensureHost(spec.name);
+  // A host declared dead but not fenced before the restart gets the same
+  // grace: it may have come back while this controller was down (its agent
+  // held its lease with its peers), and what was known then (silence, no
+  // libvirt, a quorum) is stale. It is judged afresh: a heartbeat within
+  // dead_after makes it online; else checkLiveness() declares it dead again
+  // only when libvirt and a quorum agree now. None of its VMs was moved.
+  for (const auto& name : was_offline) {
+    auto it = hosts_.find(name);
+    if (it == hosts_.end()) continue;
+    setHostState(it->second, HostState::kSuspect,
+                 "declared dead before the controller restarted; waiting " +
+                     seconds(policy_.settings.dead_after_ms) + " for a heartbeat");
+  }
   // The policy in force was accepted by an earlier controller: what this
   // one's configuration cannot do for it is said, not refused (an apply
   // that fixes it needs a running controller).
@@ -570,26 +593,6 @@ void Controller::checkLiveness() {
   }
 }
 
-int Controller::votesAgainst(const HostRuntime& target, std::string& detail) const {
-  const Millis now = clock_.nowMs();
-  const auto& st = policy_.settings;
-  int votes = 1;  // the controller: it hears nothing from the host
-  std::vector<std::string> against;
-  for (const auto& [name, h] : hosts_) {
-    if (name == target.rec.name || !h.seen) continue;
-    if (h.rec.state != HostState::kOnline && h.rec.state != HostState::kSuspect) continue;
-    if (now - h.last_heartbeat_ms > st.dead_after_ms) continue;  // not heard from: no vote
-    auto it = h.peers_unreachable.find(target.rec.name);
-    if (it != h.peers_unreachable.end() && it->second >= peerTimeoutMs()) {
-      ++votes;
-      against.push_back(name);
-    }
-  }
-  detail = std::to_string(votes) + " of " + std::to_string(totalVotes()) + " votes: the controller";
-  for (const auto& n : against) detail += ", '" + n + "'";
-  return votes;
-}
-
 void Controller::reconcile() {
   dirty_ = false;
   PlacementInput input = placementInput(policy_);
@@ -635,6 +638,12 @@ void Controller::reconcile() {
       continue;
     }
     if (!rt.migrate_to.empty()) continue;  // stays on its source until the migration ends
+    if (p.host.empty() || vm.host != p.host) {
+      // Placed elsewhere (or nowhere): an eviction from its old host is over.
+      rt.evict_from.clear();
+      rt.evict_version = 0;
+      rt.evict_confirmed = false;
+    }
     if (p.host.empty()) {
       const std::string& reason = settling_reason.empty() ? p.reason : settling_reason;
       bool changed = !vm.host.empty();
@@ -711,6 +720,7 @@ Assignment Controller::assignmentOf(const VmRecord& vm) const {
 AssignmentSet Controller::assignmentsFor(const std::string& host) const {
   AssignmentSet set;
   set.host = host;
+  set.controller_id = controller_id_;
   set.lease_ms = policy_.settings.lease_ms;
   set.heartbeat_interval_ms = policy_.settings.heartbeat_interval_ms;
   set.peer_timeout_ms = peerTimeoutMs();
@@ -725,7 +735,7 @@ AssignmentSet Controller::assignmentsFor(const std::string& host) const {
     auto rt = vm_runtime_.find(name);
     if (rt == vm_runtime_.end()) continue;
     const std::string& to = rt->second.migrate_to;
-    if (vm.host == host && rt->second.released) {
+    if (vm.host == host && rt->second.released && rt->second.evict_from != host) {
       Assignment a = assignmentOf(vm);
       if (!to.empty()) {
         const HostSpec* dest = policy_.findHost(to);
@@ -751,10 +761,16 @@ void Controller::publishAssignments() {
     for (const auto& a : set.assignments)
       digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host +
                 ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ";";
-    if (h.assignments_version != 0 && digest == h.assignments_digest) continue;
-    h.assignments_digest = digest;
-    h.assignments_version = nextVersion();
-    if (assignment_listener_) assignment_listener_(name, h.assignments_version);
+    const bool changed = h.assignments_version == 0 || digest != h.assignments_digest;
+    if (changed) {
+      h.assignments_digest = digest;
+      h.assignments_version = nextVersion();
+    }
+    // The set published now is the first without the VMs being evicted.
+    for (auto& [vm_name, rt] : vm_runtime_) {
+      if (rt.evict_from == name && rt.evict_version == 0) rt.evict_version = h.assignments_version;
+    }
+    if (changed && assignment_listener_) assignment_listener_(name, h.assignments_version);
   }
 }
 
@@ -792,6 +808,7 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   }
   h.domains.clear();
   for (const auto& d : hb.domains) h.domains[d.vm] = d;
+  confirmEvictions(hb);
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
     h.rec.capacity = hb.capacity;
     h.reported = hb.capacity;
@@ -1018,6 +1035,7 @@ Status Controller::undrainHost(const std::string& name) {
   HostRuntime& h = hosts_[name];
   if (h.draining) {
     h.draining = false;
+    cancelEvictions(name);
     if (h.drain_action_id) (void)store_.endAction(h.drain_action_id);
     h.drain_action_id = 0;
     emit("info", "host.drain_cancelled", "host/" + name, "drain of host '" + name + "' cancelled");

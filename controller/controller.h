@@ -55,7 +55,9 @@ class Controller {
              FenceAgents fence_agents = {});
 
   // Loads the policy in force, hosts and VMs from the store. Call once, first.
-  // Hosts are given one dead_after of grace to heartbeat again.
+  // Hosts are given one dead_after of grace to heartbeat again; one declared
+  // dead but not fenced before the restart becomes suspect (its fence is not
+  // resumed: it is judged afresh).
   Status recover();
 
   // Validates `files` on top of the files in force, plans, and (unless
@@ -143,6 +145,7 @@ class Controller {
     // majority (0 = not now), and whether "no quorum" was said.
     Millis quorum_since_ms = 0;
     bool no_quorum_said = false;
+    bool lease_wait_said = false;  // "not fencing by lease: no quorum" said
     // When its libvirt was first seen not answering after it went silent (0:
     // not yet): tells a dead agent (libvirt answered long after) from a host
     // that lost power or its network (both at once).
@@ -178,6 +181,17 @@ class Controller {
     int64_t migrate_epoch = 0;
     int64_t migrate_action_id = 0;
     int64_t last_migrate_epoch = 0;
+    // A drain moves a VM that is not running (crashed, restarting, ...) in
+    // two steps: it leaves the host's set first (evict_from), and is placed
+    // elsewhere only once that host's agent reported a set from this
+    // controller of at least evict_version (the first without it) and no
+    // running copy. Its agent may restart it at any moment until then.
+    // It stays out of that host's set until it is placed elsewhere (or
+    // the eviction is cancelled): a heartbeat answer in between must not
+    // hand it back.
+    std::string evict_from;
+    int64_t evict_version = 0;  // 0: the set without it is not published yet
+    bool evict_confirmed = false;
   };
 
   Status loadPolicy(const PolicyRecord& record);
@@ -192,7 +206,14 @@ class Controller {
   // The votes that say `target` is unreachable: the controller's own (it is
   // silent to us) plus each other host with a fresh heartbeat that reported
   // it unreachable for at least the peer timeout. Sets `detail` for messages.
+  // Every host with a fresh heartbeat votes, whatever its state
+  // (controller_quorum.cc).
   int votesAgainst(const HostRuntime& target, std::string& detail) const;
+  // Whether a lease-expiry fence of `target` is safe now: some instant at
+  // least fence_margin ago, after its lease ran out, is covered by the
+  // reports of enough hosts (each true only up to its own receipt, however
+  // fresh) to make a majority with the controller. Sets `detail`.
+  bool leaseFenceWitnessed(const HostRuntime& target, std::string& detail) const;
   int totalVotes() const { return static_cast<int>(policy_.hosts.size()) + 1; }
   // How long a peer goes unanswered before it counts as unreachable: half of
   // dead_after (at least one heartbeat interval), so that the hosts' reports
@@ -226,6 +247,11 @@ class Controller {
   void startMigration(VmRecord& vm, const std::string& to, const std::string& why);
   void finishMigration(VmRecord& vm, bool ok, const std::string& detail);
   void driveDrains();
+  // Ends evictions from `host` (its drain ended, or it was fenced): the VMs
+  // are back in its set, or moved by the fence.
+  void cancelEvictions(const std::string& host);
+  // A heartbeat of `hb.host` confirms the evictions from it that it can.
+  void confirmEvictions(const Heartbeat& hb);
   void trackIncidents();
   IncidentRecord& openIncident(const std::string& subject, const std::string& kind,
                                const std::string& summary, const std::string& detail);
@@ -256,6 +282,7 @@ class Controller {
   std::map<std::string, IncidentRecord> open_incidents_;  // by subject
   bool dirty_ = true;             // placement must run
   int64_t version_counter_ = 0;   // assignment set versions
+  const std::string controller_id_;  // random per process: AssignmentSet::controller_id
   AssignmentListener assignment_listener_;
   EventListener event_listener_;
   // metrics

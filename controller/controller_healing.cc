@@ -44,6 +44,7 @@ void Controller::declareDead(HostRuntime& h, Millis silent) {
   h.lease_unenforced =
       h.agent_warned && lost - h.last_heartbeat_ms > policy_.settings.dead_after_ms + kLibvirtLossSlackMs;
   h.unfenceable_said = false;
+  h.lease_wait_said = false;
   h.agent_warned = false;
   advanceFencing(h);
 }
@@ -80,18 +81,32 @@ void Controller::advanceFencing(HostRuntime& h) {
     incidentStep("host/" + name, "fencing", "fence started");
   }
   if (h.lease_unenforced) {
-    // No agent enforces the lease: only libvirt or a fence agent can
-    // confirm. Retry libvirt whenever it answers again.
+    // No agent enforces the lease: only a fence agent can confirm. When its
+    // libvirt answers again, the host is back within reach and none of its
+    // VMs was moved (they stay assigned to it until a fence confirms): it is
+    // taken back as it was before it went dark, an agent silent while libvirt
+    // answers, and nothing is destroyed (invariant 5). Its agent's next
+    // heartbeat makes it online.
     if (!h.fence_libvirt_pending && !h.fence_agent_pending && host_connector_.libvirtAlive(name)) {
-      h.fence_libvirt_pending = true;
-      host_connector_.fenceByLibvirt(name);
+      cancelFencing(h, "its libvirt answers again and none of its VMs was moved");
+      h.agent_warned = true;
+      setHostState(h, HostState::kSuspect, "agent silent; libvirt answers");
+      // Its VMs are where they were: as its agent last reported them (its
+      // next heartbeat, if it comes back, says more).
+      for (auto& [vm_name, vm] : vms_) {
+        if (vm.host != name || vm.state != VmState::kFencing) continue;
+        auto d = h.domains.find(vm_name);
+        if (d == h.domains.end() || d->second.epoch != vm.epoch) continue;
+        setVmState(vm, isActive(d->second.state) ? VmState::kRunning : VmState::kStopped,
+                   "as its agent last reported it (agent silent)");
+      }
     } else if (!h.unfenceable_said && !h.fence_libvirt_pending && !h.fence_agent_pending) {
       h.unfenceable_said = true;
       emit("error", "host.unfenceable", "host/" + name,
            "cannot fence host '" + name + "' by lease: its agent died before the host went "
            "silent, so nothing enforces the lease and its VMs may still run; its VMs stay "
-           "assigned there until its libvirt answers (then they are destroyed) or a fence "
-           "agent confirms");
+           "assigned there until a fence agent confirms, or its libvirt answers again (then "
+           "it is taken back as it is)");
     }
     return;
   }
@@ -100,13 +115,38 @@ void Controller::advanceFencing(HostRuntime& h) {
   // Also a peer timeout after the quorum formed: a peer the host still
   // counted as seeing it (its last answer) ages out of its view by then, so
   // an isolated host has judged itself isolated and fenced (docs/fencing.md).
-  if (!h.fence_libvirt_pending && !h.fence_agent_pending &&
-      now >= h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms &&
-      (h.quorum_since_ms == 0 || now >= h.quorum_since_ms + peerTimeoutMs() + st.fence_margin_ms)) {
-    fenced(h, "lease",
-           "lease expired " + secs(now - h.last_heartbeat_ms - st.lease_ms) +
-               " ago (lease " + secs(st.lease_ms) + " + margin " + secs(st.fence_margin_ms) + ")");
+  //
+  // The quorum is judged again on every pass, right up to the fence: the
+  // hosts that voted may have lost the controller since and reach the host
+  // again (it then holds its lease and keeps its VMs). A vote counts only
+  // for the instant of its report, so the fence also needs an instant after
+  // the lease ran out that enough reports cover (leaseFenceWitnessed).
+  // Who can hold this back by accident: peers that stop heartbeating (they
+  // cannot vote) — the host then stays offline, its VMs assigned to it,
+  // until they report again or the host returns; nothing is destroyed.
+  std::string votes;
+  const bool quorum = votesAgainst(h, votes) * 2 > totalVotes();
+  if (!quorum) h.quorum_since_ms = 0;
+  if (quorum && h.quorum_since_ms == 0) h.quorum_since_ms = now;
+  if (h.fence_libvirt_pending || h.fence_agent_pending ||
+      now < h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms) {
+    return;
   }
+  std::string witness;
+  if (!quorum || now < h.quorum_since_ms + peerTimeoutMs() + st.fence_margin_ms ||
+      !leaseFenceWitnessed(h, witness)) {
+    if (!quorum && !h.lease_wait_said) {
+      h.lease_wait_said = true;
+      emit("warn", "host.no_quorum", "host/" + name,
+           "not fencing host '" + name + "' by lease: no quorum says it is gone any more (" +
+               votes + "); its VMs stay assigned to it");
+    }
+    return;
+  }
+  h.lease_wait_said = false;
+  fenced(h, "lease",
+         "lease expired " + secs(now - h.last_heartbeat_ms - st.lease_ms) + " ago (lease " +
+             secs(st.lease_ms) + " + margin " + secs(st.fence_margin_ms) + ")");
 }
 
 // Runs the host's fence agent. The event names the agent only: its command
@@ -191,6 +231,7 @@ void Controller::fenced(HostRuntime& h, const std::string& method, const std::st
   if (h.fence_action_id) (void)store_.endAction(h.fence_action_id);
   h.fence_action_id = 0;
   h.draining = false;
+  cancelEvictions(name);
   setHostState(h, HostState::kFenced, "fenced by " + method + ": " + detail);
   incidentStep("host/" + name, "fenced", "by " + method + ": " + detail);
   // Its VMs are known dead: they are placed elsewhere (new epochs) by the
@@ -359,10 +400,11 @@ void Controller::driveDrains() {
     std::vector<VmRecord*> left;
     for (auto& [vm_name, vm] : vms_) {
       if (vm.host != name) continue;
-      if (!vm_runtime_[vm_name].migrate_to.empty()) busy = true;
+      const VmRuntime& rt = vm_runtime_[vm_name];
+      if (!rt.migrate_to.empty() || rt.evict_from == name) busy = true;
       left.push_back(&vm);
     }
-    if (busy) continue;  // one migration at a time per host
+    if (busy) continue;  // one migration (or eviction) at a time per host
     if (left.empty()) {
       h.draining = false;
       if (h.drain_action_id) (void)store_.endAction(h.drain_action_id);
@@ -410,10 +452,55 @@ void Controller::driveDrains() {
     if (next->state == VmState::kRunning) {
       startMigration(*next, p->host, "draining host '" + name + "'");
     } else {
-      // Not running: nothing to migrate; it is simply placed elsewhere.
-      vm_runtime_[next->name].avoid.insert(name);
-      dirty_ = true;
+      // Not running: nothing to migrate. But its agent may start it again at
+      // any moment (a crash's restart back-off, a restart on its way), and
+      // the host may be out of our reach: placing it elsewhere now could run
+      // it twice. It leaves the host's set first; confirmEvictions() places
+      // it elsewhere once the host reports that set and no running copy.
+      // Only while the host heartbeats: a silent host's view of the VM is
+      // unknown (it may run it at an epoch we have not heard of); when it
+      // answers again, a running VM is migrated instead.
+      // Who can make this destroy by accident: the host's agent, when it
+      // restarts the VM after its last heartbeat and before the set without
+      // it arrives — that restart is then undone by the agent and the VM
+      // starts elsewhere (a cold move of a VM that had just crashed;
+      // HealingTest.DrainEvictsAStoppedVmBeforePlacingItElsewhere).
+      if (h.rec.state != HostState::kOnline) continue;
+      auto& rt = vm_runtime_[next->name];
+      rt.evict_from = name;
+      rt.evict_version = 0;  // set by publishAssignments()
+      rt.evict_confirmed = false;
+      emit("info", "vm.evicting", "vm/" + next->name,
+           "vm '" + next->name + "' is " + toString(next->state) + ": removing it from host '" +
+               name + "' before placing it elsewhere (waiting for the host to confirm)");
     }
+  }
+}
+
+void Controller::cancelEvictions(const std::string& host) {
+  for (auto& [vm_name, rt] : vm_runtime_) {
+    if (rt.evict_from != host) continue;
+    rt.evict_from.clear();
+    rt.evict_version = 0;
+    rt.evict_confirmed = false;
+  }
+}
+
+void Controller::confirmEvictions(const Heartbeat& hb) {
+  if (hb.assignments_controller != controller_id_) return;  // a set of another process
+  for (auto& [vm_name, rt] : vm_runtime_) {
+    if (rt.evict_from != hb.host || rt.evict_version == 0 || rt.evict_confirmed) continue;
+    if (hb.assignments_version < rt.evict_version) continue;  // has not applied it yet
+    bool running = false;
+    for (const auto& d : hb.domains)
+      if (d.vm == vm_name && isActive(d.state)) running = true;
+    if (running) continue;  // its agent removes it: a later heartbeat confirms
+    // Out of the host's set still: reconcile() places it elsewhere and ends
+    // the eviction.
+    rt.evict_confirmed = true;
+    rt.avoid.insert(hb.host);
+    dirty_ = true;
+    log::info("host '{}' confirmed that vm '{}' is gone: placing it elsewhere", hb.host, vm_name);
   }
 }
 

@@ -229,6 +229,7 @@ void from_json(const Json& j, PeerInfo& v) {
 void to_json(Json& j, const AssignmentSet& v) {
   j = Json{{"host", v.host},
            {"version", v.version},
+           {"controller_id", v.controller_id},
            {"lease_ms", v.lease_ms},
            {"heartbeat_interval_ms", v.heartbeat_interval_ms},
            {"assignments", v.assignments},
@@ -238,6 +239,7 @@ void to_json(Json& j, const AssignmentSet& v) {
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
   j.at("version").get_to(v.version);
+  opt(j, "controller_id", v.controller_id);
   opt(j, "lease_ms", v.lease_ms);
   opt(j, "heartbeat_interval_ms", v.heartbeat_interval_ms);
   opt(j, "assignments", v.assignments);
@@ -286,6 +288,7 @@ void to_json(Json& j, const Heartbeat& v) {
            {"seq", v.seq},
            {"capacity", v.capacity},
            {"assignments_version", v.assignments_version},
+           {"assignments_controller", v.assignments_controller},
            {"service_address", v.service_address},
            {"domains", v.domains},
            {"peer_address", v.peer_address},
@@ -299,6 +302,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "seq", v.seq);
   opt(j, "capacity", v.capacity);
   opt(j, "assignments_version", v.assignments_version);
+  opt(j, "assignments_controller", v.assignments_controller);
   opt(j, "service_address", v.service_address);
   opt(j, "domains", v.domains);
   opt(j, "peer_address", v.peer_address);

@@ -789,6 +789,55 @@ TEST_F(AgentTest, IgnoresStaleOrForeignPushedSets) {
   EXPECT_TRUE(fake_.isRunning("web-1"));
 }
 
+// Pins: an answer that waited for the loop never overrides a newer set that
+// the same controller process pushed meanwhile (drain-crashed-vm-slow-libvirt:
+// the old set restarted a VM already placed elsewhere). An answer of another
+// controller process is applied even when its version is lower (a controller
+// that lost its state); pushes of the previous process are then ignored.
+TEST_F(AgentTest, OlderAnswerNeverOvertakesANewerPushOfTheSameController) {
+  assign({assignment("web-1", 1)}, 4);
+  link_.set.controller_id = "c1";
+  AgentOptions options;
+  options.host = "h1";
+  options.agent_id = "agent-1";
+  agent_ = std::make_unique<Agent>(options, hv_, link_, clock_, prober_, &ports_, builder_);
+  agent_->setExternalHeartbeats(true);
+  ASSERT_TRUE(agent_->start().isOk());
+  agent_->heartbeatTick();
+  agent_->runOnce();
+  ASSERT_TRUE(fake_.isRunning("web-1"));
+
+  clock_.advance(1000);
+  agent_->heartbeatTick();  // answered with version 4; the loop has not taken it yet
+  AssignmentSet pushed = link_.set;
+  pushed.version = 6;
+  pushed.assignments.clear();
+  agent_->onAssignments(pushed);
+  agent_->runOnce();
+  EXPECT_EQ(agent_->assignmentsVersion(), 6);
+  EXPECT_FALSE(fake_.isRunning("web-1"));
+  EXPECT_EQ(agent_->domains().size(), 0u);
+
+  // A restarted controller (another process) answers with a lower version.
+  link_.set.controller_id = "c2";
+  link_.set.version = 2;
+  link_.set.assignments = {assignment("web-1", 2)};
+  clock_.advance(1000);
+  agent_->heartbeatTick();
+  agent_->runOnce();
+  EXPECT_EQ(agent_->assignmentsVersion(), 2);
+  EXPECT_TRUE(fake_.isRunning("web-1"));
+  pushed.version = 7;  // a late push of the old process
+  agent_->onAssignments(pushed);
+  agent_->runOnce();
+  EXPECT_EQ(agent_->assignmentsVersion(), 2);
+  EXPECT_TRUE(fake_.isRunning("web-1"));
+  ASSERT_FALSE(link_.heartbeats.empty());
+  clock_.advance(1000);
+  agent_->heartbeatTick();
+  EXPECT_EQ(link_.heartbeats.back().assignments_controller, "c2");
+}
+
 // Pins: events that cannot be delivered are kept and sent, in order, once the
 // controller answers again.
 TEST_F(AgentTest, QueuesEventsWhileTheControllerIsAway) {

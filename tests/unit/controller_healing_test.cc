@@ -120,7 +120,10 @@ class HealingTest : public ::testing::Test {
     // peers either (long enough for a vote).
     for (const char* other : {"h1", "h2", "h3"})
       if (!up_.count(other)) hb.peers_unreachable[other] = 60000;
-    for (const auto& a : controller_->assignmentsFor(host).assignments) {
+    const AssignmentSet set = controller_->assignmentsFor(host);
+    hb.assignments_version = set.version;
+    hb.assignments_controller = set.controller_id;
+    for (const auto& a : set.assignments) {
       if (a.incoming) continue;
       DomainReport d = report(a.vm, a.tier, a.epoch);
       if (down_vms_.count(a.vm)) {
@@ -423,8 +426,9 @@ TEST_F(HealingTest, AgentDeathWithLibvirtAliveIsAWarning) {
 // Pins: an agent that died while its libvirt answered enforces no lease: when
 // the host then goes dark (here 8 s later: well past dead_after + the 3 s in
 // which a lost network takes libvirt too), lease expiry is NOT a fence (its VMs
-// may still run); the VMs stay put until its libvirt answers again and
-// destroys them.
+// may still run); the VMs stay put. When its libvirt answers again the host
+// is within reach and nothing was moved: fencing is cancelled, nothing is
+// destroyed (unfenceable-host-returns), and it is an agent silent host again.
 TEST_F(HealingTest, DeadAgentThenPartitionIsNotFencedByLease) {
   auto on_h2 = vmsOn("h2");
   up_.erase("h2");  // the agent dies; libvirt still answers
@@ -436,13 +440,17 @@ TEST_F(HealingTest, DeadAgentThenPartitionIsNotFencedByLease) {
   EXPECT_EQ(vmsOn("h2"), on_h2);
   EXPECT_TRUE(hasEvent("host.unfenceable"));
   EXPECT_FALSE(hasEvent("host.fenced"));
-  hosts_.alive.insert("h2");  // its libvirt answers again: destroy there, then move
+  hosts_.alive.insert("h2");  // its libvirt answers again: taken back, nothing destroyed
   tick(5);
-  EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
-  ASSERT_FALSE(hosts_.calls.empty());
-  EXPECT_EQ(hosts_.calls.back(), "libvirt h2");
-  tick(10);
-  EXPECT_TRUE(vmsOn("h2").empty());
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
+  EXPECT_TRUE(hosts_.calls.empty());
+  EXPECT_TRUE(hasEvent("host.fence_cancelled"));
+  tick(50);
+  EXPECT_EQ(vmsOn("h2"), on_h2);
+  EXPECT_FALSE(hasEvent("host.fenced"));
+  up_.insert("h2");  // its agent is back
+  tick();
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kOnline);
 }
 
 // Pins: a blip longer than dead_after but shorter than the lease cancels the
@@ -639,6 +647,110 @@ TEST_F(HealingTest, DrainInTierOrderThenMaintenance) {
   ASSERT_TRUE(controller_->undrainHost("h1").isOk());
   EXPECT_EQ(controller_->host("h1")->state, HostState::kOnline);
   EXPECT_TRUE(vmsOn("h1").empty());  // nothing moves back by itself
+}
+
+// Pins: a host in maintenance still votes (drained-host-votes): with the
+// spare drained, h1 goes dark; h2's and h3's reports plus the controller's
+// vote are 3 of 4, and h1 is fenced.
+TEST_F(HealingTest, DrainedHostStillVotes) {
+  ASSERT_TRUE(controller_->drainHost("h3").isOk());
+  tick(2);
+  ASSERT_EQ(controller_->host("h3")->state, HostState::kMaintenance);
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  tick(40);
+  EXPECT_EQ(controller_->host("h1")->state, HostState::kFenced) << allEvents();
+  EXPECT_FALSE(hasEvent("host.no_quorum"));
+}
+
+// Pins: the lease fence rests on reports made after the lease ran out, and
+// the quorum is judged up to the fence (stale-quorum-host-returns). h2 goes
+// dark and the others vote against it; then they fall silent themselves
+// (their last reports still "fresh" for dead_after, past h2's lease + margin):
+// h2 is not fenced on them. Once they report again, it is.
+TEST_F(HealingTest, LeaseFenceNeedsReportsAfterTheLeaseRanOut) {
+  const Millis last = clock_.nowMs();
+  up_.erase("h2");
+  hosts_.alive.erase("h2");
+  tick(35);  // 3.5 s: declared dead with 3 of 4 votes
+  ASSERT_EQ(controller_->host("h2")->state, HostState::kOffline);
+  up_.clear();  // h1 and h3 fall silent (their libvirt answers: no fence of them)
+  while (clock_.nowMs() - last < 12000) {
+    tick();
+    ASSERT_NE(controller_->host("h2")->state, HostState::kFenced)
+        << "fenced on stale votes at +" << clock_.nowMs() - last << " ms";
+  }
+  EXPECT_TRUE(hasEvent("host.no_quorum"));
+  up_ = {"h1", "h3"};
+  for (int i = 0; i < 40 && controller_->host("h2")->state != HostState::kFenced; ++i) tick();
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
+  EXPECT_TRUE(hosts_.calls.empty());  // by lease
+}
+
+// Pins: a controller restarted while a host was declared dead (not fenced)
+// gives it dead_after to heartbeat, and does not resume the fence through its
+// libvirt when it is back (controller-restart-host-back). A host that stays
+// dark is declared dead again and fenced.
+TEST_F(HealingTest, RestartGivesAnOfflineHostGrace) {
+  auto on_h2 = vmsOn("h2");
+  up_.erase("h2");
+  hosts_.alive.erase("h2");
+  tick(35);
+  ASSERT_EQ(controller_->host("h2")->state, HostState::kOffline);
+  hosts_.alive.insert("h2");  // back while the controller restarts
+  controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
+  ASSERT_TRUE(controller_->recover().isOk());
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
+  tick(5);
+  EXPECT_TRUE(hosts_.calls.empty());
+  up_.insert("h2");
+  tick();
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kOnline);
+  EXPECT_EQ(vmsOn("h2"), on_h2);
+
+  // Dark again over a restart, and it stays dark.
+  up_.erase("h2");
+  hosts_.alive.erase("h2");
+  tick(35);
+  ASSERT_EQ(controller_->host("h2")->state, HostState::kOffline);
+  controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
+  ASSERT_TRUE(controller_->recover().isOk());
+  for (int i = 0; i < 150 && controller_->host("h2")->state != HostState::kFenced; ++i) tick();
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
+}
+
+// Pins: a drain places a VM that is not running elsewhere only after the
+// host's agent reported the set without it and no running copy
+// (drain-unreachable-host, drain-crashed-vm-slow-libvirt): its agent could
+// restart it until then.
+TEST_F(HealingTest, DrainEvictsAStoppedVmBeforePlacingItElsewhere) {
+  auto on_h1 = vmsOn("h1");
+  ASSERT_FALSE(on_h1.empty());
+  for (const auto& n : on_h1) down_vms_.insert(n);
+  reason_ = "crashed";
+  tick(2);
+  up_.erase("h1");  // the agent goes silent; its libvirt answers
+  ASSERT_TRUE(controller_->drainHost("h1").isOk());
+  tick();
+  std::string evicted;
+  for (const auto& n : on_h1) {
+    bool assigned = false;
+    for (const auto& a : controller_->assignmentsFor("h1").assignments) assigned |= a.vm == n;
+    if (!assigned) evicted = n;
+  }
+  ASSERT_FALSE(evicted.empty()) << "a stopped vm leaves h1's set first";
+  EXPECT_TRUE(hasEvent("vm.evicting"));
+  tick(50);
+  EXPECT_EQ(controller_->vm(evicted)->host, "h1") << "moved before h1 confirmed";
+  // h1 answers with the new set but still runs a copy: not yet.
+  DomainReport copy = report(evicted, controller_->vm(evicted)->tier, controller_->vm(evicted)->epoch);
+  stale_["h1"] = {copy};
+  up_.insert("h1");
+  tick(3);
+  EXPECT_EQ(controller_->vm(evicted)->host, "h1");
+  stale_["h1"].clear();  // gone
+  tick(2);
+  EXPECT_NE(controller_->vm(evicted)->host, "h1");
 }
 
 // Pins: a controller restarted mid-migration resumes it from the journal.

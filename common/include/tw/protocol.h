@@ -60,6 +60,10 @@ struct PeerInfo {
 struct AssignmentSet {
   std::string host;
   int64_t version = 0;      // increases whenever this host's set changes
+  // The controller process that made the set (random per process start).
+  // Versions are ordered only within one process: a controller that lost
+  // its state, or whose clock stepped back, may start lower.
+  std::string controller_id;
   Millis lease_ms = 0;      // lease granted, from the heartbeat's send time
   Millis heartbeat_interval_ms = 1000;
   std::vector<Assignment> assignments;
@@ -100,6 +104,7 @@ struct Heartbeat {
   int64_t seq = 0;
   Capacity capacity;
   int64_t assignments_version = 0;  // the version the agent has applied
+  std::string assignments_controller;  // ... made by this controller process
   // Where this host's service port forwards listen (DomainReport::ports):
   // the address clients use to reach the VMs' services on this host.
   std::string service_address = "127.0.0.1";
