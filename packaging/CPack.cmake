@@ -65,7 +65,6 @@ set(CPACK_PACKAGE_NAME tierwarden)
 set(CPACK_PACKAGE_VENDOR tierwarden)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_CONTACT "tierwarden maintainers <eng@tierwarden.dev>")
-set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "medium availability cluster for libvirt VM tiers")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_PACKAGE_DIRECTORY ${CMAKE_BINARY_DIR}/packages)
 set(CPACK_STRIP_FILES TRUE)
@@ -88,34 +87,36 @@ set(CPACK_DEBIAN_CONTROLLER_PACKAGE_NAME tierwarden-controller)
 set(CPACK_DEBIAN_CONTROLLER_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_CONTROLLER_PACKAGE_RECOMMENDS "twctl (= ${PROJECT_VERSION}-1)")
 set(CPACK_DEBIAN_CONTROLLER_PACKAGE_SUGGESTS "ipmitool, libvirt-clients")
-set(CPACK_COMPONENT_CONTROLLER_DESCRIPTION
+# Descriptions: the first line is the synopsis (CPACK_PACKAGE_DESCRIPTION_SUMMARY
+# stays unset: CPack would put it before each of them).
+set(CPACK_DEBIAN_CONTROLLER_DESCRIPTION
     "tierwarden controller: places VM tiers on libvirt hosts and heals them
- Keeps the desired state (tiers from YAML policies) and the cluster's memory
- in SQLite, places VMs on hypervisor hosts, declares hosts dead only when two
- signals agree, fences them, and rebuilds their VMs elsewhere. Serves the REST
- API, server-sent events, Prometheus metrics and the dashboard. Runs as the
- system user 'tierwarden' under systemd (tierwarden-controller.service).")
+Keeps the desired state (tiers from YAML policies) and the cluster's memory
+in SQLite, places VMs on hypervisor hosts, declares hosts dead only when two
+signals agree, fences them, and rebuilds their VMs elsewhere. Serves the REST
+API, server-sent events, Prometheus metrics and the dashboard. Runs as the
+system user 'tierwarden' under systemd (tierwarden-controller.service).")
 
 set(CPACK_DEBIAN_AGENT_PACKAGE_NAME tierwarden-agent)
 # qemu-img makes the VMs' copy-on-write disk overlays; adduser: the postinst
 # adds the `tierwarden` group (owner group of /etc/tierwarden/token).
 set(CPACK_DEBIAN_AGENT_PACKAGE_DEPENDS "adduser, qemu-utils")
 set(CPACK_DEBIAN_AGENT_PACKAGE_RECOMMENDS "libvirt-daemon-system, qemu-system-x86")
-set(CPACK_COMPONENT_AGENT_DESCRIPTION
+set(CPACK_DEBIAN_AGENT_DESCRIPTION
     "tierwarden agent: keeps one hypervisor host's VMs as the controller assigns them
- Talks to the local libvirt: defines, starts, restarts and migrates the VMs
- assigned to this host, runs their health checks, holds a lease from the
- controller and fences itself only when isolated. One per hypervisor host
- (tierwarden-agent.service; not enabled until configured).")
+Talks to the local libvirt: defines, starts, restarts and migrates the VMs
+assigned to this host, runs their health checks, holds a lease from the
+controller and fences itself only when isolated. One per hypervisor host
+(tierwarden-agent.service; not enabled until configured).")
 
 set(CPACK_DEBIAN_CLI_PACKAGE_NAME twctl)
 set(CPACK_DEBIAN_CLI_PACKAGE_SECTION utils)
 set(CPACK_DEBIAN_CLI_PACKAGE_DEPENDS "")  # shlibdeps only
-set(CPACK_COMPONENT_CLI_DESCRIPTION
+set(CPACK_DEBIAN_CLI_DESCRIPTION
     "command line of the tierwarden cluster controller
- twctl talks to a tierwarden controller's REST API: apply policies, get and
- describe hosts, tiers, VMs, events and incidents, drain hosts, migrate,
- restart and reset VMs.")
+twctl talks to a tierwarden controller's REST API: apply policies, get and
+describe hosts, tiers, VMs, events and incidents, drain hosts, migrate,
+restart and reset VMs.")
 
 foreach(pkg controller agent)
   string(TOUPPER ${pkg} PKG)

@@ -86,8 +86,8 @@ done
 # What each binary links (objdump -p: NEEDED), as Debian packages, and what
 # the maintainer scripts and daemons run.
 declare -A want=(
-  [tierwarden-controller]="libvirt0 libsqlite3-0 libyaml-cpp0.7 libspdlog1.10 libfmt9 libcpp-httplib0.11 libstdc++6 libc6 adduser"
-  [tierwarden-agent]="libvirt0 libspdlog1.10 libfmt9 libcpp-httplib0.11 libstdc++6 libc6 adduser qemu-utils"
+  [tierwarden-controller]="libvirt0 libsqlite3-0 libyaml-cpp0.7 libspdlog1.10-fmt9 libfmt9 libcpp-httplib0.11 libstdc++6 libc6 adduser"
+  [tierwarden-agent]="libvirt0 libspdlog1.10-fmt9 libfmt9 libcpp-httplib0.11 libstdc++6 libc6 adduser qemu-utils"
   [twctl]="libcpp-httplib0.11 libyaml-cpp0.7 libstdc++6 libc6"
 )
 for p in "${!want[@]}"; do
@@ -171,8 +171,9 @@ inRoot() {
 t0=$(now_ms)
 mkdir -p "$root/tmp/debs"
 cp "${deb[@]}" "$root/tmp/debs/"
-inRoot dpkg -i /tmp/debs/tierwarden-controller_*.deb /tmp/debs/tierwarden-agent_*.deb \
-  /tmp/debs/twctl_*.deb >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; die "dpkg -i failed"; }
+inRoot dpkg -i "/tmp/debs/$(basename "${deb[tierwarden-controller]}")" \
+  "/tmp/debs/$(basename "${deb[tierwarden-agent]}")" "/tmp/debs/$(basename "${deb[twctl]}")" \
+  >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; die "dpkg -i failed"; }
 install_time=$(secs_since "$t0")
 inRoot dpkg-query -W -f='${Package} ${Version} ${Status}\n' tierwarden-controller tierwarden-agent twctl |
   tee "$work/status" | sed 's/^/  /'
@@ -354,9 +355,9 @@ done
 grep -q '"policy_version"' "$work/cluster.json" || fail "GET /api/v1/cluster: $(head -c 300 "$work/cluster.json")"
 curl -fsS http://127.0.0.1:7800/ | grep -q '<html' || fail "GET / serves no dashboard"
 echo "install_test: the controller answers GET /api/v1/cluster and serves the dashboard"
-user=$(ps -o user= -p "$controller")
-[[ "$user" == tierwarden ]] || fail "the controller runs as '$user', not tierwarden"
-[[ "$(stat -c '%U %a' "$root/var/lib/tierwarden/tierwarden.db")" == "tierwarden 600" ]] ||
+uid=$(ps -o uid= -p "$controller" | tr -d ' ')  # ps names users from this machine's passwd
+[[ "$uid" == "$(chroot "$root" id -u tierwarden)" ]] || fail "the controller runs as uid $uid, not tierwarden"
+[[ "$(chroot "$root" stat -c '%U %a' /var/lib/tierwarden/tierwarden.db)" == "tierwarden 600" ]] ||
   fail "state: $(ls -l "$root/var/lib/tierwarden")"
 [[ ! -e "$root/var/lib/tierwarden/token" ]] || fail "the controller made a token in its state dir"
 [[ "$(cat "$root/etc/tierwarden/token")" == "$token" ]] || fail "/etc/tierwarden/token changed"
