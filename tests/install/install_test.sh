@@ -23,7 +23,9 @@
 #     a one-host policy with the token; the agent from tierwarden-agent.service's
 #     ExecStart (agent.env set for libvirt's test driver) registers and runs the
 #     VM. Both stop on TERM with status 0.
-#  5. `dpkg --purge` of the three: units and token gone, the state dir kept.
+#  5. `dpkg -i` once more (the upgrade path of the scripts): the operator's
+#     changed conffile, the token, the owners and the enabled units stay.
+#  6. `dpkg --purge` of the three: units and token gone, the state dir kept.
 #
 # The unit's sandbox (ProtectSystem=, SystemCallFilter= ...) is not applied: no
 # systemd runs here. Needs root (exit 77 = skipped otherwise), mmdebstrap,
@@ -214,7 +216,7 @@ for f in /etc/tierwarden/controller.env /etc/tierwarden/fence-agents.conf /etc/t
 done
 wants="$root/etc/systemd/system/multi-user.target.wants"
 [[ -L "$wants/tierwarden-controller.service" ]] || die "tierwarden-controller.service is not enabled"
-[[ ! -e "$wants/tierwarden-agent.service" ]] || die "tierwarden-agent.service is enabled before it is configured"
+[[ ! -L "$wants/tierwarden-agent.service" ]] || die "tierwarden-agent.service is enabled before it is configured"
 inRoot ldd /usr/sbin/tierwarden-controller /usr/sbin/tierwarden-agent /usr/bin/twctl >"$work/ldd" 2>&1
 ! grep -q 'not found' "$work/ldd" || die "missing libraries: $(grep 'not found' "$work/ldd" | sort -u | tr '\n' ' ')"
 
@@ -399,7 +401,25 @@ unshare --net --mount --pid --fork --mount-proc --propagation private -- bash "$
   die "running from the units failed (logs above; TW_INSTALL_TEST_KEEP=1 keeps $work)"
 run_time=$(secs_since "$t0")
 
-# ------------------------------------------------------------------ 5. purge
+# -------------------------------------------------- 5. again (as an upgrade)
+# The same packages once more: postinst with a version in $2. The operator's
+# settings, the token and the owners stay; the agent stays disabled.
+echo 'TW_CONTROLLER_ARGS="--listen 127.0.0.1:7900"  # changed by the operator' \
+  >>"$root/etc/tierwarden/controller.env"
+cp "$root/etc/tierwarden/controller.env" "$work/controller.env.changed"
+inRoot dpkg -i "/tmp/debs/$(basename "${deb[tierwarden-controller]}")" \
+  "/tmp/debs/$(basename "${deb[tierwarden-agent]}")" >"$work/dpkg-again.log" 2>&1 ||
+  { cat "$work/dpkg-again.log" >&2; die "dpkg -i over the installed packages failed"; }
+cmp -s "$work/controller.env.changed" "$root/etc/tierwarden/controller.env" ||
+  die "reinstalling replaced the operator's controller.env"
+[[ "$(cat "$root/etc/tierwarden/token")" == "$token" ]] || die "reinstalling changed the token"
+checkFile /etc/tierwarden/token 640 root tierwarden
+checkFile /etc/tierwarden/fence-agents.conf 640 root tierwarden
+[[ -L "$wants/tierwarden-controller.service" && ! -L "$wants/tierwarden-agent.service" ]] ||
+  die "reinstalling changed which units are enabled"
+say "reinstalled over itself: settings, token, owners and enabled units kept"
+
+# ------------------------------------------------------------------ 6. purge
 inRoot dpkg --purge twctl tierwarden-agent tierwarden-controller >"$work/purge.log" 2>&1 ||
   { cat "$work/purge.log" >&2; die "dpkg --purge failed"; }
 for f in /lib/systemd/system/tierwarden-controller.service /etc/tierwarden/token \
