@@ -158,7 +158,8 @@ int main(int argc, char** argv) {
   if (!state_lock.isOk()) return fail(state_lock.status().toString());
   // Only a token the controller wrote into its own state dir tells of an
   // earlier start: a token file elsewhere (the package's /etc/tierwarden/token,
-  // made by its postinst) exists before the first start.
+  // made by its postinst) exists before the first start. A state dir that
+  // ever held a policy is still guarded by its applied-once marker.
   const std::filesystem::path token_dir = std::filesystem::path(token_file).parent_path();
   const bool token_existed = std::filesystem::equivalent(token_dir.empty() ? "." : token_dir, state_dir, ec) &&
                              std::filesystem::exists(token_file, ec);
