@@ -156,7 +156,13 @@ int main(int argc, char** argv) {
   // Held until exit; a second controller (or restore-state) on this dir refuses.
   auto state_lock = tw::StateDirLock::acquire(state_paths);
   if (!state_lock.isOk()) return fail(state_lock.status().toString());
-  const bool token_existed = std::filesystem::exists(token_file, ec);
+  // Only a token the controller wrote into its own state dir tells of an
+  // earlier start: a token file elsewhere (the package's /etc/tierwarden/token,
+  // made by its postinst) exists before the first start. A state dir that
+  // ever held a policy is still guarded by its applied-once marker.
+  const std::filesystem::path token_dir = std::filesystem::path(token_file).parent_path();
+  const bool token_existed = std::filesystem::equivalent(token_dir.empty() ? "." : token_dir, state_dir, ec) &&
+                             std::filesystem::exists(token_file, ec);
   auto facts = tw::checkStateBeforeStart(state_paths, token_existed);
   if (!facts.isOk()) return fail(facts.status().toString());
   auto token = loadOrCreateToken(token_file);

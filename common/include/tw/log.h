@@ -1,4 +1,6 @@
-// The one logging facade (over spdlog), to stderr. INFO for state changes,
+// The one logging facade (over spdlog), to stderr. Under systemd (stderr is
+// the journal's stream) lines carry no time of their own but a syslog
+// priority prefix ("<3>" error ...), which journald takes. INFO for state changes,
 // DEBUG for loops. Quote ids: "restarting vm 'apache-1' on host 'h2': domain crashed".
 #pragma once
 
