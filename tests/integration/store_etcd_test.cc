@@ -46,14 +46,16 @@ struct RealEtcdStoreBackend {
   }
   std::string prefix;
 };
-INSTANTIATE_TYPED_TEST_SUITE_P(RealEtcd, store_contract::StoreContractTest, RealEtcdStoreBackend);
+using namespace store_contract;  // the suites' generated names are unqualified
+using namespace etcd_contract;
+INSTANTIATE_TYPED_TEST_SUITE_P(RealEtcd, StoreContractTest, RealEtcdStoreBackend);
 
 struct RealEtcdBackend {
   bool available() { return EtcdProcess::shared() != nullptr; }
   std::unique_ptr<EtcdClient> client() { return EtcdProcess::shared()->client(); }
   std::string freshPrefix() { return uniquePrefix(); }
 };
-INSTANTIATE_TYPED_TEST_SUITE_P(RealEtcd, etcd_contract::EtcdStoreTest, RealEtcdBackend);
+INSTANTIATE_TYPED_TEST_SUITE_P(RealEtcd, EtcdStoreTest, RealEtcdBackend);
 
 class RealEtcdTest : public ::testing::Test {
  protected:

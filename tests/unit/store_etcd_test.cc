@@ -22,7 +22,8 @@ struct FakeEtcdBackend {
   int n = 0;
 };
 
-INSTANTIATE_TYPED_TEST_SUITE_P(Fake, etcd_contract::EtcdStoreTest, FakeEtcdBackend);
+using namespace etcd_contract;  // the suite's generated names are unqualified
+INSTANTIATE_TYPED_TEST_SUITE_P(Fake, EtcdStoreTest, FakeEtcdBackend);
 
 // Pins: --store etcd://... gives one http:// URL per member, 2379 by default;
 // anything else is refused with the expected form.
