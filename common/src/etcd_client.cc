@@ -413,6 +413,8 @@ class HttpEtcdClient final : public EtcdClient {
   Result<Json> callOne(const std::string& endpoint, const std::string& path, const std::string& text,
                        const std::string& what) {
     httplib::Result answer{nullptr, httplib::Error::Unknown};
+    int http_status = 0;
+    std::string body;
     try {
       if (!client_) {
         client_ = std::make_unique<httplib::Client>(endpoint);
@@ -424,20 +426,43 @@ class HttpEtcdClient final : public EtcdClient {
         client_->set_write_timeout(rs, rus);
         client_->set_keep_alive(true);
       }
-      answer = client_->Post(path, text, "application/json");
+      // The gateway sends its errors chunked with an HTTP trailer
+      // (Grpc-Trailer-Content-Type), which cpp-httplib 0.11 cannot parse: it
+      // reports a read error after the whole body came. So the body is
+      // collected here as it arrives, and a read error after a complete JSON
+      // error body is that error.
+      httplib::Request req;
+      req.method = "POST";
+      req.path = path;
+      req.headers = {{"Content-Type", "application/json"}};
+      req.body = text;
+      req.response_handler = [&](const httplib::Response& r) {
+        http_status = r.status;
+        return true;
+      };
+      req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+        body.append(data, n);
+        return true;
+      };
+      answer = client_->send(req);
     } catch (const std::exception& e) {
       client_.reset();
       return invalidArgument("etcd endpoint '" + endpoint + "': " + e.what());
     }
     if (!answer) {
       client_.reset();
+      Json partial = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+      if (answer.error() == httplib::Error::Read && http_status >= 400 && partial.is_object() &&
+          partial.contains("code")) {
+        return statusFromGateway(http_status, body, what + " at " + endpoint);
+      }
       return unavailable("etcd " + what + ": cannot reach " + endpoint + ": " +
                          httplib::to_string(answer.error()));
     }
-    if (answer->status < 200 || answer->status > 299) {
-      return statusFromGateway(answer->status, answer->body, what + " at " + endpoint);
+    if (http_status < 200 || http_status > 299) {
+      return statusFromGateway(http_status, body, what + " at " + endpoint);
     }
-    Json j = Json::parse(answer->body, nullptr, /*allow_exceptions=*/false);
+    Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) {
       return internalError("etcd " + what + " at " + endpoint + ": the answer is not a JSON object");
     }

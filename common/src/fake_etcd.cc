@@ -1,6 +1,7 @@
 #include "tw/fake_etcd.h"
 
 #include <algorithm>
+#include <set>
 
 namespace tw {
 
@@ -171,6 +172,24 @@ Result<EtcdTxnResult> FakeEtcdClient::txn(const std::vector<EtcdCompare>& compar
     return invalidArgument(
         "etcd txn: etcdserver: too many operations in txn request (etcd's --max-txn-ops, 128 by "
         "default, bounds one transaction)");
+  }
+  // etcd refuses a branch that puts one key twice, or puts a key that a
+  // delete in the same branch covers.
+  for (const std::vector<EtcdOp>* b : {&success, &failure}) {
+    std::set<std::string> puts;
+    for (const EtcdOp& op : *b) {
+      if (op.kind == EtcdOp::Kind::kPut && !puts.insert(op.key).second) {
+        return invalidArgument("etcd txn: etcdserver: duplicate key given in txn request");
+      }
+    }
+    for (const EtcdOp& op : *b) {
+      if (op.kind != EtcdOp::Kind::kDelete) continue;
+      for (const std::string& k : puts) {
+        if (inRange(k, op.key, op.range_end)) {
+          return invalidArgument("etcd txn: etcdserver: duplicate key given in txn request");
+        }
+      }
+    }
   }
   bool ok = std::all_of(compares.begin(), compares.end(),
                         [&](const EtcdCompare& c) { return etcd_.holds(c); });

@@ -180,14 +180,12 @@ struct Counter {
 
 // The writes of one transaction, not yet sent.
 struct Pending {
-  std::vector<std::string> cleared;                            // prefixes deleted whole (sent first)
   std::map<std::string, std::optional<std::string>> writes;    // key -> value; nullopt = delete
   std::map<std::string, Counter> counters;                     // key -> counter
   int64_t policy_version = 0;                                  // a policy inserted
   int64_t new_events = 0;
 };
 
-bool startsWith(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 class EtcdStore final : public Store {
  public:
@@ -258,7 +256,12 @@ class EtcdStore final : public Store {
         if (!value.isOk()) return value.status().withContext("tier " + inQuotes(tier.name));
         puts.emplace_back(dir("/tiers/") + tier.name, *value);
       }
-      clearPrefix(p, dir("/tiers/"));
+      // etcd refuses a txn that deletes a range and puts a key inside it
+      // ("duplicate key given in txn request"): delete the old tiers one by
+      // one, and only those not written again.
+      auto old = list(&p, dir("/tiers/"), etcdPrefixEnd(dir("/tiers/")), 0);
+      if (!old.isOk()) return old.status();
+      for (const auto& kv : *old) p.writes[kv.first] = std::nullopt;
       for (auto& [key, value] : puts) p.writes[key] = std::move(value);
       return Status::ok();
     });
@@ -456,13 +459,6 @@ class EtcdStore final : public Store {
     });
   }
 
-  static void clearPrefix(Pending& p, const std::string& prefix) {
-    for (auto it = p.writes.lower_bound(prefix); it != p.writes.end() && startsWith(it->first, prefix);) {
-      it = p.writes.erase(it);
-    }
-    p.cleared.push_back(prefix);
-  }
-
   // The counter P/meta/last/<kind>: from the transaction, else from what our
   // last commit left, else from etcd.
   Result<Counter> readCounter(const Pending* p, const std::string& kind) {
@@ -499,9 +495,6 @@ class EtcdStore final : public Store {
     if (p != nullptr) {
       auto it = p->writes.find(key);
       if (it != p->writes.end()) return it->second;
-      for (const std::string& prefix : p->cleared) {
-        if (startsWith(key, prefix)) return std::optional<std::string>();
-      }
     }
     Result<EtcdRangeResult> r = client_->range(key, "");
     if (!r.isOk()) return r.status();
@@ -519,18 +512,12 @@ class EtcdStore final : public Store {
       for (const auto& [k, v] : p->writes) {
         if (!v && inside(k)) ++fetch;  // a delete may hide a fetched key
       }
-      for (const std::string& prefix : p->cleared) {
-        if (prefix < end && etcdPrefixEnd(prefix) > start) fetch = 0;  // all: cannot bound the hidden ones
-      }
     }
     Result<EtcdRangeResult> r = client_->range(start, end, fetch);
     if (!r.isOk()) return r.status();
     std::map<std::string, std::string> m;
     for (EtcdKv& kv : r->kvs) m.emplace(std::move(kv.key), std::move(kv.value));
     if (p != nullptr) {
-      for (const std::string& prefix : p->cleared) {
-        for (auto it = m.lower_bound(prefix); it != m.end() && startsWith(it->first, prefix);) it = m.erase(it);
-      }
       for (const auto& [k, v] : p->writes) {
         if (!inside(k)) continue;
         if (v) {
@@ -639,7 +626,6 @@ Result<int64_t> EtcdStore::send(const std::vector<EtcdOp>& ops, const std::vecto
 Status EtcdStore::commit(Pending& p) {
   std::vector<EtcdOp> ops;
   std::vector<EtcdCompare> counters;
-  for (const std::string& prefix : p.cleared) ops.push_back(EtcdOp::del(prefix, etcdPrefixEnd(prefix)));
   for (const auto& [key, value] : p.writes) ops.push_back(value ? EtcdOp::put(key, *value) : EtcdOp::del(key));
   for (const auto& [key, c] : p.counters) {
     if (!c.dirty) continue;
