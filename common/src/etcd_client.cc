@@ -425,6 +425,10 @@ class HttpEtcdClient final : public EtcdClient {
         client_->set_read_timeout(rs, rus);
         client_->set_write_timeout(rs, rus);
         client_->set_keep_alive(true);
+        // httplib writes the headers and the body separately: without
+        // TCP_NODELAY, Nagle holds the body until the delayed ACK (~40 ms a
+        // request, measured by bench/etcd_store).
+        client_->set_tcp_nodelay(true);
       }
       // The gateway sends its errors chunked with an HTTP trailer
       // (Grpc-Trailer-Content-Type), which cpp-httplib 0.11 cannot parse: it
