@@ -71,7 +71,12 @@ int main(int argc, char** argv) {
     return std::move(tw::makeHttpEtcdClient(o)).value();
   };
   const std::string prefix = "/tierwarden/bench-" + std::to_string(::getpid());
-  auto lease_client = client();
+  auto lease_client = [&] {
+    tw::HttpEtcdOptions o;
+    o.endpoints = *endpoints;
+    o.request_timeout_ms = std::max(500, ttl_ms / 3);  // as the controller's
+    return std::move(tw::makeHttpEtcdClient(o)).value();
+  }();
   tw::LeaderLeaseOptions lo;
   lo.key = tw::etcdLeaderKey(prefix);
   lo.identity = "bench";
@@ -79,7 +84,7 @@ int main(int argc, char** argv) {
   lo.margin_ms = 1000;
   tw::LeaderLease lease(*lease_client, tw::SteadyClock::instance(), lo);
   std::atomic<int> lost{0};
-  tw::LeaseRunner runner(lease, [&] { ++lost; });
+  tw::LeaseRunner runner(lease, [&] { ++lost; }, /*stop_after_loss=*/false);
   runner.start();
   while (!lease.isLeader()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 

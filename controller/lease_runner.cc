@@ -7,8 +7,8 @@
 
 namespace tw {
 
-LeaseRunner::LeaseRunner(LeaderLease& lease, std::function<void()> on_term_lost)
-    : lease_(lease), on_term_lost_(std::move(on_term_lost)) {}
+LeaseRunner::LeaseRunner(LeaderLease& lease, std::function<void()> on_term_lost, bool stop_after_loss)
+    : lease_(lease), on_term_lost_(std::move(on_term_lost)), stop_after_loss_(stop_after_loss) {}
 
 LeaseRunner::~LeaseRunner() { stop(); }
 
@@ -30,6 +30,7 @@ void LeaseRunner::run() {
     if (lease_.losses() != losses) {
       losses = lease_.losses();
       if (on_term_lost_) on_term_lost_();
+      if (stop_after_loss_) return;
     }
     Millis wait = next - SteadyClock::instance().nowMs();
     std::unique_lock<std::mutex> lock(mu_);

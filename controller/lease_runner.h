@@ -16,8 +16,10 @@ namespace tw {
 class LeaseRunner {
  public:
   // REQUIRES: lease outlives the runner; its clock is SteadyClock.
-  // `on_term_lost` runs on the runner's thread, once per lost term.
-  LeaseRunner(LeaderLease& lease, std::function<void()> on_term_lost);
+  // `on_term_lost` runs on the runner's thread, once per lost term. With
+  // `stop_after_loss` the runner ends after it (the controller exits then and
+  // must not win a new term on the way out); else it campaigns again.
+  LeaseRunner(LeaderLease& lease, std::function<void()> on_term_lost, bool stop_after_loss = true);
   ~LeaseRunner();  // stops and joins
   void start();
   void stop();
@@ -27,6 +29,7 @@ class LeaseRunner {
 
   LeaderLease& lease_;
   std::function<void()> on_term_lost_;
+  const bool stop_after_loss_;
   std::thread thread_;
   std::mutex mu_;  // guards stopping_
   std::condition_variable cv_;

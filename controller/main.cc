@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstring>
@@ -221,6 +222,11 @@ int main(int argc, char** argv) {
     if (!prefix.isOk()) return fail("--cluster: " + prefix.status().toString());
     tw::HttpEtcdOptions http;
     http.endpoints = where->endpoints;
+    // A renewal must not block past the next one: the leader's deadline is
+    // checked on its clock regardless, but the loss is noticed (and the
+    // process ends) only when the request returns.
+    http.request_timeout_ms = std::max(500, leader_ttl_ms / 3);
+    http.connect_timeout_ms = std::min<tw::Millis>(1000, http.request_timeout_ms);
     auto client = tw::makeHttpEtcdClient(http);
     if (!client.isOk()) return fail(client.status().toString());
     lease_client = std::move(*client);
