@@ -8,7 +8,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,8 +21,6 @@
 #include <vector>
 
 #include "tw/etcd_client.h"
-
-extern char** environ;
 
 namespace tw {
 namespace testing_etcd {
@@ -99,18 +97,26 @@ class EtcdProcess {
                                      "--election-timeout", "100",
                                      "--log-level", "warn"};
     const std::string log = p->dir_ + "/etcd.log";
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    int rc = posix_spawn(&p->pid_, args[0], &fa, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      p->pid_ = -1;
-      return nullptr;
+    // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: etcd dies
+    // with this test process even when it is killed (a ctest timeout, a
+    // closed pipe) and never runs its static destructors.
+    const pid_t parent = ::getpid();
+    p->pid_ = ::fork();
+    if (p->pid_ < 0) return nullptr;
+    if (p->pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::close(fd);
+      }
+      ::execv(args[0], args.data());
+      ::_exit(127);
     }
     // Ready when a linearizable read answers (etcd cannot tell us otherwise).
     auto client = p->client();
