@@ -7,10 +7,15 @@
 #include <CLI/CLI.hpp>
 #include <pthread.h>
 
+#include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <iostream>
 #include <random>
 #include <thread>
@@ -18,9 +23,12 @@
 #include "controller/api_server.h"
 #include "controller/controller.h"
 #include "controller/fence_agents.h"
+#include "controller/leader_lease.h"
+#include "controller/lease_runner.h"
 #include "controller/libvirt_host_connector.h"
 #include "controller/service.h"
 #include "controller/state_guard.h"
+#include "controller/store_setup.h"
 #include "tw/log.h"
 #include "tw/policy.h"
 #include "tw/store.h"
@@ -73,6 +81,12 @@ int main(int argc, char** argv) {
   int backup_interval_min = 10;
   int backup_keep = 10;
   std::string restore_from;
+  std::string store_url;
+  tw::EtcdSettings etcd;
+  int leader_ttl_ms = 3000;
+  std::string identity;
+  std::string migrate_from, migrate_to;
+  bool migrate_force = false;
   app.set_config("--config", "", "config file (key = value lines, the long flag names)");
   app.add_option("--state-dir", state_dir, "directory of the SQLite database and the token")->capture_default_str();
   app.add_option("--listen", listen, "address:port of the API and dashboard")->capture_default_str();
@@ -92,6 +106,29 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 10080))->capture_default_str();
   app.add_option("--backup-keep", backup_keep, "backups kept in <state-dir>/backups")
       ->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_option("--store", store_url,
+                 "etcd://HOST[:PORT][,HOST[:PORT]...]: keep the state in etcd and run as one of several "
+                 "replicas (one leads); default: SQLite in --state-dir");
+  app.add_option("--cluster", etcd.cluster, "with --store etcd://: the cluster's name (keys under /tierwarden/NAME)")
+      ->capture_default_str();
+  app.add_option("--etcd-max-txn-ops", etcd.max_txn_ops,
+                 "etcd's --max-txn-ops (operations in one transaction); set both alike (scripts use 4096)")
+      ->check(CLI::Range(8, 1 << 20))->capture_default_str();
+  app.add_option("--etcd-max-request-bytes", etcd.max_request_bytes, "etcd's --max-request-bytes; set both alike")
+      ->check(CLI::Range(int64_t{64} << 10, int64_t{1} << 31))->capture_default_str();
+  app.add_option("--leader-ttl-ms", leader_ttl_ms,
+                 "with etcd: the leader lease's TTL (whole seconds; at most the policy's dead_after); the leader "
+                 "stops acting 1 s before it could run out")
+      ->check(CLI::Range(2000, 60000))->capture_default_str();
+  app.add_option("--identity", identity, "with etcd: this replica's name in the leader key (default host:port pid)");
+  CLI::App* migrate_cmd = app.add_subcommand(
+      "migrate-store", "copy every record, ids kept, from one store to another (stop the controllers first)");
+  migrate_cmd->add_option("--from", migrate_from, "sqlite:STATE_DIR or etcd://HOST[:PORT],...")->required();
+  migrate_cmd->add_option("--to", migrate_to, "sqlite:STATE_DIR or etcd://HOST[:PORT],...")->required();
+  migrate_cmd->add_option("--cluster", etcd.cluster, "the etcd side's cluster name")->capture_default_str();
+  migrate_cmd->add_option("--etcd-max-txn-ops", etcd.max_txn_ops, "etcd's --max-txn-ops")
+      ->check(CLI::Range(8, 1 << 20))->capture_default_str();
+  migrate_cmd->add_flag("--force", migrate_force, "replace what the target holds");
   CLI::App* restore_cmd = app.add_subcommand(
       "restore-state", "install a backup as the state dir's database (the controller must be stopped)");
   restore_cmd->add_option("--from", restore_from, "the backup file (e.g. <state-dir>/backups/tierwarden-...db)")
@@ -119,6 +156,16 @@ int main(int argc, char** argv) {
     return 1;
   };
   const tw::StatePaths state_paths(state_dir);
+  if (migrate_cmd->parsed()) {
+    auto from = tw::parseStoreLocation(migrate_from);
+    if (!from.isOk()) return fail("--from: " + from.status().toString());
+    auto to = tw::parseStoreLocation(migrate_to);
+    if (!to.isOk()) return fail("--to: " + to.status().toString());
+    auto done = tw::migrateStore(*from, *to, etcd, migrate_force);
+    if (!done.isOk()) return fail(done.status().toString());
+    std::cout << "tierwarden-controller: " << *done << "\n";
+    return 0;
+  }
   if (restore_cmd->parsed()) {
     auto restored = tw::restoreState(state_paths, restore_from, tw::utcStampNow());
     if (!restored.isOk()) return fail(restored.status().toString());
@@ -153,27 +200,98 @@ int main(int argc, char** argv) {
   if (ec) return fail("cannot create state dir " + state_dir + ": " + ec.message());
   ::chmod(state_dir.c_str(), 0700);
   if (token_file.empty()) token_file = state_dir + "/token";
-  // Held until exit; a second controller (or restore-state) on this dir refuses.
-  auto state_lock = tw::StateDirLock::acquire(state_paths);
-  if (!state_lock.isOk()) return fail(state_lock.status().toString());
-  // Only a token the controller wrote into its own state dir tells of an
-  // earlier start: a token file elsewhere (the package's /etc/tierwarden/token,
-  // made by its postinst) exists before the first start. A state dir that
-  // ever held a policy is still guarded by its applied-once marker.
-  const std::filesystem::path token_dir = std::filesystem::path(token_file).parent_path();
-  const bool token_existed = std::filesystem::equivalent(token_dir.empty() ? "." : token_dir, state_dir, ec) &&
-                             std::filesystem::exists(token_file, ec);
-  auto facts = tw::checkStateBeforeStart(state_paths, token_existed);
-  if (!facts.isOk()) return fail(facts.status().toString());
+  const bool on_etcd = !store_url.empty();
+  tw::BackupWorker backups(state_paths, std::chrono::minutes(backup_interval_min), backup_keep);
+  std::unique_ptr<tw::StateDirLock> state_lock;
+  tw::Result<std::unique_ptr<tw::Store>> store = tw::internalError("no store");
+  // With etcd: the leader lease (its own etcd connection, so renewals never
+  // wait behind the store's transactions) and the thread that renews it.
+  std::unique_ptr<tw::EtcdClient> lease_client;
+  std::unique_ptr<tw::LeaderLease> lease;
+  std::unique_ptr<tw::LeaseRunner> lease_runner;
+  std::atomic<bool> term_lost{false};
+  std::function<void()> on_term_lost = [] {};
+  std::mutex on_term_lost_mu;  // guards on_term_lost
+  if (on_etcd) {
+    auto where = tw::parseStoreLocation(store_url);
+    if (!where.isOk()) return fail("--store: " + where.status().toString());
+    if (where->kind != tw::StoreLocation::Kind::kEtcd) {
+      return fail("--store takes etcd://...; SQLite is the default (--state-dir)");
+    }
+    auto prefix = tw::etcdClusterPrefix(etcd.cluster);
+    if (!prefix.isOk()) return fail("--cluster: " + prefix.status().toString());
+    tw::HttpEtcdOptions http;
+    http.endpoints = where->endpoints;
+    // A renewal must not block past the next one: the leader's deadline is
+    // checked on its clock regardless, but the loss is noticed (and the
+    // process ends) only when the request returns.
+    http.request_timeout_ms = std::max(500, leader_ttl_ms / 3);
+    http.connect_timeout_ms = std::min<tw::Millis>(1000, http.request_timeout_ms);
+    auto client = tw::makeHttpEtcdClient(http);
+    if (!client.isOk()) return fail(client.status().toString());
+    lease_client = std::move(*client);
+    tw::LeaderLeaseOptions lease_options;
+    lease_options.key = tw::etcdLeaderKey(*prefix);
+    if (identity.empty()) {
+      char host[256] = {};
+      ::gethostname(host, sizeof host - 1);
+      identity = std::string(host) + ":" + std::to_string(port) + " pid " + std::to_string(::getpid());
+    }
+    lease_options.identity = identity;
+    lease_options.ttl_ms = leader_ttl_ms;
+    lease_options.margin_ms = 1000;
+    lease = std::make_unique<tw::LeaderLease>(*lease_client, tw::SteadyClock::instance(), lease_options);
+    store = tw::openEtcdStoreAt(where->endpoints, etcd, [&lease] { return lease->guard(); });
+    if (!store.isOk()) return fail(store.status().toString());
+    // A lost term ends this process: its memory may lag the store from then
+    // on, and a fresh start (systemd restarts it) rejoins as a follower and
+    // reads the store again.
+    lease_runner = std::make_unique<tw::LeaseRunner>(*lease, [&] {
+      term_lost = true;
+      std::lock_guard<std::mutex> lock(on_term_lost_mu);
+      on_term_lost();
+    });
+    lease_runner->start();
+    tw::log::info("on etcd {} (cluster '{}'), replica '{}': campaigning", store_url, etcd.cluster, identity);
+    // A follower waits here until it leads. TODO(issue 14): followers serve
+    // reads and answer mutating calls with 307 to the leader.
+    std::string last_leader;
+    while (!lease->isLeader()) {
+      if (lease->leaderIdentity() != last_leader) {
+        last_leader = lease->leaderIdentity();
+        tw::log::info("following '{}'; waiting to lead", last_leader);
+      }
+      timespec wait{0, 100 * 1000 * 1000};
+      if (sigtimedwait(&stop_signals, nullptr, &wait) > 0) {
+        tw::log::info("stopped while following");
+        lease_runner->stop();
+        return 0;
+      }
+    }
+    term_lost = false;
+  } else {
+    // Held until exit; a second controller (or restore-state) on this dir refuses.
+    auto locked = tw::StateDirLock::acquire(state_paths);
+    if (!locked.isOk()) return fail(locked.status().toString());
+    state_lock = std::move(*locked);
+    // Only a token the controller wrote into its own state dir tells of an
+    // earlier start: a token file elsewhere (the package's /etc/tierwarden/token,
+    // made by its postinst) exists before the first start. A state dir that
+    // ever held a policy is still guarded by its applied-once marker.
+    const std::filesystem::path token_dir = std::filesystem::path(token_file).parent_path();
+    const bool token_existed =
+        std::filesystem::equivalent(token_dir.empty() ? "." : token_dir, state_dir, ec) &&
+        std::filesystem::exists(token_file, ec);
+    auto facts = tw::checkStateBeforeStart(state_paths, token_existed);
+    if (!facts.isOk()) return fail(facts.status().toString());
+    store = tw::Store::open(state_paths.db);
+    if (!store.isOk()) return fail(store.status().toString());
+    tw::Status watched = tw::watchApplies(**store, state_paths, *facts, backups);
+    if (!watched.isOk()) return fail(watched.toString());
+    backups.start();
+  }
   auto token = loadOrCreateToken(token_file);
   if (!token.isOk()) return fail(token.status().toString());
-
-  auto store = tw::Store::open(state_paths.db);
-  if (!store.isOk()) return fail(store.status().toString());
-  tw::BackupWorker backups(state_paths, std::chrono::minutes(backup_interval_min), backup_keep);
-  tw::Status watched = tw::watchApplies(**store, state_paths, *facts, backups);
-  if (!watched.isOk()) return fail(watched.toString());
-  backups.start();
   // Fence agents are commands: only the controller's own configuration defines them.
   tw::FenceAgents fence_agents;
   {
@@ -199,7 +317,15 @@ int main(int argc, char** argv) {
     for (const auto& w : applied->warnings) tw::log::warn("policy: {}", w);
   }
 
+  if (lease != nullptr) {
+    if (controller.policy().settings.dead_after_ms < leader_ttl_ms) {
+      tw::log::warn("--leader-ttl-ms {} is longer than the policy's dead_after ({} ms): a dead leader is "
+                    "replaced later than a dead host is noticed", leader_ttl_ms,
+                    controller.policy().settings.dead_after_ms);
+    }
+  }
   tw::ControllerService service(controller, tick_ms);
+  if (lease != nullptr) service.setMayAct([&lease] { return lease->isLeader(); });
   tw::ApiServerOptions api_options(address, port, *token, web_dir);
   api_options.agent_host = agent_address;
   api_options.agent_port = agent_port;
@@ -213,12 +339,26 @@ int main(int argc, char** argv) {
     service.releaseWaiters();
     server.stop();
   }).detach();
+  if (lease != nullptr) {
+    std::lock_guard<std::mutex> lock(on_term_lost_mu);
+    on_term_lost = [&server, &service] {
+      tw::log::error("this replica's term ended: stopping (restart it to rejoin as a follower)");
+      service.releaseWaiters();
+      server.stop();
+    };
+    if (term_lost) on_term_lost();
+  }
   service.start();
   tw::log::info("listening on http://{}:{}, agents on http://{}:{} (state dir {}, token file {})", address,
                 server.port(), agent_address, server.agentPort(), state_dir, token_file);
   server.serve();
   service.stop();
   backups.stop();
+  if (lease != nullptr) {
+    lease_runner->stop();
+    if (term_lost) return 75;  // EX_TEMPFAIL: systemd's Restart= brings it back as a follower
+    lease->resign();            // a clean stop hands over at once
+  }
   tw::log::info("stopped");
   return 0;
 }

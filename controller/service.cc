@@ -92,7 +92,7 @@ void ControllerService::loop() {
       // Heartbeats that arrived while earlier work ran (a big apply, a slow
       // store) are taken first: liveness is never judged on a stale view.
       drainQueue();
-      controller_.runOnce();
+      if (!may_act_ || may_act_()) controller_.runOnce();
       refreshDeclared();
       next_tick = Steady::now() + std::chrono::milliseconds(tick_ms_);
     }

@@ -25,6 +25,12 @@ class ControllerService {
   ControllerService(Controller& controller, Millis tick_ms);
   ~ControllerService();
 
+  // With several replicas (the etcd store): `may_act` is asked before every
+  // reconcile step, which is skipped while it returns false (this replica
+  // does not lead, or its lease ran out). Calls on the queue still run; their
+  // writes are refused by the store's leader guard. Set before start().
+  void setMayAct(std::function<bool()> may_act) { may_act_ = std::move(may_act); }
+
   void start();
   // Releases every long poll and event wait at once (before the HTTP server
   // stops, so that it does not wait for them); the loop keeps serving calls.
@@ -77,6 +83,7 @@ class ControllerService {
 
   Controller& controller_;
   const Millis tick_ms_;
+  std::function<bool()> may_act_;  // set before start(); read on the loop thread
   std::thread thread_;
 
   std::mutex mu_;  // guards everything below

@@ -22,6 +22,16 @@ class SystemClock final : public Clock {
   static SystemClock& instance();
 };
 
+// A monotonic clock (std::chrono::steady_clock): never jumps with NTP or an
+// operator's date command. For deadlines that must hold against real time,
+// such as the leader lease (controller/leader_lease.h). Its zero is arbitrary
+// (boot time): use it for durations, never for timestamps shown or stored.
+class SteadyClock final : public Clock {
+ public:
+  Millis nowMs() const override;
+  static SteadyClock& instance();
+};
+
 // A clock that moves only when told. Not thread-safe: one thread steps it.
 class ManualClock final : public Clock {
  public:

@@ -1,7 +1,12 @@
-// The controller's memory: one SQLite file in the state dir (or ":memory:").
-// This is the only place that includes sqlite3.h. WAL mode, statements always
-// bound, migrations numbered by PRAGMA user_version (each in one transaction;
-// a database with a newer schema than this build knows is refused).
+// The controller's memory, behind one interface with two implementations:
+//  - SqliteStore (Store::open, common/src/store_sqlite.cc, the only file that
+//    includes sqlite3.h): one SQLite file in the state dir (or ":memory:"), the
+//    default. WAL mode, statements always bound, migrations numbered by PRAGMA
+//    user_version (each in one transaction).
+//  - EtcdStore (tw/store_etcd.h): keys in etcd, for several controller
+//    replicas with one leader; every write is one etcd txn guarded by the
+//    leader key.
+// Both refuse a store whose schema is newer than this build knows.
 //
 // Not thread-safe: the controller's loop thread owns the Store.
 #pragma once
@@ -16,6 +21,28 @@
 #include "tw/status.h"
 
 namespace tw {
+
+// One tier row as stored (the TierSpec as tw/json.h encodes it): tiers are
+// written by replaceTiers() and read back only whole, by exportState().
+struct StoredTier {
+  std::string name;
+  int64_t policy_version = 0;
+  int64_t ord = 0;        // declaration order in the policy
+  std::string spec_json;  // the whole TierSpec
+};
+
+// A store's whole content with every id and version as assigned: what
+// `tierwarden-controller migrate-store` copies from one store to another.
+struct StoreSnapshot {
+  int schema_version = 0;
+  std::vector<PolicyRecord> policies;     // oldest first
+  std::vector<StoredTier> tiers;          // by ord
+  std::vector<HostRecord> hosts;          // by name
+  std::vector<VmRecord> vms;              // by name
+  std::vector<EventRecord> events;        // by id
+  std::vector<IncidentRecord> incidents;  // by id, open and closed
+  std::vector<ActionRecord> actions;      // by id
+};
 
 class Store {
  public:
@@ -75,6 +102,15 @@ class Store {
   virtual Result<int64_t> beginAction(const ActionRecord& action) = 0;
   virtual Status endAction(int64_t id) = 0;
   virtual Result<std::vector<ActionRecord>> openActions() = 0;
+
+  // Everything the store holds (one consistent read for SQLite; for etcd, a
+  // read per kind: stop the writers first, as migrate-store requires).
+  virtual Result<StoreSnapshot> exportState() = 0;
+  // Writes `snapshot` into this store, keeping every id and version; later
+  // ids continue after the snapshot's. A store that holds anything is refused
+  // (kFailedPrecondition) unless `replace`, which removes what it holds first.
+  // kInvalidArgument when the snapshot's schema is not this store's.
+  virtual Status importState(const StoreSnapshot& snapshot, bool replace) = 0;
 };
 
 // ---- files on disk: start-up checks and backups (not for ":memory:") ----

@@ -1,0 +1,139 @@
+// A real single-member etcd for integration tests: started once per test
+// process on free loopback ports in a temp dir, stopped (and its dir
+// removed) at exit. Fast elections (--election-timeout 100 ms), and the
+// transaction limit left at etcd's default 128 on purpose.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tw/etcd_client.h"
+
+namespace tw {
+namespace testing_etcd {
+
+inline int freeLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+inline std::string etcdBinary() {
+  for (const char* p : {"/usr/bin/etcd", "/usr/local/bin/etcd"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "";
+}
+
+class EtcdProcess {
+ public:
+  // The process's etcd, started on first use; nullptr when etcd is not
+  // installed or does not come up (tests skip then).
+  static EtcdProcess* shared() {
+    static std::unique_ptr<EtcdProcess> instance = start();
+    return instance.get();
+  }
+
+  const std::string& url() const { return url_; }  // http://127.0.0.1:PORT
+  std::string storeUrl() const { return "etcd://" + url_.substr(7); }
+
+  std::unique_ptr<EtcdClient> client() const {
+    HttpEtcdOptions options;
+    options.endpoints = {url_};
+    auto c = makeHttpEtcdClient(options);
+    return c.isOk() ? std::move(c).value() : nullptr;
+  }
+
+  ~EtcdProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+ private:
+  static std::unique_ptr<EtcdProcess> start() {
+    const std::string binary = etcdBinary();
+    if (binary.empty()) return nullptr;
+    auto p = std::unique_ptr<EtcdProcess>(new EtcdProcess());
+    std::string templ = (std::filesystem::temp_directory_path() / "tw-etcd-XXXXXX").string();
+    if (::mkdtemp(templ.data()) == nullptr) return nullptr;
+    p->dir_ = templ;
+    const int client_port = freeLoopbackPort();
+    const int peer_port = freeLoopbackPort();
+    p->url_ = "http://127.0.0.1:" + std::to_string(client_port);
+    const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port);
+    std::vector<std::string> argv = {binary,
+                                     "--name", "t",
+                                     "--data-dir", p->dir_ + "/data",
+                                     "--listen-client-urls", p->url_,
+                                     "--advertise-client-urls", p->url_,
+                                     "--listen-peer-urls", peer,
+                                     "--initial-advertise-peer-urls", peer,
+                                     "--initial-cluster", "t=" + peer,
+                                     "--heartbeat-interval", "20",
+                                     "--election-timeout", "100",
+                                     "--log-level", "warn"};
+    const std::string log = p->dir_ + "/etcd.log";
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: etcd dies
+    // with this test process even when it is killed (a ctest timeout, a
+    // closed pipe) and never runs its static destructors.
+    const pid_t parent = ::getpid();
+    p->pid_ = ::fork();
+    if (p->pid_ < 0) return nullptr;
+    if (p->pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::close(fd);
+      }
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    // Ready when a linearizable read answers (etcd cannot tell us otherwise).
+    auto client = p->client();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (client->range("/ready", "").isOk()) return p;
+      if (::waitpid(p->pid_, nullptr, WNOHANG) != 0) break;  // exited
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return nullptr;
+  }
+
+  EtcdProcess() = default;
+  pid_t pid_ = -1;
+  std::string dir_;
+  std::string url_;
+};
+
+}  // namespace testing_etcd
+}  // namespace tw
