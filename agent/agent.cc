@@ -1073,6 +1073,7 @@ void Agent::noteLinkResultLocked(const Status& st) {
           options_.host, st.toString(), interval_ms_);
       break;
     case Code::kPermissionDenied:
+    case Code::kForbidden:
       log::error("the controller refused this agent's token: {}; retrying every {} ms",
                  st.toString(), interval_ms_);
       break;
@@ -1101,7 +1102,8 @@ void Agent::flushEvents() {
       outbox_.pop_front();
       continue;
     }
-    if (st.code() == Code::kUnavailable || st.code() == Code::kPermissionDenied) {
+    if (st.code() == Code::kUnavailable || st.code() == Code::kPermissionDenied ||
+        st.code() == Code::kForbidden) {
       log::debug("sending event failed, kept for later: {}", st.toString());
       return;
     }

@@ -41,11 +41,7 @@ HttpPeerMonitor::HttpPeerMonitor(std::string self, std::string token, Clock& clo
   server_->set_write_timeout(2, 0);
   server_->set_keep_alive_max_count(1);
   server_->Get(kPath, [this](const httplib::Request& req, httplib::Response& res) {
-    std::string h = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
-    if (h.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), h.begin(),
-                                                [](char a, char b) { return std::tolower(a) == std::tolower(b); }) ||
-        !tokenMatches(h.substr(prefix.size()), token_)) {
+    if (!tokenMatches(bearerToken(req.get_header_value("Authorization")), token_)) {
       res.status = 401;
       res.set_content(R"({"error":"invalid or missing token"})", "application/json");
       return;
