@@ -81,7 +81,7 @@ TEST(AuthTest, HostTokensFileRefusesBadLines) {
   auto ok = parseHostTokens("# comment\n\nh1 " + hash + "\nh2 " + std::string(64, 'b') + "\n", "host-tokens");
   ASSERT_TRUE(ok.isOk()) << ok.status().toString();
   EXPECT_EQ(ok->size(), 2u);
-  for (const std::string& bad : {"H1 " + hash, "h1 xyz", "h1 " + hash + " extra", "h1 " + hash + "\nh1 " + hash,
+  for (const std::string& bad : {"H1 " + hash, std::string("h1 xyz"), "h1 " + hash + " extra", "h1 " + hash + "\nh1 " + hash,
                                  "h1 " + std::string(64, 'A')}) {
     auto r = parseHostTokens(bad + "\n", "host-tokens");
     ASSERT_FALSE(r.isOk()) << bad;

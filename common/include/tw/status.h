@@ -18,10 +18,10 @@ enum class Code {
   kAlreadyExists,       // HTTP 409
   kFailedPrecondition,  // valid input, wrong state (HTTP 409)
   kPermissionDenied,    // missing or wrong token (HTTP 401)
-  kForbidden,           // a valid credential that may not do this (HTTP 403)
   kUnavailable,         // transient: retry with back-off (HTTP 503)
   kInternal,            // a bug or an environment failure we cannot handle (HTTP 500)
   kUnimplemented,       // this implementation cannot do that (e.g. the test driver) (HTTP 501)
+  kForbidden,           // a valid credential that may not do this (HTTP 403)
 };
 
 const char* codeName(Code code);
