@@ -16,6 +16,7 @@
 
 #include "controller/api_server.h"
 #include "controller/auth.h"
+#include "controller/pki.h"
 #include "controller/controller.h"
 #include "controller/fence_agents.h"
 #include "controller/libvirt_host_connector.h"
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
   std::string host_name;
   std::string bundle_dir;
   bool rotate_viewer = false;
+  std::vector<std::string> sans;
   app.set_config("--config", "", "config file (key = value lines, the long flag names)");
   app.add_option("--state-dir", state_dir, "directory of the SQLite database and the token")->capture_default_str();
   app.add_option("--listen", listen, "address:port of the API and dashboard")->capture_default_str();
@@ -83,6 +85,12 @@ int main(int argc, char** argv) {
   rotate_cmd->add_option("--state-dir", state_dir, "the controller's state dir")->capture_default_str();
   rotate_cmd->add_option("--token-file", token_file, "the operator token file (default <state-dir>/token)");
   rotate_cmd->add_flag("--viewer", rotate_viewer, "rotate <state-dir>/viewer-token instead");
+  CLI::App* init_cmd = app.add_subcommand(
+      "init", "make the state dir's CA (EC P-256), the controller's certificate and the operator token");
+  init_cmd->add_option("--state-dir", state_dir, "the controller's state dir")->capture_default_str();
+  init_cmd->add_option("--san", sans,
+                       "a DNS name or IP address agents and twctl use to reach the controller (repeatable; "
+                       "default: this machine's hostname, localhost, 127.0.0.1)");
   CLI::App* restore_cmd = app.add_subcommand(
       "restore-state", "install a backup as the state dir's database (the controller must be stopped)");
   restore_cmd->add_option("--from", restore_from, "the backup file (e.g. <state-dir>/backups/tierwarden-...db)")
@@ -111,9 +119,33 @@ int main(int argc, char** argv) {
   };
   const tw::StatePaths state_paths(state_dir);
   const tw::CredentialPaths credential_paths(state_dir, token_file);
+  const tw::TlsPaths tls_paths(state_dir);
+  if (init_cmd->parsed()) {
+    tw::Status st = tw::initPki(tls_paths, sans);
+    if (!st.isOk()) return fail(st.toString());
+    // The database with the token: a token without one reads as a lost
+    // database at the next start (state_guard.h).
+    {
+      auto lock = tw::StateDirLock::acquire(state_paths);
+      if (!lock.isOk()) return fail(lock.status().toString());
+      auto store = tw::Store::open(state_paths.db);
+      if (!store.isOk()) return fail(store.status().toString());
+    }
+    auto token = tw::loadOrCreateTokenFile(credential_paths.operator_token);
+    if (!token.isOk()) return fail(token.status().toString());
+    std::cout << "CA " << tls_paths.ca_cert << ", controller certificate " << tls_paths.server_cert
+              << ", operator token " << credential_paths.operator_token << "\n";
+    return 0;
+  }
   if (issue_cmd->parsed()) {
     auto issued = tw::issueHostToken(credential_paths, host_name, bundle_dir);
     if (!issued.isOk()) return fail(issued.status().toString());
+    auto cert = tw::writeHostCert(tls_paths, host_name, issued->out_dir);
+    if (!cert.isOk()) return fail(cert.status().toString());
+    if (*cert) {
+      std::cout << "host '" << host_name << "': certificate (CN " << host_name << ") in " << issued->out_dir
+                << "/host.pem, key host.key, CA ca.pem\n";
+    }
     std::cout << "host '" << host_name << "': token in " << issued->token_file << ", peer token in "
               << issued->peer_token_file << "\n"
               << "copy " << issued->out_dir << " to the host (keep it 0600) and start its agent with "
