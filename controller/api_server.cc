@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "tw/json.h"
@@ -206,10 +207,32 @@ Status ApiServer::check(const std::string& authorization, Access need, const std
   return authorize(who, !authorization.empty(), need, host, options_.public_read);
 }
 
+namespace {
+
+// The Authorization header as received, exact bytes; "" when absent.
+// httplib's Request::get_header_value() hands a value out through a C string,
+// which cut it at a NUL: "Bearer <token>\0junk" was taken as the token.
+// Sent more than once: `repeated`.
+std::string authorizationOf(const httplib::Request& req, bool& repeated) {
+  auto range = req.headers.equal_range("Authorization");
+  repeated = range.first != range.second && std::next(range.first) != range.second;
+  return range.first == range.second ? std::string() : range.first->second;
+}
+
+}  // namespace
+
+Status ApiServer::checkRequest(const httplib::Request& req, Access need, const std::string& host,
+                               std::optional<Principal>* who) {
+  bool repeated = false;
+  const std::string authorization = authorizationOf(req, repeated);
+  if (repeated) return permissionDenied("more than one Authorization header");
+  return check(authorization, need, host, who);
+}
+
 bool ApiServer::allowed(const httplib::Request& req, httplib::Response& res, Access need,
                         const std::string& host) {
   std::optional<Principal> who;
-  Status st = check(req.get_header_value("Authorization"), need, host, &who);
+  Status st = checkRequest(req, need, host, &who);
   if (who) {
     // A valid credential: the connection is never evicted (http_guard.h).
     public_->authenticated(req);
@@ -447,7 +470,7 @@ void ApiServer::routes() {
   // anything (a viewer's: the dashboard reads with it); 401 otherwise.
   s.Post("/api/v1/auth/check", [this](const httplib::Request& req, httplib::Response& res) {
     std::optional<Principal> who;
-    Status st = check(req.get_header_value("Authorization"), Access::kOperate, "", &who);
+    Status st = checkRequest(req, Access::kOperate, "", &who);
     if (st.isOk()) {
       res.status = 204;
       return;

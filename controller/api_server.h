@@ -73,6 +73,9 @@ class ApiServer {
                const std::string& host = "");
   Status check(const std::string& authorization, Access need, const std::string& host,
                std::optional<Principal>* who = nullptr);
+  // check() on the request's one Authorization header, as received.
+  Status checkRequest(const httplib::Request& req, Access need, const std::string& host,
+                      std::optional<Principal>* who = nullptr);
 
   ControllerService& service_;
   ApiServerOptions options_;

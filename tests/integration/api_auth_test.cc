@@ -279,7 +279,10 @@ TEST_F(ApiAuthTest, BearerSchemeInAnyCase) {
 }
 
 // Pins: a token is compared over its exact bytes: the right token followed
-// by a NUL (or anything else) is refused, on the API and on the stream.
+// by a NUL (or anything else) is refused, on the API, the agents' listener
+// and the stream (httplib's get_header_value() cut the header at the NUL:
+// "<token>\0junk" was accepted as the token), and so is a second
+// Authorization header.
 TEST_F(ApiAuthTest, TokenWithNulSuffixRefused) {
   start(false);
   const std::string nul(1, '\0');
@@ -289,19 +292,26 @@ TEST_F(ApiAuthTest, TokenWithNulSuffixRefused) {
                                                 std::string(kOperator) + suffix +
                                                 "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                            &body);
-    EXPECT_TRUE(status == 401 || status == 400) << status << " " << body;
+    EXPECT_EQ(status, 401) << body;
     EXPECT_TRUE(parseJson(body).isOk()) << body;
     status = rawStatus(server_->port(), "GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
                                             std::string(kViewer) + suffix + "\r\n\r\n");
-    EXPECT_TRUE(status == 401 || status == 400) << status;
+    EXPECT_EQ(status, 401);
     status = rawStatus(server_->agentPort(),
                        "POST /api/v1/agents/h1/heartbeat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
                            agentToken("h1") + suffix + "\r\nContent-Type: application/json\r\nContent-Length: " +
                            std::to_string(heartbeatBody("h1").size()) + "\r\nConnection: close\r\n\r\n" +
                            heartbeatBody("h1"));
-    EXPECT_TRUE(status == 401 || status == 400) << status;
+    EXPECT_EQ(status, 401);
   }
   EXPECT_EQ(lastHeartbeat("h1"), 0);
+  std::string body;
+  EXPECT_EQ(rawStatus(server_->port(), "POST /api/v1/auth/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                           std::string(kOperator) + "\r\nAuthorization: Bearer wrong\r\n"
+                                           "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                      &body),
+            401)
+      << body;
 }
 
 }  // namespace

@@ -286,7 +286,7 @@ TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
     EXPECT_EQ(v["epoch"], unchanged[name]["epoch"]) << name;
   }
   httplib::Client c("127.0.0.1", port_);
-  auto cluster = c.Get("/api/v1/cluster");
+  auto cluster = c.Get("/api/v1/cluster", httplib::Headers{{"Authorization", "Bearer " + token_}});
   ASSERT_TRUE(cluster);
   EXPECT_EQ((*parseJson(cluster->body))["policy_version"], 1);
 }
@@ -350,7 +350,7 @@ TEST_F(ClusterTest, HostCrashRebuildsItsVmsOnTheSpare) {
   for (const auto& [name, v] : after) EXPECT_NE(v["host"], "h1") << name;
 
   httplib::Client c("127.0.0.1", port_);
-  auto hosts = c.Get("/api/v1/hosts");
+  auto hosts = c.Get("/api/v1/hosts", httplib::Headers{{"Authorization", "Bearer " + token_}});
   ASSERT_TRUE(hosts);
   Json host_list = *parseJson(hosts->body);
   for (const auto& h : host_list["hosts"])
@@ -362,7 +362,7 @@ TEST_F(ClusterTest, HostCrashRebuildsItsVmsOnTheSpare) {
   std::vector<std::string> steps;
   bool found = eventually(
       [&] {
-        auto incidents = c.Get("/api/v1/incidents");
+        auto incidents = c.Get("/api/v1/incidents", httplib::Headers{{"Authorization", "Bearer " + token_}});
         if (!incidents) return false;
         Json incident_list = *parseJson(incidents->body);
         for (const auto& inc : incident_list["incidents"]) {
