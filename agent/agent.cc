@@ -1113,6 +1113,7 @@ void Agent::noteLinkResultLocked(const Status& st) {
           options_.host, st.toString(), interval_ms_);
       break;
     case Code::kPermissionDenied:
+    case Code::kForbidden:
       log::error("the controller refused this agent's token: {}; retrying every {} ms",
                  st.toString(), interval_ms_);
       break;
@@ -1147,7 +1148,8 @@ void Agent::flushEvents() {
       next = outbox_.front();
     }
     Status st = link_.sendEvent(next.event);
-    if (!st.isOk() && (st.code() == Code::kUnavailable || st.code() == Code::kPermissionDenied)) {
+    if (!st.isOk() && (st.code() == Code::kUnavailable || st.code() == Code::kPermissionDenied ||
+                       st.code() == Code::kForbidden)) {
       log::debug("sending event failed, kept for later: {}", st.toString());
       return;
     }

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -225,6 +226,7 @@ int main(int argc, char** argv) {
   std::string controller = tw::kDefaultAgentControllerUrl;
   std::string token;
   std::string token_file;
+  std::string peer_token_file;
   std::string host;
   std::string libvirt_uri = "qemu:///system";
   std::string disk_dir = "/var/lib/tierwarden/disks";
@@ -237,9 +239,12 @@ int main(int argc, char** argv) {
   int port_base = 20000;
   int port_count = 1000;
   app.add_option("--controller", controller, "the controller's agents' listener (its --agent-listen)")->capture_default_str();
-  auto* token_opt = app.add_option("--token", token, "API token");
-  auto* token_file_opt = app.add_option("--token-file", token_file, "file holding the API token");
+  auto* token_opt = app.add_option("--token", token, "this host's agent token (tierwarden-controller issue-host)");
+  auto* token_file_opt = app.add_option("--token-file", token_file, "file holding this host's agent token");
   token_opt->excludes(token_file_opt);
+  app.add_option("--peer-token-file", peer_token_file,
+                 "file holding the cluster's peer token, which agents present to each other's peer checks "
+                 "(default: 'peer-token' beside --token-file, as issue-host writes it)");
   app.add_option("--host", host, "this host's name, as declared in the policy")->required();
   app.add_option("--libvirt-uri", libvirt_uri, "local libvirt URI")->capture_default_str();
   app.add_option("--disk-dir", disk_dir, "where VM disk overlays and console logs go")
@@ -290,6 +295,25 @@ int main(int argc, char** argv) {
     }
     token = *read;
   }
+  // Peer checks (docs/fencing.md) use one secret that every agent holds; the
+  // agent token is this host's own.
+  std::string peer_token;
+  if (peer_token_file.empty() && !token_file.empty()) {
+    std::string beside = (std::filesystem::path(token_file).parent_path() / "peer-token").string();
+    if (std::filesystem::exists(beside)) peer_token_file = beside;
+  }
+  if (!peer_token_file.empty()) {
+    tw::Result<std::string> read = readToken(peer_token_file);
+    if (!read) {
+      tw::log::error("{}", read.status().toString());
+      return 2;
+    }
+    peer_token = *read;
+  } else {
+    tw::log::warn("no peer token (--peer-token-file): peer checks use this agent's own token, which "
+                  "only works while every agent shares one token");
+    peer_token = token;
+  }
 
   // SIGINT/SIGTERM go to the signal thread only: block them before any thread starts.
   sigset_t signals;
@@ -314,7 +338,7 @@ int main(int argc, char** argv) {
   auto queue = std::make_shared<WorkQueue>();
 
   // Peer checks (docs/fencing.md): answered and made on threads of their own.
-  tw::HttpPeerMonitor peers(host, token, tw::SystemClock::instance());
+  tw::HttpPeerMonitor peers(host, peer_token, tw::SystemClock::instance());
   if (tw::Status st = peers.listen(peer_listen); !st.isOk()) {
     tw::log::error("{}", st.toString());
     return 1;

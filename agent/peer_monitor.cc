@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
 
 #include "tw/json.h"
 #include "tw/text.h"
@@ -41,11 +42,10 @@ HttpPeerMonitor::HttpPeerMonitor(std::string self, std::string token, Clock& clo
   server_->set_write_timeout(2, 0);
   server_->set_keep_alive_max_count(1);
   server_->Get(kPath, [this](const httplib::Request& req, httplib::Response& res) {
-    std::string h = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
-    if (h.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), h.begin(),
-                                                [](char a, char b) { return std::tolower(a) == std::tolower(b); }) ||
-        !tokenMatches(h.substr(prefix.size()), token_)) {
+    // The header as received: get_header_value() cuts a value at a NUL.
+    auto auth = req.headers.equal_range("Authorization");
+    const bool one = auth.first != auth.second && std::next(auth.first) == auth.second;
+    if (!one || !tokenMatches(bearerToken(auth.first->second), token_)) {
       res.status = 401;
       res.set_content(R"({"error":"invalid or missing token"})", "application/json");
       return;

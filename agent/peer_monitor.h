@@ -6,7 +6,8 @@
 // A peer counts as reached (PeerView::reachable) when it answered within the
 // peer timeout AND its answer named this host among those it reaches. A peer
 // is reported unreachable (PeerView::unreachable) when this host has had no
-// answer from it for the timeout. Checks and answers need the agents' token.
+// answer from it for the timeout. Checks and answers need the cluster's peer
+// token (<state-dir>/peer-token, in every host's issue-host bundle).
 #pragma once
 
 #include <atomic>

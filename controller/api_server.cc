@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "tw/json.h"
@@ -27,6 +28,7 @@ int httpStatusOf(Code code) {
     case Code::kOk: return 200;
     case Code::kInvalidArgument: return 400;
     case Code::kPermissionDenied: return 401;
+    case Code::kForbidden: return 403;
     case Code::kNotFound: return 404;
     case Code::kAlreadyExists:
     case Code::kFailedPrecondition: return 409;
@@ -137,7 +139,16 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
       options_(std::move(options)),
       public_(std::make_unique<GuardedHttpServer>("public", options_.public_limits)),
       agent_(std::make_unique<GuardedHttpServer>("agent", options_.agent_limits)),
-      streamer_(service, options_.stream_limits) {
+      streamer_(service, options_.stream_limits,
+                [this](const std::map<std::string, std::string>& headers) {
+                  auto h = headers.find("authorization");
+                  return check(h == headers.end() ? std::string() : h->second, Access::kRead, "");
+                }) {
+  if (!options_.auth) {
+    CredentialSet set;
+    if (!options_.token.empty()) set.add(Principal{Role::kOperator, ""}, options_.token);
+    options_.auth = std::make_shared<StaticAuthenticator>(std::move(set));
+  }
   public_->setDivert("GET /api/v1/events/stream",
                      [this](int fd, const std::string& peer, std::chrono::steady_clock::time_point deadline) {
                        streamer_.take(fd, peer, deadline);
@@ -185,6 +196,52 @@ void ApiServer::stop() {
   streamer_.stop();
   if (public_) public_->stop();
   if (agent_) agent_->stop();
+}
+
+Status ApiServer::check(const std::string& authorization, Access need, const std::string& host,
+                        std::optional<Principal>* who_out) {
+  const std::string token = bearerToken(authorization);
+  std::optional<Principal> who;
+  if (!token.empty()) who = options_.auth->authenticate(token);
+  if (who_out) *who_out = who;
+  return authorize(who, !authorization.empty(), need, host, options_.public_read);
+}
+
+namespace {
+
+// The Authorization header as received, exact bytes; "" when absent.
+// httplib's Request::get_header_value() hands a value out through a C string,
+// which cut it at a NUL: "Bearer <token>\0junk" was taken as the token.
+// Sent more than once: `repeated`.
+std::string authorizationOf(const httplib::Request& req, bool& repeated) {
+  auto range = req.headers.equal_range("Authorization");
+  repeated = range.first != range.second && std::next(range.first) != range.second;
+  return range.first == range.second ? std::string() : range.first->second;
+}
+
+}  // namespace
+
+Status ApiServer::checkRequest(const httplib::Request& req, Access need, const std::string& host,
+                               std::optional<Principal>* who) {
+  bool repeated = false;
+  const std::string authorization = authorizationOf(req, repeated);
+  if (repeated) return permissionDenied("more than one Authorization header");
+  return check(authorization, need, host, who);
+}
+
+bool ApiServer::allowed(const httplib::Request& req, httplib::Response& res, Access need,
+                        const std::string& host) {
+  std::optional<Principal> who;
+  Status st = checkRequest(req, need, host, &who);
+  if (who) {
+    // A valid credential: the connection is never evicted (http_guard.h).
+    public_->authenticated(req);
+    agent_->authenticated(req);
+  }
+  if (st.isOk()) return true;
+  if (st.code() == Code::kPermissionDenied) res.set_header("WWW-Authenticate", "Bearer");
+  sendError(res, st);
+  return false;
 }
 
 namespace {
@@ -235,53 +292,59 @@ void ApiServer::routes() {
   s.set_payload_max_length(kMaxRequestBodyBytes);
   a.set_payload_max_length(kMaxRequestBodyBytes);
 
-  // Auth: a bearer token on every POST and every agent call.
+  // Auth (controller/auth.h): reads need a viewer or operator token unless
+  // --public-read, changes the operator's, agent calls their host's.
   auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
-    std::string h = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
-    if (h.rfind(prefix, 0) == 0 && tokenMatches(h.substr(prefix.size()), options_.token)) {
-      public_->authenticated(req);  // the connection is never evicted (http_guard.h)
-      agent_->authenticated(req);
-      return true;
-    }
-    res.set_header("WWW-Authenticate", "Bearer");
-    sendError(res, permissionDenied(h.empty() ? "missing Authorization: Bearer <token>"
-                                              : "invalid token"));
-    return false;
+    return allowed(req, res, Access::kOperate);
+  };
+  auto readable = [this](const httplib::Request& req, httplib::Response& res) {
+    return allowed(req, res, Access::kRead);
   };
   auto body = [](const httplib::Request& req) -> Result<Json> {
     if (req.body.empty()) return invalidArgument("empty request body: expected JSON");
     return parseJson(req.body);
   };
 
-  s.Get("/api/v1/cluster", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/api/v1/cluster", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     sendJson(res, 200, service_.call([](Controller& c) { return c.clusterJson(); }));
   });
-  s.Get("/api/v1/hosts", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/api/v1/hosts", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     sendJson(res, 200, service_.call([](Controller& c) { return c.hostsJson(); }));
   });
-  s.Get("/api/v1/tiers", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/api/v1/tiers", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     sendJson(res, 200, service_.call([](Controller& c) { return c.tiersJson(); }));
   });
-  // Open like the other reads: a balancer VM polls it for its backends (on
-  // the agents' listener: guests reach the controller where their host does).
-  both.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)",
-        [this](const httplib::Request& req, httplib::Response& res) {
-          std::string tier = req.matches[1];
-          auto j = service_.call([&](Controller& c) { return c.endpointsJson(tier); });
-          if (!j.isOk()) return sendError(res, j.status());
-          sendJson(res, 200, *j);
+  // A tier's endpoints: a read on the public listener; open on the agents'
+  // listener, where balancer VMs poll it for their backends (guests hold no
+  // token; the answer holds service addresses and ports only).
+  auto endpoints = [this](const httplib::Request& req, httplib::Response& res) {
+    std::string tier = req.matches[1];
+    auto j = service_.call([&](Controller& c) { return c.endpointsJson(tier); });
+    if (!j.isOk()) return sendError(res, j.status());
+    sendJson(res, 200, *j);
+  };
+  s.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)",
+        [=](const httplib::Request& req, httplib::Response& res) {
+          if (!readable(req, res)) return;
+          endpoints(req, res);
         });
-  s.Get("/api/v1/vms", [this](const httplib::Request&, httplib::Response& res) {
+  a.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)", endpoints);
+  s.Get("/api/v1/vms", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     sendJson(res, 200, service_.call([](Controller& c) { return c.vmsJson(); }));
   });
-  s.Get(R"(/api/v1/vms/([A-Za-z0-9._-]+))", [this](const httplib::Request& req, httplib::Response& res) {
+  s.Get(R"(/api/v1/vms/([A-Za-z0-9._-]+))", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     std::string name = req.matches[1];
     auto j = service_.call([&](Controller& c) { return c.vmJson(name); });
     if (!j.isOk()) return sendError(res, j.status());
     sendJson(res, 200, *j);
   });
-  s.Get("/api/v1/events", [this](const httplib::Request& req, httplib::Response& res) {
+  s.Get("/api/v1/events", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     auto since = intParam(req, "since", 0);
     if (!since.isOk()) return sendError(res, since.status());
     auto limit = intParam(req, "limit", 500);
@@ -291,7 +354,8 @@ void ApiServer::routes() {
     if (!j.isOk()) return sendError(res, j.status());
     sendJson(res, 200, *j);
   });
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/metrics", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     res.set_content(service_.call([](Controller& c) { return c.metricsText(); }),
                     "text/plain; version=0.0.4");
   });
@@ -393,17 +457,28 @@ void ApiServer::routes() {
          [](Controller& c, const std::string& n, const Json&) { return c.undrainHost(n); },
          "host '{}' returned to service");
 
-  s.Get("/api/v1/incidents", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/api/v1/incidents", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
     sendJson(res, 200, service_.call([](Controller& c) { return c.incidentsJson(); }));
   });
 
   // Server-sent events (GET /api/v1/events/stream): diverted before httplib
   // reads them, served by EventStreamer (event_streamer.h) without a thread.
 
-  // Token check for the dashboard (nothing changes): 204 or 401.
-  s.Post("/api/v1/auth/check", [=](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res)) return;
-    res.status = 204;
+  // Token check for the dashboard (nothing changes): 204 for the operator's
+  // token; 403 with the token's "role" for a valid one that may not change
+  // anything (a viewer's: the dashboard reads with it); 401 otherwise.
+  s.Post("/api/v1/auth/check", [this](const httplib::Request& req, httplib::Response& res) {
+    std::optional<Principal> who;
+    Status st = checkRequest(req, Access::kOperate, "", &who);
+    if (st.isOk()) {
+      res.status = 204;
+      return;
+    }
+    if (st.code() == Code::kPermissionDenied) res.set_header("WWW-Authenticate", "Bearer");
+    Json body{{"error", st.message()}};
+    if (who) body["role"] = roleName(who->role);
+    sendJson(res, httpStatusOf(st.code()), body);
   });
 
   // ---- agents (their own listener) ----
@@ -415,15 +490,17 @@ void ApiServer::routes() {
   s.Get(R"(/api/v1/agents/.*)", elsewhere);
   a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
          [=, this](const httplib::Request& req, httplib::Response& res) {
-           if (!authorized(req, res)) return;
+           const std::string host = req.matches[1];
+           if (!allowed(req, res, Access::kAgent, host)) return;
            auto j = body(req);
            if (!j.isOk()) return sendError(res, j.status());
            auto hb = decode<Heartbeat>(*j);
            if (!hb.isOk()) return sendError(res, hb.status());
-           if (hb->host != req.matches[1]) {
-             return sendError(res, invalidArgument("heartbeat for host '" + hb->host +
-                                                   "' sent to the path of host '" +
-                                                   std::string(req.matches[1]) + "'"));
+           // The token speaks for the path's host only (allowed above).
+           if (hb->host != host) {
+             return sendError(res, forbidden("the token of host '" + host +
+                                             "' may not send a heartbeat for host " +
+                                             quoteForMessage(hb->host)));
            }
            auto set = service_.heartbeat(*hb);  // never waits long for the loop
            if (!set.isOk()) return sendError(res, set.status());
@@ -431,20 +508,26 @@ void ApiServer::routes() {
          });
   a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/events)",
          [=, this](const httplib::Request& req, httplib::Response& res) {
-           if (!authorized(req, res)) return;
+           const std::string host = req.matches[1];
+           if (!allowed(req, res, Access::kAgent, host)) return;
            auto j = body(req);
            if (!j.isOk()) return sendError(res, j.status());
            auto e = decode<AgentEvent>(*j);
            if (!e.isOk()) return sendError(res, e.status());
-           e->host = req.matches[1];
+           if (!e->host.empty() && e->host != host) {
+             return sendError(res, forbidden("the token of host '" + host +
+                                             "' may not send an event for host " +
+                                             quoteForMessage(e->host)));
+           }
+           e->host = host;
            Status st = service_.agentEvent(*e);  // queued for the loop
            if (!st.isOk()) return sendError(res, st);
            res.status = 204;
          });
   a.Get(R"(/api/v1/agents/([A-Za-z0-9._-]+)/assignments)",
         [=, this](const httplib::Request& req, httplib::Response& res) {
-          if (!authorized(req, res)) return;
           std::string host = req.matches[1];
+          if (!allowed(req, res, Access::kAgent, host)) return;
           auto after = intParam(req, "after", 0);
           if (!after.isOk()) return sendError(res, after.status());
           auto wait = intParam(req, "wait_ms", 0);

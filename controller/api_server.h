@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "controller/auth.h"
 #include "controller/event_streamer.h"
 #include "controller/http_guard.h"
 #include "controller/service.h"
@@ -28,7 +29,15 @@ struct ApiServerOptions {
 
   std::string host = "127.0.0.1";
   int port = 7800;          // 0 = any free port (see ApiServer::port())
-  std::string token;        // required on POST and /api/v1/agents/*
+  // The operator's token, when `auth` is not given (tests): then it is the
+  // only credential.
+  std::string token;
+  // Who may call what (controller/auth.h): the operator on everything, a
+  // viewer on reads, each host's agent on its own agent calls only.
+  std::shared_ptr<Authenticator> auth;
+  // Reads and the event stream without a token (the demo's dashboard). A
+  // token that is sent must still be valid.
+  bool public_read = false;
   std::string web_dir;      // dashboard files; only files under it are served
   std::string agent_host = "127.0.0.1";
   int agent_port = 0;       // 0 = any free port (see ApiServer::agentPort())
@@ -58,7 +67,15 @@ class ApiServer {
 
  private:
   void routes();
-  void agentRoutes();
+  // Authenticates and authorizes a request (controller/auth.h); on refusal
+  // answers 401/403 JSON and returns false. `host`: for Access::kAgent.
+  bool allowed(const httplib::Request& req, httplib::Response& res, Access need,
+               const std::string& host = "");
+  Status check(const std::string& authorization, Access need, const std::string& host,
+               std::optional<Principal>* who = nullptr);
+  // check() on the request's one Authorization header, as received.
+  Status checkRequest(const httplib::Request& req, Access need, const std::string& host,
+                      std::optional<Principal>* who = nullptr);
 
   ControllerService& service_;
   ApiServerOptions options_;

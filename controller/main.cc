@@ -17,10 +17,11 @@
 #include <functional>
 #include <mutex>
 #include <iostream>
-#include <random>
 #include <thread>
 
 #include "controller/api_server.h"
+#include "controller/auth.h"
+#include "controller/pki.h"
 #include "controller/controller.h"
 #include "controller/fence_agents.h"
 #include "controller/leader_lease.h"
@@ -32,36 +33,6 @@
 #include "tw/log.h"
 #include "tw/policy.h"
 #include "tw/store.h"
-
-namespace {
-
-// Reads the token file, creating it (mode 0600, 32 random bytes as hex) on first start.
-tw::Result<std::string> loadOrCreateToken(const std::string& path) {
-  std::ifstream in(path);
-  if (in) {
-    std::string token;
-    std::getline(in, token);
-    if (token.size() < 16) return tw::invalidArgument("token file " + path + " holds no usable token");
-    return token;
-  }
-  std::random_device rd;
-  std::string token;
-  const char* hex = "0123456789abcdef";
-  for (int i = 0; i < 32; ++i) {
-    unsigned v = rd() & 0xff;
-    token += hex[v >> 4];
-    token += hex[v & 15];
-  }
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) return tw::unavailable("cannot create token file " + path + ": " + std::strerror(errno));
-  std::string line = token + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-  ::close(fd);
-  if (!ok) return tw::unavailable("cannot write token file " + path);
-  return token;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   // A fixed mmap threshold: buffers over 128 KiB (request bodies) go back to
@@ -87,6 +58,11 @@ int main(int argc, char** argv) {
   std::string identity;
   std::string migrate_from, migrate_to;
   bool migrate_force = false;
+  bool public_read = false;
+  std::string host_name;
+  std::string bundle_dir;
+  bool rotate_viewer = false;
+  std::vector<std::string> sans;
   app.set_config("--config", "", "config file (key = value lines, the long flag names)");
   app.add_option("--state-dir", state_dir, "directory of the SQLite database and the token")->capture_default_str();
   app.add_option("--listen", listen, "address:port of the API and dashboard")->capture_default_str();
@@ -129,6 +105,29 @@ int main(int argc, char** argv) {
   migrate_cmd->add_option("--etcd-max-txn-ops", etcd.max_txn_ops, "etcd's --max-txn-ops")
       ->check(CLI::Range(8, 1 << 20))->capture_default_str();
   migrate_cmd->add_flag("--force", migrate_force, "replace what the target holds");
+  app.add_flag("--public-read", public_read,
+               "serve reads and the event stream without a token (a demo's dashboard); changes "
+               "still need the operator token");
+  CLI::App* issue_cmd = app.add_subcommand(
+      "issue-host", "give host NAME a new agent token (its old one stops working) and write its bundle");
+  issue_cmd->add_option("NAME", host_name, "the host's name, as the policy declares it")->required();
+  issue_cmd->add_option("--state-dir", state_dir, "the controller's state dir")->capture_default_str();
+  issue_cmd->add_option("--out", bundle_dir, "where the bundle goes (default <state-dir>/hosts/NAME)");
+  CLI::App* revoke_cmd = app.add_subcommand("revoke-host", "remove host NAME's agent token");
+  revoke_cmd->add_option("NAME", host_name, "the host's name")->required();
+  revoke_cmd->add_option("--state-dir", state_dir, "the controller's state dir")->capture_default_str();
+  CLI::App* rotate_cmd = app.add_subcommand(
+      "rotate-token", "replace the operator token (or with --viewer the viewer token); a running "
+                      "controller takes the new one at once and refuses the old");
+  rotate_cmd->add_option("--state-dir", state_dir, "the controller's state dir")->capture_default_str();
+  rotate_cmd->add_option("--token-file", token_file, "the operator token file (default <state-dir>/token)");
+  rotate_cmd->add_flag("--viewer", rotate_viewer, "rotate <state-dir>/viewer-token instead");
+  CLI::App* init_cmd = app.add_subcommand(
+      "init", "make the state dir's CA (EC P-256), the controller's certificate and the operator token");
+  init_cmd->add_option("--state-dir", state_dir, "the controller's state dir")->capture_default_str();
+  init_cmd->add_option("--san", sans,
+                       "a DNS name or IP address agents and twctl use to reach the controller (repeatable; "
+                       "default: this machine's hostname, localhost, 127.0.0.1)");
   CLI::App* restore_cmd = app.add_subcommand(
       "restore-state", "install a backup as the state dir's database (the controller must be stopped)");
   restore_cmd->add_option("--from", restore_from, "the backup file (e.g. <state-dir>/backups/tierwarden-...db)")
@@ -166,6 +165,56 @@ int main(int argc, char** argv) {
     std::cout << "tierwarden-controller: " << *done << "\n";
     return 0;
   }
+  const tw::CredentialPaths credential_paths(state_dir, token_file);
+  const tw::TlsPaths tls_paths(state_dir);
+  if (init_cmd->parsed()) {
+    tw::Status st = tw::initPki(tls_paths, sans);
+    if (!st.isOk()) return fail(st.toString());
+    // The database with the token: a token without one reads as a lost
+    // database at the next start (state_guard.h).
+    {
+      auto lock = tw::StateDirLock::acquire(state_paths);
+      if (!lock.isOk()) return fail(lock.status().toString());
+      auto store = tw::Store::open(state_paths.db);
+      if (!store.isOk()) return fail(store.status().toString());
+    }
+    auto token = tw::loadOrCreateTokenFile(credential_paths.operator_token);
+    if (!token.isOk()) return fail(token.status().toString());
+    std::cout << "CA " << tls_paths.ca_cert << ", controller certificate " << tls_paths.server_cert
+              << ", operator token " << credential_paths.operator_token << "\n";
+    return 0;
+  }
+  if (issue_cmd->parsed()) {
+    auto issued = tw::issueHostToken(credential_paths, host_name, bundle_dir);
+    if (!issued.isOk()) return fail(issued.status().toString());
+    auto cert = tw::writeHostCert(tls_paths, host_name, issued->out_dir);
+    if (!cert.isOk()) return fail(cert.status().toString());
+    if (*cert) {
+      std::cout << "host '" << host_name << "': certificate (CN " << host_name << ") in " << issued->out_dir
+                << "/host.pem, key host.key, CA ca.pem\n";
+    }
+    std::cout << "host '" << host_name << "': token in " << issued->token_file << ", peer token in "
+              << issued->peer_token_file << "\n"
+              << "copy " << issued->out_dir << " to the host (keep it 0600) and start its agent with "
+              << "--token-file " << issued->token_file << "\n";
+    return 0;
+  }
+  if (revoke_cmd->parsed()) {
+    tw::Status st = tw::revokeHostToken(credential_paths, host_name);
+    if (!st.isOk()) return fail(st.toString());
+    std::cout << "host '" << host_name << "': token revoked\n";
+    return 0;
+  }
+  if (rotate_cmd->parsed()) {
+    const std::string path = rotate_viewer ? credential_paths.viewer_token : credential_paths.operator_token;
+    if (!std::filesystem::exists(path)) {
+      return fail("no token file '" + path + "' to rotate (it is created at the controller's first start)");
+    }
+    auto rotated = tw::rotateTokenFile(path);
+    if (!rotated.isOk()) return fail(rotated.status().toString());
+    std::cout << (rotate_viewer ? "viewer" : "operator") << " token replaced in " << path << "\n";
+    return 0;
+  }
   if (restore_cmd->parsed()) {
     auto restored = tw::restoreState(state_paths, restore_from, tw::utcStampNow());
     if (!restored.isOk()) return fail(restored.status().toString());
@@ -199,7 +248,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(state_dir, ec);
   if (ec) return fail("cannot create state dir " + state_dir + ": " + ec.message());
   ::chmod(state_dir.c_str(), 0700);
-  if (token_file.empty()) token_file = state_dir + "/token";
+  token_file = credential_paths.operator_token;
   const bool on_etcd = !store_url.empty();
   tw::BackupWorker backups(state_paths, std::chrono::minutes(backup_interval_min), backup_keep);
   std::unique_ptr<tw::StateDirLock> state_lock;
@@ -290,8 +339,19 @@ int main(int argc, char** argv) {
     if (!watched.isOk()) return fail(watched.toString());
     backups.start();
   }
-  auto token = loadOrCreateToken(token_file);
-  if (!token.isOk()) return fail(token.status().toString());
+  // The operator's, the viewer's and the agents' peer token: made at the
+  // first start (host tokens: issue-host).
+  for (const std::string* path :
+       {&credential_paths.operator_token, &credential_paths.viewer_token, &credential_paths.peer_token}) {
+    auto token = tw::loadOrCreateTokenFile(*path);
+    if (!token.isOk()) return fail(token.status().toString());
+  }
+  auto credentials = std::make_shared<tw::FileCredentials>(credential_paths);
+  if (tw::Status st = credentials->load(); !st.isOk()) return fail(st.toString());
+  if (credentials->hostCount() == 0) {
+    tw::log::warn("no host holds an agent token yet: run 'tierwarden-controller issue-host NAME "
+                  "--state-dir {}' for each host", state_dir);
+  }
   // Fence agents are commands: only the controller's own configuration defines them.
   tw::FenceAgents fence_agents;
   {
@@ -326,7 +386,9 @@ int main(int argc, char** argv) {
   }
   tw::ControllerService service(controller, tick_ms);
   if (lease != nullptr) service.setMayAct([&lease] { return lease->isLeader(); });
-  tw::ApiServerOptions api_options(address, port, *token, web_dir);
+  tw::ApiServerOptions api_options(address, port, "", web_dir);
+  api_options.auth = credentials;
+  api_options.public_read = public_read;
   api_options.agent_host = agent_address;
   api_options.agent_port = agent_port;
   tw::ApiServer server(service, api_options);

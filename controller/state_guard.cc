@@ -37,27 +37,6 @@ Status syncFile(const std::string& path, bool directory) {
   return Status::ok();
 }
 
-// Writes `content` to `path` atomically: temp file, fsync, rename, fsync dir.
-Status writeFileAtomically(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return unavailable("creating " + quoted(tmp) + ": " + std::strerror(errno));
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fsync(fd) == 0;
-  int err = errno;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    return unavailable("writing " + quoted(tmp) + ": " + std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    ::unlink(tmp.c_str());
-    return unavailable("renaming " + quoted(tmp) + ": " + std::strerror(err));
-  }
-  return syncFile(fs::path(path).parent_path().string(), true);
-}
-
 Status copyFileSynced(const std::string& from, const std::string& to) {
   std::error_code ec;
   fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
@@ -79,6 +58,27 @@ std::string whatToDo(const StatePaths& paths) {
 }
 
 }  // namespace
+
+Status writeFileAtomically(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return unavailable("creating " + quoted(tmp) + ": " + std::strerror(errno));
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            ::fsync(fd) == 0;
+  int err = errno;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return unavailable("writing " + quoted(tmp) + ": " + std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    ::unlink(tmp.c_str());
+    return unavailable("renaming " + quoted(tmp) + ": " + std::strerror(err));
+  }
+  return syncFile(fs::path(path).parent_path().string(), true);
+}
+
 
 StatePaths::StatePaths(std::string state_dir)
     : dir(std::move(state_dir)),

@@ -37,6 +37,10 @@ struct StatePaths {
   std::string backups;   // <dir>/backups
 };
 
+// Writes `content` to `path` atomically (mode 0600): temp file `path`.tmp,
+// fsync, rename, fsync of the directory. Errors: kUnavailable.
+Status writeFileAtomically(const std::string& path, const std::string& content);
+
 // An exclusive flock on <state-dir>/lock, held until destroyed (or the
 // process dies: the kernel drops it, so kill -9 leaves no stale lock).
 class StateDirLock {

@@ -65,7 +65,7 @@ async function flush() {
     setReachable(true);
   } catch (err) {
     for (const w of what) if (!changed.includes(w)) stale.add(w);
-    setReachable(false, err.message);
+    setReachable(false, err.message, err.status);
     lastFlushMs = Date.now() + 1000;  // back off a little while the controller is away
   } finally {
     flushing = false;
@@ -109,7 +109,7 @@ function render(changed) {
 }
 
 function readOnly() {
-  return !api.token();
+  return api.role() !== 'operator';
 }
 
 function renderHosts() {
@@ -200,10 +200,13 @@ function addEvents(events, fresh) {
   $('events-empty').hidden = list.children.length > 0;
 }
 
-function setReachable(ok, why) {
+function setReachable(ok, why, status) {
   const banner = $('unreachable');
   banner.hidden = ok;
-  if (!ok) banner.textContent = `Controller unreachable: ${why}. Retrying…`;
+  if (ok) return;
+  banner.textContent = status === 401 || status === 403
+    ? `The controller needs a viewer or operator token to show the cluster (${why}): enter one above.`
+    : `Controller unreachable: ${why}. Retrying…`;
 }
 
 function setLive(status) {
@@ -216,34 +219,70 @@ function setLive(status) {
 // ---------------------------------------------------------- event stream ---
 
 let stream = null;
+let streamDropped = false;  // the token stream failed: re-read everything once it is back
 function connect() {
   setLive(stream ? 'reconnecting' : 'connecting');
+  if (api.token()) {
+    // With a token: a fetch() stream (EventSource cannot send the header).
+    const handle = api.openStream(lastEventId, {
+      onOpen: () => {
+        setLive('live');
+        if (streamDropped) want(...kAll);
+        streamDropped = false;
+      },
+      onEvent: (type, data) => {
+        if (type !== 'event') return;
+        try {
+          onEvent(JSON.parse(data));
+        } catch (err) {
+          console.warn('bad event', err, data);
+        }
+      },
+      onError: () => {
+        streamDropped = true;
+        setLive('reconnecting');
+        if (stream === handle) setTimeout(connect, 2000);
+      },
+    });
+    stream = handle;
+    return;
+  }
   let interrupted = false;
   // EventSource resumes by itself with Last-Event-ID after a drop; a new one
   // (after the browser gave up) resumes with ?since.
-  stream = new EventSource(`/api/v1/events/stream?since=${lastEventId}`);
-  stream.addEventListener('event', (m) => {
+  const source = new EventSource(`/api/v1/events/stream?since=${lastEventId}`);
+  stream = source;
+  source.addEventListener('event', (m) => {
     try {
       onEvent(JSON.parse(m.data));
     } catch (err) {
       console.warn('bad event', err, m.data);
     }
   });
-  stream.addEventListener('open', () => {
+  source.addEventListener('open', () => {
     setLive('live');
     if (interrupted) want(...kAll);  // something may have changed while we were away
     interrupted = false;
   });
-  stream.addEventListener('error', () => {
+  source.addEventListener('error', () => {
+    if (stream !== source) return;  // replaced (a token was given or dropped)
     interrupted = true;
-    if (stream.readyState === EventSource.CLOSED) {
+    if (source.readyState === EventSource.CLOSED) {
       setLive('reconnecting');
-      stream.close();
+      source.close();
       setTimeout(connect, 2000);
     } else {
       setLive('reconnecting');
     }
   });
+}
+
+// A token was given or forgotten: the stream (and the reads) use the new one.
+function reconnect() {
+  if (stream) stream.close();
+  stream = null;
+  connect();
+  want(...kAll);
 }
 
 // -------------------------------------------------------------- messages ---
@@ -284,8 +323,9 @@ async function act(action, kind, name) {
 
 function updateTokenUi() {
   const ro = readOnly();
-  $('token-form').hidden = !ro;
-  $('token-on').hidden = ro;
+  $('token-form').hidden = !ro;  // a viewer may still enter the operator's token
+  $('token-on').hidden = !api.token();
+  $('token-role').textContent = ro ? 'viewer: read-only' : 'actions enabled';
   $('readonly-hint').hidden = !ro;
   $('apply-open').disabled = ro;
   document.body.classList.toggle('read-only', ro);
@@ -293,8 +333,10 @@ function updateTokenUi() {
 }
 
 function lock(why) {
+  const had = api.token();
   api.setToken('');
   updateTokenUi();
+  if (had) reconnect();
   if (why) message('error', why);
 }
 
@@ -303,8 +345,10 @@ async function unlock(ev) {
   const input = $('token-input');
   const candidate = input.value.trim();
   if (!candidate) return;
+  let tokenRole = null;
   try {
-    if (!(await api.checkToken(candidate, state.hosts?.hosts[0]?.name))) {
+    tokenRole = await api.checkToken(candidate, state.hosts?.hosts[0]?.name);
+    if (!tokenRole) {
       message('error', 'Token rejected by the controller (401): actions stay disabled.');
       input.select();
       return;
@@ -313,10 +357,13 @@ async function unlock(ev) {
     message('error', `Cannot check the token: ${err.message}`);
     return;
   }
-  api.setToken(candidate);
+  api.setToken(candidate, tokenRole);
   input.value = '';
   updateTokenUi();
-  message('ok', 'Token accepted: actions enabled for this tab.');
+  reconnect();
+  message('ok', tokenRole === 'operator'
+    ? 'Token accepted: actions enabled for this tab.'
+    : 'Viewer token accepted: the page reads with it; actions need the operator token.');
 }
 
 // ---------------------------------------------------------- apply policy ---
@@ -421,7 +468,7 @@ async function start() {
     addEvents(recent.events, false);
     setReachable(true);
   } catch (err) {
-    setReachable(false, err.message);
+    setReachable(false, err.message, err.status);
   }
   connect();
   want(...kAll);

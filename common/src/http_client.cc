@@ -90,6 +90,8 @@ Code codeForHttp(int http_status) {
       return Code::kInvalidArgument;
     case 401:
       return Code::kPermissionDenied;
+    case 403:
+      return Code::kForbidden;
     case 404:
       return Code::kNotFound;
     case 409:

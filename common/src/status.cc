@@ -10,6 +10,7 @@ const char* codeName(Code code) {
     case Code::kAlreadyExists: return "already_exists";
     case Code::kFailedPrecondition: return "failed_precondition";
     case Code::kPermissionDenied: return "permission_denied";
+    case Code::kForbidden: return "forbidden";
     case Code::kUnavailable: return "unavailable";
     case Code::kInternal: return "internal";
     case Code::kUnimplemented: return "unimplemented";

@@ -94,4 +94,18 @@ bool tokenMatches(const std::string& presented, const std::string& expected) {
   return diff == 0;
 }
 
+std::string bearerToken(std::string_view header) {
+  constexpr std::string_view kScheme = "bearer";
+  if (header.size() <= kScheme.size()) return "";
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    char c = header[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != kScheme[i]) return "";
+  }
+  size_t i = kScheme.size();
+  if (header[i] != ' ') return "";  // "Bearerx ...": another scheme
+  while (i < header.size() && header[i] == ' ') ++i;
+  return std::string(header.substr(i));
+}
+
 }  // namespace tw

@@ -45,10 +45,12 @@ e2e_dump() {
 }
 
 # E2E_FENCE_AGENTS: a fence agents file for the controller (--fence-agents), if set.
+# --public-read: the checks below read state with plain curl (changes go
+# through twctl with the operator's token).
 e2e_start_controller() {
   mkdir -p "$E2E_DIR/state" "$E2E_DIR/logs"
   "$E2E_BIN/tierwarden-controller" --state-dir "$E2E_DIR/state" --listen "127.0.0.1:$E2E_PORT" \
-    --web-dir "$E2E_ROOT/web" ${E2E_FENCE_AGENTS:+--fence-agents "$E2E_FENCE_AGENTS"} \
+    --web-dir "$E2E_ROOT/web" --public-read ${E2E_FENCE_AGENTS:+--fence-agents "$E2E_FENCE_AGENTS"} \
     ${E2E_AGENT_LISTEN:+--agent-listen "$E2E_AGENT_LISTEN"} >>"$E2E_DIR/logs/controller.log" 2>&1 &
   E2E_CTL_PID=$!
   export TW_CONTROLLER=http://127.0.0.1:$E2E_PORT TW_TOKEN_FILE=$E2E_DIR/state/token
@@ -80,8 +82,13 @@ e2e_start_agent() {
       svc+=(--peer-listen "$(hosts net-addr "$h"):0")
     fi
   fi
+  # Its own agent token (a running controller rereads host-tokens); kept
+  # across agent restarts.
+  [ -s "$E2E_DIR/state/hosts/$h/token" ] ||
+    "$E2E_BIN/tierwarden-controller" issue-host "$h" --state-dir "$E2E_DIR/state" >/dev/null ||
+    e2e_fail "issue-host $h"
   hosts spawn "$h" "$E2E_DIR/logs/agent-$h.log" -- "$E2E_BIN/tierwarden-agent" --host "$h" \
-    --libvirt-uri qemu:///system --controller "$TW_AGENT_URL" --token-file "$TW_TOKEN_FILE" \
+    --libvirt-uri qemu:///system --controller "$TW_AGENT_URL" --token-file "$E2E_DIR/state/hosts/$h/token" \
     --images "$E2E_IMAGES" --port-base $((20000 + 1000 * i)) "${svc[@]}" >/dev/null
 }
 

@@ -17,7 +17,7 @@
 // event streams to EventStreamer), whose entry point is private, so a real
 // connection is the way to reach the whole chain without test hooks.
 //
-// The token is fixed (kToken below), so that seeds reach authenticated
+// The tokens are fixed (kToken, kAgentToken below), so that seeds reach authenticated
 // routes. Long polls and event waits return at once (releaseWaiters()); the
 // loop ticks once a second (its own work is not what this target is about);
 // the whole stack is rebuilt every kRebuildEvery inputs so that state
@@ -58,7 +58,8 @@
 
 namespace {
 
-constexpr const char* kToken = "fuzz-token-0123456789abcdef0123";
+constexpr const char* kToken = "fuzz-token-0123456789abcdef0123";        // the operator's
+constexpr const char* kAgentToken = "fuzz-agent-h1-0123456789abcdef0";   // host h1's agent
 constexpr int kRebuildEvery = 500;
 constexpr int kAnswerTimeoutMs = 8000;
 constexpr int kCompleteWaitMs = 500;
@@ -90,6 +91,11 @@ class Stack {
     // request; the HTTP path is what this target is about.
     service_ = std::make_unique<tw::ControllerService>(*controller_, 1000);
     tw::ApiServerOptions options{"127.0.0.1", 0, kToken, web_dir_.string()};
+    tw::CredentialSet credentials;
+    credentials.add(tw::Principal{tw::Role::kOperator, ""}, kToken);
+    credentials.add(tw::Principal{tw::Role::kAgent, "h1"}, kAgentToken);
+    options.auth = std::make_shared<tw::StaticAuthenticator>(std::move(credentials));
+    options.public_read = true;  // the read seeds carry no token: reach their handlers
     // The same limits as the daemon's, with fewer threads (one connection at a time here).
     options.public_limits.threads = 8;
     options.public_limits.total = std::min(options.public_limits.total, 8);

@@ -27,7 +27,23 @@
 namespace tw {
 namespace {
 
-const char* kToken = "0123456789abcdef0123456789abcdef";
+const char* kToken = "0123456789abcdef0123456789abcdef";  // the operator's
+
+// Host h's agent token (controller/auth.h): agent calls speak for h only.
+std::string agentToken(const std::string& h) { return "agent-" + h + "-0123456789abcdef"; }
+
+// The operator's token, and one agent token for each host these tests use.
+// Reads are public (--public-read), as in the demo: auth has tests of its
+// own (api_auth_test.cc).
+ApiServerOptions serverOptions(const std::string& web_dir) {
+  ApiServerOptions options{"127.0.0.1", 0, kToken, web_dir};
+  CredentialSet credentials;
+  credentials.add(Principal{Role::kOperator, ""}, kToken);
+  for (const char* h : {"h1", "h2", "h9"}) credentials.add(Principal{Role::kAgent, h}, agentToken(h));
+  options.auth = std::make_shared<StaticAuthenticator>(std::move(credentials));
+  options.public_read = true;
+  return options;
+}
 
 // The status and body of a raw HTTP/1.1 exchange: `request` is sent as is
 // (no client library re-encodes the path), the answer read until the server
@@ -84,7 +100,7 @@ class ApiBadInputTest : public ::testing::Test {
     controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
     ASSERT_TRUE(controller_->recover().isOk());
     service_ = std::make_unique<ControllerService>(*controller_, 50);
-    server_ = std::make_unique<ApiServer>(*service_, ApiServerOptions{"127.0.0.1", 0, kToken, web_dir_.string()});
+    server_ = std::make_unique<ApiServer>(*service_, serverOptions(web_dir_.string()));
     ASSERT_TRUE(server_->bind().isOk());
     service_->start();
     thread_ = std::thread([this] { server_->serve(); });
@@ -102,6 +118,7 @@ class ApiBadInputTest : public ::testing::Test {
   }
 
   httplib::Headers auth() { return {{"Authorization", std::string("Bearer ") + kToken}}; }
+  httplib::Headers agentAuth(const std::string& h) { return {{"Authorization", "Bearer " + agentToken(h)}}; }
 
   // A POST of `body` (as JSON) to the public API with the token.
   httplib::Result post(const std::string& path, const std::string& body) {
@@ -167,7 +184,7 @@ TEST_F(ApiBadInputTest, InvalidUtf8InMessagesIs4xx) {
   r = post("/api/v1/policies", "\xFF");
   ASSERT_TRUE(r);
   expectJsonError(r->status, r->body, 400, "malformed JSON");
-  r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), "\xFF", "application/json");
+  r = agent_->Post("/api/v1/agents/h1/heartbeat", agentAuth("h1"), "\xFF", "application/json");
   ASSERT_TRUE(r);
   expectJsonError(r->status, r->body, 400, "malformed JSON");
   r = post("/api/v1/policies?dry_run=%fe", R"({"files": []})");
@@ -206,11 +223,11 @@ TEST_F(ApiBadInputTest, NumberOverflowAndWrongTypesAre400) {
   }
   for (const char* body : {R"({"host": "h1", "seq": 1e30})", R"({"host": 7})", R"({"host": "h1", "domains": {}})",
                            R"({"host": "h1", "domains": [{"vm": "a", "ports": {"80": "x"}}]})", R"([])"}) {
-    r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), body, "application/json");
+    r = agent_->Post("/api/v1/agents/h1/heartbeat", agentAuth("h1"), body, "application/json");
     ASSERT_TRUE(r);
     expectJsonError(r->status, r->body, 400);
   }
-  r = agent_->Post("/api/v1/agents/h1/events", auth(), R"({"kind": 1})", "application/json");
+  r = agent_->Post("/api/v1/agents/h1/events", agentAuth("h1"), R"({"kind": 1})", "application/json");
   ASSERT_TRUE(r);
   expectJsonError(r->status, r->body, 400);
   r = post("/api/v1/vms/web-1/migrate", R"({"to": 5})");

@@ -22,7 +22,23 @@
 namespace tw {
 namespace {
 
-const char* kToken = "0123456789abcdef0123456789abcdef";
+const char* kToken = "0123456789abcdef0123456789abcdef";  // the operator's
+
+// Host h's agent token (controller/auth.h): agent calls speak for h only.
+std::string agentToken(const std::string& h) { return "agent-" + h + "-0123456789abcdef"; }
+
+// The operator's token, and one agent token for each host these tests use.
+// Reads are public (--public-read), as in the demo: auth has tests of its
+// own (api_auth_test.cc).
+ApiServerOptions serverOptions(const std::string& web_dir) {
+  ApiServerOptions options{"127.0.0.1", 0, kToken, web_dir};
+  CredentialSet credentials;
+  credentials.add(Principal{Role::kOperator, ""}, kToken);
+  for (const char* h : {"h1", "h2", "h9"}) credentials.add(Principal{Role::kAgent, h}, agentToken(h));
+  options.auth = std::make_shared<StaticAuthenticator>(std::move(credentials));
+  options.public_read = true;
+  return options;
+}
 
 const char* kHosts = R"(hosts:
   - { name: h1, uri: "test:///default" }
@@ -47,7 +63,7 @@ class ApiTest : public ::testing::Test {
     controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
     ASSERT_TRUE(controller_->recover().isOk());
     service_ = std::make_unique<ControllerService>(*controller_, 50);
-    server_ = std::make_unique<ApiServer>(*service_, ApiServerOptions{"127.0.0.1", 0, kToken, web_dir_.string()});
+    server_ = std::make_unique<ApiServer>(*service_, serverOptions(web_dir_.string()));
     ASSERT_TRUE(server_->bind().isOk());
     service_->start();
     thread_ = std::thread([this] { server_->serve(); });
@@ -66,6 +82,7 @@ class ApiTest : public ::testing::Test {
   }
 
   httplib::Headers auth() { return {{"Authorization", std::string("Bearer ") + kToken}}; }
+  httplib::Headers agentAuth(const std::string& h) { return {{"Authorization", "Bearer " + agentToken(h)}}; }
 
   httplib::Result applyFiles(const std::vector<PolicyFile>& files, bool dry = false) {
     Json body{{"files", files}};
@@ -150,7 +167,7 @@ TEST_F(ApiTest, MalformedBodiesAre400) {
                     "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400);
-  r = agent_->Post("/api/v1/agents/h1/heartbeat", auth(), R"({"nohost": 1})", "application/json");
+  r = agent_->Post("/api/v1/agents/h1/heartbeat", agentAuth("h1"), R"({"nohost": 1})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400);
   r = client_->Get("/api/v1/events?since=abc");
@@ -171,7 +188,7 @@ TEST_F(ApiTest, UnknownIs404) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
   // A heartbeat from a host no policy declares.
-  r = agent_->Post("/api/v1/agents/h9/heartbeat", auth(), R"({"host":"h9"})", "application/json");
+  r = agent_->Post("/api/v1/agents/h9/heartbeat", agentAuth("h9"), R"({"host":"h9"})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
 }
@@ -187,7 +204,7 @@ TEST_F(ApiTest, ApplyAndHeartbeatRoundTrip) {
     hb.host = h;
     hb.agent_id = "a";
     hb.capacity = {2, 2048};
-    auto b = agent_->Post((std::string("/api/v1/agents/") + h + "/heartbeat").c_str(), auth(), Json(hb).dump(),
+    auto b = agent_->Post((std::string("/api/v1/agents/") + h + "/heartbeat").c_str(), agentAuth(h), Json(hb).dump(),
                            "application/json");
     ASSERT_TRUE(b);
     ASSERT_EQ(b->status, 200) << b->body;
@@ -207,7 +224,7 @@ TEST_F(ApiTest, ApplyAndHeartbeatRoundTrip) {
   EXPECT_EQ(j["applied"], true);
   EXPECT_EQ(j["version"], 2);
 
-  auto a = agent_->Get("/api/v1/agents/h1/assignments?after=0&wait_ms=2000", auth());
+  auto a = agent_->Get("/api/v1/agents/h1/assignments?after=0&wait_ms=2000", agentAuth("h1"));
   ASSERT_TRUE(a);
   ASSERT_EQ(a->status, 200);
   auto set = decode<AssignmentSet>(*parseJson(a->body));
@@ -244,7 +261,7 @@ TEST_F(ApiTest, TierEndpointsOpenJsonAnd404) {
     hb.capacity = {2, 2048};
     hb.service_address = host == "h1" ? "192.0.2.1" : "192.0.2.2";
     hb.domains = domains;
-    auto b = agent_->Post(("/api/v1/agents/" + host + "/heartbeat").c_str(), auth(),
+    auto b = agent_->Post(("/api/v1/agents/" + host + "/heartbeat").c_str(), agentAuth(host),
                            Json(hb).dump(), "application/json");
     ASSERT_TRUE(b);
     ASSERT_EQ(b->status, 200) << b->body;

@@ -127,15 +127,26 @@ class ClusterTest : public ::testing::Test {
     url_ = "http://127.0.0.1:" + std::to_string(port_);
     int agent_port = freePort();
     agent_url_ = "http://127.0.0.1:" + std::to_string(agent_port);
+    // Each agent with its own token (issue-host, before the first start).
+    for (const char* h : {"h1", "h2", "h3"}) {
+      auto issued = run(std::string(TW_BIN_DIR) + "/tierwarden-controller issue-host " + h + " --state-dir " +
+                        (dir_ / "state").string());
+      ASSERT_EQ(issued.exit_code, 0) << issued.out;
+    }
     controller_ = new Process({std::string(TW_BIN_DIR) + "/tierwarden-controller", "--state-dir",
                                (dir_ / "state").string(), "--listen", "127.0.0.1:" + std::to_string(port_),
                                "--agent-listen", "127.0.0.1:" + std::to_string(agent_port), "--tick-ms", "50"},
                               (dir_ / "controller.log").string());
     token_file_ = (dir_ / "state" / "token").string();
     ASSERT_TRUE(eventually([] { return fs::exists(token_file_) && fs::file_size(token_file_) > 0; }, 10));
+    {
+      std::ifstream in(token_file_);
+      std::getline(in, token_);
+    }
     for (const char* h : {"h1", "h2", "h3"}) {
       agents_[h] = new Process({std::string(TW_BIN_DIR) + "/tierwarden-agent", "--host", h, "--libvirt-uri",
-                                uris_[h], "--controller", agent_url_, "--token-file", token_file_},
+                                uris_[h], "--controller", agent_url_, "--token-file",
+                                (dir_ / "state" / "hosts" / h / "token").string()},
                                (dir_ / (std::string("agent-") + h + ".log")).string());
     }
   }
@@ -168,7 +179,7 @@ class ClusterTest : public ::testing::Test {
 
   Json vms() {
     httplib::Client c("127.0.0.1", port_);
-    auto r = c.Get("/api/v1/vms");
+    auto r = c.Get("/api/v1/vms", httplib::Headers{{"Authorization", "Bearer " + token_}});
     if (!r || r->status != 200) return Json::object({{"vms", Json::array()}});
     return *parseJson(r->body);
   }
@@ -196,6 +207,7 @@ class ClusterTest : public ::testing::Test {
   static inline std::string url_;
   static inline std::string agent_url_;  // the controller's agents' listener
   static inline std::string token_file_;
+  static inline std::string token_;  // the operator's
   static inline Process* controller_ = nullptr;
   static inline std::map<std::string, Process*> agents_;
 };
@@ -274,7 +286,7 @@ TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
     EXPECT_EQ(v["epoch"], unchanged[name]["epoch"]) << name;
   }
   httplib::Client c("127.0.0.1", port_);
-  auto cluster = c.Get("/api/v1/cluster");
+  auto cluster = c.Get("/api/v1/cluster", httplib::Headers{{"Authorization", "Bearer " + token_}});
   ASSERT_TRUE(cluster);
   EXPECT_EQ((*parseJson(cluster->body))["policy_version"], 1);
 }
@@ -338,7 +350,7 @@ TEST_F(ClusterTest, HostCrashRebuildsItsVmsOnTheSpare) {
   for (const auto& [name, v] : after) EXPECT_NE(v["host"], "h1") << name;
 
   httplib::Client c("127.0.0.1", port_);
-  auto hosts = c.Get("/api/v1/hosts");
+  auto hosts = c.Get("/api/v1/hosts", httplib::Headers{{"Authorization", "Bearer " + token_}});
   ASSERT_TRUE(hosts);
   Json host_list = *parseJson(hosts->body);
   for (const auto& h : host_list["hosts"])
@@ -350,7 +362,7 @@ TEST_F(ClusterTest, HostCrashRebuildsItsVmsOnTheSpare) {
   std::vector<std::string> steps;
   bool found = eventually(
       [&] {
-        auto incidents = c.Get("/api/v1/incidents");
+        auto incidents = c.Get("/api/v1/incidents", httplib::Headers{{"Authorization", "Bearer " + token_}});
         if (!incidents) return false;
         Json incident_list = *parseJson(incidents->body);
         for (const auto& inc : incident_list["incidents"]) {

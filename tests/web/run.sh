@@ -90,11 +90,18 @@ port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", (
 agent_port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => {
   console.log(s.address().port); s.close(); });')
 url=http://127.0.0.1:$port
+# Each agent's own token; the controller serves reads without a token
+# (--public-read, as the demo does): the page is read-only until a token is given.
+mkdir -p "$TMP/state"
+for h in h1 h2 h3; do
+  "$BIN/tierwarden-controller" issue-host "$h" --state-dir "$TMP/state" >/dev/null ||
+    fail_setup "issue-host $h failed"
+done
 (
   for _ in $(seq 20); do
     [ -e "$TMP/stop" ] && break
     "$BIN/tierwarden-controller" --state-dir "$TMP/state" --listen "127.0.0.1:$port" \
-      --agent-listen "127.0.0.1:$agent_port" --web-dir "$ROOT/web" --tick-ms 50 >>"$TMP/controller.log" 2>&1 &
+      --agent-listen "127.0.0.1:$agent_port" --web-dir "$ROOT/web" --public-read --tick-ms 50 >>"$TMP/controller.log" 2>&1 &
     echo $! >"$TMP/controller.pid"
     wait $! || true
     sleep 0.2
@@ -117,7 +124,7 @@ cp "$ROOT/policies/demo.yaml" "$TMP/demo.yaml"
 for h in h1 h2 h3; do
   uri=$("$ROOT/scripts/hosts" test-uri "$h")
   "$ROOT/scripts/hosts" spawn "$h" "$TMP/agent-$h.log" -- "$BIN/tierwarden-agent" --host "$h" \
-    --libvirt-uri "$uri" --controller "http://127.0.0.1:$agent_port" --token-file "$TW_TOKEN_FILE" >/dev/null
+    --libvirt-uri "$uri" --controller "http://127.0.0.1:$agent_port" --token-file "$TMP/state/hosts/$h/token" >/dev/null
   # The controller's own line to the host: its shared test driver (kill, fencing).
   awk -v host="$h" -v uri="$uri" '
     $0 ~ "name: " host "$" { inhost = 1 }

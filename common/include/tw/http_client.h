@@ -43,7 +43,7 @@ Status checkBaseUrl(const std::string& url);
 std::string urlEncode(const std::string& segment);
 
 // The Status for an HTTP answer that is not 2xx: 400 kInvalidArgument, 401
-// kPermissionDenied, 404 kNotFound, 409 kFailedPrecondition, 503 kUnavailable,
+// kPermissionDenied, 403 kForbidden, 404 kNotFound, 409 kFailedPrecondition, 503 kUnavailable,
 // anything else kInternal. The message is the body's "error" field when the body
 // is a JSON object with one (a 400's "file"/"line"/"column" become where()),
 // else a description of the status code. `what` names the request ("GET /x").

@@ -21,6 +21,7 @@ enum class Code {
   kUnavailable,         // transient: retry with back-off (HTTP 503)
   kInternal,            // a bug or an environment failure we cannot handle (HTTP 500)
   kUnimplemented,       // this implementation cannot do that (e.g. the test driver) (HTTP 501)
+  kForbidden,           // a valid credential that may not do this (HTTP 403)
 };
 
 const char* codeName(Code code);
@@ -67,6 +68,7 @@ inline Status unavailable(std::string m) { return Status(Code::kUnavailable, std
 inline Status internalError(std::string m) { return Status(Code::kInternal, std::move(m)); }
 inline Status unimplemented(std::string m) { return Status(Code::kUnimplemented, std::move(m)); }
 inline Status permissionDenied(std::string m) { return Status(Code::kPermissionDenied, std::move(m)); }
+inline Status forbidden(std::string m) { return Status(Code::kForbidden, std::move(m)); }
 
 // Either a value or a non-ok Status.
 template <typename T>

@@ -35,4 +35,11 @@ std::string utf8Sanitize(std::string_view s);
 // matches nothing.
 bool tokenMatches(const std::string& presented, const std::string& expected);
 
+// The credential of an Authorization header value with the Bearer scheme
+// (RFC 6750): the scheme name in any case (RFC 7235: "bearer", "BEARER"), one
+// or more spaces, then the token as exact bytes (nothing trimmed or cut: a
+// NUL or any other byte stays part of it). "" when the header is empty, names
+// another scheme, or carries no token.
+std::string bearerToken(std::string_view header);
+
 }  // namespace tw

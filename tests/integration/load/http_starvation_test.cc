@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -147,6 +148,15 @@ class StarvationTest : public ::testing::Test {
     fs::create_directories(dir_ / "state");
     port_ = freePort();
     agent_port_ = freePort();
+    // h1's agent token (issue-host before the start): its heartbeats below.
+    {
+      std::string issue = std::string(TW_BIN_DIR) + "/tierwarden-controller issue-host h1 --state-dir " +
+                          (dir_ / "state").string() + " >/dev/null";
+      ASSERT_EQ(std::system(issue.c_str()), 0);
+      std::ifstream in(dir_ / "state" / "hosts" / "h1" / "token");
+      std::getline(in, agent_token_);
+      ASSERT_FALSE(agent_token_.empty());
+    }
     pid_ = ::fork();
     if (pid_ == 0) {
       int log = ::open((dir_ / "controller.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -157,7 +167,8 @@ class StarvationTest : public ::testing::Test {
       std::string state = (dir_ / "state").string();
       std::string bin = std::string(TW_BIN_DIR) + "/tierwarden-controller";
       ::execl(bin.c_str(), bin.c_str(), "--state-dir", state.c_str(), "--listen", listen.c_str(),
-              "--agent-listen", agent.c_str(), "--web-dir", TW_SOURCE_DIR "/web", (char*)nullptr);
+              "--agent-listen", agent.c_str(), "--web-dir", TW_SOURCE_DIR "/web",
+              "--public-read", (char*)nullptr);  // streams and reads below carry no token
       ::_exit(127);
     }
     for (int i = 0; i < 100 && token_.empty(); ++i) {
@@ -207,7 +218,7 @@ class StarvationTest : public ::testing::Test {
     auto t0 = Steady::now();
     if (fresh) s = connectFrom(1, agent_port_);
     if (s < 0) return -1;
-    bool sent = sendAll(s, request("POST", "/api/v1/agents/h1/heartbeat", token_, heartbeatBody(seq), !fresh));
+    bool sent = sendAll(s, request("POST", "/api/v1/agents/h1/heartbeat", agent_token_, heartbeatBody(seq), !fresh));
     std::string answer = sent ? readAnswer(s, 5000) : "";
     double ms = std::chrono::duration<double, std::milli>(Steady::now() - t0).count();
     if (fresh) ::close(s);
@@ -218,7 +229,8 @@ class StarvationTest : public ::testing::Test {
   int port_ = 0;
   int agent_port_ = 0;
   pid_t pid_ = -1;
-  std::string token_;
+  std::string token_;        // the operator's
+  std::string agent_token_;  // host h1's
   std::vector<int> held_;
 };
 

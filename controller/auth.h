@@ -1,0 +1,173 @@
+// Who may call what on the controller's API (docs/api.md, "Auth"; rotation:
+// docs/auth.md): the three roles, the decision for a request, and the
+// credentials — held as SHA-256 hashes, compared in constant time, kept in the
+// state dir and reread when a file there changes.
+//
+// Roles:
+//   operator  <state-dir>/token          every read and every change
+//   viewer    <state-dir>/viewer-token   reads and the event stream only
+//   agent     <state-dir>/host-tokens    one token per host ("NAME SHA256-HEX"
+//                                        lines, written by `issue-host NAME`):
+//                                        the agent protocol of that host only
+// Agents check each other (peer checks, docs/fencing.md) with one more
+// secret, <state-dir>/peer-token, which the controller accepts for nothing.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tw/status.h"
+
+namespace tw {
+
+enum class Role { kOperator, kViewer, kAgent };
+const char* roleName(Role role);
+
+// Whom a token authenticates.
+struct Principal {
+  Role role = Role::kViewer;
+  std::string host;  // kAgent: the one host it speaks for
+};
+
+// What a route needs.
+enum class Access {
+  kRead,     // cluster state, events, metrics, the event stream: operator or
+             // viewer; anyone when the controller runs with --public-read
+  kOperate,  // every change (and POST /api/v1/auth/check): operator only
+  kAgent,    // the agent protocol of one host: that host's token only
+};
+
+// The decision for one request. `presented`: a bearer token was sent; `who`:
+// whom it authenticates (nullopt: nobody). `host`: for kAgent, the host the
+// request speaks for (its path, its body). OK, or kPermissionDenied (401: no
+// token, or an unknown one) or kForbidden (403: a valid token of the wrong
+// role or host). A token that was sent but matches nothing is a 401 even
+// under public_read: a wrong credential is never silently ignored.
+Status authorize(const std::optional<Principal>& who, bool presented, Access need,
+                 std::string_view host, bool public_read);
+
+// SHA-256 of `data` as 64 lower-case hex digits.
+std::string sha256Hex(std::string_view data);
+// 32 bytes of the OS's random generator as 64 hex digits. Errors: kUnavailable.
+Result<std::string> newToken();
+// A host name as policies declare it: [a-z][a-z0-9-]{0,62}.
+bool validHostName(std::string_view name);
+
+// Checks presented tokens. Thread-safe.
+class Authenticator {
+ public:
+  virtual ~Authenticator() = default;
+  // Whom `token` authenticates; nullopt for nobody (always for ""). Every
+  // credential is compared (hash against hash, constant time), whatever
+  // matches first.
+  virtual std::optional<Principal> authenticate(std::string_view token) = 0;
+};
+
+// Credentials in memory, as hashes.
+class CredentialSet {
+ public:
+  void add(const Principal& who, std::string_view token) { addHash(who, sha256Hex(token)); }
+  void addHash(const Principal& who, std::string hash_hex);
+  std::optional<Principal> find(std::string_view token) const;
+  size_t size() const { return entries_.size(); }
+
+ private:
+  std::vector<std::pair<std::string, Principal>> entries_;  // hash hex, whom
+};
+
+// A fixed CredentialSet (tests, and a controller given --token-file only).
+class StaticAuthenticator final : public Authenticator {
+ public:
+  explicit StaticAuthenticator(CredentialSet set) : set_(std::move(set)) {}
+  std::optional<Principal> authenticate(std::string_view token) override { return set_.find(token); }
+
+ private:
+  const CredentialSet set_;
+};
+
+// Where the credential files are (auth.h's header comment).
+struct CredentialPaths {
+  explicit CredentialPaths(const std::string& state_dir, std::string operator_token_file = "");
+  std::string dir;
+  std::string operator_token;  // --token-file, default <dir>/token
+  std::string viewer_token;    // <dir>/viewer-token
+  std::string peer_token;      // <dir>/peer-token
+  std::string host_tokens;     // <dir>/host-tokens
+  std::string host_tokens_lock;  // <dir>/host-tokens.lock (issue-host, revoke-host)
+  std::string bundles;         // <dir>/hosts: issue-host's default output
+};
+
+// The credentials of a state dir. Each file is reread when it changes (its
+// inode, size or mtime): `rotate-token` and `issue-host` take effect in a
+// running controller at the next request. A file that has become unreadable
+// or malformed keeps the credentials it held before (logged once).
+class FileCredentials final : public Authenticator {
+ public:
+  explicit FileCredentials(CredentialPaths paths) : paths_(std::move(paths)) {}
+  // Reads every file. Errors: kInvalidArgument (file:line of a bad line, a
+  // token file without a usable token), kUnavailable (I/O).
+  Status load();
+  std::optional<Principal> authenticate(std::string_view token) override;
+  // How many hosts hold a token.
+  size_t hostCount();
+
+ private:
+  struct Seen {
+    bool exists = false;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    timespec mtime{};
+  };
+  enum Slot { kOperatorSlot, kViewerSlot, kHostsSlot, kSlots };
+  Status reload(Slot slot);  // REQUIRES: mu_ held
+  void refresh();                          // REQUIRES: mu_ held
+
+  const CredentialPaths paths_;
+  std::mutex mu_;  // guards everything below
+  Seen seen_[kSlots];
+  CredentialSet sets_[kSlots];
+};
+
+// Reads a token file: its first line, without trailing spaces or CR.
+// Errors: kNotFound (no file), kInvalidArgument (fewer than 16 bytes).
+Result<std::string> loadTokenFile(const std::string& path);
+// The token of `path`, written with a new random token (mode 0600) when the
+// file does not exist. Errors as loadTokenFile(), kUnavailable.
+Result<std::string> loadOrCreateTokenFile(const std::string& path);
+// Replaces the token of `path` with a new one (atomically, mode 0600) and
+// returns it.
+Result<std::string> rotateTokenFile(const std::string& path);
+
+// "NAME SHA256-HEX" lines; '#' comments and blank lines skipped. Errors:
+// kInvalidArgument "FILE:LINE: ..." (a bad name or hash, a name twice).
+Result<std::map<std::string, std::string>> parseHostTokens(const std::string& text,
+                                                           const std::string& file);
+
+// `tierwarden-controller issue-host NAME`: a new token for host NAME (its old
+// one, if any, stops working), its hash into host-tokens, and the host's
+// bundle in `out_dir` (default <dir>/hosts/NAME): `token` (0600) and
+// `peer-token` (0600, a copy of the cluster's peer token, created when
+// missing). Runs beside a running controller (host-tokens.lock serializes
+// issue-host and revoke-host). Errors: kInvalidArgument (bad name), I/O.
+struct IssuedHost {
+  std::string token;
+  std::string out_dir;
+  std::string token_file;
+  std::string peer_token_file;
+};
+Result<IssuedHost> issueHostToken(const CredentialPaths& paths, const std::string& name,
+                                  std::string out_dir);
+// `tierwarden-controller revoke-host NAME`: removes the host's token.
+// Errors: kNotFound when it holds none.
+Status revokeHostToken(const CredentialPaths& paths, const std::string& name);
+
+}  // namespace tw
