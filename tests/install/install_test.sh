@@ -350,7 +350,7 @@ twctl() { chroot "$root" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root TW_TOKEN_
 start controller
 controller=$pid
 for _ in $(seq 100); do
-  curl -fsS -o "$work/cluster.json" http://127.0.0.1:7800/api/v1/cluster 2>/dev/null && break
+  curl -fsS -H "Authorization: Bearer $token" -o "$work/cluster.json" http://127.0.0.1:7800/api/v1/cluster 2>/dev/null && break
   kill -0 "$controller" 2>/dev/null || fail "the controller exited"
   sleep 0.2
 done
@@ -368,6 +368,15 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: applicat
   http://127.0.0.1:7800/api/v1/auth/check)
 [[ "$code" == 401 ]] || fail "POST without the token answered $code, want 401"
 twctl apply -f /tmp/policy.yaml >"$work/apply.out" 2>&1 || fail "twctl apply: $(cat "$work/apply.out")"
+# Host h1's own agent token, issued as the controller's user (the running
+# controller reads the new host-tokens at once), then its bundle put where
+# the agent's unit reads it, as an operator copies it to the host.
+chroot "$root" setpriv --reuid tierwarden --regid tierwarden --init-groups -- \
+  /usr/sbin/tierwarden-controller issue-host h1 --state-dir /var/lib/tierwarden >"$work/issue.out" 2>&1 ||
+  fail "issue-host h1: $(cat "$work/issue.out")"
+install -d -m 0700 "$root/etc/tierwarden/agent"
+install -m 0600 "$root/var/lib/tierwarden/hosts/h1/token" "$root/var/lib/tierwarden/hosts/h1/peer-token" \
+  "$root/etc/tierwarden/agent/"
 JOURNAL=1 start agent
 agent=$pid
 for _ in $(seq 150); do
@@ -422,7 +431,7 @@ say "reinstalled over itself: settings, token, owners and enabled units kept"
 # ------------------------------------------------------------------ 6. purge
 inRoot dpkg --purge twctl tierwarden-agent tierwarden-controller >"$work/purge.log" 2>&1 ||
   { cat "$work/purge.log" >&2; die "dpkg --purge failed"; }
-for f in /lib/systemd/system/tierwarden-controller.service /etc/tierwarden/token \
+for f in /lib/systemd/system/tierwarden-controller.service /etc/tierwarden/token /etc/tierwarden/agent \
     /etc/tierwarden/controller.env /usr/sbin/tierwarden-controller \
     "/etc/systemd/system/multi-user.target.wants/tierwarden-controller.service"; do
   [[ ! -e "$root$f" ]] || die "$f is left after the purge"
