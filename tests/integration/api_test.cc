@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "controller/api_server.h"
+#include "api_fixture.h"
 #include "controller/controller.h"
 #include "controller/service.h"
 #include "tw/json.h"
@@ -22,23 +23,7 @@
 namespace tw {
 namespace {
 
-const char* kToken = "0123456789abcdef0123456789abcdef";  // the operator's
-
-// Host h's agent token (controller/auth.h): agent calls speak for h only.
-std::string agentToken(const std::string& h) { return "agent-" + h + "-0123456789abcdef"; }
-
-// The operator's token, and one agent token for each host these tests use.
-// Reads are public (--public-read), as in the demo: auth has tests of its
-// own (api_auth_test.cc).
-ApiServerOptions serverOptions(const std::string& web_dir) {
-  ApiServerOptions options{"127.0.0.1", 0, kToken, web_dir};
-  CredentialSet credentials;
-  credentials.add(Principal{Role::kOperator, ""}, kToken);
-  for (const char* h : {"h1", "h2", "h9"}) credentials.add(Principal{Role::kAgent, h}, agentToken(h));
-  options.auth = std::make_shared<StaticAuthenticator>(std::move(credentials));
-  options.public_read = true;
-  return options;
-}
+using namespace testing_api;  // NOLINT: the shared test credentials
 
 const char* kHosts = R"(hosts:
   - { name: h1, uri: "test:///default" }
