@@ -105,7 +105,7 @@ std::vector<std::string> HttpPeerMonitor::sees(Millis now) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> out;
   for (const auto& [host, p] : peers_) {
-    if (p.last_answer >= 0 && now - p.last_answer <= timeout_ms_) out.push_back(host);
+    if (p.last_answer >= 0 && now - p.last_answer < timeout_ms_) out.push_back(host);
   }
   return out;
 }
@@ -114,7 +114,9 @@ std::set<std::string> HttpPeerMonitor::reachable(Millis now) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::set<std::string> out;
   for (const auto& [host, p] : peers_) {
-    if (p.last_mutual >= 0 && now - p.last_mutual <= timeout_ms_) out.insert(host);
+    // Strictly within the timeout: at timeout_ms the peer is unreachable(),
+    // and never both.
+    if (p.last_mutual >= 0 && now - p.last_mutual < timeout_ms_) out.insert(host);
   }
   return out;
 }

@@ -212,7 +212,7 @@ class SimPeerView final : public PeerView {
     for (const auto& p : peers_) {
       Millis mine = sim_.lastReach(self_, p);
       Millis theirs = sim_.lastReach(p, self_);
-      if (mine >= 0 && theirs >= 0 && now - mine <= timeout_ms_ && now - theirs <= timeout_ms_) {
+      if (mine >= 0 && theirs >= 0 && now - mine < timeout_ms_ && now - theirs < timeout_ms_) {
         out.insert(p);
       }
     }
