@@ -392,8 +392,9 @@ class EtcdStore final : public Store {
     snap.policies = std::move(*policies);
     auto tiers = list(nullptr, dir("/tiers/"), etcdPrefixEnd(dir("/tiers/")), 0);
     if (!tiers.isOk()) return tiers.status().withContext(context);
-    for (const auto& [key, text] : *tiers) {
-      Result<StoredTier> t = decodeValue<StoredTier>(key, text, [&](const Json& j) {
+    for (const auto& entry : *tiers) {
+      const std::string& key = entry.first;  // named: a lambda cannot capture a binding (clang)
+      Result<StoredTier> t = decodeValue<StoredTier>(key, entry.second, [&](const Json& j) {
         return StoredTier{key.substr(dir("/tiers/").size()), j.at("policy_version").get<int64_t>(),
                           j.at("ord").get<int64_t>(), j.at("spec").dump()};
       });
