@@ -41,7 +41,18 @@ class ControllerService {
   template <typename F>
   auto call(F f) -> std::invoke_result_t<F, Controller&> {
     using R = std::invoke_result_t<F, Controller&>;
-    auto task = std::make_shared<std::packaged_task<R()>>([this, f]() mutable { return f(controller_); });
+    // The declared hosts are refreshed before the caller gets its answer: a
+    // heartbeat right after an apply must not find its host undeclared.
+    auto task = std::make_shared<std::packaged_task<R()>>([this, f]() mutable {
+      if constexpr (std::is_void_v<R>) {
+        f(controller_);
+        refreshDeclared();
+      } else {
+        R result = f(controller_);
+        refreshDeclared();
+        return result;
+      }
+    });
     auto fut = task->get_future();
     post([task] { (*task)(); });
     return fut.get();
