@@ -3,9 +3,13 @@
 # guests booting the tiny tier images, the controller and agents as daemons.
 #   1. apply the demo policy (2 db, 2 web, 1 balancer) -> every tier healthy
 #   2. kill -9 a web VM's QEMU -> restarted in place, healthy, one incident with its timeline
+#   1b. the db tier's disks are on the lab's shared storage: a row written to mysql-1,
+#      a counter on its disk; a second host cannot start mysql-1's disk while it runs
+#      (libvirt refuses; the lease is in virtlockd's lockspace on the shared folder)
 #   3. crash the host running a db VM -> fenced, its VMs rebuilt elsewhere (the spare),
 #      every tier healthy, never two copies; the balancer answers at the end and
-#      failed only while a backend was down
+#      failed only while a backend was down; mysql-1 still has the row and its
+#      counter goes on (its disk came along)
 #   4. drain a host -> its VMs live-migrated, the balancer keeps answering
 #   5. restart the controller during a recovery -> converges
 # Usage: tests/e2e/e2e_test.sh [BUILD_DIR]. Needs root; exit 77 (skip) without.
@@ -36,6 +40,38 @@ page=$(curl -fsS -m 3 "$BAL") || e2e_fail "the balancer does not answer at $BAL"
 echo "$page" | grep -q "tierwarden: apache-" || e2e_fail "the balancer's page names no web VM: $page"
 e2e_start_copy_watch
 e2e_start_balancer_probe "$BAL"
+
+# ---- 1b. data on shared storage; one opener of a disk ------------------------------
+row="row-$$-$RANDOM"
+[ "$(db_vm mysql-1 "PUT e2e_row $row")" = OK ] || e2e_fail "cannot write a row to mysql-1"
+count=$(db_vm mysql-1 "INCR visits")
+[ "$count" = "OK 1" ] || e2e_fail "mysql-1's new counter answered '$count', not 'OK 1'"
+db_info=$(db_vm mysql-1 INFO)
+case "$db_info" in *storage=disk*) ;; *) e2e_fail "mysql-1 has no disk: $db_info" ;; esac
+disk=/srv/tierwarden/shared/mysql-1.qcow2
+[ -f "$E2E_DIR/hosts/shared/mysql-1.qcow2" ] || e2e_fail "mysql-1's disk is not on the shared storage ($disk)"
+db_host=$(vm_host mysql-1)
+other=h1
+[ "$db_host" != h1 ] || other=h2
+cat >"$E2E_DIR/lock-probe.xml" <<EOF
+<domain type='qemu'><name>lock-probe</name><memory unit='MiB'>64</memory>
+<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>
+<driver name='qemu' type='qcow2'/><source file='$disk'/><target dev='vda' bus='virtio'/></disk></devices></domain>
+EOF
+virsh -q -c "$(hosts uri "$other")" define "$E2E_DIR/lock-probe.xml" >/dev/null || e2e_fail "define lock-probe on $other"
+if virsh -q -c "$(hosts uri "$other")" start lock-probe >"$E2E_DIR/lock-probe.out" 2>&1; then
+  virsh -q -c "$(hosts uri "$other")" destroy lock-probe >/dev/null 2>&1 || true
+  e2e_fail "$other started mysql-1's disk while $db_host runs it"
+fi
+virsh -q -c "$(hosts uri "$other")" undefine lock-probe >/dev/null 2>&1 || true
+# The second guard: mysql-1's host's virtlockd holds the disk's lease (a POSIX lock
+# on the lockspace file named by the SHA-256 of the disk's path).
+lease=$(printf '%s' "$disk" | sha256sum | cut -d' ' -f1)
+inode=$(stat -c %i "$E2E_DIR/hosts/shared/.lockspace/$lease" 2>/dev/null) || e2e_fail "no lease of $disk in the lockspace"
+holder=$(awk -v i=":$inode" '$2 == "POSIX" && $6 ~ i "$" { print $5; exit }' /proc/locks)
+[ -n "$holder" ] && grep -q virtlockd "/proc/$holder/comm" || e2e_fail "no virtlockd holds the lease of $disk"
+vm_running_healthy mysql-1 || e2e_fail "mysql-1 is not running and healthy after the probe"
+e2e_log "1b. ok: mysql-1 wrote $row, counter 1, $db_info; $other refused its disk: $(grep -m1 -o 'Failed to get "write" lock\|resource busy[^.]*' "$E2E_DIR/lock-probe.out" || true)"
 
 # ---- 2. kill -9 a web VM's QEMU ------------------------------------------------
 pid=$(qemu_pid apache-1)
@@ -86,6 +122,11 @@ e2e_log "3. ok: $(host_state "$victim") after $(e2e_elapsed "$t" "$t_fenced") s;
 balancer_answers() { BAL=$(balancer_url) && [ -n "$BAL" ] && curl -fsS -m 3 "$BAL" >/dev/null; }
 e2e_wait 30 "the balancer answers after the host crash" balancer_answers
 [ -s "$E2E_DIR/duplicates.log" ] && e2e_fail "two copies of a VM ran at once: $(cat "$E2E_DIR/duplicates.log")"
+got=$(db_vm mysql-1 "GET e2e_row")
+[ "$got" = "OK $row" ] || e2e_fail "mysql-1 on $(vm_host mysql-1) lost its row: GET answered '$got'"
+count=$(db_vm mysql-1 "INCR visits")
+[ "$count" = "OK 2" ] || e2e_fail "mysql-1's counter did not go on after the crash: '$count'"
+e2e_log "3. ok: mysql-1 on $(vm_host mysql-1) still has its row; counter $count; $(db_vm mysql-1 INFO)"
 
 # Bring the crashed host back (as capacity) for the drain step.
 hosts restart "$victim" >/dev/null

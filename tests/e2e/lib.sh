@@ -167,6 +167,28 @@ running_copies() {
   done
 }
 
+# "HOST PORT" where clients reach VM $2 of tier $1 (its first service port).
+vm_endpoint() {
+  api "tiers/$1/endpoints" | jq -r --arg v "$2" '[.endpoints[] | select(.vm == $v)][0] | select(.) | "\(.host) \(.port)"'
+}
+# db_ask HOST PORT COMMAND...: the tiny db's answers (images/init/db-conn), one per
+# line, after its greeting; QUIT is sent last.
+db_ask() {
+  local host=$1 port=$2
+  shift 2
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  timeout 10 bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 1; shift
+    printf "%s\r\n" "$@" QUIT >&3; cat <&3' "$host" "$port" "$@" 2>/dev/null | tr -d '\r'
+}
+# db_vm VM COMMAND...: db_ask at VM's endpoint (tier mysql); only the answers.
+db_vm() {
+  local ep
+  ep=$(vm_endpoint mysql "$1") && [ -n "$ep" ] || return 1
+  shift
+  # shellcheck disable=SC2086  # "HOST PORT"
+  db_ask $ep "$@" | sed '1d; $d'
+}
+
 # The balancer's URL (its first endpoint).
 balancer_url() {
   api tiers/balancer/endpoints | jq -r '.endpoints[0] | select(.) | "http://\(.host):\(.port)/"'

@@ -184,6 +184,9 @@ check "db: mounted the shipped (formatted) disk at first boot" \
 answers="$(db_ask "$db_port" "PUT greeting hello tiers" "GET greeting")"
 check "db: greets, stores and returns a key" \
   test "$answers" = $'TIERWARDEN-DB vm=db-1 storage=disk\nOK\nOK hello tiers\nBYE'
+answers="$(db_ask "$db_port" "INCR visits" "INCR visits" "PUT word x" "INCR word")"
+check "db: INCR counts from 0, a non-number counts as 0" \
+  test "$answers" = $'TIERWARDEN-DB vm=db-1 storage=disk\nOK 1\nOK 2\nOK\nOK 1\nBYE'
 
 # --- balancer: endpoints from a fake controller API, forwarding to web-1
 api_port=$(free_port)
@@ -218,6 +221,8 @@ check "db prints its ready line after a reboot" wait_ready db-1 tiny-db
 check "db: mounted its disk again" grep -aq "storage=disk boots=2" "$work/db-1.log"
 check "db: the key survived the reboot" \
   grep -qx "OK hello tiers" <<<"$(db_ask "$db_port" "GET greeting")"
+check "db: the counter goes on after the reboot" \
+  grep -qx "OK 3" <<<"$(db_ask "$db_port" "INCR visits")"
 
 # --- a stopped web VM: the balancer answers 503, not a hang
 stop_vm web-1
