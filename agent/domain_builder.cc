@@ -28,6 +28,11 @@ bool fileExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+bool isDirectory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 bool safeName(const std::string& s) {
   if (s.empty() || s[0] == '.') return false;
   for (char c : s) {
@@ -219,7 +224,18 @@ Result<DomainSpec> ImageDomainBuilder::build(const Assignment& a) {
   }
   if (!image->disk.empty()) {
     if (a.storage.kind == StorageKind::kShared) {
-      spec.disk_path = a.storage.path + "/" + a.vm + ".qcow2";
+      std::string dir = a.storage.path;
+      if (!a.storage.pool.empty()) {
+        if (!options_.pool_dir) return unimplemented("storage pool '" + a.storage.pool + "': this agent resolves no pools");
+        Result<std::string> pool_dir = options_.pool_dir(a.storage.pool);
+        if (!pool_dir.isOk()) return pool_dir.status().withContext("the shared disk of vm '" + a.vm + "'");
+        dir = *pool_dir;
+      } else if (!isDirectory(dir)) {
+        return failedPrecondition("the shared storage of vm '" + a.vm + "', " + dir +
+                                  ", is no directory on host '" + options_.host +
+                                  "' (mount it on every host)");
+      }
+      spec.disk_path = dir + "/" + a.vm + ".qcow2";
       if (!fileExists(spec.disk_path)) {
         Status st = createOverlay(image->disk, spec.disk_path);
         if (!st.isOk()) return st.withContext("creating the shared disk of vm '" + a.vm + "'");

@@ -13,6 +13,7 @@
 // Threads: called from the agent's loop thread only.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -71,6 +72,9 @@ struct ImageBuilderOptions {
   std::string host;        // tw.host=
   std::string api;         // tw.api= (the controller's HOST:PORT as this host reaches it)
   std::string qemu_img = "qemu-img";
+  // Resolves a tier's storage.pool to its target directory on this host
+  // (Hypervisor::storagePoolDir); unset: a pool is an error.
+  std::function<Result<std::string>(const std::string& pool)> pool_dir;
 };
 
 class ImageDomainBuilder final : public DomainBuilder {

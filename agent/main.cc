@@ -365,6 +365,7 @@ int main(int argc, char** argv) {
   image_options.disk_dir = disk_dir;
   image_options.host = host;
   image_options.api = api_address.empty() ? hostPortOf(controller) : api_address;
+  image_options.pool_dir = [&hv](const std::string& pool) { return (*hv)->storagePoolDir(pool); };
   tw::ImageDomainBuilder image_builder(image_options);
   tw::PlainDomainBuilder plain_builder;
   // The test driver boots nothing: plain domains, no disks.

@@ -15,6 +15,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,9 @@ struct FreeDeleter {
 };
 using ConnectPtr = std::unique_ptr<virConnect, ConnectCloser>;
 using DomainPtr = std::unique_ptr<virDomain, DomainFreer>;
+struct StoragePoolFreer {
+  void operator()(virStoragePoolPtr p) const { virStoragePoolFree(p); }
+};
 using CString = std::unique_ptr<char, FreeDeleter>;
 
 // Typed parameters built with virTypedParamsAdd*.
@@ -617,6 +621,39 @@ void onConnectionClosed(virConnectPtr /*conn*/, int reason, void* opaque) {
   log::warn("libvirt connection to '{}' closed: {}", flag->uri, closeReasonName(reason));
 }
 
+std::string xmlUnescape(std::string v) {
+  const std::pair<const char*, const char*> entities[] = {
+      {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}, {"&amp;", "&"}};
+  for (const auto& [from, to] : entities) {
+    for (size_t at = v.find(from); at != std::string::npos; at = v.find(from, at + 1)) {
+      v.replace(at, std::strlen(from), to);
+    }
+  }
+  return v;
+}
+
+// The target directory in a storage pool's XML (<pool type='dir'> ...
+// <target><path>/srv/pool</path>); only pools whose volumes are files.
+Result<std::string> poolTargetDir(const std::string& xml, const std::string& context) {
+  std::string type;
+  if (size_t at = xml.find("<pool type="); at != std::string::npos && at + 12 < xml.size()) {
+    const char quote = xml[at + 11];
+    const size_t end = xml.find(quote, at + 12);
+    if (end != std::string::npos) type = xml.substr(at + 12, end - at - 12);
+  }
+  if (type != "dir" && type != "fs" && type != "netfs") {
+    return failedPrecondition(context + ": a pool of type '" + type +
+                              "' keeps no files; shared disks need a pool of type dir, fs or netfs");
+  }
+  const size_t target = xml.find("<target>");
+  const size_t open = target == std::string::npos ? target : xml.find("<path>", target);
+  const size_t close = open == std::string::npos ? open : xml.find("</path>", open);
+  if (close == std::string::npos) return internalError(context + ": no target path in its XML");
+  std::string dir = xmlUnescape(xml.substr(open + 6, close - open - 6));
+  if (dir.empty() || dir[0] != '/') return internalError(context + ": target path '" + dir + "' is not absolute");
+  return dir;
+}
+
 // The TCP host forwards in QEMU's `info usernet` answer:
 //   Hub -1 (hostnet0):
 //     Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
@@ -923,6 +960,26 @@ class LibvirtHypervisor final : public Hypervisor {
     Result<std::string> out = monitorCommand(vm, "info usernet", context);
     if (!out.isOk()) return out.status();
     return parseUsernetForwards(*out);
+  }
+
+  Result<std::string> storagePoolDir(const std::string& pool) override {
+    const std::string context = "storage pool " + quoted(pool) + " on " + quoted(uri_);
+    std::lock_guard<std::mutex> lock(mu_);
+    TW_RETURN_IF_ERROR(ensureConnectedLocked());
+    std::unique_ptr<virStoragePool, StoragePoolFreer> p(
+        virStoragePoolLookupByName(conn_.get(), pool.c_str()));
+    if (p == nullptr) {
+      LibvirtError e = takeLastError();
+      if (e.code == VIR_ERR_NO_STORAGE_POOL)
+        return notFound(context + ": no such pool (define it on every host: virsh pool-define)");
+      return toStatus(e, context);
+    }
+    const int active = virStoragePoolIsActive(p.get());
+    if (active < 0) return lastError(context);
+    if (active == 0) return failedPrecondition(context + ": the pool is not active (virsh pool-start)");
+    std::unique_ptr<char, FreeDeleter> xml(virStoragePoolGetXMLDesc(p.get(), 0));
+    if (xml == nullptr) return lastError(context);
+    return poolTargetDir(xml.get(), context);
   }
 
  private:

@@ -101,10 +101,14 @@ void from_json(const Json& j, ServicePort& v) {
   opt(j, "protocol", v.protocol);
 }
 
-void to_json(Json& j, const StorageSpec& v) { j = Json{{"type", toString(v.kind)}, {"path", v.path}}; }
+void to_json(Json& j, const StorageSpec& v) {
+  j = Json{{"type", toString(v.kind)}, {"path", v.path}};
+  if (!v.pool.empty()) j["pool"] = v.pool;  // absent when unused: older agents and digests unchanged
+}
 void from_json(const Json& j, StorageSpec& v) {
   optEnum(j, "type", v.kind, storageKindFrom);
   opt(j, "path", v.path);
+  opt(j, "pool", v.pool);
 }
 
 void to_json(Json& j, const PlacementSpec& v) {

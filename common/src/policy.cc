@@ -927,8 +927,9 @@ class FileParser {
   Status parseStorage(const Field& storage, const std::string& label, StorageSpec* s) const {
     std::vector<Field> fields;
     TW_RETURN_IF_ERROR(mapFields(storage.value, at(storage), "'storage'", "storage of " + label,
-                                 {"type", "path"}, &fields));
+                                 {"type", "path", "pool"}, &fields));
     std::optional<SourceLocation> path_at;
+    std::optional<SourceLocation> pool_at;
     for (const auto& f : fields) {
       if (f.key == "type") {
         TW_RETURN_IF_ERROR(readEnum<StorageKind>(
@@ -937,14 +938,33 @@ class FileParser {
       } else if (f.key == "path") {
         path_at = at(f);
         TW_RETURN_IF_ERROR(readString(f, "storage.path", &s->path));
+      } else if (f.key == "pool") {
+        pool_at = at(f);
+        TW_RETURN_IF_ERROR(readString(f, "storage.pool", &s->pool));
       }
     }
     if (s->kind == StorageKind::kEphemeral && path_at)
       return fail(*path_at, "'storage.path' of " + label + " is only used with type: shared");
+    if (s->kind == StorageKind::kEphemeral && pool_at)
+      return fail(*pool_at, "'storage.pool' of " + label + " is only used with type: shared");
+    if (path_at && pool_at)
+      return fail(*pool_at, "shared storage of " + label +
+                                " takes a 'path' or a 'pool', not both");
+    if (pool_at) {
+      const bool name_ok = !s->pool.empty() && s->pool.size() <= 64 &&
+                           s->pool.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                     "0123456789_.-") == std::string::npos &&
+                           s->pool[0] != '.' && s->pool[0] != '-';
+      if (!name_ok)
+        return fail(*pool_at, "'storage.pool' of " + label +
+                                  " must be a libvirt pool name (letters, digits, '_', '.', '-'; at "
+                                  "most 64), got '" + s->pool + "'");
+      return Status::ok();
+    }
     if (s->kind == StorageKind::kShared && (s->path.empty() || s->path[0] != '/'))
       return fail(path_at ? *path_at : at(storage), "shared storage of " + label +
                                                         " needs an absolute 'path' (a directory "
-                                                        "every host sees), got " +
+                                                        "every host sees) or a 'pool', got " +
                                                         (path_at ? "'" + s->path + "'" : "none"));
     return Status::ok();
   }

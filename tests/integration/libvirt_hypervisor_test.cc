@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <libvirt/libvirt.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -262,6 +263,35 @@ TEST(LibvirtHypervisorTest, MigrateOnTestDriverIsAClearError) {
   EXPECT_EQ(s.message().rfind("migrating vm 'web-1' to '" + kNodeUri + "': ", 0), 0u)
       << s.toString();
   EXPECT_EQ(hv->domainState("web-1")->state, DomainState::kRunning);
+}
+
+// Pins: storage.pool resolves to the pool's target directory (the test
+// driver's "default-pool" is a dir pool at /default-pool); an unknown pool is
+// kNotFound with a hint, an inactive one kFailedPrecondition.
+TEST(LibvirtHypervisorTest, StoragePoolDirIsThePoolsTarget) {
+  auto hv = connect("test:///default");
+  ASSERT_TRUE(hv);
+  Result<std::string> dir = hv->storagePoolDir("default-pool");
+  ASSERT_TRUE(dir.isOk()) << dir.status().toString();
+  EXPECT_EQ(*dir, "/default-pool");
+  Result<std::string> missing = hv->storagePoolDir("nfs-db");
+  EXPECT_EQ(missing.status().code(), Code::kNotFound);
+  EXPECT_EQ(missing.status().message(),
+            "storage pool 'nfs-db' on 'test:///default': no such pool (define it on every host: "
+            "virsh pool-define)");
+
+  virConnectPtr conn = virConnectOpen("test:///default");
+  ASSERT_NE(conn, nullptr);
+  virStoragePoolPtr pool = virStoragePoolDefineXML(
+      conn, "<pool type='dir'><name>idle</name><target><path>/srv/a&amp;b</path></target></pool>", 0);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(hv->storagePoolDir("idle").status().code(), Code::kFailedPrecondition);
+  ASSERT_EQ(virStoragePoolCreate(pool, 0), 0);
+  EXPECT_EQ(*hv->storagePoolDir("idle"), "/srv/a&b");
+  virStoragePoolDestroy(pool);
+  virStoragePoolUndefine(pool);
+  virStoragePoolFree(pool);
+  virConnectClose(conn);
 }
 
 // Pins: two connections to one node.xml are two independent hosts.

@@ -1083,6 +1083,57 @@ TEST(DomainBuilderTest, LoadsImageMetadata) {
   std::filesystem::remove_all(dir);
 }
 
+// Pins: a shared disk goes into storage.path, or into the directory its
+// storage.pool resolves to on this host; a pool this host lacks and a path that
+// is no directory here are clear errors naming the VM.
+TEST(DomainBuilderTest, SharedDiskInAPathOrAPool) {
+  const std::string dir = ::testing::TempDir() + "tw-shared-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir + "/tiny");
+  std::filesystem::create_directories(dir + "/pool");
+  for (const char* f : {"/tiny/vmlinux", "/tiny/initrd", "/tiny/data.qcow2"}) std::ofstream(dir + f) << "x";
+  std::ofstream(dir + "/tiny-db.json")
+      << R"({"name":"tiny-db","kernel":"tiny/vmlinux","initrd":"tiny/initrd","cmdline":"c",)"
+      << R"("memory_mib":128,"ports":[3306],"disk":"tiny/data.qcow2"})";
+  ImageBuilderOptions options;
+  options.images_dir = dir;
+  options.host = "h2";
+  options.qemu_img = "true";  // creates nothing; the path is what is pinned
+  std::vector<std::string> asked;
+  options.pool_dir = [&](const std::string& pool) -> Result<std::string> {
+    asked.push_back(pool);
+    if (pool == "nfs-db") return dir + "/pool";
+    return notFound("storage pool '" + pool + "' on 'qemu:///system': no such pool");
+  };
+  ImageDomainBuilder builder(options);
+  Assignment a = assignment("db-1", 1);
+  a.image = "tiny-db";
+  a.memory_mib = 128;
+  a.storage.kind = StorageKind::kShared;
+  a.storage.path = dir + "/pool";
+  Result<DomainSpec> spec = builder.build(a);
+  ASSERT_TRUE(spec.isOk()) << spec.status().toString();
+  EXPECT_EQ(spec->disk_path, dir + "/pool/db-1.qcow2");
+  EXPECT_TRUE(asked.empty());
+
+  a.storage.path = dir + "/not-mounted";
+  Status no_dir = builder.build(a).status();
+  EXPECT_EQ(no_dir.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(no_dir.message(), "the shared storage of vm 'db-1', " + dir +
+                                  "/not-mounted, is no directory on host 'h2' (mount it on every host)");
+
+  a.storage.path.clear();
+  a.storage.pool = "nfs-db";
+  spec = builder.build(a);
+  ASSERT_TRUE(spec.isOk()) << spec.status().toString();
+  EXPECT_EQ(spec->disk_path, dir + "/pool/db-1.qcow2");
+  a.storage.pool = "gone";
+  Status no_pool = builder.build(a).status();
+  EXPECT_EQ(no_pool.code(), Code::kNotFound);
+  EXPECT_NE(no_pool.toString().find("the shared disk of vm 'db-1'"), std::string::npos) << no_pool.toString();
+  EXPECT_EQ(asked, (std::vector<std::string>{"nfs-db", "gone"}));
+  std::filesystem::remove_all(dir);
+}
+
 // Pins: DomainReport::ports crosses the wire as an object keyed by the guest
 // port ({"80": 20000}) and comes back the same; a key that is no port is refused.
 TEST(AgentProtocolTest, DomainReportCarriesPorts) {

@@ -601,6 +601,31 @@ TEST(PolicyRefused, Storage) {
                 true);
   expectRefused(head + "    storage: { path: /srv/db }\n", 4, 22,
                 "'storage.path' of tier 'db' is only used with type: shared", true);
+  expectRefused(head + "    storage: { pool: nfs-db }\n", 4, 22,
+                "'storage.pool' of tier 'db' is only used with type: shared", true);
+  expectRefused(head + "    storage: { type: shared, path: /srv/db, pool: nfs-db }\n", 4, 52,
+                "shared storage of tier 'db' takes a 'path' or a 'pool', not both", true);
+  expectRefused(head + "    storage: { type: shared, pool: \"../x\" }\n", 4, 36,
+                "'storage.pool' of tier 'db' must be a libvirt pool name (letters, digits, '_', "
+                "'.', '-'; at most 64), got '../x'",
+                true);
+}
+
+// Pins: a shared tier may name a libvirt storage pool instead of a path; the
+// pool crosses the wire in the assignment's storage.
+TEST(PolicyTest, SharedStorageInAPool) {
+  const std::string yaml = "tiers:\n  - name: db\n    image: x\n    storage: { type: shared, pool: nfs-db }\n";
+  Result<Policy> p = parseOne(yaml);
+  ASSERT_TRUE(p.isOk()) << p.status().toString();
+  EXPECT_EQ(p->tiers[0].storage.kind, StorageKind::kShared);
+  EXPECT_EQ(p->tiers[0].storage.pool, "nfs-db");
+  EXPECT_TRUE(p->tiers[0].storage.path.empty());
+  Json j = p->tiers[0].storage;
+  EXPECT_EQ(j["pool"], "nfs-db");
+  StorageSpec back = j.get<StorageSpec>();
+  EXPECT_EQ(back.pool, "nfs-db");
+  Json path_only = StorageSpec{StorageKind::kShared, "/srv/db", ""};
+  EXPECT_FALSE(path_only.contains("pool"));
 }
 
 // Pins: fencing settings are consistent with the host's uri; a fence agent

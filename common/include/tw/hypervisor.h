@@ -150,6 +150,13 @@ class Hypervisor {
   virtual Status addPortForward(const std::string& vm, const PortForward& forward) = 0;
   // The TCP forwards the domain's QEMU has now.
   virtual Result<std::vector<PortForward>> portForwards(const std::string& vm) = 0;
+  // The target directory of storage pool `pool` (policy: storage.pool), which
+  // must be defined and active on this host and keep its volumes as files
+  // (types dir, fs, netfs). Errors: kNotFound (no such pool), kFailedPrecondition
+  // (inactive, or volumes that are no files), kUnimplemented here.
+  virtual Result<std::string> storagePoolDir(const std::string& pool) {
+    return unimplemented("storage pools are not supported on this hypervisor (pool '" + pool + "')");
+  }
 };
 
 // A stable UUID ("xxxxxxxx-xxxx-....") derived from the VM name.

@@ -62,6 +62,8 @@ enum class StorageKind { kEphemeral, kShared };
 struct StorageSpec {
   StorageKind kind = StorageKind::kEphemeral;  // copy-on-write overlay of the image
   std::string path;                            // kShared: a path every host sees
+  std::string pool;  // kShared, instead of path: a libvirt storage pool (dir, fs or netfs) of that
+                     // name on every host; the disk goes into its target directory
 };
 
 struct TierSpec {
