@@ -597,13 +597,13 @@ TEST(PolicyRefused, Storage) {
                 "shared storage of tier 'db' needs an absolute 'path'");
   expectRefused(head + "    storage: { type: shared, path: srv/db }\n", 4, 36,
                 "shared storage of tier 'db' needs an absolute 'path' (a directory every host "
-                "sees), got 'srv/db'",
+                "sees) or a 'pool', got 'srv/db'",
                 true);
   expectRefused(head + "    storage: { path: /srv/db }\n", 4, 22,
                 "'storage.path' of tier 'db' is only used with type: shared", true);
   expectRefused(head + "    storage: { pool: nfs-db }\n", 4, 22,
                 "'storage.pool' of tier 'db' is only used with type: shared", true);
-  expectRefused(head + "    storage: { type: shared, path: /srv/db, pool: nfs-db }\n", 4, 52,
+  expectRefused(head + "    storage: { type: shared, path: /srv/db, pool: nfs-db }\n", 4, 51,
                 "shared storage of tier 'db' takes a 'path' or a 'pool', not both", true);
   expectRefused(head + "    storage: { type: shared, pool: \"../x\" }\n", 4, 36,
                 "'storage.pool' of tier 'db' must be a libvirt pool name (letters, digits, '_', "
