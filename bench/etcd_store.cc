@@ -13,6 +13,10 @@
 // 3. With --etcd-pid: etcd stops answering (SIGSTOP): time until the leader
 //    stops acting, on its own deadline, against the TTL after which etcd
 //    could let another replica in. etcd gets SIGCONT afterwards.
+// 4. The leader dies at a random instant between its renewals (kill -9: its
+//    renewals stop and its lease is left to expire, not revoked): time until
+//    a follower, campaigning on its own LeaseRunner, leads. The TTL minus the
+//    time since the last renewal, plus at most one look at the key (250 ms).
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -71,12 +75,13 @@ int main(int argc, char** argv) {
     return std::move(tw::makeHttpEtcdClient(o)).value();
   };
   const std::string prefix = "/tierwarden/bench-" + std::to_string(::getpid());
-  auto lease_client = [&] {
+  auto lease_client_for = [&] {
     tw::HttpEtcdOptions o;
     o.endpoints = *endpoints;
     o.request_timeout_ms = std::max(500, ttl_ms / 3);  // as the controller's
     return std::move(tw::makeHttpEtcdClient(o)).value();
-  }();
+  };
+  auto lease_client = lease_client_for();
   tw::LeaderLeaseOptions lo;
   lo.key = tw::etcdLeaderKey(prefix);
   lo.identity = "bench";
@@ -169,6 +174,34 @@ int main(int argc, char** argv) {
   }
   runner.stop();
   lease.resign();
+
+  // 4. The leader dies -> a follower leads.
+  std::vector<double> takeover;
+  for (int t = 0; t < trials; ++t) {
+    auto ca = lease_client_for();
+    auto cb = lease_client_for();
+    tw::LeaderLeaseOptions oa = lo;
+    oa.identity = "dying";
+    tw::LeaderLeaseOptions ob = lo;
+    ob.identity = "successor";
+    tw::LeaderLease a(*ca, tw::SteadyClock::instance(), oa);
+    tw::LeaderLease b(*cb, tw::SteadyClock::instance(), ob);
+    tw::LeaseRunner ra(a, [] {}, /*stop_after_loss=*/true);
+    ra.start();
+    while (!a.isLeader()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    tw::LeaseRunner rb(b, [] {}, /*stop_after_loss=*/false);
+    rb.start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200 + 137 * t % 1000));
+    auto t0 = Steady::now();
+    ra.stop();  // dies: no renewal, no revoke
+    while (!b.isLeader()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    takeover.push_back(ms(Steady::now() - t0));
+    rb.stop();
+    b.resign();
+  }
+  report("leader dies (kill -9) -> a follower leads", takeover);
+  std::printf("  (TTL %d s, renewals every %d ms, a follower looks every %lld ms)\n", (ttl_ms + 999) / 1000,
+              ttl_ms / 3, static_cast<long long>(lo.campaign_every_ms));
   (void)admin->deleteRange(prefix + "/", tw::etcdPrefixEnd(prefix + "/"));
   return 0;
 }

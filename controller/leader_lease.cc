@@ -90,11 +90,24 @@ void LeaderLease::campaign(Millis now) {
     std::lock_guard<std::mutex> lock(mu_);
     stale_lease = lease_id_;
     lease_id_ = 0;
-    next_step_ = now + renew_every_ms_;
+    next_step_ = now + std::max<Millis>(options_.campaign_every_ms, 1);
   }
   // A lease left from a lost term: give it up (its key, if still there, goes
   // with it), so that the next campaign is not blocked by our own old key.
   if (stale_lease != 0) (void)client_.leaseRevoke(stale_lease);
+
+  // Someone leads: a look at the key is all this step costs (a campaign
+  // would grant and revoke a lease for nothing).
+  Result<EtcdRangeResult> held = client_.range(options_.key, "");
+  if (!held.isOk()) {
+    log::debug("campaign: {}", held.status().toString());
+    return;
+  }
+  if (!held->kvs.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    leader_identity_ = held->kvs[0].value;
+    return;
+  }
 
   const Millis sent = clock_.nowMs();
   Result<EtcdLease> lease = client_.leaseGrant(ttlRoundedMs() / 1000);

@@ -1,8 +1,10 @@
 // LeaderLease: one controller replica's campaign for, and hold on, the leader
 // key of its cluster in etcd (tw/store_etcd.h: P/leader).
 //
-// Campaign: grant an etcd lease of ttl_ms, then one txn "create the leader key
-// on that lease if it does not exist" (compare create_revision == 0). The
+// Campaign: while the leader key exists, read it every campaign_every_ms (one
+// range: who leads); once it is gone, grant an etcd lease of ttl_ms, then one
+// txn "create the leader key on that lease if it does not exist" (compare
+// create_revision == 0). The
 // winner's term is the key's create revision; EtcdStore puts "the leader key
 // still has this create revision" into every write (guard()), so a deposed
 // leader's write fails in etcd itself.
@@ -44,6 +46,10 @@ struct LeaderLeaseOptions {
   // before the deadline to reach etcd.
   Millis margin_ms = 1000;
   Millis renew_every_ms = 0;  // 0 = a third of the TTL
+  // A follower reads the leader key this often (one range request) and
+  // campaigns (grant + txn) only once the key is gone: a dead leader's
+  // successor acts at most this long after etcd expired the old lease.
+  Millis campaign_every_ms = 250;
 };
 
 class LeaderLease {

@@ -22,6 +22,7 @@ class SlowKeepAliveClient final : public EtcdClient {
   void setCutOff(bool cut) { inner_.setCutOff(cut); }
 
   Result<EtcdRangeResult> range(const std::string& k, const std::string& e, int64_t l, bool c) override {
+    ++ranges;
     return inner_.range(k, e, l, c);
   }
   Result<int64_t> put(const std::string& k, const std::string& v, int64_t l) override { return inner_.put(k, v, l); }
@@ -30,7 +31,12 @@ class SlowKeepAliveClient final : public EtcdClient {
                             const std::vector<EtcdOp>& f) override {
     return inner_.txn(c, s, f);
   }
-  Result<EtcdLease> leaseGrant(int64_t ttl) override { return inner_.leaseGrant(ttl); }
+  Result<EtcdLease> leaseGrant(int64_t ttl) override {
+    ++grants;
+    return inner_.leaseGrant(ttl);
+  }
+  int grants = 0;
+  int ranges = 0;
   Result<int64_t> leaseKeepAlive(int64_t id) override {
     clock_.advance(delay_ms / 2);  // the request travels...
     Result<int64_t> r = inner_.leaseKeepAlive(id);
@@ -93,6 +99,24 @@ TEST_F(LeaderLeaseTest, FirstCampaignLeadsOtherFollows) {
   EXPECT_EQ(a_.losses(), 0);
 }
 
+// Pins: while a leader holds the key, a follower only reads it, once per
+// campaign_every_ms (250): it grants no lease, and knows who leads.
+TEST_F(LeaderLeaseTest, FollowerOnlyLooksWhileTheKeyIsHeld) {
+  a_.runOnce();
+  ASSERT_TRUE(a_.isLeader());
+  const Millis end = clock_.nowMs() + 10'000;
+  while (clock_.nowMs() < end) {
+    a_.runOnce();
+    b_.runOnce();
+    clock_.advance(50);
+  }
+  EXPECT_TRUE(a_.isLeader());
+  EXPECT_EQ(client_b_.grants, 0);
+  EXPECT_EQ(client_b_.ranges, 40);  // 10 s / 250 ms looks, one range each
+  EXPECT_EQ(b_.leaderIdentity(), "a");
+  EXPECT_FALSE(b_.isLeader());
+}
+
 // Pins: a leader cut off from etcd stops leading at its own deadline
 // (last keepalive SENT + TTL - margin), on its own clock, without any answer
 // from etcd — strictly before etcd expires its lease and the other replica
@@ -118,6 +142,7 @@ TEST_F(LeaderLeaseTest, CutOffLeaderStopsBeforeTheTtl) {
   EXPECT_EQ(a_stopped, last_sent + 3000 - 500);  // exactly at its deadline
   ASSERT_GT(b_started, 0);
   EXPECT_GE(b_started, last_sent + 3000);  // not before etcd's TTL ran out
+  EXPECT_LE(b_started, last_sent + 3000 + 250 + 10);  // within one look at the key (+ a step)
   EXPECT_LT(a_stopped, b_started);
   EXPECT_GT(b_.term(), a_.term());
   EXPECT_EQ(a_.guard().status().code(), Code::kFailedPrecondition);
