@@ -121,6 +121,7 @@ Status Agent::start() {
     lease_until_ms_ = now + options_.initial_lease_ms;
     next_heartbeat_ms_ = now;
   }
+  loadState(now);
   started_ = true;
   publish(now);
   log::info(
@@ -128,6 +129,95 @@ Status Agent::start() {
       "are until the controller answers",
       options_.agent_id, options_.host, view_.size(), running);
   return Status::ok();
+}
+
+void Agent::loadState(Millis now) {
+  if (state_store_ == nullptr) return;
+  Result<std::optional<PersistedAgentState>> loaded = state_store_->load();
+  if (!loaded) {
+    log::warn("ignoring the state the previous agent kept: {}; deciding as a fresh agent",
+              loaded.status().toString());
+    return;
+  }
+  if (!loaded->has_value()) return;
+  const PersistedAgentState& s = **loaded;
+  saved_ = s;
+  if (s.has_peers) peers_->setPeers(s.peers, s.peer_timeout_ms);
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  std::string lease = "no lease of this boot";
+  if (!s.boot_id.empty() && s.boot_id == options_.boot_id && s.lease_until_ms > 0) {
+    // Never longer than the lease the controller counts for the process
+    // before us: it renewed at most until then.
+    lease_until_ms_ = std::min(lease_until_ms_, s.lease_until_ms);
+    lease = lease_until_ms_ > now ? "its lease runs " + formatDuration(lease_until_ms_ - now) + " more"
+                                  : "its lease ran out " + formatDuration(now - lease_until_ms_) +
+                                        " ago";
+  }
+  if (s.has_peers) {
+    peer_count_ = s.peers.size();
+    has_peer_list_ = true;
+    // Its peer checks need a moment before they can show anything: the
+    // lease is not judged before one peer timeout (the watchdog is petted
+    // meanwhile only while the lease runs, or once peers are reached).
+    judge_from_ms_ = now + s.peer_timeout_ms;
+  }
+  if (!s.self_fence_reason.empty()) {
+    // The process before us self-fenced and no controller answered since:
+    // this one starts nothing either until a fresh set comes.
+    lease_state_ = LeaseState::kExpired;
+    self_fence_reason_ = s.self_fence_reason;
+    fence_unacked_ = true;
+  }
+  log::info("host '{}': the previous agent kept assignments version {} ({} vms), {} peers; {}{}",
+            options_.host, s.assignments_version, s.vms.size(),
+            s.has_peers ? std::to_string(s.peers.size()) : "no", lease,
+            s.self_fence_reason.empty() ? ""
+                                        : "; it had self-fenced (" + s.self_fence_reason +
+                                              "): starting nothing until the controller answers");
+}
+
+void Agent::saveState() {
+  if (state_store_ == nullptr) return;
+  PersistedAgentState s = saved_.value_or(PersistedAgentState{});
+  s.boot_id = options_.boot_id;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    if (lease_state_ == LeaseState::kValid) s.lease_until_ms = lease_until_ms_;
+    s.self_fence_reason = fence_unacked_ ? self_fence_reason_ : "";
+  }
+  if (has_set_) {
+    s.has_peers = true;
+    s.peers = set_.peers;
+    s.peer_timeout_ms = set_.peer_timeout_ms;
+    s.assignments_version = set_.version;
+    s.controller_id = set_.controller_id;
+    s.vms.clear();
+    for (const auto& [vm, a] : assigned_) s.vms.push_back(vm);
+  }
+  if (saved_) {
+    // The lease end alone moves with every heartbeat: saved when it moved by
+    // kLeaseSaveStepMs (an older one is safe: see PersistedAgentState).
+    PersistedAgentState same_lease = s;
+    same_lease.lease_until_ms = saved_->lease_until_ms;
+    if (same_lease == *saved_ && s.lease_until_ms - saved_->lease_until_ms < kLeaseSaveStepMs) {
+      return;
+    }
+  }
+  Status st = state_store_->save(s);
+  if (!st.isOk()) {
+    logFailureOnce("agent-state", "cannot keep the agent's state: " + st.toString());
+    return;
+  }
+  clearFailure("agent-state");
+  saved_ = std::move(s);
+}
+
+bool Agent::watchdogEntitled(Millis now) const {
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  if (running_managed_ == 0) return true;  // nothing to give up
+  if (lease_state_ == LeaseState::kExpired) return false;  // a self-fence is due
+  if (now < lease_until_ms_) return true;
+  return has_peer_list_ && !isolated(peer_count_, peers_->reachable(now).size());
 }
 
 void Agent::onDomainEvent(const DomainEvent& e) {
@@ -198,6 +288,7 @@ void Agent::runOnce() {
     converge(now, state == LeaseState::kHeld);
   }
   publish(now);
+  saveState();
   if (!external_heartbeats_) {
     bool due;
     {
@@ -245,6 +336,10 @@ void Agent::publish(Millis now) {
   published_.service_address = options_.service_address;
   published_events_ = emitted_;
   ++published_gen_;
+  running_managed_ = 0;
+  for (const auto& [vm, d] : view_) {
+    if (isActive(d.state)) ++running_managed_;
+  }
 }
 
 bool Agent::takeAnswer() {
@@ -337,6 +432,7 @@ void Agent::refreshView() {
 LeaseState Agent::judgeLeaseLocked(Millis now) {
   if (lease_state_ == LeaseState::kExpired) return lease_state_;
   if (now < lease_until_ms_) return lease_state_;
+  if (lease_state_ == LeaseState::kNone && now < judge_from_ms_) return lease_state_;
   // The lease ran out. Fence only when the votes this host cannot reach
   // (the controller's among them) could be a majority: then, and only then,
   // the controller may give its VMs away (docs/fencing.md). Without a peer
@@ -349,10 +445,13 @@ LeaseState Agent::judgeLeaseLocked(Millis now) {
     }
     if (!held_said_) {
       held_said_ = true;
-      log::warn("no heartbeat of host '{}' answered for {}, but it reaches {} of its {} peers: "
+      log::warn("no heartbeat of host '{}' answered {}, but it reaches {} of its {} peers: "
                 "not isolated, keeping its VMs (restarting crashed ones in place, starting "
                 "nothing new) until the controller answers",
-                options_.host, formatDuration(now - last_answered_ms_), reached.size(), peer_count_);
+                options_.host,
+                last_answered_ms_ > 0 ? "for " + formatDuration(now - last_answered_ms_)
+                                      : "since this agent started",
+                reached.size(), peer_count_);
     }
     return lease_state_;
   }
@@ -360,6 +459,8 @@ LeaseState Agent::judgeLeaseLocked(Millis now) {
       lease_state_ == LeaseState::kNone && !has_peer_list_
           ? fmt::format("the controller did not answer in the {} after start",
                         formatDuration(options_.initial_lease_ms))
+      : last_answered_ms_ == 0
+          ? std::string("no heartbeat answered since this agent started")
           : fmt::format("no heartbeat answered for {}", formatDuration(now - last_answered_ms_));
   if (has_peer_list_) {
     why += fmt::format(" and it reaches {} of its {} peers (isolated: {} of {} votes)",
@@ -1040,6 +1141,7 @@ void Agent::sendHeartbeat(Millis now) {
     next_heartbeat_ms_ = now + interval_ms_;
   }
   hb.peer_address = options_.peer_address;
+  hb.watchdog_ms = options_.watchdog_ms;
   hb.peers_unreachable = peers_->unreachable(now);
 
   // The undelivered events this snapshot already reflects ride along, oldest
