@@ -449,8 +449,8 @@ LeaseState Agent::judgeLeaseLocked(Millis now) {
                 "not isolated, keeping its VMs (restarting crashed ones in place, starting "
                 "nothing new) until the controller answers",
                 options_.host,
-                last_answered_ms_ > 0 ? "for " + formatDuration(now - last_answered_ms_)
-                                      : "since this agent started",
+                answered_ ? "for " + formatDuration(now - last_answered_ms_)
+                          : std::string("since this agent started"),
                 reached.size(), peer_count_);
     }
     return lease_state_;
@@ -459,7 +459,7 @@ LeaseState Agent::judgeLeaseLocked(Millis now) {
       lease_state_ == LeaseState::kNone && !has_peer_list_
           ? fmt::format("the controller did not answer in the {} after start",
                         formatDuration(options_.initial_lease_ms))
-      : last_answered_ms_ == 0
+      : !answered_
           ? std::string("no heartbeat answered since this agent started")
           : fmt::format("no heartbeat answered for {}", formatDuration(now - last_answered_ms_));
   if (has_peer_list_) {
@@ -1178,6 +1178,7 @@ void Agent::sendHeartbeat(Millis now) {
     return;
   }
   last_answered_ms_ = now;
+  answered_ = true;
   last_answered_gen_ = gen;
   const Millis lease_ms = answer->lease_ms > 0 ? answer->lease_ms : options_.initial_lease_ms;
   if (lease_state_ != LeaseState::kValid) {

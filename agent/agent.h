@@ -433,6 +433,7 @@ class Agent {
   LeaseState lease_state_ = LeaseState::kNone;
   Millis lease_until_ms_ = 0;
   Millis last_answered_ms_ = 0;  // send time of the last answered heartbeat
+  bool answered_ = false;        // a heartbeat of this process was answered
   int64_t last_answered_gen_ = 0;  // publication the last answered heartbeat carried
   Millis judge_from_ms_ = 0;       // a restarted agent's peer checks had their time
   int running_managed_ = -1;       // active managed domains the core last saw (-1: none yet)

@@ -325,6 +325,10 @@ void Simulation::startAgent(Host& h) {
   h.lease_seen = LeaseState::kNone;
   h.stalled_until = h.stall_cmd_until = 0;
   Status started = h.agent->start();
+  // An agent whose predecessor self-fenced (kept state) starts fenced: that
+  // judgement, and whether the host was cut off then, are the predecessor's
+  // (recorded when it made it), not this start's.
+  if (started.isOk()) h.lease_seen = h.agent->leaseState();
   (void)h.agent_hv->takeCalls();
   if (!started.isOk()) {
     log("warn", "agent " + options.agent_id + " cannot start: " + started.toString() +

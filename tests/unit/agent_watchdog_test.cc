@@ -4,6 +4,7 @@
 // from its host (agent/agent_state.h). Hermetic: manual clock, fake
 // hypervisor, scripted controller link, temp files; no threads, no sleeps.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,14 +115,19 @@ class AgentWatchdogTest : public ::testing::Test {
     agent_->setExternalHeartbeats(true);
     agent_->setPeerView(&peers_);
     agent_->setStateStore(&store_);
+    agent_->setWakeCallback([this] { woken_ = true; });  // as the daemon's loop queue
     ASSERT_TRUE(agent_->start().isOk());
   }
-  // The heartbeat thread's turn, then the loop's (unless stalled).
+  // The heartbeat thread's turn, then the loop's (unless stalled): the loop
+  // runs when woken or due, as in the daemon.
   void step(bool loop = true) {
-    agent_->heartbeatTick();
-    if (loop && agent_->nextWakeMs() <= clock_.nowMs()) agent_->runOnce();
-    agent_->heartbeatTick();
-    if (loop && agent_->nextWakeMs() <= clock_.nowMs()) agent_->runOnce();
+    for (int i = 0; i < 2; ++i) {
+      agent_->heartbeatTick();
+      if (loop && (woken_ || agent_->nextWakeMs() <= clock_.nowMs())) {
+        woken_ = false;
+        agent_->runOnce();
+      }
+    }
   }
   void runTo(Millis t, bool loop = true) {
     while (clock_.nowMs() < t) {
@@ -137,6 +143,7 @@ class AgentWatchdogTest : public ::testing::Test {
   MemoryAgentStateStore store_;
   std::unique_ptr<Agent> agent_;
   int generation_ = 0;
+  bool woken_ = false;
 };
 
 // Pins: the watchdog is petted while the lease is valid; when the lease runs
