@@ -102,10 +102,12 @@ e2e_start_agent() {
 
 # kill -9 of host $1's agent (the host and its VMs stay).
 e2e_kill_agent() {
-  local pid
-  pid=$(pgrep -f -- "tierwarden-agent --host $1 " | head -1)
-  [ -n "$pid" ] || return 1
-  kill -9 "$pid"
+  local pids
+  # The agent itself, not the `setsid nsenter ... -- tierwarden-agent` that spawned it.
+  pids=$(pgrep -f -- "^$E2E_BIN/tierwarden-agent --host $1( |\$)")
+  [ -n "$pids" ] || return 1
+  # shellcheck disable=SC2086
+  kill -9 $pids
 }
 
 # e2e_start_cluster N: hosts h1..hN with agents, controller; writes the demo
