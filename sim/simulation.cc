@@ -338,10 +338,11 @@ void Simulation::startAgent(Host& h) {
     return;
   }
   // The daemon opens its watchdog once the agent started, and pets it from
-  // a thread of its own (here: at every heartbeat tick, see beat()).
+  // a thread of its own, every W/5 (here: in the heartbeat tick, see beat()).
   h.watchdog = std::make_unique<SimWatchdog>(clock_, h.wd_armed, h.wd_last_pet, watchdogMs());
   (void)h.watchdog->open();
   Agent* agent = h.agent.get();
+  h.next_pet_tick = 0;
   h.petter = std::make_unique<WatchdogPetter>(
       *h.watchdog, clock_, [agent](Millis now) { return agent->watchdogEntitled(now); });
   h.push = true;  // its long poll fetches the current set at once
@@ -459,8 +460,10 @@ void Simulation::beat(Host& h) {
   if (!h.agent) return;
   h.agent->heartbeatTick();
   observeLease(h);
+  // The daemon's pet thread ticks every W/5 (WatchdogPetter::tick()).
+  if (clock_.nowMs() < h.next_pet_tick) return;
   const bool petting = h.petter->petting();
-  h.petter->tick();
+  h.next_pet_tick = h.petter->tick();
   if (petting && !h.petter->petting()) {
     h.pets_stopped_cut_off = h.cut_off;
     h.pets_stopped_reached = h.reached;

@@ -53,9 +53,9 @@
 // yet) and fencing by the controller of a host its peers still reach.
 //
 // Host watchdogs (agent/host_watchdog.h). Every agent arms its host's
-// watchdog (W = the cluster's lease) when it starts, and pets it from its
-// heartbeat thread's turn (a WatchdogPetter over Agent::watchdogEntitled) —
-// also while its loop is blocked. A stopped agent (`agent H stop`: the
+// watchdog (W = the cluster's lease) when it starts, and pets it every W/5
+// (a WatchdogPetter over Agent::watchdogEntitled, ticked in the heartbeat
+// thread's turn, as the daemon's pet thread) — also while its loop is blocked. A stopped agent (`agent H stop`: the
 // process is gone, no clean close) leaves it armed. When no pet came for W
 // the host is reset: every domain dies, the agent process is gone, and the
 // host boots again kRebootMs later (its agent starts at boot). A reset is
@@ -169,6 +169,7 @@ class Simulation final : private SimWorld {
     // host is off), and whether the host was cut off when the pets stopped.
     bool wd_armed = false;
     Millis wd_last_pet = 0;
+    Millis next_pet_tick = 0;  // its petter's next tick (every W/5, as the daemon's thread)
     bool pets_stopped_cut_off = true;
     int pets_stopped_reached = 0;
     int boot = 1;            // boots so far (a saved lease end counts in its own boot)
