@@ -121,6 +121,7 @@ Status Agent::start() {
     lease_until_ms_ = now + options_.initial_lease_ms;
     next_heartbeat_ms_ = now;
   }
+  loadState(now);
   started_ = true;
   publish(now);
   log::info(
@@ -198,6 +199,7 @@ void Agent::runOnce() {
     converge(now, state == LeaseState::kHeld);
   }
   publish(now);
+  saveState();
   if (!external_heartbeats_) {
     bool due;
     {
@@ -245,6 +247,10 @@ void Agent::publish(Millis now) {
   published_.service_address = options_.service_address;
   published_events_ = emitted_;
   ++published_gen_;
+  running_managed_ = 0;
+  for (const auto& [vm, d] : view_) {
+    if (isActive(d.state)) ++running_managed_;
+  }
 }
 
 bool Agent::takeAnswer() {
@@ -337,6 +343,7 @@ void Agent::refreshView() {
 LeaseState Agent::judgeLeaseLocked(Millis now) {
   if (lease_state_ == LeaseState::kExpired) return lease_state_;
   if (now < lease_until_ms_) return lease_state_;
+  if (lease_state_ == LeaseState::kNone && now < judge_from_ms_) return lease_state_;
   // The lease ran out. Fence only when the votes this host cannot reach
   // (the controller's among them) could be a majority: then, and only then,
   // the controller may give its VMs away (docs/fencing.md). Without a peer
@@ -349,10 +356,13 @@ LeaseState Agent::judgeLeaseLocked(Millis now) {
     }
     if (!held_said_) {
       held_said_ = true;
-      log::warn("no heartbeat of host '{}' answered for {}, but it reaches {} of its {} peers: "
+      log::warn("no heartbeat of host '{}' answered {}, but it reaches {} of its {} peers: "
                 "not isolated, keeping its VMs (restarting crashed ones in place, starting "
                 "nothing new) until the controller answers",
-                options_.host, formatDuration(now - last_answered_ms_), reached.size(), peer_count_);
+                options_.host,
+                answered_ ? "for " + formatDuration(now - last_answered_ms_)
+                          : std::string("since this agent started"),
+                reached.size(), peer_count_);
     }
     return lease_state_;
   }
@@ -360,6 +370,8 @@ LeaseState Agent::judgeLeaseLocked(Millis now) {
       lease_state_ == LeaseState::kNone && !has_peer_list_
           ? fmt::format("the controller did not answer in the {} after start",
                         formatDuration(options_.initial_lease_ms))
+      : !answered_
+          ? std::string("no heartbeat answered since this agent started")
           : fmt::format("no heartbeat answered for {}", formatDuration(now - last_answered_ms_));
   if (has_peer_list_) {
     why += fmt::format(" and it reaches {} of its {} peers (isolated: {} of {} votes)",
@@ -1040,6 +1052,7 @@ void Agent::sendHeartbeat(Millis now) {
     next_heartbeat_ms_ = now + interval_ms_;
   }
   hb.peer_address = options_.peer_address;
+  hb.watchdog_ms = options_.watchdog_ms;
   hb.peers_unreachable = peers_->unreachable(now);
 
   // The undelivered events this snapshot already reflects ride along, oldest
@@ -1076,6 +1089,7 @@ void Agent::sendHeartbeat(Millis now) {
     return;
   }
   last_answered_ms_ = now;
+  answered_ = true;
   last_answered_gen_ = gen;
   const Millis lease_ms = answer->lease_ms > 0 ? answer->lease_ms : options_.initial_lease_ms;
   if (lease_state_ != LeaseState::kValid) {

@@ -72,6 +72,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/agent_state.h"
 #include "agent/domain_builder.h"
 #include "agent/health.h"
 #include "agent/peer_view.h"
@@ -105,6 +106,12 @@ struct AgentOptions {
   // Used when the Agent builds its own PortMap (none given to it).
   int port_base = 20000;
   int port_count = 1000;
+  // The host watchdog's timeout W (HostWatchdog::timeoutMs(); 0 = none),
+  // reported in heartbeats: the controller's lease fence waits for it.
+  Millis watchdog_ms = 0;
+  // This boot's id (currentBootId()): a saved lease end counts only in the
+  // boot that saved it.
+  std::string boot_id;
 };
 
 // A live migration the controller asked for (Assignment::migrate_to_uri), for
@@ -176,6 +183,10 @@ class Agent {
   // Where the agent learns which peers it reaches; null = NoPeerView.
   // REQUIRES: outlives the agent; before start().
   void setPeerView(PeerView* peers) { peers_ = peers != nullptr ? peers : &no_peers_; }
+  // Where the agent keeps what a restarted agent needs to decide alone
+  // (agent/agent_state.h); null = nothing kept. Loaded by start(), saved by
+  // runOnce(). REQUIRES: outlives the agent; before start().
+  void setStateStore(AgentStateStore* store) { state_store_ = store; }
   // Called (from heartbeatTick()'s thread) when the core has new work: an
   // answered set, or a lease judged expired. The daemon wakes its loop.
   void setWakeCallback(std::function<void()> wake) { wake_ = std::move(wake); }
@@ -183,6 +194,23 @@ class Agent {
   // due (interval, or the published reports changed), renews the lease from
   // its answer, and judges the lease. Returns when the next one is due.
   Millis heartbeatTick();
+
+  // ---- the host watchdog (agent/host_watchdog.h) ----
+  // Whether the host may keep running its VMs now, so that its watchdog is
+  // petted: the lease is valid (or the start-up lease runs), or it ran out
+  // but this host is not isolated (held), or no managed domain runs (as the
+  // core last saw them: a self-fence that completed). Not while a self-fence
+  // is due and VMs still run (a loop stuck in libvirt): the watchdog then
+  // resets the host. Thread-safe, read-only; never calls the Hypervisor.
+  bool watchdogEntitled(Millis now) const;
+  // Active managed domains as the core last saw them (-1: not started).
+  int runningManaged() const {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    return running_managed_;
+  }
+  // The watchdog's timeout that heartbeats report (AgentOptions::watchdog_ms).
+  // REQUIRES: before start().
+  void setWatchdogMs(Millis ms) { options_.watchdog_ms = ms; }
 
   // When runOnce() has something to do next (clock time; <= now: at once).
   Millis nextWakeMs() const;
@@ -245,6 +273,8 @@ class Agent {
   static constexpr size_t kMaxPendingEvents = 1000;
   // At most this many ride along with one heartbeat (Heartbeat::events).
   static constexpr size_t kEventsPerHeartbeat = 64;
+  // The saved lease end is rewritten when it moved by this much.
+  static constexpr Millis kLeaseSaveStepMs = 1000;
 
  private:
   // What the agent remembers about one VM, for the assignment epoch `epoch`.
@@ -288,6 +318,10 @@ class Agent {
   void converge(Millis now, bool held = false);
   // Publishes what a heartbeat carries (reports_, capacity, version).
   void publish(Millis now);
+  // Loads what the previous agent process kept (start()).
+  void loadState(Millis now);
+  // Saves what a restarted agent needs when it changed (runOnce()).
+  void saveState();
   // Applies the set of the last answered heartbeat, if any. Returns whether one came.
   bool takeAnswer();
   // Sends one heartbeat with the published state and records the answer.
@@ -366,6 +400,8 @@ class Agent {
   std::vector<DomainEvent> pending_events_;
 
   std::vector<DomainReport> reports_;    // built at the end of runOnce()
+  AgentStateStore* state_store_ = nullptr;
+  std::optional<PersistedAgentState> saved_;  // as last saved or loaded
   NoPeerView no_peers_;
   PeerView* peers_ = &no_peers_;
   bool external_heartbeats_ = false;
@@ -397,7 +433,10 @@ class Agent {
   LeaseState lease_state_ = LeaseState::kNone;
   Millis lease_until_ms_ = 0;
   Millis last_answered_ms_ = 0;  // send time of the last answered heartbeat
+  bool answered_ = false;        // a heartbeat of this process was answered
   int64_t last_answered_gen_ = 0;  // publication the last answered heartbeat carried
+  Millis judge_from_ms_ = 0;       // a restarted agent's peer checks had their time
+  int running_managed_ = -1;       // active managed domains the core last saw (-1: none yet)
   size_t peer_count_ = 0;          // other declared hosts (the set's peers)
   bool has_peer_list_ = false;     // a set with the peer list arrived in this process
   bool held_said_ = false;         // "keeping VMs while the controller is away" logged

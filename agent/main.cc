@@ -7,7 +7,10 @@
 // connection of its own (a migration blocks its connection for about a second,
 // and heartbeats must go on), and posts each outcome to the loop. The health
 // prober's thread probes the VMs' services and wakes the loop when a verdict
-// changes. Stopping leaves every VM as it is.
+// changes. A watchdog thread pets the host watchdog (agent/host_watchdog.h)
+// while the agent is entitled to run its VMs; it never waits for libvirt,
+// HTTP or the loop. Stopping leaves every VM as it is, and the watchdog
+// armed while any of them runs (docs/fencing.md, "Host watchdog").
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +28,8 @@
 #include <thread>
 
 #include "agent/agent.h"
+#include "agent/agent_state.h"
+#include "agent/host_watchdog.h"
 #include "agent/health_prober.h"
 #include "agent/peer_monitor.h"
 #include "agent/port_map.h"
@@ -238,6 +243,9 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   int port_base = 20000;
   int port_count = 1000;
+  std::string watchdog_spec = "none";
+  int watchdog_timeout_s = 5;
+  std::string state_dir;
   app.add_option("--controller", controller, "the controller's agents' listener (its --agent-listen)")->capture_default_str();
   auto* token_opt = app.add_option("--token", token, "this host's agent token (tierwarden-controller issue-host)");
   auto* token_file_opt = app.add_option("--token-file", token_file, "file holding this host's agent token");
@@ -270,6 +278,19 @@ int main(int argc, char** argv) {
   app.add_option("--port-count", port_count, "how many host ports from --port-base")
       ->check(CLI::Range(1, 65535))
       ->capture_default_str();
+  app.add_option("--watchdog", watchdog_spec,
+                 "host watchdog that resets this host when the agent dies or a self-fence hangs: "
+                 "a device (/dev/watchdog; `modprobe softdog` without a hardware one), "
+                 "lab:PATH (scripts/hosts lab hosts) or none")
+      ->capture_default_str();
+  app.add_option("--watchdog-timeout", watchdog_timeout_s,
+                 "seconds without a pet before the watchdog resets the host (W; at most the "
+                 "cluster's lease, so that recovery by lease expiry grows by W only)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--state-dir", state_dir,
+                 "where the agent keeps what a restarted agent needs to decide alone (peer list, "
+                 "lease end, self-fence); default: --disk-dir");
   try {
     app.parse(argc, argv);
     if (token.empty() && token_file.empty()) {
@@ -282,6 +303,13 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   tw::log::init("agent " + host, log_level);
+  tw::Result<std::unique_ptr<tw::HostWatchdog>> watchdog =
+      tw::makeHostWatchdog(watchdog_spec, static_cast<tw::Millis>(watchdog_timeout_s) * 1000);
+  if (!watchdog) {
+    tw::log::error("{}", watchdog.status().toString());
+    return 2;
+  }
+  if (state_dir.empty()) state_dir = disk_dir;
 
   if (tw::Status st = tw::checkBaseUrl(controller); !st.isOk()) {
     tw::log::error("{}", st.toString());
@@ -351,6 +379,7 @@ int main(int argc, char** argv) {
   options.service_address = service_address;
   options.port_base = port_base;
   options.port_count = port_count;
+  options.boot_id = tw::currentBootId();
   tw::PortMap ports(port_base, port_count);
   // libvirt's test driver runs no guest: a running domain passes its check there.
   tw::DomainRunningProber running_prober;
@@ -377,6 +406,10 @@ int main(int argc, char** argv) {
   agent.setExternalHeartbeats(true);
   agent.setPeerView(&peers);
   agent.setWakeCallback([queue] { queue->wake(); });
+  std::error_code dir_error;
+  std::filesystem::create_directories(state_dir, dir_error);
+  tw::FileAgentStateStore state_store(state_dir);
+  agent.setStateStore(&state_store);
   auto migrator = std::make_shared<MigrationWorker>(libvirt_uri, queue);
 
   if (tw::Status st = (*hv)->subscribe([queue](const tw::DomainEvent& e) { queue->postEvent(e); });
@@ -384,10 +417,19 @@ int main(int argc, char** argv) {
     tw::log::error("subscribing to domain events: {}", st.toString());
     return 1;
   }
-  if (tw::Status st = agent.start(); !st.isOk()) {
-    tw::log::error("starting: {}", st.toString());
+  // The watchdog's timeout goes into heartbeats: the controller's lease
+  // fence waits for it. Set before start(), which publishes the first one.
+  tw::HostWatchdog& wd = **watchdog;
+  if (tw::Status st = wd.open(); !st.isOk()) {
+    tw::log::error("{}", st.toString());
     return 1;
   }
+  agent.setWatchdogMs(wd.timeoutMs());
+  if (tw::Status st = agent.start(); !st.isOk()) {
+    tw::log::error("starting: {}", st.toString());
+    return 1;  // the watchdog stays armed: systemd starts us again in time, or the host resets
+  }
+  if (wd.timeoutMs() > 0) tw::log::info("host watchdog: {}", wd.describe());
 
   std::thread signal_thread([queue, signals] {
     int sig = 0;
@@ -401,6 +443,19 @@ int main(int argc, char** argv) {
     while (!stopping) {
       const tw::Millis next = agent.heartbeatTick();
       const tw::Millis wait = std::clamp<tw::Millis>(next - tw::SystemClock::instance().nowMs(), 0, 50);
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait));
+    }
+  });
+  // The watchdog's pets: a thread of its own that takes no lock but the
+  // agent's lease mutex (held only for instants) and never waits for libvirt,
+  // HTTP or the loop.
+  std::thread watchdog_thread([&agent, &wd, &stopping] {
+    tw::WatchdogPetter petter(wd, tw::SystemClock::instance(),
+                              [&agent](tw::Millis now) { return agent.watchdogEntitled(now); });
+    while (!stopping) {
+      const tw::Millis next = petter.tick();
+      const tw::Millis wait =
+          std::clamp<tw::Millis>(next - tw::SystemClock::instance().nowMs(), 10, 1000);
       std::this_thread::sleep_for(std::chrono::milliseconds(wait));
     }
   });
@@ -428,6 +483,23 @@ int main(int argc, char** argv) {
   signal_thread.join();
   stopping = true;
   heartbeat_thread.join();
+  watchdog_thread.join();
+  // A clean stop disarms the watchdog only when no managed VM runs here:
+  // else nothing would enforce the lease any more if the host were cut off
+  // now, so the watchdog stays armed and resets the host W after the last
+  // pet unless an agent starts again first (systemctl restart, an upgrade).
+  // To stop the agent for longer, drain the host first.
+  const bool nothing_runs = agent.runningManaged() == 0;
+  wd.close(nothing_runs);
+  if (wd.timeoutMs() > 0) {
+    if (nothing_runs) {
+      tw::log::info("host watchdog disarmed (no managed VM runs here)");
+    } else {
+      tw::log::warn("host watchdog left armed: {} managed VMs run here and nothing else "
+                    "enforces the lease; the host is reset in {} s unless an agent starts again",
+                    agent.runningManaged(), wd.timeoutMs() / 1000);
+    }
+  }
   peers.stop();
   network_prober.stop();
   // The long poll may block for up to 25 s, and a migration under way cannot

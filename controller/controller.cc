@@ -793,6 +793,7 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   h.service_address = hb.service_address.empty() ? "127.0.0.1" : hb.service_address;
   h.peer_address = hb.peer_address;
   h.peers_unreachable = hb.peers_unreachable;
+  h.watchdog_ms = hb.watchdog_ms;
   h.quorum_since_ms = 0;
   h.no_quorum_said = false;
   h.libvirt_lost_ms = 0;

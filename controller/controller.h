@@ -141,6 +141,8 @@ class Controller {
     // Its last self-fence, as its agent reported it.
     std::string self_fence_reason;
     Millis self_fenced_ms = 0;
+    // Its agent's host watchdog (Heartbeat::watchdog_ms; 0 = none).
+    Millis watchdog_ms = 0;
     // Quorum against it: since when the votes that cannot reach it are a
     // majority (0 = not now), and whether "no quorum" was said.
     Millis quorum_since_ms = 0;
@@ -214,6 +216,11 @@ class Controller {
   // reports of enough hosts (each true only up to its own receipt, however
   // fresh) to make a majority with the controller. Sets `detail`.
   bool leaseFenceWitnessed(const HostRuntime& target, std::string& detail) const;
+  // How long a lease fence of `target` waits on top of fence_margin for its
+  // host watchdog to have fired (docs/fencing.md, "Host watchdog"): its
+  // agent's reported timeout; not heard from in this process: at least the
+  // lease (the agent warns when its watchdog is longer).
+  Millis watchdogWaitMs(const HostRuntime& target) const;
   int totalVotes() const { return static_cast<int>(policy_.hosts.size()) + 1; }
   // How long a peer goes unanswered before it counts as unreachable: half of
   // dead_after (at least one heartbeat interval), so that the hosts' reports

@@ -41,8 +41,10 @@ void Controller::declareDead(HostRuntime& h, Millis silent) {
   // and the agent (if cut off) enforces its lease (docs/fencing.md).
   constexpr Millis kLibvirtLossSlackMs = 3000;
   const Millis lost = h.libvirt_lost_ms != 0 ? h.libvirt_lost_ms : clock_.nowMs();
-  h.lease_unenforced =
-      h.agent_warned && lost - h.last_heartbeat_ms > policy_.settings.dead_after_ms + kLibvirtLossSlackMs;
+  // A host watchdog enforces the lease of a dead agent too: its host was
+  // reset W after the last pet, which the lease fence waits for.
+  h.lease_unenforced = h.watchdog_ms == 0 && h.agent_warned &&
+                       lost - h.last_heartbeat_ms > policy_.settings.dead_after_ms + kLibvirtLossSlackMs;
   h.unfenceable_said = false;
   h.lease_wait_said = false;
   h.agent_warned = false;
@@ -75,8 +77,14 @@ void Controller::advanceFencing(HostRuntime& h) {
     } else if (!h.lease_unenforced) {
       emit("warn", "host.fencing", "host/" + name,
            "fencing host '" + name + "' by lease expiry: its agent destroys its VMs when its " +
-               secs(st.lease_ms) + " lease runs out; safe after " +
-               secs(h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms - now) + " more");
+               secs(st.lease_ms) + " lease runs out" +
+               (watchdogWaitMs(h) > 0 ? " (else its " + secs(watchdogWaitMs(h)) +
+                                            " watchdog resets the host)"
+                                      : "") +
+               "; safe after " +
+               secs(h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms + watchdogWaitMs(h) -
+                    now) +
+               " more");
     }
     incidentStep("host/" + name, "fencing", "fence started");
   }
@@ -129,7 +137,7 @@ void Controller::advanceFencing(HostRuntime& h) {
   if (!quorum) h.quorum_since_ms = 0;
   if (quorum && h.quorum_since_ms == 0) h.quorum_since_ms = now;
   if (h.fence_libvirt_pending || h.fence_agent_pending ||
-      now < h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms) {
+      now < h.last_heartbeat_ms + st.lease_ms + st.fence_margin_ms + watchdogWaitMs(h)) {
     return;
   }
   std::string witness;
@@ -146,7 +154,8 @@ void Controller::advanceFencing(HostRuntime& h) {
   h.lease_wait_said = false;
   fenced(h, "lease",
          "lease expired " + secs(now - h.last_heartbeat_ms - st.lease_ms) + " ago (lease " +
-             secs(st.lease_ms) + " + margin " + secs(st.fence_margin_ms) + ")");
+             secs(st.lease_ms) + " + margin " + secs(st.fence_margin_ms) +
+             (watchdogWaitMs(h) > 0 ? " + watchdog " + secs(watchdogWaitMs(h)) : "") + ")");
 }
 
 // Runs the host's fence agent. The event names the agent only: its command

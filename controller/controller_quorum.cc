@@ -48,7 +48,10 @@ bool Controller::leaseFenceWitnessed(const HostRuntime& target, std::string& det
   const auto& st = policy_.settings;
   const Millis pt = peerTimeoutMs();
   const Millis lease_end = target.last_heartbeat_ms + st.lease_ms;
-  const Millis latest = now - st.fence_margin_ms;  // the fence needs the margin after t
+  // The fence needs the margin after t, and the host watchdog's timeout: an
+  // agent that stopped petting at t (isolated, or dead before it) has its
+  // host reset by t + W even when its loop cannot destroy anything.
+  const Millis latest = now - st.fence_margin_ms - watchdogWaitMs(target);
   struct Window {
     std::string host;
     Millis from, to;
@@ -83,6 +86,11 @@ bool Controller::leaseFenceWitnessed(const HostRuntime& target, std::string& det
   detail = "at most " + std::to_string(best) + " of " + std::to_string(totalVotes()) +
            " votes since its lease ran out";
   return false;
+}
+
+Millis Controller::watchdogWaitMs(const HostRuntime& target) const {
+  if (!target.seen) return std::max(target.watchdog_ms, policy_.settings.lease_ms);
+  return target.watchdog_ms;
 }
 
 }  // namespace tw

@@ -19,15 +19,13 @@
 // hosts at once (double copies), and no VM destroyed by fencing on a host that
 // was not cut off (collateral destroys; the definition is in sim/simulation.h).
 //
-//   tierwarden-sim fuzz --seeds N [--start S] [--strict] [--save DIR] [--save-all]
+//   tierwarden-sim fuzz --seeds N [--start S] [--save DIR] [--save-all]
 //
 // prints each failing seed with what broke and how to replay it, then
 //   fuzz: N seeds, X double copies, Y collateral destroys, Z steps
-//   fuzz: known gaps, not counted above: A double copies (unenforced lease), B collateral ...
-// and exits 1 when X or Y > 0. X and Y leave out the known gaps that
-// sim/simulation.h defines (an unenforced lease; an agent without a peer
-// list), which are listed per seed and counted on the second line; --strict
-// counts them as failures too. --save DIR writes each failing seed (every
+//   fuzz: R watchdog resets (D of hosts whose agent was dead for W)
+// and exits 1 when X or Y > 0 (there are no known gaps any more: every double
+// copy and every collateral destroy fails). --save DIR writes each failing seed (every
 // seed with --save-all) as a scenario folder DIR/seed-S (cluster.yaml,
 // policy.yaml, script, assert, README) that `tierwarden-sim run` replays.
 #pragma once
@@ -44,7 +42,6 @@ struct FuzzOptions {
   uint64_t start = 1;
   std::string save_dir;  // empty: save nothing
   bool save_all = false;
-  bool strict = false;  // known gaps fail too
 };
 
 // One generated case: the texts of a scenario folder.
@@ -60,10 +57,10 @@ FuzzCase generateFuzzCase(uint64_t seed);
 struct FuzzOutcome {
   bool ran = false;
   std::string error;                // why it did not run (a generator bug)
-  int64_t double_copies = 0;        // all, known gaps included
-  int64_t double_copies_known = 0;  // of those: an unenforced lease
-  int64_t collateral = 0;           // all, known gaps included
-  int64_t collateral_known = 0;     // of those: an agent without a peer list
+  int64_t double_copies = 0;
+  int64_t collateral = 0;
+  int64_t watchdog_resets = 0;       // hosts reset by their watchdog
+  int64_t watchdog_resets_dead = 0;  // of those: their agent was not running
   int64_t steps = 0;
   std::vector<std::string> problems;  // the simulator's error lines
 };

@@ -3,7 +3,7 @@
 //
 //   tierwarden-sim run DIR [--state-json FILE] [--assert] [--update-golden]
 //   tierwarden-sim check DIR        (what ctest runs; see tests/scenarios/README.md)
-//   tierwarden-sim fuzz --seeds N [--start S] [--strict] [--save DIR] [--save-all]   (sim/fuzz.h)
+//   tierwarden-sim fuzz --seeds N [--start S] [--save DIR] [--save-all]   (sim/fuzz.h)
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -43,8 +43,6 @@ int main(int argc, char** argv) {
   fuzz_cmd->add_option("--save", fuzz.save_dir,
                        "write each failing seed as a scenario folder DIR/seed-S");
   fuzz_cmd->add_flag("--save-all", fuzz.save_all, "with --save: every seed, failing or not");
-  fuzz_cmd->add_flag("--strict", fuzz.strict,
-                     "count the known gaps (unenforced lease, no peer list) as failures");
 
   try {
     app.parse(argc, argv);

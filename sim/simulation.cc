@@ -68,6 +68,7 @@ Simulation::Simulation(const Scenario& scenario, EventSink sink)
     const std::string name = def.spec.name;
     Host& h = hosts_[name];
     h.def = def;
+    h.state = std::make_unique<MemoryAgentStateStore>();
     h.hv = std::make_unique<FakeHypervisor>(def.capacity);
     h.agent_hv = std::make_unique<SimHypervisor>(*h.hv, fail_starts_);
     h.link =
@@ -146,6 +147,8 @@ void Simulation::powerOffByFence(const std::string& host) {
 void Simulation::powerOff(Host& h) {
   h.hv->powerOff();
   h.powered = false;
+  h.wd_armed = false;
+  h.reboot_at = 0;
   h.touched = true;
   stopAgent(h);
 }
@@ -236,6 +239,34 @@ class SimPeerView final : public PeerView {
   Millis watch_start_ = 0;
 };
 
+// A simulated host's watchdog: the host's record (armed, last pet) is the
+// device; the Simulation resets the host when it fires (checkWatchdogs).
+class SimWatchdog final : public HostWatchdog {
+ public:
+  SimWatchdog(const Clock& clock, bool& armed, Millis& last_pet, Millis timeout_ms)
+      : clock_(clock), armed_(armed), last_pet_(last_pet), timeout_ms_(timeout_ms) {}
+  Status open() override {
+    armed_ = true;
+    last_pet_ = clock_.nowMs();
+    return Status::ok();
+  }
+  Status pet() override {
+    last_pet_ = clock_.nowMs();
+    return Status::ok();
+  }
+  void close(bool disarm) override {
+    if (disarm) armed_ = false;
+  }
+  Millis timeoutMs() const override { return timeout_ms_; }
+  std::string describe() const override { return "simulated, " + formatDuration(timeout_ms_); }
+
+ private:
+  const Clock& clock_;
+  bool& armed_;
+  Millis& last_pet_;
+  Millis timeout_ms_;
+};
+
 }  // namespace
 
 Millis Simulation::lastReach(const std::string& from, const std::string& to) const {
@@ -280,9 +311,12 @@ void Simulation::startAgent(Host& h) {
   options.agent_id = name + "-" + std::to_string(h.generation);
   options.heartbeat_interval_ms = scenario_.settings.heartbeat_interval_ms;
   options.initial_lease_ms = scenario_.settings.lease_ms;
+  options.watchdog_ms = watchdogMs();
+  options.boot_id = name + "#" + std::to_string(h.boot);
   h.events.clear();
   h.agent =
       std::make_unique<Agent>(options, *h.agent_hv, *h.link, clock_, h.prober.get(), h.ports.get());
+  h.agent->setStateStore(h.state.get());
   h.peers = std::make_unique<SimPeerView>(*this, name);
   h.agent->setPeerView(h.peers.get());
   // Heartbeats on "a thread of their own", as in the daemon: beat().
@@ -291,6 +325,10 @@ void Simulation::startAgent(Host& h) {
   h.lease_seen = LeaseState::kNone;
   h.stalled_until = h.stall_cmd_until = 0;
   Status started = h.agent->start();
+  // An agent whose predecessor self-fenced (kept state) starts fenced: that
+  // judgement, and whether the host was cut off then, are the predecessor's
+  // (recorded when it made it), not this start's.
+  if (started.isOk()) h.lease_seen = h.agent->leaseState();
   (void)h.agent_hv->takeCalls();
   if (!started.isOk()) {
     log("warn", "agent " + options.agent_id + " cannot start: " + started.toString() +
@@ -299,12 +337,23 @@ void Simulation::startAgent(Host& h) {
     h.agent_retry_ms = clock_.nowMs() + 1000;
     return;
   }
+  // The daemon opens its watchdog once the agent started, and pets it from
+  // a thread of its own, every W/5 (here: in the heartbeat tick, see beat()).
+  h.watchdog = std::make_unique<SimWatchdog>(clock_, h.wd_armed, h.wd_last_pet, watchdogMs());
+  (void)h.watchdog->open();
+  Agent* agent = h.agent.get();
+  h.next_pet_tick = 0;
+  h.petter = std::make_unique<WatchdogPetter>(
+      *h.watchdog, clock_, [agent](Millis now) { return agent->watchdogEntitled(now); });
   h.push = true;  // its long poll fetches the current set at once
   h.touched = true;
 }
 
 void Simulation::stopAgent(Host& h) {
   h.stalled_until = h.stall_cmd_until = 0;  // the stall was the process's
+  // Gone without a clean close: the watchdog keeps counting.
+  h.petter.reset();
+  h.watchdog.reset();
   h.agent.reset();
   h.peers.reset();
   h.prober.reset();
@@ -370,6 +419,7 @@ Status Simulation::run() {
 void Simulation::step(Millis t) {
   ++steps_;
   endStalls(t);
+  checkWatchdogs(t);
   for (auto& [name, h] : hosts_) ensureAgent(h);
   updateReach(t);
   for (auto& [name, h] : hosts_) settleHost(h);
@@ -410,6 +460,55 @@ void Simulation::beat(Host& h) {
   if (!h.agent) return;
   h.agent->heartbeatTick();
   observeLease(h);
+  // The daemon's pet thread ticks every W/5 (WatchdogPetter::tick()).
+  if (clock_.nowMs() < h.next_pet_tick) return;
+  const bool petting = h.petter->petting();
+  h.next_pet_tick = h.petter->tick();
+  if (petting && !h.petter->petting()) {
+    h.pets_stopped_cut_off = h.cut_off;
+    h.pets_stopped_reached = h.reached;
+  }
+}
+
+void Simulation::checkWatchdogs(Millis now) {
+  for (auto& [name, h] : hosts_) {
+    if (!h.powered && h.reboot_at > 0 && now >= h.reboot_at) {
+      log("info", "host " + name + " boots again after its watchdog reset");
+      h.hv->powerOn();
+      h.powered = true;
+      h.agent_enabled = true;  // the agent starts at boot
+      h.agent_retry_ms = 0;
+      h.reboot_at = 0;
+      h.touched = true;
+      continue;
+    }
+    if (h.powered && h.wd_armed && now - h.wd_last_pet >= watchdogMs()) resetByWatchdog(h, now);
+  }
+}
+
+void Simulation::resetByWatchdog(Host& h, Millis now) {
+  const std::string& name = h.def.spec.name;
+  const int running = h.hv->runningCount();
+  const bool dead_agent = !h.agent;
+  ++watchdog_resets_;
+  if (dead_agent) ++watchdog_resets_dead_;
+  log("warn", "host " + name + " reset by its watchdog: no pet for " +
+                  formatDuration(now - h.wd_last_pet) +
+                  (dead_agent ? " (its agent is not running)"
+                              : " (its agent stopped petting: a self-fence is due)") +
+                  "; " + std::to_string(running) + " running VMs gone; it boots again in " +
+                  formatDuration(kRebootMs));
+  if (!dead_agent && running > 0 && !h.pets_stopped_cut_off) {
+    collateral("host " + name + "'s watchdog reset it with " + std::to_string(running) +
+                   " running VMs, but " + name +
+                   " was not cut off when its agent stopped petting (it reached " +
+                   std::to_string(h.pets_stopped_reached) + " of its " +
+                   std::to_string(hosts_.size() - 1) + " peers)",
+               running);
+  }
+  powerOff(h);
+  ++h.boot;
+  h.reboot_at = now + kRebootMs;
 }
 
 void Simulation::observeLease(Host& h) {
@@ -417,7 +516,6 @@ void Simulation::observeLease(Host& h) {
   if (state == h.lease_seen) return;
   if (state == LeaseState::kExpired) {
     h.fence_cut_off = h.cut_off;
-    h.fence_without_peers = h.lease_seen == LeaseState::kNone;
     h.fence_reached = h.reached;
   }
   h.lease_seen = state;
@@ -479,13 +577,11 @@ bool Simulation::stepHost(Host& h) {
       if (!h.hv->isRunning(vm)) destroyed.push_back(vm);
     }
     if (!destroyed.empty()) {
-      if (h.fence_without_peers) collateral_known_ += static_cast<int64_t>(destroyed.size());
       collateral("host " + h.def.spec.name + "'s self-fence destroyed " + joined(destroyed) +
                      ", but " + h.def.spec.name +
                      " was not cut off when its agent judged itself isolated (it reached " +
                      std::to_string(h.fence_reached) + " of its " +
-                     std::to_string(hosts_.size() - 1) + " peers" +
-                     (h.fence_without_peers ? "; its agent had no peer list yet" : "") + ")",
+                     std::to_string(hosts_.size() - 1) + " peers)",
                  static_cast<int>(destroyed.size()));
     }
   }
@@ -534,29 +630,11 @@ void Simulation::countCopies() {
     if (n > max_copies_) max_copies_ = n;
     if (n >= 2) {
       const std::vector<std::string> where = hostsRunning(vm);
-      const std::string gap = unenforcedLease(where);
       ++double_copies_;
-      if (!gap.empty()) ++double_copies_known_;
       log("error", "vm '" + vm + "' runs on " + std::to_string(n) + " hosts at once: " +
-                       joined(where) + (gap.empty() ? "" : " (known gap: " + gap + ")"));
+                       joined(where));
     }
   }
-}
-
-std::string Simulation::unenforcedLease(const std::vector<std::string>& hosts) const {
-  if (!controller_) return "";
-  for (const auto& name : hosts) {
-    const HostRecord* rec = controller_->host(name);
-    if (rec == nullptr || rec->state != HostState::kFenced) continue;
-    const Host& h = hosts_.at(name);
-    const std::string lease = "the controller fenced " + name + " by its lease, but ";
-    if (!h.agent) return lease + "its agent is not running";
-    if (clock_.nowMs() < h.stalled_until) return lease + "its agent's loop is blocked";
-    if (h.agent->leaseState() == LeaseState::kNone) {
-      return lease + "its agent restarted and has no answer yet";
-    }
-  }
-  return "";
 }
 
 std::vector<std::string> Simulation::hostsRunning(const std::string& vm) const {
@@ -603,6 +681,7 @@ void Simulation::execute(const Command& c) {
     }
     case Op::kHostPower: {
       Host& h = host->second;
+      h.reboot_at = 0;  // the script decides: a reset host's pending reboot is off
       if ((c.arg == "on") == h.powered) {
         log("info", c.text + ": already " + c.arg);
         return;

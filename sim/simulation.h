@@ -52,17 +52,19 @@
 // what this catches is judgement without the rule (an agent with no peer list
 // yet) and fencing by the controller of a host its peers still reach.
 //
-// Known gaps (docs/fencing.md), told apart in the log and the counters so
-// that the fuzzer can report anything else as new:
-//  - collateral destroys by an agent that had no peer list yet (it started
-//    while the controller was out of reach: it cannot show it is not
-//    isolated, so it self-fences when its start-up lease runs out);
-//  - double copies by an unenforced lease: the controller fenced a host by
-//    lease expiry (HostState::kFenced) while the only thing that enforces a
-//    lease, the host's agent, was not running, had its loop blocked (`agent
-//    H stall`, slow libvirt) or was a new process with no answer yet, so
-//    the old copy survived the lease. Nothing but a watchdog on the host
-//    (or a fence that confirms) closes this gap.
+// Host watchdogs (agent/host_watchdog.h). Every agent arms its host's
+// watchdog (W = the cluster's lease) when it starts, and pets it every W/5
+// (a WatchdogPetter over Agent::watchdogEntitled, ticked in the heartbeat
+// thread's turn, as the daemon's pet thread) — also while its loop is blocked. A stopped agent (`agent H stop`: the
+// process is gone, no clean close) leaves it armed. When no pet came for W
+// the host is reset: every domain dies, the agent process is gone, and the
+// host boots again kRebootMs later (its agent starts at boot). A reset is
+// collateral when the pets stopped while the host was not cut off and its
+// agent ran (the pet rule misjudged); a reset because the agent is dead is
+// what the watchdog is for (as sbd's) and is counted apart
+// (watchdogResets()). Each agent also keeps its state in a
+// MemoryAgentStateStore of its host, which survives agent restarts and
+// resets (a disk); its lease end counts only in the boot that saved it.
 #pragma once
 
 #include <cstdint>
@@ -74,6 +76,8 @@
 #include <vector>
 
 #include "agent/agent.h"
+#include "agent/agent_state.h"
+#include "agent/host_watchdog.h"
 #include "agent/health_prober.h"
 #include "agent/port_map.h"
 #include "controller/controller.h"
@@ -126,14 +130,17 @@ class Simulation final : private SimWorld {
   // answered); -1 = never.
   Millis lastReach(const std::string& from, const std::string& to) const;
   int maxRunningCopies() const { return max_copies_; }
-  // Times a VM came to run on a second (third...) host at once; of those,
-  // how many in the known gap of an unenforced lease (see above).
+  // Times a VM came to run on a second (third...) host at once.
   int64_t doubleCopies() const { return double_copies_; }
-  int64_t doubleCopiesKnownGap() const { return double_copies_known_; }
-  // VMs destroyed by fencing on a host that was not cut off (see above); of
-  // those, how many by an agent with no peer list yet (a known gap).
+  // VMs destroyed by fencing on a host that was not cut off (see above).
   int64_t collateralDestroys() const { return collateral_; }
-  int64_t collateralKnownGap() const { return collateral_known_; }
+  // Hosts reset by their watchdog, and of those, how many because their
+  // agent was dead (not running) for W.
+  int64_t watchdogResets() const { return watchdog_resets_; }
+  int64_t watchdogResetsDeadAgent() const { return watchdog_resets_dead_; }
+
+  // A reset host boots again this long after its watchdog fired.
+  static constexpr Millis kRebootMs = 20000;
   int64_t steps() const { return steps_; }
   int64_t eventCount() const { return events_; }
 
@@ -157,8 +164,19 @@ class Simulation final : private SimWorld {
     // became expired (the agent judged itself isolated).
     LeaseState lease_seen = LeaseState::kNone;
     bool fence_cut_off = true;
-    bool fence_without_peers = false;  // from kNone: no peer list yet
     int fence_reached = 0;
+    // Its watchdog (armed by an agent, petted by its petter; off when the
+    // host is off), and whether the host was cut off when the pets stopped.
+    bool wd_armed = false;
+    Millis wd_last_pet = 0;
+    Millis next_pet_tick = 0;  // its petter's next tick (every W/5, as the daemon's thread)
+    bool pets_stopped_cut_off = true;
+    int pets_stopped_reached = 0;
+    int boot = 1;            // boots so far (a saved lease end counts in its own boot)
+    Millis reboot_at = 0;    // a reset host boots again then (0: no reboot pending)
+    std::unique_ptr<MemoryAgentStateStore> state;  // the agent's state dir (a disk)
+    std::unique_ptr<HostWatchdog> watchdog;        // the agent's handle on it
+    std::unique_ptr<WatchdogPetter> petter;
     int generation = 0;         // agent processes started so far
     Millis agent_retry_ms = 0;  // when a failed agent start is tried again
     std::unique_ptr<PortMap> ports;
@@ -226,9 +244,12 @@ class Simulation final : private SimWorld {
   void log(const std::string& level, const std::string& message);
   void logResult(const Command& c, const Status& s);
   std::vector<std::string> hostsRunning(const std::string& vm) const;
-  // Why a copy on one of `hosts` outlived its host's lease fence (a known
-  // gap, below), or "" when none did.
-  std::string unenforcedLease(const std::vector<std::string>& hosts) const;
+  // Resets the hosts whose watchdog got no pet for W; boots those whose
+  // reboot is due.
+  void checkWatchdogs(Millis now);
+  void resetByWatchdog(Host& h, Millis now);
+  // The watchdog's timeout W in the simulator: the cluster's lease.
+  Millis watchdogMs() const { return scenario_.settings.lease_ms; }
 
   const Scenario& scenario_;
   EventSink sink_;
@@ -254,9 +275,9 @@ class Simulation final : private SimWorld {
   std::map<std::string, int> copies_;  // vm -> hosts running it now
   int max_copies_ = 0;
   int64_t double_copies_ = 0;
-  int64_t double_copies_known_ = 0;
   int64_t collateral_ = 0;
-  int64_t collateral_known_ = 0;
+  int64_t watchdog_resets_ = 0;
+  int64_t watchdog_resets_dead_ = 0;
   int64_t steps_ = 0;
   int64_t events_ = 0;
   bool built_ = false;

@@ -298,6 +298,7 @@ void to_json(Json& j, const Heartbeat& v) {
            {"peer_address", v.peer_address},
            {"peers_unreachable", v.peers_unreachable},
            {"self_fence_reason", v.self_fence_reason}};
+  if (v.watchdog_ms > 0) j["watchdog_ms"] = v.watchdog_ms;
   if (!v.events.empty()) j["events"] = v.events;
 }
 void from_json(const Json& j, Heartbeat& v) {
@@ -312,6 +313,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "peer_address", v.peer_address);
   opt(j, "peers_unreachable", v.peers_unreachable);
   opt(j, "self_fence_reason", v.self_fence_reason);
+  opt(j, "watchdog_ms", v.watchdog_ms);
   opt(j, "events", v.events);
 }
 

@@ -16,6 +16,12 @@
 #      down) -> its agent self-fences, its domains stop, its VMs run healthy
 #      elsewhere, never two copies, no collateral damage; healed -> the host is
 #      online again as capacity, with no stale domain of the moved VMs.
+#   d. the lab host watchdog (scripts/hosts watchdog; agents run with --watchdog
+#      lab:FILE, W = E2E_WATCHDOG_TIMEOUT, 2 s): kill -9 of a healthy host's
+#      agent, started again 0.5 s later -> its watchdog does not fire, its
+#      domains keep running; partition of another host, then kill -9 of its
+#      agent -> its watcher crashes the lab host, its VMs run healthy
+#      elsewhere, never two copies, no collateral damage; restarted -> online.
 # A failing part is reported and the next one still runs once every tier is
 # healthy again; the test fails if any part failed. E2E_PARTS (default "a b c").
 # E2E_NET=0: hosts on the machine's network (unix-socket libvirt URIs); skips c.
@@ -29,7 +35,7 @@ E2E_PORT=${E2E_PORT:-7875}
 # E2E_NET=0: hosts without a network of their own (the controller reaches their
 # libvirt over unix sockets, which no partition cuts): part c is skipped then.
 E2E_NET=${E2E_NET:-1}
-PARTS=${E2E_PARTS:-a b c}
+PARTS=${E2E_PARTS:-a b c d}
 # QEMU's capabilities, probed once (≈ 5 s) and kept across runs (docs/hosts.md).
 export TW_HOSTS_CAPS_CACHE=${TW_HOSTS_CAPS_CACHE:-/tmp/tierwarden-e2e-caps}
 # shellcheck source=tests/e2e/lib.sh
@@ -263,6 +269,51 @@ part_c() {
   no_collateral "$ev" "$mark" "$p" "$vms" || { part_fail "the partition of $p hurt other hosts (above)"; return 1; }
   [ ! -s "$E2E_DIR/duplicates.log" ] || { part_fail "two copies: $(cat "$E2E_DIR/duplicates.log")"; return 1; }
   e2e_log "c. ok: $p online $(since "$t") s after the heal, runs: $(host_vms "$p"), defined there: $(defined_on "$p" | tr '\n' ' ')"
+}
+
+# ---- d. the lab host watchdog ---------------------------------------------------------
+host_is() { [ "$(hosts status | awk -v h="$1" '$1 == h { print $2 }')" = "$2" ]; }
+part_d() {
+  local ev mark h p vms before after t t_reset w=${E2E_WATCHDOG_TIMEOUT:-2}
+  [ "${E2E_WATCHDOG:-1}" = 1 ] || { e2e_log "d. skipped (E2E_WATCHDOG=0)"; return 0; }
+  [ "$E2E_NET" = 1 ] || { e2e_log "d. skipped (E2E_NET=0: no partition)"; return 0; }
+  h=$(vm_host apache-1)
+  before=$(running_on "$h" | sort | tr '\n' ' ')
+  e2e_log "d. kill -9 of the agent of $h (runs: $before), started again 0.5 s later"
+  e2e_kill_agent "$h" || { part_fail "no agent process of $h"; return 1; }
+  sleep 0.5
+  e2e_start_agent "$h"
+  sleep $((w + 3))
+  host_is "$h" running || { part_fail "$h was reset by its lab watchdog: $(cat "$E2E_DIR/hosts/$h/watchdog.log")"; return 1; }
+  [ ! -s "$E2E_DIR/hosts/$h/watchdog.log" ] || { part_fail "watchdog log of $h: $(cat "$E2E_DIR/hosts/$h/watchdog.log")"; return 1; }
+  after=$(running_on "$h" | sort | tr '\n' ' ')
+  [ "$before" = "$after" ] || { part_fail "domains of $h changed across the agent restart: '$before' -> '$after'"; return 1; }
+  e2e_log "d. ok: $h not reset, its domains kept running ($after)"
+  # From here on no other host may be hurt (h itself went suspect for a moment:
+  # its agent was away for half a second).
+  try_wait 60 "every host online again after the agent restart" settled || return 1
+  ev=$(last_event_id)
+  mark=$(e2e_log_mark)
+
+  p=$(hosts status | awk -v h="$h" '$1 != h && $2 == "running" { print $1 }' | while read -r x; do
+    echo "$(host_vms "$x" | wc -w) $x"; done | sort -rn | awk 'NR == 1 { print $2 }')
+  vms=$(host_vms "$p")
+  e2e_log "d. partition of $p (runs: $vms), then kill -9 of its agent"
+  t=$(e2e_now)
+  hosts partition "$p"
+  e2e_kill_agent "$p" || { part_fail "no agent process of $p"; return 1; }
+  try_wait $((w + 10)) "$p crashed by its lab watchdog" host_is "$p" dead || return 1
+  t_reset=$(since "$t")
+  grep -q "crashing it" "$E2E_DIR/hosts/$p/watchdog.log" || { part_fail "$p dead, but not by its watchdog"; return 1; }
+  try_wait 30 "$p fenced" is_state "$p" fenced || return 1
+  try_wait 120 "the VMs of $p running healthy elsewhere" all_elsewhere "$vms" "$p" || return 1
+  e2e_log "d. $p reset by its lab watchdog $t_reset s after the partition; its VMs healthy elsewhere after $(since "$t") s"
+  restart_host "$p" || return 1
+  try_wait 60 "every tier healthy after $p came back" e2e_all_healthy || return 1
+  sleep 2
+  no_collateral "$ev" "$mark" "$p" "$vms" || { part_fail "the watchdog part hurt other hosts (above)"; return 1; }
+  [ ! -s "$E2E_DIR/duplicates.log" ] || { part_fail "two copies: $(cat "$E2E_DIR/duplicates.log")"; return 1; }
+  e2e_log "d. ok: never two copies, no collateral damage, $p online again"
 }
 
 # Every host online (capacity reported), every tier healthy, for 3 s in a row.

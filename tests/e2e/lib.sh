@@ -87,9 +87,27 @@ e2e_start_agent() {
   [ -s "$E2E_DIR/state/hosts/$h/token" ] ||
     "$E2E_BIN/tierwarden-controller" issue-host "$h" --state-dir "$E2E_DIR/state" >/dev/null ||
     e2e_fail "issue-host $h"
+  # The lab host's watchdog (docs/fencing.md, "Host watchdog"): its watcher
+  # crashes the lab host when the agent stops petting it for
+  # E2E_WATCHDOG_TIMEOUT s (E2E_WATCHDOG=0: none). The agent keeps its state
+  # beside its token, across restarts.
+  if [ "${E2E_WATCHDOG:-1}" = 1 ] && "$E2E_BIN/tierwarden-agent" --help 2>/dev/null | grep -q -- --watchdog; then
+    svc+=(--watchdog "lab:$(hosts watchdog "$h")" --watchdog-timeout "${E2E_WATCHDOG_TIMEOUT:-2}"
+      --state-dir "$E2E_DIR/state/hosts/$h")
+  fi
   hosts spawn "$h" "$E2E_DIR/logs/agent-$h.log" -- "$E2E_BIN/tierwarden-agent" --host "$h" \
     --libvirt-uri qemu:///system --controller "$TW_AGENT_URL" --token-file "$E2E_DIR/state/hosts/$h/token" \
     --images "$E2E_IMAGES" --port-base $((20000 + 1000 * i)) "${svc[@]}" >/dev/null
+}
+
+# kill -9 of host $1's agent (the host and its VMs stay).
+e2e_kill_agent() {
+  local pids
+  # The agent itself, not the `setsid nsenter ... -- tierwarden-agent` that spawned it.
+  pids=$(pgrep -f -- "^$E2E_BIN/tierwarden-agent --host $1( |\$)")
+  [ -n "$pids" ] || return 1
+  # shellcheck disable=SC2086
+  kill -9 $pids
 }
 
 # e2e_start_cluster N: hosts h1..hN with agents, controller; writes the demo

@@ -116,6 +116,7 @@ class HealingTest : public ::testing::Test {
     hb.host = host;
     hb.agent_id = "agent-" + host;
     hb.capacity = {4, 4096};
+    hb.watchdog_ms = watchdog_ms_;
     // Peer checks: the agents that do not heartbeat do not answer their
     // peers either (long enough for a vote).
     for (const char* other : {"h1", "h2", "h3"})
@@ -164,6 +165,7 @@ class HealingTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   std::unique_ptr<Controller> controller_;
   std::set<std::string> up_;
+  Millis watchdog_ms_ = 0;  // what every heartbeat reports (Heartbeat::watchdog_ms)
   std::set<std::string> down_vms_;
   std::string reason_;
   std::map<std::string, std::vector<DomainReport>> stale_;
@@ -392,6 +394,38 @@ TEST_F(HealingTest, LeaseExpiryFencesAfterLeasePlusMargin) {
   EXPECT_GE(took, 6000);  // lease 5 s + margin 1 s
   EXPECT_LE(took, 6200);
   EXPECT_TRUE(hosts_.calls.empty());
+}
+
+// Pins: a host whose agent reports a host watchdog of W is fenced by lease
+// only W after lease + margin (its watchdog resets it by then even when its
+// agent died or hangs), not before.
+TEST_F(HealingTest, LeaseExpiryWaitsForTheHostWatchdog) {
+  watchdog_ms_ = 4000;
+  tick();
+  Millis last = clock_.nowMs();
+  up_.erase("h2");
+  hosts_.alive.erase("h2");
+  while (controller_->host("h2")->state != HostState::kFenced && clock_.nowMs() - last < 20000) tick();
+  ASSERT_EQ(controller_->host("h2")->state, HostState::kFenced);
+  Millis took = clock_.nowMs() - last;
+  EXPECT_GE(took, 10000);  // lease 5 s + margin 1 s + watchdog 4 s
+  EXPECT_LE(took, 10200);
+  EXPECT_TRUE(hasEvent("host.fenced"));
+}
+
+// Pins: with a host watchdog, an agent that died while its libvirt answered
+// does enforce its lease (its host was reset W after the last pet): when the
+// host then goes dark it is fenced by lease (+ W), not left unfenceable.
+TEST_F(HealingTest, DeadAgentWithWatchdogThenPartitionIsFencedByLease) {
+  watchdog_ms_ = 4000;
+  tick();
+  up_.erase("h2");  // the agent dies; libvirt still answers
+  tick(80);
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
+  hosts_.alive.erase("h2");
+  tick(150);
+  EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
+  EXPECT_FALSE(hasEvent("host.unfenceable"));
 }
 
 // Pins: a host cut off from the network loses its heartbeats and its libvirt

@@ -117,6 +117,12 @@ struct Heartbeat {
   // Set while the agent is self-fenced, or after a self-fence until its
   // first set from the controller: why it fenced itself.
   std::string self_fence_reason;
+  // The host watchdog this agent arms and pets (agent/host_watchdog.h): it
+  // resets the host at most this long after the agent stopped being
+  // entitled to run its VMs (lease out and isolated, or the agent dead).
+  // 0 = none. The controller's lease fence waits this long on top
+  // (docs/fencing.md, "Host watchdog").
+  Millis watchdog_ms = 0;
   // Agent events that this snapshot already reflects and that have not
   // been delivered yet, oldest first. The controller handles them before the
   // domains, so that a "crashed" never arrives after the report of the run
