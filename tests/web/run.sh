@@ -101,7 +101,7 @@ done
   for _ in $(seq 20); do
     [ -e "$TMP/stop" ] && break
     "$BIN/tierwarden-controller" --state-dir "$TMP/state" --listen "127.0.0.1:$port" \
-      --agent-listen "127.0.0.1:$agent_port" --web-dir "$ROOT/web" --public-read --tick-ms 50 >>"$TMP/controller.log" 2>&1 &
+      --agent-listen "127.0.0.1:$agent_port" --web-dir "$ROOT/web" --public-read --insecure-http --tick-ms 50 >>"$TMP/controller.log" 2>&1 &
     echo $! >"$TMP/controller.pid"
     wait $! || true
     sleep 0.2
