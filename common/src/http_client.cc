@@ -322,7 +322,11 @@ Result<Json> ApiClient::send(const char* method, const std::string& path, const 
   if (!answer) {
     return unavailable(
         "controller unreachable: cannot reach it at " + options_.base_url + ": " +
-        transportError(answer.error(), impl_->host, options_.connect_timeout_ms, read_timeout_ms));
+        transportError(answer.error(), impl_->host, options_.connect_timeout_ms, read_timeout_ms) +
+        // TLS 1.3: a refused client certificate shows as a closed connection.
+        (answer.error() == httplib::Error::Read && options_.base_url.rfind("https://", 0) == 0
+             ? std::string("; over TLS this is also how a refused client certificate shows")
+             : std::string()));
   }
   const int http_status = answer->status;
   if (http_status < 200 || http_status > 299) {
