@@ -407,5 +407,22 @@ TEST_F(TlsTest, GuestsListenerServesEndpointsOnly) {
   EXPECT_EQ(lastHeartbeat("h1"), 0);
 }
 
+// Pins: the daemon serves HTTPS by default, so without init's certificate it
+// refuses to start and says what to do (init, or --insecure-http).
+TEST(TlsDaemonTest, RefusesToStartWithoutACertificate) {
+  const std::string bin = std::string(TW_BIN_DIR) + "/tierwarden-controller";
+  if (!fs::exists(bin)) GTEST_SKIP() << "no " << bin;
+  const fs::path dir = fs::temp_directory_path() / ("tw-tls-nocert-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  int code = 0;
+  std::string out = runCommand(bin + " --state-dir " + dir.string() + " --listen 127.0.0.1:0", code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("no TLS certificate " + dir.string() + "/tls/controller.pem: run 'tierwarden-controller init"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("--insecure-http"), std::string::npos) << out;
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace tw
