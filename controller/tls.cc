@@ -40,7 +40,8 @@ Result<std::shared_ptr<ServerTls>> ServerTls::load(const ServerTlsFiles& files) 
                            " (tierwarden-controller init makes it)");
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, files.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return invalidArgument("cannot load the TLS key " + files.key + ": " + sslErrors());
+    return invalidArgument("cannot load the TLS key " + files.key + ", or it is not the key of " + files.cert +
+                           ": " + sslErrors());
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     return invalidArgument("the TLS key " + files.key + " is not the key of " + files.cert + ": " +
