@@ -1,6 +1,8 @@
 #include "controller/http_guard.h"
 
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -285,6 +287,9 @@ bool GuardedHttpServer::peekDivert(int fd, Transport* io, TimePoint deadline, bo
 bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   int port = 0;
   std::string address = peerAddressOf(sock, &port);
+  // Answers are written in pieces (head, body): no Nagle wait between them.
+  int one = 1;
+  ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   Key key{address, port};
   TimePoint deadline = Steady::now() + std::chrono::milliseconds(limits_.request_deadline_ms);
   int watch_fd = ::dup(sock);
