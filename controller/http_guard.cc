@@ -348,6 +348,14 @@ bool GuardedHttpServer::serveTls(int sock, const Key& key, const std::string& ad
     release(key, address);
     return false;
   }
+  if (tls_->verifiesClients()) {
+    // The client proved a key that the cluster's CA certified: it is no
+    // anonymous holder of a connection, and a flood of those must not evict
+    // it before its first request (bench/tls_heartbeat --silent).
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = conns_.find(key);
+    if (it != conns_.end()) it->second.authenticated = true;
+  }
   if (divert_) {
     bool timed_out = false;
     if (peekDivert(sock, io.get(), deadline, timed_out)) {
