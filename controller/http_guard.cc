@@ -355,6 +355,7 @@ bool GuardedHttpServer::serveTls(int sock, const Key& key, const std::string& ad
     std::lock_guard<std::mutex> lock(mu_);
     auto it = conns_.find(key);
     if (it != conns_.end()) it->second.authenticated = true;
+    ++stats_.certified;
   }
   if (divert_) {
     bool timed_out = false;

@@ -77,6 +77,7 @@ struct ListenerStats {
   int64_t deadline_kills = 0;      // shut down: request not read in time
   int64_t diverted = 0;            // handed to the divert callback
   int64_t tls_failures = 0;        // TLS handshakes that failed (no or a bad client cert, timeouts)
+  int64_t certified = 0;           // TLS handshakes with a client certificate the CA signed
 };
 
 class GuardedHttpServer : public httplib::Server {

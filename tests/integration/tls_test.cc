@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -385,6 +386,57 @@ TEST_F(TlsTest, SilentTlsClientsDoNotBlockHeartbeats) {
   EXPECT_GE(server_->agentStats().tls_failures, 1);
   auto set = heartbeat(agentOptions("h1", hostToken("h1")), "h1");
   EXPECT_TRUE(set.isOk()) << set.status().toString();
+}
+
+// Pins: on the agents' listener a connection whose client certificate the
+// CA signed counts as authenticated from its handshake: a newer anonymous
+// connection that needs room evicts an older anonymous one, not it, and its
+// first request, sent afterwards, is served.
+TEST_F(TlsTest, CertifiedConnectionIsNotEvictedBeforeItsRequest) {
+  start(ListenerLimits{4, 8, 2, 5000, 100, 5, 5000});  // room for 2 connections
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  ASSERT_EQ(SSL_CTX_use_certificate_file(ctx, (dir_ / "h1" / "host.pem").c_str(), SSL_FILETYPE_PEM), 1);
+  ASSERT_EQ(SSL_CTX_use_PrivateKey_file(ctx, (dir_ / "h1" / "host.key").c_str(), SSL_FILETYPE_PEM), 1);
+  ASSERT_EQ(SSL_CTX_load_verify_locations(ctx, paths_->ca_cert.c_str(), nullptr), 1);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  int fd = silentConnection(server_->agentPort());
+  ASSERT_GE(fd, 0);
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  ASSERT_EQ(SSL_connect(ssl), 1);
+  auto waitFor = [this](const std::function<bool(const ListenerStats&)>& cond) {
+    for (int i = 0; i < 100; ++i) {  // the server's threads cannot tell this test
+      if (cond(server_->agentStats())) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  ASSERT_TRUE(waitFor([](const ListenerStats& s) { return s.certified == 1; }));
+  int older = silentConnection(server_->agentPort());  // the listener is full now
+  ASSERT_TRUE(waitFor([](const ListenerStats& s) { return s.open == 2; }));
+  int newer = silentConnection(server_->agentPort());  // evicts one to get in
+  ASSERT_TRUE(waitFor([](const ListenerStats& s) { return s.evicted == 1; }));
+  EXPECT_TRUE(closedByServerWithin(older, 10));  // the anonymous one went
+  Heartbeat hb;
+  hb.host = "h1";
+  hb.agent_id = "a-h1";
+  const std::string body = Json(hb).dump();
+  const std::string request = "POST /api/v1/agents/h1/heartbeat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                              hostToken("h1") + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  ASSERT_EQ(SSL_write(ssl, request.data(), static_cast<int>(request.size())), static_cast<int>(request.size()));
+  std::string answer;
+  char buf[4096];
+  int n;
+  while ((n = SSL_read(ssl, buf, sizeof buf)) > 0) answer.append(buf, static_cast<size_t>(n));
+  EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ::close(fd);
+  ::close(older);
+  ::close(newer);
+  EXPECT_GT(lastHeartbeat("h1"), 0);
 }
 
 // Pins: the guests' listener serves tier endpoints over plain HTTP without a
