@@ -108,7 +108,8 @@ class TlsTest : public ::testing::Test {
     ASSERT_TRUE(rogue.isOk() && *rogue);
   }
 
-  void start(ListenerLimits agent_limits = ApiServerOptions().agent_limits) {
+  void start(ListenerLimits agent_limits = ApiServerOptions().agent_limits,
+             ListenerLimits public_limits = ApiServerOptions().public_limits) {
     auto s = Store::open(":memory:");
     ASSERT_TRUE(s.isOk());
     store_ = std::move(s).value();
@@ -121,6 +122,7 @@ class TlsTest : public ::testing::Test {
     for (const char* h : {"h1", "h2"}) credentials.add(Principal{Role::kAgent, h}, hostToken(h));
     options.auth = std::make_shared<StaticAuthenticator>(std::move(credentials));
     options.agent_limits = agent_limits;
+    options.public_limits = public_limits;
     auto public_tls = ServerTls::load({paths_->server_cert, paths_->server_key, ""});
     ASSERT_TRUE(public_tls.isOk()) << public_tls.status().toString();
     auto agent_tls = ServerTls::load({paths_->server_cert, paths_->server_key, paths_->ca_cert});
@@ -437,6 +439,45 @@ TEST_F(TlsTest, CertifiedConnectionIsNotEvictedBeforeItsRequest) {
   ::close(older);
   ::close(newer);
   EXPECT_GT(lastHeartbeat("h1"), 0);
+}
+
+// Pins: event streams over TLS hold no request thread and no admission slot:
+// with 4 threads and room for 3 connections on the public listener, 8 open
+// TLS streams still leave it answering requests.
+TEST_F(TlsTest, TlsEventStreamsHoldNoRequestThread) {
+  start(ApiServerOptions().agent_limits, ListenerLimits{4, 16, 3, 5000, 1, 5, 5000});
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  ASSERT_EQ(SSL_CTX_load_verify_locations(ctx, paths_->ca_cert.c_str(), nullptr), 1);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  std::vector<std::pair<int, SSL*>> streams;
+  const std::string request = std::string("GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\n") +
+                              "Authorization: Bearer " + kOperator + "\r\n\r\n";
+  for (int i = 0; i < 8; ++i) {
+    int fd = silentConnection(server_->port());
+    ASSERT_GE(fd, 0);
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    streams.emplace_back(fd, ssl);
+    ASSERT_EQ(SSL_connect(ssl), 1) << "stream " << i;
+    ASSERT_EQ(SSL_write(ssl, request.data(), static_cast<int>(request.size())), static_cast<int>(request.size()));
+    std::string head;
+    char buf[1024];
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      int n = SSL_read(ssl, buf, sizeof buf);
+      ASSERT_GT(n, 0) << "stream " << i << ": " << head;
+      head.append(buf, static_cast<size_t>(n));
+    }
+    ASSERT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
+  }
+  EXPECT_EQ(server_->eventStreams(), 8);
+  auto cluster = ApiClient(operatorOptions()).get("/api/v1/cluster");
+  EXPECT_TRUE(cluster.isOk()) << cluster.status().toString();
+  for (auto& [fd, ssl] : streams) {
+    SSL_free(ssl);
+    ::close(fd);
+  }
+  SSL_CTX_free(ctx);
 }
 
 // Pins: the guests' listener serves tier endpoints over plain HTTP without a
