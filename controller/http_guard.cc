@@ -295,7 +295,14 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   int watch_fd = ::dup(sock);
   if (watch_fd < 0 || !admit(key, watch_fd, deadline)) {
     if (watch_fd >= 0) ::close(watch_fd);
-    refuse(sock, "too many connections from " + address);
+    if (tls_) {
+      // No plain-HTTP answer into a TLS handshake: the client would read it
+      // as a protocol error. Closed: it retries.
+      ::shutdown(sock, SHUT_RDWR);
+      ::close(sock);
+    } else {
+      refuse(sock, "too many connections from " + address);
+    }
     return false;
   }
   if (tls_) return serveTls(sock, key, address, deadline);
