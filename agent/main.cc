@@ -204,14 +204,21 @@ void pollAssignments(std::shared_ptr<tw::HttpControllerLink> link, std::shared_p
   }
 }
 
-// "http://127.0.0.1:8080/" -> "127.0.0.1:8080" (port 80 when none).
-std::string hostPortOf(const std::string& url) {
+// Where guests poll tier endpoints, from the agents' URL: the same
+// HOST:PORT when it is plain HTTP ("http://127.0.0.1:8080/" ->
+// "127.0.0.1:8080", port 80 when none); with https:// the controller's
+// guests' listener, by default its port + 2 (--guest-listen).
+std::string guestApiOf(const std::string& url) {
   std::string rest = url;
   const size_t scheme = rest.find("://");
+  const bool https = url.rfind("https://", 0) == 0;
   if (scheme != std::string::npos) rest = rest.substr(scheme + 3);
   rest = rest.substr(0, rest.find('/'));
-  if (rest.find(':') == std::string::npos) rest += ":80";
-  return rest;
+  const size_t colon = rest.rfind(':');
+  const bool has_port = colon != std::string::npos && rest.find(']', colon) == std::string::npos;
+  if (!https) return has_port ? rest : rest + ":80";
+  int port = has_port ? std::atoi(rest.c_str() + colon + 1) : 443;
+  return (has_port ? rest.substr(0, colon) : rest) + ":" + std::to_string(port + 2);
 }
 
 tw::Result<std::string> readToken(const std::string& path) {
@@ -232,6 +239,8 @@ int main(int argc, char** argv) {
   std::string token;
   std::string token_file;
   std::string peer_token_file;
+  std::string bundle_dir;
+  std::string ca_file, cert_file, key_file;
   std::string host;
   std::string libvirt_uri = "qemu:///system";
   std::string disk_dir = "/var/lib/tierwarden/disks";
@@ -246,7 +255,16 @@ int main(int argc, char** argv) {
   std::string watchdog_spec = "none";
   int watchdog_timeout_s = 5;
   std::string state_dir;
-  app.add_option("--controller", controller, "the controller's agents' listener (its --agent-listen)")->capture_default_str();
+  app.add_option("--controller", controller,
+                 "the controller's agents' listener (its --agent-listen); http:// only when the "
+                 "controller runs with --insecure-http")
+      ->capture_default_str();
+  app.add_option("--bundle", bundle_dir,
+                 "this host's bundle directory as 'tierwarden-controller issue-host NAME --out DIR' wrote it: "
+                 "token, peer-token, ca.pem, host.pem, host.key (the flags below override its files)");
+  app.add_option("--ca", ca_file, "the controller's CA certificate (PEM; default: ca.pem of --bundle)");
+  app.add_option("--cert", cert_file, "this host's client certificate, CN = --host (default: host.pem of --bundle)");
+  app.add_option("--key", key_file, "its private key (default: host.key of --bundle)");
   auto* token_opt = app.add_option("--token", token, "this host's agent token (tierwarden-controller issue-host)");
   auto* token_file_opt = app.add_option("--token-file", token_file, "file holding this host's agent token");
   token_opt->excludes(token_file_opt);
@@ -263,8 +281,8 @@ int main(int argc, char** argv) {
                  "IPv4 address the VMs' service port forwards listen on")
       ->capture_default_str();
   app.add_option("--api-address", api_address,
-                 "the controller's HOST:PORT as guests should reach it (tw.api=); default: "
-                 "from --controller");
+                 "the controller's HOST:PORT as guests should reach it (tw.api=, plain HTTP); default: "
+                 "from --controller, its port + 2 (the controller's --guest-listen) when https://");
   app.add_option("--peer-listen", peer_listen,
                  "ADDR:PORT where this agent answers its peers' checks (port 0: any free port)")
       ->capture_default_str();
@@ -293,6 +311,18 @@ int main(int argc, char** argv) {
                  "lease end, self-fence); default: --disk-dir");
   try {
     app.parse(argc, argv);
+    if (!bundle_dir.empty()) {
+      auto in_bundle = [&bundle_dir](std::string& slot, const char* name) {
+        if (slot.empty()) slot = (std::filesystem::path(bundle_dir) / name).string();
+      };
+      if (token.empty()) in_bundle(token_file, "token");
+      if (std::filesystem::exists(std::filesystem::path(bundle_dir) / "peer-token")) {
+        in_bundle(peer_token_file, "peer-token");
+      }
+      in_bundle(ca_file, "ca.pem");
+      in_bundle(cert_file, "host.pem");
+      in_bundle(key_file, "host.key");
+    }
     if (token.empty() && token_file.empty()) {
       throw CLI::RequiredError("--token or --token-file");
     }
@@ -314,6 +344,25 @@ int main(int argc, char** argv) {
   if (tw::Status st = tw::checkBaseUrl(controller); !st.isOk()) {
     tw::log::error("{}", st.toString());
     return 2;
+  }
+  tw::ApiClientOptions api;
+  api.base_url = controller;
+  if (controller.rfind("https://", 0) == 0) {
+    api.ca_file = ca_file;
+    api.cert_file = cert_file;
+    api.key_file = key_file;
+    if (ca_file.empty() || cert_file.empty()) {
+      tw::log::error("an https:// controller needs --ca, --cert and --key (or --bundle DIR from "
+                     "'tierwarden-controller issue-host {} --out DIR')", host);
+      return 2;
+    }
+    if (tw::Status st = tw::checkTlsFiles(api); !st.isOk()) {
+      tw::log::error("{}", st.toString());
+      return 2;
+    }
+  } else {
+    tw::log::warn("plain HTTP to the controller ({}): its token travels in clear (the controller runs "
+                  "with --insecure-http)", controller);
   }
   if (!token_file.empty()) {
     tw::Result<std::string> read = readToken(token_file);
@@ -359,8 +408,6 @@ int main(int argc, char** argv) {
     tw::log::error("connecting to libvirt at '{}': {}", libvirt_uri, hv.status().toString());
     return 1;
   }
-  tw::ApiClientOptions api;
-  api.base_url = controller;
   api.token = token;
   auto link = std::make_shared<tw::HttpControllerLink>(api);
   auto queue = std::make_shared<WorkQueue>();
@@ -393,7 +440,7 @@ int main(int argc, char** argv) {
   image_options.images_dir = images_dir;
   image_options.disk_dir = disk_dir;
   image_options.host = host;
-  image_options.api = api_address.empty() ? hostPortOf(controller) : api_address;
+  image_options.api = api_address.empty() ? guestApiOf(controller) : api_address;
   image_options.pool_dir = [&hv](const std::string& pool) { return (*hv)->storagePoolDir(pool); };
   tw::ImageDomainBuilder image_builder(image_options);
   tw::PlainDomainBuilder plain_builder;

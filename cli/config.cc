@@ -77,12 +77,14 @@ Result<ConnectionValues> parseConfig(const std::string& text, const std::string&
       slot = &out.token;
     } else if (key == "token_file") {
       slot = &out.token_file;
+    } else if (key == "ca") {
+      slot = &out.ca;
     } else {
-      return fail("unknown key '" + key + "' (expected controller, token or token_file)");
+      return fail("unknown key '" + key + "' (expected controller, token, token_file or ca)");
     }
     if (slot->has_value()) return fail("'" + key + "' is set twice");
     if (value.empty()) return fail("'" + key + "' has an empty value");
-    if (key == "token_file") value = expandPath(value, path, home);
+    if (key == "token_file" || key == "ca") value = expandPath(value, path, home);
     *slot = value;
   }
   return out;
@@ -99,12 +101,12 @@ Result<ConnectionValues> loadConfigFile(const EnvLookup& env) {
   } else if (home) {
     path = *home + "/.config/tierwarden/twctl.conf";
   } else {
-    return ConnectionValues{"no config file", {}, {}, {}};
+    return ConnectionValues{"no config file", {}, {}, {}, {}};
   }
   Result<std::string> text = readWholeFile(path);
   if (!text.isOk()) {
     if (!explicit_path && text.status().code() == Code::kNotFound) {
-      return ConnectionValues{path + " (absent)", {}, {}, {}};
+      return ConnectionValues{path + " (absent)", {}, {}, {}, {}};
     }
     return Status(text.status().code(), "cannot read config file " + path +
                                             (explicit_path ? " (named by TW_CONFIG)" : "") + ": " +
@@ -124,6 +126,7 @@ ConnectionValues envValues(const EnvLookup& env) {
   out.controller = get("TW_CONTROLLER");
   out.token = get("TW_TOKEN");
   out.token_file = get("TW_TOKEN_FILE");
+  out.ca = get("TW_CA");
   return out;
 }
 
@@ -145,6 +148,7 @@ Result<ConnectionSettings> resolveSettings(const ConnectionValues& flags,
   std::string controller_source = "default";
   bool token_done = false;
   for (const ConnectionValues* layer : {&flags, &env, &file}) {
+    if (layer->ca && out.ca_file.empty()) out.ca_file = *layer->ca;
     if (layer->controller && controller_source == "default") {
       out.controller = *layer->controller;
       controller_source = layer->source;

@@ -1,11 +1,13 @@
 // Where twctl finds its controller and token. Precedence, highest first:
-// command-line flags, environment (TW_CONTROLLER, TW_TOKEN, TW_TOKEN_FILE),
-// the config file, the default (http://127.0.0.1:7800, no token).
+// command-line flags, environment (TW_CONTROLLER, TW_TOKEN, TW_TOKEN_FILE,
+// TW_CA), the config file, the default (https://127.0.0.1:7800, no token, the
+// system's CAs).
 //
 // The config file is $TW_CONFIG, else ~/.config/tierwarden/twctl.conf. It holds
-// `key = value` lines with the keys controller, token and token_file; blank
-// lines and lines starting with '#' are skipped; a value may be put in double
-// quotes. A relative token_file is relative to the config file's directory,
+// `key = value` lines with the keys controller, token, token_file and ca (the
+// controller's CA certificate); blank lines and lines starting with '#' are
+// skipped; a value may be put in double quotes. A relative token_file or ca is
+// relative to the config file's directory,
 // and "~/" means $HOME.
 #pragma once
 
@@ -23,12 +25,14 @@ struct ConnectionValues {
   std::optional<std::string> controller;
   std::optional<std::string> token;
   std::optional<std::string> token_file;
+  std::optional<std::string> ca;  // the controller's CA certificate (PEM)
 };
 
 // What twctl uses.
 struct ConnectionSettings {
   std::string controller;
   std::string token;  // empty = no token
+  std::string ca_file;  // empty = the system's trusted CAs (https:// only)
 };
 
 // Reads an environment variable; nullopt when unset.

@@ -35,11 +35,16 @@ int run(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // global options may follow the subcommand
 
-  std::string controller_flag, token_flag, token_file_flag;
+  std::string controller_flag, token_flag, token_file_flag, ca_flag;
   std::string output = "table";
   CLI::Option* controller_opt =
       app.add_option("--controller", controller_flag,
-                     "controller URL (env TW_CONTROLLER; default http://127.0.0.1:7800)");
+                     "controller URL (env TW_CONTROLLER; default https://127.0.0.1:7800; http:// "
+                     "only for a controller run with --insecure-http)");
+  CLI::Option* ca_opt = app.add_option(
+      "--ca", ca_flag,
+      "the controller's CA certificate, <state-dir>/tls/ca.pem on its machine (env TW_CA; default: "
+      "the system's CAs)");
   CLI::Option* token_opt = app.add_option("--token", token_flag, "API token (env TW_TOKEN)");
   CLI::Option* token_file_opt = app.add_option("--token-file", token_file_flag,
                                                "file holding the API token (env TW_TOKEN_FILE)");
@@ -48,7 +53,7 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"table", "json"}));
   app.footer(
       "Settings: flags > environment > config file ($TW_CONFIG or "
-      "~/.config/tierwarden/twctl.conf: controller, token, token_file) > defaults.");
+      "~/.config/tierwarden/twctl.conf: controller, token, token_file, ca) > defaults.");
 
   std::vector<std::string> apply_files;
   bool dry_run = false;
@@ -122,6 +127,7 @@ int run(int argc, char** argv) {
   flags.controller = given(controller_opt, controller_flag);
   flags.token = given(token_opt, token_flag);
   flags.token_file = given(token_file_opt, token_file_flag);
+  flags.ca = given(ca_opt, ca_flag);
   tw::Result<tw::cli::ConnectionValues> file = tw::cli::loadConfigFile(env);
   if (!file.isOk()) {
     const tw::Status& s = file.status();
@@ -135,6 +141,7 @@ int run(int argc, char** argv) {
   tw::ApiClientOptions options;
   options.base_url = settings->controller;
   options.token = settings->token;
+  options.ca_file = settings->ca_file;
   options.connect_timeout_ms = kConnectTimeoutMs;
   options.read_timeout_ms = kReadTimeoutMs;
   tw::ApiClient api(options);

@@ -7,6 +7,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "controller/pki.h"
 #include "tw/json.h"
 #include "tw/log.h"
 #include "tw/text.h"
@@ -139,6 +140,8 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
       options_(std::move(options)),
       public_(std::make_unique<GuardedHttpServer>("public", options_.public_limits)),
       agent_(std::make_unique<GuardedHttpServer>("agent", options_.agent_limits)),
+      guest_(options_.guest_port >= 0 ? std::make_unique<GuardedHttpServer>("guest", options_.guest_limits)
+                                      : nullptr),
       streamer_(service, options_.stream_limits,
                 [this](const std::map<std::string, std::string>& headers) {
                   auto h = headers.find("authorization");
@@ -150,9 +153,12 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
     options_.auth = std::make_shared<StaticAuthenticator>(std::move(set));
   }
   public_->setDivert("GET /api/v1/events/stream",
-                     [this](int fd, const std::string& peer, std::chrono::steady_clock::time_point deadline) {
-                       streamer_.take(fd, peer, deadline);
+                     [this](std::unique_ptr<Transport> io, const std::string& peer,
+                            std::chrono::steady_clock::time_point deadline) {
+                       streamer_.take(std::move(io), peer, deadline);
                      });
+  if (options_.public_tls) public_->setTls(options_.public_tls);
+  if (options_.agent_tls) agent_->setTls(options_.agent_tls);
   routes();
 }
 
@@ -181,14 +187,20 @@ Status ApiServer::bind() {
   TW_RETURN_IF_ERROR(bindOne(*agent_, options_.agent_host, options_.agent_port, agent_port_));
   public_->raiseBacklog(1024);
   agent_->raiseBacklog(1024);
+  if (guest_) {
+    TW_RETURN_IF_ERROR(bindOne(*guest_, options_.guest_host, options_.guest_port, guest_port_));
+    guest_->raiseBacklog(256);
+  }
   return Status::ok();
 }
 
 void ApiServer::serve() {
   streamer_.start();
   agent_thread_ = std::thread([this] { agent_->listen_after_bind(); });
+  if (guest_) guest_thread_ = std::thread([this] { guest_->listen_after_bind(); });
   public_->listen_after_bind();
   if (agent_thread_.joinable()) agent_thread_.join();
+  if (guest_thread_.joinable()) guest_thread_.join();
   streamer_.stop();
 }
 
@@ -196,6 +208,7 @@ void ApiServer::stop() {
   streamer_.stop();
   if (public_) public_->stop();
   if (agent_) agent_->stop();
+  if (guest_) guest_->stop();
 }
 
 Status ApiServer::check(const std::string& authorization, Access need, const std::string& host,
@@ -233,6 +246,17 @@ bool ApiServer::allowed(const httplib::Request& req, httplib::Response& res, Acc
                         const std::string& host) {
   std::optional<Principal> who;
   Status st = checkRequest(req, need, host, &who);
+  if (st.isOk() && need == Access::kAgent && options_.agent_tls) {
+    // mTLS: the handshake verified the certificate against the CA; it must
+    // also be this host's (CN = the host the request speaks for).
+    const std::string cn = peerCommonName(req.ssl);
+    if (cn.empty()) {
+      st = forbidden("an agent call needs the client certificate of its host (issue-host writes it)");
+    } else if (cn != host) {
+      st = forbidden("the client certificate of host " + quoteForMessage(cn) +
+                     " may not speak for host " + quoteForMessage(host));
+    }
+  }
   if (who) {
     // A valid credential: the connection is never evicted (http_guard.h).
     public_->authenticated(req);
@@ -285,12 +309,16 @@ class Routes {
 }  // namespace
 
 void ApiServer::routes() {
-  // `s`: the public listener; `a`: the agents' listener; `both`: either.
+  // `s`: the public listener; `a`: the agents' listener; `g`: the guests'
+  // (or none); `both`: all of them.
   Routes s({public_.get()});
   Routes a({agent_.get()});
-  Routes both({public_.get(), agent_.get()});
+  Routes g(guest_ ? std::vector<GuardedHttpServer*>{guest_.get()} : std::vector<GuardedHttpServer*>{});
+  Routes both(guest_ ? std::vector<GuardedHttpServer*>{public_.get(), agent_.get(), guest_.get()}
+                     : std::vector<GuardedHttpServer*>{public_.get(), agent_.get()});
   s.set_payload_max_length(kMaxRequestBodyBytes);
   a.set_payload_max_length(kMaxRequestBodyBytes);
+  g.set_payload_max_length(64 * 1024);
 
   // Auth (controller/auth.h): reads need a viewer or operator token unless
   // --public-read, changes the operator's, agent calls their host's.
@@ -317,9 +345,10 @@ void ApiServer::routes() {
     if (!readable(req, res)) return;
     sendJson(res, 200, service_.call([](Controller& c) { return c.tiersJson(); }));
   });
-  // A tier's endpoints: a read on the public listener; open on the agents'
-  // listener, where balancer VMs poll it for their backends (guests hold no
-  // token; the answer holds service addresses and ports only).
+  // A tier's endpoints: a read on the public listener; open on the guests'
+  // listener and on a plain agents' listener, where balancer VMs poll it for
+  // their backends (guests hold no token and no certificate; the answer holds
+  // service addresses and ports only).
   auto endpoints = [this](const httplib::Request& req, httplib::Response& res) {
     std::string tier = req.matches[1];
     auto j = service_.call([&](Controller& c) { return c.endpointsJson(tier); });
@@ -332,6 +361,7 @@ void ApiServer::routes() {
           endpoints(req, res);
         });
   a.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)", endpoints);
+  g.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)", endpoints);
   s.Get("/api/v1/vms", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
     sendJson(res, 200, service_.call([](Controller& c) { return c.vmsJson(); }));

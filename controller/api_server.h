@@ -2,7 +2,12 @@
 //  - public (--listen): the REST API (docs/api.md), Prometheus metrics, the
 //    dashboard's static files from the web dir, the event stream;
 //  - agents (--agent-listen): heartbeats, agent events, assignment long polls,
-//    and the tier endpoints that guests poll.
+//    and (plain HTTP only) the tier endpoints that guests poll;
+//  - guests (--guest-listen, optional): the tier endpoints only, plain HTTP,
+//    for balancer VMs, which hold no client certificate (docs/auth.md).
+// With TLS (public_tls, agent_tls), the public and agents' listeners serve
+// HTTPS; the agents' one verifies client certificates, and an agent call of
+// host X needs the certificate of X (CN = X) as well as X's token.
 // Each listener has its own threads and admission limits (GuardedHttpServer),
 // so no load on the public API (idle connections, streams, a large apply) can
 // delay a heartbeat. Event streams hold no thread (EventStreamer). Handlers
@@ -47,6 +52,15 @@ struct ApiServerOptions {
   // Agents keep their connections alive (heartbeat, events, long poll each).
   ListenerLimits agent_limits = {128, 32, 112, 5000, 100000, 10, 5000};
   StreamLimits stream_limits;
+  // TLS (controller/tls.h); null = plain HTTP (--insecure-http, tests).
+  std::shared_ptr<const ServerTls> public_tls;
+  // The agents' listener's; it should verify client certificates (mTLS).
+  std::shared_ptr<const ServerTls> agent_tls;
+  // The guests' listener: -1 = none (guests poll the agents' listener,
+  // which then must be plain), 0 = any free port (see ApiServer::guestPort()).
+  std::string guest_host = "127.0.0.1";
+  int guest_port = -1;
+  ListenerLimits guest_limits = {16, 8, 14, 5000, 1, 5, 5000};
 };
 
 class ApiServer {
@@ -61,6 +75,7 @@ class ApiServer {
   void stop();
   int port() const { return port_; }
   int agentPort() const { return agent_port_; }
+  int guestPort() const { return guest_port_; }  // -1 when there is no guests' listener
   ListenerStats publicStats() const { return public_->stats(); }
   ListenerStats agentStats() const { return agent_->stats(); }
   int eventStreams() const { return streamer_.streams(); }
@@ -81,10 +96,13 @@ class ApiServer {
   ApiServerOptions options_;
   std::unique_ptr<GuardedHttpServer> public_;
   std::unique_ptr<GuardedHttpServer> agent_;
+  std::unique_ptr<GuardedHttpServer> guest_;  // null without a guests' listener
   EventStreamer streamer_;
   std::thread agent_thread_;
+  std::thread guest_thread_;
   int port_ = 0;
   int agent_port_ = 0;
+  int guest_port_ = -1;
 };
 
 // True when `relative` names a file inside web_dir (no "..", no absolute path,

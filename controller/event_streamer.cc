@@ -25,7 +25,18 @@ constexpr const char* kPath = "/api/v1/events/stream";
 // Invalid UTF-8 in stored text (an agent's message) is replaced, never thrown.
 std::string sseJson(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
-void answerAndClose(int fd, int status, const char* reason, const std::string& message) {
+// Writes all of `out` on a blocking connection (bounded by SO_SNDTIMEO).
+void writeAll(Transport& io, const std::string& out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = io.write(out.data() + done, out.size() - done);
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+void answerAndClose(std::unique_ptr<Transport> io, int status, const char* reason,
+                    const std::string& message) {
   std::string body = sseJson(Json{{"error", message}});
   std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason +
                     "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
@@ -35,22 +46,24 @@ void answerAndClose(int fd, int status, const char* reason, const std::string& m
   out += "\r\n" + body;
   // Blocking with a short bound: an error answer is small.
   timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
-  ::shutdown(fd, SHUT_RDWR);
-  ::close(fd);
-}
+  ::setsockopt(io->fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  writeAll(*io, out);
+  io->closeGracefully();
+}  // io closes the socket
 
 // Reads until the end of the request head, the size limit or the deadline.
-bool readHead(int fd, Steady::time_point deadline, size_t max_bytes, std::string& head) {
+bool readHead(Transport& io, Steady::time_point deadline, size_t max_bytes, std::string& head) {
   char buf[1024];
   while (head.find("\r\n\r\n") == std::string::npos) {
     if (head.size() > max_bytes) return false;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now()).count();
     if (left <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (!io.pending()) {
+      pollfd p{io.fd(), POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    }
+    // TLS: one record, bounded by the socket's SO_RCVTIMEO (GuardedHttpServer).
+    ssize_t n = io.read(buf, sizeof(buf));
     if (n <= 0) return false;
     head.append(buf, static_cast<size_t>(n));
   }
@@ -103,9 +116,7 @@ void EventStreamer::stop() {
     thread_.join();
   }
   service_.setEventNotifier(nullptr);
-  for (auto& [fd, s] : streams_) ::close(fd);
-  streams_.clear();
-  for (auto& s : incoming_) ::close(s.fd);
+  streams_.clear();  // each stream's Transport closes its socket
   incoming_.clear();
   if (wake_fd_ >= 0) ::close(wake_fd_);
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
@@ -122,25 +133,22 @@ void EventStreamer::wake() {
   if (wake_fd_ >= 0) (void)!::write(wake_fd_, &one, sizeof(one));
 }
 
-void EventStreamer::take(int fd, const std::string& peer_address, Steady::time_point deadline) {
+void EventStreamer::take(std::unique_ptr<Transport> io, const std::string& peer_address,
+                         Steady::time_point deadline) {
   std::string head;
-  if (!readHead(fd, deadline, limits_.max_head_bytes, head)) {
-    ::shutdown(fd, SHUT_RDWR);
-    ::close(fd);
-    return;
-  }
+  if (!readHead(*io, deadline, limits_.max_head_bytes, head)) return;  // io closes
   // Request line: GET <target> HTTP/1.x
   size_t eol = head.find("\r\n");
   std::string line = head.substr(0, eol);
   size_t sp1 = line.find(' ');
   size_t sp2 = line.find(' ', sp1 + 1);
   if (sp1 == std::string::npos || sp2 == std::string::npos || line.compare(sp2 + 1, 5, "HTTP/") != 0) {
-    return answerAndClose(fd, 400, "Bad Request", "malformed request line");
+    return answerAndClose(std::move(io), 400, "Bad Request", "malformed request line");
   }
   std::string target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::string path = target.substr(0, target.find('?'));
   std::string query = path.size() < target.size() ? target.substr(path.size() + 1) : "";
-  if (path != kPath) return answerAndClose(fd, 404, "Not Found", "no such API path");
+  if (path != kPath) return answerAndClose(std::move(io), 404, "Not Found", "no such API path");
 
   std::map<std::string, std::string> headers;
   size_t pos = eol + 2;
@@ -155,7 +163,7 @@ void EventStreamer::take(int fd, const std::string& peer_address, Steady::time_p
   if (authorize_) {
     Status ok = authorize_(headers);
     if (!ok.isOk()) {
-      return answerAndClose(fd, ok.code() == Code::kPermissionDenied ? 401 : 403,
+      return answerAndClose(std::move(io), ok.code() == Code::kPermissionDenied ? 401 : 403,
                             ok.code() == Code::kPermissionDenied ? "Unauthorized" : "Forbidden",
                             ok.message());
     }
@@ -168,7 +176,7 @@ void EventStreamer::take(int fd, const std::string& peer_address, Steady::time_p
     if (kv.rfind("since=", 0) != 0) continue;
     std::string v = kv.substr(6);
     if (!allDigits(v)) {
-      return answerAndClose(fd, 400, "Bad Request",
+      return answerAndClose(std::move(io), 400, "Bad Request",
                             "query parameter 'since' must be a non-negative integer");
     }
     since = std::stoll(v);
@@ -179,24 +187,25 @@ void EventStreamer::take(int fd, const std::string& peer_address, Steady::time_p
   std::unique_lock<std::mutex> lock(mu_);
   if (stopping_) {
     lock.unlock();
-    return answerAndClose(fd, 503, "Service Unavailable", "controller stopping");
+    return answerAndClose(std::move(io), 503, "Service Unavailable", "controller stopping");
   }
   if (open_ >= limits_.total) {
     lock.unlock();
-    return answerAndClose(fd, 503, "Service Unavailable",
+    return answerAndClose(std::move(io), 503, "Service Unavailable",
                           "too many event streams (" + std::to_string(limits_.total) + ")");
   }
   int& mine = counts_[peer_address];
   if (mine >= limits_.per_address) {
     lock.unlock();
-    return answerAndClose(fd, 503, "Service Unavailable",
+    return answerAndClose(std::move(io), 503, "Service Unavailable",
                           "too many event streams from " + peer_address + " (" +
                               std::to_string(limits_.per_address) + ")");
   }
   ++mine;
   ++open_;
   Stream s;
-  s.fd = fd;
+  s.fd = io->fd();
+  s.io = std::move(io);
   s.address = peer_address;
   s.cursor = since;
   s.last_write = Steady::now();
@@ -232,7 +241,7 @@ void EventStreamer::closeStream(int fd) {
   auto it = streams_.find(fd);
   if (it == streams_.end()) return;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-  ::close(fd);
+  it->second.io.reset();  // closes fd
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto c = counts_.find(it->second.address);
@@ -244,7 +253,7 @@ void EventStreamer::closeStream(int fd) {
 
 void EventStreamer::flush(Stream& s) {
   while (!s.pending.empty()) {
-    ssize_t n = ::send(s.fd, s.pending.data(), s.pending.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = s.io->write(s.pending.data(), s.pending.size());  // non-blocking socket
     if (n > 0) {
       s.pending.erase(0, static_cast<size_t>(n));
       s.last_write = Steady::now();
@@ -343,7 +352,7 @@ void EventStreamer::loop() {
       }
       if (e & EPOLLIN) {
         char buf[512];
-        ssize_t r = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        ssize_t r = it->second.io->read(buf, sizeof(buf));  // non-blocking socket
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
           dead.push_back(fd);
           continue;

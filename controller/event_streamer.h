@@ -16,12 +16,14 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "controller/service.h"
+#include "controller/tls.h"
 #include "tw/status.h"
 
 namespace tw {
@@ -48,18 +50,21 @@ class EventStreamer {
   // Closes every stream and joins the thread.
   void stop();
 
-  // Takes ownership of `fd`, a connection whose first unread bytes are
+  // Takes ownership of `io`, a connection (plain, or TLS after its
+  // handshake) whose first unread bytes are
   // "GET /api/v1/events/stream". Reads the request head until `deadline`,
   // then either answers 200 and keeps the stream, or answers an error (400,
   // 401, 404, 503 as JSON) and closes. Called on any thread; blocks at most
   // until the deadline.
-  void take(int fd, const std::string& peer_address, std::chrono::steady_clock::time_point deadline);
+  void take(std::unique_ptr<Transport> io, const std::string& peer_address,
+            std::chrono::steady_clock::time_point deadline);
 
   int streams() const;
 
  private:
   struct Stream {
     int fd = -1;
+    std::unique_ptr<Transport> io;  // owns fd
     std::string address;
     int64_t cursor = 0;
     std::string pending;  // bytes not yet written

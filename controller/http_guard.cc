@@ -1,6 +1,8 @@
 #include "controller/http_guard.h"
 
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -50,6 +52,61 @@ struct SvrSockTag {
 };
 SvrSockPtr exposed(SvrSockTag);
 template struct Expose<SvrSockTag, &httplib::Server::svr_sock_>;
+
+// httplib's processing of one request on a Stream (protected): the TLS path
+// feeds it the decrypted stream.
+using ProcessRequestFn = bool (httplib::Server::*)(httplib::Stream&, bool, bool&,
+                                                   const std::function<void(httplib::Request&)>&);
+struct ProcessRequestTag {
+  using type = ProcessRequestFn;
+};
+ProcessRequestFn exposed(ProcessRequestTag);
+template struct Expose<ProcessRequestTag, &httplib::Server::process_request>;
+
+bool pollFor(int fd, short events, Millis ms) {
+  pollfd p{fd, events, 0};
+  return ::poll(&p, 1, static_cast<int>(std::max<Millis>(ms, 0))) > 0 && (p.revents & events) != 0;
+}
+
+// A TLS connection as httplib reads and writes it, with httplib's
+// per-read and per-write timeouts.
+class TlsStream final : public httplib::Stream {
+ public:
+  TlsStream(Transport& io, Millis read_ms, Millis write_ms) : io_(io), read_ms_(read_ms), write_ms_(write_ms) {}
+  bool is_readable() const override { return io_.pending() || pollFor(io_.fd(), POLLIN, read_ms_); }
+  bool is_writable() const override { return pollFor(io_.fd(), POLLOUT, write_ms_); }
+  ssize_t read(char* ptr, size_t size) override {
+    if (!is_readable()) return -1;
+    return io_.read(ptr, size);
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    return io_.write(ptr, size);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = peerAddressOf(io_.fd(), &port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    ip.clear();
+    port = 0;
+    if (::getsockname(io_.fd(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
+    char host[NI_MAXHOST];
+    char serv[NI_MAXSERV];
+    if (::getnameinfo(reinterpret_cast<sockaddr*>(&addr), len, host, sizeof(host), serv, sizeof(serv),
+                      NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
+  socket_t socket() const override { return io_.fd(); }
+
+ private:
+  Transport& io_;
+  Millis read_ms_;
+  Millis write_ms_;
+};
 
 }  // namespace
 
@@ -192,7 +249,7 @@ ListenerStats GuardedHttpServer::stats() const {
   return stats_;
 }
 
-bool GuardedHttpServer::peekDivert(int fd, TimePoint deadline, bool& timed_out) {
+bool GuardedHttpServer::peekDivert(int fd, Transport* io, TimePoint deadline, bool& timed_out) {
   timed_out = false;
   const size_t want = divert_prefix_.size();
   char buf[128];
@@ -202,14 +259,18 @@ bool GuardedHttpServer::peekDivert(int fd, TimePoint deadline, bool& timed_out) 
       timed_out = true;
       return false;
     }
-    pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, static_cast<int>(left));
-    if (r == 0) {
-      timed_out = true;
-      return false;
+    if (io == nullptr || !io->pending()) {
+      pollfd p{fd, POLLIN, 0};
+      int r = ::poll(&p, 1, static_cast<int>(left));
+      if (r == 0) {
+        timed_out = true;
+        return false;
+      }
+      if (r < 0) return false;  // let httplib see the error
     }
-    if (r < 0) return false;  // let httplib see the error
-    ssize_t n = ::recv(fd, buf, std::min(sizeof(buf), want), MSG_PEEK);
+    // TLS: a blocking read of one record, ended by the watchdog at the deadline.
+    ssize_t n = io != nullptr ? io->peek(buf, std::min(sizeof(buf), want))
+                              : ::recv(fd, buf, std::min(sizeof(buf), want), MSG_PEEK);
     if (n <= 0) return false;
     size_t got = static_cast<size_t>(n);
     if (std::memcmp(buf, divert_prefix_.data(), std::min(got, want)) != 0) return false;
@@ -226,24 +287,35 @@ bool GuardedHttpServer::peekDivert(int fd, TimePoint deadline, bool& timed_out) 
 bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   int port = 0;
   std::string address = peerAddressOf(sock, &port);
+  // Answers are written in pieces (head, body): no Nagle wait between them.
+  int one = 1;
+  ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   Key key{address, port};
   TimePoint deadline = Steady::now() + std::chrono::milliseconds(limits_.request_deadline_ms);
   int watch_fd = ::dup(sock);
   if (watch_fd < 0 || !admit(key, watch_fd, deadline)) {
     if (watch_fd >= 0) ::close(watch_fd);
-    refuse(sock, "too many connections from " + address);
+    if (tls_) {
+      // No plain-HTTP answer into a TLS handshake: the client would read it
+      // as a protocol error. Closed: it retries.
+      ::shutdown(sock, SHUT_RDWR);
+      ::close(sock);
+    } else {
+      refuse(sock, "too many connections from " + address);
+    }
     return false;
   }
+  if (tls_) return serveTls(sock, key, address, deadline);
   if (divert_) {
     bool timed_out = false;
-    if (peekDivert(sock, deadline, timed_out)) {
+    if (peekDivert(sock, nullptr, deadline, timed_out)) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.diverted;
         conns_[key].armed = false;  // the divert bounds its own reads
       }
       release(key, address);
-      divert_(sock, address, deadline);
+      divert_(std::make_unique<Transport>(sock), address, deadline);
       return true;
     }
     if (timed_out) {
@@ -258,6 +330,76 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
     }
   }
   bool ok = (inner_.*exposed(ProcessTag{}))(sock);
+  release(key, address);
+  return ok;
+}
+
+bool GuardedHttpServer::serveTls(int sock, const Key& key, const std::string& address, TimePoint deadline) {
+  auto io = std::make_unique<Transport>(sock);  // closes the socket when done
+  // Every blocking read and write of the handshake and of the requests is
+  // bounded per call; the watchdog bounds the handshake and request as a whole.
+  auto timeval_of = [](Millis ms) {
+    return timeval{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  };
+  timeval rcv = timeval_of(limits_.request_deadline_ms);
+  timeval snd = timeval_of(limits_.write_timeout_ms);
+  ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof(rcv));
+  ::setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
+  Status shaken = io->handshake(*tls_);
+  if (!shaken.isOk()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.tls_failures;
+    }
+    log::debug("{} listener: {} from {}:{}", name_, shaken.message(), key.first, key.second);
+    release(key, address);
+    return false;
+  }
+  if (tls_->verifiesClients()) {
+    // The client proved a key that the cluster's CA certified: it is no
+    // anonymous holder of a connection, and a flood of those must not evict
+    // it before its first request (bench/tls_heartbeat --silent).
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = conns_.find(key);
+    if (it != conns_.end()) it->second.authenticated = true;
+    ++stats_.certified;
+  }
+  if (divert_) {
+    bool timed_out = false;
+    if (peekDivert(sock, io.get(), deadline, timed_out)) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.diverted;
+        conns_[key].armed = false;
+      }
+      release(key, address);
+      divert_(std::move(io), address, deadline);
+      return true;
+    }
+    if (timed_out) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.deadline_kills;
+      }
+      release(key, address);
+      return false;
+    }
+  }
+  // httplib's keep-alive loop (process_server_socket_core), on the TLS stream.
+  TlsStream stream(*io, limits_.request_deadline_ms, limits_.write_timeout_ms);
+  const SSL* ssl = io->ssl();
+  const auto& serving = inner_.*exposed(SvrSockTag{});
+  bool ok = false;
+  int left = std::max(1, limits_.keep_alive_requests);
+  while (serving != INVALID_SOCKET && left > 0 &&
+         (io->pending() || pollFor(sock, POLLIN, Millis{limits_.keep_alive_timeout_s} * 1000))) {
+    bool closed = false;
+    ok = (inner_.*exposed(ProcessRequestTag{}))(stream, left == 1, closed,
+                                                 [ssl](httplib::Request& req) { req.ssl = ssl; });
+    if (!ok || closed) break;
+    --left;
+  }
+  if (ok) io->closeGracefully();
   release(key, address);
   return ok;
 }

@@ -23,6 +23,17 @@
 // Handlers call requestRead() first: from then on the deadline no longer
 // applies (a long poll or a large apply may take longer).
 //
+// TLS (setTls): httplib 0.11.4's SSLServer does its handshake inside its
+// private per-connection function, where neither the deadline's bookkeeping
+// nor the divert can reach (the first bytes are a ClientHello, and the stream
+// request is only visible after decryption). So on a TLS listener the guard
+// does the handshake itself (tls.h, the same OpenSSL that httplib uses),
+// under the same admission and watchdog deadline as a request, then peeks at
+// the decrypted bytes for the divert, and hands the decrypted stream to
+// httplib's own request processing (Server::process_request), keep-alive
+// included. A client that connects and never sends a ClientHello is shut
+// down at the request deadline like a silent plain client.
+//
 // In httplib 0.11.4 (Debian 12) process_and_close_socket is a *private*
 // virtual, so an override cannot call the base. This server therefore only
 // accepts (its own pool and listening socket); the routes live on handlers(),
@@ -36,11 +47,13 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "controller/tls.h"
 #include "tw/clock.h"
 
 namespace tw {
@@ -63,14 +76,16 @@ struct ListenerStats {
   int64_t evicted = 0;             // unauthenticated, closed to admit a newer one
   int64_t deadline_kills = 0;      // shut down: request not read in time
   int64_t diverted = 0;            // handed to the divert callback
+  int64_t tls_failures = 0;        // TLS handshakes that failed (no or a bad client cert, timeouts)
+  int64_t certified = 0;           // TLS handshakes with a client certificate the CA signed
 };
 
 class GuardedHttpServer : public httplib::Server {
  public:
-  // Takes ownership of `fd` (a connection whose unread bytes begin with the
-  // divert prefix) and of closing it. Called on an httplib pool thread; it may
-  // read the request head itself (bounded by `deadline`).
-  using Divert = std::function<void(int fd, const std::string& peer_address,
+  // Takes ownership of `io` (a connection, plain or TLS after its handshake,
+  // whose unread bytes begin with the divert prefix). Called on an httplib
+  // pool thread; it may read the request head itself (bounded by `deadline`).
+  using Divert = std::function<void(std::unique_ptr<Transport> io, const std::string& peer_address,
                                     std::chrono::steady_clock::time_point deadline)>;
 
   GuardedHttpServer(std::string name, ListenerLimits limits);
@@ -82,6 +97,10 @@ class GuardedHttpServer : public httplib::Server {
   // REQUIRES: before listening. `prefix` is the start of the request line,
   // e.g. "GET /api/v1/events/stream".
   void setDivert(std::string prefix, Divert divert);
+  // REQUIRES: before listening. Serves HTTPS with `tls` (its client CA, when
+  // it has one, makes every connection show a client certificate).
+  void setTls(std::shared_ptr<const ServerTls> tls) { tls_ = std::move(tls); }
+  bool tls() const { return tls_ != nullptr; }
 
   // The request of this connection has been read: its deadline is lifted
   // until the answer is written. Call first in every handler.
@@ -118,7 +137,10 @@ class GuardedHttpServer : public httplib::Server {
   void rearm(const httplib::Request& req, TimePoint deadline);
   // Peeks at the first bytes; true when they start with the divert prefix.
   // False (and `timed_out`) when nothing complete arrived by the deadline.
-  bool peekDivert(int fd, TimePoint deadline, bool& timed_out);
+  // `io`: the TLS connection to peek through (null: the plain socket `fd`).
+  bool peekDivert(int fd, Transport* io, TimePoint deadline, bool& timed_out);
+  // The TLS path of process_and_close_socket (the connection is admitted).
+  bool serveTls(int sock, const Key& key, const std::string& address, TimePoint deadline);
   void watchdog();
 
   const std::string name_;
@@ -126,6 +148,7 @@ class GuardedHttpServer : public httplib::Server {
   httplib::Server inner_;
   std::string divert_prefix_;
   Divert divert_;
+  std::shared_ptr<const ServerTls> tls_;
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

@@ -29,6 +29,7 @@
 #include "controller/libvirt_host_connector.h"
 #include "controller/service.h"
 #include "controller/state_guard.h"
+#include "controller/tls.h"
 #include "controller/store_setup.h"
 #include "tw/log.h"
 #include "tw/policy.h"
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
   std::string state_dir = "/var/lib/tierwarden";
   std::string listen = "127.0.0.1:7800";
   std::string agent_listen;
+  std::string guest_listen;
+  bool insecure_http = false;
   std::string token_file;
   std::string policy_dir;
   std::string fence_agents_file;
@@ -69,6 +72,13 @@ int main(int argc, char** argv) {
   app.add_option("--agent-listen", agent_listen,
                  "address:port where agents (and guests polling tier endpoints) reach the controller "
                  "(default: the --listen address, port + 1)");
+  app.add_option("--guest-listen", guest_listen,
+                 "address:port where guests (balancer VMs) poll tier endpoints over plain HTTP; they hold "
+                 "no client certificate (default with TLS: the --agent-listen address, port + 2; with "
+                 "--insecure-http: none, guests poll the agents' listener; 'off': none)");
+  app.add_flag("--insecure-http", insecure_http,
+               "serve plain HTTP instead of HTTPS, with no client certificates (demos and tests only: "
+               "tokens cross the network in clear)");
   app.add_option("--token-file", token_file, "API token file (default <state-dir>/token; created on first start)");
   app.add_option("--policy-dir", policy_dir, "apply the *.yaml policies in this directory at start");
   app.add_option("--fence-agents", fence_agents_file,
@@ -125,6 +135,8 @@ int main(int argc, char** argv) {
   CLI::App* init_cmd = app.add_subcommand(
       "init", "make the state dir's CA (EC P-256), the controller's certificate and the operator token");
   init_cmd->add_option("--state-dir", state_dir, "the controller's state dir")->capture_default_str();
+  init_cmd->add_option("--token-file", token_file,
+                       "the operator token file to keep or create (default <state-dir>/token)");
   init_cmd->add_option("--san", sans,
                        "a DNS name or IP address agents and twctl use to reach the controller (repeatable; "
                        "default: this machine's hostname, localhost, 127.0.0.1)");
@@ -242,6 +254,28 @@ int main(int argc, char** argv) {
     agent_port = port == 0 ? 0 : port + 1;
   } else if (!parseListen("--agent-listen", agent_listen, agent_address, agent_port)) {
     return fail("--agent-listen must be address:port, got '" + agent_listen + "'");
+  }
+  std::string guest_address = agent_address;
+  // Plain HTTP: the guests poll the agents' listener unless told otherwise.
+  int guest_port = insecure_http ? -1 : agent_port == 0 ? 0 : agent_port + 2;
+  if (guest_listen == "off") {
+    guest_port = -1;
+  } else if (!guest_listen.empty() && !parseListen("--guest-listen", guest_listen, guest_address, guest_port)) {
+    return fail("--guest-listen must be address:port or 'off', got '" + guest_listen + "'");
+  }
+  // TLS (docs/auth.md): the files `init` made; checked before anything starts.
+  std::shared_ptr<const tw::ServerTls> public_tls, agent_tls;
+  if (!insecure_http) {
+    if (!std::filesystem::exists(tls_paths.server_cert)) {
+      return fail("no TLS certificate " + tls_paths.server_cert + ": run 'tierwarden-controller init --state-dir " +
+                  state_dir + " [--san NAME]...' first, or start with --insecure-http (plain HTTP)");
+    }
+    auto loaded = tw::ServerTls::load({tls_paths.server_cert, tls_paths.server_key, ""});
+    if (!loaded.isOk()) return fail(loaded.status().toString());
+    public_tls = std::move(*loaded);
+    loaded = tw::ServerTls::load({tls_paths.server_cert, tls_paths.server_key, tls_paths.ca_cert});
+    if (!loaded.isOk()) return fail(loaded.status().toString());
+    agent_tls = std::move(*loaded);
   }
 
   std::error_code ec;
@@ -391,6 +425,10 @@ int main(int argc, char** argv) {
   api_options.public_read = public_read;
   api_options.agent_host = agent_address;
   api_options.agent_port = agent_port;
+  api_options.guest_host = guest_address;
+  api_options.guest_port = guest_port;
+  api_options.public_tls = public_tls;
+  api_options.agent_tls = agent_tls;
   tw::ApiServer server(service, api_options);
   s = server.bind();
   if (!s.isOk()) return fail(s.toString());
@@ -411,8 +449,14 @@ int main(int argc, char** argv) {
     if (term_lost) on_term_lost();
   }
   service.start();
-  tw::log::info("listening on http://{}:{}, agents on http://{}:{} (state dir {}, token file {})", address,
-                server.port(), agent_address, server.agentPort(), state_dir, token_file);
+  const char* scheme = insecure_http ? "http" : "https";
+  tw::log::info("listening on {}://{}:{}, agents on {}://{}:{}{}, guests on {} (state dir {}, token file {})",
+                scheme, address, server.port(), scheme, agent_address, server.agentPort(),
+                insecure_http ? "" : " (client certificates required)",
+                server.guestPort() < 0 ? std::string("the agents' listener")
+                                       : "http://" + guest_address + ":" + std::to_string(server.guestPort()),
+                state_dir, token_file);
+  if (insecure_http) tw::log::warn("--insecure-http: plain HTTP, tokens travel in clear (demos and tests only)");
   server.serve();
   service.stop();
   backups.stop();

@@ -10,6 +10,7 @@
 #include <cctype>
 #include <chrono>
 #include <exception>
+#include <fstream>
 
 namespace tw {
 
@@ -163,7 +164,9 @@ std::string transportError(httplib::Error error, const std::string& host, Millis
     case httplib::Error::SSLLoadingCerts:
       return "cannot load TLS certificates";
     case httplib::Error::SSLServerVerification:
-      return "TLS server certificate not trusted";
+      return "its TLS certificate is not signed by the trusted CA, or does not name '" + host +
+             "' (pass the controller's CA, <state-dir>/tls/ca.pem, with --ca; the names are "
+             "init's --san)";
     default:
       return "request failed (" + httplib::to_string(error) + ")";
   }
@@ -178,6 +181,18 @@ std::pair<time_t, time_t> splitMs(Millis ms) {
 }  // namespace
 
 Status checkBaseUrl(const std::string& url) { return parseBaseUrl(url).status(); }
+
+Status checkTlsFiles(const ApiClientOptions& options) {
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return invalidArgument("a client certificate needs its key, and a key its certificate (--cert, --key)");
+  }
+  for (const std::string* path : {&options.ca_file, &options.cert_file, &options.key_file}) {
+    if (path->empty()) continue;
+    std::ifstream in(*path);
+    if (!in) return invalidArgument("cannot read TLS file " + *path);
+  }
+  return Status::ok();
+}
 
 std::string urlEncode(const std::string& segment) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -220,12 +235,20 @@ Status statusFromHttp(int http_status, const std::string& body, const std::strin
 }
 
 struct ApiClient::Impl {
-  explicit Impl(const BaseUrl& url)
+  Impl(const BaseUrl& url, const ApiClientOptions& options)
       : client(url.scheme + "://" +
-               (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host) + ":" +
-               std::to_string(url.port)),
+                   (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host) + ":" +
+                   std::to_string(url.port),
+               url.scheme == "https" ? options.cert_file : std::string(),
+               url.scheme == "https" ? options.key_file : std::string()),
         host(url.host),
-        prefix(url.prefix) {}
+        prefix(url.prefix) {
+    if (url.scheme == "https") {
+      // The chain to the CA and the host name (SANs) are checked by httplib.
+      client.enable_server_certificate_verification(true);
+      if (!options.ca_file.empty()) client.set_ca_cert_path(options.ca_file);
+    }
+  }
 
   httplib::Client client;
   std::string host;
@@ -242,8 +265,12 @@ ApiClient::ApiClient(ApiClientOptions options) : options_(std::move(options)) {
   while (options_.base_url.size() > 1 && options_.base_url.back() == '/') {
     options_.base_url.pop_back();
   }
+  if (Status tls = checkTlsFiles(options_); !tls.isOk()) {
+    url_status_ = tls;
+    return;
+  }
   try {
-    impl_ = std::make_unique<Impl>(*url);
+    impl_ = std::make_unique<Impl>(*url, options_);
     auto [connect_s, connect_us] = splitMs(options_.connect_timeout_ms);
     impl_->client.set_connection_timeout(connect_s, connect_us);
     auto [read_s, read_us] = splitMs(options_.read_timeout_ms);
@@ -252,6 +279,11 @@ ApiClient::ApiClient(ApiClientOptions options) : options_(std::move(options)) {
     // Callers encode path segments themselves (urlEncode).
     impl_->client.set_url_encode(false);
     impl_->client.set_keep_alive(options_.keep_alive);
+    // httplib writes a request's head and body separately: with Nagle on, a
+    // kept-alive connection's body waited for the ACK of the head, which the
+    // server delays (≈ 40 ms each way; heartbeats took ≈ 90 ms on loopback,
+    // bench/tls_heartbeat).
+    impl_->client.set_tcp_nodelay(true);
     impl_->client.set_default_headers({{"Accept", "application/json"}});
     if (!options_.token.empty()) impl_->client.set_bearer_token_auth(options_.token);
   } catch (const std::exception& e) {
@@ -295,7 +327,11 @@ Result<Json> ApiClient::send(const char* method, const std::string& path, const 
   if (!answer) {
     return unavailable(
         "controller unreachable: cannot reach it at " + options_.base_url + ": " +
-        transportError(answer.error(), impl_->host, options_.connect_timeout_ms, read_timeout_ms));
+        transportError(answer.error(), impl_->host, options_.connect_timeout_ms, read_timeout_ms) +
+        // TLS 1.3: a refused client certificate shows as a closed connection.
+        (answer.error() == httplib::Error::Read && options_.base_url.rfind("https://", 0) == 0
+             ? std::string("; over TLS this is also how a refused client certificate shows")
+             : std::string()));
   }
   const int http_status = answer->status;
   if (http_status < 200 || http_status > 299) {

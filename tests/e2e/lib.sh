@@ -46,11 +46,13 @@ e2e_dump() {
 
 # E2E_FENCE_AGENTS: a fence agents file for the controller (--fence-agents), if set.
 # --public-read: the checks below read state with plain curl (changes go
-# through twctl with the operator's token).
+# through twctl with the operator's token). --insecure-http: plain HTTP, as
+# the images' guests and these checks expect (TLS has its own tests:
+# tests/integration/tls_test.cc).
 e2e_start_controller() {
   mkdir -p "$E2E_DIR/state" "$E2E_DIR/logs"
   "$E2E_BIN/tierwarden-controller" --state-dir "$E2E_DIR/state" --listen "127.0.0.1:$E2E_PORT" \
-    --web-dir "$E2E_ROOT/web" --public-read ${E2E_FENCE_AGENTS:+--fence-agents "$E2E_FENCE_AGENTS"} \
+    --web-dir "$E2E_ROOT/web" --public-read --insecure-http ${E2E_FENCE_AGENTS:+--fence-agents "$E2E_FENCE_AGENTS"} \
     ${E2E_AGENT_LISTEN:+--agent-listen "$E2E_AGENT_LISTEN"} >>"$E2E_DIR/logs/controller.log" 2>&1 &
   E2E_CTL_PID=$!
   export TW_CONTROLLER=http://127.0.0.1:$E2E_PORT TW_TOKEN_FILE=$E2E_DIR/state/token

@@ -283,7 +283,7 @@ unitCommand() {
 
 # The agent's settings for this test: libvirt's test driver, in this namespace.
 cat >>"$root/etc/tierwarden/agent.env" <<'EOF'
-TW_AGENT_ARGS="--host h1 --controller http://127.0.0.1:7801 --libvirt-uri test:///default --peer-listen 127.0.0.1:7802"
+TW_AGENT_ARGS="--host h1 --controller https://127.0.0.1:7801 --libvirt-uri test:///default --peer-listen 127.0.0.1:7802"
 EOF
 cat >"$root/tmp/policy.yaml" <<'EOF'
 hosts:
@@ -345,17 +345,21 @@ start() {
   ) >"$work/$unit.stdout" 2>>"$work/$unit.out" &
   pid=$!
 }
-twctl() { chroot "$root" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root TW_TOKEN_FILE=/etc/tierwarden/token twctl "$@"; }
+twctl() { chroot "$root" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root TW_TOKEN_FILE=/etc/tierwarden/token TW_CA=/etc/tierwarden/ca.pem twctl "$@"; }
+# HTTPS with the CA the postinst made (tierwarden-controller init).
+ca=$root/etc/tierwarden/ca.pem
+[[ -s "$ca" ]] || fail "the postinst made no /etc/tierwarden/ca.pem"
 
 start controller
 controller=$pid
 for _ in $(seq 100); do
-  curl -fsS -H "Authorization: Bearer $token" -o "$work/cluster.json" http://127.0.0.1:7800/api/v1/cluster 2>/dev/null && break
+  curl -fsS --cacert "$ca" -H "Authorization: Bearer $token" -o "$work/cluster.json" https://127.0.0.1:7800/api/v1/cluster 2>/dev/null && break
   kill -0 "$controller" 2>/dev/null || fail "the controller exited"
   sleep 0.2
 done
 grep -q '"policy_version"' "$work/cluster.json" || fail "GET /api/v1/cluster: $(head -c 300 "$work/cluster.json")"
-curl -fsS http://127.0.0.1:7800/ | grep -q '<html' || fail "GET / serves no dashboard"
+curl -fsS --cacert "$ca" https://127.0.0.1:7800/ | grep -q '<html' || fail "GET / serves no dashboard"
+curl -fsS -o /dev/null http://127.0.0.1:7800/ 2>/dev/null && fail "the controller answers plain HTTP"
 echo "install_test: the controller answers GET /api/v1/cluster and serves the dashboard"
 uid=$(ps -o uid= -p "$controller" | tr -d ' ')  # ps names users from this machine's passwd
 [[ "$uid" == "$(chroot "$root" id -u tierwarden)" ]] || fail "the controller runs as uid $uid, not tierwarden"
@@ -364,8 +368,8 @@ uid=$(ps -o uid= -p "$controller" | tr -d ' ')  # ps names users from this machi
 [[ ! -e "$root/var/lib/tierwarden/token" ]] || fail "the controller made a token in its state dir"
 [[ "$(cat "$root/etc/tierwarden/token")" == "$token" ]] || fail "/etc/tierwarden/token changed"
 
-code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{}' \
-  http://127.0.0.1:7800/api/v1/auth/check)
+code=$(curl -s --cacert "$ca" -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{}' \
+  https://127.0.0.1:7800/api/v1/auth/check)
 [[ "$code" == 401 ]] || fail "POST without the token answered $code, want 401"
 twctl apply -f /tmp/policy.yaml >"$work/apply.out" 2>&1 || fail "twctl apply: $(cat "$work/apply.out")"
 # Host h1's own agent token, issued as the controller's user (the running
@@ -375,7 +379,7 @@ chroot "$root" setpriv --reuid tierwarden --regid tierwarden --init-groups -- \
   /usr/sbin/tierwarden-controller issue-host h1 --state-dir /var/lib/tierwarden >"$work/issue.out" 2>&1 ||
   fail "issue-host h1: $(cat "$work/issue.out")"
 install -d -m 0700 "$root/etc/tierwarden/agent"
-install -m 0600 "$root/var/lib/tierwarden/hosts/h1/token" "$root/var/lib/tierwarden/hosts/h1/peer-token" \
+install -m 0600 "$root"/var/lib/tierwarden/hosts/h1/{token,peer-token,ca.pem,host.pem,host.key} \
   "$root/etc/tierwarden/agent/"
 JOURNAL=1 start agent
 agent=$pid

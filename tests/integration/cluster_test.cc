@@ -135,7 +135,8 @@ class ClusterTest : public ::testing::Test {
     }
     controller_ = new Process({std::string(TW_BIN_DIR) + "/tierwarden-controller", "--state-dir",
                                (dir_ / "state").string(), "--listen", "127.0.0.1:" + std::to_string(port_),
-                               "--agent-listen", "127.0.0.1:" + std::to_string(agent_port), "--tick-ms", "50"},
+                               "--agent-listen", "127.0.0.1:" + std::to_string(agent_port), "--tick-ms", "50",
+                               "--insecure-http"},
                               (dir_ / "controller.log").string());
     token_file_ = (dir_ / "state" / "token").string();
     ASSERT_TRUE(eventually([] { return fs::exists(token_file_) && fs::file_size(token_file_) > 0; }, 10));

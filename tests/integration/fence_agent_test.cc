@@ -189,7 +189,7 @@ Exit runController(const std::string& args) {
 // may write, that has a bad line (file:line:column), or that is missing
 // when named; the message says what is wrong.
 TEST_F(FenceAgentTest, DaemonRefusesABadConfiguration) {
-  const std::string common = "--state-dir " + dir_ + "/state --listen 127.0.0.1:0 --fence-agents ";
+  const std::string common = "--state-dir " + dir_ + "/state --listen 127.0.0.1:0 --insecure-http --fence-agents ";
   std::string conf = writeConf("off = /bin/true {host}\n", 0664);
   Exit r = runController(common + conf);
   EXPECT_EQ(r.code, 1) << r.out;

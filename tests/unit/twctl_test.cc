@@ -138,13 +138,13 @@ TEST(TwctlConfig, BadLinesNameTheirLine) {
 // Pins: flags beat the environment, which beats the config file, which beats
 // the default, for the controller URL and the token independently.
 TEST(TwctlConfig, PrecedenceFlagsEnvFileDefault) {
-  ConnectionValues flags{"command line", {}, {}, {}};
-  ConnectionValues env{"environment", {}, {}, {}};
-  ConnectionValues file{"twctl.conf", {}, {}, {}};
+  ConnectionValues flags{"command line", {}, {}, {}, {}};
+  ConnectionValues env{"environment", {}, {}, {}, {}};
+  ConnectionValues file{"twctl.conf", {}, {}, {}, {}};
 
   Result<ConnectionSettings> s = resolveSettings(flags, env, file);
   ASSERT_TRUE(s.isOk());
-  EXPECT_EQ(s->controller, "http://127.0.0.1:7800");
+  EXPECT_EQ(s->controller, "https://127.0.0.1:7800");
   EXPECT_EQ(s->token, "");
 
   file.controller = "http://file:1";
@@ -168,13 +168,42 @@ TEST(TwctlConfig, PrecedenceFlagsEnvFileDefault) {
   EXPECT_EQ(s->token, "env-token");  // no token flag: the environment's still wins
 }
 
+// Pins: the controller's CA comes from the highest layer that names one
+// (--ca, TW_CA, `ca =`); none: empty (the system's CAs).
+TEST(TwctlConfig, CaFromHighestLayer) {
+  ConnectionValues flags{"command line", {}, {}, {}, {}};
+  ConnectionValues env{"environment", {}, {}, {}, {}};
+  ConnectionValues file{"twctl.conf", {}, {}, {}, "/etc/tierwarden/ca.pem"};
+  Result<ConnectionSettings> s = resolveSettings(flags, env, ConnectionValues{});
+  ASSERT_TRUE(s.isOk());
+  EXPECT_EQ(s->ca_file, "");
+  s = resolveSettings(flags, env, file);
+  ASSERT_TRUE(s.isOk());
+  EXPECT_EQ(s->ca_file, "/etc/tierwarden/ca.pem");
+  env.ca = "/env/ca.pem";
+  s = resolveSettings(flags, env, file);
+  EXPECT_EQ(s->ca_file, "/env/ca.pem");
+  flags.ca = "/flag/ca.pem";
+  s = resolveSettings(flags, env, file);
+  EXPECT_EQ(s->ca_file, "/flag/ca.pem");
+  // The config file's key, relative to the file; and the environment variable.
+  auto parsed = parseConfig("ca = tls/ca.pem\n", "/home/u/.config/tierwarden/twctl.conf", "/home/u");
+  ASSERT_TRUE(parsed.isOk()) << parsed.status().toString();
+  EXPECT_EQ(parsed->ca, "/home/u/.config/tierwarden/tls/ca.pem");
+  EnvLookup lookup = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "TW_CA") return std::string("/x/ca.pem");
+    return std::nullopt;
+  };
+  EXPECT_EQ(envValues(lookup).ca, "/x/ca.pem");
+}
+
 // Pins: a token file at a higher layer beats a token at a lower one; the file
 // is read and trimmed; one layer giving both is refused.
 TEST(TwctlConfig, TokenFileFromHigherLayerWins) {
   std::string path = writeTemp("token", "  s3cret\n");
-  ConnectionValues flags{"command line", {}, {}, path};
-  ConnectionValues env{"environment", {}, "env-token", {}};
-  ConnectionValues file{"twctl.conf", {}, {}, {}};
+  ConnectionValues flags{"command line", {}, {}, path, {}};
+  ConnectionValues env{"environment", {}, "env-token", {}, {}};
+  ConnectionValues file{"twctl.conf", {}, {}, {}, {}};
   Result<ConnectionSettings> s = resolveSettings(flags, env, file);
   ASSERT_TRUE(s.isOk()) << s.status().toString();
   EXPECT_EQ(s->token, "s3cret");
@@ -190,8 +219,8 @@ TEST(TwctlConfig, TokenFileFromHigherLayerWins) {
 // Pins: unreadable or empty token files and bad URLs are refused, naming where
 // the setting came from.
 TEST(TwctlConfig, BadTokenFileAndUrlAreRefused) {
-  ConnectionValues none{"environment", {}, {}, {}};
-  ConnectionValues file{"/etc/twctl.conf", {}, {}, "/nonexistent/token"};
+  ConnectionValues none{"environment", {}, {}, {}, {}};
+  ConnectionValues file{"/etc/twctl.conf", {}, {}, "/nonexistent/token", {}};
   Result<ConnectionSettings> s = resolveSettings(none, none, file);
   ASSERT_FALSE(s.isOk());
   EXPECT_EQ(s.status().message().rfind("/etc/twctl.conf: cannot read token file", 0), 0u)
@@ -202,7 +231,7 @@ TEST(TwctlConfig, BadTokenFileAndUrlAreRefused) {
   ASSERT_FALSE(s.isOk());
   EXPECT_NE(s.status().message().find("is empty"), std::string::npos);
 
-  ConnectionValues flags{"command line", "127.0.0.1:7800", {}, {}};
+  ConnectionValues flags{"command line", "127.0.0.1:7800", {}, {}, {}};
   s = resolveSettings(flags, none, ConnectionValues{});
   ASSERT_FALSE(s.isOk());
   EXPECT_EQ(s.status().code(), Code::kInvalidArgument);

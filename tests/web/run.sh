@@ -89,10 +89,18 @@ port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", (
   console.log(s.address().port); s.close(); });')
 agent_port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => {
   console.log(s.address().port); s.close(); });')
-url=http://127.0.0.1:$port
+url=https://127.0.0.1:$port
+# HTTPS as a real install serves it (docs/auth.md, "TLS"): the cluster's CA
+# and the controller's certificate (init), each agent's token and client
+# certificate (issue-host); curl and twctl trust the CA, the browser is told
+# to accept the controller's certificate (ignoreHTTPSErrors).
 # Each agent's own token; the controller serves reads without a token
 # (--public-read, as the demo does): the page is read-only until a token is given.
 mkdir -p "$TMP/state"
+"$BIN/tierwarden-controller" init --state-dir "$TMP/state" --san 127.0.0.1 >/dev/null ||
+  fail_setup "tierwarden-controller init failed"
+# node (the test's own API reads: fetch) trusts it through NODE_EXTRA_CA_CERTS.
+export CURL_CA_BUNDLE=$TMP/state/tls/ca.pem TW_CA=$TMP/state/tls/ca.pem NODE_EXTRA_CA_CERTS=$TMP/state/tls/ca.pem
 for h in h1 h2 h3; do
   "$BIN/tierwarden-controller" issue-host "$h" --state-dir "$TMP/state" >/dev/null ||
     fail_setup "issue-host $h failed"
@@ -124,7 +132,7 @@ cp "$ROOT/policies/demo.yaml" "$TMP/demo.yaml"
 for h in h1 h2 h3; do
   uri=$("$ROOT/scripts/hosts" test-uri "$h")
   "$ROOT/scripts/hosts" spawn "$h" "$TMP/agent-$h.log" -- "$BIN/tierwarden-agent" --host "$h" \
-    --libvirt-uri "$uri" --controller "http://127.0.0.1:$agent_port" --token-file "$TMP/state/hosts/$h/token" >/dev/null
+    --libvirt-uri "$uri" --controller "https://127.0.0.1:$agent_port" --bundle "$TMP/state/hosts/$h" >/dev/null
   # The controller's own line to the host: its shared test driver (kill, fencing).
   awk -v host="$h" -v uri="$uri" '
     $0 ~ "name: " host "$" { inhost = 1 }

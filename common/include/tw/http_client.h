@@ -17,10 +17,10 @@
 
 namespace tw {
 
-inline constexpr char kDefaultControllerUrl[] = "http://127.0.0.1:7800";
+inline constexpr char kDefaultControllerUrl[] = "https://127.0.0.1:7800";
 // The controller's agents' listener (--agent-listen): heartbeats, events,
 // assignments, tier endpoints.
-inline constexpr char kDefaultAgentControllerUrl[] = "http://127.0.0.1:7801";
+inline constexpr char kDefaultAgentControllerUrl[] = "https://127.0.0.1:7801";
 
 struct ApiClientOptions {
   // "http://HOST[:PORT]" or "https://HOST[:PORT]", optionally followed by a path
@@ -32,7 +32,19 @@ struct ApiClientOptions {
   // Reuse one connection for successive requests (the agent's heartbeats:
   // no new connection to admit while the controller is under load).
   bool keep_alive = false;
+  // https:// only. The CA that signed the controller's certificate (its
+  // <state-dir>/tls/ca.pem); empty = the system's trusted CAs. The
+  // certificate must name the URL's host (a DNS or IP SAN, `init --san`).
+  std::string ca_file;
+  // A client certificate and its key (PEM), for mTLS: the agent's host.pem
+  // and host.key from its bundle (issue-host). Both or neither.
+  std::string cert_file;
+  std::string key_file;
 };
+
+// Checks the TLS files of `options`: readable, a certificate with its key.
+// Errors: kInvalidArgument naming the file.
+Status checkTlsFiles(const ApiClientOptions& options);
 
 // Checks a base URL as ApiClientOptions::base_url accepts it.
 // Errors: kInvalidArgument naming the URL and what was expected.

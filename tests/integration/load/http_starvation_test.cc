@@ -168,7 +168,8 @@ class StarvationTest : public ::testing::Test {
       std::string bin = std::string(TW_BIN_DIR) + "/tierwarden-controller";
       ::execl(bin.c_str(), bin.c_str(), "--state-dir", state.c_str(), "--listen", listen.c_str(),
               "--agent-listen", agent.c_str(), "--web-dir", TW_SOURCE_DIR "/web",
-              "--public-read", (char*)nullptr);  // streams and reads below carry no token
+              "--public-read", "--insecure-http",  // streams and reads below: no token, raw HTTP
+              (char*)nullptr);
       ::_exit(127);
     }
     for (int i = 0; i < 100 && token_.empty(); ++i) {
