@@ -81,6 +81,12 @@ Simulation::Simulation(const Scenario& scenario, EventSink sink)
       if (host.agent) host.events.push_back(e);
     });
   }
+  for (auto& [name, h] : hosts_) {
+    host_index_[name] = host_by_index_.size();
+    host_by_index_.push_back(&h);
+  }
+  reach_up_.assign(host_by_index_.size() * host_by_index_.size(), 0);
+  reach_last_ms_.assign(reach_up_.size(), -1);
   rewirePeers();
 }
 
@@ -239,28 +245,54 @@ class SimPeerView final : public PeerView {
 }  // namespace
 
 Millis Simulation::lastReach(const std::string& from, const std::string& to) const {
-  auto it = last_reach_.find({from, to});
-  return it == last_reach_.end() ? -1 : it->second;
+  auto f = host_index_.find(from);
+  auto t = host_index_.find(to);
+  if (f == host_index_.end() || t == host_index_.end()) return -1;
+  const size_t k = f->second * host_by_index_.size() + t->second;
+  return reach_up_[k] ? reach_now_ms_ : reach_last_ms_[k];
 }
 
 bool Simulation::linkUp(const std::string& from, const std::string& to) const {
-  return cut_links_.count({from, to}) == 0;
+  return cut_links_.empty() || cut_links_.count({from, to}) == 0;
 }
 
 void Simulation::updateReach(Millis now) {
-  const size_t peers = hosts_.empty() ? 0 : hosts_.size() - 1;
-  for (auto& [a_name, a] : hosts_) {
-    a.reached = 0;
-    if (a.agent && a.powered && a.network) {
-      for (const auto& [b_name, b] : hosts_) {
-        if (a_name == b_name || !b.agent || !b.powered || !b.network) continue;
-        if (linkUp(a_name, b_name) && linkUp(b_name, a_name)) {
-          last_reach_[{a_name, b_name}] = now;
-          ++a.reached;
-        }
+  const size_t n = host_by_index_.size();
+  const size_t peers = n == 0 ? 0 : n - 1;
+  std::vector<char> key;
+  key.reserve(n * 3 + sizeof cut_links_gen_);
+  for (const Host* h : host_by_index_) {
+    key.push_back(h->agent != nullptr);
+    key.push_back(h->powered);
+    key.push_back(h->network);
+  }
+  for (size_t i = 0; i < sizeof cut_links_gen_; ++i) {
+    key.push_back(static_cast<char>((cut_links_gen_ >> (8 * i)) & 0xff));
+  }
+  if (key != reach_key_) {
+    // Who reaches whom changed: pairs that go down keep the last update at
+    // which they were up (reach_now_ms_, before this one).
+    reach_key_ = std::move(key);
+    for (size_t a = 0; a < n; ++a) {
+      Host& ha = *host_by_index_[a];
+      const std::string& a_name = ha.def.spec.name;
+      ha.reached = 0;
+      const bool a_on = ha.agent && ha.powered && ha.network;
+      for (size_t b = 0; b < n; ++b) {
+        const Host& hb = *host_by_index_[b];
+        const std::string& b_name = hb.def.spec.name;
+        const bool up = a_on && a != b && hb.agent && hb.powered && hb.network &&
+                        linkUp(a_name, b_name) && linkUp(b_name, a_name);
+        const size_t k = a * n + b;
+        if (reach_up_[k] && !up) reach_last_ms_[k] = reach_now_ms_;
+        reach_up_[k] = up;
+        if (up) ++ha.reached;
       }
     }
-    a.cut_off = !a.powered || !a.network || isolated(peers, static_cast<size_t>(a.reached));
+  }
+  reach_now_ms_ = now;
+  for (Host* h : host_by_index_) {
+    h->cut_off = !h->powered || !h->network || isolated(peers, static_cast<size_t>(h->reached));
   }
 }
 
@@ -647,8 +679,10 @@ void Simulation::execute(const Command& c) {
       log("info", c.text);
       if (c.arg == "off") {
         cut_links_.insert(link);
+        ++cut_links_gen_;
       } else {
         cut_links_.erase(link);
+        ++cut_links_gen_;
       }
       rewirePeers();
       return;
