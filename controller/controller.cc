@@ -471,6 +471,8 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
     ++peers_gen_;
     gated_.clear();
     for (const auto& [name, _] : old_vms) gated_.insert(name);  // sorted out by releaseGated()
+    for (const auto& [name, rt] : old_runtime)
+      if (!rt.evict_from.empty()) evicting_.insert(name);
     policy_ = old_policy;
     policy_record_ = old_record;
     vms_ = old_vms;

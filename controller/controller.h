@@ -318,6 +318,9 @@ class Controller {
   // Every VM whose tier-order gate may be closed (VmRuntime::released false),
   // and maybe some more: what releaseGated() looks at.
   std::set<std::string> gated_;
+  // Every VM whose VmRuntime::evict_from is set, and maybe some more: what
+  // confirmEvictions() looks at.
+  std::set<std::string> evicting_;
   bool dirty_ = true;             // placement must run
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id

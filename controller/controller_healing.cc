@@ -471,6 +471,7 @@ void Controller::driveDrains() {
       if (h.rec.state != HostState::kOnline) continue;
       auto& rt = vm_runtime_[next->name];
       rt.evict_from = name;
+      evicting_.insert(next->name);
       rt.evict_version = 0;  // set by publishAssignments()
       assignmentsTouched(false);
       rt.evict_confirmed = false;
@@ -493,7 +494,17 @@ void Controller::cancelEvictions(const std::string& host) {
 
 void Controller::confirmEvictions(const Heartbeat& hb) {
   if (hb.assignments_controller != controller_id_) return;  // a set of another process
-  for (auto& [vm_name, rt] : vm_runtime_) {
+  // Only the VMs being evicted (evicting_, in name order), not every VM: this
+  // runs on every heartbeat.
+  for (auto it = evicting_.begin(); it != evicting_.end();) {
+    const std::string& vm_name = *it;
+    auto found = vm_runtime_.find(vm_name);
+    if (found == vm_runtime_.end() || found->second.evict_from.empty()) {
+      it = evicting_.erase(it);
+      continue;
+    }
+    ++it;
+    VmRuntime& rt = found->second;
     if (rt.evict_from != hb.host || rt.evict_version == 0 || rt.evict_confirmed) continue;
     if (hb.assignments_version < rt.evict_version) continue;  // has not applied it yet
     bool running = false;

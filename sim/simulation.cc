@@ -203,32 +203,41 @@ namespace {
 // which agent reached which (Simulation::updateReach), as PeerView says.
 class SimPeerView final : public PeerView {
  public:
-  SimPeerView(const Simulation& sim, std::string self) : sim_(sim), self_(std::move(self)) {}
+  SimPeerView(const Simulation& sim, std::string self)
+      : sim_(sim), self_(std::move(self)), self_index_(sim.hostIndex(self_)) {}
   void setPeers(const std::vector<PeerInfo>& peers, Millis timeout_ms) override {
     if (!watching_) {
       watching_ = true;
       watch_start_ = sim_.nowMs();
     }
-    peers_.clear();
-    for (const auto& p : peers) peers_.push_back(p.host);
     timeout_ms_ = timeout_ms;
+    // Every answer carries the list: names are looked up only when it changed.
+    bool same = peers.size() == peers_.size();
+    for (size_t i = 0; same && i < peers.size(); ++i) same = peers[i].host == peers_[i];
+    if (same) return;
+    peers_.clear();
+    peer_index_.clear();
+    for (const auto& p : peers) {
+      peers_.push_back(p.host);
+      peer_index_.push_back(sim_.hostIndex(p.host));
+    }
   }
   std::set<std::string> reachable(Millis now) const override {
     std::set<std::string> out;
-    for (const auto& p : peers_) {
-      Millis mine = sim_.lastReach(self_, p);
-      Millis theirs = sim_.lastReach(p, self_);
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      Millis mine = sim_.lastReach(self_index_, peer_index_[i]);
+      Millis theirs = sim_.lastReach(peer_index_[i], self_index_);
       if (mine >= 0 && theirs >= 0 && now - mine < timeout_ms_ && now - theirs < timeout_ms_) {
-        out.insert(p);
+        out.insert(peers_[i]);
       }
     }
     return out;
   }
   std::map<std::string, Millis> unreachable(Millis now) const override {
     std::map<std::string, Millis> out;
-    for (const auto& p : peers_) {
-      Millis since = std::max(sim_.lastReach(self_, p), watch_start_);
-      if (now - since >= timeout_ms_) out[p] = now - since;
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      Millis since = std::max(sim_.lastReach(self_index_, peer_index_[i]), watch_start_);
+      if (now - since >= timeout_ms_) out[peers_[i]] = now - since;
     }
     return out;
   }
@@ -236,7 +245,9 @@ class SimPeerView final : public PeerView {
  private:
   const Simulation& sim_;
   std::string self_;
+  size_t self_index_;
   std::vector<std::string> peers_;
+  std::vector<size_t> peer_index_;
   Millis timeout_ms_ = 3000;
   bool watching_ = false;
   Millis watch_start_ = 0;
@@ -245,10 +256,17 @@ class SimPeerView final : public PeerView {
 }  // namespace
 
 Millis Simulation::lastReach(const std::string& from, const std::string& to) const {
-  auto f = host_index_.find(from);
-  auto t = host_index_.find(to);
-  if (f == host_index_.end() || t == host_index_.end()) return -1;
-  const size_t k = f->second * host_by_index_.size() + t->second;
+  return lastReach(hostIndex(from), hostIndex(to));
+}
+
+size_t Simulation::hostIndex(const std::string& host) const {
+  auto it = host_index_.find(host);
+  return it == host_index_.end() ? kNoHost : it->second;
+}
+
+Millis Simulation::lastReach(size_t from, size_t to) const {
+  if (from == kNoHost || to == kNoHost) return -1;
+  const size_t k = from * host_by_index_.size() + to;
   return reach_up_[k] ? reach_now_ms_ : reach_last_ms_[k];
 }
 

@@ -125,6 +125,10 @@ class Simulation final : private SimWorld {
   // When `from`'s agent last reached `to`'s agent directly (a peer check
   // answered); -1 = never.
   Millis lastReach(const std::string& from, const std::string& to) const;
+  // The same by host index (hostIndex(); kNoHost: never reached).
+  static constexpr size_t kNoHost = static_cast<size_t>(-1);
+  size_t hostIndex(const std::string& host) const;
+  Millis lastReach(size_t from, size_t to) const;
   int maxRunningCopies() const { return max_copies_; }
   // Times a VM came to run on a second (third...) host at once; of those,
   // how many in the known gap of an unenforced lease (see above).
