@@ -43,6 +43,8 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
+
 #include "agent/agent.h"
 #include "agent/peer_view.h"
 #include "controller/auth.h"
@@ -160,37 +162,87 @@ class BenchPeerView final : public tw::PeerView {
   tw::Millis timeout_ms_ = 3000;
 };
 
-// Heartbeat round trips, timed.
+// An agent's link over HTTP, timed (heartbeats), from a loopback source
+// address of its own (127.0.0.2 ...): the agent listener admits at most 32
+// open connections per client address (ApiServerOptions::agent_limits), which
+// real hosts, one address each, never reach, but N agents on one address
+// would. One connection per request (Connection: close), as many hosts whose
+// idle keep-alive connections the listener has closed.
 class TimedLink final : public tw::ControllerLink {
  public:
-  explicit TimedLink(const tw::ApiClientOptions& options) : link_(options) {}
+  TimedLink(int port, std::string token, std::string source)
+      : client_("127.0.0.1", port), token_(std::move(token)), source_(std::move(source)) {
+    client_.set_keep_alive(false);
+    client_.set_connection_timeout(3, 0);
+    client_.set_read_timeout(10, 0);
+    client_.set_write_timeout(10, 0);
+    client_.set_socket_options([this](int sock) {
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = 0;
+      ::inet_pton(AF_INET, source_.c_str(), &addr.sin_addr);
+      ::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    });
+  }
   tw::Result<tw::AssignmentSet> heartbeat(const tw::Heartbeat& hb) override {
     auto started = Steady::now();
-    auto r = link_.heartbeat(hb);
+    tw::Result<tw::AssignmentSet> r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
     const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
     std::lock_guard<std::mutex> lock(mu_);
     if (recording_) samples_.push_back(ms);
-    if (!r.isOk()) ++errors_;
+    if (!r.isOk() && recording_) {
+      ++errors_;
+      last_error_ = r.status().toString();
+    }
     return r;
   }
-  tw::Status sendEvent(const tw::AgentEvent& event) override { return link_.sendEvent(event); }
+  tw::Status sendEvent(const tw::AgentEvent& event) override {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    auto res = client_.Post(("/api/v1/agents/" + event.host + "/events").c_str(), headers(),
+                            tw::Json(event).dump(), "application/json");
+    if (!res) return tw::unavailable("sending an event failed");
+    if (res->status != 200) return tw::unavailable("event answered " + std::to_string(res->status));
+    return tw::Status::ok();
+  }
   void record(bool on) {
     std::lock_guard<std::mutex> lock(mu_);
     recording_ = on;
   }
-  std::vector<double> take(int64_t* errors) {
+  std::vector<double> take(int64_t* errors, std::string* last_error) {
     std::lock_guard<std::mutex> lock(mu_);
     *errors = errors_;
+    if (!last_error_.empty()) *last_error = last_error_;
     errors_ = 0;
     return std::move(samples_);
   }
 
  private:
-  tw::HttpControllerLink link_;
+  httplib::Headers headers() const { return {{"Authorization", "Bearer " + token_}}; }
+  tw::Result<tw::AssignmentSet> send(const std::string& path, const tw::Json& body) {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    auto res = client_.Post(path.c_str(), headers(), body.dump(), "application/json");
+    if (!res) return tw::unavailable("heartbeat: " + httplib::to_string(res.error()));
+    if (res->status != 200) {
+      return tw::unavailable("heartbeat answered " + std::to_string(res->status) + ": " + res->body);
+    }
+    auto j = tw::parseJson(res->body);
+    if (!j.isOk()) return j.status();
+    try {
+      return j->get<tw::AssignmentSet>();
+    } catch (const std::exception& e) {
+      return tw::internalError(std::string("a bad assignment set: ") + e.what());
+    }
+  }
+
+  httplib::Client client_;
+  const std::string token_;
+  const std::string source_;
+  std::mutex send_mu_;
   std::mutex mu_;
   bool recording_ = false;
   std::vector<double> samples_;
   int64_t errors_ = 0;
+  std::string last_error_;
 };
 
 struct BenchHost {
@@ -210,6 +262,7 @@ struct Figures {
   double cpu_pct = 0;
   double p50_ms = 0, p99_ms = 0;
   int64_t heartbeats = 0, heartbeat_errors = 0;
+  std::string last_error;
   double rss_mib = 0, hwm_mib = 0;
   double fence_to_placed_s = -1;
   double placed_all_s = 0;
@@ -267,12 +320,9 @@ class Bench {
         std::lock_guard<std::mutex> lock(raw->events_mu);
         raw->events.push_back(e);
       });
-      tw::ApiClientOptions link_options;
-      link_options.base_url = "http://127.0.0.1:" + std::to_string(agent_port_);
-      link_options.token = tokens[h->name];
-      link_options.keep_alive = true;
-      link_options.read_timeout_ms = 10000;
-      h->link = std::make_unique<TimedLink>(link_options);
+      const std::string source = "127.0." + std::to_string(1 + i / 250) + "." +
+                                 std::to_string(2 + i % 250);
+      h->link = std::make_unique<TimedLink>(agent_port_, tokens[h->name], source);
       h->peers = std::make_unique<BenchPeerView>(outages_);
       tw::AgentOptions options;
       options.host = h->name;
@@ -302,7 +352,7 @@ class Bench {
     for (auto& h : hosts_) {
       h->link->record(false);
       int64_t errors = 0;
-      std::vector<double> s = h->link->take(&errors);
+      std::vector<double> s = h->link->take(&errors, &out->last_error);
       out->heartbeat_errors += errors;
       samples.insert(samples.end(), s.begin(), s.end());
     }
@@ -456,7 +506,12 @@ class Bench {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     if (fenced_ms < 0) {
-      fail("host " + victim.name + " was not fenced in 120 s");
+      auto hosts = api_->get("/api/v1/hosts?limit=1&after=" + hostName(static_cast<int>(hosts_.size() / 2)));
+      std::string state = hosts.isOk() && !(*hosts)["hosts"].empty()
+                              ? (*hosts)["hosts"][0]["state"].get<std::string>() + ": " +
+                                    (*hosts)["hosts"][0]["reason"].get<std::string>()
+                              : hosts.status().toString();
+      fail("host " + victim.name + " was not fenced in 120 s (it is " + state + ")");
       return -1;
     }
     while (Steady::now() < until) {
@@ -532,8 +587,8 @@ int main(int argc, char** argv) {
                 static_cast<double>(f.heartbeats) / std::max(1, steady_s), f.rss_mib, f.hwm_mib,
                 f.fence_to_placed_s, f.placed_all_s);
     if (f.heartbeat_errors > 0) {
-      std::printf("       (%lld heartbeats failed in the steady window)\n",
-                  static_cast<long long>(f.heartbeat_errors));
+      std::printf("       (%lld heartbeats failed in the steady window; the last: %s)\n",
+                  static_cast<long long>(f.heartbeat_errors), f.last_error.c_str());
     }
     std::fflush(stdout);
   }
