@@ -258,7 +258,7 @@ class Controller {
   // a VM came or went (the VmsByHost index is rebuilt).
   void assignmentsTouched(bool moved);
   const VmsByHost& vmsByHost() const;
-  std::vector<Assignment> assignmentsOn(const std::string& host) const;
+  const std::vector<Assignment>& assignmentsOn(const std::string& host) const;
   std::string specDigest(const TierSpec& tier) const;
   const std::string& cachedSpecDigest(const TierSpec& tier) const;
   // Every declared host with the peer address it last reported, policy order.
@@ -330,6 +330,9 @@ class Controller {
   uint64_t assignments_gen_ = 1;
   uint64_t published_gen_ = 0;
   mutable VmsByHost vms_by_host_;
+  // Each host's assignments as last built, with the assignments_gen_ they
+  // were built at (valid while it is the current one).
+  mutable std::map<std::string, std::pair<uint64_t, std::vector<Assignment>>> assignments_cache_;
   mutable std::map<std::string, std::string> spec_digests_;  // by tier
   mutable std::string spec_digests_of_;                       // policy digest
   uint64_t peers_gen_ = 0;  // bumped when a host's peer address changes

@@ -101,8 +101,14 @@ const std::vector<PeerInfo>& Controller::allPeers() const {
   return all_peers_;
 }
 
-std::vector<Assignment> Controller::assignmentsOn(const std::string& host) const {
-  std::vector<Assignment> out;
+const std::vector<Assignment>& Controller::assignmentsOn(const std::string& host) const {
+  // Kept until anything a set holds changes (assignmentsTouched()): a
+  // heartbeat that changes nothing gets its answer without building it.
+  auto [cached, inserted] = assignments_cache_.try_emplace(host);
+  if (!inserted && cached->second.first == assignments_gen_) return cached->second.second;
+  cached->second.first = assignments_gen_;
+  std::vector<Assignment>& out = cached->second.second;
+  out.clear();
   for (const std::string& name : vmsByHost().of(host)) {  // by name
     auto it = vms_.find(name);
     if (it == vms_.end()) continue;
