@@ -418,7 +418,7 @@ class Bench {
     }
     std::ostringstream tiers;
     tiers << "tiers:\n";
-    const int tier_count = 10;
+    const int tier_count = std::max(10, (n_ * per_host_ + 999) / 1000);  // <= 1,000 replicas each
     for (int t = 1; t <= tier_count; ++t) {
       tiers << "  - name: tier" << t << "\n    image: tiny\n    replicas: "
             << n_ * per_host_ / tier_count << "\n    memory: 512MiB\n";
