@@ -1032,8 +1032,15 @@ bool Agent::reportDue() const {
 
 bool Agent::reportDueLocked() const {
   if (!link_up_) return false;  // retried at the next interval
-  return published_.assignments_version != last_sent_version_ ||
-         !sameReports(published_.domains, last_sent_);
+  if (published_.assignments_version != last_sent_version_) return true;
+  // Compared once per publication and answer, not on every tick of the
+  // heartbeat thread (issue #16: the simulator ticks it every 10 ms).
+  if (same_checked_gen_ != published_gen_ || same_checked_sent_ != sent_serial_) {
+    same_checked_gen_ = published_gen_;
+    same_checked_sent_ = sent_serial_;
+    same_as_sent_ = sameReports(published_.domains, last_sent_);
+  }
+  return !same_as_sent_;
 }
 
 void Agent::sendHeartbeat(Millis now) {
@@ -1083,6 +1090,7 @@ void Agent::sendHeartbeat(Millis now) {
   }
   link_up_ = true;
   last_sent_ = hb.domains;
+  ++sent_serial_;
   last_sent_version_ = hb.assignments_version;
   if (lease_state_ == LeaseState::kExpired && hb.self_fence_reason.empty()) {
     // Sent before the fence, answered after it: an old set, and no lease.

@@ -429,6 +429,11 @@ class Agent {
   int64_t published_events_ = 0;         // events emitted before that publication
   std::vector<DomainReport> last_sent_;  // carried by the last answered heartbeat
   int64_t last_sent_version_ = -1;
+  int64_t sent_serial_ = 0;  // bumped when last_sent_ changes
+  // reportDueLocked()'s last comparison of published_.domains and last_sent_.
+  mutable int64_t same_checked_gen_ = -1;
+  mutable int64_t same_checked_sent_ = -1;
+  mutable bool same_as_sent_ = false;
   std::optional<AssignmentSet> answer_;  // answered set not yet applied by the core
   LeaseState lease_state_ = LeaseState::kNone;
   Millis lease_until_ms_ = 0;

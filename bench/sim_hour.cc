@@ -5,7 +5,7 @@
 // Prints the real time taken, simulated/real, the process's peak RSS, and
 // what the run came to (events, VMs running, most copies of one VM at once).
 //
-//   build/bin/sim_hour [--minutes 60] [--hosts 100] [--failures 10]
+//   build/bin/sim_hour [--minutes 60] [--hosts 100] [--failures 10] [--vms 1000]
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -44,7 +44,13 @@ int main(int argc, char** argv) {
   app.add_option("--tiers", tiers, "tiers")->capture_default_str();
   app.add_option("--replicas", replicas, "replicas per tier (512 MiB)")->capture_default_str();
   app.add_option("--failures", failures, "host power failures")->capture_default_str();
+  int vms = 0;
+  app.add_option("--vms", vms, "VMs in all (sets --replicas to VMS / --tiers)");
   CLI11_PARSE(app, argc, argv);
+  if (vms > 0) {
+    tiers = std::max(tiers, (vms + 999) / 1000);  // a tier has at most 1,000 replicas
+    replicas = std::max(1, vms / tiers);
+  }
   tw::log::init("sim_hour", "off");
 
   std::ostringstream cluster;

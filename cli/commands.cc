@@ -12,6 +12,7 @@ namespace tw::cli {
 namespace {
 
 constexpr int kEventPage = 500;
+constexpr int kPageLimit = 500;  // vms and hosts per GET (the API allows 5000)
 
 void printJson(const CommandContext& ctx, const Json& answer) {
   ctx.out << answer.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
@@ -77,6 +78,36 @@ std::optional<std::string> canonicalResource(const std::string& name) {
   return it->second;
 }
 
+namespace {
+
+// GET /api/v1/<resource> (vms or hosts) page by page (?limit=&after=), as
+// one answer: {"<resource>": [every item]}. Stops at the first error.
+Result<Json> getPaged(const CommandContext& ctx, const std::string& resource) {
+  Json all = Json::array();
+  std::string after;
+  for (int pages = 0;; ++pages) {
+    // A controller that keeps naming a next page (its list growing faster
+    // than we read) must not keep us here for ever.
+    if (pages > 100000) return unavailable("listing " + resource + ": too many pages");
+    std::string path = "/api/v1/" + resource + "?limit=" + std::to_string(kPageLimit);
+    if (!after.empty()) path += "&after=" + urlEncode(after);
+    Result<Json> page = ctx.api.get(path);
+    if (!page.isOk()) return page.status();
+    if (!page->is_object() || !(*page)[resource].is_array()) {
+      return unavailable("listing " + resource + ": the controller's answer has no '" + resource +
+                         "' list");
+    }
+    for (auto& item : (*page)[resource]) all.push_back(std::move(item));
+    if (!page->contains("next") || !(*page)["next"].is_string()) break;
+    std::string next = (*page)["next"].get<std::string>();
+    if (next.empty() || next == after) break;
+    after = next;
+  }
+  return Json{{resource, all}};
+}
+
+}  // namespace
+
 Status getResource(const CommandContext& ctx, const std::string& resource,
                    std::optional<int64_t> since) {
   if (resource == "endpoints") return invalidArgument("usage: twctl get endpoints TIER");
@@ -85,7 +116,8 @@ Status getResource(const CommandContext& ctx, const std::string& resource,
     if (resource != "events") return invalidArgument("--since applies to events only");
     path += "?since=" + std::to_string(*since);
   }
-  Result<Json> answer = ctx.api.get(path);
+  Result<Json> answer =
+      resource == "vms" || resource == "hosts" ? getPaged(ctx, resource) : ctx.api.get(path);
   if (!answer.isOk()) return answer.status();
   if (ctx.format == OutputFormat::kJson) {
     printJson(ctx, *answer);

@@ -17,6 +17,8 @@ namespace tw {
 namespace {
 
 constexpr const char* kJson = "application/json";
+// The longest page of GET /api/v1/vms or /hosts (?limit=).
+constexpr int64_t kMaxPageLimit = 5000;
 // Any request body (httplib refuses a larger one before reading it: 413).
 constexpr size_t kMaxRequestBodyBytes = 8 * 1024 * 1024;
 // POST /api/v1/policies: the files of a policy, as JSON. A policy at the
@@ -105,6 +107,33 @@ Result<int64_t> intParam(const httplib::Request& req, const char* name, int64_t 
                            "' must be a non-negative integer, got " + quoteForMessage(v));
   }
   return static_cast<int64_t>(std::stoll(v));
+}
+
+// ?limit=&after= of a list (issue #16): limit 1..5000 (absent: the whole
+// list), after a name as the API spells names. Bad values → kInvalidArgument.
+Result<PageRequest> pageParams(const httplib::Request& req) {
+  PageRequest page;
+  if (req.has_param("limit")) {
+    auto limit = intParam(req, "limit", 0);
+    if (!limit.isOk()) return limit.status();
+    if (*limit < 1 || *limit > kMaxPageLimit) {
+      return invalidArgument("query parameter 'limit' must be between 1 and " +
+                             std::to_string(kMaxPageLimit) + ", got " + std::to_string(*limit));
+    }
+    page.limit = static_cast<int>(*limit);
+  }
+  if (req.has_param("after")) {
+    page.after = req.get_param_value("after");
+    const bool ok = !page.after.empty() && page.after.size() <= 253 &&
+                    page.after.find_first_not_of(
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+                        std::string::npos;
+    if (!ok) {
+      return invalidArgument("query parameter 'after' must be a host or vm name (letters, digits, "
+                             "'.', '_', '-'), got " + quoteForMessage(page.after));
+    }
+  }
+  return page;
 }
 
 }  // namespace
@@ -339,7 +368,11 @@ void ApiServer::routes() {
   });
   s.Get("/api/v1/hosts", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    sendJson(res, 200, service_.call([](Controller& c) { return c.hostsJson(); }));
+    auto page = pageParams(req);
+    if (!page.isOk()) return sendError(res, page.status());
+    auto j = service_.call([&](Controller& c) { return c.hostsJson(*page); });
+    if (!j.isOk()) return sendError(res, j.status());
+    sendJson(res, 200, *j);
   });
   s.Get("/api/v1/tiers", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
@@ -364,7 +397,9 @@ void ApiServer::routes() {
   g.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)", endpoints);
   s.Get("/api/v1/vms", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    sendJson(res, 200, service_.call([](Controller& c) { return c.vmsJson(); }));
+    auto page = pageParams(req);
+    if (!page.isOk()) return sendError(res, page.status());
+    sendJson(res, 200, service_.call([&](Controller& c) { return c.vmsJson(*page); }));
   });
   s.Get(R"(/api/v1/vms/([A-Za-z0-9._-]+))", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;

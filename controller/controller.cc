@@ -8,6 +8,7 @@
 
 #include "tw/log.h"
 #include "tw/policy.h"
+#include "tw/text.h"
 
 namespace tw {
 
@@ -17,15 +18,6 @@ std::string hex64(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
   return buf;
-}
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
 }
 
 VmState vmStateOf(DomainState s) {
@@ -79,7 +71,8 @@ Controller::Controller(Store& store, Clock& clock, HostConnector* hosts, FenceAg
       clock_(clock),
       host_connector_(hosts ? *hosts : null_hosts_),
       fence_agents_(std::move(fence_agents)),
-      controller_id_(newControllerId()) {
+      controller_id_(newControllerId()),
+      retention_(store, clock) {
   // Versions must grow across controller restarts: start from the clock.
   version_counter_ = clock_.nowMs() * 1000;
 }
@@ -113,6 +106,7 @@ Status Controller::recover() {
     auto& rt = vm_runtime_[rec.name];
     // A VM that was assigned keeps running where it is: no tier-order gate.
     rt.released = !rec.host.empty() && rec.state != VmState::kPending;
+    if (!rt.released) gated_.insert(rec.name);
     // An error (budgets spent) survives a restart: it waits for a reset.
     rt.error = rec.state == VmState::kError;
   }
@@ -182,6 +176,7 @@ Status Controller::recover() {
   }
   host_connector_.setHosts(policy_.hosts);
   dirty_ = true;
+  assignmentsTouched(true);
   log::info("recovered: policy version {}, {} hosts, {} vms", policy_record_.version,
             hosts_.size(), vms_.size());
   return Status::ok();
@@ -202,6 +197,7 @@ Controller::HostRuntime& Controller::ensureHost(const std::string& name) {
   if (inserted) {
     it->second.rec.name = name;
     it->second.declared_ms = clock_.nowMs();
+    assignmentsTouched(false);
   }
   return it->second;
 }
@@ -466,10 +462,17 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
     emit("info", "policy.applied", "policy/" + std::to_string(record.version),
          "applied policy version " + std::to_string(record.version) + " (" + names + ")");
     dirty_ = true;
+    assignmentsTouched(true);  // the tiers' specs may have changed
     reconcile();
     return Status::ok();
   });
   if (!s.isOk()) {
+    assignmentsTouched(true);
+    ++peers_gen_;
+    gated_.clear();
+    for (const auto& [name, _] : old_vms) gated_.insert(name);  // sorted out by releaseGated()
+    for (const auto& [name, rt] : old_runtime)
+      if (!rt.evict_from.empty()) evicting_.insert(name);
     policy_ = old_policy;
     policy_record_ = old_record;
     vms_ = old_vms;
@@ -488,6 +491,16 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
 // ----------------------------------------------------------- the loop ---
 
 void Controller::runOnce() {
+  // One batch: every write of the tick in one SQLite transaction (none when
+  // nothing changed).
+  Status s = store_.batch([this]() -> Status {
+    tick();
+    return Status::ok();
+  });
+  if (!s.isOk()) log::error("storing the tick's changes: {}", s.toString());
+}
+
+void Controller::tick() {
   auto started = std::chrono::steady_clock::now();  // metric only, not logic
   processFenceResults();
   checkLiveness();
@@ -510,6 +523,7 @@ void Controller::runOnce() {
   }
   trackIncidents();
   publishAssignments();
+  retention_.maybePrune(policy_.settings);
   std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
   reconcile_seconds_sum_ += took.count();
   ++reconcile_count_;
@@ -517,9 +531,23 @@ void Controller::runOnce() {
 
 void Controller::releaseGated() {
   Millis now = clock_.nowMs();
-  for (auto& [name, vm] : vms_) {
+  // Only the VMs that may be gated (gated_), in name order as vms_: a tick
+  // costs nothing for the VMs that passed their gate long ago.
+  for (auto it = gated_.begin(); it != gated_.end();) {
+    const std::string& name = *it;
+    auto v = vms_.find(name);
+    if (v == vms_.end()) {
+      it = gated_.erase(it);
+      continue;
+    }
     auto& rt = vm_runtime_[name];
-    if (rt.released || vm.host.empty()) continue;
+    if (rt.released) {
+      it = gated_.erase(it);
+      continue;
+    }
+    ++it;
+    VmRecord& vm = v->second;
+    if (vm.host.empty()) continue;
     const TierSpec* tier = policy_.findTier(vm.tier);
     if (!tier) continue;
     std::string waiting;
@@ -529,9 +557,11 @@ void Controller::releaseGated() {
     if (rt.waiting_since_ms == 0) rt.waiting_since_ms = now;
     if (waiting.empty()) {
       rt.released = true;
+      assignmentsTouched(false);
       setVmState(vm, VmState::kStarting, "assigned to host '" + vm.host + "'");
     } else if (now - rt.waiting_since_ms >= policy_.settings.tier_order_timeout_ms) {
       rt.released = true;
+      assignmentsTouched(false);
       emit("warn", "tier.order_timeout", "vm/" + name,
            "vm '" + name + "' starts although tier " + waiting + " is not healthy after " +
                seconds(now - rt.waiting_since_ms));
@@ -616,6 +646,7 @@ void Controller::reconcile() {
     if (!s.isOk()) log::error("cannot delete vm '{}': {}", name, s.toString());
     vms_.erase(it);
     vm_runtime_.erase(name);
+    assignmentsTouched(true);
     emit("info", "vm.deleted", "vm/" + name, "vm '" + name + "' removed" + where + ": no longer desired");
   }
   for (const auto& p : placed.vms) {
@@ -628,11 +659,14 @@ void Controller::reconcile() {
       vm.state = VmState::kPending;
       vm.updated_ms = now;
       vm_runtime_[p.vm] = VmRuntime{};
+      gated_.insert(p.vm);
+      assignmentsTouched(true);
     }
     auto& rt = vm_runtime_[p.vm];
     if (rt.error) {
       if (!vm.host.empty()) {
         vm.host.clear();
+        assignmentsTouched(true);
         saveVm(vm);
       }
       continue;
@@ -640,6 +674,7 @@ void Controller::reconcile() {
     if (!rt.migrate_to.empty()) continue;  // stays on its source until the migration ends
     if (p.host.empty() || vm.host != p.host) {
       // Placed elsewhere (or nowhere): an eviction from its old host is over.
+      if (!rt.evict_from.empty()) assignmentsTouched(false);
       rt.evict_from.clear();
       rt.evict_version = 0;
       rt.evict_confirmed = false;
@@ -648,7 +683,9 @@ void Controller::reconcile() {
       const std::string& reason = settling_reason.empty() ? p.reason : settling_reason;
       bool changed = !vm.host.empty();
       vm.host.clear();
+      if (changed || rt.released) assignmentsTouched(changed);
       rt.released = false;
+      gated_.insert(p.vm);
       rt.waiting_since_ms = 0;
       if (changed || inserted || vm.state != VmState::kPending || vm.reason != reason) {
         if (inserted) saveVm(vm);
@@ -661,9 +698,11 @@ void Controller::reconcile() {
       std::string from = vm.host;
       vm.host = p.host;
       ++vm.epoch;
+      assignmentsTouched(true);
       vm.health = Health::kUnknown;
       rt.waiting_since_ms = 0;
       rt.released = false;
+      gated_.insert(p.vm);
       incidentStep("vm/" + p.vm, "placed", "on host '" + p.host + "'");
       vm.updated_ms = now;
       saveVm(vm);
@@ -689,94 +728,20 @@ bool Controller::tierHealthy(const std::string& tier_name) const {
   return healthy >= need;
 }
 
-std::string Controller::specDigest(const TierSpec& t) const {
-  std::ostringstream s;
-  s << t.image << '|' << t.vcpus << '|' << t.memory_mib << '|' << toString(t.storage.kind) << '|'
-    << t.storage.path;
-  for (const auto& p : t.ports) s << '|' << p.name << ':' << p.port << '/' << p.protocol;
-  return hex64(fnv1a(s.str()));
-}
-
-Assignment Controller::assignmentOf(const VmRecord& vm) const {
-  Assignment a;
-  a.vm = vm.name;
-  a.tier = vm.tier;
-  a.epoch = vm.epoch;
-  a.policy_version = policy_record_.version;
-  if (const TierSpec* t = policy_.findTier(vm.tier)) {
-    a.spec_digest = specDigest(*t);
-    a.image = t->image;
-    a.vcpus = t->vcpus;
-    a.memory_mib = t->memory_mib;
-    a.health = t->health;
-    a.restart = t->restart;
-    a.ports = t->ports;
-    a.storage = t->storage;
-    a.after = t->after;
-  }
-  return a;
-}
-
-AssignmentSet Controller::assignmentsFor(const std::string& host) const {
-  AssignmentSet set;
-  set.host = host;
-  set.controller_id = controller_id_;
-  set.lease_ms = policy_.settings.lease_ms;
-  set.heartbeat_interval_ms = policy_.settings.heartbeat_interval_ms;
-  set.peer_timeout_ms = peerTimeoutMs();
-  for (const auto& spec : policy_.hosts) {
-    if (spec.name == host) continue;
-    auto p = hosts_.find(spec.name);
-    set.peers.push_back(PeerInfo{spec.name, p != hosts_.end() ? p->second.peer_address : ""});
-  }
-  auto h = hosts_.find(host);
-  if (h != hosts_.end()) set.version = h->second.assignments_version;
-  for (const auto& [name, vm] : vms_) {
-    auto rt = vm_runtime_.find(name);
-    if (rt == vm_runtime_.end()) continue;
-    const std::string& to = rt->second.migrate_to;
-    if (vm.host == host && rt->second.released && rt->second.evict_from != host) {
-      Assignment a = assignmentOf(vm);
-      if (!to.empty()) {
-        const HostSpec* dest = policy_.findHost(to);
-        a.migrate_to_host = to;
-        a.migrate_to_uri = dest ? dest->uri : "";
-        a.migrate_epoch = rt->second.migrate_epoch;
-      }
-      set.assignments.push_back(a);
-    } else if (!to.empty() && to == host) {
-      Assignment a = assignmentOf(vm);
-      a.epoch = rt->second.migrate_epoch;
-      a.incoming = true;
-      set.assignments.push_back(a);
-    }
-  }
-  return set;
-}
-
-void Controller::publishAssignments() {
-  for (auto& [name, h] : hosts_) {
-    AssignmentSet set = assignmentsFor(name);
-    std::string digest;
-    for (const auto& a : set.assignments)
-      digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host +
-                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ";";
-    const bool changed = h.assignments_version == 0 || digest != h.assignments_digest;
-    if (changed) {
-      h.assignments_digest = digest;
-      h.assignments_version = nextVersion();
-    }
-    // The set published now is the first without the VMs being evicted.
-    for (auto& [vm_name, rt] : vm_runtime_) {
-      if (rt.evict_from == name && rt.evict_version == 0) rt.evict_version = h.assignments_version;
-    }
-    if (changed && assignment_listener_) assignment_listener_(name, h.assignments_version);
-  }
-}
-
 // ---------------------------------------------------------------- agents ---
 
 Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
+  // One batch: the heartbeat's writes in one SQLite transaction.
+  std::optional<Result<AssignmentSet>> out;
+  Status s = store_.batch([&]() -> Status {
+    out.emplace(heartbeat(hb));
+    return Status::ok();
+  });
+  if (!s.isOk()) log::error("storing heartbeat of host '{}': {}", hb.host, s.toString());
+  return std::move(*out);
+}
+
+Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   if (!policy_.findHost(hb.host)) {
     return notFound("host '" + hb.host + "' is not declared in the applied policy");
   }
@@ -791,7 +756,10 @@ Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   h.agent_id = hb.agent_id;
   h.last_heartbeat_ms = now;
   h.service_address = hb.service_address.empty() ? "127.0.0.1" : hb.service_address;
-  h.peer_address = hb.peer_address;
+  if (h.peer_address != hb.peer_address) {
+    h.peer_address = hb.peer_address;
+    ++peers_gen_;
+  }
   h.peers_unreachable = hb.peers_unreachable;
   h.watchdog_ms = hb.watchdog_ms;
   h.quorum_since_ms = 0;
@@ -915,6 +883,7 @@ Status Controller::restartVm(const std::string& name) {
   if (vm.host.empty()) return failedPrecondition("vm '" + name + "' is not placed on any host");
   Status s = store_.transaction([&]() -> Status {
     ++vm.epoch;
+    assignmentsTouched(false);
     vm.health = Health::kUnknown;
     emit("info", "vm.restart_requested", "vm/" + name,
          "restart of vm '" + name + "' on host '" + vm.host + "' requested (epoch " +
@@ -955,6 +924,7 @@ Status Controller::resetVm(const std::string& name) {
     vm.relocations = 0;
     vm.restarts = 0;
     if (!vm.host.empty()) ++vm.epoch;  // a new epoch resets the agent's restart budget too
+    assignmentsTouched(false);
     emit("info", "vm.reset", "vm/" + name,
          "vm '" + name + "' reset by an operator" + std::string(was_error ? " (was in error)" : "") +
              ": budgets cleared, retrying now");
@@ -1100,16 +1070,33 @@ Json Controller::clusterJson() const {
               {"n_plus_one", Json{{"safe", n1.safe}, {"summary", n1.summary()}, {"breaking", breaking}}}};
 }
 
-Json Controller::hostsJson() const {
+Result<Json> Controller::hostsJson(const PageRequest& page) const {
   Json list = Json::array();
-  for (const auto& spec : policy_.hosts) {
+  size_t first = 0;
+  if (!page.after.empty()) {
+    while (first < policy_.hosts.size() && policy_.hosts[first].name != page.after) ++first;
+    if (first == policy_.hosts.size()) {
+      return invalidArgument("after: no host named " + quoteForMessage(page.after) +
+                             " is declared (pages follow the policy's host order)");
+    }
+    ++first;
+  }
+  std::string next;
+  for (size_t i = first; i < policy_.hosts.size(); ++i) {
+    const HostSpec& spec = policy_.hosts[i];
+    if (page.limit > 0 && static_cast<int>(list.size()) == page.limit) {
+      next = policy_.hosts[i - 1].name;
+      break;
+    }
     auto it = hosts_.find(spec.name);
     if (it == hosts_.end()) continue;
     const auto& h = it->second;
     Capacity used;
     Json names = Json::array();
-    for (const auto& [name, vm] : vms_) {
-      if (vm.host != spec.name) continue;
+    for (const auto& name : vmsByHost().of(spec.name)) {  // by name
+      auto v = vms_.find(name);
+      if (v == vms_.end() || v->second.host != spec.name) continue;
+      const VmRecord& vm = v->second;
       names.push_back(name);
       if (const TierSpec* t = policy_.findTier(vm.tier)) {
         used.cpus += t->vcpus;
@@ -1135,7 +1122,9 @@ Json Controller::hostsJson() const {
                         {"self_fence_reason", h.self_fence_reason},
                         {"self_fenced_ms", h.self_fenced_ms}});
   }
-  return Json{{"hosts", list}};
+  Json out{{"hosts", list}};
+  if (!next.empty()) out["next"] = next;
+  return out;
 }
 
 Json Controller::tiersJson() const {
@@ -1197,10 +1186,20 @@ Result<Json> Controller::endpointsJson(const std::string& tier_name) const {
   return Json{{"tier", tier_name}, {"endpoints", list}};
 }
 
-Json Controller::vmsJson() const {
+Json Controller::vmsJson(const PageRequest& page) const {
   Json list = Json::array();
-  for (const auto& [_, vm] : vms_) list.push_back(vm);
-  return Json{{"vms", list}};
+  auto it = page.after.empty() ? vms_.begin() : vms_.upper_bound(page.after);
+  std::string next;
+  for (; it != vms_.end(); ++it) {
+    if (page.limit > 0 && static_cast<int>(list.size()) == page.limit) {
+      next = std::prev(it)->first;
+      break;
+    }
+    list.push_back(it->second);
+  }
+  Json out{{"vms", list}};
+  if (!next.empty()) out["next"] = next;
+  return out;
 }
 
 Result<Json> Controller::vmJson(const std::string& name) {
@@ -1208,10 +1207,10 @@ Result<Json> Controller::vmJson(const std::string& name) {
   if (it == vms_.end()) return notFound("no vm named '" + name + "'");
   Json j = it->second;
   // The VM's latest events: scan the log backwards in pages.
-  auto count = store_.eventCount();
+  auto last = store_.lastEventId();  // ids go on growing when old events are pruned
   Json events = Json::array();
-  if (count.isOk()) {
-    auto all = store_.eventsSince(std::max<int64_t>(0, *count - 2000), 2000);
+  if (last.isOk()) {
+    auto all = store_.eventsSince(std::max<int64_t>(0, *last - 2000), 2000);
     if (all.isOk()) {
       std::vector<EventRecord> mine;
       for (const auto& e : *all)
@@ -1255,10 +1254,22 @@ std::string Controller::metricsText() {
   out << "# HELP tierwarden_reconcile_duration_seconds Time spent in one reconcile pass.\n"
       << "# TYPE tierwarden_reconcile_duration_seconds summary\n"
       << "tierwarden_reconcile_duration_seconds_sum " << reconcile_seconds_sum_ << "\n"
-      << "tierwarden_reconcile_duration_seconds_count " << reconcile_count_ << "\n";
-  auto count = store_.eventCount();
+      << "tierwarden_reconcile_duration_seconds_count " << reconcile_count_ << "\n"
+      << "# HELP tierwarden_assignment_set_builds_total Hosts' assignment sets built to look for a change.\n"
+      << "# TYPE tierwarden_assignment_set_builds_total counter\n"
+      << "tierwarden_assignment_set_builds_total " << assignment_set_builds_ << "\n";
+  auto count = store_.lastEventId();  // a counter: pruning does not lower it
   out << "# HELP tierwarden_events_total Events recorded.\n# TYPE tierwarden_events_total counter\n"
       << "tierwarden_events_total " << (count.isOk() ? *count : 0) << "\n";
+  out << "# HELP tierwarden_events_pruned_total Events removed by the event log retention.\n"
+      << "# TYPE tierwarden_events_pruned_total counter\n"
+      << "tierwarden_events_pruned_total " << retention_.prunedTotal() << "\n";
+  auto bytes = store_.eventLogBytes();
+  if (bytes.isOk() && *bytes >= 0) {
+    out << "# HELP tierwarden_event_log_bytes What the event log takes on disk.\n"
+        << "# TYPE tierwarden_event_log_bytes gauge\n"
+        << "tierwarden_event_log_bytes " << *bytes << "\n";
+  }
   return out.str();
 }
 

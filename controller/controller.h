@@ -22,8 +22,10 @@
 #include "tw/protocol.h"
 #include "tw/status.h"
 #include "tw/store.h"
+#include "controller/event_retention.h"
 #include "controller/fence_agents.h"
 #include "controller/host_connector.h"
+#include "controller/vms_by_host.h"
 
 namespace tw {
 
@@ -33,6 +35,15 @@ struct PlanItem {
   std::string host;    // target host (empty for pending / delete)
   std::string action;  // create | keep | move | delete | pending
   std::string reason;
+};
+
+// One page of a list (GET /api/v1/vms and /hosts ?limit=&after=): at most
+// `limit` items (0: all of them) after the item named `after` (empty: from
+// the first), in the list's order. The answer names the last item in "next"
+// when more follow.
+struct PageRequest {
+  int limit = 0;
+  std::string after;
 };
 
 struct ApplyResult {
@@ -101,9 +112,14 @@ class Controller {
 
   // ---- read side (JSON as in docs/api.md) ----
   Json clusterJson() const;
-  Json hostsJson() const;
+  // Hosts in policy order. Errors: kInvalidArgument when `after` names no
+  // declared host.
+  Result<Json> hostsJson(const PageRequest& page) const;
+  Json hostsJson() const { return *hostsJson(PageRequest{}); }
   Json tiersJson() const;
-  Json vmsJson() const;
+  // VMs by name; `after` need not exist (the page starts after it in name order).
+  Json vmsJson(const PageRequest& page) const;
+  Json vmsJson() const { return vmsJson(PageRequest{}); }
   Result<Json> vmJson(const std::string& name);
   Result<Json> eventsJson(int64_t since, int limit);
   Json incidentsJson() const;
@@ -119,6 +135,9 @@ class Controller {
   int64_t policyVersion() const { return policy_record_.version; }
   const VmRecord* vm(const std::string& name) const;
   const HostRecord* host(const std::string& name) const;
+  // Assignment sets built to see whether they changed, since the start (a
+  // tick in which nothing changed builds none).
+  int64_t assignmentSetBuilds() const { return assignment_set_builds_; }
   std::vector<VmRecord> vms() const;
   std::vector<HostRecord> hosts() const;
 
@@ -204,6 +223,9 @@ class Controller {
   std::vector<HostView> hostViews(const Policy& policy) const;
   PlacementInput placementInput(const Policy& policy) const;
   std::vector<PlanItem> planItems(const PlacementResult& placed) const;
+  // runOnce() and handleHeartbeat() without their store batch.
+  void tick();
+  Result<AssignmentSet> heartbeat(const Heartbeat& hb);
   void checkLiveness();
   // The votes that say `target` is unreachable: the controller's own (it is
   // silent to us) plus each other host with a fresh heartbeat that reported
@@ -232,9 +254,22 @@ class Controller {
   // Opens the tier-order gate of placed VMs whose `after` tiers are healthy
   // (or whose wait exceeded tier_order_timeout).
   void releaseGated();
-  void publishAssignments();
   bool tierHealthy(const std::string& tier) const;
+  // Assignment sets (controller_assignments.cc). publishAssignments() gives
+  // every host whose set changed a new version and tells the listener; it
+  // does nothing unless assignmentsTouched() was called since its last run.
+  void publishAssignments();
+  // To be called wherever what an assignment set holds may change: a VM's
+  // host, epoch, release, eviction or migration, the VMs or hosts that
+  // exist, the policy. `moved`: a VM's host or migration target changed, or
+  // a VM came or went (the VmsByHost index is rebuilt).
+  void assignmentsTouched(bool moved);
+  const VmsByHost& vmsByHost() const;
+  const std::vector<Assignment>& assignmentsOn(const std::string& host) const;
   std::string specDigest(const TierSpec& tier) const;
+  const std::string& cachedSpecDigest(const TierSpec& tier) const;
+  // Every declared host with the peer address it last reported, policy order.
+  const std::vector<PeerInfo>& allPeers() const;
   Assignment assignmentOf(const VmRecord& vm) const;
   void setHostState(HostRuntime& h, HostState state, const std::string& reason);
   // Failure handling (controller_healing.cc).
@@ -287,14 +322,36 @@ class Controller {
   std::map<std::string, VmRecord> vms_;
   std::map<std::string, VmRuntime> vm_runtime_;
   std::map<std::string, IncidentRecord> open_incidents_;  // by subject
+  // Every VM whose tier-order gate may be closed (VmRuntime::released false),
+  // and maybe some more: what releaseGated() looks at.
+  std::set<std::string> gated_;
+  // Every VM whose VmRuntime::evict_from is set, and maybe some more: what
+  // confirmEvictions() looks at.
+  std::set<std::string> evicting_;
   bool dirty_ = true;             // placement must run
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id
   AssignmentListener assignment_listener_;
+  // Assignment sets: see assignmentsTouched(). The caches are rebuilt on
+  // first use after a change (const readers, one thread).
+  uint64_t assignments_gen_ = 1;
+  uint64_t published_gen_ = 0;
+  mutable VmsByHost vms_by_host_;
+  // Each host's assignments as last built, with the assignments_gen_ they
+  // were built at (valid while it is the current one).
+  mutable std::map<std::string, std::pair<uint64_t, std::vector<Assignment>>> assignments_cache_;
+  mutable std::map<std::string, std::string> spec_digests_;  // by tier
+  mutable std::string spec_digests_of_;                       // policy digest
+  uint64_t peers_gen_ = 0;  // bumped when a host's peer address changes
+  mutable std::vector<PeerInfo> all_peers_;
+  mutable uint64_t peers_of_gen_ = 0;
+  mutable std::string peers_of_policy_ = "-";  // never a policy digest: built on first use
   EventListener event_listener_;
   // metrics
   double reconcile_seconds_sum_ = 0;
   int64_t reconcile_count_ = 0;
+  int64_t assignment_set_builds_ = 0;  // sets built by publishAssignments()
+  EventRetention retention_;
 };
 
 }  // namespace tw

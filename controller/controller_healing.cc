@@ -262,6 +262,7 @@ void Controller::fenced(HostRuntime& h, const std::string& method, const std::st
       vm.host = dest;
       vm.epoch = epoch + 1;
       rt.released = true;
+      assignmentsTouched(true);
       saveVm(vm);
       emit("warn", "vm.migrate_failed", "vm/" + vm_name,
            "source host '" + name + "' of vm '" + vm_name + "' failed during its migration; rebuilding it on '" +
@@ -356,6 +357,7 @@ void Controller::relocate(VmRecord& vm, const std::string& why) {
 void Controller::startMigration(VmRecord& vm, const std::string& to, const std::string& why) {
   auto& rt = vm_runtime_[vm.name];
   rt.migrate_to = to;
+  assignmentsTouched(true);
   // Every attempt gets its own epoch, so that the agent runs a retry.
   rt.migrate_epoch = std::max(vm.epoch, rt.last_migrate_epoch) + 1;
   rt.last_migrate_epoch = rt.migrate_epoch;
@@ -377,6 +379,7 @@ void Controller::finishMigration(VmRecord& vm, bool ok, const std::string& detai
   rt.migrate_to.clear();
   rt.migrate_epoch = 0;
   rt.migrate_action_id = 0;
+  assignmentsTouched(true);
   if (ok) {
     vm.host = to;
     vm.epoch = epoch;
@@ -477,7 +480,9 @@ void Controller::driveDrains() {
       if (h.rec.state != HostState::kOnline) continue;
       auto& rt = vm_runtime_[next->name];
       rt.evict_from = name;
+      evicting_.insert(next->name);
       rt.evict_version = 0;  // set by publishAssignments()
+      assignmentsTouched(false);
       rt.evict_confirmed = false;
       emit("info", "vm.evicting", "vm/" + next->name,
            "vm '" + next->name + "' is " + toString(next->state) + ": removing it from host '" +
@@ -490,6 +495,7 @@ void Controller::cancelEvictions(const std::string& host) {
   for (auto& [vm_name, rt] : vm_runtime_) {
     if (rt.evict_from != host) continue;
     rt.evict_from.clear();
+    assignmentsTouched(false);
     rt.evict_version = 0;
     rt.evict_confirmed = false;
   }
@@ -497,7 +503,17 @@ void Controller::cancelEvictions(const std::string& host) {
 
 void Controller::confirmEvictions(const Heartbeat& hb) {
   if (hb.assignments_controller != controller_id_) return;  // a set of another process
-  for (auto& [vm_name, rt] : vm_runtime_) {
+  // Only the VMs being evicted (evicting_, in name order), not every VM: this
+  // runs on every heartbeat.
+  for (auto it = evicting_.begin(); it != evicting_.end();) {
+    const std::string& vm_name = *it;
+    auto found = vm_runtime_.find(vm_name);
+    if (found == vm_runtime_.end() || found->second.evict_from.empty()) {
+      it = evicting_.erase(it);
+      continue;
+    }
+    ++it;
+    VmRuntime& rt = found->second;
     if (rt.evict_from != hb.host || rt.evict_version == 0 || rt.evict_confirmed) continue;
     if (hb.assignments_version < rt.evict_version) continue;  // has not applied it yet
     bool running = false;

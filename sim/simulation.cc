@@ -82,6 +82,12 @@ Simulation::Simulation(const Scenario& scenario, EventSink sink)
       if (host.agent) host.events.push_back(e);
     });
   }
+  for (auto& [name, h] : hosts_) {
+    host_index_[name] = host_by_index_.size();
+    host_by_index_.push_back(&h);
+  }
+  reach_up_.assign(host_by_index_.size() * host_by_index_.size(), 0);
+  reach_last_ms_.assign(reach_up_.size(), -1);
   rewirePeers();
 }
 
@@ -200,32 +206,41 @@ namespace {
 // which agent reached which (Simulation::updateReach), as PeerView says.
 class SimPeerView final : public PeerView {
  public:
-  SimPeerView(const Simulation& sim, std::string self) : sim_(sim), self_(std::move(self)) {}
+  SimPeerView(const Simulation& sim, std::string self)
+      : sim_(sim), self_(std::move(self)), self_index_(sim.hostIndex(self_)) {}
   void setPeers(const std::vector<PeerInfo>& peers, Millis timeout_ms) override {
     if (!watching_) {
       watching_ = true;
       watch_start_ = sim_.nowMs();
     }
-    peers_.clear();
-    for (const auto& p : peers) peers_.push_back(p.host);
     timeout_ms_ = timeout_ms;
+    // Every answer carries the list: names are looked up only when it changed.
+    bool same = peers.size() == peers_.size();
+    for (size_t i = 0; same && i < peers.size(); ++i) same = peers[i].host == peers_[i];
+    if (same) return;
+    peers_.clear();
+    peer_index_.clear();
+    for (const auto& p : peers) {
+      peers_.push_back(p.host);
+      peer_index_.push_back(sim_.hostIndex(p.host));
+    }
   }
   std::set<std::string> reachable(Millis now) const override {
     std::set<std::string> out;
-    for (const auto& p : peers_) {
-      Millis mine = sim_.lastReach(self_, p);
-      Millis theirs = sim_.lastReach(p, self_);
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      Millis mine = sim_.lastReach(self_index_, peer_index_[i]);
+      Millis theirs = sim_.lastReach(peer_index_[i], self_index_);
       if (mine >= 0 && theirs >= 0 && now - mine < timeout_ms_ && now - theirs < timeout_ms_) {
-        out.insert(p);
+        out.insert(peers_[i]);
       }
     }
     return out;
   }
   std::map<std::string, Millis> unreachable(Millis now) const override {
     std::map<std::string, Millis> out;
-    for (const auto& p : peers_) {
-      Millis since = std::max(sim_.lastReach(self_, p), watch_start_);
-      if (now - since >= timeout_ms_) out[p] = now - since;
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      Millis since = std::max(sim_.lastReach(self_index_, peer_index_[i]), watch_start_);
+      if (now - since >= timeout_ms_) out[peers_[i]] = now - since;
     }
     return out;
   }
@@ -233,7 +248,9 @@ class SimPeerView final : public PeerView {
  private:
   const Simulation& sim_;
   std::string self_;
+  size_t self_index_;
   std::vector<std::string> peers_;
+  std::vector<size_t> peer_index_;
   Millis timeout_ms_ = 3000;
   bool watching_ = false;
   Millis watch_start_ = 0;
@@ -270,28 +287,61 @@ class SimWatchdog final : public HostWatchdog {
 }  // namespace
 
 Millis Simulation::lastReach(const std::string& from, const std::string& to) const {
-  auto it = last_reach_.find({from, to});
-  return it == last_reach_.end() ? -1 : it->second;
+  return lastReach(hostIndex(from), hostIndex(to));
+}
+
+size_t Simulation::hostIndex(const std::string& host) const {
+  auto it = host_index_.find(host);
+  return it == host_index_.end() ? kNoHost : it->second;
+}
+
+Millis Simulation::lastReach(size_t from, size_t to) const {
+  if (from == kNoHost || to == kNoHost) return -1;
+  const size_t k = from * host_by_index_.size() + to;
+  return reach_up_[k] ? reach_now_ms_ : reach_last_ms_[k];
 }
 
 bool Simulation::linkUp(const std::string& from, const std::string& to) const {
-  return cut_links_.count({from, to}) == 0;
+  return cut_links_.empty() || cut_links_.count({from, to}) == 0;
 }
 
 void Simulation::updateReach(Millis now) {
-  const size_t peers = hosts_.empty() ? 0 : hosts_.size() - 1;
-  for (auto& [a_name, a] : hosts_) {
-    a.reached = 0;
-    if (a.agent && a.powered && a.network) {
-      for (const auto& [b_name, b] : hosts_) {
-        if (a_name == b_name || !b.agent || !b.powered || !b.network) continue;
-        if (linkUp(a_name, b_name) && linkUp(b_name, a_name)) {
-          last_reach_[{a_name, b_name}] = now;
-          ++a.reached;
-        }
+  const size_t n = host_by_index_.size();
+  const size_t peers = n == 0 ? 0 : n - 1;
+  std::vector<char> key;
+  key.reserve(n * 3 + sizeof cut_links_gen_);
+  for (const Host* h : host_by_index_) {
+    key.push_back(h->agent != nullptr);
+    key.push_back(h->powered);
+    key.push_back(h->network);
+  }
+  for (size_t i = 0; i < sizeof cut_links_gen_; ++i) {
+    key.push_back(static_cast<char>((cut_links_gen_ >> (8 * i)) & 0xff));
+  }
+  if (key != reach_key_) {
+    // Who reaches whom changed: pairs that go down keep the last update at
+    // which they were up (reach_now_ms_, before this one).
+    reach_key_ = std::move(key);
+    for (size_t a = 0; a < n; ++a) {
+      Host& ha = *host_by_index_[a];
+      const std::string& a_name = ha.def.spec.name;
+      ha.reached = 0;
+      const bool a_on = ha.agent && ha.powered && ha.network;
+      for (size_t b = 0; b < n; ++b) {
+        const Host& hb = *host_by_index_[b];
+        const std::string& b_name = hb.def.spec.name;
+        const bool up = a_on && a != b && hb.agent && hb.powered && hb.network &&
+                        linkUp(a_name, b_name) && linkUp(b_name, a_name);
+        const size_t k = a * n + b;
+        if (reach_up_[k] && !up) reach_last_ms_[k] = reach_now_ms_;
+        reach_up_[k] = up;
+        if (up) ++ha.reached;
       }
     }
-    a.cut_off = !a.powered || !a.network || isolated(peers, static_cast<size_t>(a.reached));
+  }
+  reach_now_ms_ = now;
+  for (Host* h : host_by_index_) {
+    h->cut_off = !h->powered || !h->network || isolated(peers, static_cast<size_t>(h->reached));
   }
 }
 
@@ -726,8 +776,10 @@ void Simulation::execute(const Command& c) {
       log("info", c.text);
       if (c.arg == "off") {
         cut_links_.insert(link);
+        ++cut_links_gen_;
       } else {
         cut_links_.erase(link);
+        ++cut_links_gen_;
       }
       rewirePeers();
       return;

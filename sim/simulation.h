@@ -129,6 +129,10 @@ class Simulation final : private SimWorld {
   // When `from`'s agent last reached `to`'s agent directly (a peer check
   // answered); -1 = never.
   Millis lastReach(const std::string& from, const std::string& to) const;
+  // The same by host index (hostIndex(); kNoHost: never reached).
+  static constexpr size_t kNoHost = static_cast<size_t>(-1);
+  size_t hostIndex(const std::string& host) const;
+  Millis lastReach(size_t from, size_t to) const;
   int maxRunningCopies() const { return max_copies_; }
   // Times a VM came to run on a second (third...) host at once.
   int64_t doubleCopies() const { return double_copies_; }
@@ -269,7 +273,19 @@ class Simulation final : private SimWorld {
   bool controller_network_ = true;  // `controller network off` clears it
   bool hosts_applied_ = false;      // sim-hosts.yaml is in the policy in force
 
-  std::map<std::pair<std::string, std::string>, Millis> last_reach_;  // (from, to) -> time
+  // Which agent reaches which (updateReach), hosts by index in name order:
+  // reach_up_[from * n + to] says whether `from` reached `to` at the last
+  // update (made at reach_now_ms_); reach_last_ms_ holds, for a pair that
+  // is not up, the last update at which it was (-1: never). Recomputed only
+  // when what decides it changed (reach_key_): a step with no change costs
+  // O(hosts), not O(hosts²) (issue #16).
+  std::map<std::string, size_t> host_index_;
+  std::vector<Host*> host_by_index_;
+  std::vector<char> reach_up_;
+  std::vector<Millis> reach_last_ms_;
+  Millis reach_now_ms_ = -1;
+  std::vector<char> reach_key_;  // per host: agent, powered, network; then cut_links_gen_
+  uint64_t cut_links_gen_ = 0;
   // (from, to) cut; ends are host names or kControllerNode
   std::set<std::pair<std::string, std::string>> cut_links_;
   std::map<std::string, int> copies_;  // vm -> hosts running it now

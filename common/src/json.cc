@@ -141,7 +141,9 @@ void to_json(Json& j, const ClusterSettings& v) {
            {"lease_ms", v.lease_ms},
            {"fence_margin_ms", v.fence_margin_ms},
            {"tier_order_timeout_ms", v.tier_order_timeout_ms},
-           {"n_plus_one", toString(v.n_plus_one)}};
+           {"n_plus_one", toString(v.n_plus_one)},
+           {"event_retention_ms", v.event_retention_ms},
+           {"event_retention_rows", v.event_retention_rows}};
 }
 
 void to_json(Json& j, const PolicyFile& v) { j = Json{{"name", v.name}, {"content", v.content}}; }

@@ -154,7 +154,7 @@ std::optional<ScaledNumber> parseScaled(const std::string& text,
 
 std::optional<ScaledNumber> parseDurationText(const std::string& text) {
   static const std::vector<std::pair<std::string, int64_t>> kUnits = {
-      {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+      {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
   return parseScaled(text, kUnits);
 }
 
@@ -520,7 +520,8 @@ class FileParser {
     std::vector<Field> fields;
     TW_RETURN_IF_ERROR(mapFields(cluster.value, at(cluster), "'cluster'", "cluster",
                                  {"heartbeat_interval", "suspect_after_missed", "dead_after",
-                                  "lease", "fence_margin", "tier_order_timeout", "n_plus_one"},
+                                  "lease", "fence_margin", "tier_order_timeout", "n_plus_one",
+                                  "event_retention", "event_retention_rows"},
                                  &fields));
     ClusterSettings& s = draft_->policy.settings;
     std::map<std::string, SourceLocation> seen;
@@ -538,6 +539,10 @@ class FileParser {
         TW_RETURN_IF_ERROR(readDuration(f, f.key, false, &s.fence_margin_ms));
       } else if (f.key == "tier_order_timeout") {
         TW_RETURN_IF_ERROR(readDuration(f, f.key, true, &s.tier_order_timeout_ms));
+      } else if (f.key == "event_retention") {
+        TW_RETURN_IF_ERROR(readDuration(f, f.key, true, &s.event_retention_ms));
+      } else if (f.key == "event_retention_rows") {
+        TW_RETURN_IF_ERROR(readInt(f, f.key, 1000, 1000000, &s.event_retention_rows));
       } else if (f.key == "n_plus_one") {
         TW_RETURN_IF_ERROR(readEnum<NPlusOneMode>(f, f.key,
                                                   {{"refuse", NPlusOneMode::kRefuse},

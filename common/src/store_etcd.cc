@@ -320,6 +320,40 @@ class EtcdStore final : public Store {
     return r->count + (txn_ ? txn_->new_events : 0);
   }
 
+  Result<int64_t> lastEventId() override {
+    Result<Counter> last = readCounter(overlay(), "event");
+    if (!last.isOk()) return last.status().withContext("reading the last event id");
+    return last->last;
+  }
+
+  Result<int64_t> pruneEvents(Millis before_ms, int64_t keep_at_most, int max_rows) override {
+    const char* context = "pruning the event log";
+    if (keep_at_most < 0 || max_rows < 1) {
+      return invalidArgument("keep_at_most must be >= 0 and max_rows >= 1, got " +
+                             std::to_string(keep_at_most) + " and " + std::to_string(max_rows))
+          .withContext(context);
+    }
+    if (txn_) return failedPrecondition("pruneEvents inside a transaction").withContext(context);
+    Result<int64_t> count = eventCount();
+    if (!count.isOk()) return count.status().withContext(context);
+    Result<std::vector<EventRecord>> oldest = eventsSince(0, max_rows);
+    if (!oldest.isOk()) return oldest.status().withContext(context);
+    const int64_t over = std::max<int64_t>(0, *count - keep_at_most);
+    size_t n = 0;  // a prefix of the oldest: one range delete
+    while (n < oldest->size() && (static_cast<int64_t>(n) < over || (*oldest)[n].t_ms < before_ms)) ++n;
+    if (n == 0) return int64_t{0};
+    const std::string from = dir("/events/") + padded((*oldest)[0].id);
+    const std::string to = n < oldest->size() ? dir("/events/") + padded((*oldest)[n].id)
+                                              : dir("/events/") + padded((*oldest)[n - 1].id + 1);
+    Result<int64_t> sent = send({EtcdOp::del(from, to)}, {});
+    if (!sent.isOk()) return sent.status().withContext(context);
+    return static_cast<int64_t>(n);
+  }
+
+  // etcd keeps its own files (and their history until compaction): no
+  // figure for one key range.
+  Result<int64_t> eventLogBytes() override { return int64_t{-1}; }
+
   Result<int64_t> putIncident(const IncidentRecord& incident) override {
     int64_t id = incident.id;
     Status s = stage([&](Pending& p) -> Status {

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -414,6 +415,24 @@ class SqliteStore final : public Store {
     return status;
   }
 
+  Status batch(const std::function<Status()>& body) override {
+    if (in_transaction_ || batching_) return body();  // already one transaction
+    batching_ = true;
+    batch_open_ = false;
+    Status status = body();
+    batching_ = false;
+    if (!batch_open_) return status;
+    batch_open_ = false;
+    // The writes are kept whatever the body returned: each would have been
+    // committed on its own outside a batch.
+    Status committed = execScript(db(), "COMMIT", "committing a batch");
+    if (!committed.isOk()) {
+      sqlite3_exec(db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      return committed;
+    }
+    return status;
+  }
+
   void setPolicyCommitListener(PolicyCommitListener listener) override {
     policy_listener_ = std::move(listener);
   }
@@ -424,7 +443,7 @@ class SqliteStore final : public Store {
     Result<std::string> files_json = dumpJson(files);
     if (!files_json.isOk()) return files_json.status().withContext("storing policy");
     Status status =
-        exec(db(), "INSERT INTO policies (applied_ms, digest, files_json) VALUES (?, ?, ?)",
+        exec(wdb(), "INSERT INTO policies (applied_ms, digest, files_json) VALUES (?, ?, ?)",
              record.applied_ms, record.digest, *files_json);
     if (!status.isOk()) return status.withContext("storing policy");
     auto version = static_cast<int64_t>(sqlite3_last_insert_rowid(db()));
@@ -460,7 +479,7 @@ class SqliteStore final : public Store {
   }
 
   Status replaceTiers(int64_t policy_version, const std::vector<TierSpec>& tiers) override {
-    Status status = atomically(db(), [&]() -> Status {
+    Status status = atomically(wdb(), [&]() -> Status {
       TW_RETURN_IF_ERROR(exec(db(), "DELETE FROM tiers"));
       int64_t ord = 0;
       for (const TierSpec& tier : tiers) {
@@ -486,7 +505,7 @@ class SqliteStore final : public Store {
     Result<std::string> steps_json = dumpJson(steps);
     if (!steps_json.isOk()) return steps_json.status().withContext("storing incident");
     if (incident.id == 0) {
-      Status s = exec(db(),
+      Status s = exec(wdb(),
                       "INSERT INTO incidents (subject, kind, opened_ms, closed_ms, summary, steps_json)"
                       " VALUES (?, ?, ?, ?, ?, ?)",
                       incident.subject, incident.kind, incident.opened_ms, incident.closed_ms,
@@ -494,7 +513,7 @@ class SqliteStore final : public Store {
       if (!s.isOk()) return s.withContext("storing incident of " + inQuotes(incident.subject));
       return static_cast<int64_t>(sqlite3_last_insert_rowid(db()));
     }
-    Status s = exec(db(),
+    Status s = exec(wdb(),
                     "UPDATE incidents SET subject = ?, kind = ?, opened_ms = ?, closed_ms = ?,"
                     " summary = ?, steps_json = ? WHERE id = ?",
                     incident.subject, incident.kind, incident.opened_ms, incident.closed_ms,
@@ -539,7 +558,7 @@ class SqliteStore final : public Store {
   }
 
   Result<int64_t> beginAction(const ActionRecord& action) override {
-    Status s = exec(db(),
+    Status s = exec(wdb(),
                     "INSERT INTO actions (kind, subject, data_json, started_ms) VALUES (?, ?, ?, ?)",
                     action.kind, action.subject, action.data_json, action.started_ms);
     if (!s.isOk()) return s.withContext("journaling " + action.kind + " of " + inQuotes(action.subject));
@@ -547,7 +566,7 @@ class SqliteStore final : public Store {
   }
 
   Status endAction(int64_t id) override {
-    return exec(db(), "DELETE FROM actions WHERE id = ?", id)
+    return exec(wdb(), "DELETE FROM actions WHERE id = ?", id)
         .withContext("ending action " + std::to_string(id));
   }
 
@@ -568,7 +587,7 @@ class SqliteStore final : public Store {
   }
 
   Status putHost(const HostRecord& host) override {
-    return exec(db(),
+    return exec(wdb(),
                 "INSERT OR REPLACE INTO hosts (name, state, state_since_ms, cpus, memory_mib, "
                 "reason)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -578,7 +597,7 @@ class SqliteStore final : public Store {
   }
 
   Status deleteHost(const std::string& name) override {
-    return exec(db(), "DELETE FROM hosts WHERE name = ?", name)
+    return exec(wdb(), "DELETE FROM hosts WHERE name = ?", name)
         .withContext("deleting host " + inQuotes(name));
   }
 
@@ -609,7 +628,7 @@ class SqliteStore final : public Store {
   }
 
   Status putVm(const VmRecord& vm) override {
-    return exec(db(),
+    return exec(wdb(),
                 "INSERT OR REPLACE INTO vms (name, tier, ordinal, host, epoch, state, health,"
                 " restarts, relocations, reason, updated_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -619,7 +638,7 @@ class SqliteStore final : public Store {
   }
 
   Status deleteVm(const std::string& name) override {
-    return exec(db(), "DELETE FROM vms WHERE name = ?", name)
+    return exec(wdb(), "DELETE FROM vms WHERE name = ?", name)
         .withContext("deleting vm " + inQuotes(name));
   }
 
@@ -659,7 +678,7 @@ class SqliteStore final : public Store {
   }
 
   Result<EventRecord> appendEvent(EventRecord event) override {
-    Status status = exec(db(),
+    Status status = exec(wdb(),
                          "INSERT INTO events (t_ms, level, kind, subject, message)"
                          " VALUES (?, ?, ?, ?, ?)",
                          event.t_ms, event.level, event.kind, event.subject, event.message);
@@ -704,6 +723,76 @@ class SqliteStore final : public Store {
     Result<bool> row = stmt->step();
     if (!row.isOk()) return row.status().withContext("counting events");
     return stmt->int64At(0);
+  }
+
+  Result<int64_t> lastEventId() override {
+    Result<Statement> stmt = query(db(), "SELECT coalesce(max(id), 0) FROM events");
+    if (!stmt.isOk()) return stmt.status().withContext("reading the last event id");
+    Result<bool> row = stmt->step();
+    if (!row.isOk()) return row.status().withContext("reading the last event id");
+    return stmt->int64At(0);
+  }
+
+  Result<int64_t> pruneEvents(Millis before_ms, int64_t keep_at_most, int max_rows) override {
+    const char* context = "pruning the event log";
+    if (keep_at_most < 0 || max_rows < 1) {
+      return invalidArgument("keep_at_most must be >= 0 and max_rows >= 1, got " +
+                             std::to_string(keep_at_most) + " and " + std::to_string(max_rows))
+          .withContext(context);
+    }
+    // The oldest events by id (time order): those older than before_ms, and
+    // those beyond the newest keep_at_most, whichever reaches further.
+    Result<int64_t> count = eventCount();
+    if (!count.isOk()) return count.status().withContext(context);
+    const int64_t over = std::max<int64_t>(0, *count - keep_at_most);
+    if (over == 0) {
+      // Events are appended in time order: when the oldest is recent enough,
+      // so is the rest (and the table is not scanned for nothing).
+      Result<Statement> oldest = query(db(), "SELECT t_ms FROM events ORDER BY id LIMIT 1");
+      if (!oldest.isOk()) return oldest.status().withContext(context);
+      Result<bool> row = oldest->step();
+      if (!row.isOk()) return row.status().withContext(context);
+      if (!*row || oldest->int64At(0) >= before_ms) return int64_t{0};
+    }
+    int64_t removed = 0;
+    Status status = atomically(wdb(), [&]() -> Status {
+      int64_t by_count_last = 0;  // highest id removed for the row cap
+      if (over > 0) {
+        Result<Statement> stmt = query(db(), "SELECT id FROM events ORDER BY id LIMIT 1 OFFSET ?",
+                                       std::min<int64_t>(over, max_rows) - 1);
+        if (!stmt.isOk()) return stmt.status();
+        Result<bool> row = stmt->step();
+        if (!row.isOk()) return row.status();
+        if (*row) by_count_last = stmt->int64At(0);
+      }
+      TW_RETURN_IF_ERROR(exec(db(),
+                              "DELETE FROM events WHERE id IN (SELECT id FROM events"
+                              " WHERE t_ms < ? OR id <= ? ORDER BY id LIMIT ?)",
+                              before_ms, by_count_last, max_rows));
+      removed = sqlite3_changes(db());
+      return Status::ok();
+    });
+    if (!status.isOk()) return status.withContext(context);
+    return removed;
+  }
+
+  Result<int64_t> eventLogBytes() override {
+    // dbstat (Debian's SQLite has it) counts the pages of the table and its
+    // index; without it, the share of the file that the rows' text takes.
+    Result<Statement> stmt =
+        query(db(), "SELECT coalesce(sum(pgsize), 0) FROM dbstat"
+                    " WHERE name IN ('events', 'events_by_subject')");
+    if (stmt.isOk()) {
+      Result<bool> row = stmt->step();
+      if (row.isOk() && *row) return stmt->int64At(0);
+    }
+    Result<Statement> approx = query(
+        db(), "SELECT coalesce(sum(length(level) + length(kind) + 2 * length(subject) +"
+              " length(message) + 32), 0) FROM events");
+    if (!approx.isOk()) return approx.status().withContext("measuring the event log");
+    Result<bool> row = approx->step();
+    if (!row.isOk()) return row.status().withContext("measuring the event log");
+    return approx->int64At(0);
   }
 
   Result<StoreSnapshot> exportState() override {
@@ -829,6 +918,15 @@ class SqliteStore final : public Store {
 
  private:
   sqlite3* db() const { return db_.get(); }
+  // The connection for a write: inside batch(), the batch's transaction is
+  // opened by its first write (a batch that writes nothing costs nothing).
+  // Should BEGIN fail, the write goes on alone (autocommit), as outside one.
+  sqlite3* wdb() {
+    if (batching_ && !batch_open_ && sqlite3_get_autocommit(db()) != 0) {
+      batch_open_ = execScript(db(), "BEGIN IMMEDIATE", "beginning a batch").isOk();
+    }
+    return db();
+  }
 
   static Status corrupt(const char* table, const std::string& name, const char* column,
                         const std::string& value) {
@@ -839,6 +937,8 @@ class SqliteStore final : public Store {
   DbPtr db_;
   int schema_version_;
   bool in_transaction_ = false;
+  bool batching_ = false;    // inside batch()
+  bool batch_open_ = false;  // ... and its transaction was begun
   int64_t committed_policy_ = 0;  // inserted in the running transaction
   PolicyCommitListener policy_listener_;
 };

@@ -310,6 +310,54 @@ std::pair<std::string, int> runCommand(const std::string& command) {
 
 // Pins: `twctl get endpoints TIER` prints the endpoints table without a token;
 // an unknown tier is one error line and exit 1; a missing tier is exit 2.
+// Pins (issue #16): GET /api/v1/vms and /hosts page with ?limit=&after=:
+// "next" names the last item while more follow; bad values are 400 JSON;
+// twctl get pages through the whole list.
+TEST_F(ApiTest, ListsPageWithLimitAndAfter) {
+  ASSERT_EQ(applyFiles({{"hosts.yaml", kHosts}})->status, 200);
+  ASSERT_EQ(applyFiles({{"tiers.yaml", kTiers}})->status, 200);
+  auto get = [&](const std::string& path) {
+    auto r = client_->Get(path.c_str());
+    EXPECT_TRUE(r) << path;
+    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
+  };
+  auto [status, body] = get("/api/v1/vms?limit=1");
+  ASSERT_EQ(status, 200) << body;
+  Json j = *parseJson(body);
+  ASSERT_EQ(j["vms"].size(), 1u);
+  EXPECT_EQ(j["vms"][0]["name"], "web-1");
+  EXPECT_EQ(j["next"], "web-1");
+  std::tie(status, body) = get("/api/v1/vms?limit=1&after=web-1");
+  j = *parseJson(body);
+  ASSERT_EQ(j["vms"].size(), 1u);
+  EXPECT_EQ(j["vms"][0]["name"], "web-2");
+  EXPECT_FALSE(j.contains("next"));  // the last page
+  std::tie(status, body) = get("/api/v1/vms");  // no limit: the whole list
+  EXPECT_EQ(parseJson(body)->at("vms").size(), 2u);
+  std::tie(status, body) = get("/api/v1/hosts?limit=1&after=h1");
+  ASSERT_EQ(status, 200) << body;
+  j = *parseJson(body);
+  ASSERT_EQ(j["hosts"].size(), 1u);
+  EXPECT_EQ(j["hosts"][0]["name"], "h2");
+  for (const char* bad : {"/api/v1/vms?limit=0", "/api/v1/vms?limit=-1", "/api/v1/vms?limit=x",
+                          "/api/v1/vms?limit=5001", "/api/v1/hosts?after=h9",
+                          "/api/v1/vms?after=%2Fetc", "/api/v1/hosts?after="}) {
+    std::tie(status, body) = get(bad);
+    EXPECT_EQ(status, 400) << bad << ": " << body;
+    auto e = parseJson(body);
+    ASSERT_TRUE(e.isOk()) << bad << ": " << body;
+    EXPECT_TRUE(e->contains("error")) << body;
+  }
+  std::string twctl = std::string(TW_BIN_DIR) + "/twctl";
+  if (!std::filesystem::exists(twctl)) GTEST_SKIP() << "no " << twctl;
+  std::string base = "env -u TW_TOKEN -u TW_TOKEN_FILE -u TW_CONFIG -u TW_CONTROLLER HOME=" +
+                     web_dir_.string() + " " + twctl +
+                     " --controller http://127.0.0.1:" + std::to_string(server_->port());
+  auto [out, code] = runCommand(base + " get vms -o json");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(parseJson(out)->at("vms").size(), 2u) << out;
+}
+
 TEST_F(ApiTest, TwctlGetEndpoints) {
   std::string twctl = std::string(TW_BIN_DIR) + "/twctl";
   if (!std::filesystem::exists(twctl)) {

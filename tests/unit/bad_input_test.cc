@@ -193,7 +193,7 @@ TEST(PolicyLimits, HostsTiersAndVmsAreBounded) {
   auto hosts = parsePolicy({PolicyFile{"h.yaml", hostsYaml(kMaxPolicyHosts + 1)}});
   ASSERT_FALSE(hosts.isOk());
   EXPECT_EQ(hosts.status().code(), Code::kInvalidArgument);
-  EXPECT_NE(hosts.status().message().find("at most 200 hosts"), std::string::npos)
+  EXPECT_NE(hosts.status().message().find("at most 1000 hosts"), std::string::npos)
       << hosts.status().message();
   EXPECT_EQ(hosts.status().where()->line, kMaxPolicyHosts + 2);
 
@@ -206,12 +206,12 @@ TEST(PolicyLimits, HostsTiersAndVmsAreBounded) {
       << tiers.status().message();
   EXPECT_EQ(tiers.status().where()->file, "b.yaml");
 
-  ASSERT_TRUE(parsePolicy({PolicyFile{"v.yaml", tiersYaml(5, 1000)}}).isOk());
-  auto vms = parsePolicy({PolicyFile{"v.yaml", tiersYaml(5, 1000) + "  - { name: extra, image: x }\n"}});
+  ASSERT_TRUE(parsePolicy({PolicyFile{"v.yaml", tiersYaml(20, 1000)}}).isOk());
+  auto vms = parsePolicy({PolicyFile{"v.yaml", tiersYaml(20, 1000) + "  - { name: extra, image: x }\n"}});
   ASSERT_FALSE(vms.isOk());
-  EXPECT_NE(vms.status().message().find("at most 5000 VMs"), std::string::npos) << vms.status().message();
+  EXPECT_NE(vms.status().message().find("at most 20000 VMs"), std::string::npos) << vms.status().message();
   EXPECT_NE(vms.status().message().find("'extra'"), std::string::npos) << vms.status().message();
-  EXPECT_EQ(vms.status().where()->line, 7);
+  EXPECT_EQ(vms.status().where()->line, 22);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // SQLite, manual clock, no threads.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -380,6 +381,45 @@ TEST_F(ControllerTest, RestartBumpsEpochSameHost) {
   EXPECT_EQ(controller_->vm("mysql-1")->state, VmState::kRestarting);
   EXPECT_GT(controller_->assignmentsFor(before.host).version, version);
   EXPECT_EQ(controller_->restartVm("nope").code(), Code::kNotFound);
+}
+
+// Pins (issue #16, work follows change): once the cluster has settled, ticks
+// and heartbeats that change nothing build no assignment set at all; a change
+// (an operator restart) builds them again and publishes the new version.
+TEST_F(ControllerTest, TicksWithoutChangeBuildNoAssignmentSets) {
+  join();
+  ASSERT_TRUE(apply(kPolicy).isOk());
+  settle(40);  // tier order: every tier placed, started, healthy
+  const int64_t builds = controller_->assignmentSetBuilds();
+  settle(20);
+  EXPECT_EQ(controller_->assignmentSetBuilds(), builds);
+  const VmRecord vm = *controller_->vm("mysql-1");
+  const int64_t version = controller_->assignmentsFor(vm.host).version;
+  ASSERT_TRUE(controller_->restartVm("mysql-1").isOk());
+  EXPECT_GT(controller_->assignmentSetBuilds(), builds);
+  EXPECT_GT(controller_->assignmentsFor(vm.host).version, version);
+  EXPECT_NE(controller_->metricsText().find("tierwarden_assignment_set_builds_total "),
+            std::string::npos);
+}
+
+// Pins: an assignment set lists the VMs of its host only, in name order, with
+// an incoming migration listed at its destination (the VmsByHost index gives
+// the same sets as a scan of every VM).
+TEST_F(ControllerTest, AssignmentSetsListTheirHostsVmsByName) {
+  join();
+  ASSERT_TRUE(apply(kPolicy).isOk());
+  settle(40);
+  int total = 0;
+  for (const auto& h : controller_->policy().hosts) {
+    std::vector<std::string> names;
+    for (const auto& a : controller_->assignmentsFor(h.name).assignments) {
+      EXPECT_EQ(controller_->vm(a.vm)->host, h.name) << a.vm;
+      names.push_back(a.vm);
+    }
+    EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+    total += static_cast<int>(names.size());
+  }
+  EXPECT_EQ(total, 5);
 }
 
 // Pins: heartbeats missing -> suspect -> offline, and an offline (unfenced)

@@ -89,6 +89,8 @@ tiers:
   EXPECT_EQ(c.fence_margin_ms, 1000);
   EXPECT_EQ(c.tier_order_timeout_ms, 60000);
   EXPECT_EQ(c.n_plus_one, NPlusOneMode::kWarn);
+  EXPECT_EQ(c.event_retention_ms, 7 * 24 * 3600 * 1000LL);  // issue #16 defaults
+  EXPECT_EQ(c.event_retention_rows, 1000000);
 
   ASSERT_EQ(p.hosts.size(), 2u);
   EXPECT_EQ(p.hosts[0].role, HostRole::kActive);
@@ -136,6 +138,8 @@ TEST(PolicyParse, EveryFieldIsRead) {
   fence_margin: 2s
   tier_order_timeout: 2m
   n_plus_one: refuse
+  event_retention: 30d
+  event_retention_rows: 50000
 hosts:
   - name: h1
     uri: test:///default
@@ -172,6 +176,8 @@ tiers:
   EXPECT_EQ(p.settings.fence_margin_ms, 2000);
   EXPECT_EQ(p.settings.tier_order_timeout_ms, 120000);
   EXPECT_EQ(p.settings.n_plus_one, NPlusOneMode::kRefuse);
+  EXPECT_EQ(p.settings.event_retention_ms, 30 * 86400000LL);
+  EXPECT_EQ(p.settings.event_retention_rows, 50000);
 
   ASSERT_EQ(p.hosts.size(), 2u);
   EXPECT_EQ(p.hosts[0].cpus, 8);
@@ -180,7 +186,7 @@ tiers:
   EXPECT_EQ(p.hosts[1].role, HostRole::kSpare);
   EXPECT_EQ(p.hosts[1].fence, FenceMethod::kAgent);
   EXPECT_EQ(p.hosts[1].fence_agent, "ipmi");
-  EXPECT_EQ(p.hosts[1].fence_agent_at.str(), "p.yaml:16:21");
+  EXPECT_EQ(p.hosts[1].fence_agent_at.str(), "p.yaml:18:21");
 
   ASSERT_EQ(p.tiers.size(), 2u);
   const TierSpec& db = p.tiers[0];

@@ -377,6 +377,52 @@ TYPED_TEST_P(StoreContractTest, EventsSincePagesAndCounts) {
   EXPECT_EQ((*tail)[0].subject, "vm/apache-5");
 }
 
+// Pins (issue #16, event retention): pruneEvents removes the oldest events,
+// those older than the cut-off and those beyond the row cap, at most max_rows
+// per call; ids go on growing (lastEventId) and paging still works; bad
+// arguments are refused and change nothing.
+TYPED_TEST_P(StoreContractTest, PruneEventsByAgeAndRows) {
+  auto none = this->store_->lastEventId();
+  ASSERT_TRUE(none.isOk()) << none.status().toString();
+  EXPECT_EQ(*none, 0);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 10; ++i) {
+    EventRecord e = sampleEvent(i);
+    e.t_ms = 1000 * (i + 1);  // 1 s .. 10 s
+    auto stored = this->store_->appendEvent(e);
+    ASSERT_TRUE(stored.isOk()) << stored.status().toString();
+    ids.push_back(stored->id);
+  }
+  EXPECT_EQ(this->store_->pruneEvents(0, -1, 10).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(this->store_->pruneEvents(0, 10, 0).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(*this->store_->eventCount(), 10);
+  // Nothing older than 1 s, no more than 100 rows: nothing to do.
+  auto removed = this->store_->pruneEvents(1000, 100, 100);
+  ASSERT_TRUE(removed.isOk()) << removed.status().toString();
+  EXPECT_EQ(*removed, 0);
+  // Older than 4 s (1 s, 2 s, 3 s), but at most 2 this call.
+  removed = this->store_->pruneEvents(4000, 100, 2);
+  ASSERT_TRUE(removed.isOk()) << removed.status().toString();
+  EXPECT_EQ(*removed, 2);
+  removed = this->store_->pruneEvents(4000, 100, 100);
+  ASSERT_TRUE(removed.isOk());
+  EXPECT_EQ(*removed, 1);
+  // At most 5 rows left: the oldest 2 of the 7 go.
+  removed = this->store_->pruneEvents(0, 5, 100);
+  ASSERT_TRUE(removed.isOk());
+  EXPECT_EQ(*removed, 2);
+  EXPECT_EQ(*this->store_->eventCount(), 5);
+  auto left = this->store_->eventsSince(0, 100);
+  ASSERT_TRUE(left.isOk());
+  ASSERT_EQ(left->size(), 5u);
+  EXPECT_EQ(left->front().id, ids[5]);
+  EXPECT_EQ(*this->store_->lastEventId(), ids[9]);
+  auto next = this->store_->appendEvent(sampleEvent(11));
+  ASSERT_TRUE(next.isOk());
+  EXPECT_GT(next->id, ids[9]);
+  EXPECT_TRUE(this->store_->eventLogBytes().isOk());
+}
+
 // Pins: a non-positive limit is refused (SQLite would read a negative LIMIT as
 // "all").
 TYPED_TEST_P(StoreContractTest, EventsSinceRefusesNonPositiveLimit) {
@@ -420,6 +466,36 @@ TYPED_TEST_P(StoreContractTest, TransactionRollsBackOnFailure) {
   EXPECT_EQ(*this->store_->eventCount(), 0);
   EXPECT_FALSE(this->store_->latestPolicy()->has_value());
   // The store is usable afterwards (no transaction left open).
+  EXPECT_TRUE(this->store_->transaction([&] { return this->store_->putVm(sampleVm("after")); }).isOk());
+  EXPECT_EQ(this->store_->vms()->size(), 2u);
+}
+
+// Pins (issue #16): a batch keeps every write of its body, whatever the body
+// returns (a tick's writes, one transaction in SQLite); a transaction inside
+// a batch still rolls back alone; reads inside see the batch's writes.
+TYPED_TEST_P(StoreContractTest, BatchKeepsItsWrites) {
+  Status inner;
+  Status s = this->store_->batch([&]() -> Status {
+    TW_RETURN_IF_ERROR(this->store_->putVm(sampleVm("apache-1")));
+    TW_RETURN_IF_ERROR(this->store_->appendEvent(sampleEvent(1)).status());
+    EXPECT_EQ(this->store_->vms()->size(), 1u);
+    inner = this->store_->transaction([&]() -> Status {
+      TW_RETURN_IF_ERROR(this->store_->putVm(sampleVm("apache-2")));
+      return notFound("rolled back");
+    });
+    TW_RETURN_IF_ERROR(this->store_->putHost(sampleHost("h1")));
+    return unavailable("the body's own error");
+  });
+  EXPECT_EQ(s.code(), Code::kUnavailable);
+  EXPECT_EQ(inner.code(), Code::kNotFound);
+  auto vms = this->store_->vms();
+  ASSERT_TRUE(vms.isOk());
+  ASSERT_EQ(vms->size(), 1u);
+  EXPECT_EQ((*vms)[0].name, "apache-1");
+  EXPECT_EQ(this->store_->hosts()->size(), 1u);
+  EXPECT_EQ(*this->store_->eventCount(), 1);
+  // An empty batch, and the store usable afterwards.
+  EXPECT_TRUE(this->store_->batch([] { return Status::ok(); }).isOk());
   EXPECT_TRUE(this->store_->transaction([&] { return this->store_->putVm(sampleVm("after")); }).isOk());
   EXPECT_EQ(this->store_->vms()->size(), 2u);
 }
@@ -652,9 +728,11 @@ REGISTER_TYPED_TEST_SUITE_P(StoreContractTest,
                             AppendEventAssignsIdsAndRoundTrips,
                             EventsSincePagesAndCounts,
                             EventsSinceRefusesNonPositiveLimit,
+                            PruneEventsByAgeAndRows,
                             TransactionCommits,
                             TransactionRollsBackOnFailure,
                             NestedTransactionRefused,
+                            BatchKeepsItsWrites,
                             ReplaceTiersNeedsExistingPolicy,
                             ReplaceTiersWholeOrNothing,
                             TransactionReadsItsOwnWrites,

@@ -113,6 +113,10 @@ struct ClusterSettings {
   Millis fence_margin_ms = 1000;      // safety margin after lease expiry
   Millis tier_order_timeout_ms = 60000;
   NPlusOneMode n_plus_one = NPlusOneMode::kWarn;
+  // Event log retention: events older than this are pruned in the
+  // background, and the oldest beyond event_retention_rows (issue #16).
+  Millis event_retention_ms = 7 * 24 * 3600 * 1000LL;
+  int64_t event_retention_rows = 1000000;
 };
 
 struct PolicyFile {

@@ -70,6 +70,16 @@ class Store {
   // Nesting is not supported.
   virtual Status transaction(const std::function<Status()>& body) = 0;
 
+  // Runs `body`, whose writes are batched: SQLite puts them in one
+  // transaction, begun by the first write (none when the body writes
+  // nothing) and committed when the body returns, whatever it returned (each
+  // write would have been kept on its own). The controller runs each tick and
+  // each heartbeat in one batch (issue #16). A transaction() inside a batch
+  // is part of it. The default runs the body as it is: for etcd, where one
+  // transaction's operations are limited, each write stays its own.
+  // Errors: the commit's (then the batch's writes are rolled back).
+  virtual Status batch(const std::function<Status()>& body) { return body(); }
+
   // Policies: append-only history; the newest row is the one in force.
   virtual Result<int64_t> insertPolicy(const PolicyRecord& record) = 0;  // returns version
   virtual Result<std::optional<PolicyRecord>> latestPolicy() = 0;
@@ -90,6 +100,18 @@ class Store {
   // Events with id > after_id, oldest first, at most `limit`.
   virtual Result<std::vector<EventRecord>> eventsSince(int64_t after_id, int limit) = 0;
   virtual Result<int64_t> eventCount() = 0;
+  // The newest event's id; 0 when none was ever appended. Ids keep growing
+  // after old events are pruned.
+  virtual Result<int64_t> lastEventId() = 0;
+  // Event log retention (cluster.event_retention): removes the oldest events
+  // while they are older than `before_ms` (t_ms < before_ms) or more than
+  // `keep_at_most` rows are left, at most `max_rows` of them per call (the
+  // caller prunes a little per pass). Returns how many were removed.
+  // Errors: kInvalidArgument for a negative keep_at_most or max_rows < 1.
+  virtual Result<int64_t> pruneEvents(Millis before_ms, int64_t keep_at_most, int max_rows) = 0;
+  // What the event log takes on disk, in bytes (SQLite: its table's and
+  // index's pages); -1 when the store cannot tell (etcd).
+  virtual Result<int64_t> eventLogBytes() = 0;
 
   // Incidents (schema v2): insert when id == 0 (returns the new id), else
   // replace. incidents() returns the open ones and the `recent` newest closed

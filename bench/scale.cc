@@ -1,0 +1,600 @@
+// bench/scale: what one controller costs as the cluster grows (issue #16).
+//
+// For each N (default 100, 300, 1000 hosts with 20 VMs each) it starts one
+// real tierwarden-controller process (SQLite in a temp state dir, per-host
+// agent tokens from issue-host) and a load generator in this process that
+// plays N agents over real HTTP: the real Agent class on a FakeHypervisor
+// each, heartbeating every second with its VMs, on a few threads. Then it
+// prints, per N:
+//   - the controller's CPU (% of one core) over a steady window, from
+//     /proc/PID/stat (utime + stime);
+//   - heartbeat latency p50 and p99 (the agents' HTTP round trips);
+//   - the controller's resident memory (VmRSS; VmHWM as the peak);
+//   - fence -> placed: one host's agent stops (its peers report it
+//     unreachable), the controller fences it by lease expiry; the time from
+//     its host.fenced event to all of its VMs running elsewhere.
+// A program that prints figures, not a test: nothing here asserts a time.
+//
+//   build/bin/scale [--hosts 100,300,1000] [--vms-per-host 20] [--steady-s 20]
+//                   [--threads 8] [--controller build/bin/tierwarden-controller]
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+
+#include "agent/agent.h"
+#include "agent/peer_view.h"
+#include "controller/auth.h"
+#include "tw/clock.h"
+#include "tw/fake_hypervisor.h"
+#include "tw/http_client.h"
+#include "tw/json.h"
+#include "tw/log.h"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using Steady = std::chrono::steady_clock;
+
+int64_t wallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string hostName(int i) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "h%04d", i);
+  return buf;
+}
+
+int freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// utime + stime of a process, in clock ticks.
+int64_t cpuTicks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = all.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream rest(all.substr(paren + 2));
+  std::string field;
+  int64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) stime = std::stoll(field);
+  }
+  return utime + stime;
+}
+
+// A /proc/PID/status field in KiB ("VmRSS", "VmHWM").
+int64_t statusKiB(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
+  }
+  return 0;
+}
+
+// Which hosts' agents are gone (the load generator stopped them), and since
+// when: every agent's peer view, as peer checks would find it.
+class Outages {
+ public:
+  void stop(const std::string& host, int64_t at_ms) {
+    std::lock_guard<std::mutex> lock(mu_);
+    since_[host] = at_ms;
+  }
+  int64_t since(const std::string& host) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = since_.find(host);
+    return it == since_.end() ? -1 : it->second;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, int64_t> since_;
+};
+
+class BenchPeerView final : public tw::PeerView {
+ public:
+  explicit BenchPeerView(const Outages& outages) : outages_(outages) {}
+  void setPeers(const std::vector<tw::PeerInfo>& peers, tw::Millis timeout_ms) override {
+    peers_.clear();
+    for (const auto& p : peers) peers_.push_back(p.host);
+    timeout_ms_ = timeout_ms;
+  }
+  std::set<std::string> reachable(tw::Millis now) const override {
+    std::set<std::string> out;
+    for (const auto& p : peers_) {
+      int64_t since = outages_.since(p);
+      if (since < 0 || now - since < timeout_ms_) out.insert(p);
+    }
+    return out;
+  }
+  std::map<std::string, tw::Millis> unreachable(tw::Millis now) const override {
+    std::map<std::string, tw::Millis> out;
+    for (const auto& p : peers_) {
+      int64_t since = outages_.since(p);
+      if (since >= 0 && now - since >= timeout_ms_) out[p] = now - since;
+    }
+    return out;
+  }
+
+ private:
+  const Outages& outages_;
+  std::vector<std::string> peers_;
+  tw::Millis timeout_ms_ = 3000;
+};
+
+// An agent's link over HTTP, timed (heartbeats), from a loopback source
+// address of its own (127.0.0.2 ...): the agent listener admits at most 32
+// open connections per client address (ApiServerOptions::agent_limits), which
+// real hosts, one address each, never reach, but N agents on one address
+// would. One connection per request (Connection: close), as many hosts whose
+// idle keep-alive connections the listener has closed.
+class TimedLink final : public tw::ControllerLink {
+ public:
+  TimedLink(int port, std::string token, std::string source)
+      : client_("127.0.0.1", port), token_(std::move(token)), source_(std::move(source)) {
+    client_.set_keep_alive(false);
+    client_.set_connection_timeout(3, 0);
+    client_.set_read_timeout(10, 0);
+    client_.set_write_timeout(10, 0);
+    client_.set_socket_options([this](int sock) {
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = 0;
+      ::inet_pton(AF_INET, source_.c_str(), &addr.sin_addr);
+      ::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    });
+  }
+  tw::Result<tw::AssignmentSet> heartbeat(const tw::Heartbeat& hb) override {
+    auto started = Steady::now();
+    tw::Result<tw::AssignmentSet> r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
+    const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (recording_) samples_.push_back(ms);
+    if (!r.isOk() && recording_) {
+      ++errors_;
+      last_error_ = r.status().toString();
+    }
+    return r;
+  }
+  tw::Status sendEvent(const tw::AgentEvent& event) override {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    auto res = client_.Post(("/api/v1/agents/" + event.host + "/events").c_str(), headers(),
+                            tw::Json(event).dump(), "application/json");
+    if (!res) return tw::unavailable("sending an event failed");
+    if (res->status != 200) return tw::unavailable("event answered " + std::to_string(res->status));
+    return tw::Status::ok();
+  }
+  void record(bool on) {
+    std::lock_guard<std::mutex> lock(mu_);
+    recording_ = on;
+  }
+  std::vector<double> take(int64_t* errors, std::string* last_error) {
+    std::lock_guard<std::mutex> lock(mu_);
+    *errors = errors_;
+    if (!last_error_.empty()) *last_error = last_error_;
+    errors_ = 0;
+    return std::move(samples_);
+  }
+
+ private:
+  httplib::Headers headers() const { return {{"Authorization", "Bearer " + token_}}; }
+  tw::Result<tw::AssignmentSet> send(const std::string& path, const tw::Json& body) {
+    std::lock_guard<std::mutex> lock(send_mu_);
+    auto res = client_.Post(path.c_str(), headers(), body.dump(), "application/json");
+    if (!res) return tw::unavailable("heartbeat: " + httplib::to_string(res.error()));
+    if (res->status != 200) {
+      return tw::unavailable("heartbeat answered " + std::to_string(res->status) + ": " + res->body);
+    }
+    auto j = tw::parseJson(res->body);
+    if (!j.isOk()) return j.status();
+    try {
+      return j->get<tw::AssignmentSet>();
+    } catch (const std::exception& e) {
+      return tw::internalError(std::string("a bad assignment set: ") + e.what());
+    }
+  }
+
+  httplib::Client client_;
+  const std::string token_;
+  const std::string source_;
+  std::mutex send_mu_;
+  std::mutex mu_;
+  bool recording_ = false;
+  std::vector<double> samples_;
+  int64_t errors_ = 0;
+  std::string last_error_;
+};
+
+struct BenchHost {
+  std::string name;
+  std::unique_ptr<tw::FakeHypervisor> hv;
+  std::unique_ptr<TimedLink> link;
+  std::unique_ptr<BenchPeerView> peers;
+  std::unique_ptr<tw::Agent> agent;
+  std::mutex events_mu;
+  std::vector<tw::DomainEvent> events;
+  std::atomic<bool> stopped{false};
+};
+
+struct Figures {
+  int hosts = 0;
+  int vms = 0;
+  double cpu_pct = 0;
+  double p50_ms = 0, p99_ms = 0;
+  int64_t heartbeats = 0, heartbeat_errors = 0;
+  std::string last_error;
+  double rss_mib = 0, hwm_mib = 0;
+  double fence_to_placed_s = -1;
+  double placed_all_s = 0;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1));
+  return v[i];
+}
+
+class Bench {
+ public:
+  Bench(std::string controller_bin, int hosts, int vms_per_host, int steady_s, int threads)
+      : bin_(std::move(controller_bin)),
+        n_(hosts),
+        per_host_(vms_per_host),
+        steady_s_(steady_s),
+        threads_(threads) {}
+
+  ~Bench() { stop(); }
+
+  int run(Figures* out) {
+    out->hosts = n_;
+    out->vms = n_ * per_host_;
+    char tmpl[] = "/tmp/tw-scale-XXXXXX";
+    if (!mkdtemp(tmpl)) return fail("mkdtemp failed");
+    dir_ = tmpl;
+    // Agent tokens, as `tierwarden-controller issue-host NAME` writes them.
+    const tw::CredentialPaths paths(dir_);
+    std::map<std::string, std::string> tokens;
+    for (int i = 1; i <= n_; ++i) {
+      auto issued = tw::issueHostToken(paths, hostName(i), "");
+      if (!issued.isOk()) return fail(issued.status().toString());
+      tokens[hostName(i)] = issued->token;
+    }
+    if (!startController()) return 1;
+    auto op_token = tw::loadTokenFile(paths.operator_token);
+    if (!op_token.isOk()) return fail(op_token.status().toString());
+    tw::ApiClientOptions api_options;
+    api_options.base_url = "http://127.0.0.1:" + std::to_string(port_);
+    api_options.token = *op_token;
+    api_options.read_timeout_ms = 120000;
+    api_ = std::make_unique<tw::ApiClient>(api_options);
+    if (!applyPolicy()) return 1;
+
+    // The agents, each on its FakeHypervisor.
+    for (int i = 1; i <= n_; ++i) {
+      auto h = std::make_unique<BenchHost>();
+      h->name = hostName(i);
+      h->hv = std::make_unique<tw::FakeHypervisor>(tw::Capacity{64, 256 * 1024});
+      BenchHost* raw = h.get();
+      h->hv->subscribe([raw](const tw::DomainEvent& e) {
+        std::lock_guard<std::mutex> lock(raw->events_mu);
+        raw->events.push_back(e);
+      });
+      const std::string source = "127.0." + std::to_string(1 + i / 250) + "." +
+                                 std::to_string(2 + i % 250);
+      h->link = std::make_unique<TimedLink>(agent_port_, tokens[h->name], source);
+      h->peers = std::make_unique<BenchPeerView>(outages_);
+      tw::AgentOptions options;
+      options.host = h->name;
+      options.agent_id = h->name + "-bench";
+      options.peer_address = "127.0.0.1:1";  // peer checks are the BenchPeerView's
+      h->agent = std::make_unique<tw::Agent>(options, *h->hv, *h->link, tw::SystemClock::instance());
+      h->agent->setPeerView(h->peers.get());
+      if (tw::Status s = h->agent->start(); !s.isOk()) return fail(s.toString());
+      hosts_.push_back(std::move(h));
+    }
+    const auto t0 = Steady::now();
+    for (int t = 0; t < threads_; ++t) workers_.emplace_back([this, t] { work(t); });
+
+    // Wait until every VM runs (placement waits for every host to report).
+    if (!waitAllRunning(std::chrono::seconds(300))) return fail("not every VM came to run in 300 s");
+    out->placed_all_s = std::chrono::duration<double>(Steady::now() - t0).count();
+    std::this_thread::sleep_for(std::chrono::seconds(3));  // settle
+
+    // Steady state: CPU, latency, memory.
+    for (auto& h : hosts_) h->link->record(true);
+    const int64_t cpu0 = cpuTicks(pid_);
+    const auto w0 = Steady::now();
+    std::this_thread::sleep_for(std::chrono::seconds(steady_s_));
+    const int64_t cpu1 = cpuTicks(pid_);
+    const double wall = std::chrono::duration<double>(Steady::now() - w0).count();
+    std::vector<double> samples;
+    for (auto& h : hosts_) {
+      h->link->record(false);
+      int64_t errors = 0;
+      std::vector<double> s = h->link->take(&errors, &out->last_error);
+      out->heartbeat_errors += errors;
+      samples.insert(samples.end(), s.begin(), s.end());
+    }
+    out->cpu_pct = 100.0 * static_cast<double>(cpu1 - cpu0) /
+                   static_cast<double>(sysconf(_SC_CLK_TCK)) / wall;
+    out->heartbeats = static_cast<int64_t>(samples.size());
+    out->p50_ms = percentile(samples, 0.50);
+    out->p99_ms = percentile(samples, 0.99);
+    out->rss_mib = static_cast<double>(statusKiB(pid_, "VmRSS")) / 1024.0;
+
+    // One host's agent stops: fence -> all its VMs running elsewhere.
+    out->fence_to_placed_s = fenceToPlaced();
+    out->hwm_mib = static_cast<double>(statusKiB(pid_, "VmHWM")) / 1024.0;
+    return 0;
+  }
+
+ private:
+  int fail(const std::string& why) {
+    std::fprintf(stderr, "scale (%d hosts): %s\n", n_, why.c_str());
+    return 1;
+  }
+
+  bool startController() {
+    port_ = freePort();
+    agent_port_ = freePort();
+    std::vector<std::string> args = {bin_,
+                                     "--state-dir", dir_,
+                                     "--listen", "127.0.0.1:" + std::to_string(port_),
+                                     "--agent-listen", "127.0.0.1:" + std::to_string(agent_port_),
+                                     // Plain HTTP: the figures are the controller's own work (a TLS
+                                     // handshake per request would dominate; bench/tls_heartbeat).
+                                     "--guest-listen", "127.0.0.1:" + std::to_string(freePort()),
+                                     "--insecure-http",
+                                     "--log-level", "warn",
+                                     "--backup-interval-min", "0"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string log = dir_ + "/controller.log";
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    int rc = posix_spawn(&pid_, bin_.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+      fail("cannot start " + bin_);
+      return false;
+    }
+    tw::ApiClientOptions o;
+    o.base_url = "http://127.0.0.1:" + std::to_string(port_);
+    tw::ApiClient probe(o);
+    for (int i = 0; i < 300; ++i) {
+      // Up once it answers at all (without a token: 401).
+      if (probe.get("/api/v1/cluster").status().code() != tw::Code::kUnavailable) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    fail("the controller did not answer in 30 s (see " + log + ")");
+    return false;
+  }
+
+  bool applyPolicy() {
+    std::ostringstream hosts;
+    hosts << "cluster:\n  n_plus_one: off\nhosts:\n";
+    for (int i = 1; i <= n_; ++i) {
+      hosts << "  - name: " << hostName(i) << "\n    capacity: { cpus: 64, memory: 256GiB }\n";
+    }
+    std::ostringstream tiers;
+    tiers << "tiers:\n";
+    const int tier_count = std::max(10, (n_ * per_host_ + 999) / 1000);  // <= 1,000 replicas each
+    for (int t = 1; t <= tier_count; ++t) {
+      tiers << "  - name: tier" << t << "\n    image: tiny\n    replicas: "
+            << n_ * per_host_ / tier_count << "\n    memory: 512MiB\n";
+    }
+    for (const auto& [name, text] : {std::pair<std::string, std::string>{"hosts.yaml", hosts.str()},
+                                     {"tiers.yaml", tiers.str()}}) {
+      tw::Json body{{"files", tw::Json::array({tw::Json{{"name", name}, {"content", text}}})}};
+      auto r = api_->post("/api/v1/policies", body);
+      if (!r.isOk()) {
+        fail("applying " + name + ": " + r.status().toString());
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // One worker: its share of the agents, each run when it has something due.
+  void work(int index) {
+    std::vector<BenchHost*> mine;
+    for (size_t i = static_cast<size_t>(index); i < hosts_.size(); i += static_cast<size_t>(threads_))
+      mine.push_back(hosts_[i].get());
+    while (!stop_) {
+      const int64_t now = tw::SystemClock::instance().nowMs();
+      for (BenchHost* h : mine) {
+        if (h->stopped) continue;
+        std::vector<tw::DomainEvent> events;
+        {
+          std::lock_guard<std::mutex> lock(h->events_mu);
+          events.swap(h->events);
+        }
+        for (const auto& e : events) h->agent->onDomainEvent(e);
+        if (events.empty() && h->agent->nextWakeMs() > now) continue;
+        h->agent->runOnce();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  // VM name -> host, from the hypervisors (the ground truth).
+  std::map<std::string, std::string> running() {
+    std::map<std::string, std::string> out;
+    for (auto& h : hosts_) {
+      if (h->stopped) continue;
+      auto listed = h->hv->listManaged();
+      if (!listed.isOk()) continue;
+      for (const auto& d : *listed)
+        if (tw::isActive(d.state)) out[d.meta.vm] = h->name;
+    }
+    return out;
+  }
+
+  bool waitAllRunning(std::chrono::seconds limit) {
+    const auto until = Steady::now() + limit;
+    while (Steady::now() < until) {
+      if (static_cast<int>(running().size()) >= n_ * per_host_) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return false;
+  }
+
+  double fenceToPlaced() {
+    BenchHost& victim = *hosts_[hosts_.size() / 2];
+    std::set<std::string> displaced;
+    for (const auto& [vm, host] : running())
+      if (host == victim.name) displaced.insert(vm);
+    auto last = api_->get("/api/v1/events?since=0&limit=1");
+    int64_t after = last.isOk() ? (*last)["last_id"].get<int64_t>() : 0;
+    // Its agent is gone (the process died): no heartbeats, no lease held;
+    // its VMs stop with it (power lost).
+    victim.stopped = true;
+    outages_.stop(victim.name, tw::SystemClock::instance().nowMs());
+    victim.hv->powerOff();
+    int64_t fenced_ms = -1;
+    const auto until = Steady::now() + std::chrono::seconds(120);
+    while (Steady::now() < until && fenced_ms < 0) {
+      auto page = api_->get("/api/v1/events?since=" + std::to_string(after) + "&limit=1000");
+      if (page.isOk()) {
+        for (const auto& e : (*page)["events"]) {
+          if (e["kind"] == "host.fenced" && e["subject"] == "host/" + victim.name) {
+            fenced_ms = e["t_ms"].get<int64_t>();
+          }
+        }
+        after = (*page)["last_id"].get<int64_t>();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (fenced_ms < 0) {
+      auto hosts = api_->get("/api/v1/hosts?limit=1&after=" + hostName(static_cast<int>(hosts_.size() / 2)));
+      std::string state = hosts.isOk() && !(*hosts)["hosts"].empty()
+                              ? (*hosts)["hosts"][0]["state"].get<std::string>() + ": " +
+                                    (*hosts)["hosts"][0]["reason"].get<std::string>()
+                              : hosts.status().toString();
+      fail("host " + victim.name + " was not fenced in 120 s (it is " + state + ")");
+      return -1;
+    }
+    while (Steady::now() < until) {
+      auto now = running();
+      bool all = true;
+      for (const auto& vm : displaced) all &= now.count(vm) > 0;
+      if (all) return static_cast<double>(wallMs() - fenced_ms) / 1000.0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    fail("the VMs of " + victim.name + " were not all running elsewhere in 120 s");
+    return -1;
+  }
+
+  void stop() {
+    stop_ = true;
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+    hosts_.clear();
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      pid_ = 0;
+    }
+    if (!dir_.empty()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+      dir_.clear();
+    }
+  }
+
+  const std::string bin_;
+  const int n_, per_host_, steady_s_, threads_;
+  std::string dir_;
+  pid_t pid_ = 0;
+  int port_ = 0, agent_port_ = 0;
+  std::unique_ptr<tw::ApiClient> api_;
+  Outages outages_;
+  std::vector<std::unique_ptr<BenchHost>> hosts_;
+  std::vector<std::thread> workers_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"scale: one controller process and N agents over HTTP; prints figures"};
+  std::vector<int> sizes = {100, 300, 1000};
+  int per_host = 20;
+  int steady_s = 20;
+  int threads = 8;
+  std::string controller = (fs::path(argv[0]).parent_path() / "tierwarden-controller").string();
+  app.add_option("--hosts", sizes, "host counts to measure")->delimiter(',')->capture_default_str();
+  app.add_option("--vms-per-host", per_host, "VMs per host")->capture_default_str();
+  app.add_option("--steady-s", steady_s, "seconds of steady state measured")->capture_default_str();
+  app.add_option("--threads", threads, "load generator threads")->capture_default_str();
+  app.add_option("--controller", controller, "the controller binary")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  tw::log::init("scale", "off");
+  std::signal(SIGPIPE, SIG_IGN);
+
+  std::printf("%6s %7s %9s %8s %8s %9s %9s %9s %11s %8s\n", "hosts", "vms", "cpu%", "hb p50",
+              "hb p99", "hb/s", "rss MiB", "peak MiB", "fence>run s", "start s");
+  int rc = 0;
+  for (int n : sizes) {
+    Figures f;
+    {
+      Bench bench(controller, n, per_host, steady_s, threads);
+      rc |= bench.run(&f);
+    }
+    std::printf("%6d %7d %8.1f%% %6.1fms %6.1fms %9.0f %9.1f %9.1f %11.2f %8.1f\n", f.hosts, f.vms,
+                f.cpu_pct, f.p50_ms, f.p99_ms,
+                static_cast<double>(f.heartbeats) / std::max(1, steady_s), f.rss_mib, f.hwm_mib,
+                f.fence_to_placed_s, f.placed_all_s);
+    if (f.heartbeat_errors > 0) {
+      std::printf("       (%lld heartbeats failed in the steady window; the last: %s)\n",
+                  static_cast<long long>(f.heartbeat_errors), f.last_error.c_str());
+    }
+    std::fflush(stdout);
+  }
+  return rc;
+}

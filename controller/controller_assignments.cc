@@ -1,0 +1,184 @@
+// The controller's assignment sets: what each host's agent is to run.
+//
+// Work follows change (issue #16): a set is built from the VMs that the
+// VmsByHost index lists under its host, never by a scan of every VM; a tick
+// in which nothing that a set holds changed publishes nothing and costs
+// nothing (assignmentsTouched() marks a change); the spec digest of each tier
+// and the peer list are kept until the policy or a peer's address changes.
+#include <cstdio>
+#include <sstream>
+
+#include "controller/controller.h"
+
+namespace tw {
+
+namespace {
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+}  // namespace
+
+void Controller::assignmentsTouched(bool moved) {
+  ++assignments_gen_;
+  if (moved) vms_by_host_.invalidate();
+}
+
+const VmsByHost& Controller::vmsByHost() const {
+  if (vms_by_host_.stale()) {
+    VmsByHost::Placement placement;
+    placement.reserve(vms_.size());
+    for (const auto& [name, vm] : vms_) placement.emplace_back(name, vm.host);
+    for (const auto& [name, rt] : vm_runtime_) {
+      if (!rt.migrate_to.empty()) placement.emplace_back(name, rt.migrate_to);
+    }
+    vms_by_host_.rebuild(placement);
+  }
+  return vms_by_host_;
+}
+
+std::string Controller::specDigest(const TierSpec& t) const {
+  std::ostringstream s;
+  s << t.image << '|' << t.vcpus << '|' << t.memory_mib << '|' << toString(t.storage.kind) << '|'
+    << t.storage.path;
+  for (const auto& p : t.ports) s << '|' << p.name << ':' << p.port << '/' << p.protocol;
+  return hex64(fnv1a(s.str()));
+}
+
+const std::string& Controller::cachedSpecDigest(const TierSpec& t) const {
+  if (spec_digests_of_ != policy_record_.digest) {
+    spec_digests_.clear();
+    spec_digests_of_ = policy_record_.digest;
+  }
+  auto it = spec_digests_.find(t.name);
+  if (it == spec_digests_.end()) it = spec_digests_.emplace(t.name, specDigest(t)).first;
+  return it->second;
+}
+
+Assignment Controller::assignmentOf(const VmRecord& vm) const {
+  Assignment a;
+  a.vm = vm.name;
+  a.tier = vm.tier;
+  a.epoch = vm.epoch;
+  a.policy_version = policy_record_.version;
+  if (const TierSpec* t = policy_.findTier(vm.tier)) {
+    a.spec_digest = cachedSpecDigest(*t);
+    a.image = t->image;
+    a.vcpus = t->vcpus;
+    a.memory_mib = t->memory_mib;
+    a.health = t->health;
+    a.restart = t->restart;
+    a.ports = t->ports;
+    a.storage = t->storage;
+    a.after = t->after;
+  }
+  return a;
+}
+
+const std::vector<PeerInfo>& Controller::allPeers() const {
+  if (peers_of_gen_ != peers_gen_ || peers_of_policy_ != policy_record_.digest) {
+    all_peers_.clear();
+    all_peers_.reserve(policy_.hosts.size());
+    for (const auto& spec : policy_.hosts) {
+      auto p = hosts_.find(spec.name);
+      all_peers_.push_back(PeerInfo{spec.name, p != hosts_.end() ? p->second.peer_address : ""});
+    }
+    peers_of_gen_ = peers_gen_;
+    peers_of_policy_ = policy_record_.digest;
+  }
+  return all_peers_;
+}
+
+const std::vector<Assignment>& Controller::assignmentsOn(const std::string& host) const {
+  // Kept until anything a set holds changes (assignmentsTouched()): a
+  // heartbeat that changes nothing gets its answer without building it.
+  auto [cached, inserted] = assignments_cache_.try_emplace(host);
+  if (!inserted && cached->second.first == assignments_gen_) return cached->second.second;
+  cached->second.first = assignments_gen_;
+  std::vector<Assignment>& out = cached->second.second;
+  out.clear();
+  for (const std::string& name : vmsByHost().of(host)) {  // by name
+    auto it = vms_.find(name);
+    if (it == vms_.end()) continue;
+    const VmRecord& vm = it->second;
+    auto rt = vm_runtime_.find(name);
+    if (rt == vm_runtime_.end()) continue;
+    const std::string& to = rt->second.migrate_to;
+    if (vm.host == host && rt->second.released && rt->second.evict_from != host) {
+      Assignment a = assignmentOf(vm);
+      if (!to.empty()) {
+        const HostSpec* dest = policy_.findHost(to);
+        a.migrate_to_host = to;
+        a.migrate_to_uri = dest ? dest->uri : "";
+        a.migrate_epoch = rt->second.migrate_epoch;
+      }
+      out.push_back(std::move(a));
+    } else if (!to.empty() && to == host) {
+      Assignment a = assignmentOf(vm);
+      a.epoch = rt->second.migrate_epoch;
+      a.incoming = true;
+      out.push_back(std::move(a));
+    }
+  }
+  return out;
+}
+
+AssignmentSet Controller::assignmentsFor(const std::string& host) const {
+  AssignmentSet set;
+  set.host = host;
+  set.controller_id = controller_id_;
+  set.lease_ms = policy_.settings.lease_ms;
+  set.heartbeat_interval_ms = policy_.settings.heartbeat_interval_ms;
+  set.peer_timeout_ms = peerTimeoutMs();
+  const std::vector<PeerInfo>& peers = allPeers();
+  set.peers.reserve(peers.size());
+  for (const auto& p : peers) {
+    if (p.host != host) set.peers.push_back(p);
+  }
+  auto h = hosts_.find(host);
+  if (h != hosts_.end()) set.version = h->second.assignments_version;
+  set.assignments = assignmentsOn(host);
+  return set;
+}
+
+void Controller::publishAssignments() {
+  if (published_gen_ == assignments_gen_) return;  // nothing a set holds changed
+  published_gen_ = assignments_gen_;
+  std::vector<std::pair<std::string, int64_t>> changed_hosts;
+  for (auto& [name, h] : hosts_) {
+    ++assignment_set_builds_;
+    std::string digest;
+    for (const auto& a : assignmentsOn(name))
+      digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host +
+                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ";";
+    const bool changed = h.assignments_version == 0 || digest != h.assignments_digest;
+    if (changed) {
+      h.assignments_digest = std::move(digest);
+      h.assignments_version = nextVersion();
+      changed_hosts.emplace_back(name, h.assignments_version);
+    }
+  }
+  // The set published now is the first without the VMs being evicted.
+  for (auto& [vm_name, rt] : vm_runtime_) {
+    if (rt.evict_from.empty() || rt.evict_version != 0) continue;
+    auto h = hosts_.find(rt.evict_from);
+    if (h != hosts_.end()) rt.evict_version = h->second.assignments_version;
+  }
+  if (assignment_listener_) {
+    for (const auto& [name, version] : changed_hosts) assignment_listener_(name, version);
+  }
+}
+
+}  // namespace tw

@@ -1,0 +1,44 @@
+// Which VMs each host's assignment set may hold, so that building one host's
+// set (a heartbeat's answer, a publish) costs O(that host's VMs), not
+// O(cluster) (issue #16).
+//
+// A VM is listed under its current host and under the destination of its
+// live migration. The index is a candidate list only: the controller still
+// applies its own filters (released, evicted, ...) to every VM it lists.
+// It is rebuilt whole, in O(VMs), on the first look after invalidate(): the
+// controller invalidates it wherever a VM's host or migration target changes
+// or a VM comes or goes (rare next to heartbeats and ticks).
+//
+// Not thread-safe: owned by the controller's loop thread, like the rest of
+// its state.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace tw {
+
+class VmsByHost {
+ public:
+  // Where each VM may appear: (vm, host) pairs; a VM may be named under
+  // several hosts. An empty host is ignored.
+  using Placement = std::vector<std::pair<std::string, std::string>>;
+
+  void invalidate() { stale_ = true; }
+  bool stale() const { return stale_; }
+
+  // Replaces the index with `placement`.
+  void rebuild(const Placement& placement);
+
+  // The VMs listed under `host`, by name. Empty for an unknown host.
+  // REQUIRES: !stale().
+  const std::set<std::string>& of(const std::string& host) const;
+
+ private:
+  bool stale_ = true;
+  std::map<std::string, std::set<std::string>> by_host_;
+};
+
+}  // namespace tw
