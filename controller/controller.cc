@@ -1,4 +1,5 @@
 #include "controller/controller.h"
+#include "controller/hex64.h"
 
 #include <algorithm>
 #include <chrono>
@@ -13,12 +14,6 @@
 namespace tw {
 
 namespace {
-
-std::string hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 VmState vmStateOf(DomainState s) {
   switch (s) {

@@ -9,16 +9,11 @@
 #include <sstream>
 
 #include "controller/controller.h"
+#include "controller/hex64.h"
 
 namespace tw {
 
 namespace {
-
-std::string hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ULL;
