@@ -735,11 +735,7 @@ class SqliteStore final : public Store {
 
   Result<int64_t> pruneEvents(Millis before_ms, int64_t keep_at_most, int max_rows) override {
     const char* context = "pruning the event log";
-    if (keep_at_most < 0 || max_rows < 1) {
-      return invalidArgument("keep_at_most must be >= 0 and max_rows >= 1, got " +
-                             std::to_string(keep_at_most) + " and " + std::to_string(max_rows))
-          .withContext(context);
-    }
+    if (Status st = checkPruneEventsArgs(keep_at_most, max_rows); !st.isOk()) return st.withContext(context);
     // The oldest events by id (time order): those older than before_ms, and
     // those beyond the newest keep_at_most, whichever reaches further.
     Result<int64_t> count = eventCount();

@@ -161,6 +161,14 @@ struct DatabaseFacts {
 // Blocks for one read of the whole file (quick_check).
 Result<DatabaseFacts> inspectDatabase(const std::string& path);
 
+// The argument check every Store::pruneEvents makes first (kInvalidArgument,
+// in the words of its contract).
+inline Status checkPruneEventsArgs(int64_t keep_at_most, int max_rows) {
+  if (keep_at_most >= 0 && max_rows >= 1) return Status::ok();
+  return invalidArgument("keep_at_most must be >= 0 and max_rows >= 1, got " +
+                         std::to_string(keep_at_most) + " and " + std::to_string(max_rows));
+}
+
 // REINDEX of the database at `path`, then integrity_check must pass.
 // For DatabaseFacts::index_damage. Errors: kFailedPrecondition (still damaged).
 Status rebuildIndexes(const std::string& path);
