@@ -1194,12 +1194,16 @@ void Agent::emit(const std::string& level, const std::string& kind, const std::s
                  int64_t epoch, const std::string& message) {
   log::at(level, message);
   AgentEvent e;
-  e.host = options_.host;
   e.vm = vm;
   e.epoch = epoch;
   e.kind = kind;
   e.level = level;
   e.message = message;
+  report(std::move(e));
+}
+
+void Agent::report(AgentEvent e) {
+  e.host = options_.host;
   std::lock_guard<std::mutex> lock(outbox_mu_);
   if (outbox_.size() >= kMaxPendingEvents) {
     log::warn("event queue full ({} events): dropping the oldest, '{}'", outbox_.size(),

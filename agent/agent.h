@@ -230,6 +230,14 @@ class Agent {
   // and runs it at once on the agent's own Hypervisor, reporting each outcome.
   void runMigrations();
 
+  // ---- backups (agent/agent_backups.cc; the schedule: agent/backup_runner.h) ----
+  // The assignments in force whose VM runs here at its assigned epoch (as
+  // the last runOnce() saw it), and that no migration takes away.
+  std::vector<Assignment> runningAssignments() const;
+  // Queues `e` (host set to this one) for the controller, like the agent's
+  // own events: a backup's outcome.
+  void report(AgentEvent e);
+
   // ---- inspection (tests, simulator, status) ----
   LeaseState leaseState() const {
     std::lock_guard<std::mutex> lock(lease_mu_);

@@ -200,6 +200,30 @@ Status ImageDomainBuilder::ensureOverlay(const std::string& vm, int64_t epoch,
   return Status::ok();
 }
 
+Status ImageDomainBuilder::restoreDisk(const Assignment& a, const std::string& disk) {
+  const std::string marker = disk + ".restored";
+  const std::string done = "epoch " + std::to_string(a.epoch) + " from " + a.restore_from;
+  if (readSmallFile(marker) == done) return Status::ok();  // this restore ran already
+  const std::string context = "restoring the disk of vm '" + a.vm + "' from backup " + a.restore_from;
+  if (!fileExists(a.restore_from))
+    return failedPrecondition(context + ": no such file on host '" + options_.host + "'");
+  const std::string part = disk + ".restoring";
+  ::unlink(part.c_str());
+  Status st = runProgram({options_.qemu_img, "convert", "-q", "-O", "qcow2", a.restore_from, part});
+  if (!st.isOk()) {
+    ::unlink(part.c_str());
+    return st.withContext(context);
+  }
+  if (::rename(part.c_str(), disk.c_str()) != 0) {
+    ::unlink(part.c_str());
+    return internalError(context + ": renaming " + part + " failed");
+  }
+  std::ofstream(marker) << done;
+  log::info("vm '{}': disk {} replaced from backup {} (epoch {})", a.vm, disk, a.restore_from,
+            a.epoch);
+  return Status::ok();
+}
+
 Status ImageDomainBuilder::createOverlay(const std::string& base, const std::string& path) {
   return runProgram({options_.qemu_img, "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", path});
 }
@@ -236,6 +260,7 @@ Result<DomainSpec> ImageDomainBuilder::build(const Assignment& a) {
                                   "' (mount it on every host)");
       }
       spec.disk_path = dir + "/" + a.vm + ".qcow2";
+      if (!a.restore_from.empty()) TW_RETURN_IF_ERROR(restoreDisk(a, spec.disk_path));
       if (!fileExists(spec.disk_path)) {
         Status st = createOverlay(image->disk, spec.disk_path);
         if (!st.isOk()) return st.withContext("creating the shared disk of vm '" + a.vm + "'");

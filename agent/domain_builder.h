@@ -98,6 +98,12 @@ class ImageDomainBuilder final : public DomainBuilder {
   // epoch (a restart in place keeps its data), else created anew (a new
   // placement starts from the image). DISK_DIR/<vm>.qcow2.epoch records it.
   Status ensureOverlay(const std::string& vm, int64_t epoch, const std::string& base);
+  // A restore (Assignment::restore_from): `disk` becomes a copy of the
+  // backup (qemu-img convert, then rename), once per epoch and backup file
+  // (the marker <disk>.restored says which ran last). The domain is not
+  // running: a restore comes with a new epoch, whose old domain the agent
+  // destroyed before it defines the new one.
+  Status restoreDisk(const Assignment& a, const std::string& disk);
   // qemu-img create -f qcow2 -b BASE -F qcow2 PATH.
   Status createOverlay(const std::string& base, const std::string& path);
 

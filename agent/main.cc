@@ -29,6 +29,8 @@
 
 #include "agent/agent.h"
 #include "agent/agent_state.h"
+#include "agent/backup_runner.h"
+#include "agent/backup_worker.h"
 #include "agent/host_watchdog.h"
 #include "agent/health_prober.h"
 #include "agent/peer_monitor.h"
@@ -52,6 +54,7 @@ class WorkQueue {
     std::vector<tw::DomainEvent> events;
     std::optional<tw::AssignmentSet> set;  // the newest pushed set only
     std::vector<MigrationDone> migrations;
+    std::vector<tw::BackupOutcome> backups;
     bool stop = false;
   };
 
@@ -68,6 +71,11 @@ class WorkQueue {
   void postMigrationDone(MigrationDone done) {
     std::lock_guard<std::mutex> lock(mu_);
     work_.migrations.push_back(std::move(done));
+    cv_.notify_all();
+  }
+  void postBackupDone(tw::BackupOutcome done) {
+    std::lock_guard<std::mutex> lock(mu_);
+    work_.backups.push_back(std::move(done));
     cv_.notify_all();
   }
   // Something changed that the next runOnce() reads (a health verdict).
@@ -93,12 +101,13 @@ class WorkQueue {
         std::chrono::system_clock::time_point(std::chrono::milliseconds(until_ms));
     cv_.wait_until(lock, deadline, [&] {
       return work_.stop || woken_ || !work_.events.empty() || work_.set.has_value() ||
-             !work_.migrations.empty();
+             !work_.migrations.empty() || !work_.backups.empty();
     });
     Work out;
     out.events.swap(work_.events);
     out.set.swap(work_.set);
     out.migrations.swap(work_.migrations);
+    out.backups.swap(work_.backups);
     out.stop = work_.stop;
     woken_ = false;
     return out;
@@ -508,6 +517,11 @@ int main(int argc, char** argv) {
   });
   std::thread poller(pollAssignments, link, queue, host);
   std::thread migration_thread(MigrationWorker::run, migrator);
+  // Backups: the schedule on the loop, the copies on a worker (docs/backups.md).
+  tw::BackupRunner backup_runner(tw::SystemClock::instance(), host);
+  auto backup_worker = std::make_shared<tw::BackupWorker>(
+      libvirt_uri, [queue](tw::BackupOutcome o) { queue->postBackupDone(std::move(o)); });
+  std::thread backup_thread(tw::BackupWorker::run, backup_worker);
   if (!test_driver) {
     network_prober.setOnVerdictChange([queue] { queue->wake(); });
     network_prober.start();
@@ -523,8 +537,13 @@ int main(int argc, char** argv) {
     for (const WorkQueue::MigrationDone& done : work.migrations) {
       agent.onMigrationDone(done.vm, done.migrate_epoch, done.outcome);
     }
+    for (const tw::BackupOutcome& done : work.backups) agent.report(backup_runner.finished(done));
     agent.runOnce();
     for (tw::MigrationRequest& r : agent.takeMigrations()) migrator->post(std::move(r));
+    for (tw::BackupJob& job : backup_runner.due(agent.runningAssignments(),
+                                                tw::BackupRunner::newestBackupMs)) {
+      backup_worker->post(std::move(job));
+    }
   }
 
   signal_thread.join();
@@ -555,6 +574,8 @@ int main(int argc, char** argv) {
   poller.detach();
   migrator->stop();
   migration_thread.detach();
+  backup_worker->stop();
+  backup_thread.detach();
   (*hv)->subscribe([](const tw::DomainEvent&) {});
   tw::log::info("stopped");
   return 0;

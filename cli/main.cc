@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "backup_commands.h"
 #include "commands.h"
 #include "config.h"
 #include "tw/http_client.h"
@@ -65,11 +66,13 @@ int run(int argc, char** argv) {
   std::string resource, get_name;
   int64_t since = 0;
   CLI::App* get = app.add_subcommand(
-      "get", "list hosts, tiers, vms, events or incidents, or a tier's endpoints");
-  get->add_option("resource", resource, "hosts, tiers, vms, events, incidents or endpoints")
+      "get", "list hosts, tiers, vms, events, incidents or backups, or a tier's endpoints");
+  get->add_option("resource", resource,
+                  "hosts, tiers, vms, events, incidents, endpoints or backups")
       ->required();
   CLI::Option* get_name_opt =
-      get->add_option("name", get_name, "endpoints: the tier (twctl get endpoints TIER)");
+      get->add_option("name", get_name,
+                      "endpoints: the tier (twctl get endpoints TIER); backups: a vm");
   CLI::Option* get_since_opt =
       get->add_option("--since", since, "events: only those after this id");
 
@@ -105,6 +108,13 @@ int run(int argc, char** argv) {
   CLI::App* migrate =
       add_object(app.add_subcommand("migrate", "live-migrate a vm"), "vm", "vm name");
   migrate->add_option("--to", to_host, "target host")->required();
+  CLI::App* backup =
+      add_object(app.add_subcommand("backup", "back up a vm's disk now"), "vm", "vm name");
+  std::string restore_from;
+  CLI::App* restore = add_object(
+      app.add_subcommand("restore", "stop a vm, replace its disk from a backup, start it"), "vm",
+      "vm name");
+  restore->add_option("--from", restore_from, "backup id (twctl get backups VM)")->required();
 
   bool follow = false;
   int64_t events_since = 0;
@@ -154,10 +164,13 @@ int run(int argc, char** argv) {
     status = tw::cli::applyPolicies(ctx, apply_files, dry_run);
   } else if (get->parsed()) {
     std::optional<std::string> canonical = tw::cli::canonicalResource(resource);
-    if (!canonical) {
+    if (resource == "backups" || resource == "backup") {
+      status = get_since_opt->count() > 0 ? tw::invalidArgument("--since applies to events only")
+                                          : tw::cli::getBackups(ctx, get_name);
+    } else if (!canonical) {
       status = tw::invalidArgument(
           "unknown resource '" + resource +
-          "' (expected hosts, tiers, vms, events, incidents or endpoints)");
+          "' (expected hosts, tiers, vms, events, incidents, endpoints or backups)");
     } else if (*canonical == "endpoints") {
       status = get_since_opt->count() > 0
                    ? tw::invalidArgument("--since applies to events only")
@@ -184,6 +197,10 @@ int run(int argc, char** argv) {
     status = tw::cli::hostAction(ctx, "undrain", name);
   } else if (migrate->parsed()) {
     status = tw::cli::migrateVm(ctx, name, to_host);
+  } else if (backup->parsed()) {
+    status = tw::cli::backupVm(ctx, name);
+  } else if (restore->parsed()) {
+    status = tw::cli::restoreVm(ctx, name, restore_from);
   } else if (events->parsed()) {
     if (follow) {
       status = tw::cli::followEvents(ctx, events_since, [] {

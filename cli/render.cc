@@ -127,7 +127,13 @@ std::string renderTiers(const Json& answer) {
                   field(t, "healthy"), field(t, "order"), field(t, "after"), field(t, "vcpus"),
                   field(t, "memory_mib")});
   }
-  return table.render();
+  std::string warnings;
+  for (const auto& t : listOf(answer, "tiers")) {
+    for (const auto& w : listOf(t, "backup_warnings")) {
+      if (w.is_string()) warnings += "warning: tier '" + field(t, "name") + "': " + w.get<std::string>() + "\n";
+    }
+  }
+  return table.render() + warnings;
 }
 
 std::string renderVms(const Json& answer) {

@@ -515,6 +515,24 @@ void ApiServer::routes() {
            return c.migrateVm(n, a["to"].get<std::string>());
          },
          "migration of vm '{}' started");
+  // Backups (docs/backups.md).
+  action(R"(/api/v1/vms/([A-Za-z0-9._-]+)/backup)",
+         [](Controller& c, const std::string& n, const Json&) { return c.backupVm(n).status(); },
+         "backup of vm '{}' requested");
+  action(R"(/api/v1/vms/([A-Za-z0-9._-]+)/restore)",
+         [](Controller& c, const std::string& n, const Json& a) -> Status {
+           if (!a.contains("from") || !a["from"].is_string())
+             return invalidArgument("expected {\"from\": \"<backup id>\"}");
+           return c.restoreVm(n, a["from"].get<std::string>()).status();
+         },
+         "restore of vm '{}' requested: it stops, gets the backup's disk and starts again");
+  s.Get("/api/v1/backups", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
+    const std::string vm = req.has_param("vm") ? req.get_param_value("vm") : "";
+    auto j = service_.call([&](Controller& c) { return c.backupsJson(vm); });
+    if (!j.isOk()) return sendError(res, j.status());
+    sendJson(res, 200, *j);
+  });
   action(R"(/api/v1/hosts/([A-Za-z0-9._-]+)/drain)",
          [](Controller& c, const std::string& n, const Json&) { return c.drainHost(n); },
          "drain of host '{}' started");

@@ -137,6 +137,7 @@ Status Controller::recover() {
            agent.message() + "; fencing it falls back to lease expiry until this is fixed");
     }
   }
+  TW_RETURN_IF_ERROR(loadBackups());
   auto incidents = store_.incidents(0);
   if (!incidents.isOk()) return incidents.status().withContext("loading incidents");
   for (const auto& inc : *incidents)
@@ -517,6 +518,7 @@ void Controller::tick() {
     releaseGated();
   }
   trackIncidents();
+  trackRestores();
   publishAssignments();
   retention_.maybePrune(policy_.settings);
   std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
@@ -831,6 +833,10 @@ Status Controller::handleAgentEvent(const AgentEvent& e) {
   std::string subject = e.vm.empty() ? "host/" + e.host : "vm/" + e.vm;
   emit(level, e.kind, subject, e.message.empty() ? e.kind : e.message);
   if (e.vm.empty()) return Status::ok();
+  if (e.kind.starts_with("backup.")) {
+    handleBackupEvent(e);
+    return Status::ok();
+  }
   auto it = vms_.find(e.vm);
   if (it == vms_.end()) return Status::ok();
   auto& rt = vm_runtime_[e.vm];
@@ -1137,6 +1143,7 @@ Json Controller::tiersJson() const {
     j["running"] = running;
     j["healthy"] = healthy;
     j["is_healthy"] = tierHealthy(t->name);
+    if (t->backup.enabled()) j["backup_warnings"] = backupWarnings(*t);
     list.push_back(j);
   }
   return Json{{"tiers", list}};

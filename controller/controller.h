@@ -22,6 +22,7 @@
 #include "tw/protocol.h"
 #include "tw/status.h"
 #include "tw/store.h"
+#include "controller/backup_book.h"
 #include "controller/event_retention.h"
 #include "controller/fence_agents.h"
 #include "controller/host_connector.h"
@@ -97,6 +98,18 @@ class Controller {
   Status drainHost(const std::string& host);
   // Returns a host in maintenance to service (it gets no VM back by itself).
   Status undrainHost(const std::string& host);
+
+  // ---- backups (controller/controller_backups.cc, docs/backups.md) ----
+  // Asks the VM's agent for a backup now; returns the request id.
+  // Errors: kNotFound, kFailedPrecondition (its tier has no backup, not running).
+  Result<int64_t> backupVm(const std::string& name);
+  // Stops the VM, replaces its disk from backup `backup_id` and starts it
+  // again (a new epoch on the same host); returns the restore id.
+  // Errors: kInvalidArgument (malformed id), kNotFound (vm, backup),
+  // kFailedPrecondition (a migration, recovery or restore of it under way).
+  Result<int64_t> restoreVm(const std::string& name, const std::string& backup_id);
+  // The catalogue: one VM's backups ("" = all), by vm then id.
+  Result<Json> backupsJson(const std::string& vm);
 
   // Liveness, placement, assignments; writes state changes to the store.
   void runOnce();
@@ -307,6 +320,12 @@ class Controller {
   void emit(const std::string& level, const std::string& kind, const std::string& subject,
             const std::string& message);
   int64_t nextVersion() { return ++version_counter_; }
+  // Backups (controller_backups.cc).
+  Status loadBackups();
+  void handleBackupEvent(const AgentEvent& e);
+  void trackRestores();
+  void addBackupFields(Assignment& a) const;
+  std::vector<std::string> backupWarnings(const TierSpec& t) const;
 
   Store& store_;
   Clock& clock_;
@@ -352,6 +371,8 @@ class Controller {
   int64_t reconcile_count_ = 0;
   int64_t assignment_set_builds_ = 0;  // sets built by publishAssignments()
   EventRetention retention_;
+  BackupBook backups_;
+  Millis backups_since_ms_ = 0;  // when the catalogue was loaded (recover())
 };
 
 }  // namespace tw

@@ -77,8 +77,10 @@ Assignment Controller::assignmentOf(const VmRecord& vm) const {
     a.restart = t->restart;
     a.ports = t->ports;
     a.storage = t->storage;
+    a.backup = t->backup;
     a.after = t->after;
   }
+  addBackupFields(a);
   return a;
 }
 

@@ -3,6 +3,8 @@
 // that logic tested against it behaves the same on libvirt.
 #include "tw/fake_hypervisor.h"
 
+#include <filesystem>
+#include <fstream>
 #include <utility>
 
 namespace tw {
@@ -238,6 +240,39 @@ int FakeHypervisor::runningCount() const {
 bool FakeHypervisor::isRunning(const std::string& vm) const {
   auto it = doms_.find(vm);
   return it != doms_.end() && it->second.managed && isActive(it->second.state);
+}
+
+void FakeHypervisor::failBackups(int n) { fail_backups_ = n; }
+
+Result<DiskBackup> FakeHypervisor::backupDisk(const std::string& vm, const std::string& target_path,
+                                              bool snapshot_commit_only) {
+  TW_RETURN_IF_ERROR(check());
+  auto it = doms_.find(vm);
+  if (it == doms_.end()) return missingError("backing up", vm);
+  if (!it->second.managed) return unmanagedError("backing up", vm);
+  const std::string context = "backing up vm " + quoted(vm) + " to " + quoted(target_path);
+  if (it->second.state != DomainState::kRunning)
+    return failedPrecondition(context + ": domain is not running");
+  if (std::filesystem::exists(target_path)) return failedPrecondition(context + ": target exists");
+  if (fail_backups_ > 0) {
+    --fail_backups_;
+    return internalError(context + ": injected failure");
+  }
+  std::error_code ec;
+  const std::string& disk = it->second.spec.disk_path;
+  if (!disk.empty() && std::filesystem::exists(disk)) {
+    std::filesystem::copy_file(disk, target_path, ec);
+  } else {
+    std::ofstream out(target_path, std::ios::binary);
+    out << "fake backup of vm " << vm << "\n";
+    if (!out) ec = std::make_error_code(std::errc::io_error);
+  }
+  if (ec) return unavailable(context + ": " + ec.message());
+  ++backups_;
+  DiskBackup b;
+  b.bytes = static_cast<int64_t>(std::filesystem::file_size(target_path, ec));
+  b.method = snapshot_commit_only ? "snapshot-commit" : "backup-api";
+  return b;
 }
 
 Status FakeHypervisor::addPortForward(const std::string& vm, const PortForward& forward) {

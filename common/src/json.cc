@@ -111,6 +111,15 @@ void from_json(const Json& j, StorageSpec& v) {
   opt(j, "pool", v.pool);
 }
 
+void to_json(Json& j, const BackupSpec& v) {
+  j = Json{{"every_ms", v.every_ms}, {"keep", v.keep}, {"to", v.to}};
+}
+void from_json(const Json& j, BackupSpec& v) {
+  opt(j, "every_ms", v.every_ms);
+  opt(j, "keep", v.keep);
+  opt(j, "to", v.to);
+}
+
 void to_json(Json& j, const PlacementSpec& v) {
   j = Json{{"spread", toString(v.spread)},
            {"preferred_hosts", v.preferred_hosts},
@@ -123,6 +132,7 @@ void to_json(Json& j, const TierSpec& v) {
            {"priority", v.priority}, {"min_healthy", v.min_healthy}, {"placement", v.placement},
            {"restart", v.restart},   {"health", v.health},       {"ports", v.ports},
            {"storage", v.storage}};
+  if (v.backup.enabled()) j["backup"] = v.backup;  // absent when unused: stored tiers unchanged
 }
 
 void to_json(Json& j, const HostSpec& v) {
@@ -205,6 +215,13 @@ void to_json(Json& j, const Assignment& v) {
            {"migrate_to_uri", v.migrate_to_uri},
            {"migrate_epoch", v.migrate_epoch},
            {"incoming", v.incoming}};
+  // Absent when unused: older agents and the scenario logs see no change.
+  if (v.backup.enabled()) j["backup"] = v.backup;
+  if (v.backup_request > 0) j["backup_request"] = v.backup_request;
+  if (v.restore_id > 0) {
+    j["restore_id"] = v.restore_id;
+    j["restore_from"] = v.restore_from;
+  }
 }
 void from_json(const Json& j, Assignment& v) {
   j.at("vm").get_to(v.vm);
@@ -224,6 +241,10 @@ void from_json(const Json& j, Assignment& v) {
   opt(j, "migrate_to_uri", v.migrate_to_uri);
   opt(j, "migrate_epoch", v.migrate_epoch);
   opt(j, "incoming", v.incoming);
+  opt(j, "backup", v.backup);
+  opt(j, "backup_request", v.backup_request);
+  opt(j, "restore_id", v.restore_id);
+  opt(j, "restore_from", v.restore_from);
 }
 
 void to_json(Json& j, const PeerInfo& v) { j = Json{{"host", v.host}, {"address", v.address}}; }
@@ -319,9 +340,38 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "events", v.events);
 }
 
+void to_json(Json& j, const BackupRecord& v) {
+  j = Json{{"id", v.id},
+           {"vm", v.vm},
+           {"tier", v.tier},
+           {"host", v.host},
+           {"path", v.path},
+           {"taken_ms", v.taken_ms},
+           {"duration_ms", v.duration_ms},
+           {"bytes", v.bytes},
+           {"method", v.method},
+           {"request", v.request}};
+  if (!v.error.empty()) j["error"] = v.error;
+}
+void from_json(const Json& j, BackupRecord& v) {
+  opt(j, "id", v.id);
+  opt(j, "vm", v.vm);
+  opt(j, "tier", v.tier);
+  opt(j, "host", v.host);
+  opt(j, "path", v.path);
+  opt(j, "taken_ms", v.taken_ms);
+  opt(j, "duration_ms", v.duration_ms);
+  opt(j, "bytes", v.bytes);
+  opt(j, "method", v.method);
+  opt(j, "request", v.request);
+  opt(j, "error", v.error);
+}
+
 void to_json(Json& j, const AgentEvent& v) {
   j = Json{{"host", v.host},   {"vm", v.vm},       {"epoch", v.epoch},
            {"kind", v.kind},   {"level", v.level}, {"message", v.message}};
+  if (!v.backup.id.empty()) j["backup"] = v.backup;  // absent otherwise: older controllers
+  if (!v.pruned.empty()) j["pruned"] = v.pruned;
 }
 void from_json(const Json& j, AgentEvent& v) {
   opt(j, "host", v.host);
@@ -330,6 +380,8 @@ void from_json(const Json& j, AgentEvent& v) {
   j.at("kind").get_to(v.kind);
   opt(j, "level", v.level);
   opt(j, "message", v.message);
+  opt(j, "backup", v.backup);
+  opt(j, "pruned", v.pruned);
 }
 
 namespace {

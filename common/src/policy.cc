@@ -35,6 +35,7 @@ namespace tw {
 namespace {
 
 constexpr int kMaxReplicas = 1000;
+constexpr Millis kMinBackupEveryMs = 60000;  // a backup copies a whole disk
 constexpr int kMaxVcpus = 64;
 constexpr int64_t kMinTierMemoryMib = 64;
 constexpr int64_t kMaxMemoryMib = int64_t{4} * 1024 * 1024;  // 4 TiB
@@ -705,9 +706,11 @@ class FileParser {
     TW_RETURN_IF_ERROR(
         mapFields(item, t.where, label, label,
                   {"name", "image", "replicas", "vcpus", "memory", "after", "priority",
-                   "min_healthy", "placement", "restart", "health", "ports", "storage"},
+                   "min_healthy", "placement", "restart", "health", "ports", "storage",
+                   "backup"},
                   &fields));
     std::optional<SourceLocation> min_healthy_at;
+    std::optional<SourceLocation> backup_at;
     bool has_image = false;
     for (const auto& f : fields) {
       if (f.key == "name") {
@@ -746,8 +749,16 @@ class FileParser {
         TW_RETURN_IF_ERROR(parsePorts(f, label, &t.ports));
       } else if (f.key == "storage") {
         TW_RETURN_IF_ERROR(parseStorage(f, label, &t.storage));
+      } else if (f.key == "backup") {
+        backup_at = at(f);
+        TW_RETURN_IF_ERROR(parseBackup(f, label, &t.backup));
       }
     }
+    if (backup_at && t.storage.kind != StorageKind::kShared)
+      return fail(*backup_at, "'backup' of " + label +
+                                  " needs shared storage (storage: { type: shared, ... }): an "
+                                  "ephemeral disk is rebuilt from the image and holds nothing to "
+                                  "back up");
     if (t.name.empty()) return fail(t.where, label + " has no 'name'");
     if (!has_image) return fail(t.where, "tier '" + t.name + "' has no 'image'");
     if (min_healthy_at && t.min_healthy > t.replicas)
@@ -971,6 +982,38 @@ class FileParser {
                                                         " needs an absolute 'path' (a directory "
                                                         "every host sees) or a 'pool', got " +
                                                         (path_at ? "'" + s->path + "'" : "none"));
+    return Status::ok();
+  }
+
+  Status parseBackup(const Field& backup, const std::string& label, BackupSpec* b) const {
+    std::vector<Field> fields;
+    TW_RETURN_IF_ERROR(mapFields(backup.value, at(backup), "'backup'", "backup of " + label,
+                                 {"every", "keep", "to"}, &fields));
+    std::optional<SourceLocation> to_at;
+    bool has_every = false;
+    b->keep = 24;
+    for (const auto& f : fields) {
+      if (f.key == "every") {
+        has_every = true;
+        TW_RETURN_IF_ERROR(readDuration(f, "backup.every", true, &b->every_ms));
+        if (b->every_ms < kMinBackupEveryMs)
+          return fail(at(f), "'backup.every' of " + label + " must be at least 1m, got " +
+                                 describe(f.value));
+      } else if (f.key == "keep") {
+        TW_RETURN_IF_ERROR(readInt(f, "backup.keep", 1, 10000, &b->keep));
+      } else if (f.key == "to") {
+        to_at = at(f);
+        TW_RETURN_IF_ERROR(readString(f, "backup.to", &b->to));
+      }
+    }
+    if (!has_every) return fail(at(backup), "'backup' of " + label + " has no 'every'");
+    if (!to_at) return fail(at(backup), "'backup' of " + label + " has no 'to'");
+    if (b->to.empty() || b->to[0] != '/' || b->to.find("/../") != std::string::npos ||
+        b->to.ends_with("/.."))
+      return fail(*to_at, "'backup.to' of " + label +
+                              " must be an absolute directory path (a DR place every host "
+                              "sees), got '" + b->to + "'");
+    while (b->to.size() > 1 && b->to.back() == '/') b->to.pop_back();
     return Status::ok();
   }
 

@@ -38,14 +38,16 @@ struct EtcdMigration {
 constexpr EtcdMigration kEtcdMigrations[] = {
     {"v1: policies, tiers, hosts, vms, events", nullptr},
     {"v2: incidents, action journal", nullptr},
-    // Append v3 here (see above).
+    {"v3: backup catalogue", nullptr},
+    // Append v4 here (see above).
 };
 
 constexpr int kEtcdMigrationCount = static_cast<int>(std::size(kEtcdMigrations));
 
 // The data of a store: what importState() clears and emptiness counts.
 constexpr const char* kDataDirs[] = {"/policies/", "/tiers/", "/hosts/",  "/vms/",
-                                     "/events/",   "/incidents/", "/actions/", "/meta/last/"};
+                                     "/events/",   "/incidents/", "/actions/", "/meta/last/",
+                                     "/backups/"};
 
 std::string inQuotes(const std::string& s) { return "'" + s + "'"; }
 
@@ -286,6 +288,21 @@ class EtcdStore final : public Store {
   }
   Result<std::vector<VmRecord>> vms() override { return listRecords<VmRecord>(dir("/vms/"), vmFrom, "loading vms"); }
 
+  // P/backups/<vm>/<id>: the record as JSON (BackupRecord's codec).
+  Status putBackup(const BackupRecord& b) override {
+    return putRecord(dir("/backups/") + b.vm + "/" + b.id, Json(b))
+        .withContext("storing backup " + inQuotes(b.id) + " of vm " + inQuotes(b.vm));
+  }
+  Status deleteBackup(const std::string& vm, const std::string& id) override {
+    return deleteKey(dir("/backups/") + vm + "/" + id)
+        .withContext("deleting backup " + inQuotes(id) + " of vm " + inQuotes(vm));
+  }
+  Result<std::vector<BackupRecord>> backups(const std::string& vm) override {
+    const std::string prefix = dir("/backups/") + (vm.empty() ? "" : vm + "/");
+    return listRecords<BackupRecord>(
+        prefix, [](const Json& j) { return j.get<BackupRecord>(); }, "loading the backup catalogue");
+  }
+
   Result<EventRecord> appendEvent(EventRecord event) override {
     Status s = stage([&](Pending& p) -> Status {
       Result<int64_t> id = nextId(p, "event");
@@ -447,6 +464,9 @@ class EtcdStore final : public Store {
     auto a = openActions();
     if (!a.isOk()) return a.status();
     snap.actions = std::move(*a);
+    auto b = backups("");
+    if (!b.isOk()) return b.status();
+    snap.backups = std::move(*b);
     return snap;
   }
 
@@ -727,6 +747,7 @@ Status EtcdStore::importState(const StoreSnapshot& snap, bool replace) {
   for (const EventRecord& e : snap.events) records.emplace_back(dir("/events/") + padded(e.id), Json(e));
   for (const IncidentRecord& i : snap.incidents) records.emplace_back(dir("/incidents/") + padded(i.id), incidentJson(i));
   for (const ActionRecord& a : snap.actions) records.emplace_back(dir("/actions/") + padded(a.id), actionJson(a));
+  for (const BackupRecord& b : snap.backups) records.emplace_back(dir("/backups/") + b.vm + "/" + b.id, Json(b));
 
   std::vector<EtcdOp> batch;
   int64_t batch_bytes = 0;

@@ -121,7 +121,22 @@ CREATE TABLE actions (
   started_ms INTEGER NOT NULL
 ) STRICT;
 )sql"},
-    // Append v3 here (see the comment above kMigrations).
+    {"v3: backup catalogue", R"sql(
+CREATE TABLE backups (
+  vm          TEXT    NOT NULL,
+  id          TEXT    NOT NULL,
+  tier        TEXT    NOT NULL,
+  host        TEXT    NOT NULL,
+  path        TEXT    NOT NULL,
+  taken_ms    INTEGER NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  bytes       INTEGER NOT NULL,
+  method      TEXT    NOT NULL,
+  request     INTEGER NOT NULL,
+  PRIMARY KEY (vm, id)
+) STRICT;
+)sql"},
+    // Append v4 here (see the comment above kMigrations).
 };
 
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
@@ -586,6 +601,49 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  Status putBackup(const BackupRecord& b) override {
+    return exec(wdb(),
+                "INSERT OR REPLACE INTO backups (vm, id, tier, host, path, taken_ms, duration_ms,"
+                " bytes, method, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                b.vm, b.id, b.tier, b.host, b.path, b.taken_ms, b.duration_ms, b.bytes, b.method,
+                b.request)
+        .withContext("storing backup " + inQuotes(b.id) + " of vm " + inQuotes(b.vm));
+  }
+
+  Status deleteBackup(const std::string& vm, const std::string& id) override {
+    return exec(wdb(), "DELETE FROM backups WHERE vm = ? AND id = ?", vm, id)
+        .withContext("deleting backup " + inQuotes(id) + " of vm " + inQuotes(vm));
+  }
+
+  Result<std::vector<BackupRecord>> backups(const std::string& vm) override {
+    const char* context = "loading the backup catalogue";
+    Result<Statement> stmt = query(db(),
+                                   "SELECT vm, id, tier, host, path, taken_ms, duration_ms, bytes,"
+                                   " method, request FROM backups WHERE ? = '' OR vm = ?"
+                                   " ORDER BY vm, id",
+                                   vm, vm);
+    if (!stmt.isOk()) return stmt.status().withContext(context);
+    std::vector<BackupRecord> out;
+    while (true) {
+      Result<bool> row = stmt->step();
+      if (!row.isOk()) return row.status().withContext(context);
+      if (!*row) break;
+      BackupRecord b;
+      b.vm = stmt->textAt(0);
+      b.id = stmt->textAt(1);
+      b.tier = stmt->textAt(2);
+      b.host = stmt->textAt(3);
+      b.path = stmt->textAt(4);
+      b.taken_ms = stmt->int64At(5);
+      b.duration_ms = stmt->int64At(6);
+      b.bytes = stmt->int64At(7);
+      b.method = stmt->textAt(8);
+      b.request = stmt->int64At(9);
+      out.push_back(std::move(b));
+    }
+    return out;
+  }
+
   Status putHost(const HostRecord& host) override {
     return exec(wdb(),
                 "INSERT OR REPLACE INTO hosts (name, state, state_since_ms, cpus, memory_mib, "
@@ -840,6 +898,9 @@ class SqliteStore final : public Store {
       Result<std::vector<ActionRecord>> a = openActions();
       if (!a.isOk()) return a.status();
       snap.actions = std::move(*a);
+      Result<std::vector<BackupRecord>> b = backups("");
+      if (!b.isOk()) return b.status();
+      snap.backups = std::move(*b);
       return Status::ok();
     });
     if (!status.isOk()) return status.withContext("exporting the database");
@@ -853,7 +914,7 @@ class SqliteStore final : public Store {
                              ", this database " + std::to_string(schema_version_))
           .withContext(context);
     }
-    static const char* const kTables[] = {"tiers", "policies", "hosts", "vms", "events", "incidents", "actions"};
+    static const char* const kTables[] = {"tiers", "policies", "hosts", "vms", "events", "incidents", "actions", "backups"};
     Status status = atomically(db(), [&]() -> Status {
       int64_t rows = 0;
       for (const char* table : kTables) {
@@ -907,6 +968,7 @@ class SqliteStore final : public Store {
         TW_RETURN_IF_ERROR(exec(db(), "INSERT INTO actions (id, kind, subject, data_json, started_ms) VALUES (?, ?, ?, ?, ?)",
                                 a.id, a.kind, a.subject, a.data_json, a.started_ms));
       }
+      for (const BackupRecord& b : snap.backups) TW_RETURN_IF_ERROR(putBackup(b));
       return Status::ok();
     });
     return status.withContext(context);

@@ -6,6 +6,9 @@
 #   1b. the db tier's disks are on the lab's shared storage: a row written to mysql-1,
 #      a counter on its disk; a second host cannot start mysql-1's disk while it runs
 #      (libvirt refuses; the lease is in virtlockd's lockspace on the shared folder)
+#   1c. backups (docs/backups.md): twctl backup vm mysql-1 -> a catalogued backup
+#      (a self-contained qcow2 on the DR place); the row changed and the counter
+#      bumped; twctl restore vm mysql-1 --from ID -> the row and counter are back
 #   3. crash the host running a db VM -> fenced, its VMs rebuilt elsewhere (the spare),
 #      every tier healthy, never two copies; the balancer answers at the end and
 #      failed only while a backend was down; mysql-1 still has the row and its
@@ -30,6 +33,11 @@ T0=$(e2e_now)
 # ---- 1. apply -> all healthy ---------------------------------------------------
 e2e_log "1. starting 3 hosts (h1, h2 active; h3 spare), controller, agents"
 e2e_start_cluster 3
+# The db tier backs up to a DR place every host sees (in the lab: a folder of the
+# shared storage; on a real site another share, docs/backups.md).
+sed -i 's|^\(    \)storage: { type: shared, path: /srv/tierwarden/shared }$|&\n\1backup: { every: 1h, keep: 3, to: /srv/tierwarden/shared/dr }|' "$E2E_DIR/policy.yaml"
+grep -q 'backup: { every: 1h' "$E2E_DIR/policy.yaml" || e2e_fail "no backup line added to the db tier"
+mkdir -p "$E2E_DIR/hosts/shared/dr"
 twctl apply -f "$E2E_DIR/policy.yaml" >/dev/null || e2e_fail "apply"
 t=$(e2e_now)
 e2e_wait 240 "every tier healthy after apply" e2e_all_healthy
@@ -92,6 +100,29 @@ steps=$(echo "$inc" | jq -r '[.steps[].step] | join(",")')
 e2e_log "2. ok: running again after $(e2e_elapsed "$t" "$t_run") s, healthy after $healthy_after s; incident $(echo "$inc" | jq -r '.kind'): $steps"
 case "$steps" in detected*restarted*healthy) ;; *) e2e_fail "incident timeline is not detected..restarted..healthy: $steps" ;; esac
 vm_running_healthy apache-1 || e2e_fail "apache-1 is not running and healthy"
+
+# ---- 1c. backup, change, restore -> the row is back ---------------------------------
+t=$(e2e_now)
+twctl backup vm mysql-1 >/dev/null || e2e_fail "twctl backup vm mysql-1"
+requested_backup() {
+  BACKUP_ID=$(api "backups?vm=mysql-1" | jq -r '[.backups[] | select(.request > 0)] | last | select(.) | .id')
+  [ -n "$BACKUP_ID" ]
+}
+e2e_wait 60 "a requested backup of mysql-1 in the catalogue" requested_backup
+t_backup=$(e2e_now)
+backup=$(api "backups?vm=mysql-1" | jq -c --arg id "$BACKUP_ID" '.backups[] | select(.id == $id)')
+file="$E2E_DIR/hosts/shared/dr/mysql-1/$BACKUP_ID.qcow2"
+qemu-img check -q "$file" || e2e_fail "backup $BACKUP_ID is no valid qcow2 ($file)"
+[ "$(db_vm mysql-1 "PUT e2e_row changed")" = OK ] || e2e_fail "cannot change the row"
+[ "$(db_vm mysql-1 "INCR visits")" = "OK 2" ] || e2e_fail "cannot bump the counter"
+epoch=$(vm_epoch mysql-1)
+twctl restore vm mysql-1 --from "$BACKUP_ID" >/dev/null || e2e_fail "twctl restore vm mysql-1 --from $BACKUP_ID"
+restored() { [ "$(vm_epoch mysql-1)" -gt "$epoch" ] && vm_running_healthy mysql-1 && [ "$(db_vm mysql-1 "GET e2e_row")" = "OK $row" ]; }
+e2e_wait 90 "mysql-1 restored, healthy, its row back" restored
+t_restored=$(e2e_now)
+count=$(db_vm mysql-1 "GET visits")
+[ "$count" = "OK 1" ] || e2e_fail "mysql-1's counter after the restore is '$count', not 'OK 1'"
+e2e_log "1c. ok: backup $(echo "$backup" | jq -r '"\(.id): \(.bytes) bytes in \(.duration_ms) ms (\(.method))"') catalogued $(e2e_elapsed "$t" "$t_backup") s after the request; restored in $(e2e_elapsed "$t_backup" "$t_restored") s: row and counter back"
 
 # ---- 3. crash the host running mysql-1 -----------------------------------------
 victim=$(vm_host mysql-1)

@@ -96,6 +96,38 @@ void expectJsonError(int status, const std::string& body, int want, const std::s
   EXPECT_NE((*j)["error"].get<std::string>().find(part), std::string::npos) << body;
 }
 
+// Pins: the backup endpoints refuse bad input with 4xx JSON and change
+// nothing: no token (401), an unknown VM (404), a body without "from" or a
+// malformed id (400), an unknown VM in ?vm= (404); the catalogue stays empty.
+TEST_F(ApiBadInputTest, BackupEndpoints) {
+  auto r = client_->Post("/api/v1/vms/db-1/backup", "", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401) << r->body;
+  r = post("/api/v1/vms/db-1/backup", "");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 404, "no vm named 'db-1'");
+  r = post("/api/v1/vms/db-1/restore", "{}");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "expected {\"from\"");
+  r = post("/api/v1/vms/db-1/restore", R"({"from": 7})");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "expected {\"from\"");
+  r = post("/api/v1/vms/db-1/restore", R"({"from": "../../etc/passwd"})");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 400, "expected a backup id like");
+  r = post("/api/v1/vms/db-1/restore", R"({"from": "20261206T180000Z-0000beef"})");
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 404, "no vm named 'db-1'");
+  r = client_->Get("/api/v1/backups?vm=nope-1", auth());
+  ASSERT_TRUE(r);
+  expectJsonError(r->status, r->body, 404, "no vm named 'nope-1'");
+  r = client_->Get("/api/v1/backups", auth());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, R"({"backups":[]})");
+  expectAlive();
+}
+
 // Pins: a path with an invalid UTF-8 byte under any method answers a JSON
 // 404/405 and the controller lives on (POST /%ce used to abort it: the error
 // handler's JSON dump threw outside httplib's exception handler).

@@ -838,6 +838,34 @@ TEST_F(AgentTest, OlderAnswerNeverOvertakesANewerPushOfTheSameController) {
   EXPECT_EQ(link_.heartbeats.back().assignments_controller, "c2");
 }
 
+// Pins: runningAssignments() names the assigned VMs that run here at their
+// epoch (what the backup runner may back up), not a stopped one, and
+// report() delivers an event (with its backup record) like the agent's own.
+TEST_F(AgentTest, RunningAssignmentsAndReport) {
+  startWith({assignment("web-1", 1), assignment("web-2", 1)});
+  std::vector<std::string> names;
+  for (const Assignment& a : agent_->runningAssignments()) names.push_back(a.vm);
+  EXPECT_EQ(names, (std::vector<std::string>{"web-1", "web-2"}));
+  fake_.failStarts("web-2", 100);
+  fake_.crash("web-2");
+  settle();
+  names.clear();
+  for (const Assignment& a : agent_->runningAssignments()) names.push_back(a.vm);
+  EXPECT_EQ(names, std::vector<std::string>{"web-1"});
+  AgentEvent e;
+  e.vm = "web-1";
+  e.epoch = 1;
+  e.kind = "backup.done";
+  e.backup.id = "20261206T180000Z-0000beef";
+  e.backup.vm = "web-1";
+  agent_->report(e);
+  runUntil(clock_.nowMs() + 2000);
+  const AgentEvent* got = link_.findEvent("backup.done", "web-1");
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(got->host, "h1");
+  EXPECT_EQ(got->backup.id, "20261206T180000Z-0000beef");
+}
+
 // Pins: events that cannot be delivered are kept and sent, in order, once the
 // controller answers again.
 TEST_F(AgentTest, QueuesEventsWhileTheControllerIsAway) {

@@ -11,6 +11,19 @@
 namespace tw {
 namespace {
 
+// An agent's event as the tests write them (AgentEvent has more fields).
+AgentEvent agentEvent(std::string host, std::string vm, int64_t epoch, std::string kind,
+                      std::string level, std::string message) {
+  AgentEvent e;
+  e.host = std::move(host);
+  e.vm = std::move(vm);
+  e.epoch = epoch;
+  e.kind = std::move(kind);
+  e.level = std::move(level);
+  e.message = std::move(message);
+  return e;
+}
+
 // Scripted second signal and fence outcomes.
 class FakeHostConnector final : public HostConnector {
  public:
@@ -556,8 +569,8 @@ TEST_F(HealingTest, CrashIncidentClosesOnlyOnTheNewRunsVerdict) {
   ASSERT_EQ(v->health, Health::kHealthy);
   const std::string host = v->host;
   const int64_t epoch = v->epoch;
-  ASSERT_TRUE(controller_->handleAgentEvent({host, "web-1", epoch, "vm.crashed", "warn", "failed"}).isOk());
-  ASSERT_TRUE(controller_->handleAgentEvent({host, "web-1", epoch, "vm.restarted", "info", "restart 1 of 3"}).isOk());
+  ASSERT_TRUE(controller_->handleAgentEvent(agentEvent(host, "web-1", epoch, "vm.crashed", "warn", "failed")).isOk());
+  ASSERT_TRUE(controller_->handleAgentEvent(agentEvent(host, "web-1", epoch, "vm.restarted", "info", "restart 1 of 3")).isOk());
   controller_->runOnce();
   v = controller_->vm("web-1");
   EXPECT_EQ(v->state, VmState::kRunning);
@@ -610,7 +623,7 @@ TEST_F(HealingTest, BudgetRelocationErrorReset) {
   for (const char* h : {"h1", "h2", "h3"})
     for (const auto& a : controller_->assignmentsFor(h).assignments) EXPECT_NE(a.vm, "db-1");
   // A late crash report from the last host changes nothing: it stays in error.
-  Status late = controller_->handleAgentEvent({second, "db-1", v->epoch, "vm.crashed", "warn", "late"});
+  Status late = controller_->handleAgentEvent(agentEvent(second, "db-1", v->epoch, "vm.crashed", "warn", "late"));
   ASSERT_TRUE(late.isOk()) << late.toString() << " host=" << second;
   EXPECT_EQ(controller_->vm("db-1")->state, VmState::kError);
   down_vms_.clear();
@@ -641,7 +654,7 @@ TEST_F(HealingTest, MigrationSuccessAndFailure) {
   bool incoming = false;
   for (const auto& a : controller_->assignmentsFor("h3").assignments) incoming |= a.vm == "web-1" && a.incoming;
   EXPECT_TRUE(incoming);
-  ASSERT_TRUE(controller_->handleAgentEvent({src, "web-1", mepoch, "vm.migrated", "info", "migrated"}).isOk());
+  ASSERT_TRUE(controller_->handleAgentEvent(agentEvent(src, "web-1", mepoch, "vm.migrated", "info", "migrated")).isOk());
   EXPECT_EQ(controller_->vm("web-1")->host, "h3");
   EXPECT_EQ(controller_->vm("web-1")->epoch, mepoch);
   EXPECT_TRUE(store_->openActions()->empty());
@@ -651,7 +664,7 @@ TEST_F(HealingTest, MigrationSuccessAndFailure) {
   int64_t e2 = 0;
   for (const auto& a : controller_->assignmentsFor("h3").assignments)
     if (a.vm == "web-1") e2 = a.migrate_epoch;
-  ASSERT_TRUE(controller_->handleAgentEvent({"h3", "web-1", e2, "vm.migrate_failed", "warn", "boom"}).isOk());
+  ASSERT_TRUE(controller_->handleAgentEvent(agentEvent("h3", "web-1", e2, "vm.migrate_failed", "warn", "boom")).isOk());
   EXPECT_EQ(controller_->vm("web-1")->host, "h3");
   EXPECT_EQ(controller_->vm("web-1")->epoch, mepoch);
   EXPECT_EQ(controller_->vm("web-1")->state, VmState::kRunning);
@@ -670,7 +683,7 @@ TEST_F(HealingTest, DrainInTierOrderThenMaintenance) {
     for (const auto& a : controller_->assignmentsFor("h1").assignments) {
       if (a.migrate_to_host.empty()) continue;
       order.push_back(a.vm);
-      ASSERT_TRUE(controller_->handleAgentEvent({"h1", a.vm, a.migrate_epoch, "vm.migrated", "info", ""}).isOk());
+      ASSERT_TRUE(controller_->handleAgentEvent(agentEvent("h1", a.vm, a.migrate_epoch, "vm.migrated", "info", "")).isOk());
     }
     tick();
   }

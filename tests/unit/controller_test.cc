@@ -692,7 +692,13 @@ TEST_F(ControllerTest, EndpointsOnlyForRunningCurrentEpoch) {
   EXPECT_EQ(endpoints("web")["endpoints"].size(), 4u);
 
   // A crash event between heartbeats drops it at once.
-  AgentEvent crash{web1.host, "web-1", web1.epoch, "vm.crashed", "warn", "domain crashed"};
+  AgentEvent crash;
+  crash.host = web1.host;
+  crash.vm = "web-1";
+  crash.epoch = web1.epoch;
+  crash.kind = "vm.crashed";
+  crash.level = "warn";
+  crash.message = "domain crashed";
   ASSERT_TRUE(controller_->handleAgentEvent(crash).isOk());
   EXPECT_EQ(endpoints("web")["endpoints"].size(), 2u);
   beatWithPorts(web1.host, "127.0.0.1");

@@ -405,7 +405,7 @@ TEST(PolicyRefused, UnknownTierKey) {
                 4, 5,
                 "unknown key 'replica' in tier 'web' (expected one of: name, image, replicas, "
                 "vcpus, memory, after, priority, min_healthy, placement, restart, health, "
-                "ports, storage)",
+                "ports, storage, backup)",
                 true);
 }
 
@@ -614,6 +614,60 @@ TEST(PolicyRefused, Storage) {
   expectRefused(head + "    storage: { type: shared, pool: \"../x\" }\n", 4, 36,
                 "'storage.pool' of tier 'db' must be a libvirt pool name (letters, digits, '_', "
                 "'.', '-'; at most 64), got '../x'",
+                true);
+}
+
+// Pins: a shared tier's backup spec is read (keep defaults to 24, a trailing
+// '/' of `to` goes) and crosses the wire in the assignment and the stored tier.
+TEST(PolicyTest, Backup) {
+  const std::string yaml =
+      "tiers:\n  - name: db\n    image: x\n    storage: { type: shared, path: /srv/db }\n"
+      "    backup: { every: 1h, to: /srv/backups/ }\n";
+  Result<Policy> p = parseOne(yaml);
+  ASSERT_TRUE(p.isOk()) << p.status().toString();
+  const BackupSpec& b = p->tiers[0].backup;
+  EXPECT_TRUE(b.enabled());
+  EXPECT_EQ(b.every_ms, 3600000);
+  EXPECT_EQ(b.keep, 24);
+  EXPECT_EQ(b.to, "/srv/backups");
+  Json j = p->tiers[0];
+  EXPECT_EQ(j["backup"]["every_ms"], 3600000);
+  Assignment a;
+  a.vm = "db-1";
+  a.backup = b;
+  a.backup_request = 3;
+  Assignment back = Json(a).get<Assignment>();
+  EXPECT_EQ(back.backup, b);
+  EXPECT_EQ(back.backup_request, 3);
+  Json no_backup = TierSpec{};
+  EXPECT_FALSE(no_backup.contains("backup"));
+}
+
+// Pins: every backup refusal, with file, line and column.
+TEST(PolicyRefused, Backup) {
+  const std::string head = "tiers:\n  - name: db\n    image: x\n";
+  const std::string shared = head + "    storage: { type: shared, path: /srv/db }\n";
+  expectRefused(shared + "    backup: { every: soon, to: /b }\n", 5, 22,
+                "expected a duration like 1500ms, 3s, 2m or 1h for 'backup.every', got 'soon'");
+  expectRefused(shared + "    backup: { every: 10s, to: /b }\n", 5, 22,
+                "'backup.every' of tier 'db' must be at least 1m, got '10s'", true);
+  expectRefused(shared + "    backup: { every: 1h, keep: 0, to: /b }\n", 5, 32,
+                "'backup.keep' must be between 1 and 10000, got 0", true);
+  expectRefused(shared + "    backup: { every: 1h, to: backups }\n", 5, 30,
+                "'backup.to' of tier 'db' must be an absolute directory path (a DR place every "
+                "host sees), got 'backups'",
+                true);
+  expectRefused(shared + "    backup: { every: 1h, to: /srv/../etc }\n", 5, 30,
+                "'backup.to' of tier 'db' must be an absolute directory path");
+  expectRefused(shared + "    backup: { to: /b }\n", 5, 13, "'backup' of tier 'db' has no 'every'",
+                true);
+  expectRefused(shared + "    backup: { every: 1h }\n", 5, 13, "'backup' of tier 'db' has no 'to'",
+                true);
+  expectRefused(shared + "    backup: { every: 1h, to: /b, when: now }\n", 5, 34,
+                "unknown key 'when' in backup of tier 'db'");
+  expectRefused(head + "    backup: { every: 1h, to: /b }\n", 4, 13,
+                "'backup' of tier 'db' needs shared storage (storage: { type: shared, ... }): an "
+                "ephemeral disk is rebuilt from the image and holds nothing to back up",
                 true);
 }
 

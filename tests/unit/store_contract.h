@@ -129,7 +129,23 @@ inline std::vector<std::string> describe(const StoreSnapshot& s) {
     out.push_back("action " + std::to_string(a.id) + " " + a.kind + " " + a.subject + " " + a.data_json + " " +
                   std::to_string(a.started_ms));
   }
+  for (const BackupRecord& b : s.backups) out.push_back("backup " + Json(b).dump());
   return out;
+}
+
+inline BackupRecord sampleBackup(const std::string& vm, const std::string& id) {
+  BackupRecord b;
+  b.vm = vm;
+  b.id = id;
+  b.tier = "mysql";
+  b.host = "h1";
+  b.path = "/srv/backups/" + vm + "/" + id + ".qcow2 " + kQuotes;
+  b.taken_ms = 1000;
+  b.duration_ms = 120;
+  b.bytes = 1441792;
+  b.method = "backup-api";
+  b.request = 2;
+  return b;
 }
 
 // Fills a store with one of everything (odd characters included).
@@ -164,6 +180,7 @@ inline void fill(Store& store) {
   auto ended = store.beginAction(ActionRecord{0, "fence", "host/h1", "{}", 8});
   ASSERT_TRUE(ended.isOk());
   ASSERT_TRUE(store.endAction(*ended).isOk());
+  ASSERT_TRUE(store.putBackup(sampleBackup("mysql-1", "20261206T180000Z-0000beef")).isOk());
 }
 
 
@@ -650,6 +667,32 @@ TYPED_TEST_P(StoreContractTest, ActionJournal) {
   EXPECT_EQ((*open)[0].data_json, "{}");
 }
 
+// Pins: the backup catalogue stores, replaces (same vm and id), lists one
+// VM's or all by vm then id, and deletes (ok when absent); bad characters in
+// names are data, not SQL or key syntax.
+TYPED_TEST_P(StoreContractTest, BackupCatalogue) {
+  Store& store = *this->store_;
+  ASSERT_TRUE(store.putBackup(sampleBackup("web-1", "20261206T190000Z-00000002")).isOk());
+  ASSERT_TRUE(store.putBackup(sampleBackup("db-1", "20261206T190000Z-00000003")).isOk());
+  ASSERT_TRUE(store.putBackup(sampleBackup("db-1", "20261206T180000Z-00000001")).isOk());
+  BackupRecord replaced = sampleBackup("db-1", "20261206T190000Z-00000003");
+  replaced.bytes = 7;
+  ASSERT_TRUE(store.putBackup(replaced).isOk());
+  auto all = store.backups("");
+  ASSERT_TRUE(all.isOk()) << all.status().toString();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].id, "20261206T180000Z-00000001");
+  EXPECT_EQ((*all)[1], replaced);
+  EXPECT_EQ((*all)[2].vm, "web-1");
+  auto db = store.backups("db-1");
+  ASSERT_TRUE(db.isOk());
+  EXPECT_EQ(db->size(), 2u);
+  EXPECT_TRUE(store.backups(kInjection)->empty());
+  ASSERT_TRUE(store.deleteBackup("db-1", "20261206T180000Z-00000001").isOk());
+  ASSERT_TRUE(store.deleteBackup("db-1", "nope").isOk());
+  EXPECT_EQ(store.backups("db-1")->size(), 1u);
+}
+
 // Pins: exportState + importState into a fresh store copy everything with
 // every id, and later ids continue after the imported ones.
 TYPED_TEST_P(StoreContractTest, ExportImportRoundTrip) {
@@ -659,6 +702,7 @@ TYPED_TEST_P(StoreContractTest, ExportImportRoundTrip) {
   EXPECT_EQ(snap->events.size(), 3u);
   EXPECT_EQ(snap->incidents.size(), 2u);
   EXPECT_EQ(snap->actions.size(), 1u);
+  EXPECT_EQ(snap->backups.size(), 1u);
   std::unique_ptr<Store> copy = this->backend_.open();
   ASSERT_NE(copy, nullptr);
   Status s = copy->importState(*snap, false);
@@ -739,6 +783,7 @@ REGISTER_TYPED_TEST_SUITE_P(StoreContractTest,
                             PolicyListenerOnlyAfterCommit,
                             IncidentsOpenAndRecent,
                             ActionJournal,
+                            BackupCatalogue,
                             ExportImportRoundTrip,
                             ImportRefusesNonEmptyUnlessReplace,
                             ReopenKeepsDataAndIds);

@@ -166,6 +166,7 @@ TEST_F(StoreFileTest, MigratesEmptyFile) {
                            " AND name NOT LIKE 'sqlite_%' ORDER BY name");
   EXPECT_EQ(tables,
             (std::vector<std::vector<std::string>>{{"actions"},
+                                                   {"backups"},
                                                    {"events"},
                                                    {"events_by_subject"},
                                                    {"hosts"},

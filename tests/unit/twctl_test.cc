@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "cli/backup_commands.h"
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/render.h"
@@ -510,6 +511,27 @@ TEST(TwctlErrors, CanonicalResourceNames) {
   EXPECT_EQ(canonicalResource("incidents"), "incidents");
   EXPECT_EQ(canonicalResource("endpoint"), "endpoints");
   EXPECT_FALSE(canonicalResource("pods").has_value());
+}
+
+
+// Pins: the backups table (size in MiB) and the tier table's backup warnings
+// printed under it, one line each.
+TEST(TwctlRender, BackupsAndTierWarnings) {
+  Json backups = Json::parse(R"({"backups":[{"id":"20261206T180000Z-0000beef","vm":"db-1",
+      "host":"h1","bytes":1441792,"duration_ms":90,"method":"backup-api",
+      "path":"/b/db-1/20261206T180000Z-0000beef.qcow2"}]})");
+  EXPECT_EQ(renderBackups(backups),
+            "ID                          VM     HOST   SIZE      TOOK_MS   METHOD       PATH\n"
+            "20261206T180000Z-0000beef   db-1   h1     1.4 MiB   90        backup-api   "
+            "/b/db-1/20261206T180000Z-0000beef.qcow2\n");
+  Json tiers = Json::parse(R"J({"tiers":[{"name":"db","image":"tiny-db","replicas":1,
+      "backup_warnings":["vm 'db-1' has no good backup yet (every 1h 0m)"]},{"name":"web"}]})J");
+  const std::string out = renderTiers(tiers);
+  EXPECT_NE(out.find("\nwarning: tier 'db': vm 'db-1' has no good backup yet (every 1h 0m)\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(renderTiers(Json::parse(R"({"tiers":[{"name":"web"}]})")).find("warning"),
+            std::string::npos);
 }
 
 }  // namespace

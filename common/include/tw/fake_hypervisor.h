@@ -29,6 +29,10 @@ class FakeHypervisor final : public Hypervisor {
   // host port one of this host's domains holds is refused (kFailedPrecondition).
   Status addPortForward(const std::string& vm, const PortForward& forward) override;
   Result<std::vector<PortForward>> portForwards(const std::string& vm) override;
+  // Copies the domain's disk file (spec.disk_path) to target_path, or, when
+  // it has none on disk, writes a small placeholder naming the VM.
+  Result<DiskBackup> backupDisk(const std::string& vm, const std::string& target_path,
+                                bool snapshot_commit_only = false) override;
 
   // --- failure injection and inspection ---
   // The next n start() calls of this VM fail with kInternal.
@@ -48,6 +52,9 @@ class FakeHypervisor final : public Hypervisor {
   void connectPeer(const std::string& uri, FakeHypervisor* peer);
   // The next n migrations fail (the domain keeps running here).
   void failMigrations(int n);
+  // The next n backupDisk() calls fail with kInternal (no file written).
+  void failBackups(int n);
+  int backupCount() const { return backups_; }
 
   int startCount(const std::string& vm) const;
   const DomainSpec* spec(const std::string& vm) const;
@@ -73,6 +80,8 @@ class FakeHypervisor final : public Hypervisor {
   bool hung_ = false;
   bool powered_ = true;
   int fail_migrations_ = 0;
+  int fail_backups_ = 0;
+  int backups_ = 0;
   std::map<std::string, int> pending_fail_starts_;  // failStarts() before define()
 };
 

@@ -97,6 +97,12 @@ struct MigrateOptions {
   DomainMeta dest_meta;
 };
 
+// What Hypervisor::backupDisk did.
+struct DiskBackup {
+  int64_t bytes = 0;     // size of the target file
+  std::string method;    // "backup-api" or "snapshot-commit" (the fallback)
+};
+
 using DomainEventHandler = std::function<void(const DomainEvent&)>;
 
 class Hypervisor {
@@ -156,6 +162,24 @@ class Hypervisor {
   // (inactive, or volumes that are no files), kUnimplemented here.
   virtual Result<std::string> storagePoolDir(const std::string& pool) {
     return unimplemented("storage pools are not supported on this hypervisor (pool '" + pool + "')");
+  }
+  // A crash-consistent copy of the first disk of running managed domain `vm`
+  // into `target_path` (a new, self-contained qcow2 file: no backing file),
+  // while the VM keeps running. libvirt: the backup API in push mode
+  // (virDomainBackupBegin), waiting for the job to finish; where libvirt or
+  // QEMU refuse it (VIR_ERR_NO_SUPPORT, VIR_ERR_OPERATION_UNSUPPORTED), an
+  // external disk-only snapshot, a copy of the then quiet disk, and a shallow
+  // active block commit back into it. Blocks for the copy (about 0.1 s per
+  // 64 MiB here): call it off the agent's loop. On failure no target is left.
+  // Errors: kNotFound (no such managed domain), kFailedPrecondition (not
+  // running, no disk, the target exists), kUnimplemented (the test driver),
+  // kInternal/kUnavailable with libvirt's message.
+  // `snapshot_commit_only`: skip the backup API (tests of the fallback).
+  virtual Result<DiskBackup> backupDisk(const std::string& vm, const std::string& target_path,
+                                        bool snapshot_commit_only = false) {
+    (void)snapshot_commit_only;
+    return unimplemented("disk backups are not supported on this hypervisor (vm '" + vm +
+                         "' to '" + target_path + "')");
   }
 };
 

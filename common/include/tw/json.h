@@ -24,6 +24,8 @@ void to_json(Json& j, const ServicePort& v);
 void from_json(const Json& j, ServicePort& v);
 void to_json(Json& j, const StorageSpec& v);
 void from_json(const Json& j, StorageSpec& v);
+void to_json(Json& j, const BackupSpec& v);
+void from_json(const Json& j, BackupSpec& v);
 void to_json(Json& j, const PlacementSpec& v);
 void to_json(Json& j, const TierSpec& v);
 void to_json(Json& j, const HostSpec& v);
@@ -44,6 +46,8 @@ void to_json(Json& j, const DomainReport& v);
 void from_json(const Json& j, DomainReport& v);
 void to_json(Json& j, const Heartbeat& v);
 void from_json(const Json& j, Heartbeat& v);
+void to_json(Json& j, const BackupRecord& v);
+void from_json(const Json& j, BackupRecord& v);
 void to_json(Json& j, const AgentEvent& v);
 void from_json(const Json& j, AgentEvent& v);
 

@@ -66,6 +66,34 @@ struct StorageSpec {
                      // name on every host; the disk goes into its target directory
 };
 
+// Backups of a tier's disks to a DR place (docs/backups.md). Only tiers on
+// shared storage have them: an ephemeral disk is rebuilt from the image.
+struct BackupSpec {
+  Millis every_ms = 0;  // 0 = no backups
+  int keep = 0;         // newest backups kept per VM (>= 1 when every_ms > 0)
+  std::string to;       // absolute directory every host that may run the VM sees
+  bool enabled() const { return every_ms > 0; }
+  bool operator==(const BackupSpec&) const = default;
+};
+
+// One backup of a VM's disk: what the agent reports ("backup.done" /
+// "backup.failed", AgentEvent::backup) and the controller's catalogue keeps
+// (the done ones; docs/backups.md).
+struct BackupRecord {
+  std::string id;         // "20261206T180000Z-1a2b3c4d": <UTC start>-<8 hex>
+  std::string vm;
+  std::string tier;
+  std::string host;       // whose agent took it
+  std::string path;       // <backup.to>/<vm>/<id>.qcow2
+  Millis taken_ms = 0;    // start, clock time (ms since the epoch)
+  Millis duration_ms = 0;
+  int64_t bytes = 0;
+  std::string method;     // "backup-api" | "snapshot-commit"
+  int64_t request = 0;    // the Assignment::backup_request it answers (0 = the schedule)
+  std::string error;      // "backup.failed": why
+  bool operator==(const BackupRecord&) const = default;
+};
+
 struct TierSpec {
   std::string name;
   std::string image;
@@ -80,6 +108,7 @@ struct TierSpec {
   HealthCheckSpec health;
   std::vector<ServicePort> ports;
   StorageSpec storage;
+  BackupSpec backup;
   SourceLocation where;  // where the tier was declared
 };
 

@@ -38,6 +38,20 @@ struct Assignment {
   StorageSpec storage;
   std::vector<std::string> after;  // the tier's `after:` (a balancer's backend tier)
 
+  // Backups (docs/backups.md). The agent of the VM's host runs the tier's
+  // schedule itself (backup.every, counted from the newest file in
+  // <backup.to>/<vm>/), and takes one more at once whenever backup_request
+  // grows (`twctl backup vm`): it reports each outcome as an AgentEvent
+  // "backup.done" / "backup.failed" carrying `backup`.
+  BackupSpec backup;
+  int64_t backup_request = 0;  // 0 = none asked for
+  // A restore (`twctl restore vm`): destroy the VM, replace its disk with the
+  // file restore_from (a backup the catalogue holds), start it again; report
+  // "backup.restored" / "backup.restore_failed" with restore_id. Done once per
+  // restore_id.
+  int64_t restore_id = 0;
+  std::string restore_from;
+
   // Live migration, set by the controller while one is under way.
   // Source host: live-migrate the running domain to migrate_to_uri (libvirt
   // URI of the destination), giving it epoch migrate_epoch on arrival; report
@@ -96,6 +110,10 @@ struct AgentEvent {
   std::string kind;
   std::string level = "info";
   std::string message;
+  // "backup.done" / "backup.failed": the backup (id empty otherwise).
+  // "backup.done" also names the backups of that VM pruned beyond `keep`.
+  BackupRecord backup;
+  std::vector<std::string> pruned;  // backup ids
 };
 
 struct Heartbeat {

@@ -42,6 +42,7 @@ struct StoreSnapshot {
   std::vector<EventRecord> events;        // by id
   std::vector<IncidentRecord> incidents;  // by id, open and closed
   std::vector<ActionRecord> actions;      // by id
+  std::vector<BackupRecord> backups;      // by vm, then id (schema v3)
 };
 
 class Store {
@@ -124,6 +125,14 @@ class Store {
   virtual Result<int64_t> beginAction(const ActionRecord& action) = 0;
   virtual Status endAction(int64_t id) = 0;
   virtual Result<std::vector<ActionRecord>> openActions() = 0;
+
+  // The backup catalogue (schema v3, docs/backups.md): the VM backups that
+  // agents reported done. putBackup inserts or replaces by id; deleteBackup is
+  // ok when absent; backups() lists one VM's ("" = all), by vm then id (the
+  // id starts with its UTC time: oldest first).
+  virtual Status putBackup(const BackupRecord& backup) = 0;
+  virtual Status deleteBackup(const std::string& vm, const std::string& id) = 0;
+  virtual Result<std::vector<BackupRecord>> backups(const std::string& vm) = 0;
 
   // Everything the store holds (one consistent read for SQLite; for etcd, a
   // read per kind: stop the writers first, as migrate-store requires).
