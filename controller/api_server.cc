@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <sstream>
 
 #include "controller/pki.h"
@@ -133,6 +134,35 @@ Result<PageRequest> pageParams(const httplib::Request& req) {
                              "'.', '_', '-'), got " + quoteForMessage(page.after));
     }
   }
+  return page;
+}
+
+// GET /api/v1/vms: pageParams plus ?names=a,b,c (at most kMaxPageLimit
+// names, sorted and without repeats in the answer; not with limit/after).
+Result<PageRequest> vmListParams(const httplib::Request& req) {
+  auto page = pageParams(req);
+  if (!page.isOk() || !req.has_param("names")) return page;
+  if (req.has_param("limit") || req.has_param("after")) {
+    return invalidArgument("query parameter 'names' cannot be combined with 'limit' or 'after'");
+  }
+  std::set<std::string> names;
+  std::stringstream list(req.get_param_value("names"));
+  for (std::string name; std::getline(list, name, ',');) {
+    const bool ok = !name.empty() && name.size() <= 253 &&
+                    name.find_first_not_of(
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+                        std::string::npos;
+    if (!ok) {
+      return invalidArgument("query parameter 'names' must list vm names separated by ',', got " +
+                             quoteForMessage(name));
+    }
+    names.insert(name);
+  }
+  if (names.size() > static_cast<size_t>(kMaxPageLimit)) {
+    return invalidArgument("query parameter 'names' lists more than " + std::to_string(kMaxPageLimit) +
+                           " vms");
+  }
+  page->names.assign(names.begin(), names.end());
   return page;
 }
 
@@ -397,7 +427,7 @@ void ApiServer::routes() {
   g.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)", endpoints);
   s.Get("/api/v1/vms", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    auto page = pageParams(req);
+    auto page = vmListParams(req);
     if (!page.isOk()) return sendError(res, page.status());
     sendJson(res, 200, service_.call([&](Controller& c) { return c.vmsJson(*page); }));
   });

@@ -780,7 +780,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
     dirty_ = true;
   }
   hostHeartbeatState(h, hb);
-  if (h.rec.state == HostState::kFenced) return assignmentsFor(hb.host);  // stale copies only
+  if (h.rec.state == HostState::kFenced) return assignmentsFor(hb.host, hb.peers_digest);  // stale copies only
 
   for (const auto& d : hb.domains) {
     auto it = vms_.find(d.vm);
@@ -820,7 +820,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
       saveVm(vm);
     }
   }
-  return assignmentsFor(hb.host);
+  return assignmentsFor(hb.host, hb.peers_digest);
 }
 
 Status Controller::handleAgentEvent(const AgentEvent& e) {
@@ -1183,6 +1183,13 @@ Result<Json> Controller::endpointsJson(const std::string& tier_name) const {
 
 Json Controller::vmsJson(const PageRequest& page) const {
   Json list = Json::array();
+  if (!page.names.empty()) {
+    for (const std::string& name : page.names) {
+      auto it = vms_.find(name);
+      if (it != vms_.end()) list.push_back(it->second);
+    }
+    return Json{{"vms", list}};
+  }
   auto it = page.after.empty() ? vms_.begin() : vms_.upper_bound(page.after);
   std::string next;
   for (; it != vms_.end(); ++it) {
