@@ -440,6 +440,20 @@ void ApiServer::routes() {
   });
   s.Get("/api/v1/events", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
+    if (req.has_param("tail")) {  // the newest N
+      if (req.has_param("since") || req.has_param("limit")) {
+        return sendError(res, invalidArgument("query parameter 'tail' cannot be combined with 'since' or 'limit'"));
+      }
+      auto tail = intParam(req, "tail", 0);
+      if (!tail.isOk()) return sendError(res, tail.status());
+      if (*tail < 1 || *tail > 5000) {
+        return sendError(res, invalidArgument("query parameter 'tail' must be between 1 and 5000, got " +
+                                              std::to_string(*tail)));
+      }
+      auto j = service_.call([&](Controller& c) { return c.eventsTailJson(static_cast<int>(*tail)); });
+      if (!j.isOk()) return sendError(res, j.status());
+      return sendJson(res, 200, *j);
+    }
     auto since = intParam(req, "since", 0);
     if (!since.isOk()) return sendError(res, since.status());
     auto limit = intParam(req, "limit", 500);

@@ -1226,6 +1226,14 @@ Result<Json> Controller::vmJson(const std::string& name) {
   return j;
 }
 
+Result<Json> Controller::eventsTailJson(int n) {
+  auto last = store_.lastEventId();
+  if (!last.isOk()) return last.status();
+  auto j = eventsJson(std::max<int64_t>(0, *last - n), n);
+  if (j.isOk()) (*j)["last_id"] = std::max<int64_t>((*j)["last_id"].get<int64_t>(), *last);
+  return j;
+}
+
 Result<Json> Controller::eventsJson(int64_t since, int limit) {
   auto events = store_.eventsSince(since, limit);
   if (!events.isOk()) return events.status();

@@ -128,6 +128,9 @@ class Controller {
   Json vmsJson() const { return vmsJson(PageRequest{}); }
   Result<Json> vmJson(const std::string& name);
   Result<Json> eventsJson(int64_t since, int limit);
+  // The newest `n` events, oldest first; last_id is the newest id (the
+  // dashboard's start: ?tail=N, not a walk through the whole log).
+  Result<Json> eventsTailJson(int n);
   Json incidentsJson() const;
   // Where clients reach a tier's services: one entry per service port (the
   // tier's `ports:`, else its health check port) of every VM that its current

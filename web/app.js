@@ -542,7 +542,7 @@ async function start() {
   updateTokenUi();
   setLive('connecting');
   try {
-    const recent = await api.eventsSince(0, kKeepEvents);
+    const recent = await api.latestEvents(kKeepEvents);
     lastEventId = recent.last_id;
     addEvents(recent.events, false);
     setReachable(true);

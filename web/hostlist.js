@@ -65,15 +65,21 @@ function tileFor(host, onPick) {
   return node;
 }
 
-// The VMs, hosts and tiers a filter text matches ('' matches nothing).
+// The VMs, hosts and tiers a filter text matches ('' matches nothing): a
+// text that is exactly a host's or a VM's name matches only that one (web-1,
+// not web-10 ... web-19); any other text matches names and tiers containing it.
 export function matchFilter(query, hosts, vmsByName) {
   const q = query.trim().toLowerCase();
   if (!q) return null;
-  const vmMatch = (v) => v && (v.name.toLowerCase().includes(q) || (v.tier || '').toLowerCase().includes(q));
+  const exact = hosts.some((x) => x.name.toLowerCase() === q) ||
+    [...vmsByName.keys()].some((n) => n.toLowerCase() === q);
+  const hostMatch = (name) => (exact ? name.toLowerCase() === q : name.toLowerCase().includes(q));
+  const vmMatch = (v) => v && (exact ? v.name.toLowerCase() === q
+    : v.name.toLowerCase().includes(q) || (v.tier || '').toLowerCase().includes(q));
   const hostsOut = [];
   const vmsOut = new Set();
   for (const host of hosts) {
-    let hit = host.name.toLowerCase().includes(q);
+    let hit = hostMatch(host.name);
     for (const n of host.vms) {
       if (vmMatch(vmsByName.get(n))) {
         vmsOut.add(n);
