@@ -145,8 +145,13 @@ Result<PageRequest> vmListParams(const httplib::Request& req) {
   if (req.has_param("limit") || req.has_param("after")) {
     return invalidArgument("query parameter 'names' cannot be combined with 'limit' or 'after'");
   }
+  const std::string raw = req.get_param_value("names");
+  if (raw.empty() || raw.back() == ',') {
+    return invalidArgument("query parameter 'names' must list vm names separated by ',', got " +
+                           quoteForMessage(raw));
+  }
   std::set<std::string> names;
-  std::stringstream list(req.get_param_value("names"));
+  std::stringstream list(raw);
   for (std::string name; std::getline(list, name, ',');) {
     const bool ok = !name.empty() && name.size() <= 253 &&
                     name.find_first_not_of(
