@@ -626,7 +626,10 @@ void Controller::reconcile() {
   if (!settling.empty()) {
     // Give every declared host a chance to report before placing anything new.
     for (auto& h : input.hosts) h.accepts_new = false;
-    for (const auto& name : settling) settling_reason += (settling_reason.empty() ? "'" : ", '") + name + "'";
+    // At most 8 named: the reason is copied into every pending VM.
+    const size_t named = std::min<size_t>(settling.size(), 8);
+    for (size_t i = 0; i < named; ++i) settling_reason += (i == 0 ? "'" : ", '") + settling[i] + "'";
+    if (settling.size() > named) settling_reason += " and " + std::to_string(settling.size() - named) + " more";
     settling_reason = "waiting up to " + seconds(policy_.settings.dead_after_ms) + " for host " +
                       settling_reason + " to report";
     dirty_ = true;  // place again once they reported or the wait is over
