@@ -170,14 +170,25 @@ void Agent::applySet(const AssignmentSet& set) {
     log::info("assignments version {} for host '{}': {} vms", set.version, options_.host,
               set.assignments.size());
   }
+  // An answer that leaves the peer list out (the heartbeat said we hold the
+  // current one) keeps ours.
+  const Millis old_peer_timeout = set_.peer_timeout_ms;
+  std::vector<PeerInfo> kept_peers;
+  if (set.peers_omitted) kept_peers = std::move(set_.peers);
   set_ = set;
+  if (set.peers_omitted) set_.peers = std::move(kept_peers);
   has_set_ = true;
   assigned_.clear();
   for (const Assignment& a : set_.assignments) assigned_[a.vm] = a;
-  peers_->setPeers(set.peers, set.peer_timeout_ms);
+  if (!set.peers_omitted || set.peer_timeout_ms != old_peer_timeout) {
+    peers_->setPeers(set_.peers, set.peer_timeout_ms);
+  }
   std::lock_guard<std::mutex> lock(lease_mu_);
-  peer_count_ = set.peers.size();
+  peer_count_ = set_.peers.size();
   has_peer_list_ = true;
+  // Omitted with another digest: a push with a newer list came in between;
+  // ours is kept, and the next heartbeat asks for the list again.
+  peers_digest_ = set.peers_omitted && set.peers_digest != peers_digest_ ? "" : set.peers_digest;
   if (set.heartbeat_interval_ms > 0 && set.heartbeat_interval_ms != interval_ms_) {
     log::info("heartbeat interval now {} ms", set.heartbeat_interval_ms);
     interval_ms_ = set.heartbeat_interval_ms;
@@ -1052,6 +1063,7 @@ void Agent::sendHeartbeat(Millis now) {
     std::lock_guard<std::mutex> lock(lease_mu_);
     hb = published_;
     hb.seq = ++seq_;
+    hb.peers_digest = peers_digest_;
     gen = published_gen_;
     events_before = published_events_;
     if (fence_unacked_) hb.self_fence_reason = self_fence_reason_;

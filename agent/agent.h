@@ -452,6 +452,7 @@ class Agent {
   int running_managed_ = -1;       // active managed domains the core last saw (-1: none yet)
   size_t peer_count_ = 0;          // other declared hosts (the set's peers)
   bool has_peer_list_ = false;     // a set with the peer list arrived in this process
+  std::string peers_digest_;       // AssignmentSet::peers_digest of the list held ("" = none)
   bool held_said_ = false;         // "keeping VMs while the controller is away" logged
   std::string self_fence_reason_;  // last self-fence
   bool fence_unacked_ = false;     // self-fenced; no answer to a heartbeat carrying it yet

@@ -17,6 +17,11 @@
 //
 //   build/bin/scale [--hosts 100,300,1000] [--vms-per-host 20] [--steady-s 20]
 //                   [--threads 8] [--controller build/bin/tierwarden-controller]
+//   build/bin/scale --serve WEB_DIR --hosts 1000 --vms-per-host 2
+//       no figures: once every VM runs it prints "serving URL" and keeps the
+//       cluster up (the controller serves WEB_DIR with --public-read) until
+//       SIGTERM or SIGINT: the dashboard's browser test at 1,000 hosts
+//       (tests/web/run_scale.sh).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -277,12 +282,14 @@ double percentile(std::vector<double> v, double p) {
 
 class Bench {
  public:
-  Bench(std::string controller_bin, int hosts, int vms_per_host, int steady_s, int threads)
+  Bench(std::string controller_bin, int hosts, int vms_per_host, int steady_s, int threads,
+        std::string serve_web_dir = "")
       : bin_(std::move(controller_bin)),
         n_(hosts),
         per_host_(vms_per_host),
         steady_s_(steady_s),
-        threads_(threads) {}
+        threads_(threads),
+        web_dir_(std::move(serve_web_dir)) {}
 
   ~Bench() { stop(); }
 
@@ -339,6 +346,7 @@ class Bench {
     // Wait until every VM runs (placement waits for every host to report).
     if (!waitAllRunning(std::chrono::seconds(300))) return fail("not every VM came to run in 300 s");
     out->placed_all_s = std::chrono::duration<double>(Steady::now() - t0).count();
+    if (!web_dir_.empty()) return serve(out->placed_all_s);
     std::this_thread::sleep_for(std::chrono::seconds(3));  // settle
 
     // Steady state: CPU, latency, memory.
@@ -370,6 +378,20 @@ class Bench {
   }
 
  private:
+  // --serve: the cluster stays up until SIGTERM or SIGINT.
+  int serve(double placed_s) {
+    std::printf("serving http://127.0.0.1:%d (%d hosts, %d VMs, all running after %.1f s)\n", port_, n_,
+                n_ * per_host_, placed_s);
+    std::fflush(stdout);
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    return 0;
+  }
+
   int fail(const std::string& why) {
     std::fprintf(stderr, "scale (%d hosts): %s\n", n_, why.c_str());
     return 1;
@@ -388,6 +410,11 @@ class Bench {
                                      "--insecure-http",
                                      "--log-level", "warn",
                                      "--backup-interval-min", "0"};
+    if (!web_dir_.empty()) {
+      args.push_back("--web-dir");
+      args.push_back(web_dir_);
+      args.push_back("--public-read");
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -416,7 +443,11 @@ class Bench {
 
   bool applyPolicy() {
     std::ostringstream hosts;
-    hosts << "cluster:\n  n_plus_one: off\nhosts:\n";
+    hosts << "cluster:\n  n_plus_one: off\n";
+    // --serve: the browser test looks at a page, not at flaps of a load
+    // generator that shares 2 cores with it and with chromium.
+    if (!web_dir_.empty()) hosts << "  suspect_after_missed: 3\n  dead_after: 10s\n  lease: 15s\n";
+    hosts << "hosts:\n";
     for (int i = 1; i <= n_; ++i) {
       hosts << "  - name: " << hostName(i) << "\n    capacity: { cpus: 64, memory: 256GiB }\n";
     }
@@ -549,6 +580,7 @@ class Bench {
 
   const std::string bin_;
   const int n_, per_host_, steady_s_, threads_;
+  const std::string web_dir_;  // --serve
   std::string dir_;
   pid_t pid_ = 0;
   int port_ = 0, agent_port_ = 0;
@@ -573,7 +605,24 @@ int main(int argc, char** argv) {
   app.add_option("--steady-s", steady_s, "seconds of steady state measured")->capture_default_str();
   app.add_option("--threads", threads, "load generator threads")->capture_default_str();
   app.add_option("--controller", controller, "the controller binary")->capture_default_str();
+  std::string serve_dir;
+  app.add_option("--serve", serve_dir,
+                 "keep the first size's cluster up, the controller serving this web dir (no figures)");
   CLI11_PARSE(app, argc, argv);
+  if (!serve_dir.empty()) {
+    // Blocked in every thread, so that serve()'s sigwait takes them.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    tw::log::init("scale", "off");
+    std::signal(SIGPIPE, SIG_IGN);
+    Figures f;
+    Bench bench(controller, sizes.empty() ? 1000 : sizes.front(), per_host, steady_s, threads,
+                fs::absolute(serve_dir).string());
+    return bench.run(&f);
+  }
   tw::log::init("scale", "off");
   std::signal(SIGPIPE, SIG_IGN);
 

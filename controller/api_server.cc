@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <sstream>
 
 #include "controller/pki.h"
@@ -133,6 +134,40 @@ Result<PageRequest> pageParams(const httplib::Request& req) {
                              "'.', '_', '-'), got " + quoteForMessage(page.after));
     }
   }
+  return page;
+}
+
+// GET /api/v1/vms: pageParams plus ?names=a,b,c (at most kMaxPageLimit
+// names, sorted and without repeats in the answer; not with limit/after).
+Result<PageRequest> vmListParams(const httplib::Request& req) {
+  auto page = pageParams(req);
+  if (!page.isOk() || !req.has_param("names")) return page;
+  if (req.has_param("limit") || req.has_param("after")) {
+    return invalidArgument("query parameter 'names' cannot be combined with 'limit' or 'after'");
+  }
+  const std::string raw = req.get_param_value("names");
+  if (raw.empty() || raw.back() == ',') {
+    return invalidArgument("query parameter 'names' must list vm names separated by ',', got " +
+                           quoteForMessage(raw));
+  }
+  std::set<std::string> names;
+  std::stringstream list(raw);
+  for (std::string name; std::getline(list, name, ',');) {
+    const bool ok = !name.empty() && name.size() <= 253 &&
+                    name.find_first_not_of(
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+                        std::string::npos;
+    if (!ok) {
+      return invalidArgument("query parameter 'names' must list vm names separated by ',', got " +
+                             quoteForMessage(name));
+    }
+    names.insert(name);
+  }
+  if (names.size() > static_cast<size_t>(kMaxPageLimit)) {
+    return invalidArgument("query parameter 'names' lists more than " + std::to_string(kMaxPageLimit) +
+                           " vms");
+  }
+  page->names.assign(names.begin(), names.end());
   return page;
 }
 
@@ -397,7 +432,7 @@ void ApiServer::routes() {
   g.Get(R"(/api/v1/tiers/([A-Za-z0-9._-]+)/endpoints)", endpoints);
   s.Get("/api/v1/vms", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    auto page = pageParams(req);
+    auto page = vmListParams(req);
     if (!page.isOk()) return sendError(res, page.status());
     sendJson(res, 200, service_.call([&](Controller& c) { return c.vmsJson(*page); }));
   });
@@ -410,6 +445,20 @@ void ApiServer::routes() {
   });
   s.Get("/api/v1/events", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
+    if (req.has_param("tail")) {  // the newest N
+      if (req.has_param("since") || req.has_param("limit")) {
+        return sendError(res, invalidArgument("query parameter 'tail' cannot be combined with 'since' or 'limit'"));
+      }
+      auto tail = intParam(req, "tail", 0);
+      if (!tail.isOk()) return sendError(res, tail.status());
+      if (*tail < 1 || *tail > 5000) {
+        return sendError(res, invalidArgument("query parameter 'tail' must be between 1 and 5000, got " +
+                                              std::to_string(*tail)));
+      }
+      auto j = service_.call([&](Controller& c) { return c.eventsTailJson(static_cast<int>(*tail)); });
+      if (!j.isOk()) return sendError(res, j.status());
+      return sendJson(res, 200, *j);
+    }
     auto since = intParam(req, "since", 0);
     if (!since.isOk()) return sendError(res, since.status());
     auto limit = intParam(req, "limit", 500);

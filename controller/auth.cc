@@ -157,19 +157,22 @@ bool validHostName(std::string_view name) {
 }
 
 void CredentialSet::addHash(const Principal& who, std::string hash_hex) {
+  by_hash_.emplace(hash_hex, entries_.size());
   entries_.emplace_back(std::move(hash_hex), who);
 }
 
 std::optional<Principal> CredentialSet::find(std::string_view token) const {
   if (token.empty()) return std::nullopt;
   const std::string presented = sha256Hex(token);
-  const Principal* found = nullptr;
-  // Every entry is compared: the time does not depend on which one matches.
-  for (const auto& [hash, who] : entries_) {
-    if (tokenMatches(presented, hash) && !found) found = &who;
-  }
-  if (!found) return std::nullopt;
-  return *found;
+  // Looked up by the token's SHA-256, then compared in constant time. The
+  // lookup's timing tells at most how the hash of what was sent relates to
+  // the stored hashes, and nobody can steer a hash toward a stored one
+  // without the token: it leaks nothing about any token.
+  auto it = by_hash_.find(presented);
+  if (it == by_hash_.end()) return std::nullopt;
+  const auto& [hash, who] = entries_[it->second];
+  if (!tokenMatches(presented, hash)) return std::nullopt;
+  return who;
 }
 
 CredentialPaths::CredentialPaths(const std::string& state_dir, std::string operator_token_file)

@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -81,6 +82,9 @@ class CredentialSet {
 
  private:
   std::vector<std::pair<std::string, Principal>> entries_;  // hash hex, whom
+  // hash hex -> the first entry with it: one lookup per request, not one
+  // comparison per host (1,000 hosts made it 8 % of the controller's CPU).
+  std::unordered_map<std::string, size_t> by_hash_;
 };
 
 // A fixed CredentialSet (tests, and a controller given --token-file only).

@@ -628,7 +628,10 @@ void Controller::reconcile() {
   if (!settling.empty()) {
     // Give every declared host a chance to report before placing anything new.
     for (auto& h : input.hosts) h.accepts_new = false;
-    for (const auto& name : settling) settling_reason += (settling_reason.empty() ? "'" : ", '") + name + "'";
+    // At most 8 named: the reason is copied into every pending VM.
+    const size_t named = std::min<size_t>(settling.size(), 8);
+    for (size_t i = 0; i < named; ++i) settling_reason += (i == 0 ? "'" : ", '") + settling[i] + "'";
+    if (settling.size() > named) settling_reason += " and " + std::to_string(settling.size() - named) + " more";
     settling_reason = "waiting up to " + seconds(policy_.settings.dead_after_ms) + " for host " +
                       settling_reason + " to report";
     dirty_ = true;  // place again once they reported or the wait is over
@@ -782,7 +785,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
     dirty_ = true;
   }
   hostHeartbeatState(h, hb);
-  if (h.rec.state == HostState::kFenced) return assignmentsFor(hb.host);  // stale copies only
+  if (h.rec.state == HostState::kFenced) return assignmentsFor(hb.host, hb.peers_digest);  // stale copies only
 
   for (const auto& d : hb.domains) {
     auto it = vms_.find(d.vm);
@@ -822,7 +825,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
       saveVm(vm);
     }
   }
-  return assignmentsFor(hb.host);
+  return assignmentsFor(hb.host, hb.peers_digest);
 }
 
 Status Controller::handleAgentEvent(const AgentEvent& e) {
@@ -1190,6 +1193,13 @@ Result<Json> Controller::endpointsJson(const std::string& tier_name) const {
 
 Json Controller::vmsJson(const PageRequest& page) const {
   Json list = Json::array();
+  if (!page.names.empty()) {
+    for (const std::string& name : page.names) {
+      auto it = vms_.find(name);
+      if (it != vms_.end()) list.push_back(it->second);
+    }
+    return Json{{"vms", list}};
+  }
   auto it = page.after.empty() ? vms_.begin() : vms_.upper_bound(page.after);
   std::string next;
   for (; it != vms_.end(); ++it) {
@@ -1223,6 +1233,14 @@ Result<Json> Controller::vmJson(const std::string& name) {
   }
   j["events"] = events;
   if (const TierSpec* t = policy_.findTier(it->second.tier)) j["spec"] = *t;
+  return j;
+}
+
+Result<Json> Controller::eventsTailJson(int n) {
+  auto last = store_.lastEventId();
+  if (!last.isOk()) return last.status();
+  auto j = eventsJson(std::max<int64_t>(0, *last - n), n);
+  if (j.isOk()) (*j)["last_id"] = std::max<int64_t>((*j)["last_id"].get<int64_t>(), *last);
   return j;
 }
 

@@ -45,6 +45,9 @@ struct PlanItem {
 struct PageRequest {
   int limit = 0;
   std::string after;
+  // Only these (GET /api/v1/vms?names=a,b): the dashboard re-reads the VMs
+  // an event named, not all of them. Names that do not exist are left out.
+  std::vector<std::string> names;
 };
 
 struct ApplyResult {
@@ -115,7 +118,10 @@ class Controller {
   void runOnce();
 
   // The assignments of one host (version increases on every change).
-  AssignmentSet assignmentsFor(const std::string& host) const;
+  // `agent_peers_digest`: the peer list the asking agent holds
+  // (Heartbeat::peers_digest); when it is the current one the set leaves
+  // the list out (AssignmentSet::peers_omitted).
+  AssignmentSet assignmentsFor(const std::string& host, const std::string& agent_peers_digest = "") const;
   // Called (from inside the controller's thread) when a host's set changed.
   using AssignmentListener = std::function<void(const std::string& host, int64_t version)>;
   void setAssignmentListener(AssignmentListener listener) { assignment_listener_ = std::move(listener); }
@@ -135,6 +141,9 @@ class Controller {
   Json vmsJson() const { return vmsJson(PageRequest{}); }
   Result<Json> vmJson(const std::string& name);
   Result<Json> eventsJson(int64_t since, int limit);
+  // The newest `n` events, oldest first; last_id is the newest id (the
+  // dashboard's start: ?tail=N, not a walk through the whole log).
+  Result<Json> eventsTailJson(int n);
   Json incidentsJson() const;
   // Where clients reach a tier's services: one entry per service port (the
   // tier's `ports:`, else its health check port) of every VM that its current
@@ -363,6 +372,7 @@ class Controller {
   mutable std::string spec_digests_of_;                       // policy digest
   uint64_t peers_gen_ = 0;  // bumped when a host's peer address changes
   mutable std::vector<PeerInfo> all_peers_;
+  mutable std::string all_peers_digest_;  // of all_peers_
   mutable uint64_t peers_of_gen_ = 0;
   mutable std::string peers_of_policy_ = "-";  // never a policy digest: built on first use
   EventListener event_listener_;

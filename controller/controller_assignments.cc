@@ -92,6 +92,9 @@ const std::vector<PeerInfo>& Controller::allPeers() const {
       auto p = hosts_.find(spec.name);
       all_peers_.push_back(PeerInfo{spec.name, p != hosts_.end() ? p->second.peer_address : ""});
     }
+    std::string text;
+    for (const PeerInfo& p : all_peers_) text += p.host + '=' + p.address + '\n';
+    all_peers_digest_ = hex64(fnv1a(text));
     peers_of_gen_ = peers_gen_;
     peers_of_policy_ = policy_record_.digest;
   }
@@ -132,7 +135,8 @@ const std::vector<Assignment>& Controller::assignmentsOn(const std::string& host
   return out;
 }
 
-AssignmentSet Controller::assignmentsFor(const std::string& host) const {
+AssignmentSet Controller::assignmentsFor(const std::string& host,
+                                         const std::string& agent_peers_digest) const {
   AssignmentSet set;
   set.host = host;
   set.controller_id = controller_id_;
@@ -140,9 +144,14 @@ AssignmentSet Controller::assignmentsFor(const std::string& host) const {
   set.heartbeat_interval_ms = policy_.settings.heartbeat_interval_ms;
   set.peer_timeout_ms = peerTimeoutMs();
   const std::vector<PeerInfo>& peers = allPeers();
-  set.peers.reserve(peers.size());
-  for (const auto& p : peers) {
-    if (p.host != host) set.peers.push_back(p);
+  set.peers_digest = all_peers_digest_;
+  if (!agent_peers_digest.empty() && agent_peers_digest == all_peers_digest_) {
+    set.peers_omitted = true;  // the agent holds this list: O(its VMs), not O(cluster)
+  } else {
+    set.peers.reserve(peers.size());
+    for (const auto& p : peers) {
+      if (p.host != host) set.peers.push_back(p);
+    }
   }
   auto h = hosts_.find(host);
   if (h != hosts_.end()) set.version = h->second.assignments_version;

@@ -158,15 +158,9 @@ export function openStream(since, { onOpen, onEvent, onError }) {
   };
 }
 
-// Every event since `since`, page by page; keeps only the newest `keep`.
-export async function eventsSince(since, keep) {
-  let cursor = since;
-  let out = [];
-  for (let page = 0; page < 20; ++page) {
-    const j = await get(`/api/v1/events?since=${cursor}&limit=5000`);
-    out = out.concat(j.events).slice(-keep);
-    if (j.events.length < 5000 || j.last_id <= cursor) return { events: out, last_id: j.last_id };
-    cursor = j.last_id;
-  }
-  return { events: out, last_id: cursor };
+// The newest `keep` events, oldest first, and the newest id: one request
+// (?tail=), whatever the log's length.
+export async function latestEvents(keep) {
+  const j = await get(`/api/v1/events?tail=${keep}`);
+  return { events: j.events, last_id: j.last_id };
 }

@@ -7,11 +7,17 @@
 // re-reads only those, at most 4 times a second, one request at a time (the
 // controller's HTTP server has a small thread pool shared with the agents'
 // long polls). A full re-read every 30 s is only a safety net.
+//
+// At scale (more than kCardsAll hosts or kLargeVms VMs, issue #16) a VM
+// event re-reads only the VMs it named (?names=), the full VM list is read
+// in pages, refreshes come at most once a second, and the hosts are grouped
+// (hostlist.js).
 import * as api from './api.js';
 import { h, replaceChildren, clock, duration } from './dom.js';
 import {
-  hostCard, unplacedCard, tiersTable, nPlusOne, overview, incidentItem, eventItem, planView,
+  tiersTable, nPlusOne, overview, incidentItem, eventItem, planView,
 } from './render.js';
+import { renderHostList, kCardsAll } from './hostlist.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,11 +30,18 @@ const kPaths = {
 };
 const kAll = Object.keys(kPaths);
 const kMinGapMs = 250;        // ≤ 4 refreshes per second
+const kLargeGapMs = 1000;     // at scale: ≤ 1 per second
+const kLargeVms = 500;
+const kPageLimit = 5000;      // the API's largest page
+const kMaxNamed = 500;        // more stale VMs than this: read them all
 const kSafetyRefreshMs = 30000;
 const kKeepEvents = 200;
 const kShownClosedIncidents = 15;
 
 const state = { cluster: null, hosts: null, tiers: null, vms: null, incidents: null };
+const vmsByName = new Map();  // every VM, by name (kept current by per-VM reads at scale)
+const staleVms = new Set();   // VMs an event named since the last read
+let hostFilter = '';
 const openIncidents = new Set();  // ids the operator expanded
 let lastEventId = 0;
 
@@ -47,25 +60,81 @@ function want(...what) {
 
 function schedule() {
   if (flushTimer || flushing || !stale.size) return;
-  flushTimer = setTimeout(flush, Math.max(0, lastFlushMs + kMinGapMs - Date.now()));
+  const gap = large() ? kLargeGapMs : kMinGapMs;
+  flushTimer = setTimeout(flush, Math.max(0, lastFlushMs + gap - Date.now()));
+}
+
+function large() {
+  return (state.hosts?.hosts.length || 0) > kCardsAll || vmsByName.size > kLargeVms;
+}
+
+function setVms(list) {
+  vmsByName.clear();
+  for (const v of list) vmsByName.set(v.name, v);
+  state.vms = { vms: list };
+}
+
+// Every VM, in pages of kPageLimit.
+async function readAllVms() {
+  const all = [];
+  let after = '';
+  for (;;) {
+    const page = await api.get(`/api/v1/vms?limit=${kPageLimit}${after ? `&after=${encodeURIComponent(after)}` : ''}`);
+    all.push(...page.vms);
+    if (!page.next) break;
+    after = page.next;
+  }
+  staleVms.clear();
+  setVms(all);
+}
+
+// Only the VMs events named; one that is gone was deleted.
+async function readNamedVms() {
+  const names = [...staleVms].sort();
+  staleVms.clear();
+  for (let i = 0; i < names.length; i += kMaxNamed) {
+    const chunk = names.slice(i, i + kMaxNamed);
+    const page = await api.get(`/api/v1/vms?names=${chunk.map(encodeURIComponent).join(',')}`);
+    const found = new Map(page.vms.map((v) => [v.name, v]));
+    for (const n of chunk) {
+      if (found.has(n)) vmsByName.set(n, found.get(n));
+      else vmsByName.delete(n);
+    }
+  }
+  state.vms = { vms: [...vmsByName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+}
+
+async function read(w) {
+  if (w === 'vms') {
+    if (large() || !state.vms) await readAllVms();
+    else setVms((await api.get(kPaths.vms)).vms);
+    staleVms.clear();
+  } else if (w === 'vm-names') {
+    if (staleVms.size > kMaxNamed * 4) await readAllVms();
+    else await readNamedVms();
+  } else {
+    state[w] = await api.get(kPaths[w]);
+  }
 }
 
 async function flush() {
   flushTimer = null;
   flushing = true;
   lastFlushMs = Date.now();
-  const what = kAll.filter((w) => stale.has(w));
+  let what = kAll.filter((w) => stale.has(w));
+  if (stale.has('vm-names') && !stale.has('vms')) what.push('vm-names');
   stale.clear();
   const changed = [];
   try {
     for (const w of what) {  // one at a time: see the note at the top
-      state[w] = await api.get(kPaths[w]);
-      changed.push(w);
+      await read(w);
+      changed.push(w === 'vm-names' ? 'vms' : w);
     }
     setReachable(true);
   } catch (err) {
     for (const w of what) if (!changed.includes(w)) stale.add(w);
     setReachable(false, err.message, err.status);
+    if (what.includes('vm-names')) stale.add('vms');  // the names read is lost: read them all
     lastFlushMs = Date.now() + 1000;  // back off a little while the controller is away
   } finally {
     flushing = false;
@@ -91,7 +160,10 @@ function onEvent(e) {
     want(...kAll);
     return;
   }
-  if (e.subject.startsWith('vm/')) want('vms', 'hosts', 'tiers', 'cluster');
+  if (e.subject.startsWith('vm/')) {
+    staleVms.add(e.subject.slice(3));
+    want('vm-names', 'hosts', 'tiers', 'cluster');
+  }
   else if (e.subject.startsWith('host/')) want('hosts', 'vms', 'cluster');
   else want('cluster');
   const subjectHasIncident = (state.incidents?.incidents || []).some((i) => i.open && i.subject === e.subject);
@@ -114,24 +186,23 @@ function readOnly() {
 
 function renderHosts() {
   if (!state.hosts || !state.vms) return;
-  const hosts = state.hosts.hosts;
-  const vms = state.vms.vms;
   const tiers = state.tiers ? state.tiers.tiers : [];
   const ctx = {
     readOnly: readOnly(),
-    vmsByName: new Map(vms.map((v) => [v.name, v])),
+    vmsByName,
     tiersByName: new Map(tiers.map((t) => [t.name, t])),
+    tierSig: tiers.map((t) => `${t.name}:${t.order}`).join(','),
     act,
   };
-  const onHosts = new Set(hosts.flatMap((x) => x.vms));
-  const unplaced = vms.filter((v) => !onHosts.has(v.name));
-  const signature = JSON.stringify([hosts, vms, tiers.map((t) => [t.name, t.order]), ctx.readOnly]);
-  replaceChildren($('hosts'), signature, () => {
-    const cards = hosts.map((x) => hostCard(x, ctx));
-    if (unplaced.length) cards.push(unplacedCard(unplaced, ctx));
-    if (!cards.length) cards.push(h('p', { class: 'empty' }, 'No hosts declared: apply a policy.'));
-    return cards;
-  });
+  $('hosts-status').textContent = renderHostList($('hosts'), state.hosts.hosts, ctx, hostFilter, pickHost);
+}
+
+// A tile was clicked: the filter shows that host.
+function pickHost(name) {
+  $('host-filter').value = name;
+  hostFilter = name;
+  renderHosts();
+  $('hosts').querySelector(`[data-host="${CSS.escape(name)}"]`)?.scrollIntoView({ block: 'nearest' });
 }
 
 function renderTiers() {
@@ -460,10 +531,18 @@ async function start() {
     $('incidents').dataset.signature = '';  // the open state is part of what is drawn
   }, true);
   setupApplyDialog();
+  let filterTimer = null;
+  $('host-filter').addEventListener('input', (ev) => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => {
+      hostFilter = ev.target.value;
+      renderHosts();
+    }, 120);
+  });
   updateTokenUi();
   setLive('connecting');
   try {
-    const recent = await api.eventsSince(0, kKeepEvents);
+    const recent = await api.latestEvents(kKeepEvents);
     lastEventId = recent.last_id;
     addEvents(recent.events, false);
     setReachable(true);

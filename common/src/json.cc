@@ -262,6 +262,8 @@ void to_json(Json& j, const AssignmentSet& v) {
            {"assignments", v.assignments},
            {"peers", v.peers},
            {"peer_timeout_ms", v.peer_timeout_ms}};
+  if (!v.peers_digest.empty()) j["peers_digest"] = v.peers_digest;
+  if (v.peers_omitted) j["peers_omitted"] = true;
 }
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
@@ -272,6 +274,8 @@ void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "assignments", v.assignments);
   opt(j, "peers", v.peers);
   opt(j, "peer_timeout_ms", v.peer_timeout_ms);
+  opt(j, "peers_digest", v.peers_digest);
+  opt(j, "peers_omitted", v.peers_omitted);
 }
 
 void to_json(Json& j, const DomainReport& v) {
@@ -322,6 +326,7 @@ void to_json(Json& j, const Heartbeat& v) {
            {"peers_unreachable", v.peers_unreachable},
            {"self_fence_reason", v.self_fence_reason}};
   if (v.watchdog_ms > 0) j["watchdog_ms"] = v.watchdog_ms;
+  if (!v.peers_digest.empty()) j["peers_digest"] = v.peers_digest;
   if (!v.events.empty()) j["events"] = v.events;
 }
 void from_json(const Json& j, Heartbeat& v) {
@@ -337,6 +342,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "peers_unreachable", v.peers_unreachable);
   opt(j, "self_fence_reason", v.self_fence_reason);
   opt(j, "watchdog_ms", v.watchdog_ms);
+  opt(j, "peers_digest", v.peers_digest);
   opt(j, "events", v.events);
 }
 

@@ -112,11 +112,24 @@ std::string pendingReason(const PlacementInput& input, const Slot& slot, const H
   }
   if (hosts.empty()) return "no hosts are known";
 
+  // At most kNamedHosts hosts are named, the rest counted: at 1,000 hosts a
+  // reason naming each of them, for each of 20,000 pending VMs, was most of
+  // an apply's time and memory (issue #16).
+  constexpr size_t kNamedHosts = 8;
   std::vector<std::string> notes;
+  size_t unnamed = 0;
   int eligible = 0;        // schedulable, accepting, allowed, not avoided, capacity known
   int spread_blocked = 0;  // of those, blocked only by spread: required
   for (const auto& [name, h] : hosts) {
     if (!allowedByRequired(t, name)) continue;
+    if (notes.size() >= kNamedHosts) {
+      ++unnamed;
+      if (h.view->schedulable && h.view->accepts_new && h.view->capacity_known && !avoids(input, slot.name, name)) {
+        ++eligible;
+        if (t.placement.spread == SpreadMode::kRequired && h.replicasOf(t.name) > 0) ++spread_blocked;
+      }
+      continue;
+    }
     std::string note;
     if (!h.view->schedulable) {
       note = "not schedulable";
@@ -149,6 +162,7 @@ std::string pendingReason(const PlacementInput& input, const Slot& slot, const H
   }
   for (const auto& name : required)
     if (hosts.count(name) == 0) notes.push_back(name + ": unknown host");
+  if (unnamed > 0) notes.push_back("and " + std::to_string(unnamed) + " more host" + (unnamed == 1 ? "" : "s"));
 
   if (eligible > 0 && spread_blocked == eligible) {
     return "spread: required and every allowed host already runs a replica of '" + t.name + "'";

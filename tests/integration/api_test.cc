@@ -358,6 +358,46 @@ TEST_F(ApiTest, ListsPageWithLimitAndAfter) {
   EXPECT_EQ(parseJson(out)->at("vms").size(), 2u) << out;
 }
 
+// Pins: ?names= gives only the VMs named (missing ones left out), and
+// ?tail=N the newest N events with the newest id; bad values are 400 JSON.
+TEST_F(ApiTest, ListsNamedVmsAndTheNewestEvents) {
+  ASSERT_EQ(applyFiles({{"hosts.yaml", kHosts}})->status, 200);
+  ASSERT_EQ(applyFiles({{"tiers.yaml", kTiers}})->status, 200);
+  auto get = [&](const std::string& path) {
+    auto r = client_->Get(path.c_str());
+    EXPECT_TRUE(r) << path;
+    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
+  };
+  auto [status, body] = get("/api/v1/vms?names=web-2,nope,web-2");
+  ASSERT_EQ(status, 200) << body;
+  Json j = *parseJson(body);
+  ASSERT_EQ(j["vms"].size(), 1u) << body;
+  EXPECT_EQ(j["vms"][0]["name"], "web-2");
+
+  std::tie(status, body) = get("/api/v1/events?since=0&limit=5000");
+  ASSERT_EQ(status, 200) << body;
+  Json all = *parseJson(body);
+  ASSERT_GE(all["events"].size(), 2u);
+  std::tie(status, body) = get("/api/v1/events?tail=2");
+  ASSERT_EQ(status, 200) << body;
+  j = *parseJson(body);
+  ASSERT_EQ(j["events"].size(), 2u) << body;
+  const size_t n = all["events"].size();
+  EXPECT_EQ(j["events"][0]["id"], all["events"][n - 2]["id"]);
+  EXPECT_EQ(j["events"][1]["id"], all["events"][n - 1]["id"]);
+  EXPECT_EQ(j["last_id"], all["last_id"]);
+
+  for (const char* bad : {"/api/v1/vms?names=", "/api/v1/vms?names=a,,b", "/api/v1/vms?names=%2Fetc",
+                          "/api/v1/vms?names=web-1&limit=1", "/api/v1/events?tail=0",
+                          "/api/v1/events?tail=5001", "/api/v1/events?tail=x", "/api/v1/events?tail=2&since=1"}) {
+    std::tie(status, body) = get(bad);
+    EXPECT_EQ(status, 400) << bad << ": " << body;
+    auto e = parseJson(body);
+    ASSERT_TRUE(e.isOk()) << bad << ": " << body;
+    EXPECT_TRUE(e->contains("error")) << body;
+  }
+}
+
 TEST_F(ApiTest, TwctlGetEndpoints) {
   std::string twctl = std::string(TW_BIN_DIR) + "/twctl";
   if (!std::filesystem::exists(twctl)) {

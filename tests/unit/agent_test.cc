@@ -702,6 +702,42 @@ TEST_F(AgentTest, HeartbeatsCarryUnreachablePeers) {
   EXPECT_EQ(link_.heartbeats.back().peers_unreachable.at("h3"), 4000);
 }
 
+// Pins: the heartbeat names the peer list the agent holds (peers_digest),
+// and an answer that leaves the list out (peers_omitted) keeps it: the
+// agent still counts two peers, and still names the list.
+TEST_F(AgentTest, AnswerWithoutPeerListKeepsTheHeldOne) {
+  FixedPeerView peers;
+  link_.set.peers = {{"h2", "10.0.0.2:7810"}, {"h3", "10.0.0.3:7810"}};
+  link_.set.peers_digest = "d1";
+  assign({assignment("web-1", 1)}, 1);
+  startAgent();
+  agent_->setPeerView(&peers);
+  settle();
+  runUntil(2000);
+  ASSERT_FALSE(link_.heartbeats.empty());
+  EXPECT_EQ(link_.heartbeats.back().peers_digest, "d1");
+  ASSERT_EQ(peers.peers_.size(), 2u);
+
+  link_.set.peers.clear();
+  link_.set.peers_omitted = true;
+  const size_t sent = link_.heartbeats.size();
+  runUntil(5000);
+  ASSERT_GT(link_.heartbeats.size(), sent + 1);
+  EXPECT_EQ(link_.heartbeats.back().peers_digest, "d1");
+  EXPECT_EQ(peers.peers_.size(), 2u);
+
+  // Lease out and no peer reached: "0 of its 2 peers", so the omitted list
+  // still counted.
+  link_.answer_status = unavailable("connection refused");
+  runUntil(12000);
+  EXPECT_EQ(agent_->leaseState(), LeaseState::kExpired);
+  link_.answer_status = Status::ok();  // the fence's event is delivered once the controller answers
+  runUntil(14000);
+  const AgentEvent* fenced = link_.findEvent("host.self_fenced");
+  ASSERT_NE(fenced, nullptr);
+  EXPECT_NE(fenced->message.find("reaches 0 of its 2 peers"), std::string::npos) << fenced->message;
+}
+
 // Pins: a freshly started agent that never hears from the controller
 // self-fences once its assumed start-up lease is over.
 TEST_F(AgentTest, SelfFencesWhenTheControllerNeverAnswersAfterStart) {

@@ -168,6 +168,52 @@ TEST_F(ControllerTest, HeartbeatFromUndeclaredHostIsNotFound) {
   EXPECT_EQ(r.status().code(), Code::kNotFound);
 }
 
+// Pins: a heartbeat that names the current peer list (peers_digest) gets an
+// answer without it (O(its VMs), not O(cluster)); one with another or no
+// digest gets the whole list; a changed peer address changes the digest.
+TEST_F(ControllerTest, HeartbeatAnswerCarriesThePeerListOnlyWhenItChanged) {
+  join();
+  Heartbeat hb;
+  hb.host = "h1";
+  hb.agent_id = "agent-h1";
+  hb.capacity = {4, 4096};
+  auto first = controller_->handleHeartbeat(hb);
+  ASSERT_TRUE(first.isOk()) << first.status().toString();
+  EXPECT_FALSE(first->peers_omitted);
+  const size_t others = controller_->policy().hosts.size() - 1;
+  ASSERT_EQ(first->peers.size(), others);
+  ASSERT_FALSE(first->peers_digest.empty());
+
+  hb.peers_digest = first->peers_digest;
+  auto again = controller_->handleHeartbeat(hb);
+  ASSERT_TRUE(again.isOk());
+  EXPECT_TRUE(again->peers_omitted);
+  EXPECT_TRUE(again->peers.empty());
+  EXPECT_EQ(again->peers_digest, first->peers_digest);
+
+  hb.peers_digest = "stale";
+  auto stale = controller_->handleHeartbeat(hb);
+  ASSERT_TRUE(stale.isOk());
+  EXPECT_FALSE(stale->peers_omitted);
+  EXPECT_EQ(stale->peers.size(), others);
+
+  // h2 starts answering peer checks at an address: every list changes.
+  Heartbeat h2;
+  h2.host = "h2";
+  h2.agent_id = "agent-h2";
+  h2.capacity = {4, 4096};
+  h2.peer_address = "10.0.0.2:7810";
+  ASSERT_TRUE(controller_->handleHeartbeat(h2).isOk());
+  hb.peers_digest = first->peers_digest;
+  auto changed = controller_->handleHeartbeat(hb);
+  ASSERT_TRUE(changed.isOk());
+  EXPECT_FALSE(changed->peers_omitted);
+  EXPECT_NE(changed->peers_digest, first->peers_digest);
+  bool seen = false;
+  for (const auto& p : changed->peers) seen |= p.host == "h2" && p.address == "10.0.0.2:7810";
+  EXPECT_TRUE(seen);
+}
+
 // Pins: before any agent reported capacity, an apply is accepted with a
 // warning and every VM waits pending; after heartbeats all are placed.
 TEST_F(ControllerTest, ApplyBeforeAgentsReportWaitsThenPlaces) {

@@ -86,6 +86,12 @@ struct AssignmentSet {
   // whose lease ran out self-fences only when the hosts it reaches, itself
   // included, could be outvoted (2 * reached < peers + 2).
   std::vector<PeerInfo> peers;
+  // Names the whole peer list (every declared host with its address) as the
+  // controller holds it. A heartbeat answer leaves `peers` out, and sets
+  // peers_omitted, when the heartbeat said the agent holds this list already
+  // (Heartbeat::peers_digest): at 1,000 hosts the list is most of an answer.
+  std::string peers_digest;
+  bool peers_omitted = false;
   // How long a peer may go unanswered before it counts as unreachable.
   Millis peer_timeout_ms = 3000;
 };
@@ -129,6 +135,9 @@ struct Heartbeat {
   std::vector<DomainReport> domains;  // every managed domain on the host
   // Where this agent answers peer checks ("HOST:PORT"; "" = it does not).
   std::string peer_address;
+  // The AssignmentSet::peers_digest of the peer list this agent holds ("" =
+  // none yet): the answer carries the list only when it differs.
+  std::string peers_digest;
   // Peers this agent has not reached (answered, and seeing it) for at least
   // peer_timeout_ms: host -> for how long (ms). The controller's quorum.
   std::map<std::string, Millis> peers_unreachable;
