@@ -1,5 +1,7 @@
 #include "controller/api_server.h"
 
+#include "controller/leader_redirect.h"
+
 #include <httplib.h>
 
 #include <filesystem>
@@ -7,6 +9,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "controller/leader_redirect.h"
 #include "controller/pki.h"
 #include "tw/json.h"
 #include "tw/log.h"
@@ -186,6 +189,13 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
                             std::chrono::steady_clock::time_point deadline) {
                        streamer_.take(std::move(io), peer, deadline);
                      });
+  if (!options_.replica) {
+    options_.replica = std::make_shared<SingleReplica>(
+        "controller", ReplicaUrls{"http://" + options_.host + ":" + std::to_string(options_.port), ""},
+        SystemClock::instance());
+  }
+  followLeader(*public_, ApiListener::kPublic);
+  followLeader(*agent_, ApiListener::kAgents);
   if (options_.public_tls) public_->setTls(options_.public_tls);
   if (options_.agent_tls) agent_->setTls(options_.agent_tls);
   routes();
@@ -238,6 +248,22 @@ void ApiServer::stop() {
   if (public_) public_->stop();
   if (agent_) agent_->stop();
   if (guest_) guest_->stop();
+}
+
+void ApiServer::followLeader(GuardedHttpServer& server, ApiListener listener) {
+  GuardedHttpServer* srv = &server;
+  server.handlers().set_pre_routing_handler(
+      [this, srv, listener](const httplib::Request& req, httplib::Response& res) {
+        using R = httplib::Server::HandlerResponse;
+        if (options_.replica->leading()) return R::Unhandled;
+        auto answer = followerAnswer(listener, req.method, req.target, options_.replica->leader());
+        if (!answer) return R::Unhandled;
+        srv->requestRead(req);
+        if (!answer->location.empty()) res.set_header("Location", answer->location);
+        if (answer->retry_after_s > 0) res.set_header("Retry-After", std::to_string(answer->retry_after_s));
+        sendJson(res, answer->status, answer->body);
+        return R::Handled;
+      });
 }
 
 Status ApiServer::check(const std::string& authorization, Access need, const std::string& host,
@@ -421,8 +447,13 @@ void ApiServer::routes() {
   });
   s.Get("/metrics", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }),
+    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }) + options_.replica->metricsText(),
                     "text/plain; version=0.0.4");
+  });
+  // The controller replicas (docs/ha.md), from any replica.
+  s.Get("/api/v1/controllers", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
+    sendJson(res, 200, options_.replica->controllersJson());
   });
 
   s.Post("/api/v1/policies", [=, this](const httplib::Request& req, httplib::Response& res) {
