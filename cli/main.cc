@@ -40,7 +40,8 @@ int run(int argc, char** argv) {
   CLI::Option* controller_opt =
       app.add_option("--controller", controller_flag,
                      "controller URL (env TW_CONTROLLER; default https://127.0.0.1:7800; http:// "
-                     "only for a controller run with --insecure-http)");
+                     "only for a controller run with --insecure-http); several replicas: URL,URL,... "
+                     "(twctl follows the leader, docs/ha.md)");
   CLI::Option* ca_opt = app.add_option(
       "--ca", ca_flag,
       "the controller's CA certificate, <state-dir>/tls/ca.pem on its machine (env TW_CA; default: "
@@ -65,8 +66,8 @@ int run(int argc, char** argv) {
   std::string resource, get_name;
   int64_t since = 0;
   CLI::App* get = app.add_subcommand(
-      "get", "list hosts, tiers, vms, events or incidents, or a tier's endpoints");
-  get->add_option("resource", resource, "hosts, tiers, vms, events, incidents or endpoints")
+      "get", "list hosts, tiers, vms, events, incidents or controllers, or a tier's endpoints");
+  get->add_option("resource", resource, "hosts, tiers, vms, events, incidents, controllers or endpoints")
       ->required();
   CLI::Option* get_name_opt =
       get->add_option("name", get_name, "endpoints: the tier (twctl get endpoints TIER)");
@@ -144,6 +145,7 @@ int run(int argc, char** argv) {
   options.ca_file = settings->ca_file;
   options.connect_timeout_ms = kConnectTimeoutMs;
   options.read_timeout_ms = kReadTimeoutMs;
+  options.no_leader_retry_ms = 5000;  // a failover's election (docs/ha.md)
   tw::ApiClient api(options);
   tw::cli::CommandContext ctx{
       api, output == "json" ? tw::cli::OutputFormat::kJson : tw::cli::OutputFormat::kTable,
@@ -157,7 +159,7 @@ int run(int argc, char** argv) {
     if (!canonical) {
       status = tw::invalidArgument(
           "unknown resource '" + resource +
-          "' (expected hosts, tiers, vms, events, incidents or endpoints)");
+          "' (expected hosts, tiers, vms, events, incidents, controllers or endpoints)");
     } else if (*canonical == "endpoints") {
       status = get_since_opt->count() > 0
                    ? tw::invalidArgument("--since applies to events only")

@@ -194,8 +194,6 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
         "controller", ReplicaUrls{"http://" + options_.host + ":" + std::to_string(options_.port), ""},
         SystemClock::instance());
   }
-  followLeader(*public_, ApiListener::kPublic);
-  followLeader(*agent_, ApiListener::kAgents);
   if (options_.public_tls) public_->setTls(options_.public_tls);
   if (options_.agent_tls) agent_->setTls(options_.agent_tls);
   routes();
@@ -250,20 +248,14 @@ void ApiServer::stop() {
   if (guest_) guest_->stop();
 }
 
-void ApiServer::followLeader(GuardedHttpServer& server, ApiListener listener) {
-  GuardedHttpServer* srv = &server;
-  server.handlers().set_pre_routing_handler(
-      [this, srv, listener](const httplib::Request& req, httplib::Response& res) {
-        using R = httplib::Server::HandlerResponse;
-        if (options_.replica->leading()) return R::Unhandled;
-        auto answer = followerAnswer(listener, req.method, req.target, options_.replica->leader());
-        if (!answer) return R::Unhandled;
-        srv->requestRead(req);
-        if (!answer->location.empty()) res.set_header("Location", answer->location);
-        if (answer->retry_after_s > 0) res.set_header("Retry-After", std::to_string(answer->retry_after_s));
-        sendJson(res, answer->status, answer->body);
-        return R::Handled;
-      });
+bool ApiServer::sentToLeader(ApiListener listener, const httplib::Request& req, httplib::Response& res) {
+  if (options_.replica->leading()) return false;
+  auto answer = followerAnswer(listener, req.method, req.target, options_.replica->leader());
+  if (!answer) return false;
+  if (!answer->location.empty()) res.set_header("Location", answer->location);
+  if (answer->retry_after_s > 0) res.set_header("Retry-After", std::to_string(answer->retry_after_s));
+  sendJson(res, answer->status, answer->body);
+  return true;
 }
 
 Status ApiServer::check(const std::string& authorization, Access need, const std::string& host,
@@ -326,10 +318,13 @@ bool ApiServer::allowed(const httplib::Request& req, httplib::Response& res, Acc
 namespace {
 
 // Registers handlers on one or more listeners. Every handler first tells its
-// listener that the request has been read (the read deadline is lifted).
+// listener that the request has been read (the read deadline is lifted),
+// then asks `gate` (a follower sends some calls to the leader) when set.
 class Routes {
  public:
-  explicit Routes(std::vector<GuardedHttpServer*> servers) : servers_(std::move(servers)) {}
+  using Gate = std::function<bool(const httplib::Request&, httplib::Response&)>;
+  explicit Routes(std::vector<GuardedHttpServer*> servers, Gate gate = nullptr)
+      : servers_(std::move(servers)), gate_(std::move(gate)) {}
   template <typename H>
   void Get(const std::string& pattern, H handler) {
     for (auto* srv : servers_) srv->handlers().Get(pattern, wrap(srv, handler));
@@ -352,13 +347,15 @@ class Routes {
 
  private:
   template <typename H>
-  static httplib::Server::Handler wrap(GuardedHttpServer* srv, H handler) {
-    return [srv, handler](const httplib::Request& req, httplib::Response& res) {
+  httplib::Server::Handler wrap(GuardedHttpServer* srv, H handler) const {
+    return [srv, handler, gate = gate_](const httplib::Request& req, httplib::Response& res) {
       srv->requestRead(req);
+      if (gate && gate(req, res)) return;
       handler(req, res);
     };
   }
   std::vector<GuardedHttpServer*> servers_;
+  Gate gate_;
 };
 
 }  // namespace
@@ -366,8 +363,12 @@ class Routes {
 void ApiServer::routes() {
   // `s`: the public listener; `a`: the agents' listener; `g`: the guests'
   // (or none); `both`: all of them.
-  Routes s({public_.get()});
-  Routes a({agent_.get()});
+  Routes s({public_.get()}, [this](const httplib::Request& req, httplib::Response& res) {
+    return sentToLeader(ApiListener::kPublic, req, res);
+  });
+  Routes a({agent_.get()}, [this](const httplib::Request& req, httplib::Response& res) {
+    return sentToLeader(ApiListener::kAgents, req, res);
+  });
   Routes g(guest_ ? std::vector<GuardedHttpServer*>{guest_.get()} : std::vector<GuardedHttpServer*>{});
   Routes both(guest_ ? std::vector<GuardedHttpServer*>{public_.get(), agent_.get(), guest_.get()}
                      : std::vector<GuardedHttpServer*>{public_.get(), agent_.get()});

@@ -88,8 +88,11 @@ class ApiServer {
 
  private:
   void routes();
-  // A follower's pre-routing: 307 to the leader, 503, or serve it here.
-  void followLeader(GuardedHttpServer& server, ApiListener listener);
+  // On a follower: answers a call that only the leader serves (307 to it,
+  // or 503) and returns true; false: serve it here. Run by every route of
+  // the public and agents' listeners after the request (body included) was
+  // read, so that a kept-alive connection stays in step.
+  bool sentToLeader(ApiListener listener, const httplib::Request& req, httplib::Response& res);
   // Authenticates and authorizes a request (controller/auth.h); on refusal
   // answers 401/403 JSON and returns false. `host`: for Access::kAgent.
   bool allowed(const httplib::Request& req, httplib::Response& res, Access need,

@@ -460,7 +460,8 @@ int main(int argc, char** argv) {
   const bool tls = !insecure_http;
   std::shared_ptr<const tw::ReplicaStatus> replica_status;
   if (directory != nullptr) {
-    replica_status = std::make_shared<tw::EtcdReplica>(*lease, *directory, identity, tw::SystemClock::instance());
+    replica_status = std::make_shared<tw::EtcdReplica>(*lease, *directory, identity, tw::SystemClock::instance(),
+                                                       [&replica_switch] { return replica_switch->acting(); });
   } else {
     auto url = tw::advertisedUrl(advertise_url, tls, address, port);
     if (!url.isOk()) return fail("--advertise-url: " + url.status().toString());

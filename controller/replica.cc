@@ -57,10 +57,10 @@ std::string SingleReplica::metricsText() const { return leaderMetrics(true, 1, 0
 // -------------------------------------------------------------- EtcdReplica ---
 
 EtcdReplica::EtcdReplica(const LeaderLease& lease, const ReplicaDirectory& directory, std::string identity,
-                         const Clock& wall)
-    : lease_(lease), directory_(directory), identity_(std::move(identity)), wall_(wall) {}
+                         const Clock& wall, std::function<bool()> acting)
+    : lease_(lease), directory_(directory), identity_(std::move(identity)), wall_(wall), acting_(std::move(acting)) {}
 
-bool EtcdReplica::leading() const { return lease_.isLeader(); }
+bool EtcdReplica::leading() const { return lease_.isLeader() && (!acting_ || acting_()); }
 
 std::optional<ReplicaInfo> EtcdReplica::leader() const {
   // The lease's view of the leader key is the freshest (a follower reads it
@@ -76,24 +76,24 @@ std::optional<ReplicaInfo> EtcdReplica::leader() const {
 Json EtcdReplica::controllersJson() const {
   const Millis now = wall_.nowMs();
   ReplicaDirectory::View view = directory_.view();
-  const bool leading = lease_.isLeader();
-  std::string leader = leading ? identity_ : view.leader;
-  if (leader.empty()) leader = lease_.leaderIdentity();
+  const bool holds = lease_.isLeader();
+  std::string leader = holds ? identity_ : view.leader;
+  if (leader.empty() && !view.read) leader = lease_.leaderIdentity();  // the directory not read yet
   Json replicas = Json::array();
   for (const auto& r : view.replicas) {
     replicas.push_back(replicaJson(r, r.identity == leader, r.identity == identity_, now));
   }
   return Json{{"store", "etcd"},
               {"leader", leader.empty() ? Json() : Json(leader)},
-              {"term", leading ? lease_.term() : view.term},
+              {"term", holds ? lease_.term() : view.term},
               {"self", identity_},
               {"replicas", replicas}};
 }
 
 std::string EtcdReplica::metricsText() const {
-  const bool leading = lease_.isLeader();
+  const bool leading = this->leading();
   ReplicaDirectory::View view = directory_.view();
-  return leaderMetrics(leading, leading ? lease_.term() : view.term, view.leader_changes);
+  return leaderMetrics(leading, lease_.isLeader() ? lease_.term() : view.term, view.leader_changes);
 }
 
 // ------------------------------------------------------------ ReplicaSwitch ---

@@ -16,6 +16,7 @@
 //    goes back from acting to following.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -60,11 +61,16 @@ class SingleReplica final : public ReplicaStatus {
 };
 
 // A replica of an etcd cluster. Thread-safe (the lease and the directory are).
+// It leads (serves changes) only while it holds the lease AND `acting` says
+// its ControllerService acts with a recovered Controller (ReplicaSwitch):
+// between winning and the first step, a change would reach a follower's view,
+// so it is answered 503 (Retry-After) instead.
 class EtcdReplica final : public ReplicaStatus {
  public:
-  // REQUIRES: lease, directory and wall outlive it.
+  // REQUIRES: lease, directory and wall outlive it. `acting`: thread-safe;
+  // null = the lease alone decides (tests).
   EtcdReplica(const LeaderLease& lease, const ReplicaDirectory& directory, std::string identity,
-              const Clock& wall);
+              const Clock& wall, std::function<bool()> acting = nullptr);
   bool leading() const override;
   std::optional<ReplicaInfo> leader() const override;
   Json controllersJson() const override;
@@ -75,6 +81,7 @@ class EtcdReplica final : public ReplicaStatus {
   const ReplicaDirectory& directory_;
   const std::string identity_;
   const Clock& wall_;
+  const std::function<bool()> acting_;
 };
 
 class ReplicaSwitch {
@@ -98,7 +105,8 @@ class ReplicaSwitch {
   // Loop thread (the service's may_act): true when the service may run a
   // reconcile step now. Swaps the service's Controller as described above.
   bool beforeStep(ControllerService& service);
-  bool acting() const { return acting_; }
+  // Any thread: the service acts with the recovered Controller.
+  bool acting() const { return acting_.load(); }
   // Views loaded since start (tests).
   int64_t refreshes() const { return refreshes_; }
 
@@ -111,7 +119,7 @@ class ReplicaSwitch {
   std::function<void(Controller&)> on_lead_;
   const Options options_;
   std::unique_ptr<Controller> current_;
-  bool acting_ = false;
+  std::atomic<bool> acting_{false};
   Millis last_refresh_ms_ = 0;
   int64_t refreshes_ = 0;
   std::string last_error_;

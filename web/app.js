@@ -8,6 +8,7 @@
 // controller's HTTP server has a small thread pool shared with the agents'
 // long polls). A full re-read every 30 s is only a safety net.
 import * as api from './api.js';
+import { startControllersLine } from './controllers.js';
 import { h, replaceChildren, clock, duration } from './dom.js';
 import {
   hostCard, unplacedCard, tiersTable, nPlusOne, overview, incidentItem, eventItem, planView,
@@ -474,6 +475,7 @@ async function start() {
   want(...kAll);
   setInterval(() => want(...kAll), kSafetyRefreshMs);
   setInterval(tickIncidentAges, 1000);
+  startControllersLine($('controllers'));
 }
 
 start();

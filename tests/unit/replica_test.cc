@@ -322,6 +322,32 @@ TEST_F(ReplicaDirectoryTest, EtcdReplicaNamesTheLeaderAndItsUrls) {
             std::string::npos);
 }
 
+// Between winning the lease and acting with a recovered Controller, the
+// replica does not lead for the HTTP side: a change then is answered 503 (no
+// leader known), never by a follower's view.
+TEST_F(ReplicaDirectoryTest, WinnerServesChangesOnlyOnceActing) {
+  LeaderLeaseOptions lo;
+  lo.key = etcdLeaderKey("/tierwarden/test");
+  lo.ttl_ms = 3000;
+  lo.identity = "c1";
+  LeaderLease l1(client1_, clock_, lo);
+  ReplicaDirectory d1(client1_, clock_, options("c1"));
+  l1.runOnce();
+  d1.runOnce();
+  ASSERT_TRUE(l1.isLeader());
+  bool acting = false;
+  EtcdReplica r1(l1, d1, "c1", clock_, [&acting] { return acting; });
+  EXPECT_FALSE(r1.leading());
+  EXPECT_FALSE(r1.leader().has_value());
+  auto answer = followerAnswer(ApiListener::kPublic, "POST", "/api/v1/policies", r1.leader());
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ(answer->status, 503);
+  EXPECT_NE(r1.metricsText().find("tierwarden_leader 0\n"), std::string::npos);
+  acting = true;
+  EXPECT_TRUE(r1.leading());
+  EXPECT_NE(r1.metricsText().find("tierwarden_leader 1\n"), std::string::npos);
+}
+
 // The SQLite store's one controller lists itself as the leader.
 TEST(SingleReplicaTest, ListsItselfAsLeader) {
   ManualClock clock(5000);
