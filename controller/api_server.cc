@@ -369,7 +369,10 @@ void ApiServer::routes() {
   Routes a({agent_.get()}, [this](const httplib::Request& req, httplib::Response& res) {
     return sentToLeader(ApiListener::kAgents, req, res);
   });
-  Routes g(guest_ ? std::vector<GuardedHttpServer*>{guest_.get()} : std::vector<GuardedHttpServer*>{});
+  Routes g(guest_ ? std::vector<GuardedHttpServer*>{guest_.get()} : std::vector<GuardedHttpServer*>{},
+           [this](const httplib::Request& req, httplib::Response& res) {
+             return sentToLeader(ApiListener::kGuests, req, res);
+           });
   Routes both(guest_ ? std::vector<GuardedHttpServer*>{public_.get(), agent_.get(), guest_.get()}
                      : std::vector<GuardedHttpServer*>{public_.get(), agent_.get()});
   s.set_payload_max_length(kMaxRequestBodyBytes);

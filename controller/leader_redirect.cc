@@ -6,11 +6,23 @@ std::optional<FollowerAnswer> followerAnswer(ApiListener listener, const std::st
                                              const std::string& target,
                                              const std::optional<ReplicaInfo>& leader) {
   const std::string path = target.substr(0, target.find('?'));
+  const std::string kEnds = "/endpoints";
+  const bool endpoints = path.rfind("/api/v1/tiers/", 0) == 0 && path.size() > kEnds.size() &&
+                         path.compare(path.size() - kEnds.size(), kEnds.size(), kEnds) == 0;
   bool to_leader = false;
   if (listener == ApiListener::kPublic) {
-    to_leader = method != "GET" && method != "HEAD" && method != "OPTIONS" && path != "/api/v1/auth/check";
+    to_leader = endpoints ||
+                (method != "GET" && method != "HEAD" && method != "OPTIONS" && path != "/api/v1/auth/check");
+  } else if (endpoints) {
+    FollowerAnswer out;
+    out.status = 503;
+    out.retry_after_s = 1;
+    out.body = Json{{"error", "this controller replica follows: tier endpoints come from heartbeats, which only "
+                              "the leader takes; ask the leader"},
+                    {"leader", leader ? Json{{"identity", leader->identity}} : Json()}};
+    return out;
   } else {
-    to_leader = path.rfind("/api/v1/agents/", 0) == 0;
+    to_leader = listener == ApiListener::kAgents && path.rfind("/api/v1/agents/", 0) == 0;
   }
   if (!to_leader) return std::nullopt;
   FollowerAnswer out;

@@ -18,7 +18,7 @@
 
 namespace tw {
 
-enum class ApiListener { kPublic, kAgents };
+enum class ApiListener { kPublic, kAgents, kGuests };
 
 struct FollowerAnswer {
   int status = 307;
@@ -31,8 +31,12 @@ struct FollowerAnswer {
 // query as received. On the public listener every method but GET, HEAD and
 // OPTIONS goes to the leader (POST /api/v1/auth/check changes nothing and is
 // answered here); on the agents' listener every agent call (heartbeats,
-// events, assignment polls: a follower holds no assignments) does, tier
-// endpoints are answered here.
+// events, assignment polls: a follower holds no assignments) does.
+// Tier endpoints are built from heartbeats, which only the leader takes: a
+// follower's would be empty, and a balancer would drop every backend. So on
+// the public listener they go to the leader too, and on the agents' and
+// guests' listeners (balancer VMs, which cannot follow to the leader's TLS
+// listener) they are 503: a failed fetch keeps the balancer's last list.
 std::optional<FollowerAnswer> followerAnswer(ApiListener listener, const std::string& method,
                                              const std::string& target,
                                              const std::optional<ReplicaInfo>& leader);

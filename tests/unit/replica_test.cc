@@ -42,8 +42,26 @@ TEST(FollowerAnswerTest, ReadsAndAuthCheckAreServedHere) {
   EXPECT_FALSE(followerAnswer(ApiListener::kPublic, "GET", "/api/v1/vms?limit=5", leaderC1()).has_value());
   EXPECT_FALSE(followerAnswer(ApiListener::kPublic, "HEAD", "/", leaderC1()).has_value());
   EXPECT_FALSE(followerAnswer(ApiListener::kPublic, "POST", "/api/v1/auth/check", leaderC1()).has_value());
-  EXPECT_FALSE(
-      followerAnswer(ApiListener::kAgents, "GET", "/api/v1/tiers/web/endpoints", leaderC1()).has_value());
+  EXPECT_FALSE(followerAnswer(ApiListener::kPublic, "GET", "/api/v1/tiers", leaderC1()).has_value());
+}
+
+// Tier endpoints come from heartbeats (only the leader has them): the public
+// listener sends them to the leader; balancers polling the agents' or the
+// guests' listener get 503 (a failed fetch keeps their last backends), never
+// an empty list.
+TEST(FollowerAnswerTest, TierEndpointsNeverEmptyFromAFollower) {
+  auto pub = followerAnswer(ApiListener::kPublic, "GET", "/api/v1/tiers/web/endpoints", leaderC1());
+  ASSERT_TRUE(pub.has_value());
+  EXPECT_EQ(pub->status, 307);
+  EXPECT_EQ(pub->location, "https://c1:7800/api/v1/tiers/web/endpoints");
+  for (ApiListener l : {ApiListener::kAgents, ApiListener::kGuests}) {
+    auto a = followerAnswer(l, "GET", "/api/v1/tiers/web/endpoints", leaderC1());
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->status, 503);
+    EXPECT_EQ(a->retry_after_s, 1);
+    EXPECT_TRUE(a->location.empty());
+  }
+  EXPECT_FALSE(followerAnswer(ApiListener::kGuests, "GET", "/api/v1/tiers", leaderC1()).has_value());
 }
 
 // Every agent call (heartbeat, event, assignment poll) goes to the leader's
@@ -191,6 +209,9 @@ TEST_F(ReplicaSwitchTest, FollowerRefreshesItsViewAtMostEverySecond) {
   EXPECT_EQ(views_made_, 2);
   EXPECT_TRUE(service.hostDeclared("h3"));  // the service answers from the new view
   EXPECT_EQ(events(), before);              // and the follower wrote nothing
+  // Event waits (the event stream) learn of the leader's events.
+  EXPECT_EQ(service.waitEvents(0, 0), *store_->lastEventId());
+  EXPECT_GT(service.waitEvents(0, 0), 0);
   EXPECT_FALSE(switch_->acting());
 }
 
