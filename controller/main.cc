@@ -433,22 +433,13 @@ int main(int argc, char** argv) {
     if (tw::Status s2 = applyPolicyDir(*single); !s2.isOk()) return fail(s2.toString());
     first = single.get();
   } else {
-    replica_switch = std::make_unique<tw::ReplicaSwitch>(
-        **store, tw::SteadyClock::instance(), [&lease] { return lease->isLeader(); },
-        [&store] { return std::make_unique<tw::Controller>(**store, tw::SystemClock::instance()); },
-        [&] {
-          return std::make_unique<tw::Controller>(**store, tw::SystemClock::instance(), &host_connector,
-                                                  fence_agents);
-        },
-        [&](tw::Controller& c) {
-          if (tw::Status st = applyPolicyDir(c); !st.isOk()) tw::log::error("--policy-dir: {}", st.toString());
-          if (c.policy().settings.dead_after_ms < leader_ttl_ms) {
-            tw::log::warn("--leader-ttl-ms {} is longer than the policy's dead_after ({} ms): a dead leader is "
-                          "replaced later than a dead host is noticed", leader_ttl_ms,
-                          c.policy().settings.dead_after_ms);
-          }
-        },
-        tw::ReplicaSwitch::Options{});
+    replica_switch = tw::makeReplicaSwitch(**store, *lease, &host_connector, fence_agents, [&](tw::Controller& c) {
+      if (tw::Status st = applyPolicyDir(c); !st.isOk()) tw::log::error("--policy-dir: {}", st.toString());
+      if (c.policy().settings.dead_after_ms < leader_ttl_ms) {
+        tw::log::warn("--leader-ttl-ms {} is longer than the policy's dead_after ({} ms): a dead leader is "
+                      "replaced later than a dead host is noticed", leader_ttl_ms, c.policy().settings.dead_after_ms);
+      }
+    });
     auto view = replica_switch->start();
     if (!view.isOk()) return fail(view.status().toString());
     first = *view;
@@ -457,18 +448,12 @@ int main(int argc, char** argv) {
   if (replica_switch != nullptr) {
     service.setMayAct([&replica_switch, &service] { return replica_switch->beforeStep(service); });
   }
-  const bool tls = !insecure_http;
-  std::shared_ptr<const tw::ReplicaStatus> replica_status;
+  std::shared_ptr<tw::ReplicaStatus> replica_status;  // its URLs once the listeners are bound
   if (directory != nullptr) {
     replica_status = std::make_shared<tw::EtcdReplica>(*lease, *directory, identity, tw::SystemClock::instance(),
                                                        [&replica_switch] { return replica_switch->acting(); });
   } else {
-    auto url = tw::advertisedUrl(advertise_url, tls, address, port);
-    if (!url.isOk()) return fail("--advertise-url: " + url.status().toString());
-    auto agent_url = tw::advertisedUrl(advertise_agent_url, tls, agent_address, agent_port);
-    if (!agent_url.isOk()) return fail("--advertise-agent-url: " + agent_url.status().toString());
-    replica_status = std::make_shared<tw::SingleReplica>(identity.empty() ? listen : identity,
-                                                         tw::ReplicaUrls{*url, *agent_url},
+    replica_status = std::make_shared<tw::SingleReplica>(identity.empty() ? listen : identity, tw::ReplicaUrls{},
                                                          tw::SystemClock::instance());
   }
   tw::ApiServerOptions api_options(address, port, "", web_dir);
@@ -483,14 +468,13 @@ int main(int argc, char** argv) {
   api_options.replica = replica_status;
   tw::ApiServer server(service, api_options);
   if (tw::Status s = server.bind(); !s.isOk()) return fail(s.toString());
+  // Advertised with the bound ports (--listen may say port 0).
+  auto urls = tw::advertisedUrls(advertise_url, advertise_agent_url, !insecure_http, address, server.port(),
+                                 agent_address, server.agentPort());
+  if (!urls.isOk()) return fail(urls.status().toString());
+  replica_status->setUrls(*urls);
   std::unique_ptr<tw::ReplicaDirectoryThread> directory_thread;
   if (directory != nullptr) {
-    // Registered with the bound ports (--listen may say port 0).
-    auto url = tw::advertisedUrl(advertise_url, tls, address, server.port());
-    if (!url.isOk()) return fail("--advertise-url: " + url.status().toString());
-    auto agent_url = tw::advertisedUrl(advertise_agent_url, tls, agent_address, server.agentPort());
-    if (!agent_url.isOk()) return fail("--advertise-agent-url: " + agent_url.status().toString());
-    directory->setUrls({*url, *agent_url});
     directory_thread = std::make_unique<tw::ReplicaDirectoryThread>(*directory);
     directory_thread->start();
   }

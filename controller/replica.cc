@@ -41,22 +41,32 @@ std::string leaderMetrics(bool leading, int64_t term, int64_t changes) {
 // ------------------------------------------------------------ SingleReplica ---
 
 SingleReplica::SingleReplica(std::string identity, ReplicaUrls urls, const Clock& wall)
-    : identity_(std::move(identity)), urls_(std::move(urls)), wall_(wall) {}
+    : identity_(std::move(identity)), wall_(wall), urls_(std::move(urls)) {}
+
+void SingleReplica::setUrls(ReplicaUrls urls) {
+  std::lock_guard<std::mutex> lock(mu_);
+  urls_ = std::move(urls);
+}
 
 Json SingleReplica::controllersJson() const {
   const Millis now = wall_.nowMs();
+  ReplicaUrls urls;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    urls = urls_;
+  }
   return Json{{"store", "sqlite"},
               {"leader", identity_},
               {"term", 1},
               {"self", identity_},
-              {"replicas", Json::array({replicaJson(ReplicaInfo{identity_, urls_, now}, true, true, now)})}};
+              {"replicas", Json::array({replicaJson(ReplicaInfo{identity_, urls, now}, true, true, now)})}};
 }
 
 std::string SingleReplica::metricsText() const { return leaderMetrics(true, 1, 0); }
 
 // -------------------------------------------------------------- EtcdReplica ---
 
-EtcdReplica::EtcdReplica(const LeaderLease& lease, const ReplicaDirectory& directory, std::string identity,
+EtcdReplica::EtcdReplica(const LeaderLease& lease, ReplicaDirectory& directory, std::string identity,
                          const Clock& wall, std::function<bool()> acting)
     : lease_(lease), directory_(directory), identity_(std::move(identity)), wall_(wall), acting_(std::move(acting)) {}
 
@@ -157,7 +167,28 @@ bool ReplicaSwitch::beforeStep(ControllerService& service) {
   return false;
 }
 
+std::unique_ptr<ReplicaSwitch> makeReplicaSwitch(Store& store, const LeaderLease& lease, HostConnector* hosts,
+                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead) {
+  return std::make_unique<ReplicaSwitch>(
+      store, SteadyClock::instance(), [&lease] { return lease.isLeader(); },
+      [&store] { return std::make_unique<Controller>(store, SystemClock::instance()); },
+      [&store, hosts, fence_agents = std::move(fence_agents)] {
+        return std::make_unique<Controller>(store, SystemClock::instance(), hosts, fence_agents);
+      },
+      std::move(on_lead), ReplicaSwitch::Options{});
+}
+
 // ---------------------------------------------------------- advertised URLs ---
+
+Result<ReplicaUrls> advertisedUrls(const std::string& given_public, const std::string& given_agent, bool tls,
+                                   const std::string& address, int port, const std::string& agent_address,
+                                   int agent_port) {
+  auto url = advertisedUrl(given_public, tls, address, port);
+  if (!url.isOk()) return url.status().withContext("--advertise-url");
+  auto agent_url = advertisedUrl(given_agent, tls, agent_address, agent_port);
+  if (!agent_url.isOk()) return agent_url.status().withContext("--advertise-agent-url");
+  return ReplicaUrls{*url, *agent_url};
+}
 
 Result<std::string> advertisedUrl(const std::string& given, bool tls, const std::string& address, int port) {
   if (!given.empty()) {

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -42,6 +43,8 @@ class ReplicaStatus {
   virtual Json controllersJson() const = 0;
   // tierwarden_leader, tierwarden_leader_term, tierwarden_leader_changes_total.
   virtual std::string metricsText() const = 0;
+  // This replica's advertised URLs, once its listeners are bound.
+  virtual void setUrls(ReplicaUrls urls) = 0;
 };
 
 // The SQLite store's one controller: it leads, alone, for good.
@@ -53,11 +56,13 @@ class SingleReplica final : public ReplicaStatus {
   std::optional<ReplicaInfo> leader() const override { return std::nullopt; }
   Json controllersJson() const override;
   std::string metricsText() const override;
+  void setUrls(ReplicaUrls urls) override;
 
  private:
   const std::string identity_;
-  const ReplicaUrls urls_;
   const Clock& wall_;
+  mutable std::mutex mu_;  // guards urls_
+  ReplicaUrls urls_;
 };
 
 // A replica of an etcd cluster. Thread-safe (the lease and the directory are).
@@ -69,16 +74,17 @@ class EtcdReplica final : public ReplicaStatus {
  public:
   // REQUIRES: lease, directory and wall outlive it. `acting`: thread-safe;
   // null = the lease alone decides (tests).
-  EtcdReplica(const LeaderLease& lease, const ReplicaDirectory& directory, std::string identity,
+  EtcdReplica(const LeaderLease& lease, ReplicaDirectory& directory, std::string identity,
               const Clock& wall, std::function<bool()> acting = nullptr);
   bool leading() const override;
   std::optional<ReplicaInfo> leader() const override;
   Json controllersJson() const override;
   std::string metricsText() const override;
+  void setUrls(ReplicaUrls urls) override { directory_.setUrls(std::move(urls)); }
 
  private:
   const LeaderLease& lease_;
-  const ReplicaDirectory& directory_;
+  ReplicaDirectory& directory_;
   const std::string identity_;
   const Clock& wall_;
   const std::function<bool()> acting_;
@@ -124,6 +130,18 @@ class ReplicaSwitch {
   int64_t refreshes_ = 0;
   std::string last_error_;
 };
+
+// The ReplicaSwitch of an etcd replica: views and the acting Controller on
+// `store` (the acting one with `hosts` and `fence_agents`), leading while
+// `lease` leads. REQUIRES: store, lease and hosts outlive it.
+std::unique_ptr<ReplicaSwitch> makeReplicaSwitch(Store& store, const LeaderLease& lease, HostConnector* hosts,
+                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead);
+
+// Both advertised URLs; errors name the flag (--advertise-url,
+// --advertise-agent-url).
+Result<ReplicaUrls> advertisedUrls(const std::string& given_public, const std::string& given_agent, bool tls,
+                                   const std::string& address, int port, const std::string& agent_address,
+                                   int agent_port);
 
 // A replica's advertised URL (--advertise-url, --advertise-agent-url):
 // `given` when set (checked: http(s)://HOST:PORT), else
