@@ -266,7 +266,8 @@ int main(int argc, char** argv) {
   std::string state_dir;
   app.add_option("--controller", controller,
                  "the controller's agents' listener (its --agent-listen); http:// only when the "
-                 "controller runs with --insecure-http")
+                 "controller runs with --insecure-http. Several replicas (docs/ha.md): URL,URL,... "
+                 "(the agent follows the leader; guests poll the first one)")
       ->capture_default_str();
   app.add_option("--bundle", bundle_dir,
                  "this host's bundle directory as 'tierwarden-controller issue-host NAME --out DIR' wrote it: "
@@ -449,7 +450,7 @@ int main(int argc, char** argv) {
   image_options.images_dir = images_dir;
   image_options.disk_dir = disk_dir;
   image_options.host = host;
-  image_options.api = api_address.empty() ? guestApiOf(controller) : api_address;
+  image_options.api = api_address.empty() ? guestApiOf(controller.substr(0, controller.find(','))) : api_address;
   image_options.pool_dir = [&hv](const std::string& pool) { return (*hv)->storagePoolDir(pool); };
   tw::ImageDomainBuilder image_builder(image_options);
   tw::PlainDomainBuilder plain_builder;

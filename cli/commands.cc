@@ -72,7 +72,8 @@ std::optional<std::string> canonicalResource(const std::string& name) {
       {"hosts", "hosts"},       {"host", "hosts"},   {"tiers", "tiers"},
       {"tier", "tiers"},        {"vms", "vms"},      {"vm", "vms"},
       {"events", "events"},     {"event", "events"}, {"incidents", "incidents"},
-      {"incident", "incidents"}, {"endpoints", "endpoints"}, {"endpoint", "endpoints"}};
+      {"incident", "incidents"}, {"endpoints", "endpoints"}, {"endpoint", "endpoints"},
+      {"controllers", "controllers"}, {"controller", "controllers"}};
   auto it = kNames.find(name);
   if (it == kNames.end()) return std::nullopt;
   return it->second;
@@ -131,6 +132,8 @@ Status getResource(const CommandContext& ctx, const std::string& resource,
     ctx.out << renderVms(*answer);
   } else if (resource == "events") {
     ctx.out << renderEvents(*answer);
+  } else if (resource == "controllers") {
+    ctx.out << renderControllers(*answer);
   } else {
     ctx.out << renderIncidents(*answer);
   }

@@ -41,7 +41,8 @@ int run(int argc, char** argv) {
   CLI::Option* controller_opt =
       app.add_option("--controller", controller_flag,
                      "controller URL (env TW_CONTROLLER; default https://127.0.0.1:7800; http:// "
-                     "only for a controller run with --insecure-http)");
+                     "only for a controller run with --insecure-http); several replicas: URL,URL,... "
+                     "(twctl follows the leader, docs/ha.md)");
   CLI::Option* ca_opt = app.add_option(
       "--ca", ca_flag,
       "the controller's CA certificate, <state-dir>/tls/ca.pem on its machine (env TW_CA; default: "
@@ -66,9 +67,9 @@ int run(int argc, char** argv) {
   std::string resource, get_name;
   int64_t since = 0;
   CLI::App* get = app.add_subcommand(
-      "get", "list hosts, tiers, vms, events, incidents or backups, or a tier's endpoints");
+      "get", "list hosts, tiers, vms, events, incidents, controllers or backups, or a tier's endpoints");
   get->add_option("resource", resource,
-                  "hosts, tiers, vms, events, incidents, endpoints or backups")
+                  "hosts, tiers, vms, events, incidents, controllers, endpoints or backups")
       ->required();
   CLI::Option* get_name_opt =
       get->add_option("name", get_name,
@@ -154,6 +155,7 @@ int run(int argc, char** argv) {
   options.ca_file = settings->ca_file;
   options.connect_timeout_ms = kConnectTimeoutMs;
   options.read_timeout_ms = kReadTimeoutMs;
+  options.no_leader_retry_ms = 5000;  // a failover's election (docs/ha.md)
   tw::ApiClient api(options);
   tw::cli::CommandContext ctx{
       api, output == "json" ? tw::cli::OutputFormat::kJson : tw::cli::OutputFormat::kTable,
@@ -170,7 +172,7 @@ int run(int argc, char** argv) {
     } else if (!canonical) {
       status = tw::invalidArgument(
           "unknown resource '" + resource +
-          "' (expected hosts, tiers, vms, events, incidents, endpoints or backups)");
+          "' (expected hosts, tiers, vms, events, incidents, controllers, endpoints or backups)");
     } else if (*canonical == "endpoints") {
       status = get_since_opt->count() > 0
                    ? tw::invalidArgument("--since applies to events only")

@@ -170,6 +170,24 @@ std::string renderIncidents(const Json& answer) {
   return table.render();
 }
 
+std::string renderControllers(const Json& answer) {
+  Table table({"identity", "role", "url", "agent url", "last seen"});
+  for (const auto& r : listOf(answer, "replicas")) {
+    const bool leads = r.contains("leader") && r["leader"].is_boolean() && r["leader"].get<bool>();
+    const bool self = r.contains("self") && r["self"].is_boolean() && r["self"].get<bool>();
+    std::string seen = "-";
+    if (r.contains("last_seen_s") && r["last_seen_s"].is_number()) {
+      seen = formatDurationMs(static_cast<int64_t>(r["last_seen_s"].get<double>() * 1000)) + " ago";
+    }
+    table.addRow({field(r, "identity") + (self ? " (answered)" : ""), leads ? "leader" : "follower",
+                  field(r, "public_url"), field(r, "agent_url"), seen});
+  }
+  std::string out = table.render();
+  out += "term " + field(answer, "term") + ", store " + field(answer, "store") +
+         (answer.contains("leader") && answer["leader"].is_null() ? ", no leader now" : "") + "\n";
+  return out;
+}
+
 std::string renderEndpoints(const Json& answer) {
   Table table({"vm", "host", "address", "port", "name", "healthy"});
   for (const auto& e : listOf(answer, "endpoints")) {

@@ -21,6 +21,9 @@ std::string renderTiers(const Json& answer);
 std::string renderVms(const Json& answer);
 std::string renderEvents(const Json& answer);
 std::string renderIncidents(const Json& answer);
+// GET /api/v1/controllers: one row per replica (IDENTITY, ROLE leader or
+// follower, URL, AGENT URL, LAST SEEN), then "term N".
+std::string renderControllers(const Json& answer);
 
 // GET /api/v1/tiers/{tier}/endpoints: VM, HOST (the hypervisor), ADDRESS and
 // PORT (where clients connect), NAME (the service port), HEALTHY.

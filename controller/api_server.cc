@@ -1,5 +1,7 @@
 #include "controller/api_server.h"
 
+#include "controller/leader_redirect.h"
+
 #include <httplib.h>
 
 #include <filesystem>
@@ -8,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "controller/leader_redirect.h"
 #include "controller/pki.h"
 #include "tw/json.h"
 #include "tw/log.h"
@@ -221,6 +224,11 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
                             std::chrono::steady_clock::time_point deadline) {
                        streamer_.take(std::move(io), peer, deadline);
                      });
+  if (!options_.replica) {
+    options_.replica = std::make_shared<SingleReplica>(
+        "controller", ReplicaUrls{"http://" + options_.host + ":" + std::to_string(options_.port), ""},
+        SystemClock::instance());
+  }
   if (options_.public_tls) public_->setTls(options_.public_tls);
   if (options_.agent_tls) agent_->setTls(options_.agent_tls);
   routes();
@@ -273,6 +281,16 @@ void ApiServer::stop() {
   if (public_) public_->stop();
   if (agent_) agent_->stop();
   if (guest_) guest_->stop();
+}
+
+bool ApiServer::sentToLeader(ApiListener listener, const httplib::Request& req, httplib::Response& res) {
+  if (options_.replica->leading()) return false;
+  auto answer = followerAnswer(listener, req.method, req.target, options_.replica->leader());
+  if (!answer) return false;
+  if (!answer->location.empty()) res.set_header("Location", answer->location);
+  if (answer->retry_after_s > 0) res.set_header("Retry-After", std::to_string(answer->retry_after_s));
+  sendJson(res, answer->status, answer->body);
+  return true;
 }
 
 Status ApiServer::check(const std::string& authorization, Access need, const std::string& host,
@@ -335,10 +353,13 @@ bool ApiServer::allowed(const httplib::Request& req, httplib::Response& res, Acc
 namespace {
 
 // Registers handlers on one or more listeners. Every handler first tells its
-// listener that the request has been read (the read deadline is lifted).
+// listener that the request has been read (the read deadline is lifted),
+// then asks `gate` (a follower sends some calls to the leader) when set.
 class Routes {
  public:
-  explicit Routes(std::vector<GuardedHttpServer*> servers) : servers_(std::move(servers)) {}
+  using Gate = std::function<bool(const httplib::Request&, httplib::Response&)>;
+  explicit Routes(std::vector<GuardedHttpServer*> servers, Gate gate = nullptr)
+      : servers_(std::move(servers)), gate_(std::move(gate)) {}
   template <typename H>
   void Get(const std::string& pattern, H handler) {
     for (auto* srv : servers_) srv->handlers().Get(pattern, wrap(srv, handler));
@@ -361,13 +382,15 @@ class Routes {
 
  private:
   template <typename H>
-  static httplib::Server::Handler wrap(GuardedHttpServer* srv, H handler) {
-    return [srv, handler](const httplib::Request& req, httplib::Response& res) {
+  httplib::Server::Handler wrap(GuardedHttpServer* srv, H handler) const {
+    return [srv, handler, gate = gate_](const httplib::Request& req, httplib::Response& res) {
       srv->requestRead(req);
+      if (gate && gate(req, res)) return;
       handler(req, res);
     };
   }
   std::vector<GuardedHttpServer*> servers_;
+  Gate gate_;
 };
 
 }  // namespace
@@ -375,9 +398,16 @@ class Routes {
 void ApiServer::routes() {
   // `s`: the public listener; `a`: the agents' listener; `g`: the guests'
   // (or none); `both`: all of them.
-  Routes s({public_.get()});
-  Routes a({agent_.get()});
-  Routes g(guest_ ? std::vector<GuardedHttpServer*>{guest_.get()} : std::vector<GuardedHttpServer*>{});
+  Routes s({public_.get()}, [this](const httplib::Request& req, httplib::Response& res) {
+    return sentToLeader(ApiListener::kPublic, req, res);
+  });
+  Routes a({agent_.get()}, [this](const httplib::Request& req, httplib::Response& res) {
+    return sentToLeader(ApiListener::kAgents, req, res);
+  });
+  Routes g(guest_ ? std::vector<GuardedHttpServer*>{guest_.get()} : std::vector<GuardedHttpServer*>{},
+           [this](const httplib::Request& req, httplib::Response& res) {
+             return sentToLeader(ApiListener::kGuests, req, res);
+           });
   Routes both(guest_ ? std::vector<GuardedHttpServer*>{public_.get(), agent_.get(), guest_.get()}
                      : std::vector<GuardedHttpServer*>{public_.get(), agent_.get()});
   s.set_payload_max_length(kMaxRequestBodyBytes);
@@ -470,8 +500,13 @@ void ApiServer::routes() {
   });
   s.Get("/metrics", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }),
+    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }) + options_.replica->metricsText(),
                     "text/plain; version=0.0.4");
+  });
+  // The controller replicas (docs/ha.md), from any replica.
+  s.Get("/api/v1/controllers", [=, this](const httplib::Request& req, httplib::Response& res) {
+    if (!readable(req, res)) return;
+    sendJson(res, 200, options_.replica->controllersJson());
   });
 
   s.Post("/api/v1/policies", [=, this](const httplib::Request& req, httplib::Response& res) {

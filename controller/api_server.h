@@ -22,6 +22,8 @@
 #include "controller/auth.h"
 #include "controller/event_streamer.h"
 #include "controller/http_guard.h"
+#include "controller/leader_redirect.h"
+#include "controller/replica.h"
 #include "controller/service.h"
 #include "tw/status.h"
 
@@ -60,6 +62,10 @@ struct ApiServerOptions {
   // which then must be plain), 0 = any free port (see ApiServer::guestPort()).
   std::string guest_host = "127.0.0.1";
   int guest_port = -1;
+  // This replica's role (controller/replica.h): a follower answers mutating
+  // calls with 307 to the leader (controller/leader_redirect.h). Null: the
+  // one controller of a SQLite store (always leads).
+  std::shared_ptr<const ReplicaStatus> replica;
   ListenerLimits guest_limits = {16, 8, 14, 5000, 1, 5, 5000};
 };
 
@@ -82,6 +88,11 @@ class ApiServer {
 
  private:
   void routes();
+  // On a follower: answers a call that only the leader serves (307 to it,
+  // or 503) and returns true; false: serve it here. Run by every route of
+  // the public and agents' listeners after the request (body included) was
+  // read, so that a kept-alive connection stays in step.
+  bool sentToLeader(ApiListener listener, const httplib::Request& req, httplib::Response& res);
   // Authenticates and authorizes a request (controller/auth.h); on refusal
   // answers 401/403 JSON and returns false. `host`: for Access::kAgent.
   bool allowed(const httplib::Request& req, httplib::Response& res, Access need,

@@ -106,6 +106,7 @@ Status Controller::recover() {
     rt.error = rec.state == VmState::kError;
   }
   for (const auto& spec : policy_.hosts) ensureHost(spec.name);
+  if (view_only_) return loadViewRest();
   // A host declared dead but not fenced before the restart gets the same
   // grace: it may have come back while this controller was down (its agent
   // held its lease with its peers), and what was known then (silence, no
@@ -175,6 +176,33 @@ Status Controller::recover() {
   assignmentsTouched(true);
   log::info("recovered: policy version {}, {} hosts, {} vms", policy_record_.version,
             hosts_.size(), vms_.size());
+  return Status::ok();
+}
+
+Status Controller::loadView() {
+  view_only_ = true;
+  return recover();
+}
+
+// recover()'s read-only tail for loadView(): the open incidents and the
+// journal's migrations and drains, as shown; no event, no write.
+Status Controller::loadViewRest() {
+  auto incidents = store_.incidents(0);
+  if (!incidents.isOk()) return incidents.status().withContext("loading incidents");
+  for (const auto& inc : *incidents)
+    if (inc.closed_ms == 0) open_incidents_[inc.subject] = inc;
+  auto actions = store_.openActions();
+  if (!actions.isOk()) return actions.status().withContext("loading the action journal");
+  for (const auto& a : *actions) {
+    auto data = parseJson(a.data_json);
+    if (a.kind == "migrate" && data.isOk()) {
+      auto vm = vms_.find((*data).value("vm", ""));
+      if (vm != vms_.end()) vm_runtime_[vm->first].migrate_to = (*data).value("to", "");
+    } else if (a.kind == "drain" && a.subject.rfind("host/", 0) == 0) {
+      auto h = hosts_.find(a.subject.substr(5));
+      if (h != hosts_.end()) h->second.draining = true;
+    }
+  }
   return Status::ok();
 }
 

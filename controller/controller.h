@@ -74,6 +74,12 @@ class Controller {
   // dead but not fenced before the restart becomes suspect (its fence is not
   // resumed: it is judged afresh).
   Status recover();
+  // A follower replica's read-only view (controller/replica.h): loads what
+  // recover() loads and nothing else. It writes nothing, emits no event and
+  // judges no host (no grace, no resumed journal); the view answers reads and
+  // is replaced by a fresh one at the next refresh. Call once, on a new
+  // Controller, instead of recover(); never call runOnce() on it.
+  Status loadView();
 
   // Validates `files` on top of the files in force, plans, and (unless
   // dry_run) applies in one transaction. Errors: kInvalidArgument (with
@@ -238,6 +244,7 @@ class Controller {
   };
 
   Status loadPolicy(const PolicyRecord& record);
+  Status loadViewRest();  // loadView()'s tail: incidents and the journal, read only
   HostRuntime& ensureHost(const std::string& name);
   // Hosts still unknown (never reported) within dead_after of being declared:
   // new VMs wait for them instead of piling onto the first host that reports.
@@ -357,6 +364,7 @@ class Controller {
   // confirmEvictions() looks at.
   std::set<std::string> evicting_;
   bool dirty_ = true;             // placement must run
+  bool view_only_ = false;        // loadView(): a follower's read-only view
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id
   AssignmentListener assignment_listener_;

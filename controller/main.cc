@@ -27,6 +27,8 @@
 #include "controller/leader_lease.h"
 #include "controller/lease_runner.h"
 #include "controller/libvirt_host_connector.h"
+#include "controller/replica.h"
+#include "controller/replica_directory.h"
 #include "controller/service.h"
 #include "controller/state_guard.h"
 #include "controller/tls.h"
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
   tw::EtcdSettings etcd;
   int leader_ttl_ms = 3000;
   std::string identity;
+  std::string advertise_url, advertise_agent_url;
   std::string migrate_from, migrate_to;
   bool migrate_force = false;
   bool public_read = false;
@@ -107,6 +110,11 @@ int main(int argc, char** argv) {
                  "stops acting 1 s before it could run out")
       ->check(CLI::Range(2000, 60000))->capture_default_str();
   app.add_option("--identity", identity, "with etcd: this replica's name in the leader key (default host:port pid)");
+  app.add_option("--advertise-url", advertise_url,
+                 "the URL at which clients reach this replica's API (followers redirect there; shown by "
+                 "GET /api/v1/controllers); default: from --listen (this machine's hostname for 0.0.0.0)");
+  app.add_option("--advertise-agent-url", advertise_agent_url,
+                 "the URL at which agents reach this replica's agents' listener; default: from --agent-listen");
   CLI::App* migrate_cmd = app.add_subcommand(
       "migrate-store", "copy every record, ids kept, from one store to another (stop the controllers first)");
   migrate_cmd->add_option("--from", migrate_from, "sqlite:STATE_DIR or etcd://HOST[:PORT],...")->required();
@@ -295,6 +303,8 @@ int main(int argc, char** argv) {
   std::atomic<bool> term_lost{false};
   std::function<void()> on_term_lost = [] {};
   std::mutex on_term_lost_mu;  // guards on_term_lost
+  std::unique_ptr<tw::EtcdClient> directory_client;
+  std::unique_ptr<tw::ReplicaDirectory> directory;
   if (on_etcd) {
     auto where = tw::parseStoreLocation(store_url);
     if (!where.isOk()) return fail("--store: " + where.status().toString());
@@ -320,6 +330,9 @@ int main(int argc, char** argv) {
       ::gethostname(host, sizeof host - 1);
       identity = std::string(host) + ":" + std::to_string(port) + " pid " + std::to_string(::getpid());
     }
+    if (identity.find('/') != std::string::npos || identity.size() > 200) {
+      return fail("--identity must be at most 200 bytes without '/' (it names a key), got '" + identity + "'");
+    }
     lease_options.identity = identity;
     lease_options.ttl_ms = leader_ttl_ms;
     lease_options.margin_ms = 1000;
@@ -336,22 +349,16 @@ int main(int argc, char** argv) {
     });
     lease_runner->start();
     tw::log::info("on etcd {} (cluster '{}'), replica '{}': campaigning", store_url, etcd.cluster, identity);
-    // A follower waits here until it leads. TODO(issue 14): followers serve
-    // reads and answer mutating calls with 307 to the leader.
-    std::string last_leader;
-    while (!lease->isLeader()) {
-      if (lease->leaderIdentity() != last_leader) {
-        last_leader = lease->leaderIdentity();
-        tw::log::info("following '{}'; waiting to lead", last_leader);
-      }
-      timespec wait{0, 100 * 1000 * 1000};
-      if (sigtimedwait(&stop_signals, nullptr, &wait) > 0) {
-        tw::log::info("stopped while following");
-        lease_runner->stop();
-        return 0;
-      }
-    }
-    term_lost = false;
+    // The replica directory (P/replicas/<identity>): a client of its own, so
+    // that it never delays a lease renewal.
+    client = tw::makeHttpEtcdClient(http);
+    if (!client.isOk()) return fail(client.status().toString());
+    directory_client = std::move(*client);
+    tw::ReplicaDirectoryOptions directory_options;
+    directory_options.prefix = *prefix;
+    directory_options.identity = identity;
+    directory = std::make_unique<tw::ReplicaDirectory>(*directory_client, tw::SystemClock::instance(),
+                                                       directory_options);
   } else {
     // Held until exit; a second controller (or restore-state) on this dir refuses.
     auto locked = tw::StateDirLock::acquire(state_paths);
@@ -399,27 +406,56 @@ int main(int argc, char** argv) {
     }
   }
   tw::LibvirtHostConnector host_connector;
-  tw::Controller controller(**store, tw::SystemClock::instance(), &host_connector, std::move(fence_agents));
-  tw::Status s = controller.recover();
-  if (!s.isOk()) return fail(s.toString());
-
+  std::vector<tw::PolicyFile> policy_files;
   if (!policy_dir.empty()) {
     auto files = tw::readPolicyFiles(policy_dir);
     if (!files.isOk()) return fail(files.status().toString());
-    auto applied = controller.applyPolicy(*files, false);
-    if (!applied.isOk()) return fail(applied.status().toString());
+    policy_files = std::move(*files);
+  }
+  auto applyPolicyDir = [&](tw::Controller& c) -> tw::Status {
+    if (policy_files.empty()) return tw::Status::ok();
+    auto applied = c.applyPolicy(policy_files, false);
+    if (!applied.isOk()) return applied.status();
     for (const auto& w : applied->warnings) tw::log::warn("policy: {}", w);
+    return tw::Status::ok();
+  };
+  // SQLite: one controller, recovered here. etcd: the replica's role
+  // (controller/replica.h) starts with a read-only view and builds the
+  // controller it acts with when it wins a term.
+  std::unique_ptr<tw::Controller> single;
+  std::unique_ptr<tw::ReplicaSwitch> replica_switch;
+  tw::Controller* first = nullptr;
+  if (lease == nullptr) {
+    single = std::make_unique<tw::Controller>(**store, tw::SystemClock::instance(), &host_connector,
+                                              std::move(fence_agents));
+    tw::Status s = single->recover();
+    if (!s.isOk()) return fail(s.toString());
+    if (tw::Status s2 = applyPolicyDir(*single); !s2.isOk()) return fail(s2.toString());
+    first = single.get();
+  } else {
+    replica_switch = tw::makeReplicaSwitch(**store, *lease, &host_connector, fence_agents, [&](tw::Controller& c) {
+      if (tw::Status st = applyPolicyDir(c); !st.isOk()) tw::log::error("--policy-dir: {}", st.toString());
+      if (c.policy().settings.dead_after_ms < leader_ttl_ms) {
+        tw::log::warn("--leader-ttl-ms {} is longer than the policy's dead_after ({} ms): a dead leader is "
+                      "replaced later than a dead host is noticed", leader_ttl_ms, c.policy().settings.dead_after_ms);
+      }
+    });
+    auto view = replica_switch->start();
+    if (!view.isOk()) return fail(view.status().toString());
+    first = *view;
   }
-
-  if (lease != nullptr) {
-    if (controller.policy().settings.dead_after_ms < leader_ttl_ms) {
-      tw::log::warn("--leader-ttl-ms {} is longer than the policy's dead_after ({} ms): a dead leader is "
-                    "replaced later than a dead host is noticed", leader_ttl_ms,
-                    controller.policy().settings.dead_after_ms);
-    }
+  tw::ControllerService service(*first, tick_ms);
+  if (replica_switch != nullptr) {
+    service.setMayAct([&replica_switch, &service] { return replica_switch->beforeStep(service); });
   }
-  tw::ControllerService service(controller, tick_ms);
-  if (lease != nullptr) service.setMayAct([&lease] { return lease->isLeader(); });
+  std::shared_ptr<tw::ReplicaStatus> replica_status;  // its URLs once the listeners are bound
+  if (directory != nullptr) {
+    replica_status = std::make_shared<tw::EtcdReplica>(*lease, *directory, identity, tw::SystemClock::instance(),
+                                                       [&replica_switch] { return replica_switch->acting(); });
+  } else {
+    replica_status = std::make_shared<tw::SingleReplica>(identity.empty() ? listen : identity, tw::ReplicaUrls{},
+                                                         tw::SystemClock::instance());
+  }
   tw::ApiServerOptions api_options(address, port, "", web_dir);
   api_options.auth = credentials;
   api_options.public_read = public_read;
@@ -429,9 +465,19 @@ int main(int argc, char** argv) {
   api_options.guest_port = guest_port;
   api_options.public_tls = public_tls;
   api_options.agent_tls = agent_tls;
+  api_options.replica = replica_status;
   tw::ApiServer server(service, api_options);
-  s = server.bind();
-  if (!s.isOk()) return fail(s.toString());
+  if (tw::Status s = server.bind(); !s.isOk()) return fail(s.toString());
+  // Advertised with the bound ports (--listen may say port 0).
+  auto urls = tw::advertisedUrls(advertise_url, advertise_agent_url, !insecure_http, address, server.port(),
+                                 agent_address, server.agentPort());
+  if (!urls.isOk()) return fail(urls.status().toString());
+  replica_status->setUrls(*urls);
+  std::unique_ptr<tw::ReplicaDirectoryThread> directory_thread;
+  if (directory != nullptr) {
+    directory_thread = std::make_unique<tw::ReplicaDirectoryThread>(*directory);
+    directory_thread->start();
+  }
   std::thread([&server, &service, stop_signals] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
@@ -460,6 +506,7 @@ int main(int argc, char** argv) {
   server.serve();
   service.stop();
   backups.stop();
+  if (directory_thread != nullptr) directory_thread->stop();  // withdraws the registration
   if (lease != nullptr) {
     lease_runner->stop();
     if (term_lost) return 75;  // EX_TEMPFAIL: systemd's Restart= brings it back as a follower

@@ -7,23 +7,37 @@
 namespace tw {
 
 ControllerService::ControllerService(Controller& controller, Millis tick_ms)
-    : controller_(controller), tick_ms_(tick_ms) {
+    : controller_(&controller), tick_ms_(tick_ms) {
+  listen();
+  refreshDeclared();
+}
+
+void ControllerService::listen() {
   // Called on the loop thread (or before start()): the set is computed here,
   // so that heartbeats and long polls answer without the loop.
-  controller_.setAssignmentListener([this](const std::string& host, int64_t version) {
-    AssignmentSet set = controller_.assignmentsFor(host);
+  controller_->setAssignmentListener([this](const std::string& host, int64_t version) {
+    AssignmentSet set = controller_->assignmentsFor(host);
     std::lock_guard<std::mutex> lock(mu_);
     versions_[host] = version;
     published_[host] = std::move(set);
     change_cv_.notify_all();
   });
+  controller_->setEventListener([this](const EventRecord& e) { noteEventId(e.id); });
+}
+
+void ControllerService::swapController(Controller& next) {
+  controller_->setAssignmentListener(nullptr);
+  controller_->setEventListener(nullptr);
+  controller_ = &next;
+  listen();
   refreshDeclared();
-  controller_.setEventListener([this](const EventRecord& e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (e.id > last_event_id_) last_event_id_ = e.id;
-    change_cv_.notify_all();
-    if (event_notifier_) event_notifier_();
-  });
+}
+
+void ControllerService::noteEventId(int64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (id > last_event_id_) last_event_id_ = id;
+  change_cv_.notify_all();
+  if (event_notifier_) event_notifier_();
 }
 
 ControllerService::~ControllerService() { stop(); }
@@ -65,13 +79,13 @@ void ControllerService::drainQueue() {
 }
 
 void ControllerService::refreshDeclared() {
-  int64_t version = controller_.policyVersion();
+  int64_t version = controller_->policyVersion();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (version == declared_version_) return;
   }
   std::set<std::string> hosts;
-  for (const auto& h : controller_.policy().hosts) hosts.insert(h.name);
+  for (const auto& h : controller_->policy().hosts) hosts.insert(h.name);
   std::lock_guard<std::mutex> lock(mu_);
   declared_ = std::move(hosts);
   declared_version_ = version;
@@ -92,7 +106,7 @@ void ControllerService::loop() {
       // Heartbeats that arrived while earlier work ran (a big apply, a slow
       // store) are taken first: liveness is never judged on a stale view.
       drainQueue();
-      if (!may_act_ || may_act_()) controller_.runOnce();
+      if (!may_act_ || may_act_()) controller_->runOnce();
       refreshDeclared();
       next_tick = Steady::now() + std::chrono::milliseconds(tick_ms_);
     }
@@ -110,7 +124,7 @@ Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis a
   }
   auto promise = std::make_shared<std::promise<Result<AssignmentSet>>>();
   auto answer = promise->get_future();
-  post([this, hb, promise] { promise->set_value(controller_.handleHeartbeat(hb)); });
+  post([this, hb, promise] { promise->set_value(controller_->handleHeartbeat(hb)); });
   if (answer.wait_for(std::chrono::milliseconds(answer_wait_ms)) == std::future_status::ready) {
     return answer.get();
   }
@@ -129,7 +143,7 @@ Status ControllerService::agentEvent(const AgentEvent& event) {
     return notFound("host '" + event.host + "' is not declared in the applied policy");
   }
   post([this, event] {
-    Status s = controller_.handleAgentEvent(event);
+    Status s = controller_->handleAgentEvent(event);
     if (!s.isOk()) log::warn("agent event from host '{}' dropped: {}", event.host, s.toString());
   });
   return Status::ok();

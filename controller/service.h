@@ -31,6 +31,16 @@ class ControllerService {
   // writes are refused by the store's leader guard. Set before start().
   void setMayAct(std::function<bool()> may_act) { may_act_ = std::move(may_act); }
 
+  // Loop thread only (from may_act or a call()): from now on calls and
+  // reconcile steps go to `next` (a follower's refreshed view, or the
+  // controller a replica acts with once it leads: controller/replica.h).
+  // REQUIRES: next outlives its use; the previous one may be destroyed after.
+  void swapController(Controller& next);
+  // Loop thread only: the newest event id in the store, when events were
+  // written by someone else (the leader, seen by a follower): wakes event
+  // waits and streams as a new event of this controller would.
+  void noteEventId(int64_t id);
+
   void start();
   // Releases every long poll and event wait at once (before the HTTP server
   // stops, so that it does not wait for them); the loop keeps serving calls.
@@ -45,10 +55,10 @@ class ControllerService {
     // heartbeat right after an apply must not find its host undeclared.
     auto task = std::make_shared<std::packaged_task<R()>>([this, f]() mutable {
       if constexpr (std::is_void_v<R>) {
-        f(controller_);
+        f(*controller_);
         refreshDeclared();
       } else {
-        R result = f(controller_);
+        R result = f(*controller_);
         refreshDeclared();
         return result;
       }
@@ -92,7 +102,10 @@ class ControllerService {
   // Loop thread: the declared hosts' snapshot, when the policy changed.
   void refreshDeclared();
 
-  Controller& controller_;
+  // Loop thread: attaches the listeners to controller_.
+  void listen();
+
+  Controller* controller_;  // never null; changed on the loop thread only
   const Millis tick_ms_;
   std::function<bool()> may_act_;  // set before start(); read on the loop thread
   std::thread thread_;

@@ -13,6 +13,7 @@
 // in pages, refreshes come at most once a second, and the hosts are grouped
 // (hostlist.js).
 import * as api from './api.js';
+import { startControllersLine } from './controllers.js';
 import { h, replaceChildren, clock, duration } from './dom.js';
 import {
   tiersTable, nPlusOne, overview, incidentItem, eventItem, planView,
@@ -553,6 +554,7 @@ async function start() {
   want(...kAll);
   setInterval(() => want(...kAll), kSafetyRefreshMs);
   setInterval(tickIncidentAges, 1000);
+  startControllersLine($('controllers'));
 }
 
 start();

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <exception>
 #include <fstream>
+#include <thread>
 
 namespace tw {
 
@@ -180,7 +181,43 @@ std::pair<time_t, time_t> splitMs(Millis ms) {
 
 }  // namespace
 
-Status checkBaseUrl(const std::string& url) { return parseBaseUrl(url).status(); }
+namespace {
+
+// "a,b,c" -> its URLs, trailing slashes cut. Errors: kInvalidArgument for an
+// empty element, a bad URL or mixed schemes.
+Result<std::vector<std::string>> splitBaseUrls(const std::string& text) {
+  std::vector<std::string> out;
+  std::string scheme;
+  size_t from = 0;
+  for (;;) {
+    size_t comma = text.find(',', from);
+    std::string url = text.substr(from, comma == std::string::npos ? std::string::npos : comma - from);
+    if (url.empty()) {
+      return invalidArgument("bad controller URL list '" + text + "': an empty element (expected URL[,URL...])");
+    }
+    Result<BaseUrl> parsed = parseBaseUrl(url);
+    if (!parsed.isOk()) return parsed.status();
+    if (!scheme.empty() && parsed->scheme != scheme) {
+      return invalidArgument("bad controller URL list '" + text + "': all URLs must use one scheme (" + scheme +
+                             " and " + parsed->scheme + ")");
+    }
+    scheme = parsed->scheme;
+    while (url.size() > 1 && url.back() == '/') url.pop_back();
+    out.push_back(url);
+    if (comma == std::string::npos) break;
+    from = comma + 1;
+  }
+  return out;
+}
+
+// scheme://host:port of a URL, for comparing a Location with the list.
+std::string originOf(const BaseUrl& url) {
+  return url.scheme + "://" + url.host + ":" + std::to_string(url.port);
+}
+
+}  // namespace
+
+Status checkBaseUrl(const std::string& url) { return splitBaseUrls(url).status(); }
 
 Status checkTlsFiles(const ApiClientOptions& options) {
   if (options.cert_file.empty() != options.key_file.empty()) {
@@ -255,44 +292,69 @@ struct ApiClient::Impl {
   std::string prefix;
 };
 
+namespace {
+
+// The client of one URL, set up as ApiClientOptions say.
+Status setUp(httplib::Client& client, const std::string& token, const ApiClientOptions& options) {
+  auto [connect_s, connect_us] = splitMs(options.connect_timeout_ms);
+  client.set_connection_timeout(connect_s, connect_us);
+  auto [read_s, read_us] = splitMs(options.read_timeout_ms);
+  client.set_read_timeout(read_s, read_us);
+  client.set_write_timeout(read_s, read_us);
+  // Callers encode path segments themselves (urlEncode).
+  client.set_url_encode(false);
+  client.set_keep_alive(options.keep_alive);
+  // httplib writes a request's head and body separately: with Nagle on, a
+  // kept-alive connection's body waited for the ACK of the head, which the
+  // server delays (≈ 40 ms each way; heartbeats took ≈ 90 ms on loopback,
+  // bench/tls_heartbeat).
+  client.set_tcp_nodelay(true);
+  client.set_default_headers({{"Accept", "application/json"}});
+  // A follower's 307 is followed by ApiClient itself (same scheme, once).
+  client.set_follow_location(false);
+  if (!token.empty()) client.set_bearer_token_auth(token);
+  return Status::ok();
+}
+
+}  // namespace
+
+struct ApiClient::Attempt {
+  bool delivered = true;  // false: the request surely did not reach the server
+  Status transport;       // not ok: no answer
+  int http_status = 0;
+  std::string body;
+  std::string location;   // of a 3xx
+};
+
 ApiClient::ApiClient(ApiClientOptions options) : options_(std::move(options)) {
-  Result<BaseUrl> url = parseBaseUrl(options_.base_url);
-  if (!url.isOk()) {
-    url_status_ = url.status();
+  Result<std::vector<std::string>> urls = splitBaseUrls(options_.base_url);
+  if (!urls.isOk()) {
+    url_status_ = urls.status();
     return;
-  }
-  // The base URL without a trailing slash, for messages.
-  while (options_.base_url.size() > 1 && options_.base_url.back() == '/') {
-    options_.base_url.pop_back();
   }
   if (Status tls = checkTlsFiles(options_); !tls.isOk()) {
     url_status_ = tls;
     return;
   }
+  urls_ = std::move(*urls);
   try {
-    impl_ = std::make_unique<Impl>(*url, options_);
-    auto [connect_s, connect_us] = splitMs(options_.connect_timeout_ms);
-    impl_->client.set_connection_timeout(connect_s, connect_us);
-    auto [read_s, read_us] = splitMs(options_.read_timeout_ms);
-    impl_->client.set_read_timeout(read_s, read_us);
-    impl_->client.set_write_timeout(read_s, read_us);
-    // Callers encode path segments themselves (urlEncode).
-    impl_->client.set_url_encode(false);
-    impl_->client.set_keep_alive(options_.keep_alive);
-    // httplib writes a request's head and body separately: with Nagle on, a
-    // kept-alive connection's body waited for the ACK of the head, which the
-    // server delays (≈ 40 ms each way; heartbeats took ≈ 90 ms on loopback,
-    // bench/tls_heartbeat).
-    impl_->client.set_tcp_nodelay(true);
-    impl_->client.set_default_headers({{"Accept", "application/json"}});
-    if (!options_.token.empty()) impl_->client.set_bearer_token_auth(options_.token);
+    for (const auto& url : urls_) {
+      auto impl = std::make_unique<Impl>(*parseBaseUrl(url), options_);
+      (void)setUp(impl->client, options_.token, options_);
+      impls_.push_back(std::move(impl));
+    }
   } catch (const std::exception& e) {
-    impl_.reset();
+    impls_.clear();
     url_status_ = invalidArgument("bad controller URL '" + options_.base_url + "': " + e.what());
   }
 }
 
 ApiClient::~ApiClient() = default;
+
+std::string ApiClient::baseUrl() const {
+  if (urls_.empty()) return options_.base_url;
+  return urls_[current_.load() % urls_.size()];
+}
 
 Result<Json> ApiClient::get(const std::string& path) {
   return send("GET", path, nullptr, options_.read_timeout_ms);
@@ -306,44 +368,160 @@ Result<Json> ApiClient::post(const std::string& path, const Json& body) {
   return send("POST", path, &body, options_.read_timeout_ms);
 }
 
-Result<Json> ApiClient::send(const char* method, const std::string& path, const Json* body,
-                             Millis read_timeout_ms) {
-  if (!impl_) return url_status_;
-  const std::string what = std::string(method) + " " + path;
-  const std::string full_path = impl_->prefix + path;
+ApiClient::Attempt ApiClient::attempt(Impl& impl, const std::string& url, const char* method,
+                                      const std::string& full_path, const Json* body,
+                                      Millis read_timeout_ms) {
+  Attempt out;
   httplib::Result answer{nullptr, httplib::Error::Unknown};
   try {
     auto [read_s, read_us] = splitMs(read_timeout_ms);
-    impl_->client.set_read_timeout(read_s, read_us);
+    impl.client.set_read_timeout(read_s, read_us);
     if (body != nullptr) {
       std::string text = body->is_null() ? std::string() : dumpJson(*body);
-      answer = impl_->client.Post(full_path, text, "application/json");
+      answer = impl.client.Post(full_path, text, "application/json");
     } else {
-      answer = impl_->client.Get(full_path);
+      answer = impl.client.Get(full_path);
     }
   } catch (const std::exception& e) {
-    return internalError(what + ": " + e.what());
+    out.transport = internalError(std::string(method) + " " + full_path + ": " + e.what());
+    return out;
   }
   if (!answer) {
-    return unavailable(
-        "controller unreachable: cannot reach it at " + options_.base_url + ": " +
-        transportError(answer.error(), impl_->host, options_.connect_timeout_ms, read_timeout_ms) +
+    const httplib::Error error = answer.error();
+    out.delivered = !(error == httplib::Error::Connection || error == httplib::Error::ConnectionTimeout ||
+                      error == httplib::Error::SSLConnection || error == httplib::Error::SSLServerVerification ||
+                      error == httplib::Error::SSLLoadingCerts);
+    out.transport = unavailable(
+        "controller unreachable: cannot reach it at " + url + ": " +
+        transportError(error, impl.host, options_.connect_timeout_ms, read_timeout_ms) +
         // TLS 1.3: a refused client certificate shows as a closed connection.
-        (answer.error() == httplib::Error::Read && options_.base_url.rfind("https://", 0) == 0
+        (error == httplib::Error::Read && url.rfind("https://", 0) == 0
              ? std::string("; over TLS this is also how a refused client certificate shows")
              : std::string()));
+    return out;
   }
-  const int http_status = answer->status;
-  if (http_status < 200 || http_status > 299) {
-    return statusFromHttp(http_status, answer->body, what);
-  }
-  if (answer->body.empty()) return Json();
-  Json j = Json::parse(answer->body, nullptr, /*allow_exceptions=*/false);
+  out.http_status = answer->status;
+  out.body = std::move(answer->body);
+  if (answer->has_header("Location")) out.location = answer->get_header_value("Location");
+  return out;
+}
+
+namespace {
+
+Result<Json> resultOf(int http_status, const std::string& body, const std::string& what) {
+  if (http_status < 200 || http_status > 299) return statusFromHttp(http_status, body, what);
+  if (body.empty()) return Json();
+  Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    return internalError(what +
-                         ": the controller's answer is not JSON: " + firstLine(answer->body));
+    return internalError(what + ": the controller's answer is not JSON: " + firstLine(body));
   }
   return j;
+}
+
+// A follower's 503 (controller/leader_redirect.h): {"leader": null, ...}.
+// Nothing was done; another replica may lead.
+bool knowsNoLeader(const std::string& body) {
+  Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("leader") && j["leader"].is_null();
+}
+
+}  // namespace
+
+Result<Json> ApiClient::follow(const Attempt& redirect, const std::string& from_url, const char* method,
+                               const std::string& path, const Json* body, Millis read_timeout_ms,
+                               bool& no_leader) {
+  const std::string what = std::string(method) + " " + path;
+  // An absolute Location: its origin (scheme://host:port), then its path and query.
+  const size_t scheme_end = redirect.location.find("://");
+  const size_t slash =
+      scheme_end == std::string::npos ? std::string::npos : redirect.location.find('/', scheme_end + 3);
+  const std::string origin = redirect.location.substr(0, slash);
+  const std::string full_path = slash == std::string::npos ? "/" : redirect.location.substr(slash);
+  Result<BaseUrl> from = parseBaseUrl(from_url);
+  Result<BaseUrl> to = scheme_end == std::string::npos ? Result<BaseUrl>(invalidArgument("relative"))
+                                                        : parseBaseUrl(origin);
+  if (!to.isOk()) {
+    return unavailable(what + ": " + from_url + " redirected to a bad Location '" + redirect.location + "'");
+  }
+  if (!from.isOk() || to->scheme != from->scheme) {
+    return unavailable(what + ": " + from_url + " redirected to '" + redirect.location +
+                       "', another scheme: not followed");
+  }
+  // One of ours: its client (its kept-alive connection) and it is remembered.
+  for (size_t i = 0; i < urls_.size(); ++i) {
+    Result<BaseUrl> mine = parseBaseUrl(urls_[i]);
+    if (!mine.isOk() || originOf(*mine) != originOf(*to)) continue;
+    Attempt a = attempt(*impls_[i], urls_[i], method, full_path, body, read_timeout_ms);
+    if (!a.transport.isOk()) return a.transport;
+    if (a.http_status >= 300 && a.http_status <= 399) {
+      return unavailable(what + ": redirected twice (" + from_url + ", then " + urls_[i] + "): not followed");
+    }
+    no_leader = a.http_status == 503 && knowsNoLeader(a.body);
+    current_ = i;
+    return resultOf(a.http_status, a.body, what);
+  }
+  // Not in the list: a client for this one request, with the same token and TLS files.
+  Impl once(*to, options_);
+  (void)setUp(once.client, options_.token, options_);
+  Attempt a = attempt(once, origin, method, full_path, body, read_timeout_ms);
+  if (!a.transport.isOk()) return a.transport;
+  if (a.http_status >= 300 && a.http_status <= 399) {
+    return unavailable(what + ": redirected twice (" + from_url + ", then " + origin + "): not followed");
+  }
+  no_leader = a.http_status == 503 && knowsNoLeader(a.body);
+  return resultOf(a.http_status, a.body, what);
+}
+
+Result<Json> ApiClient::send(const char* method, const std::string& path, const Json* body,
+                             Millis read_timeout_ms) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.no_leader_retry_ms);
+  for (;;) {
+    bool no_leader = false;
+    Result<Json> r = sendOnce(method, path, body, read_timeout_ms, no_leader);
+    if (!no_leader || std::chrono::steady_clock::now() >= give_up) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+Result<Json> ApiClient::sendOnce(const char* method, const std::string& path, const Json* body,
+                                 Millis read_timeout_ms, bool& no_leader) {
+  if (impls_.empty()) return url_status_;
+  const std::string what = std::string(method) + " " + path;
+  const size_t n = impls_.size();
+  const size_t start = current_.load() % n;
+  Result<Json> last = unavailable("no controller URL");
+  for (size_t i = 0; i < n; ++i) {
+    const size_t idx = (start + i) % n;
+    Attempt a = attempt(*impls_[idx], urls_[idx], method, impls_[idx]->prefix + path, body, read_timeout_ms);
+    if (!a.transport.isOk()) {
+      last = a.transport;
+      // Sent and maybe acted on: a change is not sent to another replica.
+      if (a.delivered && body != nullptr) return last;
+      continue;
+    }
+    if (a.http_status == 307 || a.http_status == 308) {
+      Result<Json> followed = follow(a, urls_[idx], method, path, body, read_timeout_ms, no_leader);
+      // A change may have reached the leader: it is not sent again.
+      if (followed.isOk() || followed.status().code() != Code::kUnavailable || i + 1 == n || body != nullptr) {
+        return followed;
+      }
+      last = followed;
+      continue;
+    }
+    if (a.http_status == 503 && knowsNoLeader(a.body)) {  // another replica may lead
+      last = resultOf(a.http_status, a.body, what);
+      no_leader = true;
+      if (i + 1 < n) continue;
+      return last;
+    }
+    current_ = idx;
+    return resultOf(a.http_status, a.body, what);
+  }
+  if (n > 1 && !last.isOk()) {
+    return Status(last.status().code(),
+                  "no controller of " + options_.base_url + " answered; the last: " + last.status().message());
+  }
+  return last;
 }
 
 // ------------------------------------------------------- HttpControllerLink ---

@@ -445,6 +445,31 @@ TEST(TwctlRender, IncidentsTable) {
             "-          -\n");
 }
 
+// Pins: the controllers table (docs/ha.md): one row per replica, the one
+// that answered marked, its role, URLs and last seen; then the term.
+TEST(TwctlRender, ControllersTable) {
+  Json answer = {{"store", "etcd"},
+                 {"leader", "c1"},
+                 {"term", 42},
+                 {"self", "c2"},
+                 {"replicas",
+                  {{{"identity", "c1"}, {"public_url", "https://c1:7800"}, {"agent_url", "https://c1:7801"},
+                    {"leader", true}, {"self", false}, {"last_seen_s", 0.5}},
+                   {{"identity", "c2"}, {"public_url", "https://c2:7800"}, {"agent_url", "https://c2:7801"},
+                    {"leader", false}, {"self", true}, {"last_seen_s", 1.25}}}}};
+  const std::string out = renderControllers(answer);
+  EXPECT_NE(out.find("c1 "), std::string::npos) << out;
+  EXPECT_NE(out.find("c2 (answered)"), std::string::npos) << out;
+  const size_t c1 = out.find("c1 ");
+  EXPECT_NE(out.find("leader", c1), std::string::npos);
+  EXPECT_NE(out.find("follower"), std::string::npos);
+  EXPECT_NE(out.find("https://c2:7801"), std::string::npos);
+  EXPECT_NE(out.find("1.2s ago"), std::string::npos) << out;
+  EXPECT_NE(out.find("term 42, store etcd\n"), std::string::npos) << out;
+  answer["leader"] = nullptr;
+  EXPECT_NE(renderControllers(answer).find(", no leader now"), std::string::npos);
+}
+
 // Pins: the endpoints table: VM, HOST (the hypervisor), ADDRESS and PORT
 // (where to connect), NAME, HEALTHY; an unexpected answer is an empty table.
 TEST(TwctlRender, EndpointsTable) {
@@ -510,6 +535,7 @@ TEST(TwctlErrors, CanonicalResourceNames) {
   EXPECT_EQ(canonicalResource("vm"), "vms");
   EXPECT_EQ(canonicalResource("incidents"), "incidents");
   EXPECT_EQ(canonicalResource("endpoint"), "endpoints");
+  EXPECT_EQ(canonicalResource("controller"), "controllers");
   EXPECT_FALSE(canonicalResource("pods").has_value());
 }
 

@@ -6,9 +6,11 @@
 // client-side file that does.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tw/clock.h"
 #include "tw/json.h"
@@ -25,6 +27,8 @@ inline constexpr char kDefaultAgentControllerUrl[] = "https://127.0.0.1:7801";
 struct ApiClientOptions {
   // "http://HOST[:PORT]" or "https://HOST[:PORT]", optionally followed by a path
   // prefix ("http://proxy/tierwarden") that is put before every request path.
+  // Several controller replicas (docs/ha.md): a comma-separated list of such
+  // URLs, all of one scheme (see ApiClient).
   std::string base_url = kDefaultControllerUrl;
   std::string token;  // sent as "Authorization: Bearer <token>"; empty = none
   Millis connect_timeout_ms = 3000;
@@ -40,13 +44,19 @@ struct ApiClientOptions {
   // and host.key from its bundle (issue-host). Both or neither.
   std::string cert_file;
   std::string key_file;
+  // Several replicas: while every URL answers "no leader known" (a
+  // follower's 503 during an election: nothing was done), try the list again
+  // every 250 ms for up to this long. 0 = answer the 503 at once (the agent:
+  // its next heartbeat is the retry). twctl waits 5 s.
+  Millis no_leader_retry_ms = 0;
 };
 
 // Checks the TLS files of `options`: readable, a certificate with its key.
 // Errors: kInvalidArgument naming the file.
 Status checkTlsFiles(const ApiClientOptions& options);
 
-// Checks a base URL as ApiClientOptions::base_url accepts it.
+// Checks a base URL (or a comma-separated list) as ApiClientOptions::base_url
+// accepts it.
 // Errors: kInvalidArgument naming the URL and what was expected.
 Status checkBaseUrl(const std::string& url);
 
@@ -62,6 +72,17 @@ std::string urlEncode(const std::string& segment);
 Status statusFromHttp(int http_status, const std::string& body, const std::string& what);
 
 // One connection to the controller; requests are synchronous.
+//
+// With several URLs (controller replicas, docs/ha.md) a request goes to the
+// last one that answered (at first the first one). When it cannot be
+// delivered there (no connection, refused, no TLS handshake; for a GET also
+// no answer), it goes to the next URL at once, each URL tried once; a POST
+// whose request may have arrived is not sent twice. A follower's 307 is
+// followed once, with the same method, body, token and TLS settings, and
+// only to a URL of the same scheme; its Location is remembered when it is
+// one of the list. A 503 (a follower that knows no leader) also moves on to
+// the next URL. So a dead first URL costs one connect timeout, not one per
+// request.
 //
 // Threads: use one ApiClient per thread. Calls on one instance from several
 // threads are safe but serialized (httplib locks each request), so a long poll
@@ -86,16 +107,27 @@ class ApiClient {
   // Sends `body` as JSON; a null `body` sends an empty body.
   Result<Json> post(const std::string& path, const Json& body);
 
-  const std::string& baseUrl() const { return options_.base_url; }
+  // The URL (of the list) that answered last, or the first one.
+  std::string baseUrl() const;
 
  private:
   struct Impl;
+  struct Attempt;
   Result<Json> send(const char* method, const std::string& path, const Json* body,
                     Millis read_timeout_ms);
+  // One pass over the list; `no_leader`: it ended on a follower's 503.
+  Result<Json> sendOnce(const char* method, const std::string& path, const Json* body,
+                        Millis read_timeout_ms, bool& no_leader);
+  Attempt attempt(Impl& impl, const std::string& url, const char* method, const std::string& full_path,
+                  const Json* body, Millis read_timeout_ms);
+  Result<Json> follow(const Attempt& redirect, const std::string& from_url, const char* method,
+                      const std::string& path, const Json* body, Millis read_timeout_ms, bool& no_leader);
 
   ApiClientOptions options_;
-  std::unique_ptr<Impl> impl_;  // null when the base URL is invalid
-  Status url_status_;           // why impl_ is null
+  std::vector<std::string> urls_;               // the list, without trailing slashes
+  std::vector<std::unique_ptr<Impl>> impls_;    // one per URL; empty when a URL is invalid
+  Status url_status_;                           // why impls_ is empty
+  std::atomic<size_t> current_{0};              // the URL that answered last
 };
 
 // The agent's link to the controller over HTTP (docs/api.md, "Agents").
