@@ -517,6 +517,7 @@ void Controller::tick() {
     releaseGated();
   }
   trackIncidents();
+  driveAddresses();
   publishAssignments();
   retention_.maybePrune(policy_.settings);
   std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
@@ -773,6 +774,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   h.domains.clear();
   for (const auto& d : hb.domains) h.domains[d.vm] = d;
   confirmEvictions(hb);
+  noteAddressesHeld(h, hb);
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
     h.rec.capacity = hb.capacity;
     h.reported = hb.capacity;

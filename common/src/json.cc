@@ -123,6 +123,7 @@ void to_json(Json& j, const TierSpec& v) {
            {"priority", v.priority}, {"min_healthy", v.min_healthy}, {"placement", v.placement},
            {"restart", v.restart},   {"health", v.health},       {"ports", v.ports},
            {"storage", v.storage}};
+  if (v.address.set()) j["address"] = Json{{"ip", v.address.cidr}, {"interface", v.address.interface}};
 }
 
 void to_json(Json& j, const HostSpec& v) {
@@ -187,6 +188,14 @@ void from_json(const Json& j, EventRecord& v) {
   opt(j, "message", v.message);
 }
 
+void to_json(Json& j, const FloatingAddressSpec& v) {
+  j = Json{{"ip", v.cidr}, {"interface", v.interface}};
+}
+void from_json(const Json& j, FloatingAddressSpec& v) {
+  opt(j, "ip", v.cidr);
+  opt(j, "interface", v.interface);
+}
+
 void to_json(Json& j, const Assignment& v) {
   j = Json{{"vm", v.vm},
            {"tier", v.tier},
@@ -205,6 +214,7 @@ void to_json(Json& j, const Assignment& v) {
            {"migrate_to_uri", v.migrate_to_uri},
            {"migrate_epoch", v.migrate_epoch},
            {"incoming", v.incoming}};
+  if (v.address.set()) j["address"] = v.address;
 }
 void from_json(const Json& j, Assignment& v) {
   j.at("vm").get_to(v.vm);
@@ -224,6 +234,7 @@ void from_json(const Json& j, Assignment& v) {
   opt(j, "migrate_to_uri", v.migrate_to_uri);
   opt(j, "migrate_epoch", v.migrate_epoch);
   opt(j, "incoming", v.incoming);
+  opt(j, "address", v.address);
 }
 
 void to_json(Json& j, const PeerInfo& v) { j = Json{{"host", v.host}, {"address", v.address}}; }
@@ -241,6 +252,7 @@ void to_json(Json& j, const AssignmentSet& v) {
            {"assignments", v.assignments},
            {"peers", v.peers},
            {"peer_timeout_ms", v.peer_timeout_ms}};
+  if (!v.addresses.empty()) j["addresses"] = v.addresses;
 }
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
@@ -251,6 +263,7 @@ void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "assignments", v.assignments);
   opt(j, "peers", v.peers);
   opt(j, "peer_timeout_ms", v.peer_timeout_ms);
+  opt(j, "addresses", v.addresses);
 }
 
 void to_json(Json& j, const DomainReport& v) {
@@ -302,6 +315,7 @@ void to_json(Json& j, const Heartbeat& v) {
            {"self_fence_reason", v.self_fence_reason}};
   if (v.watchdog_ms > 0) j["watchdog_ms"] = v.watchdog_ms;
   if (!v.events.empty()) j["events"] = v.events;
+  if (!v.addresses_held.empty()) j["addresses_held"] = v.addresses_held;
 }
 void from_json(const Json& j, Heartbeat& v) {
   j.at("host").get_to(v.host);
@@ -317,6 +331,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "self_fence_reason", v.self_fence_reason);
   opt(j, "watchdog_ms", v.watchdog_ms);
   opt(j, "events", v.events);
+  opt(j, "addresses_held", v.addresses_held);
 }
 
 void to_json(Json& j, const AgentEvent& v) {

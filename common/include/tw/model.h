@@ -66,6 +66,15 @@ struct StorageSpec {
                      // name on every host; the disk goes into its target directory
 };
 
+// A tier's floating address (policy `address:`): one address, held by the
+// host of one running replica at a time, with the tier's ports forwarded on
+// it to that replica (docs/policy.md, "Floating address").
+struct FloatingAddressSpec {
+  std::string cidr;       // canonical "10.213.0.100/24" (tw/ip_prefix.h); "" = none
+  std::string interface;  // host interface; "" = the one whose subnet holds the address
+  bool set() const { return !cidr.empty(); }
+};
+
 struct TierSpec {
   std::string name;
   std::string image;
@@ -80,6 +89,8 @@ struct TierSpec {
   HealthCheckSpec health;
   std::vector<ServicePort> ports;
   StorageSpec storage;
+  FloatingAddressSpec address;
+  SourceLocation address_at;  // where `address:` is written (cross-tier checks)
   SourceLocation where;  // where the tier was declared
 };
 
