@@ -1139,6 +1139,8 @@ Json Controller::tiersJson() const {
     j["running"] = running;
     j["healthy"] = healthy;
     j["is_healthy"] = tierHealthy(t->name);
+    // The floating address (docs/policy.md): "ip" and who holds it now.
+    if (t->address.set()) j["address"]["holder"] = addressHolder(t->name);
     list.push_back(j);
   }
   return Json{{"tiers", list}};
