@@ -419,6 +419,7 @@ class Agent {
   // Taken before lease_mu_. The core only try-locks it and sends later.
   FloatingAddresses* addresses_ = nullptr;
   std::vector<FloatingAddressSpec> address_known_;  // the last set's addresses
+  std::vector<WantedAddress> addresses_wanted_;     // as the last pass wanted them
 
   std::mutex send_mu_;
   bool events_deferred_ = false;  // core: a flush found a heartbeat in flight

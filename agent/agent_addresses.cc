@@ -3,6 +3,8 @@
 #include "agent/agent.h"
 #include "agent/floating_address.h"
 
+#include <algorithm>
+
 namespace tw {
 
 void Agent::convergeAddresses(LeaseState state) {
@@ -10,6 +12,7 @@ void Agent::convergeAddresses(LeaseState state) {
   std::vector<AddressChange> changes;
   if (state == LeaseState::kExpired) {
     // Self-fenced: the address goes with the VMs (docs/fencing.md).
+    addresses_wanted_.clear();
     changes = addresses_->dropAll(address_known_);
   } else if (has_set_ && (state == LeaseState::kValid || state == LeaseState::kHeld)) {
     address_known_ = set_.addresses;
@@ -30,6 +33,22 @@ void Agent::convergeAddresses(LeaseState state) {
       w.run = t->second.running_since_ms;
       wanted.push_back(std::move(w));
     }
+    // A VM live-migrating away keeps its address here until the migration
+    // is over: the controller may count the migration done (the destination
+    // reported the domain, paused) while this copy still serves. The
+    // controller gives the address to the destination only once this host
+    // reports it gone, so this only shortens the gap (never two holders).
+    for (const WantedAddress& before : addresses_wanted_) {
+      const bool kept = std::any_of(wanted.begin(), wanted.end(), [&](const WantedAddress& w) {
+        return w.spec.cidr == before.spec.cidr;
+      });
+      auto d = view_.find(before.vm);
+      if (!kept && migrating(before.vm) && d != view_.end() &&
+          d->second.state == DomainState::kRunning) {
+        wanted.push_back(before);
+      }
+    }
+    addresses_wanted_ = wanted;
     changes = addresses_->converge(wanted, address_known_);
   } else {
     return;  // no set yet in this process: it does not know what it holds

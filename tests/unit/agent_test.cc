@@ -1684,6 +1684,32 @@ TEST_F(AgentAddressTest, FollowsTheVmsRun) {
   EXPECT_TRUE(net_.has("10.213.0.100/24"));
 }
 
+// Pins: a VM live-migrating away keeps its address here until its migration
+// is over, even when the controller's set no longer carries it (the
+// destination reported it first); then the address goes.
+TEST_F(AgentAddressTest, KeptUntilTheMigrationIsOver) {
+  startWithAddress(true);
+  ASSERT_TRUE(net_.has("10.213.0.100/24"));
+  AssignmentSet next = link_.set;
+  next.version = 2;
+  next.assignments[0].migrate_to_host = "h2";
+  next.assignments[0].migrate_to_uri = "qemu+unix:///h2";
+  next.assignments[0].migrate_epoch = 2;
+  link_.set = next;
+  agent_->onAssignments(next);
+  agent_->runOnce();
+  ASSERT_TRUE(agent_->migrating("lb-1"));
+  next.version = 3;
+  next.assignments.clear();  // the controller counts it moved
+  link_.set = next;
+  agent_->onAssignments(next);
+  agent_->runOnce();
+  EXPECT_TRUE(net_.has("10.213.0.100/24")) << "dropped while the VM still serves here";
+  agent_->onMigrationDone("lb-1", 2, Status::ok());
+  agent_->runOnce();
+  EXPECT_FALSE(net_.has("10.213.0.100/24"));
+}
+
 // Pins: a self-fence removes the address together with the VMs.
 TEST_F(AgentAddressTest, SelfFenceRemovesIt) {
   startWithAddress(true);
