@@ -209,6 +209,7 @@ void Agent::runOnce() {
   } else if ((state == LeaseState::kValid || state == LeaseState::kHeld) && has_set_) {
     converge(now, state == LeaseState::kHeld);
   }
+  convergeAddresses(state);
   publish(now);
   saveState();
   if (!external_heartbeats_) {
@@ -219,7 +220,10 @@ void Agent::runOnce() {
     }
     if (due) {
       sendHeartbeat(now);
-      if (takeAnswer() && leaseState() == LeaseState::kValid) converge(now);
+      if (takeAnswer() && leaseState() == LeaseState::kValid) {
+        converge(now);
+        convergeAddresses(LeaseState::kValid);
+      }
       publish(now);
     }
   }
@@ -256,6 +260,7 @@ void Agent::publish(Millis now) {
   published_.assignments_controller = has_set_ ? set_.controller_id : "";
   published_.domains = reports_;
   published_.service_address = options_.service_address;
+  published_.addresses_held = addresses_ != nullptr ? addresses_->held() : std::vector<std::string>{};
   published_events_ = emitted_;
   ++published_gen_;
   running_managed_ = 0;
@@ -1044,6 +1049,7 @@ bool Agent::reportDue() const {
 bool Agent::reportDueLocked() const {
   if (!link_up_) return false;  // retried at the next interval
   if (published_.assignments_version != last_sent_version_) return true;
+  if (published_.addresses_held != last_sent_addresses_) return true;
   // Compared once per publication and answer, not on every tick of the
   // heartbeat thread (issue #16: the simulator ticks it every 10 ms).
   if (same_checked_gen_ != published_gen_ || same_checked_sent_ != sent_serial_) {
@@ -1102,6 +1108,7 @@ void Agent::sendHeartbeat(Millis now) {
   }
   link_up_ = true;
   last_sent_ = hb.domains;
+  last_sent_addresses_ = hb.addresses_held;
   ++sent_serial_;
   last_sent_version_ = hb.assignments_version;
   if (lease_state_ == LeaseState::kExpired && hb.self_fence_reason.empty()) {

@@ -74,6 +74,7 @@
 
 #include "agent/agent_state.h"
 #include "agent/domain_builder.h"
+#include "agent/floating_address.h"
 #include "agent/health.h"
 #include "agent/peer_view.h"
 #include "agent/port_map.h"
@@ -187,6 +188,8 @@ class Agent {
   // (agent/agent_state.h); null = nothing kept. Loaded by start(), saved by
   // runOnce(). REQUIRES: outlives the agent; before start().
   void setStateStore(AgentStateStore* store) { state_store_ = store; }
+  // Floating addresses (agent/floating_address.h); none when not set.
+  void setFloatingAddresses(FloatingAddresses* addresses) { addresses_ = addresses; }
   // Called (from heartbeatTick()'s thread) when the core has new work: an
   // answered set, or a lease judged expired. The daemon wakes its loop.
   void setWakeCallback(std::function<void()> wake) { wake_ = std::move(wake); }
@@ -321,6 +324,7 @@ class Agent {
   // Core side of the lease: announces a self-fence, drops the set in force.
   LeaseState checkLease(Millis now);
   void fence();
+  void convergeAddresses(LeaseState state);  // agent_addresses.cc
   // `held`: the lease ran out while peers still reach this host: restart
   // crashed VMs in place only (nothing new, nothing removed, no migration).
   void converge(Millis now, bool held = false);
@@ -421,6 +425,10 @@ class Agent {
   // (vm.crashed) never overtakes a heartbeat built before it, and the events
   // a heartbeat's snapshot reflects travel inside it (Heartbeat::events).
   // Taken before lease_mu_. The core only try-locks it and sends later.
+  FloatingAddresses* addresses_ = nullptr;
+  std::vector<FloatingAddressSpec> address_known_;  // the last set's addresses
+  std::vector<WantedAddress> addresses_wanted_;     // as the last pass wanted them
+
   std::mutex send_mu_;
   bool events_deferred_ = false;  // core: a flush found a heartbeat in flight
 
@@ -436,6 +444,7 @@ class Agent {
   int64_t published_gen_ = 0;            // runOnce() publications so far
   int64_t published_events_ = 0;         // events emitted before that publication
   std::vector<DomainReport> last_sent_;  // carried by the last answered heartbeat
+  std::vector<std::string> last_sent_addresses_;  // ditto
   int64_t last_sent_version_ = -1;
   int64_t sent_serial_ = 0;  // bumped when last_sent_ changes
   // reportDueLocked()'s last comparison of published_.domains and last_sent_.

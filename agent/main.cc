@@ -255,6 +255,8 @@ int main(int argc, char** argv) {
   std::string disk_dir = "/var/lib/tierwarden/disks";
   std::string images_dir = "/var/cache/tierwarden/images";
   std::string service_address = "127.0.0.1";
+  std::string address_interface;
+  bool no_floating_addresses = false;
   std::string api_address;
   std::string peer_listen = "127.0.0.1:0";
   std::string peer_address;
@@ -290,6 +292,12 @@ int main(int argc, char** argv) {
   app.add_option("--service-address", service_address,
                  "IPv4 address the VMs' service port forwards listen on")
       ->capture_default_str();
+  app.add_option("--address-interface", address_interface,
+                 "interface for a tier's floating address (policy address:) that no interface's "
+                 "subnet holds and whose policy names none");
+  app.add_flag("--no-floating-addresses", no_floating_addresses,
+               "never add a tier's floating address on this host (hosts sharing one network "
+               "namespace, as scripts/hosts without --net)");
   app.add_option("--api-address", api_address,
                  "the controller's HOST:PORT as guests should reach it (tw.api=, plain HTTP); default: "
                  "from --controller, its port + 2 (the controller's --guest-listen) when https://");
@@ -467,6 +475,15 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(state_dir, dir_error);
   tw::FileAgentStateStore state_store(state_dir);
   agent.setStateStore(&state_store);
+  // Floating addresses (docs/policy.md): not on the test driver, whose
+  // "hosts" share this machine's network and forward nothing.
+  tw::CommandHostNetwork host_network;
+  tw::FloatingAddresses floating(host_network, **hv, address_interface);
+  if (test_driver || no_floating_addresses) {
+    tw::log::info("floating addresses: off ({})", test_driver ? "libvirt test driver" : "--no-floating-addresses");
+  } else {
+    agent.setFloatingAddresses(&floating);
+  }
   auto migrator = std::make_shared<MigrationWorker>(libvirt_uri, queue);
 
   if (tw::Status st = (*hv)->subscribe([queue](const tw::DomainEvent& e) { queue->postEvent(e); });

@@ -547,6 +547,7 @@ void Controller::tick() {
   }
   trackIncidents();
   trackRestores();
+  driveAddresses();
   publishAssignments();
   retention_.maybePrune(policy_.settings);
   std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
@@ -806,6 +807,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   h.domains.clear();
   for (const auto& d : hb.domains) h.domains[d.vm] = d;
   confirmEvictions(hb);
+  noteAddressesHeld(h, hb);
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
     h.rec.capacity = hb.capacity;
     h.reported = hb.capacity;
@@ -1175,6 +1177,8 @@ Json Controller::tiersJson() const {
     j["healthy"] = healthy;
     j["is_healthy"] = tierHealthy(t->name);
     if (t->backup.enabled()) j["backup_warnings"] = backupWarnings(*t);
+    // The floating address (docs/policy.md): "ip" and who holds it now.
+    if (t->address.set()) j["address"]["holder"] = addressHolder(t->name);
     list.push_back(j);
   }
   return Json{{"tiers", list}};

@@ -168,6 +168,8 @@ class Controller {
   int64_t assignmentSetBuilds() const { return assignment_set_builds_; }
   std::vector<VmRecord> vms() const;
   std::vector<HostRecord> hosts() const;
+  // The host that holds `tier`'s floating address now ("" = nobody).
+  std::string addressHolder(const std::string& tier) const;
 
  private:
   struct HostRuntime {
@@ -216,6 +218,10 @@ class Controller {
     // Drain.
     bool draining = false;
     int64_t drain_action_id = 0;
+    // Floating addresses (controller_address.cc), from its last heartbeat.
+    bool addresses_reported = false;          // under a set of this controller
+    int64_t addresses_applied_version = 0;    // the set version it had applied
+    std::set<std::string> addresses_held;     // "A/N"
     std::set<std::string> drain_failed;    // VMs whose migration failed
   };
   struct VmRuntime {
@@ -242,6 +248,23 @@ class Controller {
     int64_t evict_version = 0;  // 0: the set without it is not published yet
     bool evict_confirmed = false;
   };
+
+  // A tier's floating address: who holds it (controller_address.cc).
+  struct AddressHold {
+    std::string cidr;             // the address this hold is about
+    std::string host, vm;         // the holder; "" = nobody
+    std::string releasing;        // a host that must drop it before anyone gets it
+    std::string release_why;
+    int64_t release_version = 0;  // 0: the set without it is not published yet
+  };
+  void noteAddressesHeld(HostRuntime& h, const Heartbeat& hb);
+  const VmRecord* addressCandidate(const std::string& tier) const;
+  void driveAddresses();
+  void claimAddress(const TierSpec& t, AddressHold& hold);
+  void startAddressRelease(const std::string& tier, AddressHold& hold, const std::string& why);
+  void finishAddressRelease(const std::string& tier, AddressHold& hold);
+  void noteAddressReleaseVersions();
+  const FloatingAddressSpec* addressHeldFor(const VmRecord& vm, const std::string& host) const;
 
   Status loadPolicy(const PolicyRecord& record);
   Status loadViewRest();  // loadView()'s tail: incidents and the journal, read only
@@ -391,6 +414,8 @@ class Controller {
   EventRetention retention_;
   BackupBook backups_;
   Millis backups_since_ms_ = 0;  // when the catalogue was loaded (recover())
+  std::map<std::string, AddressHold> address_holds_;  // by tier
+  std::set<std::string> address_wait_said_;           // "tier/host" logged once
 };
 
 }  // namespace tw

@@ -118,6 +118,7 @@ const std::vector<Assignment>& Controller::assignmentsOn(const std::string& host
     const std::string& to = rt->second.migrate_to;
     if (vm.host == host && rt->second.released && rt->second.evict_from != host) {
       Assignment a = assignmentOf(vm);
+      if (const FloatingAddressSpec* addr = addressHeldFor(vm, host)) a.address = *addr;
       if (!to.empty()) {
         const HostSpec* dest = policy_.findHost(to);
         a.migrate_to_host = to;
@@ -156,6 +157,9 @@ AssignmentSet Controller::assignmentsFor(const std::string& host,
   auto h = hosts_.find(host);
   if (h != hosts_.end()) set.version = h->second.assignments_version;
   set.assignments = assignmentsOn(host);
+  for (const TierSpec& t : policy_.tiers) {
+    if (t.address.set()) set.addresses.push_back(t.address);
+  }
   return set;
 }
 
@@ -168,7 +172,7 @@ void Controller::publishAssignments() {
     std::string digest;
     for (const auto& a : assignmentsOn(name))
       digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host +
-                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ";";
+                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ":" + a.address.cidr + ";";
     const bool changed = h.assignments_version == 0 || digest != h.assignments_digest;
     if (changed) {
       h.assignments_digest = std::move(digest);
@@ -176,6 +180,7 @@ void Controller::publishAssignments() {
       changed_hosts.emplace_back(name, h.assignments_version);
     }
   }
+  noteAddressReleaseVersions();  // ... and the first without an address given back
   // The set published now is the first without the VMs being evicted.
   for (auto& [vm_name, rt] : vm_runtime_) {
     if (rt.evict_from.empty() || rt.evict_version != 0) continue;

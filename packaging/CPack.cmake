@@ -100,7 +100,8 @@ system user 'tierwarden' under systemd (tierwarden-controller.service).")
 set(CPACK_DEBIAN_AGENT_PACKAGE_NAME tierwarden-agent)
 # qemu-img makes the VMs' copy-on-write disk overlays; adduser: the postinst
 # adds the `tierwarden` group (owner group of /etc/tierwarden/token).
-set(CPACK_DEBIAN_AGENT_PACKAGE_DEPENDS "adduser, qemu-utils")
+# iproute2 and iputils-arping: a tier's floating address (ip addr, arping -U).
+set(CPACK_DEBIAN_AGENT_PACKAGE_DEPENDS "adduser, qemu-utils, iproute2, iputils-arping")
 set(CPACK_DEBIAN_AGENT_PACKAGE_RECOMMENDS "libvirt-daemon-system, qemu-system-x86")
 set(CPACK_DEBIAN_AGENT_DESCRIPTION
     "tierwarden agent: keeps one hypervisor host's VMs as the controller assigns them

@@ -133,6 +133,7 @@ void to_json(Json& j, const TierSpec& v) {
            {"restart", v.restart},   {"health", v.health},       {"ports", v.ports},
            {"storage", v.storage}};
   if (v.backup.enabled()) j["backup"] = v.backup;  // absent when unused: stored tiers unchanged
+  if (v.address.set()) j["address"] = Json{{"ip", v.address.cidr}, {"interface", v.address.interface}};
 }
 
 void to_json(Json& j, const HostSpec& v) {
@@ -197,6 +198,14 @@ void from_json(const Json& j, EventRecord& v) {
   opt(j, "message", v.message);
 }
 
+void to_json(Json& j, const FloatingAddressSpec& v) {
+  j = Json{{"ip", v.cidr}, {"interface", v.interface}};
+}
+void from_json(const Json& j, FloatingAddressSpec& v) {
+  opt(j, "ip", v.cidr);
+  opt(j, "interface", v.interface);
+}
+
 void to_json(Json& j, const Assignment& v) {
   j = Json{{"vm", v.vm},
            {"tier", v.tier},
@@ -222,6 +231,7 @@ void to_json(Json& j, const Assignment& v) {
     j["restore_id"] = v.restore_id;
     j["restore_from"] = v.restore_from;
   }
+  if (v.address.set()) j["address"] = v.address;
 }
 void from_json(const Json& j, Assignment& v) {
   j.at("vm").get_to(v.vm);
@@ -245,6 +255,7 @@ void from_json(const Json& j, Assignment& v) {
   opt(j, "backup_request", v.backup_request);
   opt(j, "restore_id", v.restore_id);
   opt(j, "restore_from", v.restore_from);
+  opt(j, "address", v.address);
 }
 
 void to_json(Json& j, const PeerInfo& v) { j = Json{{"host", v.host}, {"address", v.address}}; }
@@ -264,6 +275,7 @@ void to_json(Json& j, const AssignmentSet& v) {
            {"peer_timeout_ms", v.peer_timeout_ms}};
   if (!v.peers_digest.empty()) j["peers_digest"] = v.peers_digest;
   if (v.peers_omitted) j["peers_omitted"] = true;
+  if (!v.addresses.empty()) j["addresses"] = v.addresses;
 }
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
@@ -276,6 +288,7 @@ void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "peer_timeout_ms", v.peer_timeout_ms);
   opt(j, "peers_digest", v.peers_digest);
   opt(j, "peers_omitted", v.peers_omitted);
+  opt(j, "addresses", v.addresses);
 }
 
 void to_json(Json& j, const DomainReport& v) {
@@ -328,6 +341,7 @@ void to_json(Json& j, const Heartbeat& v) {
   if (v.watchdog_ms > 0) j["watchdog_ms"] = v.watchdog_ms;
   if (!v.peers_digest.empty()) j["peers_digest"] = v.peers_digest;
   if (!v.events.empty()) j["events"] = v.events;
+  if (!v.addresses_held.empty()) j["addresses_held"] = v.addresses_held;
 }
 void from_json(const Json& j, Heartbeat& v) {
   j.at("host").get_to(v.host);
@@ -344,6 +358,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "watchdog_ms", v.watchdog_ms);
   opt(j, "peers_digest", v.peers_digest);
   opt(j, "events", v.events);
+  opt(j, "addresses_held", v.addresses_held);
 }
 
 void to_json(Json& j, const BackupRecord& v) {

@@ -29,6 +29,7 @@
 #include <system_error>
 #include <utility>
 
+#include "tw/ip_prefix.h"
 #include "tw/text.h"
 
 namespace tw {
@@ -707,7 +708,7 @@ class FileParser {
         mapFields(item, t.where, label, label,
                   {"name", "image", "replicas", "vcpus", "memory", "after", "priority",
                    "min_healthy", "placement", "restart", "health", "ports", "storage",
-                   "backup"},
+                   "backup", "address"},
                   &fields));
     std::optional<SourceLocation> min_healthy_at;
     std::optional<SourceLocation> backup_at;
@@ -752,6 +753,9 @@ class FileParser {
       } else if (f.key == "backup") {
         backup_at = at(f);
         TW_RETURN_IF_ERROR(parseBackup(f, label, &t.backup));
+      } else if (f.key == "address") {
+        t.address_at = at(f);
+        TW_RETURN_IF_ERROR(parseAddress(f, label, &t.address));
       }
     }
     if (backup_at && t.storage.kind != StorageKind::kShared)
@@ -765,6 +769,8 @@ class FileParser {
       return fail(*min_healthy_at, "'min_healthy' (" + std::to_string(t.min_healthy) +
                                        ") of tier '" + t.name + "' must not exceed 'replicas' (" +
                                        std::to_string(t.replicas) + ")");
+    if (t.address.set() && t.ports.empty())
+      return fail(t.address_at, "tier '" + t.name + "' has an 'address' but no 'ports' to forward on it");
     draft_->policy.tiers.push_back(std::move(t));
     draft_->tier_refs.push_back(std::move(refs));
     return Status::ok();
@@ -1017,6 +1023,60 @@ class FileParser {
     return Status::ok();
   }
 
+  // `address: A/N` or `address: { ip: A/N, interface: IF }`.
+  Status parseAddress(const Field& address, const std::string& label, FloatingAddressSpec* a) const {
+    std::string text;
+    if (address.value.IsScalar()) {
+      TW_RETURN_IF_ERROR(readString(address, "address", &text));
+      return setAddress(at(address), text, label, a);
+    }
+    std::vector<Field> fields;
+    TW_RETURN_IF_ERROR(mapFields(address.value, at(address), "'address'", "address of " + label,
+                                 {"ip", "interface"}, &fields));
+    bool has_ip = false;
+    for (const auto& f : fields) {
+      if (f.key == "ip") {
+        has_ip = true;
+        TW_RETURN_IF_ERROR(readString(f, "address.ip", &text));
+        TW_RETURN_IF_ERROR(setAddress(at(f), text, label, a));
+      } else if (f.key == "interface") {
+        TW_RETURN_IF_ERROR(readString(f, "address.interface", &a->interface));
+        if (!isValidInterfaceName(a->interface))
+          return fail(at(f), "expected a network interface name for 'address.interface' of " + label +
+                                 " (1 to 15 characters, no '/', ':' or spaces), got " +
+                                 quoteForMessage(a->interface));
+      }
+    }
+    if (!has_ip) return fail(at(address), "the address of " + label + " has no 'ip'");
+    return Status::ok();
+  }
+
+  Status setAddress(const SourceLocation& where, const std::string& text, const std::string& label,
+                    FloatingAddressSpec* a) const {
+    std::optional<IpPrefix> p = parseIpPrefix(text);
+    if (!p)
+      return fail(where, "expected an IPv4 or IPv6 address with a prefix length for the address of " +
+                             label + " (like 10.213.0.100/24 or fd00::100/64), got " +
+                             quoteForMessage(text));
+    bool unicast = true;
+    if (!p->v6) {
+      const uint32_t v = (uint32_t{p->bytes[0]} << 24) | (uint32_t{p->bytes[1]} << 16) |
+                         (uint32_t{p->bytes[2]} << 8) | p->bytes[3];
+      const uint32_t host_mask = p->prefix == 0 ? 0xffffffffu : (0xffffffffu >> p->prefix);
+      unicast = v != 0 && p->bytes[0] != 127 && p->bytes[0] < 224 &&
+                (p->prefix >= 31 || ((v & host_mask) != 0 && (v & host_mask) != host_mask));
+    } else {
+      unicast = p->ip() != "::" && p->ip() != "::1" && p->bytes[0] != 0xff;
+    }
+    if (!unicast)
+      return fail(where, "the address of " + label +
+                             " must be a unicast host address (not a network, broadcast, loopback "
+                             "or multicast address), got " +
+                             quoteForMessage(text));
+    a->cidr = p->str();
+    return Status::ok();
+  }
+
   std::string file_;
   Draft* draft_;
   PolicyParseOptions options_;
@@ -1047,6 +1107,19 @@ Status checkUniqueNames(const Draft& d) {
       return failAt(d.tier_refs[i].name_at, "duplicate tier name '" + t.name +
                                                 "' (first declared at " +
                                                 d.policy.tiers[prev->second].where.str() + ")");
+  }
+  // One floating address, one tier: two holders would answer for it.
+  std::map<std::string, size_t> addresses;  // by the address without its prefix
+  for (size_t i = 0; i < d.policy.tiers.size(); ++i) {
+    const TierSpec& t = d.policy.tiers[i];
+    if (!t.address.set()) continue;
+    const std::string ip = parseIpPrefix(t.address.cidr)->ip();
+    auto [prev, inserted] = addresses.emplace(ip, i);
+    if (!inserted)
+      return failAt(t.address_at, "address " + ip + " of tier '" + t.name +
+                                      "' is the address of tier '" +
+                                      d.policy.tiers[prev->second].name + "' too (at " +
+                                      d.policy.tiers[prev->second].address_at.str() + ")");
   }
   return Status::ok();
 }

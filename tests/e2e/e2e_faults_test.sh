@@ -22,6 +22,13 @@
 #      domains keep running; partition of another host, then kill -9 of its
 #      agent -> its watcher crashes the lab host, its VMs run healthy
 #      elsewhere, never two copies, no collateral damage; restarted -> online.
+#   e. the balancer's one address (its tier's floating address, 10.213.<net>.100
+#      on the hosts' bridge; docs/policy.md): a client in the root namespace
+#      requests it every 100 ms. Drain of the balancer's host -> at most 2
+#      failed requests. Crash of the balancer's (new) host -> requests fail only
+#      from the crash until balancer-1 is healthy elsewhere and answers at its
+#      own service endpoint (+ 1 s), then succeed at the same address;
+#      prints when the address answered again.
 # A failing part is reported and the next one still runs once every tier is
 # healthy again; the test fails if any part failed. E2E_PARTS (default "a b c").
 # E2E_NET=0: hosts on the machine's network (unix-socket libvirt URIs); skips c.
@@ -35,7 +42,7 @@ E2E_PORT=${E2E_PORT:-7875}
 # E2E_NET=0: hosts without a network of their own (the controller reaches their
 # libvirt over unix sockets, which no partition cuts): part c is skipped then.
 E2E_NET=${E2E_NET:-1}
-PARTS=${E2E_PARTS:-a b c d}
+PARTS=${E2E_PARTS:-a b c d e}
 # QEMU's capabilities, probed once (≈ 5 s) and kept across runs (docs/hosts.md).
 export TW_HOSTS_CAPS_CACHE=${TW_HOSTS_CAPS_CACHE:-/tmp/tierwarden-e2e-caps}
 # shellcheck source=tests/e2e/lib.sh
@@ -43,7 +50,7 @@ source "$E2E_ROOT/tests/e2e/lib.sh"
 
 rm -rf "$E2E_DIR"
 mkdir -p "$E2E_DIR"
-trap 'e2e_stop_hb_sampler 2>/dev/null; e2e_stop_copy_watch 2>/dev/null; e2e_cleanup' EXIT
+trap 'stop_client 2>/dev/null; e2e_stop_hb_sampler 2>/dev/null; e2e_stop_copy_watch 2>/dev/null; e2e_cleanup' EXIT
 T0=$(e2e_now)
 FAILED=()
 PART=""
@@ -314,6 +321,83 @@ part_d() {
   no_collateral "$ev" "$mark" "$p" "$vms" || { part_fail "the watchdog part hurt other hosts (above)"; return 1; }
   [ ! -s "$E2E_DIR/duplicates.log" ] || { part_fail "two copies: $(cat "$E2E_DIR/duplicates.log")"; return 1; }
   e2e_log "d. ok: never two copies, no collateral damage, $p online again"
+}
+
+# ---- e. the balancer's one address: drain, then crash of its host ----------------------
+addr_ok() { curl -fsS -m 1 -o /dev/null "http://$E2E_BALANCER_ADDR/"; }
+# balancer-1 answers at its own service endpoint (HOST:PORT of its host): the
+# guest and its backends serve, whatever the floating address does.
+endpoint_ok() {
+  local ep
+  ep=$(vm_endpoint balancer balancer-1) && [ -n "$ep" ] || return 1
+  curl -fsS -m 1 -o /dev/null "http://${ep% *}:${ep#* }/"
+}
+CLIENT_PID=""
+# A client in the root namespace: one request (1 s timeout) every 100 ms,
+# "EPOCH ok|fail HTTP_CODE" lines to $1 (the time a request started).
+start_client() {
+  (
+    trap 'exit 0' TERM
+    while :; do
+      t=$(date +%s.%N)
+      c=$(curl -sS -m 1 -o /dev/null -w '%{http_code}' "http://$E2E_BALANCER_ADDR/" 2>/dev/null) || true
+      if [ "$c" = 200 ]; then r=ok; else r=fail; fi
+      echo "$t $r ${c:-000}"
+      sleep 0.1
+    done
+  ) >"$1" &
+  CLIENT_PID=$!
+}
+stop_client() {
+  [ -n "$CLIENT_PID" ] || return 0
+  kill "$CLIENT_PID" 2>/dev/null || true
+  wait "$CLIENT_PID" 2>/dev/null || true
+  CLIENT_PID=""
+}
+# count_between FILE ok|fail FROM TO
+count_between() { awk -v r="$2" -v a="$3" -v b="$4" '$2 == r && $1 >= a && $1 <= b { n++ } END { print n + 0 }' "$1"; }
+# The first time at or after FROM whose request succeeded.
+first_ok_after() { awk -v a="$2" '$2 == "ok" && $1 >= a { print $1; exit }' "$1"; }
+part_e() {
+  local h t0 t1 t_crash t_healthy t_ok fails late total log=$E2E_DIR/client-e.log
+  [ -n "$E2E_BALANCER_ADDR" ] || { part_fail "the balancer has no address (needs E2E_NET=1)"; return 1; }
+  try_wait 30 "the balancer answers at http://$E2E_BALANCER_ADDR/" addr_ok || return 1
+  h=$(vm_host balancer-1)
+  e2e_log "e. the balancer (on $h) answers at http://$E2E_BALANCER_ADDR/; drain of $h"
+  start_client "$log"
+  sleep 1
+  t0=$(e2e_now)
+  twctl drain host "$h" >/dev/null || { stop_client; part_fail "twctl drain host $h"; return 1; }
+  # The balancer moves first of its host's VMs or not: its own move is what counts.
+  try_wait 180 "balancer-1 healthy off $h" all_elsewhere balancer-1 "$h" || { stop_client; return 1; }
+  sleep 2
+  t1=$(e2e_now)
+  fails=$(count_between "$log" fail "$t0" "$t1")
+  total=$(( fails + $(count_between "$log" ok "$t0" "$t1") ))
+  e2e_log "e. drain of $h: $fails of $total requests failed (at most 2); balancer-1 now on $(vm_host balancer-1)"
+  twctl undrain host "$h" >/dev/null || true
+  ((fails <= 2)) || { stop_client; part_fail "drain: $fails requests failed"; return 1; }
+  h=$(vm_host balancer-1)
+  e2e_log "e. crash of $h (holds the address)"
+  t_crash=$(e2e_now)
+  hosts crash "$h" >/dev/null
+  try_wait 120 "balancer-1 healthy off $h" all_elsewhere balancer-1 "$h" || { stop_client; return 1; }
+  # Healthy for the controller, and answering at its own endpoint: under TCG on
+  # a loaded machine the guest's first answers (through backends that boot
+  # too) can lag its health check; the address is judged from then on.
+  try_wait 60 "balancer-1 answers at its endpoint" endpoint_ok || { stop_client; return 1; }
+  t_healthy=$(e2e_now)
+  try_wait 10 "the address answers again" addr_ok || { stop_client; return 1; }
+  sleep 3
+  stop_client
+  t_ok=$(first_ok_after "$log" "$t_crash")
+  late=$(count_between "$log" fail "$(awk -v t="$t_healthy" 'BEGIN { printf "%.3f", t + 1 }')" "$(e2e_now)")
+  fails=$(count_between "$log" fail "$t_crash" "$(e2e_now)")
+  e2e_log "e. crash of $h: the address answered again $(e2e_elapsed "$t_crash" "$t_ok") s after the crash" \
+    "(balancer-1 healthy on $(vm_host balancer-1) after $(e2e_elapsed "$t_crash" "$t_healthy") s); $fails failed requests, $late after healthy + 1 s"
+  ((late == 0)) || { part_fail "$late requests failed after the balancer was healthy again"; return 1; }
+  restart_host "$h" || return 1
+  e2e_log "e. ok: one address through a drain and a crash"
 }
 
 # Every host online (capacity reported), every tier healthy, for 3 s in a row.

@@ -18,6 +18,10 @@ E2E_CTL_PID=""
 # e2e_start_cluster.
 E2E_NET=${E2E_NET:-0}
 E2E_AGENT_LISTEN=""  # the controller's --agent-listen when not its default (port + 1)
+# With E2E_NET=1 the balancer tier gets a floating address on the hosts' bridge
+# (docs/policy.md, "Floating address"): 10.213.<net>.100/24, set by
+# e2e_start_cluster; E2E_ADDRESS=0: none.
+E2E_BALANCER_ADDR=""
 E2E_HOGS=()
 
 e2e_log() { echo "[$(date +%T.%3N)] $*"; }
@@ -83,6 +87,9 @@ e2e_start_agent() {
     if "$E2E_BIN/tierwarden-agent" --help 2>/dev/null | grep -q -- --peer-listen; then
       svc+=(--peer-listen "$(hosts net-addr "$h"):0")
     fi
+  elif "$E2E_BIN/tierwarden-agent" --help 2>/dev/null | grep -q -- --no-floating-addresses; then
+    # The hosts share this machine's network: no host may take an address.
+    svc=(--no-floating-addresses)
   fi
   # Its own agent token (a running controller rereads host-tokens); kept
   # across agent restarts.
@@ -135,7 +142,13 @@ e2e_start_cluster() {
     for h in $(seq 1 "$n"); do
       echo "  - { name: h$h, uri: \"$(if [ "$E2E_NET" = 1 ]; then hosts net-uri "h$h"; else hosts uri "h$h"; fi)\", role: $([ "$h" = "$n" ] && echo spare || echo active), capacity: { cpus: 4 } }"
     done
-    sed -n '/^tiers:/,$p' "$E2E_ROOT/policies/demo.yaml"
+    if [ "$E2E_NET" = 1 ] && [ "${E2E_ADDRESS:-1}" = 1 ]; then
+      E2E_BALANCER_ADDR=$(hosts net-gw | sed 's/\.[0-9]*$/.100/')
+      sed -n '/^tiers:/,$p' "$E2E_ROOT/policies/demo.yaml" |
+        awk -v a="$E2E_BALANCER_ADDR/24" '{ print } /^  - name: balancer$/ { print "    address: " a }'
+    else
+      sed -n '/^tiers:/,$p' "$E2E_ROOT/policies/demo.yaml"
+    fi
   } >"$E2E_DIR/policy.yaml"
 }
 

@@ -89,7 +89,7 @@ done
 # the maintainer scripts and daemons run.
 declare -A want=(
   [tierwarden-controller]="libvirt0 libsqlite3-0 libyaml-cpp0.7 libspdlog1.10-fmt9 libfmt9 libcpp-httplib0.11 libstdc++6 libc6 adduser"
-  [tierwarden-agent]="libvirt0 libspdlog1.10-fmt9 libfmt9 libcpp-httplib0.11 libstdc++6 libc6 adduser qemu-utils"
+  [tierwarden-agent]="libvirt0 libspdlog1.10-fmt9 libfmt9 libcpp-httplib0.11 libstdc++6 libc6 adduser qemu-utils iproute2 iputils-arping"
   [twctl]="libcpp-httplib0.11 libyaml-cpp0.7 libstdc++6 libc6"
 )
 for p in "${!want[@]}"; do

@@ -405,7 +405,7 @@ TEST(PolicyRefused, UnknownTierKey) {
                 4, 5,
                 "unknown key 'replica' in tier 'web' (expected one of: name, image, replicas, "
                 "vcpus, memory, after, priority, min_healthy, placement, restart, health, "
-                "ports, storage, backup)",
+                "ports, storage, backup, address)",
                 true);
 }
 
@@ -990,6 +990,58 @@ TEST(HealthCheckJson, RoundTripsWithAndWithoutExpect) {
   back = decode<HealthCheckSpec>(newer);
   ASSERT_TRUE(back.isOk()) << back.status().toString();
   EXPECT_EQ(*back, with);
+}
+
+}  // namespace
+}  // namespace tw
+
+namespace tw {
+namespace {
+
+// Pins: a tier's floating address, written as "A/N" or as { ip, interface },
+// is kept in canonical form; IPv6 works; several replicas are fine.
+TEST(PolicyAddress, ParsesBothForms) {
+  auto r = parseOne(
+      "tiers:\n"
+      "  - { name: lb, image: x, replicas: 2, ports: [{ name: http, port: 80 }],\n"
+      "      address: 10.213.0.100/24 }\n"
+      "  - name: web\n    image: x\n    ports: [{ name: http, port: 80 }]\n"
+      "    address: { ip: \"fd00:0::64/64\", interface: tw-br0 }\n");
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->tiers[0].address.cidr, "10.213.0.100/24");
+  EXPECT_EQ(r->tiers[0].address.interface, "");
+  EXPECT_EQ(r->tiers[1].address.cidr, "fd00::64/64");
+  EXPECT_EQ(r->tiers[1].address.interface, "tw-br0");
+  EXPECT_FALSE(r->tiers[0].address_at.str().empty());
+}
+
+// Pins: every refusal of a floating address names file, line and column.
+TEST(PolicyRefused, Address) {
+  const std::string head = "tiers:\n  - name: lb\n    image: x\n    ports: [{ name: http, port: 80 }]\n";
+  expectRefused(head + "    address: 10.213.0.100\n", 5, 14,
+                "expected an IPv4 or IPv6 address with a prefix length for the address of tier "
+                "'lb' (like 10.213.0.100/24 or fd00::100/64), got '10.213.0.100'",
+                true);
+  expectRefused(head + "    address: 10.213.0.300/24\n", 5, 14, "got '10.213.0.300/24'");
+  expectRefused(head + "    address: 10.213.0.1/33\n", 5, 14, "got '10.213.0.1/33'");
+  expectRefused(head + "    address: lb.example.org/24\n", 5, 14, "got 'lb.example.org/24'");
+  expectRefused(head + "    address: 10.213.0.0/24\n", 5, 14,
+                "the address of tier 'lb' must be a unicast host address");
+  expectRefused(head + "    address: 10.213.0.255/24\n", 5, 14, "must be a unicast host address");
+  expectRefused(head + "    address: 127.0.0.5/8\n", 5, 14, "must be a unicast host address");
+  expectRefused(head + "    address: ff02::1/64\n", 5, 14, "must be a unicast host address");
+  expectRefused(head + "    address: { interface: br0 }\n", 5, 14,
+                "the address of tier 'lb' has no 'ip'", true);
+  expectRefused(head + "    address: { ip: 10.0.0.5/24, interface: \"a/b\" }\n", 5, 44,
+                "expected a network interface name for 'address.interface' of tier 'lb'");
+  expectRefused(head + "    address: { ip: 10.0.0.5/24, mac: x }\n", 5, 33, "mac");
+  expectRefused("tiers:\n  - name: lb\n    image: x\n    address: 10.0.0.5/24\n", 4, 14,
+                "tier 'lb' has an 'address' but no 'ports' to forward on it", true);
+  // Two tiers, one address (even with another prefix length): refused at the second.
+  expectRefused(head + "    address: 10.0.0.5/24\n  - name: lb2\n    image: x\n"
+                       "    ports: [{ name: http, port: 80 }]\n    address: 10.0.0.5/16\n",
+                9, 14, "address 10.0.0.5 of tier 'lb2' is the address of tier 'lb' too (at p.yaml:5:14)",
+                true);
 }
 
 }  // namespace

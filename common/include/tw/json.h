@@ -23,6 +23,8 @@ void from_json(const Json& j, RestartBudget& v);
 void to_json(Json& j, const ServicePort& v);
 void from_json(const Json& j, ServicePort& v);
 void to_json(Json& j, const StorageSpec& v);
+void to_json(Json& j, const FloatingAddressSpec& v);
+void from_json(const Json& j, FloatingAddressSpec& v);
 void from_json(const Json& j, StorageSpec& v);
 void to_json(Json& j, const BackupSpec& v);
 void from_json(const Json& j, BackupSpec& v);

@@ -94,6 +94,15 @@ struct BackupRecord {
   bool operator==(const BackupRecord&) const = default;
 };
 
+// A tier's floating address (policy `address:`): one address, held by the
+// host of one running replica at a time, with the tier's ports forwarded on
+// it to that replica (docs/policy.md, "Floating address").
+struct FloatingAddressSpec {
+  std::string cidr;       // canonical "10.213.0.100/24" (tw/ip_prefix.h); "" = none
+  std::string interface;  // host interface; "" = the one whose subnet holds the address
+  bool set() const { return !cidr.empty(); }
+};
+
 struct TierSpec {
   std::string name;
   std::string image;
@@ -109,6 +118,10 @@ struct TierSpec {
   std::vector<ServicePort> ports;
   StorageSpec storage;
   BackupSpec backup;
+};
+
+  FloatingAddressSpec address;
+  SourceLocation address_at;  // where `address:` is written (cross-tier checks)
   SourceLocation where;  // where the tier was declared
 };
 

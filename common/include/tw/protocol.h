@@ -37,6 +37,10 @@ struct Assignment {
   std::vector<ServicePort> ports;
   StorageSpec storage;
   std::vector<std::string> after;  // the tier's `after:` (a balancer's backend tier)
+  // Set on one VM of a tier with a floating address, on the host that holds
+  // it (docs/policy.md, "Floating address"): add the address to the host
+  // and forward the tier's ports on it to this VM while it runs here.
+  FloatingAddressSpec address;
 
   // Backups (docs/backups.md). The agent of the VM's host runs the tier's
   // schedule itself (backup.every, counted from the newest file in
@@ -94,6 +98,9 @@ struct AssignmentSet {
   bool peers_omitted = false;
   // How long a peer may go unanswered before it counts as unreachable.
   Millis peer_timeout_ms = 3000;
+  // Every floating address of the policy in force. An agent removes those
+  // it finds on its host that no assignment of this set tells it to hold.
+  std::vector<FloatingAddressSpec> addresses;
 };
 
 struct DomainReport {
@@ -150,6 +157,10 @@ struct Heartbeat {
   // 0 = none. The controller's lease fence waits this long on top
   // (docs/fencing.md, "Host watchdog").
   Millis watchdog_ms = 0;
+  // The floating addresses (AssignmentSet::addresses, "A/N") this host has
+  // on its interfaces now. The controller gives an address to another host
+  // only when the holder no longer reports it, or was fenced.
+  std::vector<std::string> addresses_held;
   // Agent events that this snapshot already reflects and that have not
   // been delivered yet, oldest first. The controller handles them before the
   // domains, so that a "crashed" never arrives after the report of the run
