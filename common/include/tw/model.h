@@ -118,8 +118,6 @@ struct TierSpec {
   std::vector<ServicePort> ports;
   StorageSpec storage;
   BackupSpec backup;
-};
-
   FloatingAddressSpec address;
   SourceLocation address_at;  // where `address:` is written (cross-tier checks)
   SourceLocation where;  // where the tier was declared
