@@ -473,6 +473,14 @@ int main(int argc, char** argv) {
   agent.setWakeCallback([queue] { queue->wake(); });
   std::error_code dir_error;
   std::filesystem::create_directories(state_dir, dir_error);
+  // An incoming live migration writes the VM's console log here before this
+  // agent has defined any VM itself (a spare's first VM): the directory must
+  // exist from the start, or the migration fails.
+  if (!test_driver) {
+    std::error_code disk_error;
+    std::filesystem::create_directories(disk_dir, disk_error);
+    if (disk_error) tw::log::warn("cannot create the disk dir {}: {}", disk_dir, disk_error.message());
+  }
   tw::FileAgentStateStore state_store(state_dir);
   agent.setStateStore(&state_store);
   // Floating addresses (docs/policy.md): not on the test driver, whose
