@@ -184,9 +184,11 @@ Status Controller::loadView() {
   return recover();
 }
 
-// recover()'s read-only tail for loadView(): the open incidents and the
-// journal's migrations and drains, as shown; no event, no write.
+// recover()'s read-only tail for loadView(): the backup catalogue, the open
+// incidents and the journal's migrations and drains, as shown; no event, no
+// write.
 Status Controller::loadViewRest() {
+  TW_RETURN_IF_ERROR(loadBackups());  // a follower's /backups and backup warnings
   auto incidents = store_.incidents(0);
   if (!incidents.isOk()) return incidents.status().withContext("loading incidents");
   for (const auto& inc : *incidents)
