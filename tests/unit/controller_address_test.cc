@@ -218,7 +218,12 @@ TEST_F(AddressTest, MigrationMovesItAfterTheVm) {
     if (a.vm == "lb-1") mepoch = a.migrate_epoch;
   // The source holds it still when the migration ends: it must give it back first.
   keep_[src].insert("10.213.0.100/24");
-  ASSERT_TRUE(controller_->handleAgentEvent({src, "lb-1", mepoch, "vm.migrated", "info", ""}).isOk());
+  AgentEvent migrated;
+  migrated.host = src;
+  migrated.vm = "lb-1";
+  migrated.epoch = mepoch;
+  migrated.kind = "vm.migrated";
+  ASSERT_TRUE(controller_->handleAgentEvent(migrated).isOk());
   tick(5);
   EXPECT_TRUE(toldToHold().empty()) << "the source has not given it back";
   EXPECT_EQ(controller_->addressHolder("lb"), "");
