@@ -104,7 +104,10 @@ e2e_start_agent() {
     svc+=(--watchdog "lab:$(hosts watchdog "$h")" --watchdog-timeout "${E2E_WATCHDOG_TIMEOUT:-2}"
       --state-dir "$E2E_DIR/state/hosts/$h")
   fi
-  hosts spawn "$h" "$E2E_DIR/logs/agent-$h.log" -- "$E2E_BIN/tierwarden-agent" --host "$h" \
+  # At nice -5, as the installed unit runs it (packaging/systemd, Nice=-5):
+  # its heartbeats must not queue behind booting TCG guests (CI stop 19: one
+  # heartbeat of h2 came 0.8 s late while three guests booted there).
+  hosts spawn "$h" "$E2E_DIR/logs/agent-$h.log" -- nice -n -5 "$E2E_BIN/tierwarden-agent" --host "$h" \
     --libvirt-uri qemu:///system --controller "$TW_AGENT_URL" --token-file "$E2E_DIR/state/hosts/$h/token" \
     --images "$E2E_IMAGES" --port-base $((20000 + 1000 * i)) "${svc[@]}" >/dev/null
 }
