@@ -106,7 +106,10 @@ Status Controller::recover() {
     rt.error = rec.state == VmState::kError;
   }
   for (const auto& spec : policy_.hosts) ensureHost(spec.name);
-  if (view_only_) return loadViewRest();
+  if (view_only_) {  // read only: the backup catalogue, incidents, the journal as shown
+    TW_RETURN_IF_ERROR(loadBackups());
+    return loadIncidentsAndJournal(/*resume=*/false);
+  }
   // A host declared dead but not fenced before the restart gets the same
   // grace: it may have come back while this controller was down (its agent
   // held its lease with its peers), and what was known then (silence, no
@@ -139,38 +142,7 @@ Status Controller::recover() {
     }
   }
   TW_RETURN_IF_ERROR(loadBackups());
-  auto incidents = store_.incidents(0);
-  if (!incidents.isOk()) return incidents.status().withContext("loading incidents");
-  for (const auto& inc : *incidents)
-    if (inc.closed_ms == 0) open_incidents_[inc.subject] = inc;
-  // Resume journaled actions: migrations go on (the source agent retries,
-  // or the destination already reported the VM); fencing and draining
-  // restart from the hosts' states.
-  auto actions = store_.openActions();
-  if (!actions.isOk()) return actions.status().withContext("loading the action journal");
-  for (const auto& a : *actions) {
-    auto data = parseJson(a.data_json);
-    if (a.kind == "migrate" && data.isOk()) {
-      auto vm = vms_.find((*data).value("vm", ""));
-      if (vm != vms_.end()) {
-        auto& rt = vm_runtime_[vm->first];
-        rt.migrate_to = (*data).value("to", "");
-        rt.migrate_epoch = rt.last_migrate_epoch = (*data).value("epoch", int64_t{0});
-        rt.migrate_action_id = a.id;
-        log::info("resuming migration of vm '{}' to host '{}'", vm->first, rt.migrate_to);
-        continue;
-      }
-    } else if (a.kind == "drain" && a.subject.rfind("host/", 0) == 0) {
-      auto h = hosts_.find(a.subject.substr(5));
-      if (h != hosts_.end()) {
-        h->second.draining = true;
-        h->second.drain_action_id = a.id;
-        log::info("resuming drain of host '{}'", h->first);
-        continue;
-      }
-    }
-    (void)store_.endAction(a.id);  // fence (restarts from host state) or obsolete
-  }
+  TW_RETURN_IF_ERROR(loadIncidentsAndJournal(/*resume=*/true));
   host_connector_.setHosts(policy_.hosts);
   dirty_ = true;
   assignmentsTouched(true);
@@ -184,11 +156,11 @@ Status Controller::loadView() {
   return recover();
 }
 
-// recover()'s read-only tail for loadView(): the backup catalogue, the open
-// incidents and the journal's migrations and drains, as shown; no event, no
+// The open incidents and the action journal. resume (a controller that acts):
+// migrations and drains go on, a fence restarts from its host's state and
+// other actions end. Otherwise (loadView): shown as they are; no event, no
 // write.
-Status Controller::loadViewRest() {
-  TW_RETURN_IF_ERROR(loadBackups());  // a follower's /backups and backup warnings
+Status Controller::loadIncidentsAndJournal(bool resume) {
   auto incidents = store_.incidents(0);
   if (!incidents.isOk()) return incidents.status().withContext("loading incidents");
   for (const auto& inc : *incidents)
@@ -199,11 +171,26 @@ Status Controller::loadViewRest() {
     auto data = parseJson(a.data_json);
     if (a.kind == "migrate" && data.isOk()) {
       auto vm = vms_.find((*data).value("vm", ""));
-      if (vm != vms_.end()) vm_runtime_[vm->first].migrate_to = (*data).value("to", "");
+      if (vm != vms_.end()) {
+        auto& rt = vm_runtime_[vm->first];
+        rt.migrate_to = (*data).value("to", "");
+        if (!resume) continue;
+        rt.migrate_epoch = rt.last_migrate_epoch = (*data).value("epoch", int64_t{0});
+        rt.migrate_action_id = a.id;
+        log::info("resuming migration of vm '{}' to host '{}'", vm->first, rt.migrate_to);
+        continue;
+      }
     } else if (a.kind == "drain" && a.subject.rfind("host/", 0) == 0) {
       auto h = hosts_.find(a.subject.substr(5));
-      if (h != hosts_.end()) h->second.draining = true;
+      if (h != hosts_.end()) {
+        h->second.draining = true;
+        if (!resume) continue;
+        h->second.drain_action_id = a.id;
+        log::info("resuming drain of host '{}'", h->first);
+        continue;
+      }
     }
+    if (resume) (void)store_.endAction(a.id);  // fence (restarts from host state) or obsolete
   }
   return Status::ok();
 }

@@ -267,7 +267,7 @@ class Controller {
   const FloatingAddressSpec* addressHeldFor(const VmRecord& vm, const std::string& host) const;
 
   Status loadPolicy(const PolicyRecord& record);
-  Status loadViewRest();  // loadView()'s tail: incidents and the journal, read only
+  Status loadIncidentsAndJournal(bool resume);
   HostRuntime& ensureHost(const std::string& name);
   // Hosts still unknown (never reported) within dead_after of being declared:
   // new VMs wait for them instead of piling onto the first host that reports.

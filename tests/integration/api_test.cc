@@ -69,6 +69,13 @@ class ApiTest : public ::testing::Test {
   httplib::Headers auth() { return {{"Authorization", std::string("Bearer ") + kToken}}; }
   httplib::Headers agentAuth(const std::string& h) { return {{"Authorization", "Bearer " + agentToken(h)}}; }
 
+  // GET path: {status, body}; {0, ""} (and a failure) when no answer came.
+  std::pair<int, std::string> get(const std::string& path) {
+    auto r = client_->Get(path.c_str());
+    EXPECT_TRUE(r) << path;
+    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
+  }
+
   httplib::Result applyFiles(const std::vector<PolicyFile>& files, bool dry = false) {
     Json body{{"files", files}};
     return client_->Post(dry ? "/api/v1/policies?dry_run=1" : "/api/v1/policies", auth(), body.dump(),
@@ -316,11 +323,6 @@ std::pair<std::string, int> runCommand(const std::string& command) {
 TEST_F(ApiTest, ListsPageWithLimitAndAfter) {
   ASSERT_EQ(applyFiles({{"hosts.yaml", kHosts}})->status, 200);
   ASSERT_EQ(applyFiles({{"tiers.yaml", kTiers}})->status, 200);
-  auto get = [&](const std::string& path) {
-    auto r = client_->Get(path.c_str());
-    EXPECT_TRUE(r) << path;
-    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
-  };
   auto [status, body] = get("/api/v1/vms?limit=1");
   ASSERT_EQ(status, 200) << body;
   Json j = *parseJson(body);
@@ -363,11 +365,6 @@ TEST_F(ApiTest, ListsPageWithLimitAndAfter) {
 TEST_F(ApiTest, ListsNamedVmsAndTheNewestEvents) {
   ASSERT_EQ(applyFiles({{"hosts.yaml", kHosts}})->status, 200);
   ASSERT_EQ(applyFiles({{"tiers.yaml", kTiers}})->status, 200);
-  auto get = [&](const std::string& path) {
-    auto r = client_->Get(path.c_str());
-    EXPECT_TRUE(r) << path;
-    return r ? std::make_pair(r->status, r->body) : std::make_pair(0, std::string());
-  };
   auto [status, body] = get("/api/v1/vms?names=web-2,nope,web-2");
   ASSERT_EQ(status, 200) << body;
   Json j = *parseJson(body);
