@@ -59,6 +59,7 @@ struct ControllerReplicas::Replica {
   bool up = false;         // its process runs
   bool store_cut = false;  // `controller C store off`
   bool overstay = false;   // `controller C overstay`: its lease thread and clock stopped
+  std::string deposed;     // why etcd refused one of its writes (its term is over)
   Millis overstay_until = -1;  // set once another replica acts: one tick more
   Millis retry_open_ms = 0;
   bool open_warned = false;  // its store could not be opened (logged once)
@@ -129,8 +130,15 @@ bool ControllerReplicas::openStore(Replica& r) {
   options.guard = [self, key]() -> Result<EtcdWriteGuard> {
     // A replica that overstays believes its term goes on: it sends its old
     // guard, and etcd's compare is what stops it.
-    if (self->overstay && self->term > 0) return EtcdWriteGuard{key, self->term};
+    if (self->overstay && self->term > 0 && self->deposed.empty()) return EtcdWriteGuard{key, self->term};
     return self->lease->guard();
+  };
+  // What controller/main.cc does: a write refused for an older term ends
+  // this one at once (here: the replica stops at the next step; until then
+  // it takes no heartbeat, pushes nothing and runs no tick).
+  options.on_deposed = [self](const std::string& why) {
+    if (self->deposed.empty()) self->deposed = why;
+    if (self->lease) self->lease->depose(why);
   };
   Result<std::unique_ptr<Store>> store = openEtcdStore(std::move(client), std::move(options));
   if (!store.isOk()) {
@@ -159,6 +167,7 @@ void ControllerReplicas::stopReplica(Replica& r) {
   r.lease.reset();
   r.lease_client.reset();
   r.up = false;
+  r.deposed.clear();
   r.overstay = false;
   r.overstay_until = -1;
   r.term = 0;
@@ -204,6 +213,10 @@ void ControllerReplicas::step() {
     Replica& r = *rp;
     if (!r.up) continue;
     if (!openStore(r)) continue;
+    if (r.controller && !r.deposed.empty()) {
+      endTerm(r, "etcd refused its write of term " + std::to_string(r.term) + " (" + r.deposed + ")");
+      continue;
+    }
     if (r.overstay) {
       if (r.overstay_until < 0 && newest > r.term) {
         r.overstay_until = now + kTickMs;
@@ -230,7 +243,7 @@ void ControllerReplicas::step() {
 void ControllerReplicas::tick() {
   int acting = 0;
   for (auto& r : replicas_) {
-    if (!r->controller || r->front.stalled()) continue;
+    if (!r->controller || !r->deposed.empty() || r->front.stalled()) continue;
     ++acting;
     r->controller->runOnce();
   }
@@ -248,7 +261,7 @@ ControllerReplicas::Replica* ControllerReplicas::resolve(const std::string& targ
   if (target != "leader") return find(target);
   Replica* best = nullptr;
   for (auto& r : replicas_) {
-    if (r->controller && (best == nullptr || r->term > best->term)) best = r.get();
+    if (r->controller && r->deposed.empty() && (best == nullptr || r->term > best->term)) best = r.get();
   }
   return best;
 }
@@ -338,13 +351,13 @@ ControllerReplicas::Replica* ControllerReplicas::route(const std::string& host) 
     const size_t i = (at + k) % n;
     Replica& r = *replicas_[i];
     if (!r.up || !r.store) continue;  // refused: the next URL
-    if (r.controller) {
+    if (r.controller && r.deposed.empty()) {
       at = i;
       return &r;
     }
     // A follower: 307 to the leader it knows, followed once.
     Replica* l = r.lease ? find(r.lease->leaderIdentity()) : nullptr;
-    if (l != nullptr && l->up && l->controller) {
+    if (l != nullptr && l->up && l->controller && l->deposed.empty()) {
       for (size_t j = 0; j < n; ++j) {
         if (replicas_[j].get() == l) at = j;
       }
@@ -359,7 +372,7 @@ Controller* ControllerReplicas::controllerFor(const std::string& host) const {
   auto it = sticky_.find(host);
   if (it == sticky_.end()) return nullptr;
   Replica& r = *replicas_[it->second];
-  return r.up ? r.controller.get() : nullptr;
+  return r.up && r.deposed.empty() ? r.controller.get() : nullptr;
 }
 
 Result<AssignmentSet> ControllerReplicas::heartbeat(const Heartbeat& hb) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "sim/controller_replicas.h"
+#include "sim/fuzz.h"
 #include "sim/scenario.h"
 #include "sim/simulation.h"
 
@@ -148,6 +149,31 @@ TEST(SimReplicasTest, AllReplicasDownThenOneBack) {
   EXPECT_EQ(r.state["controllers"]["leader"], "c2");
   EXPECT_EQ(r.double_copies, 0);
   for (const Json& vm : r.state["vms"]) EXPECT_EQ(vm["state"], "running") << vm.dump();
+}
+
+// Pins the fuzz's replica mode: the case starts with `controllers R`, its
+// controller faults name replicas (never the one controller's stop/stall),
+// the heal brings every replica back; without replicas no `controllers`
+// line appears. One generated case runs with no double copy and no leader
+// overlap.
+TEST(SimReplicasTest, FuzzCasesWithReplicas) {
+  bool replica_faults = false;
+  for (uint64_t seed = 1; seed <= 30; ++seed) {
+    FuzzCase plain = generateFuzzCase(seed);
+    EXPECT_EQ(plain.script.find("controllers"), std::string::npos);
+    FuzzCase c = generateFuzzCase(seed, 3);
+    EXPECT_EQ(c.script.rfind("0ms controllers 3\n", 0), 0u) << c.script;
+    EXPECT_EQ(c.script.find("controller stop"), std::string::npos) << c.script;
+    EXPECT_EQ(c.script.find("controller stall"), std::string::npos) << c.script;
+    EXPECT_NE(c.script.find("controller c3 start"), std::string::npos) << c.script;
+    replica_faults |= c.script.find("controller leader kill") != std::string::npos;
+  }
+  EXPECT_TRUE(replica_faults);
+  FuzzOutcome o = runFuzzCase(generateFuzzCase(2, 3));
+  ASSERT_TRUE(o.ran) << o.error;
+  EXPECT_EQ(o.double_copies, 0);
+  EXPECT_EQ(o.leader_overlaps, 0);
+  EXPECT_GE(o.terms, 1);
 }
 
 }  // namespace
