@@ -13,8 +13,11 @@
 //    it acts. Followers hold no Controller: they answer no heartbeat, only
 //    redirect (307) to the leader their lease last read in the leader key.
 //  - A replica whose term ends (its own deadline passed, etcd says the lease
-//    or the key is gone) stops acting at once and exits (status 75); systemd
-//    starts it again as a follower: here, in the same step.
+//    or the key is gone, or etcd refused one of its writes for an older term:
+//    EtcdStoreOptions::on_deposed -> LeaderLease::depose) stops acting and
+//    exits (status 75); systemd starts it again as a follower: here, at the
+//    next step. A deposed replica takes no heartbeat, pushes no assignment
+//    and runs no tick meanwhile.
 //  - Agents talk to the replica that answered them last (ApiClient): one that
 //    acts answers; a follower redirects to the leader it knows (one 307);
 //    one that is down, or a follower that knows no acting leader, sends the
@@ -26,9 +29,9 @@
 // resign, its etcd lease runs out), `controller C store off|on` (cut off from
 // etcd, not from the agents: its lease cannot renew and its writes fail), and
 // `controller C overstay` (its lease thread and clock stop: it acts on with
-// its old term's guard until one controller tick after another replica acts:
-// two replicas believe they lead for one tick, and the deposed one's writes
-// fail in etcd's txn compare).
+// its old term's guard after another replica won a new term: two replicas
+// believe they lead; its first write fails etcd's txn compare and ends it,
+// else it ends one controller tick after the other replica acted).
 //
 // Every replica's machine shares the simulator's one controller network
 // (`controller network`, `link ... controller`): a partition between one

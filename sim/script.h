@@ -68,10 +68,10 @@
 //   controller C store off|on     C is cut off from etcd (not from the agents)
 //   controller C overstay         C's lease thread and clock stop: it renews
 //                                 nothing and never sees its deadline pass, so it
-//                                 acts on with its old term until one controller
-//                                 tick after another replica acts (then its
-//                                 failed writes end it): two replicas believe they
-//                                 lead for one tick
+//                                 acts on with its old term after another replica
+//                                 won a new one (two replicas believe they lead)
+//                                 until its first write etcd refuses, or one
+//                                 controller tick after the other acted
 //
 // Parsing is pure (no files are read here): the names a script may mention
 // are handed in, and every problem is reported as "file:line: what".
