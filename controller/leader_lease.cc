@@ -192,6 +192,13 @@ void LeaderLease::renew(Millis now) {
   next_step_ = sent + renew_every_ms_;
 }
 
+void LeaderLease::depose(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!leading_) return;
+  loseLocked("etcd refused a write: " + why);
+  next_step_ = clock_.nowMs();
+}
+
 void LeaderLease::resign() {
   int64_t lease_id = 0;
   {

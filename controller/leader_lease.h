@@ -82,6 +82,12 @@ class LeaderLease {
   // ("this replica does not lead ...") when !isLeader().
   Result<EtcdWriteGuard> guard() const;
 
+  // Ends the term now: etcd refused one of our writes because the leader key
+  // is gone or newer (EtcdStoreOptions::on_deposed). isLeader() is false at
+  // once and guard() fails, so no later write is even sent, whatever our own
+  // deadline still says. A no-op when not leading. Any thread.
+  void depose(const std::string& why);
+
   // Gives leadership up: revokes the lease (deleting the key) so another
   // replica can take over at once. Best effort; blocks for one request.
   void resign();

@@ -337,7 +337,10 @@ int main(int argc, char** argv) {
     lease_options.ttl_ms = leader_ttl_ms;
     lease_options.margin_ms = 1000;
     lease = std::make_unique<tw::LeaderLease>(*lease_client, tw::SteadyClock::instance(), lease_options);
-    store = tw::openEtcdStoreAt(where->endpoints, etcd, [&lease] { return lease->guard(); });
+    // A write etcd refuses for an older term ends ours at once (the lease
+    // runner then sees the loss and the process exits, status 75).
+    store = tw::openEtcdStoreAt(where->endpoints, etcd, [&lease] { return lease->guard(); },
+                                [&lease](const std::string& why) { lease->depose(why); });
     if (!store.isOk()) return fail(store.status().toString());
     // A lost term ends this process: its memory may lag the store from then
     // on, and a fresh start (systemd restarts it) rejoins as a follower and

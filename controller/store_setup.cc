@@ -28,7 +28,8 @@ Result<StoreLocation> parseStoreLocation(const std::string& text) {
 
 Result<std::unique_ptr<Store>> openEtcdStoreAt(const std::vector<std::string>& endpoints,
                                                const EtcdSettings& settings,
-                                               std::function<Result<EtcdWriteGuard>()> guard) {
+                                               std::function<Result<EtcdWriteGuard>()> guard,
+                                               std::function<void(const std::string&)> on_deposed) {
   Result<std::string> prefix = etcdClusterPrefix(settings.cluster);
   if (!prefix.isOk()) return prefix.status();
   HttpEtcdOptions http;
@@ -40,6 +41,7 @@ Result<std::unique_ptr<Store>> openEtcdStoreAt(const std::vector<std::string>& e
   options.max_txn_ops = settings.max_txn_ops;
   options.max_request_bytes = settings.max_request_bytes;
   options.guard = std::move(guard);
+  options.on_deposed = std::move(on_deposed);
   return openEtcdStore(std::move(*client), std::move(options));
 }
 

@@ -38,7 +38,8 @@ struct EtcdSettings {
 // EtcdStoreOptions (empty: unguarded).
 Result<std::unique_ptr<Store>> openEtcdStoreAt(const std::vector<std::string>& endpoints,
                                                const EtcdSettings& settings,
-                                               std::function<Result<EtcdWriteGuard>()> guard);
+                                               std::function<Result<EtcdWriteGuard>()> guard,
+                                               std::function<void(const std::string&)> on_deposed = nullptr);
 
 // Copies every record, ids kept, from `from` to `to` (either kind to either
 // kind). A SQLite side is locked like a running controller locks it (so

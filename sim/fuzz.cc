@@ -64,7 +64,12 @@ struct World {
   std::set<std::pair<std::string, std::string>> cut;  // one-way cuts
   bool controller_down = false;
   bool controller_net_off = false;
+  // With replicas: c1..cN, those down, those cut off from etcd.
+  std::vector<std::string> replicas;
+  std::set<std::string> replicas_down;
+  std::set<std::string> replicas_store_off;
 };
+
 
 class ScriptWriter {
  public:
@@ -74,6 +79,43 @@ class ScriptWriter {
  private:
   std::ostringstream out_;
 };
+
+// A fault of one controller replica (instead of the one controller's
+// stop/start/restart/stall). `leader` is resolved when the command runs.
+void replicaEvent(Rng& rng, World& w, ScriptWriter& s, Millis t) {
+  const int64_t k = rng.range(0, 99);
+  if (!w.replicas_down.empty() && (k < 25 || w.replicas_down.size() == w.replicas.size())) {
+    std::vector<std::string> down(w.replicas_down.begin(), w.replicas_down.end());
+    const std::string r = rng.pick(down);
+    w.replicas_down.erase(r);
+    s.line(t, "controller " + r + " start");
+    return;
+  }
+  if (k < 50) {  // the leader crashes (the interesting one), now and then a follower
+    const std::string r = rng.chance(75) ? "leader" : rng.pick(w.replicas);
+    if (r != "leader") w.replicas_down.insert(r);
+    s.line(t, "controller " + r + " kill");
+    return;
+  }
+  if (k < 60) {
+    s.line(t, "controller " + (rng.chance(50) ? std::string("leader") : rng.pick(w.replicas)) + " restart");
+    return;
+  }
+  if (k < 88) {  // cut off from etcd, or back
+    if (!w.replicas_store_off.empty() && rng.chance(50)) {
+      std::vector<std::string> off(w.replicas_store_off.begin(), w.replicas_store_off.end());
+      const std::string r = rng.pick(off);
+      w.replicas_store_off.erase(r);
+      s.line(t, "controller " + r + " store on");
+      return;
+    }
+    const std::string r = rng.pick(w.replicas);
+    w.replicas_store_off.insert(r);
+    s.line(t, "controller " + r + " store off");
+    return;
+  }
+  s.line(t, "controller leader overstay");
+}
 
 std::vector<std::string> without(const std::vector<std::string>& all,
                                  const std::set<std::string>& out) {
@@ -166,6 +208,10 @@ void event(Rng& rng, World& w, ScriptWriter& s, Millis t) {
       s.line(t, "agent " + rng.pick(w.hosts) + " stall " + durationText(rng.pick(kStall)));
       return;
     }
+    if (r < 53 && !w.replicas.empty()) {
+      replicaEvent(rng, w, s, t);
+      return;
+    }
     if (r < 53) {  // the controller process
       const int64_t k = rng.range(0, 9);
       if (w.controller_down) {
@@ -253,11 +299,13 @@ void event(Rng& rng, World& w, ScriptWriter& s, Millis t) {
 
 }  // namespace
 
-FuzzCase generateFuzzCase(uint64_t seed) {
+FuzzCase generateFuzzCase(uint64_t seed, int replicas) {
   Rng rng(seed);
   FuzzCase fc;
   fc.seed = seed;
+  fc.replicas = replicas;
   World w;
+  for (int i = 1; i <= replicas; ++i) w.replicas.push_back("c" + std::to_string(i));
 
   // ---- cluster.yaml ----
   const int n = static_cast<int>(rng.range(3, 7));
@@ -319,6 +367,7 @@ FuzzCase generateFuzzCase(uint64_t seed) {
 
   // ---- script ----
   ScriptWriter s;
+  if (replicas > 0) s.line(0, "controllers " + std::to_string(replicas));
   s.line(0, "apply policy.yaml");
   const Millis faults_end = rng.range(180, 300) * 1000;
   Millis t = 10000 + rng.range(0, 500) * 10;
@@ -333,7 +382,14 @@ FuzzCase generateFuzzCase(uint64_t seed) {
   }
   // Heal everything, then let it settle.
   const Millis heal = faults_end;
-  s.line(heal, "controller start");
+  if (replicas > 0) {
+    for (const auto& r : w.replicas) {
+      s.line(heal, "controller " + r + " store on");
+      s.line(heal, "controller " + r + " start");
+    }
+  } else {
+    s.line(heal, "controller start");
+  }
   s.line(heal, "controller network on");
   for (const auto& [a, b] : w.cut) s.line(heal, "link " + a + " " + b + " on");
   for (const auto& h : w.hosts) {
@@ -359,6 +415,7 @@ FuzzOutcome runFuzzCase(const FuzzCase& c) {
   Simulation sim(*scenario, [&](const SimEvent& e) {
     if (e.component == "sim" && e.level == "error") out.problems.push_back(formatEvent(e));
   });
+  // The replicas' records need the simulation after run(): read them below.
   Status st = sim.run();
   if (!st.isOk()) {
     out.error = st.toString();
@@ -370,6 +427,22 @@ FuzzOutcome runFuzzCase(const FuzzCase& c) {
   out.watchdog_resets = sim.watchdogResets();
   out.watchdog_resets_dead = sim.watchdogResetsDeadAgent();
   out.steps = sim.steps();
+  if (const ControllerReplicas* r = sim.replicas()) {
+    out.leader_overlaps = r->unforcedOverlaps();
+    out.terms = r->termsActed();
+    out.fenced_writes = r->fencedWrites();
+    out.overstay_ticks = r->overlappingTicks();
+    for (const auto& a : r->history()) {
+      if (a.to_ms < 0) continue;
+      for (const auto& b : r->history()) {
+        if (&a == &b || a.overstayed || b.overstayed) continue;
+        if (a.from_ms < (b.to_ms < 0 ? sim.nowMs() + 1 : b.to_ms) && b.from_ms < a.to_ms) {
+          out.problems.push_back("replicas " + a.replica + " (term " + std::to_string(a.term) + ") and " +
+                                 b.replica + " (term " + std::to_string(b.term) + ") acted at once");
+        }
+      }
+    }
+  }
   return out;
 }
 
@@ -391,10 +464,11 @@ bool saveFuzzCase(const FuzzCase& c, const std::string& dir, const std::string& 
 int runFuzz(const FuzzOptions& options, std::ostream& out, std::ostream& err) {
   const auto started = std::chrono::steady_clock::now();
   int64_t doubles = 0, collateral = 0, resets = 0, resets_dead = 0, steps = 0, failed = 0;
+  int64_t overlaps = 0, terms = 0, fenced_writes = 0, overstay_ticks = 0;
   bool malformed = false;
   for (int64_t i = 0; i < options.seeds; ++i) {
     const uint64_t seed = options.start + static_cast<uint64_t>(i);
-    const FuzzCase c = generateFuzzCase(seed);
+    const FuzzCase c = generateFuzzCase(seed, options.replicas);
     const FuzzOutcome o = runFuzzCase(c);
     if (!o.ran) {
       err << "seed " << seed << ": the generated case does not run: " << o.error << "\n";
@@ -406,9 +480,14 @@ int runFuzz(const FuzzOptions& options, std::ostream& out, std::ostream& err) {
     resets += o.watchdog_resets;
     resets_dead += o.watchdog_resets_dead;
     steps += o.steps;
-    const bool bad = o.double_copies > 0 || o.collateral > 0;
-    const std::string why = std::to_string(o.double_copies) + " double copies, " +
-                            std::to_string(o.collateral) + " collateral destroys";
+    overlaps += o.leader_overlaps;
+    terms += o.terms;
+    fenced_writes += o.fenced_writes;
+    overstay_ticks += o.overstay_ticks;
+    const bool bad = o.double_copies > 0 || o.collateral > 0 || o.leader_overlaps > 0;
+    std::string why = std::to_string(o.double_copies) + " double copies, " +
+                      std::to_string(o.collateral) + " collateral destroys";
+    if (options.replicas > 0) why += ", " + std::to_string(o.leader_overlaps) + " leader overlaps";
     if (bad) {
       ++failed;
       out << "seed " << seed << ": FAILED: " << why << "\n";
@@ -421,6 +500,7 @@ int runFuzz(const FuzzOptions& options, std::ostream& out, std::ostream& err) {
         out << "  " << p << "\n";
       }
       out << "  replay: tierwarden-sim fuzz --seeds 1 --start " << seed
+          << (options.replicas > 0 ? " --replicas " + std::to_string(options.replicas) : std::string())
           << " --save DIR, then tierwarden-sim run DIR/seed-" << seed << "\n";
     }
     if (!options.save_dir.empty() && (bad || options.save_all)) {
@@ -437,11 +517,17 @@ int runFuzz(const FuzzOptions& options, std::ostream& out, std::ostream& err) {
       << " collateral destroys, " << steps << " steps\n";
   out << "fuzz: " << resets << " watchdog resets (" << resets_dead
       << " of hosts whose agent was dead for the watchdog's timeout)\n";
+  if (options.replicas > 0) {
+    out << "fuzz: " << options.replicas << " controller replicas: " << terms << " terms acted, " << overlaps
+        << " leader overlaps (without an overstay), " << overstay_ticks
+        << " ticks two replicas acted (overstays), " << fenced_writes
+        << " writes refused by the leader guard\n";
+  }
   out.flush();
   err << "fuzz: seeds " << options.start << ".." << options.start + options.seeds - 1 << ", "
       << failed << " failing, " << static_cast<int64_t>(secs) << " s\n";
   if (malformed) return 2;
-  return doubles > 0 || collateral > 0 ? 1 : 0;
+  return doubles > 0 || collateral > 0 || overlaps > 0 ? 1 : 0;
 }
 
 }  // namespace tw::sim

@@ -19,7 +19,17 @@
 // hosts at once (double copies), and no VM destroyed by fencing on a host that
 // was not cut off (collateral destroys; the definition is in sim/simulation.h).
 //
-//   tierwarden-sim fuzz --seeds N [--start S] [--save DIR] [--save-all]
+//   tierwarden-sim fuzz --seeds N [--start S] [--replicas R] [--save DIR] [--save-all]
+//
+// With --replicas R (2-7) the cluster runs R controller replicas on an
+// in-memory etcd (`controllers R`, sim/controller_replicas.h), and the
+// controller-process faults become replica faults: the leader (or a
+// follower) killed, started, restarted, cut off from etcd and back, and now
+// and then a leader that overstays its term (two replicas act for a tick).
+// Besides double copies and collateral destroys it then counts leader
+// overlaps: two replicas that acted at once without an overstay (a replica
+// that stops at its own deadline never overlaps its successor); each fails.
+// Without --replicas a seed gives the very case it gave before.
 //
 // prints each failing seed with what broke and how to replay it, then
 //   fuzz: N seeds, X double copies, Y collateral destroys, Z steps
@@ -42,6 +52,7 @@ struct FuzzOptions {
   uint64_t start = 1;
   std::string save_dir;  // empty: save nothing
   bool save_all = false;
+  int replicas = 0;  // 0: one controller on SQLite
 };
 
 // One generated case: the texts of a scenario folder.
@@ -50,9 +61,10 @@ struct FuzzCase {
   std::string cluster_yaml;
   std::string policy_yaml;
   std::string script;
+  int replicas = 0;
 };
 
-FuzzCase generateFuzzCase(uint64_t seed);
+FuzzCase generateFuzzCase(uint64_t seed, int replicas = 0);
 
 struct FuzzOutcome {
   bool ran = false;
@@ -62,6 +74,11 @@ struct FuzzOutcome {
   int64_t watchdog_resets = 0;       // hosts reset by their watchdog
   int64_t watchdog_resets_dead = 0;  // of those: their agent was not running
   int64_t steps = 0;
+  // With replicas:
+  int64_t leader_overlaps = 0;  // ControllerReplicas::unforcedOverlaps()
+  int64_t terms = 0;            // times a replica began to act
+  int64_t fenced_writes = 0;    // writes etcd refused for a deposed term
+  int64_t overstay_ticks = 0;   // ticks in which two replicas acted (overstays)
   std::vector<std::string> problems;  // the simulator's error lines
 };
 

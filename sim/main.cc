@@ -3,7 +3,7 @@
 //
 //   tierwarden-sim run DIR [--state-json FILE] [--assert] [--update-golden]
 //   tierwarden-sim check DIR        (what ctest runs; see tests/scenarios/README.md)
-//   tierwarden-sim fuzz --seeds N [--start S] [--save DIR] [--save-all]   (sim/fuzz.h)
+//   tierwarden-sim fuzz --seeds N [--start S] [--replicas R] [--save DIR] [--save-all]   (sim/fuzz.h)
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -40,6 +40,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   fuzz_cmd->add_option("--start", fuzz.start, "the first seed")->capture_default_str();
+  fuzz_cmd->add_option("--replicas", fuzz.replicas,
+                       "run N (2-7) controller replicas on an in-memory etcd, and kill, restart and cut "
+                       "them off from etcd (0: one controller on SQLite)")
+      ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 7}))
+      ->capture_default_str();
   fuzz_cmd->add_option("--save", fuzz.save_dir,
                        "write each failing seed as a scenario folder DIR/seed-S");
   fuzz_cmd->add_flag("--save-all", fuzz.save_all, "with --save: every seed, failing or not");

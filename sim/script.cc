@@ -42,8 +42,9 @@ std::optional<int> parseCount(const std::string& s) {
 
 class LineParser {
  public:
-  LineParser(const std::string& file, int line, const ScriptNames& names)
-      : file_(file), line_(line), names_(names) {}
+  // `replicas`: the script's `controllers N` so far (0: one controller).
+  LineParser(const std::string& file, int line, const ScriptNames& names, int replicas)
+      : file_(file), line_(line), names_(names), replicas_(replicas) {}
 
   Status fail(const std::string& message) const {
     return Status(Code::kInvalidArgument, message, SourceLocation{file_, line_, 0});
@@ -110,6 +111,32 @@ class LineParser {
   Status node(const std::string& name) const {
     if (name == kControllerNode) return Status::ok();
     return host(name);
+  }
+
+  // `controller C ...` with several replicas.
+  Status replica(const std::vector<std::string>& w, Command* c) const {
+    const std::string usage = "controller C kill|start|restart|overstay|store off|on";
+    const std::string& name = w[1];
+    bool known = name == "leader";
+    for (int i = 1; i <= replicas_ && !known; ++i) known = name == "c" + std::to_string(i);
+    if (!known) {
+      return fail("with 'controllers " + std::to_string(replicas_) +
+                  "', name a replica: expected 'controller c1..c" + std::to_string(replicas_) +
+                  "|leader " + usage.substr(std::string("controller C ").size()) + "', got '" +
+                  joinWords(w, 0) + "'");
+    }
+    if (w.size() < 3) return fail("expected '" + usage + "', got '" + joinWords(w, 0) + "'");
+    TW_RETURN_IF_ERROR(choice(w[2], {"kill", "start", "restart", "overstay", "store"}, usage));
+    c->op = Op::kReplica;
+    c->target = name;
+    if (w[2] == "store") {
+      TW_RETURN_IF_ERROR(words(w, 4, "controller C store off|on"));
+      TW_RETURN_IF_ERROR(choice(w[3], {"on", "off"}, "controller C store off|on"));
+      c->arg = "store-" + w[3];
+      return Status::ok();
+    }
+    c->arg = w[2];
+    return words(w, 3, "controller C " + w[2]);
   }
 
   // Fills `c` from the command words (the time already taken off).
@@ -193,6 +220,20 @@ class LineParser {
       }
       return fail("unknown vm command '" + w[2] + "' (expected crash, health or fail-start)");
     }
+    if (verb == "controllers") {
+      const std::string usage = "controllers N";
+      TW_RETURN_IF_ERROR(words(w, 2, usage));
+      TW_RETURN_IF_ERROR(count(w[1], usage, &c->count));
+      if (c->count < 2 || c->count > kMaxControllerReplicas) {
+        return fail("expected 2 to " + std::to_string(kMaxControllerReplicas) +
+                    " replicas for 'controllers N', got '" + w[1] + "'");
+      }
+      c->op = Op::kControllers;
+      return Status::ok();
+    }
+    if (verb == "controller" && replicas_ > 0 && w.size() >= 2 && w[1] != "network") {
+      return replica(w, c);
+    }
     if (verb == "controller") {
       const std::string usage = "controller restart|stop|start|stall DURATION|network on|off";
       if (w.size() < 2) return fail("expected '" + usage + "', got 'controller'");
@@ -254,14 +295,15 @@ class LineParser {
       return Status::ok();
     }
     return fail("unknown command '" + verb +
-                "' (expected apply, host, agent, vm, controller, link, drain, undrain, "
-                "migrate, reset, restart or end)");
+                "' (expected apply, host, agent, vm, controller, controllers, link, drain, "
+                "undrain, migrate, reset, restart or end)");
   }
 
  private:
   const std::string& file_;
   int line_;
   const ScriptNames& names_;
+  const int replicas_;
 };
 
 }  // namespace
@@ -330,7 +372,7 @@ Result<Script> parseScript(const std::string& text, const std::string& file,
     if (hash != std::string::npos) raw.erase(hash);
     std::vector<std::string> w = splitWords(raw);
     if (w.empty()) continue;
-    LineParser p(file, line_no, names);
+    LineParser p(file, line_no, names, script.controllers);
     if (ended) return p.fail("command after 'end'");
     Result<Millis> t = parseScriptTime(w[0]);
     if (!t) return p.fail(t.status().message());
@@ -350,6 +392,12 @@ Result<Script> parseScript(const std::string& text, const std::string& file,
     std::vector<std::string> cmd(w.begin() + 1, w.end());
     c.text = joinWords(cmd, 0);
     TW_RETURN_IF_ERROR(p.parse(cmd, &c));
+    if (c.op == Op::kControllers) {
+      if (c.t_ms != 0 || !script.commands.empty()) {
+        return p.fail("'controllers N' must be the script's first command, at 0s");
+      }
+      script.controllers = c.count;
+    }
     if (c.op == Op::kEnd) {
       ended = true;
       script.end_ms = c.t_ms;

@@ -51,6 +51,28 @@
 //   drain H | undrain H | migrate V H | reset V | restart V   operator commands
 //   end                           stop the run here
 //
+// Several controller replicas (issue 14, docs/ha.md; sim/controller_replicas.h):
+//
+//   controllers N                 the cluster runs N (2-7) controller replicas,
+//                                 c1..cN, on one in-memory etcd (FakeEtcd) with
+//                                 a leader lease each, instead of the one
+//                                 controller on SQLite. Only as the first
+//                                 command, at 0s. Then the plain `controller
+//                                 restart|stop|start|stall` are refused (name a
+//                                 replica); `controller network` and `link ...
+//                                 controller` act on every replica's machine.
+//   controller C kill|start|restart   replica C (c1..cN, or `leader`: the replica
+//                                 that acts now, resolved when the command runs)
+//                                 crashes at once (no resign: its etcd lease runs
+//                                 out) | starts (a follower) | both
+//   controller C store off|on     C is cut off from etcd (not from the agents)
+//   controller C overstay         C's lease thread and clock stop: it renews
+//                                 nothing and never sees its deadline pass, so it
+//                                 acts on with its old term after another replica
+//                                 won a new one (two replicas believe they lead)
+//                                 until its first write etcd refuses, or one
+//                                 controller tick after the other acted
+//
 // Parsing is pure (no files are read here): the names a script may mention
 // are handed in, and every problem is reported as "file:line: what".
 #pragma once
@@ -71,6 +93,9 @@ inline constexpr Millis kStepMs = 10;
 // The name `link` uses for the controller's end.
 inline constexpr const char* kControllerNode = "controller";
 
+// `controllers N` takes at most this many replicas.
+inline constexpr int kMaxControllerReplicas = 7;
+
 // "0s", "1500ms", "1.5s", "2m", "1h" -> milliseconds. The unit is required and
 // the value must come out as whole milliseconds. Errors: kInvalidArgument.
 Result<Millis> parseScriptTime(const std::string& text);
@@ -88,6 +113,8 @@ enum class Op {
   kController,         // arg: "restart" | "stop" | "start" | "stall" (duration)
   kControllerNetwork,  // arg: "on" | "off"
   kLink,               // target -> other (host names or "controller"), arg: "on" | "off"
+  kControllers,        // count: replicas (first command, at 0s)
+  kReplica,            // target: "c1".. or "leader"; arg: kill|start|restart|store-off|store-on|overstay
   kDrain,
   kUndrain,
   kMigrate,  // target vm, arg host
@@ -113,6 +140,7 @@ struct Script {
   std::string file;               // as given, for messages
   std::vector<Command> commands;  // file order; times never decrease; the last is kEnd
   Millis end_ms = 0;
+  int controllers = 0;  // `controllers N`: N replicas on etcd; 0 = one controller on SQLite
 };
 
 // What a script may name. A set that is not given is not checked.

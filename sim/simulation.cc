@@ -64,6 +64,28 @@ std::string formatEvent(const SimEvent& e) {
 
 Simulation::Simulation(const Scenario& scenario, EventSink sink)
     : scenario_(scenario), sink_(std::move(sink)) {
+  if (scenario_.script.controllers > 0) {
+    ReplicaWiring wiring;
+    wiring.make_connector = [this]() -> std::unique_ptr<HostConnector> {
+      return std::make_unique<SimHostConnector>(static_cast<SimWorld&>(*this));
+    };
+    wiring.wire = [this](const std::string& replica, Controller& controller, ControllerFront& front) {
+      controller.setEventListener([this, replica](const EventRecord& e) {
+        ++events_;
+        // An event the store refused (a deposed term's write, etcd out of
+        // reach) has no id: the log says so.
+        sink_(SimEvent{e.t_ms, e.level, replica, e.id > 0 ? e.message : e.message + " [not stored]"});
+      });
+      ControllerFront* f = &front;
+      controller.setAssignmentListener([this, f](const std::string& host, int64_t /*version*/) {
+        f->published(host);
+        auto it = hosts_.find(host);
+        if (it != hosts_.end()) it->second.push = true;
+      });
+    };
+    wiring.log = [this](const std::string& level, const std::string& message) { log(level, message); };
+    replicas_ = std::make_unique<ControllerReplicas>(scenario_.script.controllers, clock_, std::move(wiring));
+  }
   for (const SimHostDef& def : scenario_.hosts) {
     const std::string name = def.spec.name;
     Host& h = hosts_[name];
@@ -71,8 +93,9 @@ Simulation::Simulation(const Scenario& scenario, EventSink sink)
     h.state = std::make_unique<MemoryAgentStateStore>();
     h.hv = std::make_unique<FakeHypervisor>(def.capacity);
     h.agent_hv = std::make_unique<SimHypervisor>(*h.hv, fail_starts_);
-    h.link =
-        std::make_unique<InProcessLink>(front_, [this, name] { return reachesController(name); });
+    ControllerEndpoint& endpoint =
+        replicas_ ? static_cast<ControllerEndpoint&>(*replicas_) : static_cast<ControllerEndpoint&>(front_);
+    h.link = std::make_unique<InProcessLink>(endpoint, [this, name] { return reachesController(name); });
     // FakeHypervisor delivers events from inside the call that caused them:
     // only record them here.
     h.hv->subscribe([this, name](const DomainEvent& e) {
@@ -94,6 +117,7 @@ Simulation::Simulation(const Scenario& scenario, EventSink sink)
 Simulation::~Simulation() {
   for (auto& [name, h] : hosts_) stopAgent(h);
   stopController();
+  replicas_.reset();
   if (!temp_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(temp_dir_, ec);
@@ -443,8 +467,12 @@ Status Simulation::run() {
   temp_dir_ = pattern;
   db_path_ = (fs::path(temp_dir_) / "controller.db").string();
   clock_.set(0);
-  TW_RETURN_IF_ERROR(startController());
-  if (!controller_) return internalError("the controller did not start");
+  if (replicas_) {
+    // Started by the script's first command, `controllers N` (at 0s).
+  } else {
+    TW_RETURN_IF_ERROR(startController());
+    if (!controller_) return internalError("the controller did not start");
+  }
 
   const std::vector<Command>& commands = scenario_.script.commands;
   size_t next = 0;
@@ -469,11 +497,13 @@ Status Simulation::run() {
 void Simulation::step(Millis t) {
   ++steps_;
   endStalls(t);
+  if (replicas_) replicas_->step();
   checkWatchdogs(t);
   for (auto& [name, h] : hosts_) ensureAgent(h);
   updateReach(t);
   for (auto& [name, h] : hosts_) settleHost(h);
   if (controller_ && !front_.stalled() && t % kControllerTickMs == 0) controller_->runOnce();
+  if (replicas_ && t % kControllerTickMs == 0) replicas_->tick();
   for (int round = 0; round < kSettleRounds; ++round) {
     bool any = false;
     for (auto& [name, h] : hosts_) any |= settleHost(h);
@@ -576,7 +606,8 @@ bool Simulation::hasWork(const Host& h) const {
   const Millis now = clock_.nowMs();
   if (now < h.stalled_until) return false;
   return !h.events.empty() ||
-         (h.push && front_.controller() != nullptr && reachesController(h.def.spec.name)) ||
+         (h.push && agentController(h.def.spec.name) != nullptr &&
+          reachesController(h.def.spec.name)) ||
          h.wake || h.agent->nextWakeMs() <= now || h.prober->nextDueMs() <= now;
 }
 
@@ -594,9 +625,10 @@ bool Simulation::stepHost(Host& h) {
     for (const DomainEvent& e : events) h.agent->onDomainEvent(e);
     handed = true;
   }
-  if (h.push && controller_ && reachesController(h.def.spec.name)) {
+  Controller* pusher = agentController(h.def.spec.name);
+  if (h.push && pusher != nullptr && reachesController(h.def.spec.name)) {
     h.push = false;
-    AssignmentSet set = controller_->assignmentsFor(h.def.spec.name);
+    AssignmentSet set = pusher->assignmentsFor(h.def.spec.name);
     if (set.version > 0) {
       h.agent->onAssignments(set);
       handed = true;
@@ -720,11 +752,11 @@ void Simulation::execute(const Command& c) {
   }
   switch (c.op) {
     case Op::kApply: {
-      if (!controller_) {
-        log("warn", c.text + ": the controller is down");
+      if (!operatorController()) {
+        log("warn", c.text + (replicas_ ? ": no controller replica leads now" : ": the controller is down"));
         return;
       }
-      if (!front_.run([this, &c](Controller& ctl) { applyNow(c, ctl); })) {
+      if (!operatorFront()->run([this, &c](Controller& ctl) { applyNow(c, ctl); })) {
         log("info", c.text + ": queued (the controller's loop is stalled)");
       }
       return;
@@ -839,9 +871,9 @@ void Simulation::execute(const Command& c) {
     }
     case Op::kVmHealth: {
       std::string note;
-      if (controller_) {
-        const VmRecord* vm = controller_->vm(c.target);
-        const TierSpec* tier = vm ? controller_->policy().findTier(vm->tier) : nullptr;
+      if (Controller* ctl = operatorController()) {
+        const VmRecord* vm = ctl->vm(c.target);
+        const TierSpec* tier = vm ? ctl->policy().findTier(vm->tier) : nullptr;
         if (tier && tier->health.kind == HealthKind::kNone) {
           note = " (tier '" + tier->name + "' has no health check: no effect)";
         }
@@ -897,18 +929,40 @@ void Simulation::execute(const Command& c) {
     case Op::kMigrate:
     case Op::kReset:
     case Op::kRestart: {
-      if (!controller_) {
-        logResult(c, unavailable("the controller is down"));
+      if (!operatorController()) {
+        logResult(c, unavailable(replicas_ ? "no controller replica leads now" : "the controller is down"));
         return;
       }
-      if (!front_.run([this, &c](Controller& ctl) { operatorNow(c, ctl); })) {
+      if (!operatorFront()->run([this, &c](Controller& ctl) { operatorNow(c, ctl); })) {
         log("info", c.text + ": queued (the controller's loop is stalled)");
       }
       return;
     }
+    case Op::kControllers:
+      log("info", c.text + ": replicas c1..c" + std::to_string(c.count) + " on an in-memory etcd");
+      if (replicas_) replicas_->start();
+      return;
+    case Op::kReplica:
+      if (replicas_) replicas_->execute(c);
+      return;
     case Op::kEnd:
       return;
   }
+}
+
+Controller* Simulation::agentController(const std::string& host) const {
+  if (replicas_) return replicas_->controllerFor(host);
+  return front_.controller();
+}
+
+Controller* Simulation::operatorController() {
+  if (replicas_) return replicas_->leader();
+  return controller_.get();
+}
+
+ControllerFront* Simulation::operatorFront() {
+  if (replicas_) return replicas_->leaderFront();
+  return &front_;
 }
 
 void Simulation::applyNow(const Command& c, Controller& controller) {
@@ -942,8 +996,13 @@ Json Simulation::stateJson() {
   // A controller that is down at the end: read what a restarted one would see.
   std::unique_ptr<Store> temp_store;
   std::unique_ptr<Controller> temp_controller;
-  Controller* c = controller_.get();
-  if (c == nullptr && !db_path_.empty()) {
+  Controller* c = operatorController();
+  ControllerReplicas::View view;
+  if (c == nullptr && replicas_) {
+    view = replicas_->view();
+    c = view.controller.get();
+  }
+  if (c == nullptr && !replicas_ && !db_path_.empty()) {
     Result<std::unique_ptr<Store>> store = Store::open(db_path_);
     if (store) {
       temp_store = std::move(store).value();
@@ -974,13 +1033,30 @@ Json Simulation::stateJson() {
                          {"running_on", hostsRunning(vm.name)}});
     }
   }
-  return Json{{"time_ms", clock_.nowMs()},
+  Json out{{"time_ms", clock_.nowMs()},
               {"hosts", hosts},
               {"vms", vms},
               {"max_running_copies", max_copies_},
               {"collateral_destroys", collateral_},
               {"incidents", c ? mapIncidents(c->incidentsJson()) : Json::array()},
               {"events", events_}};
+  if (replicas_) {
+    Json terms = Json::array();
+    for (const auto& a : replicas_->history()) {
+      terms.push_back(Json{{"replica", a.replica},
+                           {"term", a.term},
+                           {"from_ms", a.from_ms},
+                           {"to_ms", a.to_ms < 0 ? Json(nullptr) : Json(a.to_ms)},
+                           {"overstayed", a.overstayed}});
+    }
+    const std::string leader = replicas_->leaderName();
+    out["controllers"] = Json{{"leader", leader.empty() ? Json(nullptr) : Json(leader)},
+                              {"terms", terms},
+                              {"overlapping_ticks", replicas_->overlappingTicks()},
+                              {"unforced_overlaps", replicas_->unforcedOverlaps()},
+                              {"fenced_writes", replicas_->fencedWrites()}};
+  }
+  return out;
 }
 
 }  // namespace tw::sim

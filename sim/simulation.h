@@ -82,6 +82,7 @@
 #include "agent/port_map.h"
 #include "controller/controller.h"
 #include "sim/controller_front.h"
+#include "sim/controller_replicas.h"
 #include "sim/in_process_link.h"
 #include "sim/scenario.h"
 #include "sim/sim_host_connector.h"
@@ -146,6 +147,8 @@ class Simulation final : private SimWorld {
   // A reset host boots again this long after its watchdog fired.
   static constexpr Millis kRebootMs = 20000;
   int64_t steps() const { return steps_; }
+  // With `controllers N`: the replicas (null with one controller on SQLite).
+  const ControllerReplicas* replicas() const { return replicas_.get(); }
   int64_t eventCount() const { return events_; }
 
  private:
@@ -217,6 +220,11 @@ class Simulation final : private SimWorld {
   void powerOff(Host& h);
 
   void execute(const Command& c);
+  // The Controller `host`'s agent talks to now (its pushes), the one
+  // operators reach (the acting leader), and that one's front; null when none.
+  Controller* agentController(const std::string& host) const;
+  Controller* operatorController();
+  ControllerFront* operatorFront();
   // `apply` and the operator commands, on the controller (now or, while its
   // loop is stalled, when the stall ends).
   void applyNow(const Command& c, Controller& controller);
@@ -270,6 +278,9 @@ class Simulation final : private SimWorld {
   std::unique_ptr<SimHostConnector> connector_;
   std::unique_ptr<Controller> controller_;
   ControllerFront front_;           // the controller's HTTP side
+  // `controllers N`: N replicas on an in-memory etcd instead of the one
+  // controller above (which then stays down).
+  std::unique_ptr<ControllerReplicas> replicas_;
   bool controller_network_ = true;  // `controller network off` clears it
   bool hosts_applied_ = false;      // sim-hosts.yaml is in the policy in force
 

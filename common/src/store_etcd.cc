@@ -658,11 +658,13 @@ Result<int64_t> EtcdStore::send(const std::vector<EtcdOp>& ops, const std::vecto
   if (guard) {
     const bool have = r->ranges.size() > 1 && !r->ranges[1].kvs.empty();
     if (!have || r->ranges[1].kvs[0].create_revision != guard->create_revision) {
-      return failedPrecondition(
-          "not the leader: the leader key " + inQuotes(guard->key) +
+      const std::string why =
+          "the leader key " + inQuotes(guard->key) +
           (have ? " belongs to term " + std::to_string(r->ranges[1].kvs[0].create_revision)
                 : std::string(" is gone (our lease ran out)")) +
-          ", ours was term " + std::to_string(guard->create_revision) + "; nothing written");
+          ", ours was term " + std::to_string(guard->create_revision);
+      if (options_.on_deposed) options_.on_deposed(why);
+      return failedPrecondition("not the leader: " + why + "; nothing written");
     }
   }
   const bool schema_there = !r->ranges.empty() && !r->ranges[0].kvs.empty();

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "../unit/etcd_store_contract.h"
+#include "../unit/lease_renewals_contract.h"
 #include "../unit/store_contract.h"
 #include "controller/leader_lease.h"
 #include "etcd_process.h"
@@ -56,6 +57,8 @@ struct RealEtcdBackend {
   std::string freshPrefix() { return uniquePrefix(); }
 };
 INSTANTIATE_TYPED_TEST_SUITE_P(RealEtcd, EtcdStoreTest, RealEtcdBackend);
+using namespace renewals_contract;
+INSTANTIATE_TYPED_TEST_SUITE_P(RealEtcd, LeaseRenewalsTest, RealEtcdBackend);
 
 class RealEtcdTest : public ::testing::Test {
  protected:

@@ -82,15 +82,23 @@ TYPED_TEST_SUITE_P(EtcdStoreTest);
 // transaction, its single writes and its event appends all fail with
 // kFailedPrecondition "not the leader" and etcd holds exactly what it held.
 // The deposed replica still believes it leads (its guard returns its old
-// term): etcd's compare is what stops it.
+// term): etcd's compare is what stops it, and on_deposed tells it why (once
+// per refused write; never while it leads).
 TYPED_TEST_P(EtcdStoreTest, DeposedLeaderWritesNothing) {
   int64_t term_a = this->takeLeadership("a");
   ASSERT_GT(term_a, 0);
   EtcdStoreOptions options;
   options.guard = [&]() -> Result<EtcdWriteGuard> { return EtcdWriteGuard{etcdLeaderKey(this->prefix_), term_a}; };
+  int deposed = 0;
+  std::string deposed_why;
+  options.on_deposed = [&](const std::string& why) {
+    ++deposed;
+    deposed_why = why;
+  };
   auto a = this->open(options);
   ASSERT_NE(a, nullptr);
   ASSERT_TRUE(a->putVm(this->vm("web-1")).isOk());  // leading: writes work
+  EXPECT_EQ(deposed, 0);
 
   // A's key goes (lease expiry) and B wins a term.
   ASSERT_TRUE(this->raw_->deleteRange(etcdLeaderKey(this->prefix_), "").isOk());
@@ -107,6 +115,8 @@ TYPED_TEST_P(EtcdStoreTest, DeposedLeaderWritesNothing) {
   EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.toString();
   EXPECT_NE(s.message().find("not the leader"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("term " + std::to_string(term_b)), std::string::npos) << s.message();
+  EXPECT_EQ(deposed, 1);
+  EXPECT_NE(deposed_why.find("belongs to term " + std::to_string(term_b)), std::string::npos) << deposed_why;
   EXPECT_EQ(a->putVm(this->vm("web-3")).code(), Code::kFailedPrecondition);
   EXPECT_EQ(a->appendEvent(EventRecord{}).status().code(), Code::kFailedPrecondition);
   EXPECT_EQ(a->beginAction(ActionRecord{0, "fence", "host/h1", "{}", 1}).status().code(), Code::kFailedPrecondition);
@@ -128,6 +138,8 @@ TYPED_TEST_P(EtcdStoreTest, DeposedLeaderWritesNothing) {
 TYPED_TEST_P(EtcdStoreTest, NoGuardNoWrite) {
   EtcdStoreOptions options;
   options.guard = []() -> Result<EtcdWriteGuard> { return failedPrecondition("lease ran out 5 ms ago"); };
+  int deposed = 0;  // nothing was sent, so etcd deposed nobody
+  options.on_deposed = [&](const std::string&) { ++deposed; };
   auto store = this->open(options);
   ASSERT_NE(store, nullptr);
   const auto before = this->keys();
@@ -135,6 +147,7 @@ TYPED_TEST_P(EtcdStoreTest, NoGuardNoWrite) {
   EXPECT_EQ(s.code(), Code::kFailedPrecondition);
   EXPECT_NE(s.message().find("lease ran out 5 ms ago"), std::string::npos) << s.message();
   EXPECT_EQ(this->keys(), before);
+  EXPECT_EQ(deposed, 0);
 }
 
 // Pins: a transaction bigger than the configured --max-txn-ops is refused

@@ -216,6 +216,27 @@ TEST_F(LeaderLeaseTest, KeyGoneEndsTermAndResignHandsOver) {
   EXPECT_TRUE(a_.isLeader());
 }
 
+// Pins: a replica whose write etcd refused for an older term (the store's
+// on_deposed) stops leading at once, before its own deadline: isLeader()
+// false, the loss counted (the lease runner ends the process), guard()
+// fails, so no later write is sent; a second depose changes nothing.
+TEST_F(LeaderLeaseTest, DeposeEndsTheTermAtOnce) {
+  a_.runOnce();
+  ASSERT_TRUE(a_.isLeader());
+  const int64_t term = a_.term();
+  ASSERT_LT(clock_.nowMs(), a_.deadline());
+  a_.depose("the leader key belongs to term 99");
+  EXPECT_FALSE(a_.isLeader());
+  EXPECT_EQ(a_.losses(), 1);
+  EXPECT_EQ(a_.term(), term);
+  Result<EtcdWriteGuard> g = a_.guard();
+  EXPECT_EQ(g.status().code(), Code::kFailedPrecondition);
+  a_.depose("again");
+  EXPECT_EQ(a_.losses(), 1);
+  b_.depose("never led");
+  EXPECT_EQ(b_.losses(), 0);
+}
+
 // Pins: EtcdStore guarded by a lease writes while it leads and, once the
 // deadline passed, refuses without sending anything to etcd.
 TEST_F(LeaderLeaseTest, StoreWritesOnlyWhileLeading) {

@@ -103,7 +103,7 @@ TEST(SimScriptTest, ParsesEveryCommand) {
 TEST(SimScriptTest, RefusesMalformedScriptsWithFileAndLine) {
   EXPECT_EQ(errorOf("0s apply policy.yaml\n1s explode h1\n2s end\n"),
             "sc/script:2: unknown command 'explode' (expected apply, host, agent, vm, "
-            "controller, link, drain, undrain, migrate, reset, restart or end)");
+            "controller, controllers, link, drain, undrain, migrate, reset, restart or end)");
   EXPECT_EQ(errorOf("0s apply policy.yaml\nsoon vm web-1 crash\n1s end\n"),
             "sc/script:2: expected a time like 0s, 1500ms, 1.5s or 2m, got 'soon'");
   EXPECT_EQ(errorOf("5s apply policy.yaml\n# c\n2s vm web-1 crash\n9s end\n"),
@@ -189,6 +189,76 @@ TEST(SimScriptTest, RefusesBadFaultCommands) {
 TEST(SimScriptTest, ChecksNamesOnlyWhenGiven) {
   Result<Script> s = parseScript("0s vm any-1 crash\n1s host any power on\n2s end\n", "s");
   EXPECT_TRUE(s.isOk()) << s.status().toString();
+}
+
+}  // namespace
+}  // namespace tw::sim
+
+namespace tw::sim {
+namespace {
+
+// Pins the replica commands: `controllers N` first, at 0s; `controller C
+// kill|start|restart|overstay|store off|on` with C one of c1..cN or leader.
+TEST(SimScriptTest, ParsesControllerReplicaCommands) {
+  Result<Script> s = parseScript(
+      "0s controllers 3\n"
+      "0s controller c1 kill\n"
+      "1s controller leader restart\n"
+      "2s controller c3 start\n"
+      "3s controller c2 store off\n"
+      "4s controller c2 store on\n"
+      "5s controller leader overstay\n"
+      "6s controller network off\n"
+      "7s end\n",
+      "sc/script", names());
+  ASSERT_TRUE(s.isOk()) << s.status().toString();
+  EXPECT_EQ(s->controllers, 3);
+  ASSERT_EQ(s->commands.size(), 9u);
+  EXPECT_EQ(s->commands[0].op, Op::kControllers);
+  EXPECT_EQ(s->commands[0].count, 3);
+  EXPECT_EQ(s->commands[1].op, Op::kReplica);
+  EXPECT_EQ(s->commands[1].target, "c1");
+  EXPECT_EQ(s->commands[1].arg, "kill");
+  EXPECT_EQ(s->commands[2].target, "leader");
+  EXPECT_EQ(s->commands[2].arg, "restart");
+  EXPECT_EQ(s->commands[3].arg, "start");
+  EXPECT_EQ(s->commands[4].arg, "store-off");
+  EXPECT_EQ(s->commands[5].arg, "store-on");
+  EXPECT_EQ(s->commands[6].arg, "overstay");
+  EXPECT_EQ(s->commands[7].op, Op::kControllerNetwork);
+
+  Result<Script> one = parseScript("0s controller restart\n1s end\n", "sc/script", names());
+  ASSERT_TRUE(one.isOk());
+  EXPECT_EQ(one->controllers, 0);
+}
+
+// Pins the errors of the replica commands.
+TEST(SimScriptTest, RefusesBadControllerReplicaCommands) {
+  EXPECT_EQ(errorOf("0s apply policy.yaml\n0s controllers 3\n1s end\n"),
+            "sc/script:2: 'controllers N' must be the script's first command, at 0s");
+  EXPECT_EQ(errorOf("1s controllers 3\n2s end\n"),
+            "sc/script:1: 'controllers N' must be the script's first command, at 0s");
+  EXPECT_EQ(errorOf("0s controllers 1\n2s end\n"),
+            "sc/script:1: expected 2 to 7 replicas for 'controllers N', got '1'");
+  EXPECT_EQ(errorOf("0s controllers 8\n2s end\n"),
+            "sc/script:1: expected 2 to 7 replicas for 'controllers N', got '8'");
+  EXPECT_EQ(errorOf("0s controllers 3\n1s controller restart\n2s end\n"),
+            "sc/script:2: with 'controllers 3', name a replica: expected 'controller c1..c3|leader "
+            "kill|start|restart|overstay|store off|on', got 'controller restart'");
+  EXPECT_EQ(errorOf("0s controllers 3\n1s controller c4 kill\n2s end\n"),
+            "sc/script:2: with 'controllers 3', name a replica: expected 'controller c1..c3|leader "
+            "kill|start|restart|overstay|store off|on', got 'controller c4 kill'");
+  EXPECT_EQ(errorOf("0s controllers 2\n1s controller c1 explode\n2s end\n"),
+            "sc/script:2: expected 'controller C kill|start|restart|overstay|store off|on', got "
+            "'explode'");
+  EXPECT_EQ(errorOf("0s controllers 2\n1s controller c1 store\n2s end\n"),
+            "sc/script:2: expected 'controller C store off|on', got 'controller c1 store'");
+  EXPECT_EQ(errorOf("0s controllers 2\n1s controller c1 kill now\n2s end\n"),
+            "sc/script:2: expected 'controller C kill', got 'controller c1 kill now'");
+  // Without `controllers N` a replica name is no controller command.
+  EXPECT_EQ(errorOf("0s controller c1 kill\n1s end\n"),
+            "sc/script:1: expected 'controller restart|stop|start|stall DURATION|network on|off', "
+            "got 'c1'");
 }
 
 }  // namespace

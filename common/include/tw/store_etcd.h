@@ -59,6 +59,12 @@ struct EtcdStoreOptions {
   // this replica does not lead now (then nothing is sent). Empty = writes
   // unguarded: migrate-store and tests only.
   std::function<Result<EtcdWriteGuard>()> guard;
+  // Called, on the writing thread, when etcd refused a write because the
+  // leader key no longer has the guard's create revision (it is gone or
+  // belongs to a newer term): this replica's term is over, whatever its own
+  // clock says. The write has failed already (kFailedPrecondition). Null =
+  // nobody is told.
+  std::function<void(const std::string& why)> on_deposed;
 };
 
 // "/tierwarden/<cluster>". Errors: kInvalidArgument unless the cluster name
