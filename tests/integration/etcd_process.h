@@ -204,6 +204,7 @@ class EtcdCluster {
                                        "--initial-cluster-token", "tw-test",
                                        "--heartbeat-interval", "50",
                                        "--election-timeout", "500",
+                                       "--pre-vote",
                                        "--log-level", "warn"};
       const std::string log = c->dir_ + "/" + name + ".log";
       std::vector<char*> args;
