@@ -240,7 +240,7 @@ Result<DomainSpec> ImageDomainBuilder::build(const Assignment& a) {
   }
   spec.kernel = image->kernel;
   spec.initrd = image->initrd;
-  spec.cmdline = kernelCmdline(*image, a, options_.host, options_.api);
+  spec.cmdline = kernelCmdline(*image, a, options_.host, options_.api_now ? options_.api_now() : options_.api);
   spec.user_network = !image->ports.empty() || !a.ports.empty() || a.health.port > 0;
   if (!options_.disk_dir.empty()) {
     TW_RETURN_IF_ERROR(makeDiskDir(options_.disk_dir));

@@ -71,6 +71,11 @@ struct ImageBuilderOptions {
   std::string disk_dir;    // VM disks and console logs of this host
   std::string host;        // tw.host=
   std::string api;         // tw.api= (the controller's HOST:PORT as this host reaches it)
+  // When set, tw.api= is what this returns at each build instead of `api`: the
+  // agent's controller replica that answered last (several replicas,
+  // docs/ha.md), so that a VM started after the leader moved polls a replica
+  // that is up. Called on the agent's loop thread.
+  std::function<std::string()> api_now;
   std::string qemu_img = "qemu-img";
   // Resolves a tier's storage.pool to its target directory on this host
   // (Hypervisor::storagePoolDir); unset: a pool is an error.

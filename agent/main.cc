@@ -459,6 +459,11 @@ int main(int argc, char** argv) {
   image_options.disk_dir = disk_dir;
   image_options.host = host;
   image_options.api = api_address.empty() ? guestApiOf(controller.substr(0, controller.find(','))) : api_address;
+  // Several replicas: a VM polls the one that answered our heartbeats last (the
+  // leader), not the first of the list, which may be dead (docs/ha.md).
+  if (api_address.empty() && controller.find(',') != std::string::npos) {
+    image_options.api_now = [link] { return guestApiOf(link->baseUrl()); };
+  }
   image_options.pool_dir = [&hv](const std::string& pool) { return (*hv)->storagePoolDir(pool); };
   tw::ImageDomainBuilder image_builder(image_options);
   tw::PlainDomainBuilder plain_builder;

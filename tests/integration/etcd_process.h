@@ -2,6 +2,8 @@
 // process on free loopback ports in a temp dir, stopped (and its dir
 // removed) at exit. Fast elections (--election-timeout 100 ms), and the
 // transaction limit left at etcd's default 128 on purpose.
+// EtcdCluster: the same with three members (a real raft quorum), for the HA
+// tests that must not depend on one etcd process.
 #pragma once
 
 #include <arpa/inet.h>
@@ -133,6 +135,114 @@ class EtcdProcess {
   pid_t pid_ = -1;
   std::string dir_;
   std::string url_;
+};
+
+// A real 3-member etcd cluster on loopback (each member its own process, data
+// dir and ports), started once per test process like EtcdProcess. Elections
+// are a little slower than the single member's (heartbeat 50 ms, election
+// 500 ms): three members share two cores with the controllers under test.
+class EtcdCluster {
+ public:
+  static EtcdCluster* shared() {
+    static std::unique_ptr<EtcdCluster> instance = start(3);
+    return instance.get();
+  }
+
+  // "etcd://127.0.0.1:A,127.0.0.1:B,127.0.0.1:C"
+  std::string storeUrl() const {
+    std::string out = "etcd://";
+    for (size_t i = 0; i < urls_.size(); ++i) out += (i ? "," : "") + urls_[i].substr(7);
+    return out;
+  }
+  const std::vector<std::string>& urls() const { return urls_; }
+
+  std::unique_ptr<EtcdClient> client() const {
+    HttpEtcdOptions options;
+    options.endpoints = urls_;
+    auto c = makeHttpEtcdClient(options);
+    return c.isOk() ? std::move(c).value() : nullptr;
+  }
+
+  ~EtcdCluster() {
+    for (pid_t pid : pids_) {
+      if (pid > 0) ::kill(pid, SIGKILL);
+    }
+    for (pid_t pid : pids_) {
+      if (pid > 0) ::waitpid(pid, nullptr, 0);
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+ private:
+  static std::unique_ptr<EtcdCluster> start(int members) {
+    const std::string binary = etcdBinary();
+    if (binary.empty()) return nullptr;
+    auto c = std::unique_ptr<EtcdCluster>(new EtcdCluster());
+    std::string templ = (std::filesystem::temp_directory_path() / "tw-etcd3-XXXXXX").string();
+    if (::mkdtemp(templ.data()) == nullptr) return nullptr;
+    c->dir_ = templ;
+    std::vector<std::string> peers;
+    std::string initial;
+    for (int i = 0; i < members; ++i) {
+      c->urls_.push_back("http://127.0.0.1:" + std::to_string(freeLoopbackPort()));
+      peers.push_back("http://127.0.0.1:" + std::to_string(freeLoopbackPort()));
+      initial += (i ? "," : "") + ("m" + std::to_string(i) + "=" + peers.back());
+    }
+    const pid_t parent = ::getpid();
+    for (int i = 0; i < members; ++i) {
+      const std::string name = "m" + std::to_string(i);
+      std::vector<std::string> argv = {binary,
+                                       "--name", name,
+                                       "--data-dir", c->dir_ + "/" + name,
+                                       "--listen-client-urls", c->urls_[i],
+                                       "--advertise-client-urls", c->urls_[i],
+                                       "--listen-peer-urls", peers[i],
+                                       "--initial-advertise-peer-urls", peers[i],
+                                       "--initial-cluster", initial,
+                                       "--initial-cluster-state", "new",
+                                       "--initial-cluster-token", "tw-test",
+                                       "--heartbeat-interval", "50",
+                                       "--election-timeout", "500",
+                                       "--pre-vote",
+                                       "--log-level", "warn"};
+      const std::string log = c->dir_ + "/" + name + ".log";
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      const pid_t pid = ::fork();
+      if (pid < 0) return nullptr;
+      if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(1);
+        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+          ::dup2(fd, 1);
+          ::dup2(fd, 2);
+          ::close(fd);
+        }
+        ::execv(args[0], args.data());
+        ::_exit(127);
+      }
+      c->pids_.push_back(pid);
+    }
+    auto client = c->client();
+    if (client == nullptr) return nullptr;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (client->range("/ready", "").isOk()) return c;
+      for (pid_t pid : c->pids_) {
+        if (::waitpid(pid, nullptr, WNOHANG) != 0) return nullptr;  // a member exited
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return nullptr;
+  }
+
+  EtcdCluster() = default;
+  std::vector<pid_t> pids_;
+  std::string dir_;
+  std::vector<std::string> urls_;
 };
 
 }  // namespace testing_etcd

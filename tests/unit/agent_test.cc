@@ -1147,6 +1147,34 @@ TEST(DomainBuilderTest, LoadsImageMetadata) {
   std::filesystem::remove_all(dir);
 }
 
+// Pins: with api_now set (several controller replicas, docs/ha.md), tw.api= is
+// what it returns at each build, not the fixed `api`: a VM started after the
+// leader moved polls the replica that answered last.
+TEST(DomainBuilderTest, GuestApiFollowsTheReplicaThatAnsweredLast) {
+  const std::string dir = ::testing::TempDir() + "tw-api-now-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir + "/tiny");
+  std::ofstream(dir + "/tiny/vmlinux") << "k";
+  std::ofstream(dir + "/tiny-balancer.json")
+      << R"({"name":"tiny-balancer","kernel":"tiny/vmlinux","cmdline":"c",)"
+      << R"("cmdline_params":"tw.vm tw.api","memory_mib":128,"ports":[80],"disk":""})";
+  ImageBuilderOptions options;
+  options.images_dir = dir;
+  options.host = "h2";
+  options.api = "10.0.0.1:7801";
+  std::string answered = "10.0.0.1:7801";
+  ImageDomainBuilder fixed(options);
+  options.api_now = [&answered] { return answered; };
+  ImageDomainBuilder following(options);
+  Assignment a = assignment("balancer-1", 1);
+  a.image = "tiny-balancer";
+  a.memory_mib = 128;
+  ASSERT_EQ(following.build(a)->cmdline, "c tw.vm=balancer-1 tw.api=10.0.0.1:7801");
+  answered = "10.0.0.3:7801";  // the leader moved to the third replica
+  EXPECT_EQ(following.build(a)->cmdline, "c tw.vm=balancer-1 tw.api=10.0.0.3:7801");
+  EXPECT_EQ(fixed.build(a)->cmdline, "c tw.vm=balancer-1 tw.api=10.0.0.1:7801");
+  std::filesystem::remove_all(dir);
+}
+
 // Pins: a shared disk goes into storage.path, or into the directory its
 // storage.pool resolves to on this host; a pool this host lacks and a path that
 // is no directory here are clear errors naming the VM.

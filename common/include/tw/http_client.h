@@ -153,6 +153,10 @@ class HttpControllerLink final : public ControllerLink {
   Result<AssignmentSet> waitAssignments(const std::string& host, int64_t after_version,
                                         Millis wait_ms);
 
+  // The URL (of the list) that answered the heartbeats last: the leading
+  // replica once a heartbeat reached it (ApiClient::baseUrl()). Thread-safe.
+  std::string baseUrl() const { return heartbeat_client_.baseUrl(); }
+
  private:
   ApiClient heartbeat_client_;
   ApiClient event_client_;
