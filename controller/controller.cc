@@ -408,6 +408,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   if (!parsed.isOk()) return parsed.status();
   Policy next = std::move(parsed).value();
   TW_RETURN_IF_ERROR(checkFenceAgents(next));
+  TW_RETURN_IF_ERROR(checkSiteFacts(next));  // what the hosts reported (apply_checks.h)
 
   ApplyResult result;
   result.dry_run = dry_run;
@@ -508,6 +509,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   }
   result.applied = true;
   result.version = record.version;
+  noteSiteFindings();
   host_connector_.setHosts(policy_.hosts);
   releaseGated();
   publishAssignments();
@@ -810,6 +812,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   for (const auto& d : hb.domains) h.domains[d.vm] = d;
   confirmEvictions(hb);
   noteAddressesHeld(h, hb);
+  noteHostReport(h, hb);
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
     h.rec.capacity = hb.capacity;
     h.reported = hb.capacity;
@@ -1179,6 +1182,8 @@ Json Controller::tiersJson() const {
     j["healthy"] = healthy;
     j["is_healthy"] = tierHealthy(t->name);
     if (t->backup.enabled()) j["backup_warnings"] = backupWarnings(*t);
+    // What the hosts reported against the tier (controller_site.cc).
+    if (auto w = siteWarnings(t->name); !w.empty()) j["site_warnings"] = w;
     // The floating address (docs/policy.md): "ip" and who holds it now.
     if (t->address.set()) j["address"]["holder"] = addressHolder(t->name);
     list.push_back(j);
