@@ -261,6 +261,8 @@ void Agent::publish(Millis now) {
   published_.domains = reports_;
   published_.service_address = options_.service_address;
   published_.addresses_held = addresses_ != nullptr ? addresses_->held() : std::vector<std::string>{};
+  if (host_reporter_ != nullptr)
+    published_.host_report = host_reporter_->refresh(has_set_ ? set_.checks : HostChecks{}, now);
   published_events_ = emitted_;
   ++published_gen_;
   running_managed_ = 0;
@@ -1070,6 +1072,8 @@ void Agent::sendHeartbeat(Millis now) {
     hb = published_;
     hb.seq = ++seq_;
     hb.peers_digest = peers_digest_;
+    // The host report rides along only when the controller lacks it.
+    if (hb.host_report.digest == controller_report_digest_) hb.host_report = HostReport{};
     gen = published_gen_;
     events_before = published_events_;
     if (fence_unacked_) hb.self_fence_reason = self_fence_reason_;
@@ -1107,6 +1111,7 @@ void Agent::sendHeartbeat(Millis now) {
     return;
   }
   link_up_ = true;
+  controller_report_digest_ = answer->host_report_digest;
   last_sent_ = hb.domains;
   last_sent_addresses_ = hb.addresses_held;
   ++sent_serial_;

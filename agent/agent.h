@@ -76,6 +76,7 @@
 #include "agent/domain_builder.h"
 #include "agent/floating_address.h"
 #include "agent/health.h"
+#include "agent/host_report.h"
 #include "agent/peer_view.h"
 #include "agent/port_map.h"
 #include "tw/clock.h"
@@ -190,6 +191,10 @@ class Agent {
   void setStateStore(AgentStateStore* store) { state_store_ = store; }
   // Floating addresses (agent/floating_address.h); none when not set.
   void setFloatingAddresses(FloatingAddresses* addresses) { addresses_ = addresses; }
+  // What heartbeats report about the host (agent/host_report.h): subnets,
+  // and the storage paths, pools and DR places the controller asks about.
+  // None when not set. REQUIRES: outlives the agent; before start().
+  void setHostReporter(HostReporter* reporter) { host_reporter_ = reporter; }
   // Called (from heartbeatTick()'s thread) when the core has new work: an
   // answered set, or a lease judged expired. The daemon wakes its loop.
   void setWakeCallback(std::function<void()> wake) { wake_ = std::move(wake); }
@@ -426,6 +431,7 @@ class Agent {
   // a heartbeat's snapshot reflects travel inside it (Heartbeat::events).
   // Taken before lease_mu_. The core only try-locks it and sends later.
   FloatingAddresses* addresses_ = nullptr;
+  HostReporter* host_reporter_ = nullptr;
   std::vector<FloatingAddressSpec> address_known_;  // the last set's addresses
   std::vector<WantedAddress> addresses_wanted_;     // as the last pass wanted them
 
@@ -462,6 +468,7 @@ class Agent {
   size_t peer_count_ = 0;          // other declared hosts (the set's peers)
   bool has_peer_list_ = false;     // a set with the peer list arrived in this process
   std::string peers_digest_;       // AssignmentSet::peers_digest of the list held ("" = none)
+  std::string controller_report_digest_;  // AssignmentSet::host_report_digest last answered
   bool held_said_ = false;         // "keeping VMs while the controller is away" logged
   std::string self_fence_reason_;  // last self-fence
   bool fence_unacked_ = false;     // self-fenced; no answer to a heartbeat carrying it yet

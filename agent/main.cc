@@ -497,6 +497,12 @@ int main(int argc, char** argv) {
   } else {
     agent.setFloatingAddresses(&floating);
   }
+  // What heartbeats report for the controller's checks at apply
+  // (agent/host_report.h): subnets, shared storage, DR places.
+  tw::SystemHostInspector host_inspector(host_network, **hv);
+  tw::HostReporter host_reporter(host_inspector, address_interface, options.agent_id,
+                                 test_driver || no_floating_addresses);
+  agent.setHostReporter(&host_reporter);
   auto migrator = std::make_shared<MigrationWorker>(libvirt_uri, queue);
 
   if (tw::Status st = (*hv)->subscribe([queue](const tw::DomainEvent& e) { queue->postEvent(e); });

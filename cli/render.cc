@@ -129,8 +129,10 @@ std::string renderTiers(const Json& answer) {
   }
   std::string warnings;
   for (const auto& t : listOf(answer, "tiers")) {
-    for (const auto& w : listOf(t, "backup_warnings")) {
-      if (w.is_string()) warnings += "warning: tier '" + field(t, "name") + "': " + w.get<std::string>() + "\n";
+    for (const char* key : {"backup_warnings", "site_warnings"}) {
+      for (const auto& w : listOf(t, key)) {
+        if (w.is_string()) warnings += "warning: tier '" + field(t, "name") + "': " + w.get<std::string>() + "\n";
+      }
     }
   }
   return table.render() + warnings;

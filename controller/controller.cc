@@ -395,6 +395,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   if (!parsed.isOk()) return parsed.status();
   Policy next = std::move(parsed).value();
   TW_RETURN_IF_ERROR(checkFenceAgents(next));
+  TW_RETURN_IF_ERROR(checkSiteFacts(next));  // what the hosts reported (apply_checks.h)
 
   ApplyResult result;
   result.dry_run = dry_run;
@@ -495,6 +496,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   }
   result.applied = true;
   result.version = record.version;
+  noteSiteFindings();
   host_connector_.setHosts(policy_.hosts);
   releaseGated();
   publishAssignments();
@@ -797,6 +799,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   for (const auto& d : hb.domains) h.domains[d.vm] = d;
   confirmEvictions(hb);
   noteAddressesHeld(h, hb);
+  noteHostReport(h, hb);
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
     h.rec.capacity = hb.capacity;
     h.reported = hb.capacity;
@@ -1166,6 +1169,8 @@ Json Controller::tiersJson() const {
     j["healthy"] = healthy;
     j["is_healthy"] = tierHealthy(t->name);
     if (t->backup.enabled()) j["backup_warnings"] = backupWarnings(*t);
+    // What the hosts reported against the tier (controller_site.cc).
+    if (auto w = siteWarnings(t->name); !w.empty()) j["site_warnings"] = w;
     // The floating address (docs/policy.md): "ip" and who holds it now.
     if (t->address.set()) j["address"]["holder"] = addressHolder(t->name);
     list.push_back(j);

@@ -22,6 +22,7 @@
 #include "tw/protocol.h"
 #include "tw/status.h"
 #include "tw/store.h"
+#include "controller/apply_checks.h"
 #include "controller/backup_book.h"
 #include "controller/event_retention.h"
 #include "controller/fence_agents.h"
@@ -223,6 +224,9 @@ class Controller {
     int64_t addresses_applied_version = 0;    // the set version it had applied
     std::set<std::string> addresses_held;     // "A/N"
     std::set<std::string> drain_failed;    // VMs whose migration failed
+    // What its agent reported about the host (controller_site.cc); digest ""
+    // = nothing yet. Memory only: agents send it again to a new controller.
+    HostReport report;
   };
   struct VmRuntime {
     Millis waiting_since_ms = 0;      // tier-order gate start
@@ -365,6 +369,20 @@ class Controller {
   void trackRestores();
   void addBackupFields(Assignment& a) const;
   std::vector<std::string> backupWarnings(const TierSpec& t) const;
+  // What hosts report about themselves (controller_site.cc, apply_checks.h).
+  void noteHostReport(HostRuntime& h, const Heartbeat& hb);
+  std::vector<ReportingHost> reportingHosts(const Policy& policy) const;
+  Status checkSiteFacts(const Policy& next) const;  // the apply's refusal
+  void noteSiteFindings();                          // the policy in force: warnings
+  std::vector<std::string> siteWarnings(const std::string& tier) const;
+
+  // Findings of checkSite() on the policy in force (controller_site.cc), by
+  // tier: shown in GET /tiers, each new one an event.
+  std::map<std::string, std::vector<std::string>> site_findings_;
+  // hostChecksOf(policy_) for the sets, made for the policy of digest host_checks_of_.
+  const HostChecks& hostChecks() const;
+  mutable HostChecks host_checks_;
+  mutable std::string host_checks_of_ = "-";
 
   Store& store_;
   Clock& clock_;

@@ -160,6 +160,8 @@ AssignmentSet Controller::assignmentsFor(const std::string& host,
   for (const TierSpec& t : policy_.tiers) {
     if (t.address.set()) set.addresses.push_back(t.address);
   }
+  set.checks = hostChecks();
+  if (h != hosts_.end()) set.host_report_digest = h->second.report.digest;
   return set;
 }
 

@@ -19,6 +19,7 @@ import {
   tiersTable, nPlusOne, overview, incidentItem, eventItem, planView,
 } from './render.js';
 import { renderHostList, kCardsAll } from './hostlist.js';
+import { tierWarnings } from './warnings.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -211,7 +212,8 @@ function renderTiers() {
   if (!state.tiers) return;
   const tiers = state.tiers.tiers;
   replaceChildren($('tiers'), JSON.stringify(tiers), () =>
-    (tiers.length ? tiersTable(tiers) : h('p', { class: 'empty' }, 'No tiers declared.')));
+    (tiers.length ? [tiersTable(tiers), tierWarnings(tiers)].filter(Boolean)
+      : h('p', { class: 'empty' }, 'No tiers declared.')));
 }
 
 function renderOverview() {

@@ -264,6 +264,26 @@ void from_json(const Json& j, PeerInfo& v) {
   opt(j, "address", v.address);
 }
 
+void to_json(Json& j, const HostReport& v) {
+  j = Json{{"digest", v.digest}, {"subnets", v.subnets}, {"paths", v.paths}, {"pools", v.pools}};
+  if (!v.address_interface.empty()) j["address_interface"] = v.address_interface;
+  if (v.addresses_off) j["addresses_off"] = true;
+}
+void from_json(const Json& j, HostReport& v) {
+  j.at("digest").get_to(v.digest);
+  opt(j, "subnets", v.subnets);
+  opt(j, "paths", v.paths);
+  opt(j, "pools", v.pools);
+  opt(j, "address_interface", v.address_interface);
+  opt(j, "addresses_off", v.addresses_off);
+}
+
+void to_json(Json& j, const HostChecks& v) { j = Json{{"paths", v.paths}, {"pools", v.pools}}; }
+void from_json(const Json& j, HostChecks& v) {
+  opt(j, "paths", v.paths);
+  opt(j, "pools", v.pools);
+}
+
 void to_json(Json& j, const AssignmentSet& v) {
   j = Json{{"host", v.host},
            {"version", v.version},
@@ -276,6 +296,8 @@ void to_json(Json& j, const AssignmentSet& v) {
   if (!v.peers_digest.empty()) j["peers_digest"] = v.peers_digest;
   if (v.peers_omitted) j["peers_omitted"] = true;
   if (!v.addresses.empty()) j["addresses"] = v.addresses;
+  if (!v.checks.paths.empty() || !v.checks.pools.empty()) j["checks"] = v.checks;
+  if (!v.host_report_digest.empty()) j["host_report_digest"] = v.host_report_digest;
 }
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
@@ -289,6 +311,8 @@ void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "peers_digest", v.peers_digest);
   opt(j, "peers_omitted", v.peers_omitted);
   opt(j, "addresses", v.addresses);
+  opt(j, "checks", v.checks);
+  opt(j, "host_report_digest", v.host_report_digest);
 }
 
 void to_json(Json& j, const DomainReport& v) {
@@ -342,6 +366,7 @@ void to_json(Json& j, const Heartbeat& v) {
   if (!v.peers_digest.empty()) j["peers_digest"] = v.peers_digest;
   if (!v.events.empty()) j["events"] = v.events;
   if (!v.addresses_held.empty()) j["addresses_held"] = v.addresses_held;
+  if (!v.host_report.digest.empty()) j["host_report"] = v.host_report;
 }
 void from_json(const Json& j, Heartbeat& v) {
   j.at("host").get_to(v.host);
@@ -359,6 +384,7 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "peers_digest", v.peers_digest);
   opt(j, "events", v.events);
   opt(j, "addresses_held", v.addresses_held);
+  opt(j, "host_report", v.host_report);
 }
 
 void to_json(Json& j, const BackupRecord& v) {

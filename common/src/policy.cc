@@ -749,10 +749,10 @@ class FileParser {
       } else if (f.key == "ports") {
         TW_RETURN_IF_ERROR(parsePorts(f, label, &t.ports));
       } else if (f.key == "storage") {
-        TW_RETURN_IF_ERROR(parseStorage(f, label, &t.storage));
+        TW_RETURN_IF_ERROR(parseStorage(f, label, &t.storage, &t.storage_at));
       } else if (f.key == "backup") {
         backup_at = at(f);
-        TW_RETURN_IF_ERROR(parseBackup(f, label, &t.backup));
+        TW_RETURN_IF_ERROR(parseBackup(f, label, &t.backup, &t.backup_to_at));
       } else if (f.key == "address") {
         t.address_at = at(f);
         TW_RETURN_IF_ERROR(parseAddress(f, label, &t.address));
@@ -946,7 +946,8 @@ class FileParser {
     return Status::ok();
   }
 
-  Status parseStorage(const Field& storage, const std::string& label, StorageSpec* s) const {
+  Status parseStorage(const Field& storage, const std::string& label, StorageSpec* s,
+                      SourceLocation* where) const {
     std::vector<Field> fields;
     TW_RETURN_IF_ERROR(mapFields(storage.value, at(storage), "'storage'", "storage of " + label,
                                  {"type", "path", "pool"}, &fields));
@@ -958,10 +959,10 @@ class FileParser {
             f, "storage.type",
             {{"ephemeral", StorageKind::kEphemeral}, {"shared", StorageKind::kShared}}, &s->kind));
       } else if (f.key == "path") {
-        path_at = at(f);
+        path_at = *where = at(f);
         TW_RETURN_IF_ERROR(readString(f, "storage.path", &s->path));
       } else if (f.key == "pool") {
-        pool_at = at(f);
+        pool_at = *where = at(f);
         TW_RETURN_IF_ERROR(readString(f, "storage.pool", &s->pool));
       }
     }
@@ -991,7 +992,8 @@ class FileParser {
     return Status::ok();
   }
 
-  Status parseBackup(const Field& backup, const std::string& label, BackupSpec* b) const {
+  Status parseBackup(const Field& backup, const std::string& label, BackupSpec* b,
+                     SourceLocation* where) const {
     std::vector<Field> fields;
     TW_RETURN_IF_ERROR(mapFields(backup.value, at(backup), "'backup'", "backup of " + label,
                                  {"every", "keep", "to"}, &fields));
@@ -1008,7 +1010,7 @@ class FileParser {
       } else if (f.key == "keep") {
         TW_RETURN_IF_ERROR(readInt(f, "backup.keep", 1, 10000, &b->keep));
       } else if (f.key == "to") {
-        to_at = at(f);
+        to_at = *where = at(f);
         TW_RETURN_IF_ERROR(readString(f, "backup.to", &b->to));
       }
     }

@@ -35,8 +35,9 @@ e2e_log "1. starting 3 hosts (h1, h2 active; h3 spare), controller, agents"
 e2e_start_cluster 3
 # The db tier backs up to a DR place every host sees (in the lab: a folder of the
 # shared storage; on a real site another share, docs/backups.md).
-sed -i 's|^\(    \)storage: { type: shared, path: /srv/tierwarden/shared }$|&\n\1backup: { every: 1h, keep: 3, to: /srv/tierwarden/shared/dr }|' "$E2E_DIR/policy.yaml"
-grep -q 'backup: { every: 1h' "$E2E_DIR/policy.yaml" || e2e_fail "no backup line added to the db tier"
+# policies/demo.yaml has the line; here it keeps 3.
+sed -i 's|^\(    \)backup: { every: 1h, keep: 24, to: /srv/tierwarden/shared/dr }$|\1backup: { every: 1h, keep: 3, to: /srv/tierwarden/shared/dr }|' "$E2E_DIR/policy.yaml"
+grep -q 'backup: { every: 1h, keep: 3,' "$E2E_DIR/policy.yaml" || e2e_fail "no backup line (keep: 3) in the db tier"
 mkdir -p "$E2E_DIR/hosts/shared/dr"
 twctl apply -f "$E2E_DIR/policy.yaml" >/dev/null || e2e_fail "apply"
 t=$(e2e_now)

@@ -213,10 +213,28 @@ class ClusterTest : public ::testing::Test {
   static inline std::map<std::string, Process*> agents_;
 };
 
+// policies/demo.yaml with its DR place (backup.to, the lab's
+// /srv/tierwarden/shared/dr) in this test's directory: these agents run on
+// this machine's file system, and the controller refuses a policy whose
+// backup.to the hosts report missing (controller/apply_checks.h).
+std::string demoPolicyText(const fs::path& dir) {
+  std::ifstream in(std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string policy = text.str();
+  const std::string dr = "/srv/tierwarden/shared/dr";
+  fs::create_directories(dir / "dr");
+  auto at = policy.find(dr);
+  if (at != std::string::npos) policy.replace(at, dr.size(), (dir / "dr").string());
+  return policy;
+}
+
 // Pins the whole steady-state story of the foundation, in order.
 TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
   // 1. apply the demo policy: five VMs running, replicas on distinct hosts, none on the spare.
-  auto applied = twctl("apply -f " + std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
+  const fs::path demo = dir_ / "demo.yaml";
+  std::ofstream(demo) << demoPolicyText(dir_);
+  auto applied = twctl("apply -f " + demo.string());
   ASSERT_EQ(applied.exit_code, 0) << applied.out;
   ASSERT_TRUE(eventually([&] { return allRunning(5); }, 60)) << vms().dump(2);
   auto by = vmsByName();
@@ -258,7 +276,7 @@ TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
 
   // 3. the same file again: nothing changes (no new version, same hosts and epochs).
   auto before = vmsByName();
-  auto again = twctl("apply -f " + std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
+  auto again = twctl("apply -f " + demo.string());
   ASSERT_EQ(again.exit_code, 0) << again.out;
   EXPECT_NE(again.out.find("no change"), std::string::npos) << again.out;
   auto after = vmsByName();
@@ -269,10 +287,7 @@ TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
 
   // 4. a broken file: a one-line error with file:line:column, exit non-zero, nothing changed.
   fs::path bad = dir_ / "demo.yaml";
-  std::ifstream in(std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string broken = text.str();
+  std::string broken = demoPolicyText(dir_);
   auto pos = broken.find("replicas: 2");
   ASSERT_NE(pos, std::string::npos);
   broken.replace(pos, 11, "replicas: two");
@@ -300,10 +315,7 @@ TEST_F(ClusterTest, DemoPolicyRunsSpreadHealsAndRefusesBadInput) {
 TEST_F(ClusterTest, HostCrashRebuildsItsVmsOnTheSpare) {
   // Re-apply demo.yaml with the hosts' real libvirt URIs (the controller's
   // second signal) and required spread (so that the spare is the only choice).
-  std::ifstream in(std::string(TW_SOURCE_DIR) + "/policies/demo.yaml");
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string policy = text.str();
+  std::string policy = demoPolicyText(dir_);
   for (const char* h : {"h1", "h2", "h3"}) {
     std::string key = std::string("name: ") + h;
     auto at = policy.find(key);

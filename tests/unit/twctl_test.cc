@@ -551,8 +551,14 @@ TEST(TwctlRender, BackupsAndTierWarnings) {
             "20261206T180000Z-0000beef   db-1   h1     1.4 MiB   90        backup-api   "
             "/b/db-1/20261206T180000Z-0000beef.qcow2\n");
   Json tiers = Json::parse(R"J({"tiers":[{"name":"db","image":"tiny-db","replicas":1,
-      "backup_warnings":["vm 'db-1' has no good backup yet (every 1h 0m)"]},{"name":"web"}]})J");
+      "backup_warnings":["vm 'db-1' has no good backup yet (every 1h 0m)"],
+      "site_warnings":["backup.to /dr of tier 'db' is no writable directory on host 'h2'"]},
+      {"name":"web"}]})J");
   const std::string out = renderTiers(tiers);
+  EXPECT_NE(out.find("\nwarning: tier 'db': backup.to /dr of tier 'db' is no writable directory "
+                     "on host 'h2'\n"),
+            std::string::npos)
+      << out;
   EXPECT_NE(out.find("\nwarning: tier 'db': vm 'db-1' has no good backup yet (every 1h 0m)\n"),
             std::string::npos)
       << out;

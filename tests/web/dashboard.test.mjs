@@ -317,6 +317,34 @@ test('the event stream reconnects after a controller restart and misses no event
   await expectPageMatchesApi();
 });
 
+// Pins the tier warnings under the tiers table (web/warnings.js): a tier's
+// backup_warnings, as GET /api/v1/tiers answers them, show one line each,
+// named by tier. The answer is edited on its way to the page (a real stale
+// backup needs 2 × backup.every, at least 2 minutes); the real answer shows
+// no backup warning.
+test('backup warnings of a tier show under the tiers table', async () => {
+  const backupWarnings = page.locator('#tiers .tier-warnings li[data-kind="backup"]');
+  assert.equal(await backupWarnings.count(), 0);
+  const warning = "the last good backup of vm 'mysql-1' is 2h 1m old (every 1h 0m)";
+  await page.route('**/api/v1/tiers', async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    for (const t of body.tiers) if (t.name === 'mysql') t.backup_warnings = [warning];
+    await route.fulfill({ response, json: body });
+  });
+  try {
+    await page.reload();
+    const li = page.locator('#tiers .tier-warnings li[data-tier="mysql"][data-kind="backup"]');
+    await li.waitFor();
+    assert.equal(await li.textContent(), `⚠ mysql: ${warning}`);
+  } finally {
+    await page.unroute('**/api/v1/tiers');
+  }
+  await page.reload();
+  await page.locator('#tiers tr[data-tier="mysql"]').waitFor();
+  assert.equal(await backupWarnings.count(), 0);
+});
+
 // Pins the layout: the 1280×800 screenshot, then a phone-width screen with
 // one column and no sideways scrolling; no request left this controller.
 test('screenshots; phone width has no sideways scroll; no foreign requests', async () => {

@@ -120,6 +120,8 @@ struct TierSpec {
   BackupSpec backup;
   FloatingAddressSpec address;
   SourceLocation address_at;  // where `address:` is written (cross-tier checks)
+  SourceLocation storage_at;    // where `storage.path` / `storage.pool` is written
+  SourceLocation backup_to_at;  // where `backup.to` is written
   SourceLocation where;  // where the tier was declared
 };
 

@@ -69,6 +69,35 @@ struct Assignment {
   bool incoming = false;
 };
 
+// What a host offers the policy in force (agent/host_report.h): the subnets of
+// its interfaces, and whether the shared storage and DR places the policy
+// names are there. The controller refuses a policy that a reporting host
+// could not run (controller/apply_checks.h). Sent in a heartbeat only when it
+// changed or the controller does not hold it (AssignmentSet::host_report_digest).
+struct HostReport {
+  std::string digest;                 // names this content ("" = no report)
+  std::vector<std::string> subnets;   // canonical "10.213.0.0/24", "fd00::/64"
+  // Path (storage.path, backup.to) -> a writable directory here.
+  std::map<std::string, bool> paths;
+  // storage.pool -> a pool of that name is defined and active here.
+  std::map<std::string, bool> pools;
+  // The agent's --address-interface ("" = none): an address in no subnet
+  // goes there, so such a host takes any address.
+  std::string address_interface;
+  // This host never holds floating addresses (--no-floating-addresses, the
+  // libvirt test driver): its subnets say nothing about where one can go.
+  bool addresses_off = false;
+  bool operator==(const HostReport&) const = default;
+};
+
+// What the controller asks every agent to check (HostReport::paths, pools):
+// the storage paths, pools and backup.to of the policy in force.
+struct HostChecks {
+  std::vector<std::string> paths;
+  std::vector<std::string> pools;
+  bool operator==(const HostChecks&) const = default;
+};
+
 // Another host of the cluster, as an agent checks it (docs/fencing.md).
 struct PeerInfo {
   std::string host;
@@ -101,6 +130,11 @@ struct AssignmentSet {
   // Every floating address of the policy in force. An agent removes those
   // it finds on its host that no assignment of this set tells it to hold.
   std::vector<FloatingAddressSpec> addresses;
+  // What this host is to check and report (HostReport), and the digest of
+  // the report the controller holds for it ("" = none): the agent sends its
+  // report again when its own digest differs.
+  HostChecks checks;
+  std::string host_report_digest;
 };
 
 struct DomainReport {
@@ -161,6 +195,9 @@ struct Heartbeat {
   // on its interfaces now. The controller gives an address to another host
   // only when the holder no longer reports it, or was fenced.
   std::vector<std::string> addresses_held;
+  // Carried only when host_report.digest differs from the digest the
+  // controller last answered (empty digest = not carried).
+  HostReport host_report;
   // Agent events that this snapshot already reflects and that have not
   // been delivered yet, oldest first. The controller handles them before the
   // domains, so that a "crashed" never arrives after the report of the run

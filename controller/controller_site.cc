@@ -1,0 +1,71 @@
+// What the agents report about their hosts (tw::HostReport: subnets, shared
+// storage, DR places), and the checks of the policy against it
+// (controller/apply_checks.h): an apply is refused by what a report proves;
+// a policy in force that the reports contradict later (it was applied before
+// the hosts reported, or a share went away) gets warnings: one event
+// "policy.site_warning" per new finding, and "site_warnings" on its tier in
+// GET /api/v1/tiers.
+#include "controller/controller.h"
+#include "tw/log.h"
+
+namespace tw {
+
+const HostChecks& Controller::hostChecks() const {
+  if (host_checks_of_ != policy_record_.digest) {
+    host_checks_ = hostChecksOf(policy_);
+    host_checks_of_ = policy_record_.digest;
+  }
+  return host_checks_;
+}
+
+void Controller::noteHostReport(HostRuntime& h, const Heartbeat& hb) {
+  if (hb.host_report.digest.empty() || hb.host_report.digest == h.report.digest) return;
+  h.report = hb.host_report;
+  log::info("host '{}' reported {} subnets, {} paths, {} pools", hb.host, h.report.subnets.size(),
+            h.report.paths.size(), h.report.pools.size());
+  noteSiteFindings();
+}
+
+std::vector<ReportingHost> Controller::reportingHosts(const Policy& policy) const {
+  std::vector<ReportingHost> out;
+  out.reserve(policy.hosts.size());
+  for (const HostSpec& spec : policy.hosts) {
+    ReportingHost r;
+    r.name = spec.name;
+    auto it = hosts_.find(spec.name);
+    if (it != hosts_.end()) {
+      r.fenced = it->second.rec.state == HostState::kFenced;
+      if (!it->second.report.digest.empty()) r.report = &it->second.report;
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+Status Controller::checkSiteFacts(const Policy& next) const {
+  return siteRefusal(checkSite(next, reportingHosts(next)));
+}
+
+void Controller::noteSiteFindings() {
+  if (view_only_) return;
+  std::map<std::string, std::vector<std::string>> now;
+  for (const SiteFinding& f : checkSite(policy_, reportingHosts(policy_)))
+    now[f.tier].push_back(f.message);
+  for (const auto& [tier, messages] : now) {
+    auto before = site_findings_.find(tier);
+    for (const auto& m : messages) {
+      if (before != site_findings_.end() &&
+          std::find(before->second.begin(), before->second.end(), m) != before->second.end())
+        continue;
+      emit("warn", "policy.site_warning", "tier/" + tier, m);
+    }
+  }
+  site_findings_ = std::move(now);
+}
+
+std::vector<std::string> Controller::siteWarnings(const std::string& tier) const {
+  auto it = site_findings_.find(tier);
+  return it == site_findings_.end() ? std::vector<std::string>{} : it->second;
+}
+
+}  // namespace tw
