@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -302,7 +303,11 @@ void Controller::setHostState(HostRuntime& h, HostState state, const std::string
   emit(level, std::string("host.") + toString(state), "host/" + h.rec.name,
        "host '" + h.rec.name + "' " + toString(old) + " -> " + toString(state) +
            (reason.empty() ? "" : ": " + reason));
-  dirty_ = true;
+  // Online and suspect look the same to placement (hostViews()): a flap
+  // between them places nothing anew. At 1,000 hosts, placing again on each
+  // flap slowed the loop, which made more hosts late and flap (issue #16).
+  auto onlineLike = [](HostState s) { return s == HostState::kOnline || s == HostState::kSuspect; };
+  if (!(onlineLike(old) && onlineLike(state))) dirty_ = true;
 }
 
 void Controller::setVmState(VmRecord& vm, VmState state, const std::string& reason) {
@@ -530,6 +535,7 @@ void Controller::tick() {
   auto started = std::chrono::steady_clock::now();  // metric only, not logic
   processFenceResults();
   checkLiveness();
+  if (settle_recheck_ms_ > 0 && clock_.nowMs() >= settle_recheck_ms_) dirty_ = true;
   // Placement runs only when something changed (dirty_), in one transaction.
   auto reconcileIfDirty = [this] {
     if (!dirty_) return;
@@ -665,7 +671,16 @@ void Controller::reconcile() {
     if (settling.size() > named) settling_reason += " and " + std::to_string(settling.size() - named) + " more";
     settling_reason = "waiting up to " + seconds(policy_.settings.dead_after_ms) + " for host " +
                       settling_reason + " to report";
-    dirty_ = true;  // place again once they reported or the wait is over
+    // Place again once they reported (a state change marks dirty_) or the
+    // first wait is over (tick() marks dirty_ then), not on every tick: at
+    // 1,000 hosts a tick that places 20,000 pending VMs is not free.
+    settle_recheck_ms_ = std::numeric_limits<Millis>::max();
+    for (const auto& name : settling) {
+      settle_recheck_ms_ = std::min(settle_recheck_ms_,
+                                    hosts_.at(name).declared_ms + policy_.settings.dead_after_ms);
+    }
+  } else {
+    settle_recheck_ms_ = 0;
   }
   PlacementResult placed = place(input);
   Millis now = clock_.nowMs();

@@ -387,6 +387,9 @@ class Controller {
   // confirmEvictions() looks at.
   std::set<std::string> evicting_;
   bool dirty_ = true;             // placement must run
+  // While hosts settle (settlingHosts()): when the first wait ends, and
+  // placement must run again (0: none settles).
+  Millis settle_recheck_ms_ = 0;
   bool view_only_ = false;        // loadView(): a follower's read-only view
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id
