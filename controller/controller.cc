@@ -7,6 +7,8 @@
 #include <limits>
 #include <random>
 #include <sstream>
+#include <string_view>
+#include <unordered_set>
 
 #include "tw/log.h"
 #include "tw/policy.h"
@@ -40,7 +42,8 @@ VmState vmStateOf(DomainState s) {
 // goes away, or it stays pending for good.
 std::vector<std::string> vmsToRemove(const PlacementResult& placed,
                                      const std::map<std::string, VmRecord>& vms) {
-  std::set<std::string> desired;
+  std::unordered_set<std::string_view> desired;  // views into `placed`
+  desired.reserve(placed.vms.size());
   for (const auto& p : placed.vms) desired.insert(p.vm);
   std::vector<std::string> out;
   for (const auto& [name, _] : vms)
@@ -375,7 +378,7 @@ PlacementInput Controller::placementInput(const Policy& policy) const {
       for (const auto& h : policy.hosts) in.avoid[name].insert(h.name);
       continue;
     }
-    if (!vm.host.empty()) in.current[name] = vm.host;
+    if (!vm.host.empty()) in.current.emplace_hint(in.current.end(), name, vm.host);  // name order
     if (rt != vm_runtime_.end() && !rt->second.avoid.empty()) in.avoid[name] = rt->second.avoid;
   }
   return in;
