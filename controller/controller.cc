@@ -810,6 +810,11 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
     ++peers_gen_;
   }
   h.peers_unreachable = hb.peers_unreachable;
+  if (h.peers_unreachable.empty()) {
+    unreachable_reporters_.erase(hb.host);
+  } else {
+    unreachable_reporters_.insert(hb.host);
+  }
   h.watchdog_ms = hb.watchdog_ms;
   h.quorum_since_ms = 0;
   h.no_quorum_said = false;

@@ -386,6 +386,9 @@ class Controller {
   // Every VM whose VmRuntime::evict_from is set, and maybe some more: what
   // confirmEvictions() looks at.
   std::set<std::string> evicting_;
+  // Every host whose last heartbeat reported some peer unreachable, and maybe
+  // some more (a superset: the rest report none): what votesAgainst() looks at.
+  std::set<std::string> unreachable_reporters_;
   bool dirty_ = true;             // placement must run
   // While hosts settle (settlingHosts()): when the first wait ends, and
   // placement must run again (0: none settles).
