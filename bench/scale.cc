@@ -16,7 +16,8 @@
 // A program that prints figures, not a test: nothing here asserts a time.
 //
 //   build/bin/scale [--hosts 100,300,1000] [--vms-per-host 20] [--steady-s 20]
-//                   [--threads 8] [--controller build/bin/tierwarden-controller]
+//                   [--threads 8] [--converge-s 300]
+//                   [--controller build/bin/tierwarden-controller]
 //   build/bin/scale --serve WEB_DIR --hosts 1000 --vms-per-host 2
 //       no figures: once every VM runs it prints "serving URL" and keeps the
 //       cluster up (the controller serves WEB_DIR with --public-read) until
@@ -71,6 +72,9 @@ int64_t wallMs() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+
+// How long every VM may take to run after the agents start (--converge-s).
+int g_converge_s = 300;
 
 std::string hostName(int i) {
   char buf[16];
@@ -345,7 +349,9 @@ class Bench {
     for (int t = 0; t < threads_; ++t) workers_.emplace_back([this, t] { work(t); });
 
     // Wait until every VM runs (placement waits for every host to report).
-    if (!waitAllRunning(std::chrono::seconds(300))) return fail("not every VM came to run in 300 s");
+    if (!waitAllRunning(std::chrono::seconds(g_converge_s))) {
+      return fail("not every VM came to run in " + std::to_string(g_converge_s) + " s");
+    }
     out->placed_all_s = std::chrono::duration<double>(Steady::now() - t0).count();
     if (!web_dir_.empty()) return serve(out->placed_all_s);
     std::this_thread::sleep_for(std::chrono::seconds(3));  // settle
@@ -612,6 +618,8 @@ int main(int argc, char** argv) {
   app.add_option("--vms-per-host", per_host, "VMs per host")->capture_default_str();
   app.add_option("--steady-s", steady_s, "seconds of steady state measured")->capture_default_str();
   app.add_option("--threads", threads, "load generator threads")->capture_default_str();
+  app.add_option("--converge-s", g_converge_s, "seconds every VM may take to run after the agents start")
+      ->capture_default_str();
   app.add_option("--controller", controller, "the controller binary")->capture_default_str();
   std::string serve_dir;
   app.add_option("--serve", serve_dir,
