@@ -662,6 +662,7 @@ void Controller::checkLiveness() {
 
 void Controller::reconcile() {
   dirty_ = false;
+  ++placement_runs_;
   PlacementInput input = placementInput(policy_);
   std::vector<std::string> settling = settlingHosts();
   std::string settling_reason;

@@ -166,6 +166,9 @@ class Controller {
   // Assignment sets built to see whether they changed, since the start (a
   // tick in which nothing changed builds none).
   int64_t assignmentSetBuilds() const { return assignment_set_builds_; }
+  // Placement passes (reconcile()) since the start: they run only when
+  // placement's input may have changed.
+  int64_t placementRuns() const { return placement_runs_; }
   std::vector<VmRecord> vms() const;
   std::vector<HostRecord> hosts() const;
   // The host that holds `tier`'s floating address now ("" = nobody).
@@ -393,6 +396,7 @@ class Controller {
   // While hosts settle (settlingHosts()): when the first wait ends, and
   // placement must run again (0: none settles).
   Millis settle_recheck_ms_ = 0;
+  int64_t placement_runs_ = 0;    // placementRuns()
   bool view_only_ = false;        // loadView(): a follower's read-only view
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id
