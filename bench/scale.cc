@@ -16,7 +16,8 @@
 // A program that prints figures, not a test: nothing here asserts a time.
 //
 //   build/bin/scale [--hosts 100,300,1000] [--vms-per-host 20] [--steady-s 20]
-//                   [--threads 8] [--controller build/bin/tierwarden-controller]
+//                   [--threads 8] [--converge-s 300]
+//                   [--controller build/bin/tierwarden-controller]
 //   build/bin/scale --serve WEB_DIR --hosts 1000 --vms-per-host 2
 //       no figures: once every VM runs it prints "serving URL" and keeps the
 //       cluster up (the controller serves WEB_DIR with --public-read) until
@@ -71,6 +72,9 @@ int64_t wallMs() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+
+// How long every VM may take to run after the agents start (--converge-s).
+int g_converge_s = 300;
 
 std::string hostName(int i) {
   char buf[16];
@@ -271,6 +275,7 @@ struct Figures {
   double rss_mib = 0, hwm_mib = 0;
   double fence_to_placed_s = -1;
   double placed_all_s = 0;
+  double metrics_kib = -1;  // GET /metrics, bytes / 1024
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -344,7 +349,9 @@ class Bench {
     for (int t = 0; t < threads_; ++t) workers_.emplace_back([this, t] { work(t); });
 
     // Wait until every VM runs (placement waits for every host to report).
-    if (!waitAllRunning(std::chrono::seconds(300))) return fail("not every VM came to run in 300 s");
+    if (!waitAllRunning(std::chrono::seconds(g_converge_s))) {
+      return fail("not every VM came to run in " + std::to_string(g_converge_s) + " s");
+    }
     out->placed_all_s = std::chrono::duration<double>(Steady::now() - t0).count();
     if (!web_dir_.empty()) return serve(out->placed_all_s);
     std::this_thread::sleep_for(std::chrono::seconds(3));  // settle
@@ -370,6 +377,13 @@ class Bench {
     out->p50_ms = percentile(samples, 0.50);
     out->p99_ms = percentile(samples, 0.99);
     out->rss_mib = static_cast<double>(statusKiB(pid_, "VmRSS")) / 1024.0;
+    {
+      // The size of a Prometheus scrape at this size (issue #16: < 1 MB).
+      httplib::Client metrics("127.0.0.1", port_);
+      metrics.set_read_timeout(30, 0);
+      auto r = metrics.Get("/metrics", {{"Authorization", "Bearer " + *op_token}});
+      if (r && r->status == 200) out->metrics_kib = static_cast<double>(r->body.size()) / 1024.0;
+    }
 
     // One host's agent stops: fence -> all its VMs running elsewhere.
     out->fence_to_placed_s = fenceToPlaced();
@@ -604,6 +618,8 @@ int main(int argc, char** argv) {
   app.add_option("--vms-per-host", per_host, "VMs per host")->capture_default_str();
   app.add_option("--steady-s", steady_s, "seconds of steady state measured")->capture_default_str();
   app.add_option("--threads", threads, "load generator threads")->capture_default_str();
+  app.add_option("--converge-s", g_converge_s, "seconds every VM may take to run after the agents start")
+      ->capture_default_str();
   app.add_option("--controller", controller, "the controller binary")->capture_default_str();
   std::string serve_dir;
   app.add_option("--serve", serve_dir,
@@ -626,8 +642,9 @@ int main(int argc, char** argv) {
   tw::log::init("scale", "off");
   std::signal(SIGPIPE, SIG_IGN);
 
-  std::printf("%6s %7s %9s %8s %8s %9s %9s %9s %11s %8s\n", "hosts", "vms", "cpu%", "hb p50",
-              "hb p99", "hb/s", "rss MiB", "peak MiB", "fence>run s", "start s");
+  std::printf("%6s %7s %9s %8s %8s %9s %9s %9s %11s %8s %12s\n", "hosts", "vms", "cpu%", "hb p50",
+              "hb p99", "hb/s", "rss MiB", "peak MiB", "fence>run s", "start s",
+              "metrics KiB");
   int rc = 0;
   for (int n : sizes) {
     Figures f;
@@ -635,10 +652,10 @@ int main(int argc, char** argv) {
       Bench bench(controller, n, per_host, steady_s, threads);
       rc |= bench.run(&f);
     }
-    std::printf("%6d %7d %8.1f%% %6.1fms %6.1fms %9.0f %9.1f %9.1f %11.2f %8.1f\n", f.hosts, f.vms,
+    std::printf("%6d %7d %8.1f%% %6.1fms %6.1fms %9.0f %9.1f %9.1f %11.2f %8.1f %12.1f\n", f.hosts, f.vms,
                 f.cpu_pct, f.p50_ms, f.p99_ms,
                 static_cast<double>(f.heartbeats) / std::max(1, steady_s), f.rss_mib, f.hwm_mib,
-                f.fence_to_placed_s, f.placed_all_s);
+                f.fence_to_placed_s, f.placed_all_s, f.metrics_kib);
     if (f.heartbeat_errors > 0) {
       std::printf("       (%lld heartbeats failed in the steady window; the last: %s)\n",
                   static_cast<long long>(f.heartbeat_errors), f.last_error.c_str());

@@ -4,8 +4,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <sstream>
+#include <string_view>
+#include <unordered_set>
 
 #include "tw/log.h"
 #include "tw/policy.h"
@@ -39,7 +42,8 @@ VmState vmStateOf(DomainState s) {
 // goes away, or it stays pending for good.
 std::vector<std::string> vmsToRemove(const PlacementResult& placed,
                                      const std::map<std::string, VmRecord>& vms) {
-  std::set<std::string> desired;
+  std::unordered_set<std::string_view> desired;  // views into `placed`
+  desired.reserve(placed.vms.size());
   for (const auto& p : placed.vms) desired.insert(p.vm);
   std::vector<std::string> out;
   for (const auto& [name, _] : vms)
@@ -289,7 +293,11 @@ void Controller::setHostState(HostRuntime& h, HostState state, const std::string
   emit(level, std::string("host.") + toString(state), "host/" + h.rec.name,
        "host '" + h.rec.name + "' " + toString(old) + " -> " + toString(state) +
            (reason.empty() ? "" : ": " + reason));
-  dirty_ = true;
+  // Online and suspect look the same to placement (hostViews()): a flap
+  // between them places nothing anew. At 1,000 hosts, placing again on each
+  // flap slowed the loop, which made more hosts late and flap (issue #16).
+  auto onlineLike = [](HostState s) { return s == HostState::kOnline || s == HostState::kSuspect; };
+  if (!(onlineLike(old) && onlineLike(state))) dirty_ = true;
 }
 
 void Controller::setVmState(VmRecord& vm, VmState state, const std::string& reason) {
@@ -357,7 +365,7 @@ PlacementInput Controller::placementInput(const Policy& policy) const {
       for (const auto& h : policy.hosts) in.avoid[name].insert(h.name);
       continue;
     }
-    if (!vm.host.empty()) in.current[name] = vm.host;
+    if (!vm.host.empty()) in.current.emplace_hint(in.current.end(), name, vm.host);  // name order
     if (rt != vm_runtime_.end() && !rt->second.avoid.empty()) in.avoid[name] = rt->second.avoid;
   }
   return in;
@@ -519,6 +527,7 @@ void Controller::tick() {
   auto started = std::chrono::steady_clock::now();  // metric only, not logic
   processFenceResults();
   checkLiveness();
+  if (settle_recheck_ms_ > 0 && clock_.nowMs() >= settle_recheck_ms_) dirty_ = true;
   // Placement runs only when something changed (dirty_), in one transaction.
   auto reconcileIfDirty = [this] {
     if (!dirty_) return;
@@ -642,6 +651,7 @@ void Controller::checkLiveness() {
 
 void Controller::reconcile() {
   dirty_ = false;
+  ++placement_runs_;
   PlacementInput input = placementInput(policy_);
   std::vector<std::string> settling = settlingHosts();
   std::string settling_reason;
@@ -654,7 +664,16 @@ void Controller::reconcile() {
     if (settling.size() > named) settling_reason += " and " + std::to_string(settling.size() - named) + " more";
     settling_reason = "waiting up to " + seconds(policy_.settings.dead_after_ms) + " for host " +
                       settling_reason + " to report";
-    dirty_ = true;  // place again once they reported or the wait is over
+    // Place again once they reported (a state change marks dirty_) or the
+    // first wait is over (tick() marks dirty_ then), not on every tick: at
+    // 1,000 hosts a tick that places 20,000 pending VMs is not free.
+    settle_recheck_ms_ = std::numeric_limits<Millis>::max();
+    for (const auto& name : settling) {
+      settle_recheck_ms_ = std::min(settle_recheck_ms_,
+                                    hosts_.at(name).declared_ms + policy_.settings.dead_after_ms);
+    }
+  } else {
+    settle_recheck_ms_ = 0;
   }
   PlacementResult placed = place(input);
   Millis now = clock_.nowMs();
@@ -781,6 +800,11 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
     ++peers_gen_;
   }
   h.peers_unreachable = hb.peers_unreachable;
+  if (h.peers_unreachable.empty()) {
+    unreachable_reporters_.erase(hb.host);
+  } else {
+    unreachable_reporters_.insert(hb.host);
+  }
   h.watchdog_ms = hb.watchdog_ms;
   h.quorum_since_ms = 0;
   h.no_quorum_said = false;

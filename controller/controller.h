@@ -167,6 +167,9 @@ class Controller {
   // Assignment sets built to see whether they changed, since the start (a
   // tick in which nothing changed builds none).
   int64_t assignmentSetBuilds() const { return assignment_set_builds_; }
+  // Placement passes (reconcile()) since the start: they run only when
+  // placement's input may have changed.
+  int64_t placementRuns() const { return placement_runs_; }
   std::vector<VmRecord> vms() const;
   std::vector<HostRecord> hosts() const;
   // The host that holds `tier`'s floating address now ("" = nobody).
@@ -404,7 +407,14 @@ class Controller {
   // Every VM whose VmRuntime::evict_from is set, and maybe some more: what
   // confirmEvictions() looks at.
   std::set<std::string> evicting_;
+  // Every host whose last heartbeat reported some peer unreachable, and maybe
+  // some more (a superset: the rest report none): what votesAgainst() looks at.
+  std::set<std::string> unreachable_reporters_;
   bool dirty_ = true;             // placement must run
+  // While hosts settle (settlingHosts()): when the first wait ends, and
+  // placement must run again (0: none settles).
+  Millis settle_recheck_ms_ = 0;
+  int64_t placement_runs_ = 0;    // placementRuns()
   bool view_only_ = false;        // loadView(): a follower's read-only view
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id

@@ -429,6 +429,50 @@ TEST_F(ControllerTest, RestartBumpsEpochSameHost) {
   EXPECT_EQ(controller_->restartVm("nope").code(), Code::kNotFound);
 }
 
+// Pins (issue #16): while a declared host has not reported yet (new VMs wait
+// for it), ticks run no placement pass; the pass runs again once the wait
+// is over, and places the VMs on the hosts that did report.
+TEST_F(ControllerTest, SettlingHostsRunPlacementOnlyWhenTheWaitEnds) {
+  ASSERT_TRUE(apply(kHosts, false, "hosts.yaml").isOk());
+  ASSERT_TRUE(apply(kPolicy).isOk());
+  auto tick = [&] {
+    clock_.advance(100);
+    beat("h1");
+    beat("h2");
+    controller_->runOnce();
+  };
+  tick();  // h1 and h2 reported: placement runs (h3 still settles)
+  const int64_t runs = controller_->placementRuns();
+  for (int i = 0; i < 5; ++i) tick();
+  EXPECT_EQ(controller_->placementRuns(), runs);
+  EXPECT_TRUE(controller_->vm("mysql-1")->host.empty());
+  for (int i = 0; i < 40; ++i) tick();  // past dead_after (3 s)
+  EXPECT_GT(controller_->placementRuns(), runs);
+  EXPECT_FALSE(controller_->vm("mysql-1")->host.empty());
+}
+
+// Pins (issue #16): a host that goes suspect (late heartbeats) and back to
+// online runs no placement pass: placement treats both states alike, and at
+// 1,000 hosts a pass per flap slowed the loop into more flaps.
+TEST_F(ControllerTest, SuspectFlapRunsNoPlacement) {
+  join();
+  ASSERT_TRUE(apply(kPolicy).isOk());
+  settle(40);
+  const std::string late = controller_->policy().hosts.front().name;
+  const int64_t runs = controller_->placementRuns();
+  for (int i = 0; i < 100 && controller_->host(late)->state != HostState::kSuspect; ++i) {
+    clock_.advance(100);
+    for (const auto& h : controller_->policy().hosts)
+      if (h.name != late) beat(h.name);
+    controller_->runOnce();
+  }
+  ASSERT_EQ(controller_->host(late)->state, HostState::kSuspect);
+  beat(late);
+  controller_->runOnce();
+  EXPECT_EQ(controller_->host(late)->state, HostState::kOnline);
+  EXPECT_EQ(controller_->placementRuns(), runs);
+}
+
 // Pins (issue #16, work follows change): once the cluster has settled, ticks
 // and heartbeats that change nothing build no assignment set at all; a change
 // (an operator restart) builds them again and publishes the new version.
