@@ -42,8 +42,20 @@ std::vector<ReportingHost> Controller::reportingHosts(const Policy& policy) cons
   return out;
 }
 
+// A finding the policy in force already has (same tier, same words) stays a
+// warning and refuses nothing: while a share is down on one host, operators
+// must still be able to apply other changes (a safety check must not become
+// the outage). Only what this apply would newly bring is refused.
 Status Controller::checkSiteFacts(const Policy& next) const {
-  return siteRefusal(checkSite(next, reportingHosts(next)));
+  std::vector<SiteFinding> fresh;
+  for (SiteFinding& f : checkSite(next, reportingHosts(next))) {
+    auto known = site_findings_.find(f.tier);
+    if (known != site_findings_.end() &&
+        std::find(known->second.begin(), known->second.end(), f.message) != known->second.end())
+      continue;
+    fresh.push_back(std::move(f));
+  }
+  return siteRefusal(fresh);
 }
 
 void Controller::noteSiteFindings() {

@@ -220,7 +220,8 @@ TEST_F(SiteTest, ApplyIsRefusedByWhatHostsReportAndChangesNothing) {
 // started); the sets ask every host for the policy's paths; when the
 // reports come and contradict the policy in force, each finding is one
 // warn event "policy.site_warning" and a "site_warnings" entry of the tier
-// in GET /tiers, gone when a new report no longer shows it.
+// in GET /tiers, gone when a new report no longer shows it. A standing
+// finding refuses no later apply; a new one does.
 TEST_F(SiteTest, UnreportedHostsGiveWarningsLater) {
   const char* policy =
       "hosts: [{ name: h1 }, { name: h2 }]\ntiers:\n  - name: db\n    image: i\n"
@@ -241,6 +242,20 @@ TEST_F(SiteTest, UnreportedHostsGiveWarningsLater) {
   beat("h2", &r);  // the same report again: no second event
   std::string all = events();
   EXPECT_EQ(all.find("policy.site_warning"), all.rfind("policy.site_warning"));
+  // While it stands, a later apply that does not add to it goes through (the
+  // warning stays); one that brings a new finding (another tier on the
+  // missing share) is refused.
+  const std::string more = std::string(policy) + "  - name: web\n    image: i\n";
+  EXPECT_TRUE(controller_->applyPolicy({{"p.yaml", more}}, false).isOk());
+  EXPECT_EQ(tier("db")["site_warnings"], Json::array({message}));
+  auto refused = controller_->applyPolicy(
+      {{"p.yaml", more + "  - name: db2\n    image: i\n"
+                         "    storage: { type: shared, path: /srv/shared }\n"}},
+      false);
+  ASSERT_FALSE(refused.isOk());
+  EXPECT_NE(refused.status().toString().find("of tier 'db2'"), std::string::npos)
+      << refused.status().toString();
+  EXPECT_EQ(controller_->policy().tiers.size(), 2u);
   r.paths["/srv/shared"] = true;
   r.digest = "r2";
   beat("h2", &r);
