@@ -47,6 +47,29 @@ inline std::string etcdBinary() {
   return "";
 }
 
+// Starts etcd (argv[0] its binary) with stdout and stderr in `log`: its pid,
+// or -1. fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: etcd dies
+// with this test process even when it is killed (a ctest timeout, a closed
+// pipe) and never runs its static destructors.
+inline pid_t spawnEtcd(std::vector<std::string> argv, const std::string& log) {
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0) {
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
 class EtcdProcess {
  public:
   // The process's etcd, started on first use; nullptr when etcd is not
@@ -98,28 +121,8 @@ class EtcdProcess {
                                      "--heartbeat-interval", "20",
                                      "--election-timeout", "100",
                                      "--log-level", "warn"};
-    const std::string log = p->dir_ + "/etcd.log";
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: etcd dies
-    // with this test process even when it is killed (a ctest timeout, a
-    // closed pipe) and never runs its static destructors.
-    const pid_t parent = ::getpid();
-    p->pid_ = ::fork();
+    p->pid_ = spawnEtcd(std::move(argv), p->dir_ + "/etcd.log");
     if (p->pid_ < 0) return nullptr;
-    if (p->pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-        ::close(fd);
-      }
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
     // Ready when a linearizable read answers (etcd cannot tell us otherwise).
     auto client = p->client();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -189,7 +192,6 @@ class EtcdCluster {
       peers.push_back("http://127.0.0.1:" + std::to_string(freeLoopbackPort()));
       initial += (i ? "," : "") + ("m" + std::to_string(i) + "=" + peers.back());
     }
-    const pid_t parent = ::getpid();
     for (int i = 0; i < members; ++i) {
       const std::string name = "m" + std::to_string(i);
       std::vector<std::string> argv = {binary,
@@ -206,24 +208,8 @@ class EtcdCluster {
                                        "--election-timeout", "500",
                                        "--pre-vote",
                                        "--log-level", "warn"};
-      const std::string log = c->dir_ + "/" + name + ".log";
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      const pid_t pid = ::fork();
+      const pid_t pid = spawnEtcd(std::move(argv), c->dir_ + "/" + name + ".log");
       if (pid < 0) return nullptr;
-      if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(1);
-        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-          ::dup2(fd, 1);
-          ::dup2(fd, 2);
-          ::close(fd);
-        }
-        ::execv(args[0], args.data());
-        ::_exit(127);
-      }
       c->pids_.push_back(pid);
     }
     auto client = c->client();
