@@ -63,7 +63,7 @@ t=$(e2e_now)
 e2e_wait 420 "every tier healthy (full images)" e2e_all_healthy
 e2e_log "1. ok: every tier healthy $(e2e_elapsed "$t" "$(e2e_now)") s after apply"
 
-page_has_row() { BAL=$(balancer_url) && [ -n "$BAL" ] && curl -fsS -m 5 "$BAL" | grep -q "$ROW"; }
+page_has_row() { BAL=$(balancer_url) && [ -n "$BAL" ] && page=$(curl -fsS -m 5 "$BAL") && grep -q "$ROW" <<<"$page"; }
 e2e_wait 60 "the balancer's page shows the db row" page_has_row
 e2e_log "2. ok: $BAL shows \"$ROW\""
 

@@ -358,7 +358,11 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 grep -q '"policy_version"' "$work/cluster.json" || fail "GET /api/v1/cluster: $(head -c 300 "$work/cluster.json")"
-curl -fsS --cacert "$ca" https://127.0.0.1:7800/ | grep -q '<html' || fail "GET / serves no dashboard"
+# The whole page first, then grep: `curl | grep -q` fails under pipefail when
+# grep exits at its match before curl wrote the rest ("curl: (23) Failed
+# writing body"; the page comes in several TLS records).
+page=$(curl -fsS --cacert "$ca" https://127.0.0.1:7800/) || fail "GET / failed"
+grep -q '<html' <<<"$page" || fail "GET / serves no dashboard"
 curl -fsS -o /dev/null http://127.0.0.1:7800/ 2>/dev/null && fail "the controller answers plain HTTP"
 echo "install_test: the controller answers GET /api/v1/cluster and serves the dashboard"
 uid=$(ps -o uid= -p "$controller" | tr -d ' ')  # ps names users from this machine's passwd
