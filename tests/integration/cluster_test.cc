@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "child_process.h"
 #include "tw/hypervisor.h"
 #include "tw/json.h"
 
@@ -32,23 +33,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-// Runs a shell command, capturing stdout and stderr together.
-CommandResult run(const std::string& cmd) {
-  CommandResult r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = ::pclose(p);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using testing_process::CommandResult;
+using testing_process::eventually;
+using testing_process::run;
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -95,17 +82,6 @@ class Process {
  private:
   pid_t pid_ = -1;
 };
-
-// Polls `cond` every 100 ms until it holds or `seconds` pass. Processes in
-// other address spaces cannot notify this test, so it asks them.
-bool eventually(const std::function<bool()>& cond, double seconds) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(int(seconds * 1000));
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return cond();
-}
 
 class ClusterTest : public ::testing::Test {
  protected:
