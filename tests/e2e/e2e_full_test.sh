@@ -6,7 +6,9 @@
 #      shows a row from the db (http / is 503 without one), balancer = haproxy forwards
 #   2. the balancer's page shows the db row
 #   3. kill -9 a db VM's QEMU -> restarted, every tier healthy, the page still shows the row
-#   4. crash the host running web-1's VM -> rebuilt elsewhere, every tier healthy, page ok
+#   4. write a row through the balancer (the page's POST form); crash the host of the db
+#      VM that stored it -> that VM is rebuilt elsewhere on its shared disk, every tier
+#      healthy, and the row reads back through the balancer (issue #15: data survives)
 # Usage: tests/e2e/e2e_full_test.sh [BUILD_DIR]. Root; builds the images when missing
 # (cold ≈ 5 min). Cache: $TW_IMAGES_CACHE, else /var/cache/tierwarden/images.
 set -euo pipefail
@@ -38,6 +40,9 @@ tiers:
     replicas: 2
     min_healthy: 1
     memory: 384MiB
+    # Each db VM's disk on the storage every host sees (scripts/hosts gives each host the
+    # same folder there): rebuilt on another host, the VM keeps its rows.
+    storage: { type: shared, path: /srv/tierwarden/shared }
     # MariaDB's handshake names its version ("5.5.5-10.11.6-MariaDB-0+deb12u1").
     health: { type: tcp, port: 3306, expect: "MariaDB", grace: 90s }
     ports: [ { name: mysql, port: 3306 } ]
@@ -78,12 +83,26 @@ e2e_wait 240 "mysql-1's incident closed (healthy again)" closed
 e2e_wait 60 "the page shows the row after the db kill" page_has_row
 e2e_log "3. ok: db VM killed -> healthy again after $(e2e_elapsed "$t" "$(e2e_now)") s; page ok"
 
-victim=$(vm_host apache-1)
+# 4. A row with a unique message, written through the balancer to the first db that
+# answers; the page names the db VM that stored it (its @@hostname is the VM's name).
+MESSAGE="e2e-full row $(date +%s%N)"
+BAL=$(balancer_url)
+stored=$(curl -fsS -m 10 --data-urlencode "message=$MESSAGE" "$BAL") || e2e_fail "POST a row to $BAL"
+db_vm=$(sed -n 's/.*Stored row <b>[0-9]*: .*<\/b> on database server <b>\([a-z0-9-]*\)<\/b>.*/\1/p' <<<"$stored")
+[ -n "$db_vm" ] || e2e_fail "the POST's page names no db server: $stored"
+row_back() {
+  BAL=$(balancer_url) && [ -n "$BAL" ] &&
+    page=$(curl -fsS -m 10 -G --data-urlencode "message=$MESSAGE" "$BAL" 2>/dev/null) && grep -qF "$MESSAGE" <<<"$page"
+}
+row_back || e2e_fail "the row just written does not read back"
+victim=$(vm_host "$db_vm")
+e2e_log "4. row \"$MESSAGE\" stored on $db_vm (host $victim); VMs there: $(api vms | jq -r --arg h "$victim" '[.vms[] | select(.host == $h) | .name] | join(" ")')"
 t=$(e2e_now)
 hosts crash "$victim" >/dev/null
 e2e_wait 30 "$victim fenced" bash -c "[ \"\$(curl -fsS '$TW_CONTROLLER/api/v1/hosts' | jq -r '.hosts[] | select(.name == \"$victim\") | .state')\" = fenced ]"
-moved() { h=$(vm_host apache-1); [ -n "$h" ] && [ "$h" != "$victim" ] && vm_running_healthy apache-1 && e2e_all_healthy; }
-e2e_wait 300 "apache-1 rebuilt elsewhere, every tier healthy" moved
-e2e_wait 60 "the page shows the row after the host crash" page_has_row
-e2e_log "4. ok: host $victim crashed -> every tier healthy after $(e2e_elapsed "$t" "$(e2e_now)") s; page ok"
+moved() { h=$(vm_host "$db_vm"); [ -n "$h" ] && [ "$h" != "$victim" ] && vm_running_healthy "$db_vm" && e2e_all_healthy; }
+e2e_wait 300 "$db_vm rebuilt elsewhere, every tier healthy" moved
+e2e_wait 60 "the row reads back through the balancer after the host crash" row_back
+e2e_wait 60 "the page shows the first row after the host crash" page_has_row
+e2e_log "4. ok: host $victim crashed -> $db_vm on $(vm_host "$db_vm"), every tier healthy after $(e2e_elapsed "$t" "$(e2e_now)") s; the row reads back"
 e2e_log "PASS in $(e2e_elapsed "$T0" "$(e2e_now)") s"
