@@ -35,6 +35,7 @@ class NewPathTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("tw-newpath-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "state");
     fs::create_directories(dir_ / "dr");
+    fs::create_directories(dir_ / "shared");
     port_ = freeLoopbackPort();
     const int agent_port = freeLoopbackPort();
     for (const char* h : {"h1", "h2"}) {
@@ -142,13 +143,14 @@ TEST_F(NewPathTest, MistypedBackupToIsRefusedWithFileLineColumnAndHost) {
   const std::string typo = (dir_ / "dr-typo").string();
   const std::string db =
       "tiers:\n  - name: db\n    image: tiny-db\n    memory: 128MiB\n"
+      "    storage: { type: shared, path: " + (dir_ / "shared").string() + " }\n"
       "    backup: { every: 1h, to: " + typo + " }\n";
   auto refused = apply("db.yaml", db);
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 400) << refused->body;
   Json err = Json::parse(refused->body, nullptr, false);
   const std::string text = refused->body;
-  EXPECT_NE(text.find("db.yaml:5:30"), std::string::npos) << text;
+  EXPECT_NE(text.find("db.yaml:6:30"), std::string::npos) << text;
   EXPECT_NE(text.find("backup.to " + typo), std::string::npos) << text;
   EXPECT_NE(text.find("'h1', 'h2'"), std::string::npos) << text;
   EXPECT_EQ(get("/api/v1/cluster")["policy_version"], 1);

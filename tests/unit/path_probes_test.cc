@@ -51,9 +51,10 @@ class NewPathTest : public ::testing::Test {
     beat("h2", {});
   }
 
-  // A heartbeat of `host` with a report naming `paths` (a new digest when
-  // they differ from the last one sent).
+  // A heartbeat of `host` with a report naming `paths` and /srv/shared (a
+  // new digest when they differ from the last one sent).
   void beat(const std::string& host, std::map<std::string, bool> paths) {
+    paths.emplace("/srv/shared", true);
     HostReport& r = reports_[host];
     if (r.digest.empty() || r.paths != paths) {
       r.paths = std::move(paths);
@@ -82,7 +83,8 @@ class NewPathTest : public ::testing::Test {
 
   static constexpr const char* kHosts = "hosts: [{ name: h1 }, { name: h2 }]\n";
   static constexpr const char* kDb =
-      "tiers:\n  - name: db\n    image: i\n    backup: { every: 1h, to: /srv/dr-typo }\n";
+      "tiers:\n  - name: db\n    image: i\n    storage: { type: shared, path: /srv/shared }\n"
+      "    backup: { every: 1h, to: /srv/dr-typo }\n";
 
   ManualClock clock_{1000000};
   std::unique_ptr<Store> store_;
@@ -118,14 +120,14 @@ TEST_F(NewPathTest, NewPathMissingOnOneHostIsRefusedAndNothingStored) {
   ASSERT_FALSE(refused.isOk());
   EXPECT_EQ(refused.status().code(), Code::kInvalidArgument);
   EXPECT_EQ(refused.status().toString(),
-            "db.yaml:4:30: backup.to /srv/dr-typo of tier 'db' is no writable directory on host "
+            "db.yaml:5:30: backup.to /srv/dr-typo of tier 'db' is no writable directory on host "
             "'h2' (mount the DR place at this path on every host that may run the tier, writable "
             "by the agent)");
   EXPECT_EQ(controller_->policyVersion(), version);
   EXPECT_TRUE(controller_->policy().tiers.empty());
   EXPECT_TRUE(controller_->vms().empty());
   EXPECT_EQ(events(), before);
-  EXPECT_TRUE(controller_->assignmentsFor("h2").checks.paths.empty());
+  EXPECT_EQ(controller_->assignmentsFor("h2").checks.paths, std::vector<std::string>{});
 }
 
 // Pins: when every online host reports the new path writable the apply is
@@ -150,7 +152,7 @@ TEST_F(NewPathTest, AllHostsReportOkIsAccepted) {
   EXPECT_EQ(controller_->policy().tiers.size(), 1u);
   // In force now: asked of the hosts as part of the policy.
   EXPECT_EQ(controller_->assignmentsFor("h1").checks.paths,
-            std::vector<std::string>{"/srv/dr-typo"});
+            (std::vector<std::string>{"/srv/dr-typo", "/srv/shared"}));
 }
 
 // Pins: a host that stays silent (heartbeats, but its report never names the
@@ -185,15 +187,15 @@ TEST_F(NewPathTest, SilentHostIsUncheckedAfterTheBoundAndNotWaitedForAgain) {
   // Late: another new path is not waited for on h2 (h1 answers at once).
   const std::string more = std::string(kDb) +
                            "  - name: db2\n    image: i\n    storage: { type: shared, path: "
-                           "/srv/shared }\n";
-  beat("h1", {{"/srv/dr-typo", true}, {"/srv/shared", true}});
+                           "/srv/shared2 }\n";
+  beat("h1", {{"/srv/dr-typo", true}, {"/srv/shared2", true}});
   r = apply("db.yaml", more);
   ASSERT_TRUE(r.isOk());
   EXPECT_FALSE(r->pending);
   EXPECT_TRUE(r->applied);
   EXPECT_TRUE(r->unchecked_hosts.empty());
   // h2 reports again: waited for again.
-  beat("h2", {{"/srv/dr-typo", true}, {"/srv/shared", true}});
+  beat("h2", {{"/srv/dr-typo", true}, {"/srv/shared2", true}});
   r = apply("db.yaml", more + "    backup: { every: 1h, to: /srv/dr2 }\n");
   ASSERT_TRUE(r.isOk());
   EXPECT_TRUE(r->pending);
@@ -216,7 +218,8 @@ TEST_F(NewPathTest, OnlyOnlineHostsAreWaitedForAndTheCallerMayStopWaiting) {
   EXPECT_TRUE(r->applied);
   EXPECT_EQ(r->unchecked_hosts, (std::vector<std::string>{"h1", "h2"}));
   auto now = controller_->applyPolicy(
-      {{"db.yaml", std::string(kDb) + "  - name: web\n    image: i\n    backup: { every: 1h, to: /x }\n"}},
+      {{"db.yaml", std::string(kDb) + "  - name: web\n    image: i\n"
+                   "    storage: { type: shared, path: /x }\n"}},
       false);
   ASSERT_TRUE(now.isOk());
   EXPECT_FALSE(now->pending);
