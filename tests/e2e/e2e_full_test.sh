@@ -6,7 +6,9 @@
 #      shows a row from the db (http / is 503 without one), balancer = haproxy forwards
 #   2. the balancer's page shows the db row
 #   3. kill -9 a db VM's QEMU -> restarted, every tier healthy, the page still shows the row
-#   4. crash the host running web-1's VM -> rebuilt elsewhere, every tier healthy, page ok
+#   4. write a row through the balancer (the page's POST form), crash the host running the
+#      db VM (its disk is on the lab's shared storage) -> rebuilt elsewhere, every tier
+#      healthy, the row is read back through the balancer (issue #15)
 # Usage: tests/e2e/e2e_full_test.sh [BUILD_DIR]. Root; builds the images when missing
 # (cold ≈ 5 min). Cache: $TW_IMAGES_CACHE, else /var/cache/tierwarden/images.
 set -euo pipefail
@@ -35,9 +37,10 @@ e2e_start_cluster 3
 tiers:
   - name: mysql
     image: full-db
-    replicas: 2
-    min_healthy: 1
+    replicas: 1
     memory: 384MiB
+    # One database on the lab's shared storage: rebuilt on another host, it keeps its rows.
+    storage: { type: shared, path: /srv/tierwarden/shared }
     # MariaDB's handshake names its version ("5.5.5-10.11.6-MariaDB-0+deb12u1").
     health: { type: tcp, port: 3306, expect: "MariaDB", grace: 90s }
     ports: [ { name: mysql, port: 3306 } ]
@@ -78,12 +81,17 @@ e2e_wait 240 "mysql-1's incident closed (healthy again)" closed
 e2e_wait 60 "the page shows the row after the db kill" page_has_row
 e2e_log "3. ok: db VM killed -> healthy again after $(e2e_elapsed "$t" "$(e2e_now)") s; page ok"
 
-victim=$(vm_host apache-1)
+VALUE="row-$$-$(date +%s%N)"
+wrote=$(curl -fsS -m 10 --data-urlencode "message=$VALUE" "$BAL") || e2e_fail "POST $BAL"
+grep -q "Wrote row .*$VALUE" <<<"$wrote" || e2e_fail "the POST did not write the row: $wrote"
+victim=$(vm_host mysql-1)
+[ -n "$victim" ] || e2e_fail "mysql-1 has no host"
 t=$(e2e_now)
 hosts crash "$victim" >/dev/null
 e2e_wait 30 "$victim fenced" bash -c "[ \"\$(curl -fsS '$TW_CONTROLLER/api/v1/hosts' | jq -r '.hosts[] | select(.name == \"$victim\") | .state')\" = fenced ]"
-moved() { h=$(vm_host apache-1); [ -n "$h" ] && [ "$h" != "$victim" ] && vm_running_healthy apache-1 && e2e_all_healthy; }
-e2e_wait 300 "apache-1 rebuilt elsewhere, every tier healthy" moved
-e2e_wait 60 "the page shows the row after the host crash" page_has_row
-e2e_log "4. ok: host $victim crashed -> every tier healthy after $(e2e_elapsed "$t" "$(e2e_now)") s; page ok"
+moved() { h=$(vm_host mysql-1); [ -n "$h" ] && [ "$h" != "$victim" ] && vm_running_healthy mysql-1 && e2e_all_healthy; }
+e2e_wait 300 "mysql-1 rebuilt elsewhere, every tier healthy" moved
+row_back() { BAL=$(balancer_url) && [ -n "$BAL" ] && page=$(curl -fsS -m 5 -G --data-urlencode "find=$VALUE" "$BAL") && grep -q "Found row .*$VALUE" <<<"$page"; }
+e2e_wait 60 "the row written before the crash, read back through the balancer" row_back
+e2e_log "4. ok: row \"$VALUE\" written, host $victim (mysql-1) crashed -> every tier healthy after $(e2e_elapsed "$t" "$(e2e_now)") s; the row is read back on $(vm_host mysql-1)"
 e2e_log "PASS in $(e2e_elapsed "$T0" "$(e2e_now)") s"
