@@ -75,7 +75,7 @@ class ControllerService {
   // time (a controller clock that stands still) or at shutdown it stops
   // waiting (ProbeMode::kStopWaiting).
   static constexpr Millis kProbePollMs = 50;
-  static constexpr Millis kProbeGiveUpMs = 4 * PathProbes::kWaitMs;
+  static constexpr Millis kProbeGiveUpMs = 2 * PathProbes::kWaitMs;  // under twctl's 10 s
   Result<ApplyResult> applyPolicy(const std::vector<PolicyFile>& files, bool dry_run);
 
   // An agent's heartbeat, never held up by a busy loop: it is queued for the
