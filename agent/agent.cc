@@ -1052,6 +1052,11 @@ bool Agent::reportDueLocked() const {
   if (!link_up_) return false;  // retried at the next interval
   if (published_.assignments_version != last_sent_version_) return true;
   if (published_.addresses_held != last_sent_addresses_) return true;
+  // A new host report (the controller asked about new paths: an apply waits
+  // for it, controller/path_probes.h) goes out at once, once.
+  const std::string& report = published_.host_report.digest;
+  if (!report.empty() && report != last_sent_report_digest_ && report != controller_report_digest_)
+    return true;
   // Compared once per publication and answer, not on every tick of the
   // heartbeat thread (issue #16: the simulator ticks it every 10 ms).
   if (same_checked_gen_ != published_gen_ || same_checked_sent_ != sent_serial_) {
@@ -1067,9 +1072,11 @@ void Agent::sendHeartbeat(Millis now) {
   Heartbeat hb;
   int64_t gen = 0;
   int64_t events_before = 0;
+  std::string report_digest;
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
     hb = published_;
+    report_digest = published_.host_report.digest;
     hb.seq = ++seq_;
     hb.peers_digest = peers_digest_;
     // The host report rides along only when the controller lacks it.
@@ -1112,6 +1119,7 @@ void Agent::sendHeartbeat(Millis now) {
   }
   link_up_ = true;
   controller_report_digest_ = answer->host_report_digest;
+  last_sent_report_digest_ = report_digest;
   last_sent_ = hb.domains;
   last_sent_addresses_ = hb.addresses_held;
   ++sent_serial_;

@@ -469,6 +469,7 @@ class Agent {
   bool has_peer_list_ = false;     // a set with the peer list arrived in this process
   std::string peers_digest_;       // AssignmentSet::peers_digest of the list held ("" = none)
   std::string controller_report_digest_;  // AssignmentSet::host_report_digest last answered
+  std::string last_sent_report_digest_;   // HostReport::digest of the last answered heartbeat
   bool held_said_ = false;         // "keeping VMs while the controller is away" logged
   std::string self_fence_reason_;  // last self-fence
   bool fence_unacked_ = false;     // self-fenced; no answer to a heartbeat carrying it yet

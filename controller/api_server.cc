@@ -534,7 +534,8 @@ void ApiServer::routes() {
       return sendError(res, invalidArgument("dry_run must be 0 or 1, got " + quoteForMessage(dry)));
     }
     bool dry_run = dry == "1" || dry == "true";
-    auto result = service_.call([&](Controller& c) { return c.applyPolicy(*files, dry_run); });
+    // May wait (bounded) for the hosts to check new paths (path_probes.h).
+    auto result = service_.applyPolicy(*files, dry_run);
     if (!result.isOk()) return sendError(res, result.status());
     Json plan = Json::array();
     for (const auto& p : result->plan) {
@@ -552,7 +553,8 @@ void ApiServer::routes() {
                                 {"n_plus_one", Json{{"safe", result->n_plus_one.safe},
                                                     {"summary", result->n_plus_one.summary()},
                                                     {"breaking", breaking}}}}},
-                  {"warnings", result->warnings}});
+                  {"warnings", result->warnings},
+                  {"unchecked_hosts", result->unchecked_hosts}});
   });
   s.Post(R"(/api/v1/vms/([A-Za-z0-9._-]+)/restart)",
          [=, this](const httplib::Request& req, httplib::Response& res) {

@@ -102,6 +102,30 @@ HostChecks hostChecksOf(const Policy& policy) {
   return HostChecks{{paths.begin(), paths.end()}, {pools.begin(), pools.end()}};
 }
 
+HostChecks hostChecksOn(const Policy& policy, const std::string& host) {
+  Policy mine;
+  for (const TierSpec& t : policy.tiers)
+    if (mayRun(t, host)) mine.tiers.push_back(t);
+  return hostChecksOf(mine);
+}
+
+HostChecks unreportedChecks(const HostChecks& wanted, const HostReport* report) {
+  if (report == nullptr) return wanted;
+  HostChecks out;
+  for (const auto& p : wanted.paths)
+    if (!report->paths.count(p)) out.paths.push_back(p);
+  for (const auto& p : wanted.pools)
+    if (!report->pools.count(p)) out.pools.push_back(p);
+  return out;
+}
+
+std::string checksList(const HostChecks& checks) {
+  std::string out;
+  for (const auto& p : checks.paths) out += (out.empty() ? "" : ", ") + p;
+  for (const auto& p : checks.pools) out += (out.empty() ? "pool '" : ", pool '") + p + "'";
+  return out;
+}
+
 std::vector<SiteFinding> checkSite(const Policy& policy, const std::vector<ReportingHost>& hosts) {
   std::vector<SiteFinding> out;
   for (const TierSpec& t : policy.tiers) {

@@ -35,6 +35,14 @@ struct SiteFinding {
 // shared storage paths, pools and backup.to, sorted, no duplicates.
 HostChecks hostChecksOf(const Policy& policy);
 
+// What `host` is asked to check for `policy`: the paths and pools of the
+// tiers that may run there (placement.required_hosts), sorted.
+HostChecks hostChecksOn(const Policy& policy, const std::string& host);
+// Those of `wanted` that `report` does not name yet (all when it is null).
+HostChecks unreportedChecks(const HostChecks& wanted, const HostReport* report);
+// "/srv/dr, pool 'nfs-db'"
+std::string checksList(const HostChecks& checks);
+
 // The problems `policy` would have on `hosts` (declared in `policy`), tier by
 // tier in declaration order. A host that has not reported, or whose report
 // does not name a path or pool yet, proves nothing: only what a report says

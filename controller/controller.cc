@@ -396,18 +396,41 @@ std::vector<PlanItem> Controller::planItems(const PlacementResult& placed) const
   return items;
 }
 
-Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files, bool dry_run) {
+Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files, bool dry_run,
+                                            ProbeMode probe) {
   if (files.empty()) return invalidArgument("no policy files given");
   std::vector<PolicyFile> merged = mergePolicyFiles(policy_record_.files, files);
   auto parsed = parsePolicy(merged);
   if (!parsed.isOk()) return parsed.status();
   Policy next = std::move(parsed).value();
   TW_RETURN_IF_ERROR(checkFenceAgents(next));
+  std::string digest = digestOf(merged);
+  // New paths are checked on the online hosts first (path_probes.h).
+  std::map<std::string, HostChecks> unchecked;
+  if (probePaths(next, digest, probe, &unchecked)) {
+    ApplyResult waiting;
+    waiting.dry_run = dry_run;
+    waiting.pending = true;
+    waiting.version = policy_record_.version;
+    for (const auto& [host, _] : unreportedChecksOf(next)) waiting.pending_hosts.push_back(host);
+    return waiting;
+  }
   TW_RETURN_IF_ERROR(checkSiteFacts(next));  // what the hosts reported (apply_checks.h)
 
   ApplyResult result;
   result.dry_run = dry_run;
-  std::string digest = digestOf(merged);
+  std::string unchecked_said;  // the warning about `unchecked`, also an event
+  for (const auto& [host, c] : unchecked) {
+    result.unchecked_hosts.push_back(host);
+    unchecked_said += (unchecked_said.empty() ? "'" : "; '") + host + "' (" + checksList(c) + ")";
+  }
+  if (!unchecked.empty()) {
+    unchecked_said = "not checked on host" + std::string(unchecked.size() > 1 ? "s " : " ") +
+                     unchecked_said + ": no report within " +
+                     std::to_string(PathProbes::kWaitMs / 1000) +
+                     " s; checked when the host reports (a problem then is a policy.site_warning)";
+    result.warnings.push_back(unchecked_said);
+  }
   result.changed = digest != policy_record_.digest;
   result.version = policy_record_.version;
 
@@ -483,6 +506,8 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
     for (const auto& f : files) names += (names.empty() ? "" : ", ") + f.name;
     emit("info", "policy.applied", "policy/" + std::to_string(record.version),
          "applied policy version " + std::to_string(record.version) + " (" + names + ")");
+    if (!unchecked_said.empty())
+      emit("warn", "policy.unchecked", "policy/" + std::to_string(record.version), unchecked_said);
     dirty_ = true;
     assignmentsTouched(true);  // the tiers' specs may have changed
     reconcile();

@@ -27,6 +27,7 @@
 #include "controller/event_retention.h"
 #include "controller/fence_agents.h"
 #include "controller/host_connector.h"
+#include "controller/path_probes.h"
 #include "controller/vms_by_host.h"
 
 namespace tw {
@@ -59,6 +60,21 @@ struct ApplyResult {
   std::vector<PlanItem> plan;
   NPlusOneReport n_plus_one;
   std::vector<std::string> warnings;
+  // ProbeMode::kWait (path_probes.h): the apply waits for the online hosts
+  // in `pending_hosts` to report its new paths; nothing was decided, call
+  // again. `unchecked_hosts`: online hosts that did not report them in time
+  // (the apply went on; a warning says so).
+  bool pending = false;
+  std::vector<std::string> pending_hosts;
+  std::vector<std::string> unchecked_hosts;
+};
+
+// How an apply treats paths and pools (storage.path, storage.pool,
+// backup.to) that online hosts have not reported yet (path_probes.h).
+enum class ProbeMode {
+  kDecideNow,    // on the reports held now (a host that has not reported proves nothing)
+  kWait,         // ask the hosts; ApplyResult::pending until they answered or the wait ended
+  kStopWaiting,  // the caller waits no longer: hosts still unreported are unchecked
 };
 
 class Controller {
@@ -87,7 +103,12 @@ class Controller {
   // file:line:column) for a bad policy or one naming a fence agent that the
   // controller's configuration does not define, kFailedPrecondition when it cannot be
   // placed or is not N+1 safe under n_plus_one: refuse. Nothing changes on error.
-  Result<ApplyResult> applyPolicy(const std::vector<PolicyFile>& files, bool dry_run);
+  // With ProbeMode::kWait, an apply naming a path or pool that an online
+  // host has not reported yet returns ApplyResult::pending (nothing
+  // changed) and the hosts are asked to check it; the caller calls again
+  // with the same files until it is decided (ControllerService::applyPolicy).
+  Result<ApplyResult> applyPolicy(const std::vector<PolicyFile>& files, bool dry_run,
+                                  ProbeMode probe = ProbeMode::kDecideNow);
 
   // An agent's heartbeat: host liveness, capacity, observed domains.
   // Errors: kNotFound when the host is not declared in the policy in force.
@@ -376,6 +397,13 @@ class Controller {
   void noteHostReport(HostRuntime& h, const Heartbeat& hb);
   std::vector<ReportingHost> reportingHosts(const Policy& policy) const;
   Status checkSiteFacts(const Policy& next) const;  // the apply's refusal
+  // Online (or maintenance), not late hosts of `next` -> the checks of
+  // `next` their reports do not name yet.
+  std::map<std::string, HostChecks> unreportedChecksOf(const Policy& next) const;
+  // The probe step of an apply (path_probes.h): true = pending. Else fills
+  // `unchecked` (online hosts that did not answer in time, with what).
+  bool probePaths(const Policy& next, const std::string& key, ProbeMode probe,
+                  std::map<std::string, HostChecks>* unchecked);
   void noteSiteFindings();                          // the policy in force: warnings
   std::vector<std::string> siteWarnings(const std::string& tier) const;
 
@@ -386,6 +414,7 @@ class Controller {
   const HostChecks& hostChecks() const;
   mutable HostChecks host_checks_;
   mutable std::string host_checks_of_ = "-";
+  PathProbes probes_;  // new paths of applies under way
 
   Store& store_;
   Clock& clock_;

@@ -160,7 +160,8 @@ AssignmentSet Controller::assignmentsFor(const std::string& host,
   for (const TierSpec& t : policy_.tiers) {
     if (t.address.set()) set.addresses.push_back(t.address);
   }
-  set.checks = hostChecks();
+  // ... and the new paths of applies under way (path_probes.h).
+  set.checks = probes_.empty() ? hostChecks() : mergeChecks(hostChecks(), probes_.checks(clock_.nowMs()));
   if (h != hosts_.end()) set.host_report_digest = h->second.report.digest;
   return set;
 }

@@ -21,6 +21,7 @@ const HostChecks& Controller::hostChecks() const {
 void Controller::noteHostReport(HostRuntime& h, const Heartbeat& hb) {
   if (hb.host_report.digest.empty() || hb.host_report.digest == h.report.digest) return;
   h.report = hb.host_report;
+  probes_.noteReport(hb.host);  // answers again: waited for again (path_probes.h)
   log::info("host '{}' reported {} subnets, {} paths, {} pools", hb.host, h.report.subnets.size(),
             h.report.paths.size(), h.report.pools.size());
   noteSiteFindings();
@@ -56,6 +57,38 @@ Status Controller::checkSiteFacts(const Policy& next) const {
     fresh.push_back(std::move(f));
   }
   return siteRefusal(fresh);
+}
+
+std::map<std::string, HostChecks> Controller::unreportedChecksOf(const Policy& next) const {
+  std::map<std::string, HostChecks> out;
+  for (const HostSpec& spec : next.hosts) {
+    auto it = hosts_.find(spec.name);
+    if (it == hosts_.end() || probes_.late(spec.name)) continue;
+    const HostState state = it->second.rec.state;
+    // Only hosts that heartbeat now can answer; the others are judged when
+    // they report (policy.site_warning), as before.
+    if (state != HostState::kOnline && state != HostState::kMaintenance) continue;
+    const HostReport* report = it->second.report.digest.empty() ? nullptr : &it->second.report;
+    HostChecks missing = unreportedChecks(hostChecksOn(next, spec.name), report);
+    if (!missing.paths.empty() || !missing.pools.empty()) out[spec.name] = std::move(missing);
+  }
+  return out;
+}
+
+bool Controller::probePaths(const Policy& next, const std::string& key, ProbeMode probe,
+                            std::map<std::string, HostChecks>* unchecked) {
+  if (probe == ProbeMode::kDecideNow) return false;
+  const Millis now = clock_.nowMs();
+  probes_.prune(now);
+  std::map<std::string, HostChecks> unreported = unreportedChecksOf(next);
+  if (probe == ProbeMode::kWait && probes_.waiting(key, unreported, now)) return true;
+  std::vector<std::string> late;
+  for (const auto& [host, _] : unreported) late.push_back(host);
+  if (!late.empty())
+    log::warn("apply: {} online hosts did not report its new paths in time", late.size());
+  probes_.close(key, late);
+  *unchecked = std::move(unreported);
+  return false;
 }
 
 void Controller::noteSiteFindings() {

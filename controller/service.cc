@@ -173,6 +173,21 @@ bool ControllerService::stopping() {
   return stopping_ || waiters_released_;
 }
 
+Result<ApplyResult> ControllerService::applyPolicy(const std::vector<PolicyFile>& files,
+                                                  bool dry_run) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(kProbeGiveUpMs);
+  ProbeMode mode = ProbeMode::kWait;
+  for (;;) {
+    auto result = call([&](Controller& c) { return c.applyPolicy(files, dry_run, mode); });
+    if (!result.isOk() || !result->pending) return result;
+    std::unique_lock<std::mutex> lock(mu_);
+    change_cv_.wait_for(lock, std::chrono::milliseconds(kProbePollMs),
+                        [&] { return stopping_ || waiters_released_; });
+    if (stopping_ || waiters_released_ || std::chrono::steady_clock::now() >= give_up)
+      mode = ProbeMode::kStopWaiting;
+  }
+}
+
 int64_t ControllerService::waitEvents(int64_t after, Millis wait_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   change_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),

@@ -68,6 +68,16 @@ class ControllerService {
     return fut.get();
   }
 
+  // Controller::applyPolicy with ProbeMode::kWait: called again on the loop
+  // every kProbePollMs while the apply waits for the hosts to report its new
+  // paths (at most PathProbes::kWaitMs on the controller's clock). Only
+  // this HTTP thread waits; the loop goes on. Past kProbeGiveUpMs of real
+  // time (a controller clock that stands still) or at shutdown it stops
+  // waiting (ProbeMode::kStopWaiting).
+  static constexpr Millis kProbePollMs = 50;
+  static constexpr Millis kProbeGiveUpMs = 2 * PathProbes::kWaitMs;  // under twctl's 10 s
+  Result<ApplyResult> applyPolicy(const std::vector<PolicyFile>& files, bool dry_run);
+
   // An agent's heartbeat, never held up by a busy loop: it is queued for the
   // loop (in arrival order, before the loop's next liveness check) and
   // answered with the loop's result when that comes within answer_wait_ms,

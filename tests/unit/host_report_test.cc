@@ -123,5 +123,56 @@ TEST(HostReport, HeartbeatCarriesTheReportOnlyWhenTheControllerLacksIt) {
   EXPECT_EQ(link.heartbeats.back().host_report.digest, sent.digest);
 }
 
+// Pins (issue #15, controller/path_probes.h): paths the controller asks
+// about beyond the policy in force (an apply waiting for them) are looked at
+// as soon as an answer brings them, and the new report goes out in the next
+// heartbeat at once, not an interval later; once sent, it does not make
+// heartbeats go out again by itself.
+TEST(HostReport, ExtraPathsAreProbedAndReportedAtOnce) {
+  ManualClock clock{0};
+  FakeHypervisor hv;
+  RecordingLink link;
+  link.set.host = "h1";
+  link.set.version = 1;
+  link.set.lease_ms = 5000;
+  link.set.checks = HostChecks{{"/srv/shared"}, {}};
+  FakeHostInspector fake;
+  fake.directories = {"/srv/shared", "/srv/dr"};
+  HostReporter reporter(fake, "", "a1");
+  AgentOptions options;
+  options.host = "h1";
+  options.agent_id = "a1";
+  Agent agent(options, hv, link, clock, nullptr, nullptr, nullptr);
+  agent.setHostReporter(&reporter);
+  ASSERT_TRUE(agent.start().isOk());
+  agent.runOnce();
+  clock.advance(1000);
+  agent.runOnce();
+  agent.runOnce();
+  const size_t settled = link.heartbeats.size();
+  link.set.host_report_digest = link.heartbeats.back().host_report.digest.empty()
+                                    ? link.heartbeats[settled - 2].host_report.digest
+                                    : link.heartbeats.back().host_report.digest;
+  clock.advance(1000);
+  agent.runOnce();  // answered with the digest: the controller holds the report
+  agent.runOnce();
+  const size_t before = link.heartbeats.size();
+  // An apply waits for /srv/dr and /srv/typo: the answer asks about them.
+  link.set.checks = HostChecks{{"/srv/dr", "/srv/shared", "/srv/typo"}, {}};
+  clock.advance(1000);
+  agent.runOnce();  // the answer with the new checks
+  ASSERT_EQ(link.heartbeats.size(), before + 1);
+  agent.runOnce();  // no time passed: the new report goes out now
+  ASSERT_EQ(link.heartbeats.size(), before + 2);
+  const HostReport& sent = link.heartbeats.back().host_report;
+  ASSERT_FALSE(sent.digest.empty());
+  EXPECT_TRUE(sent.paths.at("/srv/dr"));
+  EXPECT_FALSE(sent.paths.at("/srv/typo"));
+  EXPECT_TRUE(sent.paths.at("/srv/shared"));
+  agent.runOnce();  // sent once: no heartbeat storm while the controller lacks it
+  agent.runOnce();
+  EXPECT_EQ(link.heartbeats.size(), before + 2);
+}
+
 }  // namespace
 }  // namespace tw
