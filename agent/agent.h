@@ -339,6 +339,9 @@ class Agent {
   void loadState(Millis now);
   // Saves what a restarted agent needs when it changed (runOnce()).
   void saveState();
+  // REQUIRES: saved_. What saveState() would write equals saved_ (the lease
+  // end within kLeaseSaveStepMs).
+  bool savedStateCurrent() const;
   // Applies the set of the last answered heartbeat, if any. Returns whether one came.
   bool takeAnswer();
   // Sends one heartbeat with the published state and records the answer.

@@ -743,6 +743,17 @@ bool Simulation::stepHost(Host& h) {
   return true;
 }
 
+bool Simulation::runsSame(const Host& h) const {
+  // As countCopies() counts: a host whose libvirt does not answer (off,
+  // hung) runs nothing it can list.
+  if (!h.powered || !h.hv->ping().isOk()) return h.running.empty();
+  if (static_cast<size_t>(h.hv->runningCount()) != h.running.size()) return false;
+  for (const auto& vm : h.running) {
+    if (!h.hv->isRunning(vm)) return false;
+  }
+  return true;
+}
+
 void Simulation::countCopies() {
   // All losses first, then all gains: a VM that moved between two hosts in
   // this step is never counted twice.
@@ -750,6 +761,7 @@ void Simulation::countCopies() {
   for (auto& [name, h] : hosts_) {
     if (!h.touched) continue;
     h.touched = false;
+    if (runsSame(h)) continue;  // most passes change nothing (issue #16)
     std::set<std::string> running;
     if (h.powered) {
       Result<std::vector<DomainStatus>> listed = h.hv->listManaged();

@@ -260,6 +260,8 @@ class Simulation final : private SimWorld {
   bool reachesController(const std::string& host) const;
   void collateral(const std::string& message, int vms);
   void countCopies();
+  // h's FakeHypervisor runs just what h.running says (no listing, no copies).
+  bool runsSame(const Host& h) const;
   // Peer checks: every pair of hosts whose agents run and whose links work
   // both ways reach each other now (a check is a request and its answer).
   // Also the ground truth: reached and cut_off of every host.
