@@ -339,9 +339,9 @@ class Agent {
   void loadState(Millis now);
   // Saves what a restarted agent needs when it changed (runOnce()).
   void saveState();
-  // REQUIRES: saved_. What saveState() would write equals saved_ (the lease
-  // end within kLeaseSaveStepMs).
-  bool savedStateCurrent() const;
+  // REQUIRES: saved_. What saveState() would write equals saved_ but for
+  // the lease end, which it sets in *lease_until.
+  bool savedStateCurrent(Millis* lease_until) const;
   // Applies the set of the last answered heartbeat, if any. Returns whether one came.
   bool takeAnswer();
   // Sends one heartbeat with the published state and records the answer.

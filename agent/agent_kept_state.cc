@@ -73,24 +73,21 @@ bool sameVms(const std::vector<std::string>& saved, const std::map<std::string, 
 
 }  // namespace
 
-bool Agent::savedStateCurrent() const {
+bool Agent::savedStateCurrent(Millis* lease_until) const {
   // What saveState() below would write, field by field, against what it
   // saved, without building (copying) a PersistedAgentState: it runs after
   // every pass of the loop, and the peer list is every other host
-  // (issue #16). Stricter than the check below, never looser: a miss falls
-  // through to it.
+  // (issue #16). Stricter than the comparison below, never looser.
   const PersistedAgentState& o = *saved_;
-  Millis lease_until = o.lease_until_ms;
+  *lease_until = o.lease_until_ms;
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
-    if (lease_state_ == LeaseState::kValid) lease_until = lease_until_ms_;
+    if (lease_state_ == LeaseState::kValid) *lease_until = lease_until_ms_;
     if (fence_unacked_ ? o.self_fence_reason != self_fence_reason_ : !o.self_fence_reason.empty()) {
       return false;
     }
   }
-  if (lease_until - o.lease_until_ms >= kLeaseSaveStepMs || o.boot_id != options_.boot_id) {
-    return false;
-  }
+  if (o.boot_id != options_.boot_id) return false;
   if (!has_set_) return true;
   return o.has_peers && o.peer_timeout_ms == set_.peer_timeout_ms &&
          o.assignments_version == set_.version && o.controller_id == set_.controller_id &&
@@ -99,7 +96,22 @@ bool Agent::savedStateCurrent() const {
 
 void Agent::saveState() {
   if (state_store_ == nullptr) return;
-  if (saved_ && savedStateCurrent()) return;
+  Millis lease_until = 0;
+  if (saved_ && savedStateCurrent(&lease_until)) {
+    // Only the lease end may have moved: saved in place when it moved by
+    // kLeaseSaveStepMs (an older one is safe: see PersistedAgentState).
+    const Millis saved_lease = saved_->lease_until_ms;
+    if (lease_until - saved_lease < kLeaseSaveStepMs) return;
+    saved_->lease_until_ms = lease_until;
+    Status st = state_store_->save(*saved_);
+    if (!st.isOk()) {
+      saved_->lease_until_ms = saved_lease;
+      logFailureOnce("agent-state", "cannot keep the agent's state: " + st.toString());
+      return;
+    }
+    clearFailure("agent-state");
+    return;
+  }
   PersistedAgentState s = saved_.value_or(PersistedAgentState{});
   s.boot_id = options_.boot_id;
   {
