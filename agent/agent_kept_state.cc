@@ -91,7 +91,8 @@ bool Agent::savedStateCurrent(Millis* lease_until) const {
   if (!has_set_) return true;
   return o.has_peers && o.peer_timeout_ms == set_.peer_timeout_ms &&
          o.assignments_version == set_.version && o.controller_id == set_.controller_id &&
-         sameVms(o.vms, assigned_) && samePeers(o.peers, set_.peers);
+         sameVms(o.vms, assigned_) &&
+         (saved_peers_gen_ == set_peers_gen_ || samePeers(o.peers, set_.peers));
 }
 
 void Agent::saveState() {
@@ -110,6 +111,7 @@ void Agent::saveState() {
       return;
     }
     clearFailure("agent-state");
+    if (has_set_) saved_peers_gen_ = set_peers_gen_;  // equal to set_'s
     return;
   }
   PersistedAgentState s = saved_.value_or(PersistedAgentState{});
@@ -144,6 +146,7 @@ void Agent::saveState() {
   }
   clearFailure("agent-state");
   saved_ = std::move(s);
+  if (has_set_) saved_peers_gen_ = set_peers_gen_;  // s.peers came from set_
 }
 
 bool Agent::watchdogEntitled(Millis now) const {

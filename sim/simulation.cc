@@ -1101,7 +1101,15 @@ Json Simulation::stateJson() {
   }
   Json vms = Json::array();
   if (c != nullptr) {
+    // hostsRunning() of every vm in one pass over the hosts (in name order),
+    // not one pass per vm: O(hosts x vms) at 1,000 x 20,000 (issue #16).
+    std::map<std::string, std::vector<std::string>> running_on;
+    for (const auto& [name, h] : hosts_) {
+      if (!h.powered) continue;
+      for (const std::string& vm : h.hv->runningVms()) running_on[vm].push_back(name);
+    }
     for (const VmRecord& vm : c->vms()) {
+      auto where = running_on.find(vm.name);
       vms.push_back(Json{{"name", vm.name},
                          {"tier", vm.tier},
                          {"host", vm.host},
@@ -1110,7 +1118,9 @@ Json Simulation::stateJson() {
                          {"healthy", vm.health == Health::kHealthy},
                          {"restarts", vm.restarts},
                          {"relocations", vm.relocations},
-                         {"running_on", hostsRunning(vm.name)}});
+                         {"running_on", where == running_on.end()
+                                            ? std::vector<std::string>{}
+                                            : where->second}});
     }
   }
   Json out{{"time_ms", clock_.nowMs()},
