@@ -176,7 +176,11 @@ void Agent::applySet(const AssignmentSet& set) {
   std::vector<PeerInfo> kept_peers;
   if (set.peers_omitted) kept_peers = std::move(set_.peers);
   set_ = set;
-  if (set.peers_omitted) set_.peers = std::move(kept_peers);
+  if (set.peers_omitted) {
+    set_.peers = std::move(kept_peers);
+  } else {
+    ++set_peers_gen_;
+  }
   has_set_ = true;
   assigned_.clear();
   for (const Assignment& a : set_.assignments) assigned_[a.vm] = a;

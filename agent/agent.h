@@ -339,6 +339,9 @@ class Agent {
   void loadState(Millis now);
   // Saves what a restarted agent needs when it changed (runOnce()).
   void saveState();
+  // REQUIRES: saved_. What saveState() would write equals saved_ but for
+  // the lease end, which it sets in *lease_until.
+  bool savedStateCurrent(Millis* lease_until) const;
   // Applies the set of the last answered heartbeat, if any. Returns whether one came.
   bool takeAnswer();
   // Sends one heartbeat with the published state and records the answer.
@@ -419,6 +422,10 @@ class Agent {
   std::vector<DomainReport> reports_;    // built at the end of runOnce()
   AgentStateStore* state_store_ = nullptr;
   std::optional<PersistedAgentState> saved_;  // as last saved or loaded
+  // set_.peers changes (applySet() with a peer list) and the one saved_
+  // holds: saveState() compares the peer lists only when they differ.
+  int64_t set_peers_gen_ = 0;
+  int64_t saved_peers_gen_ = -1;
   NoPeerView no_peers_;
   PeerView* peers_ = &no_peers_;
   bool external_heartbeats_ = false;

@@ -4,7 +4,9 @@
 // (what the watchdog's pets rest on), and the kept state loaded at start and
 // saved after each pass. Apart from agent.cc, which is about convergence.
 #include <algorithm>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "agent/agent.h"
 #include "tw/log.h"
@@ -56,8 +58,62 @@ void Agent::loadState(Millis now) {
                                               "): starting nothing until the controller answers");
 }
 
+namespace {
+
+bool samePeers(const std::vector<PeerInfo>& a, const std::vector<PeerInfo>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const PeerInfo& x, const PeerInfo& y) {
+    return x.host == y.host && x.address == y.address;
+  });
+}
+
+bool sameVms(const std::vector<std::string>& saved, const std::map<std::string, Assignment>& assigned) {
+  return std::equal(saved.begin(), saved.end(), assigned.begin(), assigned.end(),
+                    [](const std::string& vm, const auto& entry) { return vm == entry.first; });
+}
+
+}  // namespace
+
+bool Agent::savedStateCurrent(Millis* lease_until) const {
+  // What saveState() below would write, field by field, against what it
+  // saved, without building (copying) a PersistedAgentState: it runs after
+  // every pass of the loop, and the peer list is every other host
+  // (issue #16). Stricter than the comparison below, never looser.
+  const PersistedAgentState& o = *saved_;
+  *lease_until = o.lease_until_ms;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    if (lease_state_ == LeaseState::kValid) *lease_until = lease_until_ms_;
+    if (fence_unacked_ ? o.self_fence_reason != self_fence_reason_ : !o.self_fence_reason.empty()) {
+      return false;
+    }
+  }
+  if (o.boot_id != options_.boot_id) return false;
+  if (!has_set_) return true;
+  return o.has_peers && o.peer_timeout_ms == set_.peer_timeout_ms &&
+         o.assignments_version == set_.version && o.controller_id == set_.controller_id &&
+         sameVms(o.vms, assigned_) &&
+         (saved_peers_gen_ == set_peers_gen_ || samePeers(o.peers, set_.peers));
+}
+
 void Agent::saveState() {
   if (state_store_ == nullptr) return;
+  Millis lease_until = 0;
+  if (saved_ && savedStateCurrent(&lease_until)) {
+    // Only the lease end may have moved: saved in place when it moved by
+    // kLeaseSaveStepMs (an older one is safe: see PersistedAgentState).
+    const Millis saved_lease = saved_->lease_until_ms;
+    if (lease_until - saved_lease < kLeaseSaveStepMs) return;
+    saved_->lease_until_ms = lease_until;
+    Status st = state_store_->save(*saved_);
+    if (!st.isOk()) {
+      saved_->lease_until_ms = saved_lease;
+      logFailureOnce("agent-state", "cannot keep the agent's state: " + st.toString());
+      return;
+    }
+    clearFailure("agent-state");
+    if (has_set_) saved_peers_gen_ = set_peers_gen_;  // equal to set_'s
+    return;
+  }
   PersistedAgentState s = saved_.value_or(PersistedAgentState{});
   s.boot_id = options_.boot_id;
   {
@@ -90,6 +146,7 @@ void Agent::saveState() {
   }
   clearFailure("agent-state");
   saved_ = std::move(s);
+  if (has_set_) saved_peers_gen_ = set_peers_gen_;  // s.peers came from set_
 }
 
 bool Agent::watchdogEntitled(Millis now) const {

@@ -87,6 +87,7 @@
 #include "sim/scenario.h"
 #include "sim/sim_host_connector.h"
 #include "sim/sim_hypervisor.h"
+#include "sim/wake_queue.h"
 #include "tw/clock.h"
 #include "tw/fake_hypervisor.h"
 #include "tw/json.h"
@@ -194,6 +195,9 @@ class Simulation final : private SimWorld {
     bool push = false;                // a new assignment set waits for delivery
     bool wake = false;                // a health verdict changed
     bool touched = true;              // its domains may have changed this step
+    size_t index = 0;                 // in name order (hostIndex(), wakes_)
+    Millis next_beat = 0;             // its agent's next heartbeat (heartbeatTick())
+    bool settled = true;              // settleHost() ended with nothing left to do now
     std::set<std::string> running;    // ground truth as last counted
   };
 
@@ -237,6 +241,16 @@ class Simulation final : private SimWorld {
   // Heartbeat tick and loop pass by turns until h has nothing left to do
   // now (at most kSettleRounds passes). Returns whether the loop ran.
   bool settleHost(Host& h);
+  // One pass over the hosts that may have something to do now (wakes_), in
+  // name order: settleHost() each, then its next wake time. Returns whether
+  // any loop ran.
+  bool settlePass();
+  // h has something to do now (an event, a push, a command): looked at in
+  // this step's next pass that reaches it.
+  void wake(Host& h) { wakes_.wake(h.index); }
+  // The earliest time at which settleHost(h) could do anything on its own,
+  // just after it ran (see step 4 above; a lower bound, now when unsure).
+  Millis nextWake(const Host& h) const;
   // h's heartbeat thread: heartbeatTick(), then a look at the lease.
   void beat(Host& h);
   // Notes a change of h's lease state (a self-fence judged: cut off or not).
@@ -246,6 +260,8 @@ class Simulation final : private SimWorld {
   bool reachesController(const std::string& host) const;
   void collateral(const std::string& message, int vms);
   void countCopies();
+  // h's FakeHypervisor runs just what h.running says (no listing, no copies).
+  bool runsSame(const Host& h) const;
   // Peer checks: every pair of hosts whose agents run and whose links work
   // both ways reach each other now (a check is a request and its answer).
   // Also the ground truth: reached and cut_off of every host.
@@ -292,6 +308,10 @@ class Simulation final : private SimWorld {
   // O(hosts), not O(hosts²) (issue #16).
   std::map<std::string, size_t> host_index_;
   std::vector<Host*> host_by_index_;
+  // Which hosts a pass looks at (issue #16): one whose settleHost() would do
+  // nothing sleeps until nextWake(); whatever reaches it from outside
+  // (events, pushes, commands, a change of who reaches whom) wakes it.
+  WakeQueue wakes_{0};
   std::vector<char> reach_up_;
   std::vector<Millis> reach_last_ms_;
   Millis reach_now_ms_ = -1;

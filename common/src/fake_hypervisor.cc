@@ -242,6 +242,14 @@ bool FakeHypervisor::isRunning(const std::string& vm) const {
   return it != doms_.end() && it->second.managed && isActive(it->second.state);
 }
 
+std::vector<std::string> FakeHypervisor::runningVms() const {
+  std::vector<std::string> out;
+  for (const auto& [name, dom] : doms_) {
+    if (dom.managed && isActive(dom.state)) out.push_back(name);
+  }
+  return out;
+}
+
 void FakeHypervisor::failBackups(int n) { fail_backups_ = n; }
 
 Result<DiskBackup> FakeHypervisor::backupDisk(const std::string& vm, const std::string& target_path,

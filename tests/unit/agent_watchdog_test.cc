@@ -237,6 +237,33 @@ TEST_F(AgentWatchdogTest, RestartedAgentDecidesFromTheKeptState) {
   EXPECT_EQ(agent_->restarts("web-1"), 0);
 }
 
+// Pins when the kept state is written (issue #16 compares it field by field
+// instead of copying it after every pass): a loop pass that changes nothing
+// writes nothing; a lease end that moved by kLeaseSaveStepMs is written
+// (never ahead of the real one); a new set is written at once, whole.
+TEST_F(AgentWatchdogTest, KeptStateIsWrittenOnlyWhenItChanges) {
+  startAgent();
+  runTo(3000);
+  const int saves = store_.saves();
+  for (int i = 0; i < 5; ++i) agent_->runOnce();  // no heartbeat: the lease stands
+  EXPECT_EQ(store_.saves(), saves);
+  runTo(6000);  // three renewals by the interval (1 s): each one written
+  EXPECT_GE(store_.saves(), saves + 3);
+  const Millis kept_lease = store_.load().value()->lease_until_ms;
+  EXPECT_LE(kept_lease, agent_->leaseUntilMs());
+  EXPECT_GT(kept_lease, agent_->leaseUntilMs() - Agent::kLeaseSaveStepMs);
+
+  link_.set.version = 2;
+  link_.set.assignments = {web("web-2")};
+  runTo(7500);
+  const PersistedAgentState kept = *store_.load().value();
+  EXPECT_EQ(kept.assignments_version, 2);
+  EXPECT_EQ(kept.vms, std::vector<std::string>{"web-2"});
+  EXPECT_EQ(kept.peers.size(), 2u);
+  EXPECT_EQ(kept.controller_id, "c1");
+  EXPECT_EQ(kept.boot_id, "boot-1");
+}
+
 // Pins: the kept lease end counts only in the boot that saved it; without
 // kept state the start-up lease rules as before (and without a peer list an
 // expired start-up lease still self-fences).

@@ -104,6 +104,21 @@ TEST_F(FakeHypervisorTest, StartIsIdempotent) {
   EXPECT_EQ(hv_.start("nope").code(), Code::kNotFound);
 }
 
+// Pins runningVms(): the managed VMs isRunning() says yes to, by name; also
+// while hung (as isRunning()); unmanaged domains never.
+TEST_F(FakeHypervisorTest, RunningVmsListsWhatIsRunning) {
+  for (const char* vm : {"web-2", "web-1", "db-1"}) ASSERT_TRUE(hv_.define(specFor(vm)).isOk());
+  ASSERT_TRUE(hv_.start("web-2").isOk());
+  ASSERT_TRUE(hv_.start("db-1").isOk());
+  hv_.addUnmanaged("foreign");
+  EXPECT_EQ(hv_.runningVms(), (std::vector<std::string>{"db-1", "web-2"}));
+  hv_.setHung(true);
+  EXPECT_EQ(hv_.runningVms(), (std::vector<std::string>{"db-1", "web-2"}));
+  hv_.setHung(false);
+  hv_.crash("db-1");
+  EXPECT_EQ(hv_.runningVms(), std::vector<std::string>{"web-2"});
+}
+
 // Pins: destroy stops a running VM with kStopped; destroying a stopped or
 // absent VM is ok and silent.
 TEST_F(FakeHypervisorTest, DestroyIsIdempotent) {

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "tw/hypervisor.h"
 
@@ -60,6 +61,8 @@ class FakeHypervisor final : public Hypervisor {
   const DomainSpec* spec(const std::string& vm) const;
   int runningCount() const;
   bool isRunning(const std::string& vm) const;
+  // Every vm isRunning() says yes to, by name (also while hung).
+  std::vector<std::string> runningVms() const;
 
  private:
   struct Dom {
