@@ -51,6 +51,13 @@ const PendingRestore* BackupBook::restore(const std::string& vm) const {
 
 void BackupBook::finishRestore(const std::string& vm) { restores_.erase(vm); }
 
+std::vector<std::string> BackupBook::restoringVms() const {
+  std::vector<std::string> out;
+  out.reserve(restores_.size());
+  for (const auto& [vm, r] : restores_) out.push_back(vm);
+  return out;
+}
+
 Millis BackupBook::lastGoodMs(const std::string& vm) const {
   auto it = last_good_ms_.find(vm);
   return it == last_good_ms_.end() ? 0 : it->second;

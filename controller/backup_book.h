@@ -49,6 +49,8 @@ class BackupBook {
   int64_t startRestore(const std::string& vm, int64_t epoch, const BackupRecord& from);
   const PendingRestore* restore(const std::string& vm) const;
   void finishRestore(const std::string& vm);
+  // The VMs with a restore under way, by name.
+  std::vector<std::string> restoringVms() const;
 
   // When the newest good backup of `vm` was taken (0 = none known).
   Millis lastGoodMs(const std::string& vm) const;

@@ -27,7 +27,18 @@
 //      migrations it asked for; heartbeat tick and loop take turns until
 //      neither has anything left to do now (settleHost(): the daemon's
 //      heartbeat thread sends a changed report within 50 ms, here at once,
-//      and the loop takes its answer before anything else happens);
+//      and the loop takes its answer before anything else happens).
+//      Only hosts that may have something to do are looked at (a
+//      WakeQueue, sim/wake_queue.h): after its turn a host sleeps until
+//      the first of its next heartbeat, lease end (every step while its
+//      lease is held), watchdog pet tick, nextWakeMs() and next health
+//      probe; a domain event, a push, a verdict, a script command, a
+//      change of who reaches whom or the end of a stall wakes it (with
+//      `controllers N`, every host every step: an election may change
+//      whom an agent talks to). The
+//      hosts it skips are exactly those whose turn would do nothing, so
+//      the event log is the same as when every host took every turn
+//      (issue #16: the scenario golden logs did not change);
 //   5. every 100 ms of virtual time, unless its loop is stalled:
 //      controller.runOnce() (the daemon's tick);
 //   6. what steps 4-5 caused (pushes, events) is delivered in the same

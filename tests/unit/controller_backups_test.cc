@@ -274,6 +274,20 @@ TEST_F(ControllerBackupsTest, StalenessWarning) {
   EXPECT_TRUE(warnings().empty());
 }
 
+// Pins restoringVms(): the VMs with a restore under way, by name (what a
+// tick walks instead of every VM, issue #16); a finished one is gone.
+TEST(BackupBook, RestoringVmsInNameOrder) {
+  BackupBook book;
+  EXPECT_TRUE(book.restoringVms().empty());
+  BackupRecord from;
+  from.id = "b1";
+  book.startRestore("web-2", 3, from);
+  book.startRestore("db-1", 1, from);
+  EXPECT_EQ(book.restoringVms(), (std::vector<std::string>{"db-1", "web-2"}));
+  book.finishRestore("db-1");
+  EXPECT_EQ(book.restoringVms(), std::vector<std::string>{"web-2"});
+}
+
 // Pins: coarse ages in messages.
 TEST(BackupBook, CoarseAge) {
   EXPECT_EQ(coarseAge(17 * 1000), "17s");
