@@ -196,7 +196,7 @@ TEST_F(NewPathTest, SilentHostIsUncheckedAfterTheBoundAndNotWaitedForAgain) {
   EXPECT_TRUE(r->applied);
   EXPECT_EQ(r->unchecked_hosts, std::vector<std::string>{"h2"});
   ASSERT_EQ(r->warnings.size(), 1u);
-  EXPECT_NE(r->warnings[0].find("not checked on host 'h2' (/srv/shared2)"), std::string::npos)
+  EXPECT_NE(r->warnings[0].find("not checked on host 'h2' (/srv/dr-typo, /srv/shared2)"), std::string::npos)
       << r->warnings[0];
   // h2 reports again: waited for again.
   beat("h2", {{"/srv/dr-typo", true}, {"/srv/shared2", true}});
