@@ -397,9 +397,10 @@ class Controller {
   void noteHostReport(HostRuntime& h, const Heartbeat& hb);
   std::vector<ReportingHost> reportingHosts(const Policy& policy) const;
   Status checkSiteFacts(const Policy& next) const;  // the apply's refusal
-  // Online (or maintenance), not late hosts of `next` -> the checks of
-  // `next` their reports do not name yet.
-  std::map<std::string, HostChecks> unreportedChecksOf(const Policy& next) const;
+  // Online (or maintenance) hosts of `next` that are not late (late: those
+  // that are, path_probes.h) -> the checks of `next` their reports do not
+  // name yet.
+  std::map<std::string, HostChecks> unreportedChecksOf(const Policy& next, bool late = false) const;
   // The probe step of an apply (path_probes.h): true = pending. Else fills
   // `unchecked` (online hosts that did not answer in time, with what).
   bool probePaths(const Policy& next, const std::string& key, ProbeMode probe,

@@ -59,11 +59,12 @@ Status Controller::checkSiteFacts(const Policy& next) const {
   return siteRefusal(fresh);
 }
 
-std::map<std::string, HostChecks> Controller::unreportedChecksOf(const Policy& next) const {
+std::map<std::string, HostChecks> Controller::unreportedChecksOf(const Policy& next,
+                                                                bool late) const {
   std::map<std::string, HostChecks> out;
   for (const HostSpec& spec : next.hosts) {
     auto it = hosts_.find(spec.name);
-    if (it == hosts_.end() || probes_.late(spec.name)) continue;
+    if (it == hosts_.end() || probes_.late(spec.name) != late) continue;
     const HostState state = it->second.rec.state;
     // Only hosts that heartbeat now can answer; the others are judged when
     // they report (policy.site_warning), as before.
@@ -88,6 +89,8 @@ bool Controller::probePaths(const Policy& next, const std::string& key, ProbeMod
     log::warn("apply: {} online hosts did not report its new paths in time", late.size());
   probes_.close(key, late);
   *unchecked = std::move(unreported);
+  // Hosts late before: not waited for, but named as not checked too.
+  for (auto& [host, c] : unreportedChecksOf(next, /*late=*/true)) (*unchecked)[host] = std::move(c);
   return false;
 }
 

@@ -52,7 +52,9 @@ class NewPathTest : public ::testing::Test {
                                  "127.0.0.1:" + std::to_string(agent_port), "--guest-listen", "off",
                                  "--tick-ms", "50"},
         (dir_ / "controller.log").string());
-    ASSERT_TRUE(eventually([&] { return !token().empty(); }, 10)) << log("controller");
+    // The token file comes before the listener: wait until the API answers.
+    ASSERT_TRUE(eventually([&] { return !token().empty() && get("/api/v1/cluster").is_object(); }, 10))
+        << log("controller");
     int port_base = 42000 + (::getpid() % 1000) * 10;
     for (const char* h : {"h1", "h2"}) {
       const std::string hd = (dir_ / h).string();

@@ -184,7 +184,8 @@ TEST_F(NewPathTest, SilentHostIsUncheckedAfterTheBoundAndNotWaitedForAgain) {
   ASSERT_EQ(r->warnings.size(), 1u);
   EXPECT_EQ(r->warnings[0], warning);
   EXPECT_NE(events().find("policy.unchecked " + warning), std::string::npos) << events();
-  // Late: another new path is not waited for on h2 (h1 answers at once).
+  // Late: another new path is not waited for on h2 (h1 answers at once), but
+  // h2 is named as not checked.
   const std::string more = std::string(kDb) +
                            "  - name: db2\n    image: i\n    storage: { type: shared, path: "
                            "/srv/shared2 }\n";
@@ -193,7 +194,10 @@ TEST_F(NewPathTest, SilentHostIsUncheckedAfterTheBoundAndNotWaitedForAgain) {
   ASSERT_TRUE(r.isOk());
   EXPECT_FALSE(r->pending);
   EXPECT_TRUE(r->applied);
-  EXPECT_TRUE(r->unchecked_hosts.empty());
+  EXPECT_EQ(r->unchecked_hosts, std::vector<std::string>{"h2"});
+  ASSERT_EQ(r->warnings.size(), 1u);
+  EXPECT_NE(r->warnings[0].find("not checked on host 'h2' (/srv/dr-typo, /srv/shared2)"), std::string::npos)
+      << r->warnings[0];
   // h2 reports again: waited for again.
   beat("h2", {{"/srv/dr-typo", true}, {"/srv/shared2", true}});
   r = apply("db.yaml", more + "    backup: { every: 1h, to: /srv/dr2 }\n");
