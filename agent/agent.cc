@@ -147,6 +147,7 @@ void Agent::onAssignments(const AssignmentSet& set) {
     log::warn("ignoring assignments for host '{}' (this is host '{}')", set.host, options_.host);
     return;
   }
+  if (!admitTerm(set)) return;  // a deposed leader's push: agent/term_watch.h
   if (has_set_ && set.controller_id != set_.controller_id) {
     // Versions are ordered within one controller process only. A push from
     // another one (a restarted controller, or a late push of a dead one)
@@ -1110,6 +1111,12 @@ void Agent::sendHeartbeat(Millis now) {
   }
   // No lock while the controller answers (or not).
   Result<AssignmentSet> answer = link_.heartbeat(hb);
+  // A set of a deposed leader's term: no answer at all (no lease renewal,
+  // events kept for the leader): agent/term_watch.h.
+  if (answer && !admitTerm(*answer)) {
+    answer = unavailable("the answer carries term " + std::to_string(answer->term) + ", older than term " +
+                         std::to_string(term_watch_.highest()) + " (a deposed controller leader)");
+  }
   if (answer && carried > 0) {
     std::lock_guard<std::mutex> lock(outbox_mu_);
     while (!outbox_.empty() && outbox_.front().seq <= carried) outbox_.pop_front();
@@ -1236,6 +1243,13 @@ void Agent::emit(const std::string& level, const std::string& kind, const std::s
   e.level = level;
   e.message = message;
   report(std::move(e));
+}
+
+bool Agent::admitTerm(const AssignmentSet& set) {
+  const TermWatch::Verdict v =
+      term_watch_.check(set.term, clock_.nowMs(), set.lease_ms > 0 ? set.lease_ms : options_.initial_lease_ms);
+  if (!v.say.empty()) emit(v.level, v.accept ? "agent.term" : "agent.stale_term", "", 0, v.say);
+  return v.accept;
 }
 
 void Agent::report(AgentEvent e) {

@@ -79,6 +79,7 @@
 #include "agent/host_report.h"
 #include "agent/peer_view.h"
 #include "agent/port_map.h"
+#include "agent/term_watch.h"
 #include "tw/clock.h"
 #include "tw/hypervisor.h"
 #include "tw/protocol.h"
@@ -344,6 +345,9 @@ class Agent {
   bool savedStateCurrent(Millis* lease_until) const;
   // Applies the set of the last answered heartbeat, if any. Returns whether one came.
   bool takeAnswer();
+  // Whether `set`'s term may be acted on (agent/term_watch.h); says so
+  // (log and event) when that changes. Any thread.
+  bool admitTerm(const AssignmentSet& set);
   // Sends one heartbeat with the published state and records the answer.
   void sendHeartbeat(Millis now);
   bool convergeOne(const Assignment& a, Millis now);
@@ -480,6 +484,8 @@ class Agent {
   bool held_said_ = false;         // "keeping VMs while the controller is away" logged
   std::string self_fence_reason_;  // last self-fence
   bool fence_unacked_ = false;     // self-fenced; no answer to a heartbeat carrying it yet
+
+  TermWatch term_watch_;  // the highest leader term accepted (its own lock)
 
   std::map<std::string, Migration> migrations_;  // by vm
   struct PendingStart {

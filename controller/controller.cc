@@ -66,7 +66,8 @@ std::string newControllerId() {
 }  // namespace
 
 Controller::Controller(Store& store, Clock& clock, HostConnector* hosts, FenceAgents fence_agents)
-    : store_(store),
+    : guarded_store_(store, term_guard_),
+      store_(guarded_store_),
       clock_(clock),
       host_connector_(hosts ? *hosts : null_hosts_),
       fence_agents_(std::move(fence_agents)),
@@ -539,6 +540,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
 // ----------------------------------------------------------- the loop ---
 
 void Controller::runOnce() {
+  term_guard_.beginStep();
   // One batch: every write of the tick in one SQLite transaction (none when
   // nothing changed).
   Status s = store_.batch([this]() -> Status {
@@ -796,12 +798,18 @@ bool Controller::tierHealthy(const std::string& tier_name) const {
 
 Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   // One batch: the heartbeat's writes in one SQLite transaction.
+  term_guard_.beginStep();
   std::optional<Result<AssignmentSet>> out;
   Status s = store_.batch([&]() -> Status {
     out.emplace(heartbeat(hb));
     return Status::ok();
   });
   if (!s.isOk()) log::error("storing heartbeat of host '{}': {}", hb.host, s.toString());
+  // The answer renews the agent's lease and hands it a set: neither leaves a
+  // deposed term, nor a step whose writes the store refused.
+  if (out->isOk() && !term_guard_.mayAct("the answer to host '" + hb.host + "''s heartbeat")) {
+    return unavailable("not answering host '" + hb.host + "': " + term_guard_.whyNot());
+  }
   return std::move(*out);
 }
 
@@ -900,6 +908,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
 }
 
 Status Controller::handleAgentEvent(const AgentEvent& e) {
+  term_guard_.beginStep();
   if (!policy_.findHost(e.host)) {
     return notFound("host '" + e.host + "' is not declared in the applied policy");
   }
@@ -977,6 +986,10 @@ Status Controller::killVm(const std::string& name) {
   if (it == vms_.end()) return notFound("no vm named '" + name + "'");
   if (it->second.host.empty() || it->second.state != VmState::kRunning) {
     return failedPrecondition("vm '" + name + "' is " + toString(it->second.state) + ", not running");
+  }
+  term_guard_.beginStep();
+  if (!term_guard_.mayAct("the kill of vm '" + name + "'")) {
+    return unavailable("not killing vm '" + name + "': " + term_guard_.whyNot());
   }
   TW_RETURN_IF_ERROR(host_connector_.killVm(it->second.host, name));
   emit("warn", "vm.kill_requested", "vm/" + name,

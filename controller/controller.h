@@ -28,6 +28,7 @@
 #include "controller/fence_agents.h"
 #include "controller/host_connector.h"
 #include "controller/path_probes.h"
+#include "controller/term_guard.h"
 #include "controller/vms_by_host.h"
 
 namespace tw {
@@ -144,6 +145,14 @@ class Controller {
 
   // Liveness, placement, assignments; writes state changes to the store.
   void runOnce();
+
+  // An etcd replica: this controller acts for `term` while `leads()` says
+  // so (controller/term_guard.h). Once it does not, or once a store write
+  // of the current step failed, nothing this step decided leaves the
+  // process: no set is published, no heartbeat answered, no fence run.
+  // Without a call: the single controller on SQLite (term 0).
+  void actForTerm(int64_t term, std::function<bool()> leads) { term_guard_.setTerm(term, std::move(leads)); }
+  const TermGuard& termGuard() const { return term_guard_; }
 
   // The assignments of one host (version increases on every change).
   // `agent_peers_digest`: the peer list the asking agent holds
@@ -417,6 +426,10 @@ class Controller {
   mutable std::string host_checks_of_ = "-";
   PathProbes probes_;  // new paths of applies under way
 
+  // Every write goes through guarded_store_, which tells term_guard_ of
+  // failures (declared before store_: it is built first).
+  TermGuard term_guard_;
+  GuardedStore guarded_store_;
   Store& store_;
   Clock& clock_;
   NullHostConnector null_hosts_;

@@ -141,6 +141,7 @@ AssignmentSet Controller::assignmentsFor(const std::string& host,
   AssignmentSet set;
   set.host = host;
   set.controller_id = controller_id_;
+  set.term = term_guard_.term();
   set.lease_ms = policy_.settings.lease_ms;
   set.heartbeat_interval_ms = policy_.settings.heartbeat_interval_ms;
   set.peer_timeout_ms = peerTimeoutMs();
@@ -167,6 +168,11 @@ AssignmentSet Controller::assignmentsFor(const std::string& host,
 }
 
 void Controller::publishAssignments() {
+  // Sets a step withheld (controller/term_guard.h) go out with the next
+  // step that may act.
+  if (term_guard_.hasWithheld() && assignment_listener_ && term_guard_.mayAct("assignment sets")) {
+    for (const auto& [name, version] : term_guard_.takeWithheld()) assignment_listener_(name, version);
+  }
   if (published_gen_ == assignments_gen_) return;  // nothing a set holds changed
   published_gen_ = assignments_gen_;
   std::vector<std::pair<std::string, int64_t>> changed_hosts;
@@ -191,6 +197,10 @@ void Controller::publishAssignments() {
     if (h != hosts_.end()) rt.evict_version = h->second.assignments_version;
   }
   if (assignment_listener_) {
+    if (!term_guard_.mayAct("assignment sets")) {
+      for (const auto& [name, version] : changed_hosts) term_guard_.withhold(name, version);
+      return;
+    }
     for (const auto& [name, version] : changed_hosts) assignment_listener_(name, version);
   }
 }

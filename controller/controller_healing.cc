@@ -71,7 +71,13 @@ void Controller::advanceFencing(HostRuntime& h) {
       h.fence_libvirt_pending = true;
       emit("warn", "host.fencing", "host/" + name,
            "fencing host '" + name + "' through its libvirt (destroying its VMs)");
-      host_connector_.fenceByLibvirt(name);
+      if (term_guard_.mayAct("the libvirt fence of host '" + name + "'")) {
+        host_connector_.fenceByLibvirt(name);
+      } else {
+        // Withheld: it fails as a fence that did not confirm (and falls
+        // back like one) at the next pass.
+        local_fence_results_.push_back({name, "libvirt", false, "withheld: " + term_guard_.whyNot(), ""});
+      }
     } else if (spec && spec->fence == FenceMethod::kAgent) {
       startFenceAgent(h, *spec);
     } else if (!h.lease_unenforced) {
@@ -176,6 +182,10 @@ void Controller::startFenceAgent(HostRuntime& h, const HostSpec& spec) {
   auto argv = fenceArgv(agent->second, FenceTarget{name, spec.uri});
   if (!argv.isOk()) {
     local_fence_results_.push_back({name, "agent", false, argv.status().message(), spec.fence_agent});
+    return;
+  }
+  if (!term_guard_.mayAct("fence agent '" + spec.fence_agent + "' against host '" + name + "'")) {
+    local_fence_results_.push_back({name, "agent", false, "withheld: " + term_guard_.whyNot(), spec.fence_agent});
     return;
   }
   host_connector_.fenceByAgent(name, spec.fence_agent, *argv, kFenceAgentTimeoutMs);

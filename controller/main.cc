@@ -100,6 +100,15 @@ int main(int argc, char** argv) {
                  "replicas (one leads); default: SQLite in --state-dir");
   app.add_option("--cluster", etcd.cluster, "with --store etcd://: the cluster's name (keys under /tierwarden/NAME)")
       ->capture_default_str();
+  auto addEtcdTls = [&etcd](CLI::App* on) {
+    on->add_option("--etcd-cacert", etcd.ca_file,
+                   "with etcd://: the CA of the etcd members' certificates; given, the members are spoken to "
+                   "over HTTPS (etcdctl's --cacert)");
+    on->add_option("--etcd-cert", etcd.cert_file,
+                   "with --etcd-cacert: this client's certificate, for etcd's --client-cert-auth (etcdctl's --cert)");
+    on->add_option("--etcd-key", etcd.key_file, "the key of --etcd-cert (etcdctl's --key)");
+  };
+  addEtcdTls(&app);
   app.add_option("--etcd-max-txn-ops", etcd.max_txn_ops,
                  "etcd's --max-txn-ops (operations in one transaction); set both alike (scripts use 4096)")
       ->check(CLI::Range(8, 1 << 20))->capture_default_str();
@@ -123,6 +132,7 @@ int main(int argc, char** argv) {
   migrate_cmd->add_option("--etcd-max-txn-ops", etcd.max_txn_ops, "etcd's --max-txn-ops")
       ->check(CLI::Range(8, 1 << 20))->capture_default_str();
   migrate_cmd->add_flag("--force", migrate_force, "replace what the target holds");
+  addEtcdTls(migrate_cmd);
   app.add_flag("--public-read", public_read,
                "serve reads and the event stream without a token (a demo's dashboard); changes "
                "still need the operator token");
@@ -313,8 +323,7 @@ int main(int argc, char** argv) {
     }
     auto prefix = tw::etcdClusterPrefix(etcd.cluster);
     if (!prefix.isOk()) return fail("--cluster: " + prefix.status().toString());
-    tw::HttpEtcdOptions http;
-    http.endpoints = where->endpoints;
+    tw::HttpEtcdOptions http = tw::etcdHttpOptions(where->endpoints, etcd);
     // A renewal must not block past the next one: the leader's deadline is
     // checked on its clock regardless, but the loss is noticed (and the
     // process ends) only when the request returns.

@@ -179,8 +179,10 @@ Result<KeyAndCert> issueCert(const KeyAndCert& ca, const std::string& cn, const 
   X509_set_issuer_name(c, X509_get_subject_name(ca_cert.get()));
   TW_RETURN_IF_ERROR(addExt(c, ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE"));
   TW_RETURN_IF_ERROR(addExt(c, ca_cert.get(), NID_key_usage, "critical,digitalSignature,keyAgreement"));
-  TW_RETURN_IF_ERROR(
-      addExt(c, ca_cert.get(), NID_ext_key_usage, use == CertUse::kServer ? "serverAuth" : "clientAuth"));
+  TW_RETURN_IF_ERROR(addExt(c, ca_cert.get(), NID_ext_key_usage,
+                            use == CertUse::kServer   ? "serverAuth"
+                            : use == CertUse::kClient ? "clientAuth"
+                                                      : "serverAuth,clientAuth"));
   TW_RETURN_IF_ERROR(addExt(c, ca_cert.get(), NID_subject_key_identifier, "hash"));
   TW_RETURN_IF_ERROR(addExt(c, ca_cert.get(), NID_authority_key_identifier, "keyid:always"));
   if (!san.empty()) TW_RETURN_IF_ERROR(addExt(c, ca_cert.get(), NID_subject_alt_name, san));

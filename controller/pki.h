@@ -22,7 +22,10 @@ struct KeyAndCert {
 // A self-signed CA ("CN = <cn>"), valid for `days`. Errors: kInternal.
 Result<KeyAndCert> makeCa(const std::string& cn, int days);
 
-enum class CertUse { kServer, kClient };
+// kServerAndClient: both extended key usages, for a server that is also
+// its own client (an etcd member with --client-cert-auth: its JSON gateway
+// dials the member's gRPC side with the member's own certificate).
+enum class CertUse { kServer, kClient, kServerAndClient };
 
 // A certificate for `cn` signed by `ca`, valid for `days`, with a key of its
 // own. `sans`: DNS names or IP addresses (an entry that parses as an IPv4 or

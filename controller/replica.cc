@@ -172,8 +172,13 @@ std::unique_ptr<ReplicaSwitch> makeReplicaSwitch(Store& store, const LeaderLease
   return std::make_unique<ReplicaSwitch>(
       store, SteadyClock::instance(), [&lease] { return lease.isLeader(); },
       [&store] { return std::make_unique<Controller>(store, SystemClock::instance()); },
-      [&store, hosts, fence_agents = std::move(fence_agents)] {
-        return std::make_unique<Controller>(store, SystemClock::instance(), hosts, fence_agents);
+      [&store, &lease, hosts, fence_agents = std::move(fence_agents)] {
+        auto c = std::make_unique<Controller>(store, SystemClock::instance(), hosts, fence_agents);
+        // It acts for the term the lease holds now, and sends nothing once
+        // that term is over (controller/term_guard.h).
+        const int64_t term = lease.term();
+        c->actForTerm(term, [&lease, term] { return lease.isLeader() && lease.term() == term; });
+        return c;
       },
       std::move(on_lead), ReplicaSwitch::Options{});
 }

@@ -26,15 +26,22 @@ Result<StoreLocation> parseStoreLocation(const std::string& text) {
   return invalidArgument("store '" + text + "' is neither sqlite:DIR nor etcd://HOST[:PORT][,HOST[:PORT]...]");
 }
 
+HttpEtcdOptions etcdHttpOptions(const std::vector<std::string>& endpoints, const EtcdSettings& settings) {
+  HttpEtcdOptions http;
+  http.endpoints = endpoints;
+  http.ca_file = settings.ca_file;
+  http.cert_file = settings.cert_file;
+  http.key_file = settings.key_file;
+  return http;
+}
+
 Result<std::unique_ptr<Store>> openEtcdStoreAt(const std::vector<std::string>& endpoints,
                                                const EtcdSettings& settings,
                                                std::function<Result<EtcdWriteGuard>()> guard,
                                                std::function<void(const std::string&)> on_deposed) {
   Result<std::string> prefix = etcdClusterPrefix(settings.cluster);
   if (!prefix.isOk()) return prefix.status();
-  HttpEtcdOptions http;
-  http.endpoints = endpoints;
-  Result<std::unique_ptr<EtcdClient>> client = makeHttpEtcdClient(http);
+  Result<std::unique_ptr<EtcdClient>> client = makeHttpEtcdClient(etcdHttpOptions(endpoints, settings));
   if (!client.isOk()) return client.status();
   EtcdStoreOptions options;
   options.prefix = *prefix;

@@ -32,7 +32,15 @@ struct EtcdSettings {
   std::string cluster = "default";  // keys under /tierwarden/<cluster>
   int max_txn_ops = kEtcdDefaultMaxTxnOps;  // must match etcd's --max-txn-ops
   int64_t max_request_bytes = kEtcdDefaultMaxRequestBytes;  // etcd's --max-request-bytes
+  // TLS to etcd (--etcd-cacert/--etcd-cert/--etcd-key, etcdctl's names):
+  // with a CA, the members are spoken to over HTTPS (HttpEtcdOptions).
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
 };
+
+// The HTTP options of a client of `endpoints` with `settings`' TLS files.
+HttpEtcdOptions etcdHttpOptions(const std::vector<std::string>& endpoints, const EtcdSettings& settings);
 
 // Opens the etcd store of settings.cluster at `endpoints`; `guard` as in
 // EtcdStoreOptions (empty: unguarded).

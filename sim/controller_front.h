@@ -37,6 +37,11 @@ class ControllerFront final : public ControllerEndpoint {
   // The controller's assignment listener: `host`'s set changed. Keeps a copy
   // of the set, as ControllerService does for its HTTP threads.
   void published(const std::string& host);
+  // The set last published for `host` (version 0: none yet).
+  AssignmentSet lastPublished(const std::string& host) const {
+    auto it = published_.find(host);
+    return it == published_.end() ? AssignmentSet{} : it->second;
+  }
 
   // The loop is blocked until `until` (extends a stall under way). No-op
   // while the controller is down.

@@ -59,6 +59,10 @@ struct ControllerReplicas::Replica {
   bool up = false;         // its process runs
   bool store_cut = false;  // `controller C store off`
   bool overstay = false;   // `controller C overstay`: its lease thread and clock stopped
+  // `controller C overstay window`: once deposed, it still takes heartbeats
+  // and events, ticks, and its pushes reach agents until it exits at the
+  // next step, as the daemon does; only its TermGuard keeps its acts in.
+  bool window = false;
   std::string deposed;     // why etcd refused one of its writes (its term is over)
   Millis overstay_until = -1;  // set once another replica acts: one tick more
   Millis retry_open_ms = 0;
@@ -100,6 +104,7 @@ void ControllerReplicas::start() {
 void ControllerReplicas::startReplica(Replica& r) {
   r.up = true;
   r.overstay = false;
+  r.window = false;
   r.overstay_until = -1;
   r.term = 0;
   const std::string key = etcdLeaderKey(kSimEtcdPrefix);
@@ -169,6 +174,7 @@ void ControllerReplicas::stopReplica(Replica& r) {
   r.up = false;
   r.deposed.clear();
   r.overstay = false;
+  r.window = false;
   r.overstay_until = -1;
   r.term = 0;
 }
@@ -178,6 +184,14 @@ void ControllerReplicas::act(Replica& r) {
   r.controller = std::make_unique<Controller>(*r.store, clock_, r.connector.get(), simFenceAgents());
   if (wiring_.wire) wiring_.wire(r.name, *r.controller, r.front);
   r.term = r.lease->term();
+  // What controller/replica.cc does: the controller sends nothing once its
+  // term is over (controller/term_guard.h). An overstaying replica believes
+  // it leads until etcd refuses one of its writes.
+  Replica* self = &r;
+  r.controller->actForTerm(r.term, [self] {
+    return self->deposed.empty() &&
+           (self->overstay || (self->lease && self->lease->isLeader() && self->lease->term() == self->term));
+  });
   log("info", "controller " + r.name + " leads (term " + std::to_string(r.term) +
                   "): it recovers from the store and acts");
   Status recovered = r.controller->recover();
@@ -243,7 +257,7 @@ void ControllerReplicas::step() {
 void ControllerReplicas::tick() {
   int acting = 0;
   for (auto& r : replicas_) {
-    if (!r->controller || !r->deposed.empty() || r->front.stalled()) continue;
+    if (!r->controller || (!r->deposed.empty() && !r->window) || r->front.stalled()) continue;
     ++acting;
     r->controller->runOnce();
   }
@@ -300,7 +314,7 @@ void ControllerReplicas::execute(const Command& c) {
     if (r->store_client) r->store_client->setCutOff(cut);
     return;
   }
-  if (c.arg == "overstay") {
+  if (c.arg == "overstay" || c.arg == "overstay-window") {
     if (!r->controller) {
       log("info", c.text + who + ": it does not act: no effect");
       return;
@@ -308,6 +322,7 @@ void ControllerReplicas::execute(const Command& c) {
     log("info", c.text + who + ": its lease thread and clock stop; it acts on as term " +
                     std::to_string(r->term));
     r->overstay = true;
+    r->window = c.arg == "overstay-window";
     r->overstay_until = -1;
     history_[r->acting_entry].overstayed = true;
     return;
@@ -351,7 +366,7 @@ ControllerReplicas::Replica* ControllerReplicas::route(const std::string& host) 
     const size_t i = (at + k) % n;
     Replica& r = *replicas_[i];
     if (!r.up || !r.store) continue;  // refused: the next URL
-    if (r.controller && r.deposed.empty()) {
+    if (r.controller && (r.deposed.empty() || r.window)) {
       at = i;
       return &r;
     }
@@ -372,7 +387,16 @@ Controller* ControllerReplicas::controllerFor(const std::string& host) const {
   auto it = sticky_.find(host);
   if (it == sticky_.end()) return nullptr;
   Replica& r = *replicas_[it->second];
-  return r.up && r.deposed.empty() ? r.controller.get() : nullptr;
+  return r.up && (r.deposed.empty() || r.window) ? r.controller.get() : nullptr;
+}
+
+bool ControllerReplicas::windowPush(const std::string& host, AssignmentSet& set) const {
+  auto it = sticky_.find(host);
+  if (it == sticky_.end()) return false;
+  const Replica& r = *replicas_[it->second];
+  if (!r.up || !r.window || r.deposed.empty() || !r.controller) return false;
+  set = r.front.lastPublished(host);
+  return true;
 }
 
 Result<AssignmentSet> ControllerReplicas::heartbeat(const Heartbeat& hb) {

@@ -99,6 +99,11 @@ class ControllerReplicas final : public ControllerEndpoint {
   std::string leaderName();
   // The Controller host's agent talks to now (its long poll), or null.
   Controller* controllerFor(const std::string& host) const;
+  // When host's agent talks to a replica that etcd deposed and whose window
+  // is not hidden (`overstay window`): true, and `set` is what its long
+  // poll gets, the set that replica last published (as the daemon's
+  // ControllerService answers; version 0: none), not its memory.
+  bool windowPush(const std::string& host, AssignmentSet& set) const;
   // Each time a replica acted: for which term, from when until when (to =
   // -1 while it still acts), and whether it overstayed (`overstay`).
   struct Acting {

@@ -68,6 +68,7 @@ struct World {
   std::vector<std::string> replicas;
   std::set<std::string> replicas_down;
   std::set<std::string> replicas_store_off;
+  bool overstay_window = false;  // `controller leader overstay window`
 };
 
 
@@ -114,7 +115,7 @@ void replicaEvent(Rng& rng, World& w, ScriptWriter& s, Millis t) {
     s.line(t, "controller " + r + " store off");
     return;
   }
-  s.line(t, "controller leader overstay");
+  s.line(t, w.overstay_window ? "controller leader overstay window" : "controller leader overstay");
 }
 
 std::vector<std::string> without(const std::vector<std::string>& all,
@@ -299,12 +300,13 @@ void event(Rng& rng, World& w, ScriptWriter& s, Millis t) {
 
 }  // namespace
 
-FuzzCase generateFuzzCase(uint64_t seed, int replicas) {
+FuzzCase generateFuzzCase(uint64_t seed, int replicas, bool overstay_window) {
   Rng rng(seed);
   FuzzCase fc;
   fc.seed = seed;
   fc.replicas = replicas;
   World w;
+  w.overstay_window = overstay_window;
   for (int i = 1; i <= replicas; ++i) w.replicas.push_back("c" + std::to_string(i));
 
   // ---- cluster.yaml ----
@@ -468,7 +470,7 @@ int runFuzz(const FuzzOptions& options, std::ostream& out, std::ostream& err) {
   bool malformed = false;
   for (int64_t i = 0; i < options.seeds; ++i) {
     const uint64_t seed = options.start + static_cast<uint64_t>(i);
-    const FuzzCase c = generateFuzzCase(seed, options.replicas);
+    const FuzzCase c = generateFuzzCase(seed, options.replicas, options.overstay_window);
     const FuzzOutcome o = runFuzzCase(c);
     if (!o.ran) {
       err << "seed " << seed << ": the generated case does not run: " << o.error << "\n";

@@ -53,6 +53,10 @@ struct FuzzOptions {
   std::string save_dir;  // empty: save nothing
   bool save_all = false;
   int replicas = 0;  // 0: one controller on SQLite
+  // With replicas: an overstaying leader's window between its refused write
+  // and its exit is not hidden (`controller leader overstay window`): only
+  // the controller's TermGuard keeps what it decides there in.
+  bool overstay_window = false;
 };
 
 // One generated case: the texts of a scenario folder.
@@ -64,7 +68,7 @@ struct FuzzCase {
   int replicas = 0;
 };
 
-FuzzCase generateFuzzCase(uint64_t seed, int replicas = 0);
+FuzzCase generateFuzzCase(uint64_t seed, int replicas = 0, bool overstay_window = false);
 
 struct FuzzOutcome {
   bool ran = false;

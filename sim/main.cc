@@ -3,7 +3,7 @@
 //
 //   tierwarden-sim run DIR [--state-json FILE] [--assert] [--update-golden]
 //   tierwarden-sim check DIR        (what ctest runs; see tests/scenarios/README.md)
-//   tierwarden-sim fuzz --seeds N [--start S] [--replicas R] [--save DIR] [--save-all]   (sim/fuzz.h)
+//   tierwarden-sim fuzz --seeds N [--start S] [--replicas R [--overstay-window]] [--save DIR] [--save-all]   (sim/fuzz.h)
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
                        "them off from etcd (0: one controller on SQLite)")
       ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 7}))
       ->capture_default_str();
+  fuzz_cmd->add_flag("--overstay-window", fuzz.overstay_window,
+                     "with --replicas: an overstaying leader still takes heartbeats and its pushes reach agents "
+                     "until it exits (only the controller's own guard keeps them in)");
   fuzz_cmd->add_option("--save", fuzz.save_dir,
                        "write each failing seed as a scenario folder DIR/seed-S");
   fuzz_cmd->add_flag("--save-all", fuzz.save_all, "with --save: every seed, failing or not");

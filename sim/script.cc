@@ -115,7 +115,7 @@ class LineParser {
 
   // `controller C ...` with several replicas.
   Status replica(const std::vector<std::string>& w, Command* c) const {
-    const std::string usage = "controller C kill|start|restart|overstay|store off|on";
+    const std::string usage = "controller C kill|start|restart|overstay [window]|store off|on";
     const std::string& name = w[1];
     bool known = name == "leader";
     for (int i = 1; i <= replicas_ && !known; ++i) known = name == "c" + std::to_string(i);
@@ -133,6 +133,13 @@ class LineParser {
       TW_RETURN_IF_ERROR(words(w, 4, "controller C store off|on"));
       TW_RETURN_IF_ERROR(choice(w[3], {"on", "off"}, "controller C store off|on"));
       c->arg = "store-" + w[3];
+      return Status::ok();
+    }
+    if (w[2] == "overstay" && w.size() == 4) {
+      // `overstay window`: the daemon's window between a refused write and
+      // its exit is not hidden by the simulator (sim/controller_replicas.h).
+      TW_RETURN_IF_ERROR(choice(w[3], {"window"}, "controller C overstay [window]"));
+      c->arg = "overstay-window";
       return Status::ok();
     }
     c->arg = w[2];

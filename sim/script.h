@@ -72,6 +72,13 @@
 //                                 won a new one (two replicas believe they lead)
 //                                 until its first write etcd refuses, or one
 //                                 controller tick after the other acted
+//   controller C overstay window  the same, and the simulator does not hide the
+//                                 daemon's window between that refused write
+//                                 and its exit (until its next step C still
+//                                 takes heartbeats and events, ticks, and its
+//                                 pushes reach agents): only the controller's
+//                                 own guard (controller/term_guard.h) keeps
+//                                 what it decides after the refusal in
 //
 // Parsing is pure (no files are read here): the names a script may mention
 // are handed in, and every problem is reported as "file:line: what".
@@ -114,7 +121,7 @@ enum class Op {
   kControllerNetwork,  // arg: "on" | "off"
   kLink,               // target -> other (host names or "controller"), arg: "on" | "off"
   kControllers,        // count: replicas (first command, at 0s)
-  kReplica,            // target: "c1".. or "leader"; arg: kill|start|restart|store-off|store-on|overstay
+  kReplica,            // target: "c1".. or "leader"; arg: kill|start|restart|store-off|store-on|overstay|overstay-window
   kDrain,
   kUndrain,
   kMigrate,  // target vm, arg host

@@ -695,7 +695,8 @@ bool Simulation::stepHost(Host& h) {
   Controller* pusher = agentController(h.def.spec.name);
   if (h.push && pusher != nullptr && reachesController(h.def.spec.name)) {
     h.push = false;
-    AssignmentSet set = pusher->assignmentsFor(h.def.spec.name);
+    AssignmentSet set;
+    if (!replicas_ || !replicas_->windowPush(h.def.spec.name, set)) set = pusher->assignmentsFor(h.def.spec.name);
     if (set.version > 0) {
       h.agent->onAssignments(set);
       handed = true;

@@ -6,7 +6,14 @@
 
 #include <httplib.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <utility>
@@ -417,7 +424,14 @@ class HttpEtcdClient final : public EtcdClient {
     std::string body;
     try {
       if (!client_) {
-        client_ = std::make_unique<httplib::Client>(endpoint);
+        const bool tls = endpoint.rfind("https://", 0) == 0;
+        client_ = std::make_unique<httplib::Client>(endpoint, tls ? options_.cert_file : std::string(),
+                                                    tls ? options_.key_file : std::string());
+        if (tls) {
+          // The chain to the CA and the member's name (its SANs) are checked.
+          client_->enable_server_certificate_verification(true);
+          client_->set_ca_cert_path(options_.ca_file);
+        }
         auto split = [](Millis ms) { return std::pair<time_t, time_t>(ms / 1000, (ms % 1000) * 1000); };
         auto [cs, cus] = split(options_.connect_timeout_ms);
         auto [rs, rus] = split(options_.request_timeout_ms);
@@ -481,11 +495,58 @@ class HttpEtcdClient final : public EtcdClient {
 
 }  // namespace
 
-Result<std::unique_ptr<EtcdClient>> makeHttpEtcdClient(const HttpEtcdOptions& options) {
-  if (options.endpoints.empty()) return invalidArgument("etcd: no endpoint given");
-  for (const std::string& e : options.endpoints) {
-    if (e.rfind("http://", 0) != 0) {
-      return invalidArgument("etcd endpoint '" + e + "' is not http://HOST:PORT (TLS is not supported yet)");
+namespace {
+
+// The first PEM object of `path` that `read` can read, or an error naming
+// the file and what it should hold.
+template <typename T, typename Read, typename Free>
+Result<std::unique_ptr<T, Free>> readPem(const std::string& path, const std::string& flag, const char* what,
+                                         Read read, Free free_fn) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "r"), &std::fclose);
+  if (!f) return invalidArgument(flag + " " + path + ": cannot read it: " + std::strerror(errno));
+  T* obj = read(f.get(), nullptr, nullptr, nullptr);
+  ERR_clear_error();
+  if (obj == nullptr) return invalidArgument(flag + " " + path + ": holds no PEM " + what);
+  return std::unique_ptr<T, Free>(obj, free_fn);
+}
+
+}  // namespace
+
+Status checkEtcdTlsFiles(const HttpEtcdOptions& options) {
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return invalidArgument("--etcd-cert and --etcd-key go together (a client certificate and its key)");
+  }
+  if (options.ca_file.empty()) {
+    if (!options.cert_file.empty()) {
+      return invalidArgument("--etcd-cert needs --etcd-cacert (TLS to etcd is on only with the CA that signed "
+                             "the members' certificates)");
+    }
+    return Status::ok();
+  }
+  auto ca = readPem<X509>(options.ca_file, "--etcd-cacert", "certificate", &PEM_read_X509, &X509_free);
+  if (!ca.isOk()) return ca.status();
+  if (options.cert_file.empty()) return Status::ok();
+  auto cert = readPem<X509>(options.cert_file, "--etcd-cert", "certificate", &PEM_read_X509, &X509_free);
+  if (!cert.isOk()) return cert.status();
+  auto key = readPem<EVP_PKEY>(options.key_file, "--etcd-key", "private key", &PEM_read_PrivateKey, &EVP_PKEY_free);
+  if (!key.isOk()) return key.status();
+  if (X509_check_private_key(cert->get(), key->get()) != 1) {
+    ERR_clear_error();
+    return invalidArgument("--etcd-key " + options.key_file + " is not the key of --etcd-cert " + options.cert_file);
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<EtcdClient>> makeHttpEtcdClient(const HttpEtcdOptions& given) {
+  if (given.endpoints.empty()) return invalidArgument("etcd: no endpoint given");
+  TW_RETURN_IF_ERROR(checkEtcdTlsFiles(given));
+  HttpEtcdOptions options = given;
+  const bool tls = !options.ca_file.empty();
+  for (std::string& e : options.endpoints) {
+    if (tls && e.rfind("http://", 0) == 0) e = "https://" + e.substr(7);
+    if (e.rfind(tls ? "https://" : "http://", 0) != 0) {
+      return invalidArgument("etcd endpoint '" + e + "' is not " + (tls ? "https" : "http") +
+                             "://HOST:PORT" + (tls ? "" : " (for TLS give --etcd-cacert)"));
     }
   }
   return std::unique_ptr<EtcdClient>(std::make_unique<HttpEtcdClient>(options));

@@ -298,11 +298,13 @@ void to_json(Json& j, const AssignmentSet& v) {
   if (!v.addresses.empty()) j["addresses"] = v.addresses;
   if (!v.checks.paths.empty() || !v.checks.pools.empty()) j["checks"] = v.checks;
   if (!v.host_report_digest.empty()) j["host_report_digest"] = v.host_report_digest;
+  if (v.term != 0) j["term"] = v.term;  // absent: 0 (SQLite, or an older controller)
 }
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
   j.at("version").get_to(v.version);
   opt(j, "controller_id", v.controller_id);
+  opt(j, "term", v.term);
   opt(j, "lease_ms", v.lease_ms);
   opt(j, "heartbeat_interval_ms", v.heartbeat_interval_ms);
   opt(j, "assignments", v.assignments);

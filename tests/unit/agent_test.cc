@@ -1813,5 +1813,39 @@ TEST_F(AgentAddressTest, SelfFenceRemovesIt) {
   EXPECT_FALSE(net_.has("10.213.0.100/24"));
 }
 
+// Pins: a set of an older leader term (a deposed leader's heartbeat answer
+// or push, agent/term_watch.h) is refused: the agent keeps the set in force,
+// renews no lease from it and says so once (agent.stale_term); a set of a
+// newer term is obeyed again.
+TEST_F(AgentTest, RefusesSetsOfAnOlderLeaderTerm) {
+  LogCapture log;
+  link_.set.term = 40;
+  startWith({assignment("web-1", 1)});
+  ASSERT_TRUE(fake_.isRunning("web-1"));
+  const Millis lease_before = agent_->leaseUntilMs();
+  // A deposed leader of term 12 answers the heartbeats: web-2 instead of web-1.
+  assign({assignment("web-2", 1)}, 2);
+  link_.set.term = 12;
+  runUntil(clock_.nowMs() + 3500);
+  EXPECT_TRUE(fake_.isRunning("web-1"));
+  EXPECT_FALSE(fake_.isRunning("web-2"));
+  EXPECT_EQ(agent_->leaseUntilMs(), lease_before);  // no renewal from term 12
+  EXPECT_EQ(log.count("refusing assignments of term 12"), 1);
+  EXPECT_GE(link_.countEvents("agent.stale_term"), 1);
+  // Its push is refused too.
+  AssignmentSet pushed = link_.set;
+  pushed.version = 3;
+  agent_->onAssignments(pushed);
+  settle();
+  EXPECT_FALSE(fake_.isRunning("web-2"));
+  // The leader of term 41 is obeyed.
+  link_.set.term = 41;
+  link_.set.version = 4;
+  runUntil(clock_.nowMs() + 1500);
+  EXPECT_TRUE(fake_.isRunning("web-2"));
+  EXPECT_FALSE(fake_.isRunning("web-1"));
+  EXPECT_GT(agent_->leaseUntilMs(), lease_before);
+}
+
 }  // namespace
 }  // namespace tw

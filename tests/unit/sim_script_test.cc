@@ -198,7 +198,7 @@ namespace tw::sim {
 namespace {
 
 // Pins the replica commands: `controllers N` first, at 0s; `controller C
-// kill|start|restart|overstay|store off|on` with C one of c1..cN or leader.
+// kill|start|restart|overstay [window]|store off|on` with C one of c1..cN or leader.
 TEST(SimScriptTest, ParsesControllerReplicaCommands) {
   Result<Script> s = parseScript(
       "0s controllers 3\n"
@@ -244,17 +244,21 @@ TEST(SimScriptTest, RefusesBadControllerReplicaCommands) {
             "sc/script:1: expected 2 to 7 replicas for 'controllers N', got '8'");
   EXPECT_EQ(errorOf("0s controllers 3\n1s controller restart\n2s end\n"),
             "sc/script:2: with 'controllers 3', name a replica: expected 'controller c1..c3|leader "
-            "kill|start|restart|overstay|store off|on', got 'controller restart'");
+            "kill|start|restart|overstay [window]|store off|on', got 'controller restart'");
   EXPECT_EQ(errorOf("0s controllers 3\n1s controller c4 kill\n2s end\n"),
             "sc/script:2: with 'controllers 3', name a replica: expected 'controller c1..c3|leader "
-            "kill|start|restart|overstay|store off|on', got 'controller c4 kill'");
+            "kill|start|restart|overstay [window]|store off|on', got 'controller c4 kill'");
   EXPECT_EQ(errorOf("0s controllers 2\n1s controller c1 explode\n2s end\n"),
-            "sc/script:2: expected 'controller C kill|start|restart|overstay|store off|on', got "
+            "sc/script:2: expected 'controller C kill|start|restart|overstay [window]|store off|on', got "
             "'explode'");
   EXPECT_EQ(errorOf("0s controllers 2\n1s controller c1 store\n2s end\n"),
             "sc/script:2: expected 'controller C store off|on', got 'controller c1 store'");
   EXPECT_EQ(errorOf("0s controllers 2\n1s controller c1 kill now\n2s end\n"),
             "sc/script:2: expected 'controller C kill', got 'controller c1 kill now'");
+  // `overstay window` (the daemon's window not hidden); nothing else after overstay.
+  EXPECT_TRUE(parseScript("0s controllers 2\n1s controller c1 overstay window\n2s end\n", "sc/script", names()).isOk());
+  EXPECT_NE(errorOf("0s controllers 2\n1s controller c1 overstay wide\n2s end\n").find("overstay [window]"),
+            std::string::npos);
   // Without `controllers N` a replica name is no controller command.
   EXPECT_EQ(errorOf("0s controller c1 kill\n1s end\n"),
             "sc/script:1: expected 'controller restart|stop|start|stall DURATION|network on|off', "

@@ -124,14 +124,31 @@ struct HttpEtcdOptions {
   std::vector<std::string> endpoints;
   Millis connect_timeout_ms = 1000;
   Millis request_timeout_ms = 3000;
+  // TLS, as etcdctl's --cacert/--cert/--key: with a CA file every endpoint
+  // is spoken to over HTTPS (an http:// endpoint, as parseEtcdStoreUrl
+  // makes them, becomes https://), the member's certificate is checked
+  // against that CA and its host name against the certificate's SANs; cert
+  // and key (both or neither) are this client's certificate, for a cluster
+  // started with --client-cert-auth. No CA: plain HTTP, and cert/key are
+  // refused.
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
 };
+
+// Checks the TLS files of `options` before any connection: each readable,
+// the CA file holds at least one PEM certificate, the cert a certificate,
+// the key a private key that belongs to that certificate.
+// Errors: kInvalidArgument with a one-line reason naming the file.
+Status checkEtcdTlsFiles(const HttpEtcdOptions& options);
 
 // Parses "etcd://h1:2379,h2:2379" (the --store flag) into client URLs
 // ("http://h1:2379", ...). A host without a port gets 2379.
 // Errors: kInvalidArgument naming the text and what was expected.
 Result<std::vector<std::string>> parseEtcdStoreUrl(const std::string& url);
 
-// Errors: kInvalidArgument for a bad endpoint.
+// Errors: kInvalidArgument for a bad endpoint or bad TLS files
+// (checkEtcdTlsFiles).
 Result<std::unique_ptr<EtcdClient>> makeHttpEtcdClient(const HttpEtcdOptions& options);
 
 // Base64 (RFC 4648, with padding), as the gateway carries bytes.

@@ -111,6 +111,11 @@ struct AssignmentSet {
   // Versions are ordered only within one process: a controller that lost
   // its state, or whose clock stepped back, may start lower.
   std::string controller_id;
+  // The term of the leader that made the set: the etcd leader key's create
+  // revision (controller/leader_lease.h); 0 from the single controller on
+  // SQLite. An agent refuses a set of a term older than the newest it
+  // accepted (agent/term_watch.h).
+  int64_t term = 0;
   Millis lease_ms = 0;      // lease granted, from the heartbeat's send time
   Millis heartbeat_interval_ms = 1000;
   std::vector<Assignment> assignments;
