@@ -1099,7 +1099,7 @@ void Agent::sendHeartbeat(Millis now) {
   }
   // No lock while the controller answers (or not).
   Result<AssignmentSet> answer = link_.heartbeat(hb);
-  if (answer && carried > 0) {
+  if (answer && carried > 0 && answer->renewed_by.empty()) {  // a follower takes no event
     std::lock_guard<std::mutex> lock(outbox_mu_);
     while (!outbox_.empty() && outbox_.front().seq <= carried) outbox_.pop_front();
   }

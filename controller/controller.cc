@@ -599,6 +599,7 @@ void Controller::releaseGated() {
 }
 
 void Controller::checkLiveness() {
+  noteRenewals();
   Millis now = clock_.nowMs();
   const auto& st = policy_.settings;
   Millis suspect_after = st.heartbeat_interval_ms * st.suspect_after_missed +
@@ -794,6 +795,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   h.seen = true;
   h.agent_id = hb.agent_id;
   h.last_heartbeat_ms = now;
+  clearFenceIntent(h);
   h.service_address = hb.service_address.empty() ? "127.0.0.1" : hb.service_address;
   if (h.peer_address != hb.peer_address) {
     h.peer_address = hb.peer_address;

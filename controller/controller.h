@@ -31,6 +31,8 @@
 
 namespace tw {
 
+class LeaderRenewals;  // controller/leader_renewals.h
+
 struct PlanItem {
   std::string vm;
   std::string tier;
@@ -123,6 +125,12 @@ class Controller {
 
   // Liveness, placement, assignments; writes state changes to the store.
   void runOnce();
+
+  // With several replicas (etcd, docs/ha.md): the lease renewals that
+  // followers record count as heartbeats, and a lease-expiry fence first
+  // commits its fence intent (controller/controller_renewals.cc). Null (the
+  // default, SQLite): heartbeats alone renew. REQUIRES: outlives its use.
+  void setLeaseRenewals(LeaderRenewals* renewals) { renewals_ = renewals; }
 
   // The assignments of one host (version increases on every change).
   // `agent_peers_digest`: the peer list the asking agent holds
@@ -286,6 +294,16 @@ class Controller {
   void tick();
   Result<AssignmentSet> heartbeat(const Heartbeat& hb);
   void checkLiveness();
+  // Renewals through followers (controller_renewals.cc): read while some host
+  // is silent; a renewed host is alive, as after a heartbeat.
+  void noteRenewals();
+  void renewedThrough(HostRuntime& h, const std::string& by);
+  // Before a lease-expiry fence: true when its fence intent committed; false
+  // when it did not (the host renewed since: it is alive again) or the store
+  // failed (tried again next pass).
+  bool leaseFenceIntended(HostRuntime& h);
+  // A heartbeat reached this leader: a fence intent of the host is cleared.
+  void clearFenceIntent(const HostRuntime& h);
   // The votes that say `target` is unreachable: the controller's own (it is
   // silent to us) plus each other host with a fresh heartbeat that reported
   // it unreachable for at least the peer timeout. Sets `detail` for messages.
@@ -435,6 +453,7 @@ class Controller {
   mutable uint64_t peers_of_gen_ = 0;
   mutable std::string peers_of_policy_ = "-";  // never a policy digest: built on first use
   EventListener event_listener_;
+  LeaderRenewals* renewals_ = nullptr;  // setLeaseRenewals()
   // metrics
   double reconcile_seconds_sum_ = 0;
   int64_t reconcile_count_ = 0;
