@@ -1,4 +1,5 @@
 #include "controller/controller.h"
+#include "controller/leader_renewals.h"
 #include "controller/hex64.h"
 
 #include <algorithm>
@@ -79,6 +80,10 @@ Controller::Controller(Store& store, Clock& clock, HostConnector* hosts, FenceAg
 // ------------------------------------------------------------------ state ---
 
 Status Controller::recover() {
+  if (renewals_ != nullptr) {
+    // Before the hosts' grace starts: renewals read here are older than it.
+    TW_RETURN_IF_ERROR(renewals_->baseline().withContext("reading the lease renewals of follower replicas"));
+  }
   auto latest = store_.latestPolicy();
   if (!latest.isOk()) return latest.status().withContext("loading the policy in force");
   if (latest->has_value()) {

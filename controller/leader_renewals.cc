@@ -24,6 +24,14 @@ Result<std::vector<LeaderRenewals::Renewal>> LeaderRenewals::poll(Millis now, bo
   return out;
 }
 
+Status LeaderRenewals::baseline() {
+  Result<std::map<std::string, RenewalRecord>> records = records_.read();
+  if (!records.isOk()) return records.status();
+  ++reads_;
+  for (const auto& [host, rec] : *records) seen_[host] = rec.mod_revision;
+  return Status::ok();
+}
+
 Result<bool> LeaderRenewals::intendFence(const std::string& host, Millis now) {
   Result<EtcdWriteGuard> guard = guard_();
   if (!guard.isOk()) return failedPrecondition("not the leader: " + guard.status().message());

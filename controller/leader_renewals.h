@@ -44,8 +44,13 @@ class LeaderRenewals {
   LeaderRenewals(LeaseRenewals& records, std::function<Result<EtcdWriteGuard>()> guard,
                  Millis read_every_ms = 250);
 
+  // The records as they are now, none reported: Controller::recover() takes
+  // it before it gives every host its grace (which starts after any renewal
+  // read here), so that the first poll() reports only later renewals.
+  Status baseline();
+
   // The renewals recorded since the last read (every record at the first
-  // read). Reads the store when `force` or read_every_ms passed since the
+  // read, when no baseline() was taken). Reads the store when `force` or read_every_ms passed since the
   // last read, else returns none. Errors: etcd's (nothing changes).
   Result<std::vector<Renewal>> poll(Millis now, bool force = false);
 

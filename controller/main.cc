@@ -453,13 +453,12 @@ int main(int argc, char** argv) {
     first = single.get();
   } else {
     replica_switch = tw::makeReplicaSwitch(**store, *lease, &host_connector, fence_agents, [&](tw::Controller& c) {
-      c.setLeaseRenewals(leader_renewals.get());
       if (tw::Status st = applyPolicyDir(c); !st.isOk()) tw::log::error("--policy-dir: {}", st.toString());
       if (c.policy().settings.dead_after_ms < leader_ttl_ms) {
         tw::log::warn("--leader-ttl-ms {} is longer than the policy's dead_after ({} ms): a dead leader is "
                       "replaced later than a dead host is noticed", leader_ttl_ms, c.policy().settings.dead_after_ms);
       }
-    });
+    }, leader_renewals.get());
     auto view = replica_switch->start();
     if (!view.isOk()) return fail(view.status().toString());
     first = *view;

@@ -168,12 +168,15 @@ bool ReplicaSwitch::beforeStep(ControllerService& service) {
 }
 
 std::unique_ptr<ReplicaSwitch> makeReplicaSwitch(Store& store, const LeaderLease& lease, HostConnector* hosts,
-                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead) {
+                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead,
+                                                 LeaderRenewals* renewals) {
   return std::make_unique<ReplicaSwitch>(
       store, SteadyClock::instance(), [&lease] { return lease.isLeader(); },
       [&store] { return std::make_unique<Controller>(store, SystemClock::instance()); },
-      [&store, hosts, fence_agents = std::move(fence_agents)] {
-        return std::make_unique<Controller>(store, SystemClock::instance(), hosts, fence_agents);
+      [&store, hosts, fence_agents = std::move(fence_agents), renewals] {
+        auto c = std::make_unique<Controller>(store, SystemClock::instance(), hosts, fence_agents);
+        c->setLeaseRenewals(renewals);
+        return c;
       },
       std::move(on_lead), ReplicaSwitch::Options{});
 }
