@@ -132,6 +132,14 @@ class Controller {
   // default, SQLite): heartbeats alone renew. REQUIRES: outlives its use.
   void setLeaseRenewals(LeaderRenewals* renewals) { renewals_ = renewals; }
 
+  // A heartbeat that reported no change was answered without the loop
+  // (controller/heartbeat_fastpath.h): the host was heard now, as by
+  // handleHeartbeat() with the same report. Returns whether the host is
+  // online after it (controller_fastpath.cc).
+  bool renewOffLoop(const std::string& host);
+  // The digest of the peer list agents are to hold (AssignmentSet::peers_digest).
+  const std::string& peersDigest() const;
+
   // The assignments of one host (version increases on every change).
   // `agent_peers_digest`: the peer list the asking agent holds
   // (Heartbeat::peers_digest); when it is the current one the set leaves
