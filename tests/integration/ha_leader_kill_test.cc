@@ -336,10 +336,6 @@ class HaLeaderKillTest : public ::testing::Test {
           if (!events.empty() || h->agent->nextWakeMs() <= SystemClock::instance().nowMs()) {
             h->agent->runOnce();
           }
-          if (watch_lapses_ && h->agent->leaseState() != LeaseState::kValid) {
-            std::lock_guard<std::mutex> lapsed(lapsed_mu_);
-            lapsed_.insert(h->name);
-          }
           if (h->agent->leaseState() == LeaseState::kExpired) {
             truth_.violation(h->name + " self-fenced (its lease expired) while its machine was up");
           }
@@ -448,11 +444,6 @@ class HaLeaderKillTest : public ::testing::Test {
   Outages outages_;
   Truth truth_;
   std::atomic<bool> stop_{false};
-  // LeaderKilledNoLeaseLapses: hosts whose agent's lease was not valid at some
-  // step while watched (each host's thread writes its own name; read after).
-  std::atomic<bool> watch_lapses_{false};
-  std::set<std::string> lapsed_;  // guarded by lapsed_mu_
-  std::mutex lapsed_mu_;
 };
 
 TEST_F(HaLeaderKillTest, LeaderKilledAtRandomInstantsDuringHostRecoveries) {
@@ -558,76 +549,6 @@ TEST_F(HaLeaderKillTest, LeaderKilledAtRandomInstantsDuringHostRecoveries) {
                 "margin 0.5 s, leader TTL 3 s)\n",
                 kills, recoveries[recoveries.size() / 2], recoveries.back());
   }
-}
-
-// Renewal by any replica (docs/ha.md): leases (2 s) shorter than an
-// election (leader TTL 3 s). The leader gets SIGKILL; while no replica leads,
-// every agent renews through a follower (POST heartbeat?any_replica=1). No
-// agent's lease is ever anything but valid, no host is fenced or goes suspect.
-TEST_F(HaLeaderKillTest, LeaderKilledNoLeaseLapses) {
-  std::ofstream(dir_ / "policy.yaml") << R"(cluster:
-  n_plus_one: off
-  heartbeat_interval: 500ms
-  dead_after: 1500ms
-  lease: 2s
-  fence_margin: 500ms
-hosts:
-  - name: h1
-  - name: h2
-  - name: h3
-  - name: h4
-tiers:
-  - name: web
-    image: tiny
-    replicas: 4
-    memory: 1GiB
-)";
-  startController("c1");
-  ASSERT_TRUE(eventually([&] { return fs::exists(dir_ / "token") && !actingLeader().empty(); }, 20)) << log("c1");
-  startController("c2");
-  startController("c3");
-  ApiClientOptions o;
-  o.base_url = publicUrls();
-  o.token = token();
-  o.no_leader_retry_ms = 5000;
-  ApiClient api(o);
-  {
-    std::ifstream in(dir_ / "policy.yaml");
-    const std::string text((std::istreambuf_iterator<char>(in)), {});
-    Json body{{"files", Json::array({Json{{"name", "policy.yaml"}, {"content", text}}})}};
-    auto applied = api.post("/api/v1/policies", body);
-    ASSERT_TRUE(applied.isOk()) << applied.status().toString();
-  }
-  for (auto& h : hosts_) {
-    Host* raw = h.get();
-    {
-      std::lock_guard<std::mutex> lock(h->mu);
-      startAgent(*h);
-    }
-    h->thread = std::thread([this, raw] { runHost(raw); });
-  }
-  // Steady, and the followers know the replicas (their directory) and the sets.
-  ASSERT_TRUE(eventually([&] { return allHostsOnline() && !actingLeader().empty(); }, 30))
-      << log("c1") << log("c2") << log("c3");
-  std::this_thread::sleep_for(std::chrono::seconds(2));
-  const int64_t since = lastEventId();
-  const std::string leader = actingLeader();
-  ASSERT_FALSE(leader.empty());
-  watch_lapses_ = true;
-  children_[leader]->kill(SIGKILL);
-  ASSERT_TRUE(eventually([&] { const std::string l = actingLeader(); return !l.empty() && l != leader; }, 20))
-      << log("c1") << log("c2") << log("c3");
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // the new leader judges every host
-  watch_lapses_ = false;
-  {
-    std::lock_guard<std::mutex> lock(lapsed_mu_);
-    for (const auto& h : lapsed_) ADD_FAILURE() << "the lease of " << h << " lapsed while no leader answered";
-  }
-  EXPECT_TRUE(allHostsOnline());
-  EXPECT_TRUE(eventsOf(since, "host.fenced").empty());
-  EXPECT_TRUE(eventsOf(since, "host.suspect").empty());
-  const auto violations = truth_.violations();
-  for (const auto& v : violations) ADD_FAILURE() << v;
 }
 
 }  // namespace
