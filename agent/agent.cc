@@ -1117,7 +1117,7 @@ void Agent::sendHeartbeat(Millis now) {
     answer = unavailable("the answer carries term " + std::to_string(answer->term) + ", older than term " +
                          std::to_string(term_watch_.highest()) + " (a deposed controller leader)");
   }
-  if (answer && carried > 0) {
+  if (answer && carried > 0 && answer->renewed_by.empty()) {  // a follower takes no event
     std::lock_guard<std::mutex> lock(outbox_mu_);
     while (!outbox_.empty() && outbox_.front().seq <= carried) outbox_.pop_front();
   }

@@ -285,6 +285,10 @@ void ApiServer::stop() {
 
 bool ApiServer::sentToLeader(ApiListener listener, const httplib::Request& req, httplib::Response& res) {
   if (options_.replica->leading()) return false;
+  if (listener == ApiListener::kAgents && options_.follower_heartbeats && req.method == "POST" &&
+      req.has_param("any_replica") && req.path.ends_with("/heartbeat")) {
+    return false;  // renewed here: the leader did not answer the agent
+  }
   auto answer = followerAnswer(listener, req.method, req.target, options_.replica->leader());
   if (!answer) return false;
   if (!answer->location.empty()) res.set_header("Location", answer->location);
@@ -671,7 +675,9 @@ void ApiServer::routes() {
                                              "' may not send a heartbeat for host " +
                                              quoteForMessage(hb->host)));
            }
-           auto set = service_.heartbeat(*hb);  // never waits long for the loop
+           auto set = options_.follower_heartbeats && req.has_param("any_replica") && !options_.replica->leading()
+                          ? options_.follower_heartbeats->handle(*hb)  // docs/ha.md: renewal by any replica
+                          : service_.heartbeat(*hb);  // never waits long for the loop
            if (!set.isOk()) return sendError(res, set.status());
            sendJson(res, 200, *set);
          });

@@ -23,6 +23,7 @@
 #include "controller/event_streamer.h"
 #include "controller/http_guard.h"
 #include "controller/leader_redirect.h"
+#include "controller/follower_heartbeats.h"
 #include "controller/replica.h"
 #include "controller/service.h"
 #include "tw/status.h"
@@ -66,6 +67,11 @@ struct ApiServerOptions {
   // calls with 307 to the leader (controller/leader_redirect.h). Null: the
   // one controller of a SQLite store (always leads).
   std::shared_ptr<const ReplicaStatus> replica;
+  // A follower takes an agent's heartbeat that could not reach the leader
+  // (POST .../heartbeat?any_replica=1) itself: it renews the lease and
+  // answers with the leader's last published set (docs/ha.md). Null: it is
+  // redirected like every agent call (SQLite; tests).
+  std::shared_ptr<FollowerHeartbeats> follower_heartbeats;
   ListenerLimits guest_limits = {16, 8, 14, 5000, 1, 5, 5000};
 };
 

@@ -1,4 +1,5 @@
 #include "controller/controller.h"
+#include "controller/leader_renewals.h"
 #include "controller/hex64.h"
 
 #include <algorithm>
@@ -80,6 +81,10 @@ Controller::Controller(Store& store, Clock& clock, HostConnector* hosts, FenceAg
 // ------------------------------------------------------------------ state ---
 
 Status Controller::recover() {
+  if (renewals_ != nullptr) {
+    // Before the hosts' grace starts: renewals read here are older than it.
+    TW_RETURN_IF_ERROR(renewals_->baseline().withContext("reading the lease renewals of follower replicas"));
+  }
   auto latest = store_.latestPolicy();
   if (!latest.isOk()) return latest.status().withContext("loading the policy in force");
   if (latest->has_value()) {
@@ -626,6 +631,7 @@ void Controller::releaseGated() {
 }
 
 void Controller::checkLiveness() {
+  noteRenewals();
   Millis now = clock_.nowMs();
   const auto& st = policy_.settings;
   Millis suspect_after = st.heartbeat_interval_ms * st.suspect_after_missed +
@@ -827,6 +833,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   h.seen = true;
   h.agent_id = hb.agent_id;
   h.last_heartbeat_ms = now;
+  clearFenceIntent(h);
   h.service_address = hb.service_address.empty() ? "127.0.0.1" : hb.service_address;
   if (h.peer_address != hb.peer_address) {
     h.peer_address = hb.peer_address;

@@ -33,6 +33,8 @@
 
 namespace tw {
 
+class LeaderRenewals;  // controller/leader_renewals.h
+
 struct PlanItem {
   std::string vm;
   std::string tier;
@@ -153,6 +155,20 @@ class Controller {
   // Without a call: the single controller on SQLite (term 0).
   void actForTerm(int64_t term, std::function<bool()> leads) { term_guard_.setTerm(term, std::move(leads)); }
   const TermGuard& termGuard() const { return term_guard_; }
+
+  // With several replicas (etcd, docs/ha.md): the lease renewals that
+  // followers record count as heartbeats, and a lease-expiry fence first
+  // commits its fence intent (controller/controller_renewals.cc). Null (the
+  // default, SQLite): heartbeats alone renew. REQUIRES: outlives its use.
+  void setLeaseRenewals(LeaderRenewals* renewals) { renewals_ = renewals; }
+
+  // A heartbeat that reported no change was answered without the loop
+  // (controller/heartbeat_fastpath.h): the host was heard now, as by
+  // handleHeartbeat() with the same report. Returns whether the host is
+  // online after it (controller_fastpath.cc).
+  bool renewOffLoop(const std::string& host);
+  // The digest of the peer list agents are to hold (AssignmentSet::peers_digest).
+  const std::string& peersDigest() const;
 
   // The assignments of one host (version increases on every change).
   // `agent_peers_digest`: the peer list the asking agent holds
@@ -316,6 +332,16 @@ class Controller {
   void tick();
   Result<AssignmentSet> heartbeat(const Heartbeat& hb);
   void checkLiveness();
+  // Renewals through followers (controller_renewals.cc): read while some host
+  // is silent; a renewed host is alive, as after a heartbeat.
+  void noteRenewals();
+  void renewedThrough(HostRuntime& h, const std::string& by);
+  // Before a lease-expiry fence: true when its fence intent committed; false
+  // when it did not (the host renewed since: it is alive again) or the store
+  // failed (tried again next pass).
+  bool leaseFenceIntended(HostRuntime& h);
+  // A heartbeat reached this leader: a fence intent of the host is cleared.
+  void clearFenceIntent(const HostRuntime& h);
   // The votes that say `target` is unreachable: the controller's own (it is
   // silent to us) plus each other host with a fresh heartbeat that reported
   // it unreachable for at least the peer timeout. Sets `detail` for messages.
@@ -478,6 +504,7 @@ class Controller {
   mutable uint64_t peers_of_gen_ = 0;
   mutable std::string peers_of_policy_ = "-";  // never a policy digest: built on first use
   EventListener event_listener_;
+  LeaderRenewals* renewals_ = nullptr;  // setLeaseRenewals()
   // metrics
   double reconcile_seconds_sum_ = 0;
   int64_t reconcile_count_ = 0;

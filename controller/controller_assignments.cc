@@ -10,6 +10,7 @@
 
 #include "controller/controller.h"
 #include "controller/hex64.h"
+#include "tw/log.h"
 
 namespace tw {
 
@@ -195,6 +196,18 @@ void Controller::publishAssignments() {
     if (rt.evict_from.empty() || rt.evict_version != 0) continue;
     auto h = hosts_.find(rt.evict_from);
     if (h != hosts_.end()) rt.evict_version = h->second.assignments_version;
+  }
+  if (store_.wantsPublishedSets() && !changed_hosts.empty() && !view_only_) {
+    // For followers (docs/ha.md): one write for the tick's changed sets,
+    // without the peer list (O(cluster) per host; an agent keeps its own).
+    std::map<std::string, Store::PublishedSet> sets;
+    for (const auto& [name, version] : changed_hosts) {
+      Store::PublishedSet& p = sets[name];
+      p.set_json = Json(assignmentsFor(name, all_peers_digest_)).dump();
+      p.digest = hosts_.at(name).assignments_digest;
+    }
+    Status s = store_.publishSets(sets);
+    if (!s.isOk()) log::warn("followers keep older assignment sets: {}", s.toString());
   }
   if (assignment_listener_) {
     if (!term_guard_.mayAct("assignment sets")) {

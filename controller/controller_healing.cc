@@ -158,6 +158,7 @@ void Controller::advanceFencing(HostRuntime& h) {
     return;
   }
   h.lease_wait_said = false;
+  if (!leaseFenceIntended(h)) return;  // renewed through a follower meanwhile: alive
   fenced(h, "lease",
          "lease expired " + secs(now - h.last_heartbeat_ms - st.lease_ms) + " ago (lease " +
              secs(st.lease_ms) + " + margin " + secs(st.fence_margin_ms) +

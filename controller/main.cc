@@ -33,6 +33,9 @@
 #include "controller/state_guard.h"
 #include "controller/tls.h"
 #include "controller/store_setup.h"
+#include "controller/follower_heartbeats.h"
+#include "controller/leader_renewals.h"
+#include "controller/lease_renewals.h"
 #include "tw/log.h"
 #include "tw/policy.h"
 #include "tw/store.h"
@@ -315,6 +318,12 @@ int main(int argc, char** argv) {
   std::mutex on_term_lost_mu;  // guards on_term_lost
   std::unique_ptr<tw::EtcdClient> directory_client;
   std::unique_ptr<tw::ReplicaDirectory> directory;
+  // Lease renewal by any replica (docs/ha.md): the records, the leader's
+  // side (liveness, fence intents) and a follower's heartbeat answer.
+  std::unique_ptr<tw::EtcdClient> renewals_client;
+  std::unique_ptr<tw::LeaseRenewals> lease_renewals;
+  std::unique_ptr<tw::LeaderRenewals> leader_renewals;
+  std::shared_ptr<tw::FollowerHeartbeats> follower_heartbeats;
   if (on_etcd) {
     auto where = tw::parseStoreLocation(store_url);
     if (!where.isOk()) return fail("--store: " + where.status().toString());
@@ -371,6 +380,13 @@ int main(int argc, char** argv) {
     directory_options.identity = identity;
     directory = std::make_unique<tw::ReplicaDirectory>(*directory_client, tw::SystemClock::instance(),
                                                        directory_options);
+    client = tw::makeHttpEtcdClient(http);
+    if (!client.isOk()) return fail(client.status().toString());
+    renewals_client = std::move(*client);
+    lease_renewals = std::make_unique<tw::LeaseRenewals>(*renewals_client, *prefix);
+    leader_renewals = std::make_unique<tw::LeaderRenewals>(*lease_renewals, [&lease] { return lease->guard(); });
+    follower_heartbeats = std::make_shared<tw::FollowerHeartbeats>(*lease_renewals, **store,
+                                                                   tw::SystemClock::instance(), identity);
   } else {
     // Held until exit; a second controller (or restore-state) on this dir refuses.
     auto locked = tw::StateDirLock::acquire(state_paths);
@@ -451,7 +467,7 @@ int main(int argc, char** argv) {
         tw::log::warn("--leader-ttl-ms {} is longer than the policy's dead_after ({} ms): a dead leader is "
                       "replaced later than a dead host is noticed", leader_ttl_ms, c.policy().settings.dead_after_ms);
       }
-    });
+    }, leader_renewals.get());
     auto view = replica_switch->start();
     if (!view.isOk()) return fail(view.status().toString());
     first = *view;
@@ -478,6 +494,7 @@ int main(int argc, char** argv) {
   api_options.public_tls = public_tls;
   api_options.agent_tls = agent_tls;
   api_options.replica = replica_status;
+  api_options.follower_heartbeats = follower_heartbeats;
   tw::ApiServer server(service, api_options);
   if (tw::Status s = server.bind(); !s.isOk()) return fail(s.toString());
   // Advertised with the bound ports (--listen may say port 0).

@@ -168,12 +168,14 @@ bool ReplicaSwitch::beforeStep(ControllerService& service) {
 }
 
 std::unique_ptr<ReplicaSwitch> makeReplicaSwitch(Store& store, const LeaderLease& lease, HostConnector* hosts,
-                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead) {
+                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead,
+                                                 LeaderRenewals* renewals) {
   return std::make_unique<ReplicaSwitch>(
       store, SteadyClock::instance(), [&lease] { return lease.isLeader(); },
       [&store] { return std::make_unique<Controller>(store, SystemClock::instance()); },
-      [&store, &lease, hosts, fence_agents = std::move(fence_agents)] {
+      [&store, &lease, hosts, fence_agents = std::move(fence_agents), renewals] {
         auto c = std::make_unique<Controller>(store, SystemClock::instance(), hosts, fence_agents);
+        c->setLeaseRenewals(renewals);
         // It acts for the term the lease holds now, and sends nothing once
         // that term is over (controller/term_guard.h).
         const int64_t term = lease.term();

@@ -134,8 +134,11 @@ class ReplicaSwitch {
 // The ReplicaSwitch of an etcd replica: views and the acting Controller on
 // `store` (the acting one with `hosts` and `fence_agents`), leading while
 // `lease` leads. REQUIRES: store, lease and hosts outlive it.
+// `renewals` (may be null): set on the acting Controller before recover()
+// (Controller::setLeaseRenewals).
 std::unique_ptr<ReplicaSwitch> makeReplicaSwitch(Store& store, const LeaderLease& lease, HostConnector* hosts,
-                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead);
+                                                 FenceAgents fence_agents, std::function<void(Controller&)> on_lead,
+                                                 LeaderRenewals* renewals = nullptr);
 
 // Both advertised URLs; errors name the flag (--advertise-url,
 // --advertise-agent-url).

@@ -6,10 +6,26 @@
 
 namespace tw {
 
-ControllerService::ControllerService(Controller& controller, Millis tick_ms)
-    : controller_(&controller), tick_ms_(tick_ms) {
+ControllerService::ControllerService(Controller& controller, Millis tick_ms, const Clock& clock)
+    : controller_(&controller), tick_ms_(tick_ms), fast_(clock) {
   listen();
   refreshDeclared();
+  fast_.notePeersDigest(controller_->peersDigest());
+}
+
+Millis ControllerService::freshMs() const {
+  // One and a half intervals (a heartbeat a little late still counts), and
+  // never near dead_after: a fence needs a silence of dead_after + lease.
+  const auto& st = controller_->policy().settings;
+  return std::min(st.heartbeat_interval_ms + st.heartbeat_interval_ms / 2, st.dead_after_ms / 2);
+}
+
+void ControllerService::applyFastRenewals() {
+  const Millis fresh = freshMs();
+  for (const std::string& host : fast_.takeRenewals()) {
+    fast_.noteRenewed(host, controller_->renewOffLoop(host), fresh);
+  }
+  fast_.notePeersDigest(controller_->peersDigest());
 }
 
 void ControllerService::listen() {
@@ -17,6 +33,7 @@ void ControllerService::listen() {
   // so that heartbeats and long polls answer without the loop.
   controller_->setAssignmentListener([this](const std::string& host, int64_t version) {
     AssignmentSet set = controller_->assignmentsFor(host);
+    fast_.notePublished(set);
     std::lock_guard<std::mutex> lock(mu_);
     versions_[host] = version;
     published_[host] = std::move(set);
@@ -29,6 +46,7 @@ void ControllerService::swapController(Controller& next) {
   controller_->setAssignmentListener(nullptr);
   controller_->setEventListener(nullptr);
   controller_ = &next;
+  fast_.reset();
   listen();
   refreshDeclared();
 }
@@ -106,6 +124,7 @@ void ControllerService::loop() {
       // Heartbeats that arrived while earlier work ran (a big apply, a slow
       // store) are taken first: liveness is never judged on a stale view.
       drainQueue();
+      applyFastRenewals();  // before liveness is judged
       if (!may_act_ || may_act_()) controller_->runOnce();
       refreshDeclared();
       next_tick = Steady::now() + std::chrono::milliseconds(tick_ms_);
@@ -122,9 +141,17 @@ Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis a
   if (!hostDeclared(hb.host)) {
     return notFound("host '" + hb.host + "' is not declared in the applied policy");
   }
+  if (std::optional<AssignmentSet> set = fast_.tryAnswer(hb)) return std::move(*set);  // no change: not the loop's
   auto promise = std::make_shared<std::promise<Result<AssignmentSet>>>();
   auto answer = promise->get_future();
-  post([this, hb, promise] { promise->set_value(controller_->handleHeartbeat(hb)); });
+  post([this, hb, promise] {
+    Result<AssignmentSet> r = controller_->handleHeartbeat(hb);
+    if (r.isOk()) {
+      const HostRecord* h = controller_->host(hb.host);
+      fast_.noteTaken(hb, *r, h != nullptr && h->state == HostState::kOnline, freshMs());
+    }
+    promise->set_value(std::move(r));
+  });
   if (answer.wait_for(std::chrono::milliseconds(answer_wait_ms)) == std::future_status::ready) {
     return answer.get();
   }
@@ -177,8 +204,20 @@ Result<ApplyResult> ControllerService::applyPolicy(const std::vector<PolicyFile>
                                                   bool dry_run) {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(kProbeGiveUpMs);
   ProbeMode mode = ProbeMode::kWait;
+  bool probed = false;
   for (;;) {
-    auto result = call([&](Controller& c) { return c.applyPolicy(files, dry_run, mode); });
+    auto result = call([&](Controller& c) {
+      auto r = c.applyPolicy(files, dry_run, mode);
+      // While hosts check new paths (path_probes.h), every heartbeat goes to
+      // the loop, whose answers carry the paths to check: the fast path's
+      // sets were published before the apply and lack them. Its sets are
+      // forgotten again once the apply is decided (then they would carry
+      // paths no longer asked for).
+      const bool pending = r.isOk() && r->pending;
+      if (pending || probed) fast_.forgetSets();
+      probed = pending;
+      return r;
+    });
     if (!result.isOk() || !result->pending) return result;
     std::unique_lock<std::mutex> lock(mu_);
     change_cv_.wait_for(lock, std::chrono::milliseconds(kProbePollMs),

@@ -16,13 +16,15 @@
 #include <type_traits>
 
 #include "controller/controller.h"
+#include "controller/heartbeat_fastpath.h"
 
 namespace tw {
 
 class ControllerService {
  public:
   // REQUIRES: controller outlives the service; recover() already called.
-  ControllerService(Controller& controller, Millis tick_ms);
+  // `clock`: the Controller's (the fast path's freshness).
+  ControllerService(Controller& controller, Millis tick_ms, const Clock& clock = SystemClock::instance());
   ~ControllerService();
 
   // With several replicas (the etcd store): `may_act` is asked before every
@@ -84,8 +86,13 @@ class ControllerService {
   // else with the host's last published assignment set. A lease renewed from
   // that set is safe: the controller fences only from the loop, and the loop
   // processes every queued heartbeat before it next judges liveness.
+  // A heartbeat that reports no change is answered at once on the calling
+  // thread (controller/heartbeat_fastpath.h); its renewal reaches the loop
+  // before its next reconcile step.
   // Errors: kNotFound when the host is not declared in the policy in force.
   Result<AssignmentSet> heartbeat(const Heartbeat& hb, Millis answer_wait_ms = 250);
+  // Heartbeats answered without the loop since the start.
+  int64_t fastHeartbeats() const { return fast_.answered(); }
   // An agent's event: checked against the declared hosts, queued for the loop,
   // not waited for. Errors: kNotFound (host not declared).
   Status agentEvent(const AgentEvent& event);
@@ -114,10 +121,15 @@ class ControllerService {
 
   // Loop thread: attaches the listeners to controller_.
   void listen();
+  // Loop thread: the renewals answered off the loop, then the peer digest.
+  void applyFastRenewals();
+  // Loop thread: how long the loop's view of a host stays fresh for the fast path.
+  Millis freshMs() const;
 
   Controller* controller_;  // never null; changed on the loop thread only
   const Millis tick_ms_;
   std::function<bool()> may_act_;  // set before start(); read on the loop thread
+  HeartbeatFastPath fast_;          // thread-safe
   std::thread thread_;
 
   std::mutex mu_;  // guards everything below

@@ -130,6 +130,11 @@ class GuardedStore final : public Store {
     return note(inner_.deleteBackup(vm, id));
   }
   Result<std::vector<BackupRecord>> backups(const std::string& vm) override { return inner_.backups(vm); }
+  bool wantsPublishedSets() const override { return inner_.wantsPublishedSets(); }
+  Status publishSets(const std::map<std::string, PublishedSet>& sets) override { return note(inner_.publishSets(sets)); }
+  Result<std::optional<PublishedSet>> publishedSet(const std::string& host) override {
+    return inner_.publishedSet(host);
+  }
   Result<StoreSnapshot> exportState() override { return inner_.exportState(); }
   Status importState(const StoreSnapshot& snapshot, bool replace) override {
     return note(inner_.importState(snapshot, replace));

@@ -102,10 +102,11 @@ class Parser {
     std::vector<std::string> w = splitWords(raw);
     const std::string& what = w[0];
     if (what == "max_running_copies" || what == "incidents" || what == "time_ms" ||
-        what == "collateral_destroys") {
+        what == "collateral_destroys" || what == "lease_lapses") {
       a->kind = what == "incidents"             ? Assertion::Kind::kIncidents
                 : what == "time_ms"             ? Assertion::Kind::kTime
                 : what == "collateral_destroys" ? Assertion::Kind::kCollateral
+                : what == "lease_lapses"        ? Assertion::Kind::kLeaseLapses
                                                 : Assertion::Kind::kMaxCopies;
       return opValue(w, 1, true, a);
     }
@@ -164,7 +165,7 @@ class Parser {
       return Status::ok();
     }
     return fail("unknown assertion '" + what +
-                "' (expected max_running_copies, collateral_destroys, incidents, time_ms, vms, "
+                "' (expected max_running_copies, collateral_destroys, lease_lapses, incidents, time_ms, vms, "
                 "vm, host or log)");
   }
 
@@ -222,6 +223,9 @@ std::vector<std::string> checkAssertions(const std::vector<Assertion>& assertion
         break;
       case Assertion::Kind::kCollateral:
         number(state.value("collateral_destroys", 0LL));
+        break;
+      case Assertion::Kind::kLeaseLapses:
+        number(state.value("lease_lapses", 0LL));
         break;
       case Assertion::Kind::kIncidents: {
         long long n = 0;

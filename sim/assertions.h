@@ -37,6 +37,7 @@ struct Assertion {
   enum class Kind {
     kMaxCopies,
     kCollateral,
+    kLeaseLapses,
     kIncidents,
     kTime,
     kVmsInState,

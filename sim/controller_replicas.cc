@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "controller/follower_heartbeats.h"
+#include "controller/leader_renewals.h"
+#include "controller/lease_renewals.h"
 #include "sim/sim_host_connector.h"
 #include "tw/store_etcd.h"
 
@@ -76,6 +79,11 @@ struct ControllerReplicas::Replica {
   std::unique_ptr<Store> store;
   std::unique_ptr<HostConnector> connector;
   std::unique_ptr<Controller> controller;  // while acting
+  // Lease renewal by any replica (docs/ha.md): a connection of its own.
+  std::unique_ptr<ReplicaEtcdClient> renewals_client;
+  std::unique_ptr<LeaseRenewals> renewals;
+  std::unique_ptr<LeaderRenewals> leader_renewals;  // while acting
+  std::unique_ptr<FollowerHeartbeats> follower;
   ControllerFront front;
 };
 
@@ -157,6 +165,10 @@ bool ControllerReplicas::openStore(Replica& r) {
   }
   r.store = std::move(store).value();
   r.store_client = raw;
+  r.renewals_client = std::make_unique<ReplicaEtcdClient>(etcd_, key, fenced_writes_);
+  r.renewals_client->setCutOff(r.store_cut);
+  r.renewals = std::make_unique<LeaseRenewals>(*r.renewals_client, kSimEtcdPrefix);
+  r.follower = std::make_unique<FollowerHeartbeats>(*r.renewals, *r.store, clock_, r.name);
   r.open_warned = false;
   return true;
 }
@@ -166,6 +178,10 @@ void ControllerReplicas::stopReplica(Replica& r) {
   if (r.controller && r.acting_entry < history_.size()) history_[r.acting_entry].to_ms = clock_.nowMs();
   r.front.setController(nullptr);
   r.controller.reset();
+  r.leader_renewals.reset();
+  r.follower.reset();
+  r.renewals.reset();
+  r.renewals_client.reset();
   r.connector.reset();
   r.store.reset();
   r.store_client = nullptr;
@@ -192,6 +208,12 @@ void ControllerReplicas::act(Replica& r) {
     return self->deposed.empty() &&
            (self->overstay || (self->lease && self->lease->isLeader() && self->lease->term() == self->term));
   });
+  const std::string key = etcdLeaderKey(kSimEtcdPrefix);
+  r.leader_renewals = std::make_unique<LeaderRenewals>(*r.renewals, [self, key]() -> Result<EtcdWriteGuard> {
+    if (self->overstay && self->term > 0 && self->deposed.empty()) return EtcdWriteGuard{key, self->term};
+    return self->lease->guard();
+  });
+  r.controller->setLeaseRenewals(r.leader_renewals.get());
   log("info", "controller " + r.name + " leads (term " + std::to_string(r.term) +
                   "): it recovers from the store and acts");
   Status recovered = r.controller->recover();
@@ -312,6 +334,7 @@ void ControllerReplicas::execute(const Command& c) {
     r->store_cut = cut;
     if (r->lease_client) r->lease_client->setCutOff(cut);
     if (r->store_client) r->store_client->setCutOff(cut);
+    if (r->renewals_client) r->renewals_client->setCutOff(cut);
     return;
   }
   if (c.arg == "overstay" || c.arg == "overstay-window") {
@@ -401,8 +424,25 @@ bool ControllerReplicas::windowPush(const std::string& host, AssignmentSet& set)
 
 Result<AssignmentSet> ControllerReplicas::heartbeat(const Heartbeat& hb) {
   Replica* r = route(hb.host);
-  if (r == nullptr) return unavailable("no controller replica leads now (503 from every replica)");
-  return r->front.heartbeat(hb);
+  if (r != nullptr) return r->front.heartbeat(hb);
+  // No leader answered: the agent's link sends it again with ?any_replica=1
+  // (HttpControllerLink), and the first replica of its list that is up
+  // renews the lease itself (FollowerHeartbeats, docs/ha.md).
+  const size_t n = replicas_.size();
+  const size_t at = sticky_[hb.host];
+  for (size_t k = 0; k < n; ++k) {
+    Replica& f = *replicas_[(at + k) % n];
+    if (!f.up || !f.store || !f.follower || f.controller) continue;
+    Heartbeat renew = hb;
+    renew.events.clear();
+    Result<AssignmentSet> set = f.follower->handle(renew);
+    if (set.isOk()) {
+      sticky_[hb.host] = (at + k) % n;
+      return set;
+    }
+    if (set.status().code() != Code::kUnavailable) return set;  // a fence intent: not renewed
+  }
+  return unavailable("no controller replica leads now (503 from every replica)");
 }
 
 Status ControllerReplicas::agentEvent(const AgentEvent& event) {

@@ -661,6 +661,7 @@ void Simulation::resetByWatchdog(Host& h, Millis now) {
 void Simulation::observeLease(Host& h) {
   const LeaseState state = h.agent->leaseState();
   if (state == h.lease_seen) return;
+  if (h.lease_seen == LeaseState::kValid) ++lease_lapses_;
   if (state == LeaseState::kExpired) {
     h.fence_cut_off = h.cut_off;
     h.fence_reached = h.reached;
@@ -1129,6 +1130,7 @@ Json Simulation::stateJson() {
               {"vms", vms},
               {"max_running_copies", max_copies_},
               {"collateral_destroys", collateral_},
+              {"lease_lapses", lease_lapses_},
               {"incidents", c ? mapIncidents(c->incidentsJson()) : Json::array()},
               {"events", events_}};
   if (replicas_) {

@@ -332,6 +332,8 @@ class Simulation final : private SimWorld {
   std::set<std::pair<std::string, std::string>> cut_links_;
   std::map<std::string, int> copies_;  // vm -> hosts running it now
   int max_copies_ = 0;
+  // Times an agent's lease stopped being valid (renewed) while it ran: kValid -> kHeld or kExpired.
+  int64_t lease_lapses_ = 0;
   int64_t double_copies_ = 0;
   int64_t collateral_ = 0;
   int64_t watchdog_resets_ = 0;

@@ -556,7 +556,17 @@ HttpControllerLink::HttpControllerLink(const ApiClientOptions& options)
 
 Result<AssignmentSet> HttpControllerLink::heartbeat(const Heartbeat& hb) {
   Json body = hb;
-  return decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), body), hb.host);
+  Result<AssignmentSet> set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), body), hb.host);
+  if (set.isOk() || set.status().code() != Code::kUnavailable || heartbeat_client_.urlCount() < 2) return set;
+  // No leader answered: once more to whichever replica answers, which then
+  // renews the lease itself (docs/ha.md, "Agents renew their leases with any
+  // replica"). Without the events: a follower takes none, and the agent
+  // keeps them for the leader (AssignmentSet::renewed_by).
+  Heartbeat renew = hb;
+  renew.events.clear();
+  Result<AssignmentSet> renewed =
+      decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat") + "?any_replica=1", Json(renew)), hb.host);
+  return renewed.isOk() ? renewed : set;
 }
 
 Status HttpControllerLink::sendEvent(const AgentEvent& event) {

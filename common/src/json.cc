@@ -299,6 +299,7 @@ void to_json(Json& j, const AssignmentSet& v) {
   if (!v.checks.paths.empty() || !v.checks.pools.empty()) j["checks"] = v.checks;
   if (!v.host_report_digest.empty()) j["host_report_digest"] = v.host_report_digest;
   if (v.term != 0) j["term"] = v.term;  // absent: 0 (SQLite, or an older controller)
+  if (!v.renewed_by.empty()) j["renewed_by"] = v.renewed_by;
 }
 void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "host", v.host);
@@ -315,6 +316,7 @@ void from_json(const Json& j, AssignmentSet& v) {
   opt(j, "addresses", v.addresses);
   opt(j, "checks", v.checks);
   opt(j, "host_report_digest", v.host_report_digest);
+  opt(j, "renewed_by", v.renewed_by);
 }
 
 void to_json(Json& j, const DomainReport& v) {

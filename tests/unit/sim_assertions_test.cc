@@ -94,7 +94,7 @@ TEST(SimAssertionsTest, RefusesMalformedAssertions) {
   };
   EXPECT_EQ(error("\nfrobnicate 3\n"),
             "sc/assert:2: unknown assertion 'frobnicate' (expected max_running_copies, "
-            "collateral_destroys, incidents, time_ms, vms, vm, host or log)");
+            "collateral_destroys, lease_lapses, incidents, time_ms, vms, vm, host or log)");
   EXPECT_EQ(error("vm web-2 state running\n"), "sc/assert:1: unknown vm 'web-2'");
   EXPECT_EQ(error("host h1 colour red\n"),
             "sc/assert:1: unknown host field 'colour' (expected state, power, network or agent)");

@@ -109,6 +109,8 @@ class ApiClient {
 
   // The URL (of the list) that answered last, or the first one.
   std::string baseUrl() const;
+  // How many controller URLs the list holds.
+  size_t urlCount() const { return urls_.size(); }
 
  private:
   struct Impl;

@@ -140,6 +140,11 @@ struct AssignmentSet {
   // report again when its own digest differs.
   HostChecks checks;
   std::string host_report_digest;
+  // "" = the leader took the heartbeat. Else the follower replica that
+  // renewed the lease while the leader could not be reached (docs/ha.md,
+  // "Agents renew their leases with any replica"): the set is the one the
+  // leader last published; the heartbeat's events and reports were not taken.
+  std::string renewed_by;
 };
 
 struct DomainReport {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -80,6 +81,31 @@ class Store {
   // transaction's operations are limited, each write stays its own.
   // Errors: the commit's (then the batch's writes are rolled back).
   virtual Status batch(const std::function<Status()>& body) { return body(); }
+
+  // The leader's published assignment sets (docs/ha.md, "Agents renew their
+  // leases with any replica"): a follower answers a heartbeat that could not
+  // reach the leader with the set last published for its host. Only a store
+  // that several replicas share keeps them (wantsPublishedSets()); the
+  // default (SQLite, one controller) keeps nothing.
+  virtual bool wantsPublishedSets() const { return false; }
+  // host -> the set's JSON and its digest, written with the leader's term
+  // (its write guard) in as few transactions as etcd's limits allow (one
+  // per tick normally). Errors: the store's; kFailedPrecondition when this
+  // replica does not lead (nothing written).
+  struct PublishedSet {
+    std::string set_json;  // AssignmentSet as JSON (peers left out)
+    std::string digest;
+    int64_t term = 0;      // the leader's term when it was published (read side)
+  };
+  virtual Status publishSets(const std::map<std::string, PublishedSet>& sets) {
+    (void)sets;
+    return Status::ok();
+  }
+  // The set last published for `host`; nullopt when none.
+  virtual Result<std::optional<PublishedSet>> publishedSet(const std::string& host) {
+    (void)host;
+    return std::optional<PublishedSet>();
+  }
 
   // Policies: append-only history; the newest row is the one in force.
   virtual Result<int64_t> insertPolicy(const PolicyRecord& record) = 0;  // returns version

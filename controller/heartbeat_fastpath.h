@@ -1,0 +1,86 @@
+// Heartbeats that report no change, answered on the HTTP thread (issue #16):
+// no hand-off to the controller loop, no set built, O(the host's VMs) for
+// the heartbeat's digest.
+//
+// Per host it keeps a snapshot: the set last answered or published for it
+// (without the peer list), the digest of the last heartbeat the loop took,
+// whether the loop had it online, and until when that view is fresh. A
+// heartbeat is answered here only when it carries no events and no host
+// report, its digest (everything but seq) equals the last one the loop took,
+// the agent runs the snapshot's set (version and controller), holds the
+// current peer list, the loop had the host online, and the view is fresh
+// (the loop heard the host within one heartbeat interval). Then its renewal
+// goes into a table that the loop applies before each reconcile step
+// (Controller::renewOffLoop); anything else goes to the loop as before.
+//
+// Why a renewal here is safe: the loop fences only after a silence of
+// dead_after + lease; this path answers only while the loop heard the host
+// within one interval, and every renewal it answered is applied at the next
+// step, before liveness is judged again.
+//
+// Threads: tryAnswer() on HTTP threads; the rest on the loop thread. One
+// mutex guards the table (mu_); a snapshot is an immutable shared_ptr.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tw/clock.h"
+#include "tw/protocol.h"
+
+namespace tw {
+
+class HeartbeatFastPath {
+ public:
+  // REQUIRES: clock outlives this (the Controller's clock).
+  explicit HeartbeatFastPath(const Clock& clock) : clock_(clock) {}
+
+  // HTTP thread: the answer, or nullopt (the loop takes the heartbeat).
+  std::optional<AssignmentSet> tryAnswer(const Heartbeat& hb);
+
+  // Loop thread: the loop took `hb` and answered `answer`; `online`: the
+  // host's state after it; `fresh_ms`: how long the view stays fresh.
+  void noteTaken(const Heartbeat& hb, const AssignmentSet& answer, bool online, Millis fresh_ms);
+  // Loop thread: the host's set changed (a newer version).
+  void notePublished(const AssignmentSet& set);
+  // Loop thread: the current peer list's digest (AssignmentSet::peers_digest).
+  void notePeersDigest(const std::string& digest);
+  // Loop thread: the renewals answered here since the last call, oldest
+  // first per host (hosts only).
+  std::vector<std::string> takeRenewals();
+  // Loop thread: the loop applied a renewal of `host`: online or not now.
+  void noteRenewed(const std::string& host, bool online, Millis fresh_ms);
+  // Everything is forgotten (the service's Controller changed).
+  void reset();
+  // Loop thread: no heartbeat is answered here until the loop takes one of
+  // the host again (an apply asks hosts to check new paths: the loop's
+  // answers carry them). Renewals already answered are kept for the loop.
+  void forgetSets();
+
+  int64_t answered() const;  // answered here since the start (metrics, tests)
+
+  // The digest of what a heartbeat reports (everything but seq and events).
+  static std::string digestOf(const Heartbeat& hb);
+
+ private:
+  struct Snapshot {
+    AssignmentSet set;  // peers left out
+    std::string hb_digest;
+    bool online = false;
+    Millis fresh_until_ms = 0;
+  };
+  void store(const std::string& host, Snapshot snap);  // REQUIRES: mu_ held
+
+  const Clock& clock_;
+  mutable std::mutex mu_;  // guards everything below
+  std::map<std::string, std::shared_ptr<const Snapshot>> hosts_;
+  std::string peers_digest_;
+  std::vector<std::string> renewed_;
+  int64_t answered_ = 0;
+};
+
+}  // namespace tw

@@ -1,0 +1,182 @@
+// Heartbeats answered off the loop (controller/heartbeat_fastpath.h, issue
+// #16): which ones are, and what the loop then does with their renewals
+// (Controller::renewOffLoop). Hermetic: a manual clock, no threads.
+#include <gtest/gtest.h>
+
+#include "controller/controller.h"
+#include "controller/heartbeat_fastpath.h"
+#include "tw/store.h"
+
+namespace tw {
+namespace {
+
+AssignmentSet setOf(const std::string& host, int64_t version) {
+  AssignmentSet s;
+  s.host = host;
+  s.version = version;
+  s.controller_id = "ctl";
+  s.lease_ms = 5000;
+  s.peers_digest = "pd1";
+  s.peers = {PeerInfo{"h2", "10.0.0.2:7"}};
+  Assignment a;
+  a.vm = "web-1";
+  a.epoch = 3;
+  s.assignments.push_back(a);
+  return s;
+}
+
+Heartbeat hbOf(const std::string& host, int64_t version) {
+  Heartbeat hb;
+  hb.host = host;
+  hb.agent_id = "a1";
+  hb.seq = 7;
+  hb.assignments_version = version;
+  hb.assignments_controller = "ctl";
+  hb.peers_digest = "pd1";
+  DomainReport d;
+  d.vm = "web-1";
+  d.epoch = 3;
+  d.state = DomainState::kRunning;
+  hb.domains.push_back(d);
+  return hb;
+}
+
+class HeartbeatFastPathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fast_.notePeersDigest("pd1");
+    fast_.noteTaken(hbOf("h1", 4), setOf("h1", 4), /*online=*/true, /*fresh_ms=*/1500);
+  }
+  ManualClock clock_{1000};
+  HeartbeatFastPath fast_{clock_};
+};
+
+// The same report again (only seq differs): answered here with the set,
+// without the peer list, and its renewal is handed to the loop.
+TEST_F(HeartbeatFastPathTest, UnchangedHeartbeatIsAnsweredAndRenewed) {
+  Heartbeat hb = hbOf("h1", 4);
+  hb.seq = 8;
+  auto set = fast_.tryAnswer(hb);
+  ASSERT_TRUE(set.has_value());
+  EXPECT_EQ(set->version, 4);
+  EXPECT_EQ(set->assignments.size(), 1u);
+  EXPECT_TRUE(set->peers.empty());
+  EXPECT_TRUE(set->peers_omitted);
+  EXPECT_EQ(fast_.takeRenewals(), std::vector<std::string>{"h1"});
+  EXPECT_TRUE(fast_.takeRenewals().empty());
+  EXPECT_EQ(fast_.answered(), 1);
+}
+
+// Anything new goes to the loop: a changed domain, events, a host report,
+// another set version, another peer list, an unknown host.
+TEST_F(HeartbeatFastPathTest, AnyChangeGoesToTheLoop) {
+  Heartbeat crashed = hbOf("h1", 4);
+  crashed.domains[0].state = DomainState::kCrashed;
+  EXPECT_FALSE(fast_.tryAnswer(crashed).has_value());
+  Heartbeat with_event = hbOf("h1", 4);
+  with_event.events.push_back(AgentEvent{});
+  EXPECT_FALSE(fast_.tryAnswer(with_event).has_value());
+  Heartbeat with_report = hbOf("h1", 4);
+  with_report.host_report.digest = "r1";
+  EXPECT_FALSE(fast_.tryAnswer(with_report).has_value());
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 3)).has_value());
+  Heartbeat unreachable = hbOf("h1", 4);
+  unreachable.peers_unreachable["h2"] = 3000;
+  EXPECT_FALSE(fast_.tryAnswer(unreachable).has_value());
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h9", 4)).has_value());
+  fast_.notePeersDigest("pd2");  // a peer's address changed: the agent needs the list
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  EXPECT_TRUE(fast_.takeRenewals().empty());
+}
+
+// A newer published set: the agent still on the old one goes to the loop,
+// and so does its first report on the new one (a change); after the loop
+// took that, it is answered here again.
+TEST_F(HeartbeatFastPathTest, NewSetPublishedNeedsTheAgentToCatchUp) {
+  fast_.notePublished(setOf("h1", 5));
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 5)).has_value());
+  fast_.noteTaken(hbOf("h1", 5), setOf("h1", 5), true, 1500);
+  auto set = fast_.tryAnswer(hbOf("h1", 5));
+  ASSERT_TRUE(set.has_value());
+  EXPECT_EQ(set->version, 5);
+}
+
+// Only while the loop's view is fresh and the host online: a host the loop
+// has not heard (through the loop or a renewal) within the window, or that
+// is not online, goes to the loop.
+TEST_F(HeartbeatFastPathTest, StaleOrNotOnlineGoesToTheLoop) {
+  clock_.advance(1400);
+  EXPECT_TRUE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  fast_.noteRenewed("h1", true, 1500);  // the loop applied it
+  clock_.advance(1400);
+  EXPECT_TRUE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  clock_.advance(200);  // not applied by the loop: 1.6 s since it last heard h1
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  fast_.noteRenewed("h1", false, 1500);  // the loop found it not online
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+}
+
+}  // namespace
+}  // namespace tw
+
+namespace tw {
+namespace {
+
+const char* kRenewPolicy = R"(
+cluster:
+  heartbeat_interval: 500ms
+  dead_after: 1500ms
+  lease: 2s
+hosts:
+  - name: h1
+  - name: h2
+  - name: h3
+tiers:
+  - name: web
+    image: tiny-web
+    replicas: 3
+    memory: 128MiB
+)";
+
+// The loop's side: a renewal answered off the loop counts as a heartbeat
+// (never suspect, never fenced); a host the loop found suspect meanwhile
+// comes back online.
+TEST(RenewOffLoopTest, RenewalsKeepTheHostOnline) {
+  ManualClock clock{1000};
+  auto store = Store::open(":memory:");
+  ASSERT_TRUE(store.isOk());
+  Controller c(**store, clock);
+  ASSERT_TRUE(c.recover().isOk());
+  ASSERT_TRUE(c.applyPolicy({PolicyFile{"p.yaml", kRenewPolicy}}, false).isOk());
+  auto beat = [&](const std::string& host) {
+    Heartbeat hb;
+    hb.host = host;
+    hb.agent_id = "a-" + host;
+    hb.capacity = {4, 4096};
+    ASSERT_TRUE(c.handleHeartbeat(hb).isOk());
+  };
+  for (const char* h : {"h1", "h2", "h3"}) beat(h);
+  for (int i = 0; i < 100; ++i) {  // 10 s: h1 only through renewOffLoop
+    clock.advance(100);
+    if (i % 5 == 0) {
+      beat("h2");
+      beat("h3");
+      EXPECT_TRUE(c.renewOffLoop("h1"));
+    }
+    c.runOnce();
+  }
+  EXPECT_EQ(c.host("h1")->state, HostState::kOnline);
+  for (int i = 0; i < 10 && c.host("h1")->state == HostState::kOnline; ++i) {
+    clock.advance(100);
+    c.runOnce();
+  }
+  ASSERT_EQ(c.host("h1")->state, HostState::kSuspect);
+  EXPECT_TRUE(c.renewOffLoop("h1"));
+  EXPECT_EQ(c.host("h1")->state, HostState::kOnline);
+  EXPECT_FALSE(c.renewOffLoop("h9"));
+  EXPECT_FALSE(c.peersDigest().empty());
+}
+
+}  // namespace
+}  // namespace tw
