@@ -182,7 +182,8 @@ void Controller::publishAssignments() {
     std::string digest;
     for (const auto& a : assignmentsOn(name))
       digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host +
-                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ":" + a.address.cidr + ";";
+                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ":" + a.address.cidr + ":b" +
+                std::to_string(a.backup_request) + ":r" + std::to_string(a.restore_id) + ";";
     const bool changed = h.assignments_version == 0 || digest != h.assignments_digest;
     if (changed) {
       h.assignments_digest = std::move(digest);

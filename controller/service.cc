@@ -211,10 +211,12 @@ Result<ApplyResult> ControllerService::applyPolicy(const std::vector<PolicyFile>
       // While hosts check new paths (path_probes.h), every heartbeat goes to
       // the loop, whose answers carry the paths to check: the fast path's
       // sets were published before the apply and lack them. Its sets are
-      // forgotten again once the apply is decided (then they would carry
-      // paths no longer asked for).
+      // forgotten again once a policy is applied: a set's version moves only
+      // when what runs where moves, and the policy's other fields (health
+      // checks, ports, backup, addresses, checks) ride along in the loop's
+      // answers.
       const bool pending = r.isOk() && r->pending;
-      if (pending || probed) fast_.forgetSets();
+      if (pending || probed || (r.isOk() && !dry_run)) fast_.forgetSets();
       probed = pending;
       return r;
     });
