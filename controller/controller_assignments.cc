@@ -14,19 +14,6 @@
 
 namespace tw {
 
-namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
-}  // namespace
-
 void Controller::assignmentsTouched(bool moved) {
   ++assignments_gen_;
   if (moved) vms_by_host_.invalidate();

@@ -9,15 +9,6 @@ namespace tw {
 
 namespace {
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 AssignmentSet withoutPeers(AssignmentSet set) {
   set.peers.clear();
   set.peers_omitted = true;
