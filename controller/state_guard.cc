@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "tw/log.h"
+#include "tw/text.h"
 
 namespace tw {
 
@@ -25,22 +26,21 @@ namespace {
 constexpr const char* kBackupPrefix = "tierwarden-";
 constexpr const char* kBackupSuffix = ".db";
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 Status syncFile(const std::string& path, bool directory) {
   int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return unavailable("opening " + quoted(path) + ": " + std::strerror(errno));
+  if (fd < 0) return unavailable("opening " + singleQuoted(path) + ": " + std::strerror(errno));
   int rc = ::fsync(fd);
   int err = errno;
   ::close(fd);
-  if (rc != 0) return unavailable("fsync of " + quoted(path) + ": " + std::strerror(err));
+  if (rc != 0) return unavailable("fsync of " + singleQuoted(path) + ": " + std::strerror(err));
   return Status::ok();
 }
 
 Status copyFileSynced(const std::string& from, const std::string& to) {
   std::error_code ec;
   fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
-  if (ec) return unavailable("copying " + quoted(from) + " to " + quoted(to) + ": " + ec.message());
+  if (ec) return unavailable("copying " + singleQuoted(from) + " to " + singleQuoted(to) + ": " + ec.message());
   return syncFile(to, false);
 }
 
@@ -62,19 +62,19 @@ std::string whatToDo(const StatePaths& paths) {
 Status writeFileAtomically(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return unavailable("creating " + quoted(tmp) + ": " + std::strerror(errno));
+  if (fd < 0) return unavailable("creating " + singleQuoted(tmp) + ": " + std::strerror(errno));
   bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
             ::fsync(fd) == 0;
   int err = errno;
   ::close(fd);
   if (!ok) {
     ::unlink(tmp.c_str());
-    return unavailable("writing " + quoted(tmp) + ": " + std::strerror(err));
+    return unavailable("writing " + singleQuoted(tmp) + ": " + std::strerror(err));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     err = errno;
     ::unlink(tmp.c_str());
-    return unavailable("renaming " + quoted(tmp) + ": " + std::strerror(err));
+    return unavailable("renaming " + singleQuoted(tmp) + ": " + std::strerror(err));
   }
   return syncFile(fs::path(path).parent_path().string(), true);
 }
@@ -91,7 +91,7 @@ StatePaths::StatePaths(std::string state_dir)
 
 Result<std::unique_ptr<StateDirLock>> StateDirLock::acquire(const StatePaths& paths) {
   int fd = ::open(paths.lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return unavailable("opening lock file " + quoted(paths.lock) + ": " + std::strerror(errno));
+  if (fd < 0) return unavailable("opening lock file " + singleQuoted(paths.lock) + ": " + std::strerror(errno));
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int err = errno;
     char buf[32] = {};
@@ -100,12 +100,12 @@ Result<std::unique_ptr<StateDirLock>> StateDirLock::acquire(const StatePaths& pa
     std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
     pid.erase(std::remove(pid.begin(), pid.end(), '\n'), pid.end());
     if (err != EWOULDBLOCK) {
-      return unavailable("locking " + quoted(paths.lock) + ": " + std::strerror(err));
+      return unavailable("locking " + singleQuoted(paths.lock) + ": " + std::strerror(err));
     }
-    return failedPrecondition("state dir " + quoted(paths.dir) +
+    return failedPrecondition("state dir " + singleQuoted(paths.dir) +
                               " is in use by another tierwarden-controller" +
                               (pid.empty() ? "" : " (pid " + pid + ")") + ", which holds " +
-                              quoted(paths.lock) + "; stop it first");
+                              singleQuoted(paths.lock) + "; stop it first");
   }
   std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) != 0 ||
@@ -127,7 +127,7 @@ Result<int64_t> readAppliedMarker(const StatePaths& paths) {
   long long version = -1;
   in >> key >> version;
   if (key != "policy_version" || version < 0) {
-    return failedPrecondition("marker file " + quoted(paths.marker) +
+    return failedPrecondition("marker file " + singleQuoted(paths.marker) +
                               " is unreadable (expected 'policy_version N'); " + whatToDo(paths));
   }
   return static_cast<int64_t>(version);
@@ -157,7 +157,7 @@ Result<DatabaseFacts> checkStateBeforeStart(const StatePaths& paths, bool token_
     }
     facts = inspectDatabase(paths.db);
     if (!facts.isOk() || !facts->index_damage.empty()) {
-      return failedPrecondition("refusing to start: database " + quoted(paths.db) +
+      return failedPrecondition("refusing to start: database " + singleQuoted(paths.db) +
                                 " is still damaged after REINDEX; " + whatToDo(paths));
     }
   }
@@ -165,14 +165,14 @@ Result<DatabaseFacts> checkStateBeforeStart(const StatePaths& paths, bool token_
   if (!marker.isOk()) return failedPrecondition("refusing to start: " + marker.status().message());
   if (*marker > facts->policy_version) {
     return failedPrecondition(
-        "refusing to start: " + quoted(paths.marker) + " says policy version " +
-        std::to_string(*marker) + " was applied, but " + quoted(paths.db) + " holds " +
+        "refusing to start: " + singleQuoted(paths.marker) + " says policy version " +
+        std::to_string(*marker) + " was applied, but " + singleQuoted(paths.db) + " holds " +
         (facts->policy_version == 0 ? std::string("no policy")
                                     : "only version " + std::to_string(facts->policy_version)) +
         ": recent state is missing (a lost or damaged WAL?); " + whatToDo(paths));
   }
   if (*marker == 0 && token_existed && facts->schema_version == 0) {
-    return failedPrecondition("refusing to start: " + quoted(paths.db) + " is " +
+    return failedPrecondition("refusing to start: " + singleQuoted(paths.db) + " is " +
                               (facts->exists ? "empty (" + std::to_string(facts->file_bytes) + " bytes, no schema)"
                                              : std::string("missing")) +
                               " although the state dir has the token file of an earlier start; " +
@@ -216,7 +216,7 @@ std::vector<std::string> listBackups(const StatePaths& paths) {
 Result<BackupInfo> backupNow(const StatePaths& paths, const std::string& utc_stamp, int keep) {
   std::error_code ec;
   fs::create_directories(paths.backups, ec);
-  if (ec) return unavailable("creating " + quoted(paths.backups) + ": " + ec.message());
+  if (ec) return unavailable("creating " + singleQuoted(paths.backups) + ": " + ec.message());
   ::chmod(paths.backups.c_str(), 0700);
   // Leftovers of a backup cut short (the process died mid-copy): never a backup.
   for (const auto& entry : fs::directory_iterator(paths.backups, ec)) {
@@ -232,7 +232,7 @@ Result<BackupInfo> backupNow(const StatePaths& paths, const std::string& utc_sta
   const std::string final_path = paths.backups + "/" + kBackupPrefix + utc_stamp + "-v" +
                                  std::to_string(info->policy_version) + kBackupSuffix;
   if (::rename(staged.c_str(), final_path.c_str()) != 0) {
-    return unavailable("renaming " + quoted(staged) + ": " + std::strerror(errno));
+    return unavailable("renaming " + singleQuoted(staged) + ": " + std::strerror(errno));
   }
   TW_RETURN_IF_ERROR(syncFile(paths.backups, true));
   info->path = final_path;
@@ -250,20 +250,20 @@ Result<std::string> restoreState(const StatePaths& paths, const std::string& bac
                                  const std::string& utc_stamp) {
   std::error_code ec;
   if (!fs::is_regular_file(backup, ec)) {
-    return invalidArgument("backup " + quoted(backup) + " is not a file");
+    return invalidArgument("backup " + singleQuoted(backup) + " is not a file");
   }
   // A WAL next to the backup would be read with it: refuse what we cannot vouch for.
   Result<DatabaseFacts> facts = inspectDatabase(backup);
   if (!facts.isOk()) {
-    return invalidArgument("backup " + quoted(backup) + " cannot be used: " + facts.status().message());
+    return invalidArgument("backup " + singleQuoted(backup) + " cannot be used: " + facts.status().message());
   }
   if (facts->schema_version < 1 || facts->schema_version > Store::latestSchemaVersion()) {
-    return invalidArgument("backup " + quoted(backup) + " has schema version " +
+    return invalidArgument("backup " + singleQuoted(backup) + " has schema version " +
                            std::to_string(facts->schema_version) + "; this build reads 1.." +
                            std::to_string(Store::latestSchemaVersion()));
   }
   if (!fs::is_directory(paths.dir, ec)) {
-    return invalidArgument("state dir " + quoted(paths.dir) + " does not exist");
+    return invalidArgument("state dir " + singleQuoted(paths.dir) + " does not exist");
   }
   Result<std::unique_ptr<StateDirLock>> lock = StateDirLock::acquire(paths);
   if (!lock.isOk()) return lock.status();
@@ -275,24 +275,24 @@ Result<std::string> restoreState(const StatePaths& paths, const std::string& bac
     const std::string from = paths.db + suffix;
     if (!fs::exists(from, ec)) continue;
     fs::create_directories(aside, ec);
-    if (ec) return unavailable("creating " + quoted(aside) + ": " + ec.message());
+    if (ec) return unavailable("creating " + singleQuoted(aside) + ": " + ec.message());
     fs::rename(from, aside + "/tierwarden.db" + suffix, ec);
-    if (ec) return unavailable("moving " + quoted(from) + " aside: " + ec.message());
+    if (ec) return unavailable("moving " + singleQuoted(from) + " aside: " + ec.message());
     moved.push_back(from);
   }
   const std::string tmp = paths.db + ".restore-tmp";
   TW_RETURN_IF_ERROR(copyFileSynced(backup, tmp));
   ::chmod(tmp.c_str(), 0600);
   if (::rename(tmp.c_str(), paths.db.c_str()) != 0) {
-    return unavailable("installing " + quoted(paths.db) + ": " + std::strerror(errno));
+    return unavailable("installing " + singleQuoted(paths.db) + ": " + std::strerror(errno));
   }
   TW_RETURN_IF_ERROR(syncFile(paths.dir, true));
   TW_RETURN_IF_ERROR(writeAppliedMarker(paths, facts->policy_version));
-  return "restored " + quoted(backup) + " (policy version " +
+  return "restored " + singleQuoted(backup) + " (policy version " +
          std::to_string(facts->policy_version) + ", " + std::to_string(facts->event_count) +
-         " events) into " + quoted(paths.db) +
+         " events) into " + singleQuoted(paths.db) +
          (moved.empty() ? std::string("; there was no database to move aside")
-                        : "; the old files are in " + quoted(aside));
+                        : "; the old files are in " + singleQuoted(aside));
 }
 
 std::string utcStampNow() {

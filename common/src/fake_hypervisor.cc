@@ -2,6 +2,7 @@
 // It follows LibvirtHypervisor's answers (codes, idempotence, event order) so
 // that logic tested against it behaves the same on libvirt.
 #include "tw/fake_hypervisor.h"
+#include "tw/text.h"
 
 #include <filesystem>
 #include <fstream>
@@ -11,15 +12,14 @@ namespace tw {
 
 namespace {
 
-std::string quoted(const std::string& vm) { return "'" + vm + "'"; }
 
 Status unmanagedError(const std::string& action, const std::string& vm) {
-  return failedPrecondition(action + " vm " + quoted(vm) + ": domain " + quoted(vm) +
+  return failedPrecondition(action + " vm " + singleQuoted(vm) + ": domain " + singleQuoted(vm) +
                             " exists and is not managed by tierwarden");
 }
 
 Status missingError(const std::string& action, const std::string& vm) {
-  return notFound(action + " vm " + quoted(vm) + ": no domain named " + quoted(vm));
+  return notFound(action + " vm " + singleQuoted(vm) + ": no domain named " + singleQuoted(vm));
 }
 
 }  // namespace
@@ -72,7 +72,7 @@ Status FakeHypervisor::start(const std::string& vm) {
   if (isActive(dom.state)) return Status::ok();  // idempotent, as LibvirtHypervisor
   if (dom.fail_starts > 0) {
     --dom.fail_starts;
-    return internalError("starting vm " + quoted(vm) + ": injected start failure");
+    return internalError("starting vm " + singleQuoted(vm) + ": injected start failure");
   }
   dom.state = DomainState::kRunning;
   dom.forwards.clear();
@@ -100,7 +100,7 @@ Status FakeHypervisor::undefine(const std::string& vm) {
   if (it == doms_.end()) return Status::ok();
   if (!it->second.managed) return unmanagedError("undefining", vm);
   if (isActive(it->second.state)) {
-    return failedPrecondition("undefining vm " + quoted(vm) + ": it is running; destroy it first");
+    return failedPrecondition("undefining vm " + singleQuoted(vm) + ": it is running; destroy it first");
   }
   doms_.erase(it);
   emit(vm, DomainEventKind::kUndefined, "removed");
@@ -134,7 +134,7 @@ Status FakeHypervisor::subscribe(DomainEventHandler handler) {
 Status FakeHypervisor::migrate(const std::string& vm, const std::string& dest_uri,
                                const MigrateOptions& options) {
   TW_RETURN_IF_ERROR(check());
-  const std::string context = "migrating vm " + quoted(vm) + " to " + quoted(dest_uri);
+  const std::string context = "migrating vm " + singleQuoted(vm) + " to " + singleQuoted(dest_uri);
   auto it = doms_.find(vm);
   if (it == doms_.end()) return missingError("migrating", vm);
   if (!it->second.managed) return unmanagedError("migrating", vm);
@@ -258,7 +258,7 @@ Result<DiskBackup> FakeHypervisor::backupDisk(const std::string& vm, const std::
   auto it = doms_.find(vm);
   if (it == doms_.end()) return missingError("backing up", vm);
   if (!it->second.managed) return unmanagedError("backing up", vm);
-  const std::string context = "backing up vm " + quoted(vm) + " to " + quoted(target_path);
+  const std::string context = "backing up vm " + singleQuoted(vm) + " to " + singleQuoted(target_path);
   if (it->second.state != DomainState::kRunning)
     return failedPrecondition(context + ": domain is not running");
   if (std::filesystem::exists(target_path)) return failedPrecondition(context + ": target exists");
@@ -289,12 +289,12 @@ Status FakeHypervisor::addPortForward(const std::string& vm, const PortForward& 
   if (it == doms_.end()) return missingError("forwarding a port of", vm);
   if (!it->second.managed) return unmanagedError("forwarding a port of", vm);
   if (it->second.state != DomainState::kRunning) {
-    return failedPrecondition("forwarding a port of vm " + quoted(vm) + ": domain is not running");
+    return failedPrecondition("forwarding a port of vm " + singleQuoted(vm) + ": domain is not running");
   }
   for (const auto& [name, dom] : doms_) {
     for (const PortForward& f : dom.forwards) {
       if (f.host_port == forward.host_port && f.address == forward.address) {
-        return failedPrecondition("forwarding a port of vm " + quoted(vm) + ": " + forward.address +
+        return failedPrecondition("forwarding a port of vm " + singleQuoted(vm) + ": " + forward.address +
                                   ":" + std::to_string(forward.host_port) + " is taken");
       }
     }

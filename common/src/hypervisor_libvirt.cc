@@ -34,6 +34,7 @@
 
 #include "tw/hypervisor.h"
 #include "tw/log.h"
+#include "tw/text.h"
 
 namespace tw {
 
@@ -78,7 +79,6 @@ class TypedParams {
 
 // ------------------------------------------------------------------ errors ---
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 struct LibvirtError {
   int code = VIR_ERR_OK;
@@ -290,7 +290,7 @@ std::optional<int64_t> parseInt64(const std::string& s) {
 // not ours to read (a domain with a broken tierwarden element).
 Result<DomainMeta> parseMeta(const std::string& xml, const std::string& domain_name) {
   const std::string context =
-      "domain " + quoted(domain_name) + " has malformed tierwarden metadata";
+      "domain " + singleQuoted(domain_name) + " has malformed tierwarden metadata";
   auto attrs = readAttributes(xml);
   if (!attrs) return failedPrecondition(context + ": " + xml);
   auto get = [&](const char* key) {
@@ -304,9 +304,9 @@ Result<DomainMeta> parseMeta(const std::string& xml, const std::string& domain_n
   meta.spec_digest = get("spec_digest");
   auto epoch = parseInt64(get("epoch"));
   auto policy_version = parseInt64(get("policy_version"));
-  if (!epoch) return failedPrecondition(context + ": epoch " + quoted(get("epoch")));
+  if (!epoch) return failedPrecondition(context + ": epoch " + singleQuoted(get("epoch")));
   if (!policy_version) {
-    return failedPrecondition(context + ": policy_version " + quoted(get("policy_version")));
+    return failedPrecondition(context + ": policy_version " + singleQuoted(get("policy_version")));
   }
   meta.epoch = *epoch;
   meta.policy_version = *policy_version;
@@ -323,7 +323,7 @@ bool hasForbiddenChars(const std::string& s) {
 }
 
 Status validateSpec(const DomainSpec& spec) {
-  const std::string context = "defining vm " + quoted(spec.meta.vm);
+  const std::string context = "defining vm " + singleQuoted(spec.meta.vm);
   if (spec.meta.vm.empty()) return invalidArgument("defining vm: the vm name is empty");
   if (spec.vcpus < 1) return invalidArgument(context + ": vcpus must be at least 1");
   if (spec.memory_mib < 1) return invalidArgument(context + ": memory_mib must be at least 1");
@@ -535,7 +535,7 @@ std::optional<std::pair<DomainEventKind, std::string>> translateEvent(int event,
 Result<std::optional<DomainMeta>> readMeta(virDomainPtr dom) {
   const char* name = virDomainGetName(dom);
   const std::string domain_name = name != nullptr ? name : "";
-  const std::string context = "reading metadata of domain " + quoted(domain_name);
+  const std::string context = "reading metadata of domain " + singleQuoted(domain_name);
   CString xml(virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, kMetadataNamespace,
                                    VIR_DOMAIN_AFFECT_CONFIG));
   if (!xml) {
@@ -722,7 +722,7 @@ class LibvirtHypervisor final : public Hypervisor {
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     unsigned long version = 0;  // NOLINT(google-runtime-int): libvirt's type
     if (virConnectGetLibVersion(conn_.get(), &version) < 0) {
-      return lastError("pinging libvirt at " + quoted(uri_));
+      return lastError("pinging libvirt at " + singleQuoted(uri_));
     }
     return Status::ok();
   }
@@ -732,7 +732,7 @@ class LibvirtHypervisor final : public Hypervisor {
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     virNodeInfo info{};
     if (virNodeGetInfo(conn_.get(), &info) < 0) {
-      return lastError("reading node info of " + quoted(uri_));
+      return lastError("reading node info of " + singleQuoted(uri_));
     }
     return Capacity{static_cast<int>(info.cpus), static_cast<int64_t>(info.memory / 1024)};
   }
@@ -740,7 +740,7 @@ class LibvirtHypervisor final : public Hypervisor {
   Status define(const DomainSpec& spec) override {
     TW_RETURN_IF_ERROR(validateSpec(spec));
     const std::string& vm = spec.meta.vm;
-    const std::string context = "defining vm " + quoted(vm);
+    const std::string context = "defining vm " + singleQuoted(vm);
     std::lock_guard<std::mutex> lock(mu_);
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     {
@@ -799,7 +799,7 @@ class LibvirtHypervisor final : public Hypervisor {
   }
 
   Status destroy(const std::string& vm) override {
-    const std::string context = "destroying vm " + quoted(vm);
+    const std::string context = "destroying vm " + singleQuoted(vm);
     std::lock_guard<std::mutex> lock(mu_);
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     auto found = lookupManagedLocked(vm, context);
@@ -824,7 +824,7 @@ class LibvirtHypervisor final : public Hypervisor {
   }
 
   Status undefine(const std::string& vm) override {
-    const std::string context = "undefining vm " + quoted(vm);
+    const std::string context = "undefining vm " + singleQuoted(vm);
     std::lock_guard<std::mutex> lock(mu_);
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     auto found = lookupManagedLocked(vm, context);
@@ -860,7 +860,7 @@ class LibvirtHypervisor final : public Hypervisor {
   }
 
   Result<std::vector<DomainStatus>> listManaged() override {
-    const std::string context = "listing domains on " + quoted(uri_);
+    const std::string context = "listing domains on " + singleQuoted(uri_);
     std::lock_guard<std::mutex> lock(mu_);
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     virDomainPtr* raw = nullptr;
@@ -897,7 +897,7 @@ class LibvirtHypervisor final : public Hypervisor {
   }
 
   Result<DomainStatus> domainState(const std::string& vm) override {
-    const std::string context = "reading state of vm " + quoted(vm);
+    const std::string context = "reading state of vm " + singleQuoted(vm);
     std::lock_guard<std::mutex> lock(mu_);
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     auto found = lookupManagedLocked(vm, context);
@@ -915,7 +915,7 @@ class LibvirtHypervisor final : public Hypervisor {
 
   Status migrate(const std::string& vm, const std::string& dest_uri,
                  const MigrateOptions& options) override {
-    const std::string context = "migrating vm " + quoted(vm) + " to " + quoted(dest_uri);
+    const std::string context = "migrating vm " + singleQuoted(vm) + " to " + singleQuoted(dest_uri);
     std::lock_guard<std::mutex> lock(mu_);
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     auto found = lookupManagedLocked(vm, context);
@@ -944,7 +944,7 @@ class LibvirtHypervisor final : public Hypervisor {
   Status addPortForward(const std::string& vm, const PortForward& forward) override {
     const std::string rule = "tcp:" + forward.address + ":" + std::to_string(forward.host_port) +
                              "-:" + std::to_string(forward.guest_port);
-    const std::string context = "forwarding " + rule + " to vm " + quoted(vm);
+    const std::string context = "forwarding " + rule + " to vm " + singleQuoted(vm);
     if (hasForbiddenChars(forward.address) ||
         forward.address.find_first_of(" :,") != std::string::npos || forward.host_port < 1 ||
         forward.host_port > 65535 || forward.guest_port < 1 || forward.guest_port > 65535) {
@@ -961,14 +961,14 @@ class LibvirtHypervisor final : public Hypervisor {
   }
 
   Result<std::vector<PortForward>> portForwards(const std::string& vm) override {
-    const std::string context = "listing the port forwards of vm " + quoted(vm);
+    const std::string context = "listing the port forwards of vm " + singleQuoted(vm);
     Result<std::string> out = monitorCommand(vm, "info usernet", context);
     if (!out.isOk()) return out.status();
     return parseUsernetForwards(*out);
   }
 
   Result<std::string> storagePoolDir(const std::string& pool) override {
-    const std::string context = "storage pool " + quoted(pool) + " on " + quoted(uri_);
+    const std::string context = "storage pool " + singleQuoted(pool) + " on " + singleQuoted(uri_);
     std::lock_guard<std::mutex> lock(mu_);
     TW_RETURN_IF_ERROR(ensureConnectedLocked());
     std::unique_ptr<virStoragePool, StoragePoolFreer> p(
@@ -993,7 +993,7 @@ class LibvirtHypervisor final : public Hypervisor {
   // migrate()). REQUIRES: called off the agent's loop (it holds mu_ for the copy).
   Result<DiskBackup> backupDisk(const std::string& vm, const std::string& target_path,
                                 bool snapshot_commit_only) override {
-    const std::string context = "backing up vm " + quoted(vm) + " to " + quoted(target_path);
+    const std::string context = "backing up vm " + singleQuoted(vm) + " to " + singleQuoted(target_path);
     if (target_path.empty() || target_path[0] != '/' || hasForbiddenChars(target_path))
       return invalidArgument(context + ": the target must be an absolute path");
     struct stat st{};
@@ -1206,7 +1206,7 @@ class LibvirtHypervisor final : public Hypervisor {
                                  TypedParams& params, const std::string& context) {
     if (meta.vm.empty()) meta.vm = vm;
     if (meta.vm != vm) {
-      return invalidArgument(context + ": the destination metadata names vm " + quoted(meta.vm));
+      return invalidArgument(context + ": the destination metadata names vm " + singleQuoted(meta.vm));
     }
     for (const std::string* field : {&meta.vm, &meta.tier, &meta.spec_digest}) {
       if (hasForbiddenChars(*field)) {
@@ -1233,7 +1233,7 @@ class LibvirtHypervisor final : public Hypervisor {
   }
 
   static Status unmanaged(const std::string& context, const std::string& vm) {
-    return failedPrecondition(context + ": domain " + quoted(vm) +
+    return failedPrecondition(context + ": domain " + singleQuoted(vm) +
                               " exists and is not managed by tierwarden");
   }
 
@@ -1244,7 +1244,7 @@ class LibvirtHypervisor final : public Hypervisor {
 
   // Starts the managed domain `vm` through `conn`; ok when it runs already.
   static Status startOn(virConnectPtr conn, const std::string& vm) {
-    const std::string context = "starting vm " + quoted(vm);
+    const std::string context = "starting vm " + singleQuoted(vm);
     auto found = lookupManaged(conn, vm, context);
     if (!found.isOk()) return found.status();
     virDomainPtr dom = found->dom.get();
@@ -1302,7 +1302,7 @@ class LibvirtHypervisor final : public Hypervisor {
 
   // REQUIRES: mu_ held, not connected.
   Status connectLocked() {
-    const std::string context = "connecting to libvirt at " + quoted(uri_);
+    const std::string context = "connecting to libvirt at " + singleQuoted(uri_);
     ConnectPtr conn(virConnectOpen(uri_.c_str()));
     if (!conn) {
       LibvirtError e = takeLastError();

@@ -55,6 +55,15 @@ std::string utf8Prefix(std::string_view s, size_t max_bytes) {
   return std::string(s.substr(0, end));
 }
 
+std::string singleQuoted(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '\'';
+  out += s;
+  out += '\'';
+  return out;
+}
+
 std::string quoteForMessage(std::string_view s, size_t max_bytes) {
   if (s.size() <= max_bytes) return "'" + std::string(s) + "'";
   size_t keep = max_bytes > 3 ? max_bytes - 3 : 0;

@@ -22,6 +22,10 @@ std::string utf8Prefix(std::string_view s, size_t max_bytes);
 // boundary when s is longer than max_bytes.
 std::string quoteForMessage(std::string_view s, size_t max_bytes = 60);
 
+// s in single quotes, whole: "'value'" (names the code itself chose or already
+// checked: VM, host and path names in messages).
+std::string singleQuoted(std::string_view s);
+
 // The first character of s: its whole UTF-8 sequence, or "\xNN" when the
 // first byte starts none; "" for an empty s.
 std::string utf8FirstCharacter(std::string_view s);
