@@ -81,6 +81,8 @@ struct AgentLogCounts {
   int gaps = 0;          // renewal gaps longer than two heartbeat intervals
   int by_follower = 0;   // of which the closing renewal came from a follower
   long max_gap_ms = 0;   // the longest renewal gap
+  std::map<std::string, long> host_max_gap_ms;  // per host (0: none > 2 intervals)
+  std::map<std::string, int> host_lapses;
   std::vector<std::string> lines;  // the lapse and self-fence lines
 };
 
@@ -249,6 +251,24 @@ class HaRenewalProcessTest : public ::testing::Test {
     return out;
   }
 
+  // New terms some replica started leading after the offsets (c*.log).
+  int termsSince(const std::map<std::string, size_t>& from) {
+    int n = 0;
+    for (const auto& [name, offset] : from) {
+      std::istringstream lines(readFrom(dir_ / (name + ".log"), offset));
+      for (std::string line; std::getline(lines, line);) n += line.find("leading as term") != std::string::npos;
+    }
+    return n;
+  }
+  std::map<std::string, size_t> controllerLogSizes() {
+    std::map<std::string, size_t> out;
+    for (const auto& name : kReplicas) {
+      std::error_code ec;
+      out[name] = fs::file_size(dir_ / (name + ".log"), ec);
+    }
+    return out;
+  }
+
   AgentLogCounts agentCounts(const std::map<std::string, size_t>& from) {
     AgentLogCounts c;
     static const std::regex gap(R"(renewal gap of host '[^']+': (\d+) ms)");
@@ -259,10 +279,12 @@ class HaRenewalProcessTest : public ::testing::Test {
         if (std::regex_search(line, m, gap)) {
           ++c.gaps;
           c.max_gap_ms = std::max(c.max_gap_ms, std::stol(m[1]));
+          c.host_max_gap_ms[h] = std::max(c.host_max_gap_ms[h], std::stol(m[1]));
           if (line.find("renewed by replica") != std::string::npos) ++c.by_follower;
         }
         if (line.find("no heartbeat of host") != std::string::npos) {
           ++c.lapses;
+          ++c.host_lapses[h];
           c.lines.push_back(h + ": " + line);
         }
         if (line.find("self-fence") != std::string::npos) {
@@ -482,6 +504,7 @@ TEST_F(HaRenewalProcessTest, LeaderKilledUnderCpuLoad) {
   const int64_t since = lastEventId();
   ASSERT_GE(since, 0);
   const auto logs_from = agentLogSizes();
+  const auto ctl_from = controllerLogSizes();
   const auto renewals_before = followerRenewals();
   for (int i = 0; i < 3; ++i) {
     hogs_.push_back(std::make_unique<Child>(std::vector<std::string>{"/bin/sh", "-c", "while :; do :; done"},
@@ -513,10 +536,21 @@ TEST_F(HaRenewalProcessTest, LeaderKilledUnderCpuLoad) {
       c.by_follower, c.max_gap_ms, c.lapses, events["host.suspect"].size(), events["host.offline"].size(),
       c.self_fences, events["host.fenced"].size(), events["vm.destroyed"].size());
   std::printf("lease renewals by followers:%s\n", show(followerRenewals(), renewals_before).c_str());
+  std::map<std::string, int> suspect;
+  for (const auto& subject : events["host.suspect"]) ++suspect[subject];
+  for (int i = 1; i <= kHosts; ++i) {
+    const std::string h = "h" + std::to_string(i);
+    std::printf("  %s: longest renewal gap %ld ms, lease lapses %d, suspect %d\n", h.c_str(),
+                c.host_max_gap_ms.count(h) ? c.host_max_gap_ms.at(h) : 0L,
+                c.host_lapses.count(h) ? c.host_lapses.at(h) : 0, suspect["host/" + h]);
+  }
+  std::printf("terms started: %d for %d kills (the rest: a leader that lost its term on its own)\n",
+              termsSince(ctl_from), kills);
   for (const auto& line : c.lines) std::printf("  %s\n", line.c_str());
   EXPECT_EQ(c.self_fences, 0);
   EXPECT_TRUE(events["host.fenced"].empty()) << "a live host was fenced";
   EXPECT_TRUE(events["vm.destroyed"].empty()) << "a VM was destroyed";
+  EXPECT_TRUE(events["vm.relocating"].empty()) << "a VM was moved";
   const auto after = vms();
   for (const auto& [name, v] : before) {
     ASSERT_EQ(after.count(name), 1u) << name;
