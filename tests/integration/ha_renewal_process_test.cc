@@ -511,6 +511,7 @@ TEST_F(HaRenewalProcessTest, LeaderKilledUnderCpuLoad) {
                                             (dir_ / "hog.log").string()));
   }
   std::this_thread::sleep_for(std::chrono::seconds(3));  // the hogs settle in
+  std::printf("load average with the hogs: %s", readFrom("/proc/loadavg").c_str());
   std::vector<double> acting;
   for (int k = 0; k < kills; ++k) {
     std::string killed;
@@ -523,6 +524,7 @@ TEST_F(HaRenewalProcessTest, LeaderKilledUnderCpuLoad) {
     startController(killed);                               // back as a follower
     std::this_thread::sleep_for(std::chrono::seconds(3));
   }
+  std::printf("load average at the end: %s", readFrom("/proc/loadavg").c_str());
   hogs_.clear();
   ASSERT_TRUE(eventually([&] { return allHostsOnline() && running(vms(), 4); }, 30)) << allLogs();
   const AgentLogCounts c = agentCounts(logs_from);
