@@ -806,7 +806,7 @@ TEST_F(AgentTest, ControllerTroubleIsLoggedOncePerCondition) {
 
 // Pins: a renewal gap longer than two heartbeat intervals is logged once, at
 // the answer that closes it, with its length and the follower that renewed
-// (tests/integration/ha_renewal_process_test.cc counts these lines); a gap of
+// (tests/integration/ha_real_agents_test.cc counts these lines); a gap of
 // one interval is not.
 TEST_F(AgentTest, RenewalGapLongerThanTwoIntervalsIsLogged) {
   LogCapture logs;
