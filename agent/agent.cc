@@ -1139,6 +1139,12 @@ void Agent::sendHeartbeat(Millis now) {
     // Sent before the fence, answered after it: an old set, and no lease.
     return;
   }
+  if (answered_ && now - last_answered_ms_ > 2 * interval_ms_) {
+    // A renewal gap, for the HA proofs (tests/integration/ha_real_agents_test.cc).
+    log::info("renewal gap of host '{}': {} ms from the last answered heartbeat{}", options_.host,
+              now - last_answered_ms_,
+              answer->renewed_by.empty() ? "" : " (renewed by replica '" + answer->renewed_by + "')");
+  }
   last_answered_ms_ = now;
   answered_ = true;
   last_answered_gen_ = gen;

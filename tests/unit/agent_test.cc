@@ -804,6 +804,27 @@ TEST_F(AgentTest, ControllerTroubleIsLoggedOncePerCondition) {
   EXPECT_TRUE(fake_.isRunning("web-1"));
 }
 
+// Pins: a renewal gap longer than two heartbeat intervals is logged once, at
+// the answer that closes it, with its length and the follower that renewed
+// (tests/integration/ha_real_agents_test.cc counts these lines); a gap of
+// one interval is not.
+TEST_F(AgentTest, RenewalGapLongerThanTwoIntervalsIsLogged) {
+  LogCapture logs;
+  assign({assignment("web-1", 1)}, 1);
+  startAgent(/*initial_lease_ms=*/600000);
+  runUntil(5000);
+  EXPECT_EQ(logs.count("renewal gap"), 0) << logs.text();
+  link_.answer_status = unavailable("cannot reach controller at http://c:7800: refused");
+  runUntil(8500);
+  EXPECT_EQ(logs.count("renewal gap"), 0) << logs.text();
+  link_.answer_status = Status::ok();
+  link_.set.renewed_by = "c2";
+  runUntil(12000);
+  EXPECT_EQ(logs.count("renewal gap of host 'h1': 4000 ms from the last answered heartbeat (renewed by replica 'c2')"), 1)
+      << logs.text();
+  EXPECT_EQ(logs.count("renewal gap"), 1) << logs.text();
+}
+
 // Pins: a pushed set older than the one in force is ignored, and a pushed set
 // for another host too.
 TEST_F(AgentTest, IgnoresStaleOrForeignPushedSets) {
