@@ -146,6 +146,10 @@ class Simulation final : private SimWorld {
   static constexpr size_t kNoHost = static_cast<size_t>(-1);
   size_t hostIndex(const std::string& host) const;
   Millis lastReach(size_t from, size_t to) const;
+  // `from` reached every other host at the last update (made at
+  // reachUpdatedMs()): lastReach(from, h) is reachUpdatedMs() for every h.
+  bool reachesAll(size_t from) const;
+  Millis reachUpdatedMs() const { return reach_now_ms_; }
   int maxRunningCopies() const { return max_copies_; }
   // Times a VM came to run on a second (third...) host at once.
   int64_t doubleCopies() const { return double_copies_; }
