@@ -185,9 +185,8 @@ void Agent::applySet(AssignmentSet set_in) {
     ++set_peers_gen_;
   }
   has_set_ = true;
-  assignKeyed(assigned_, set_.assignments, [](const Assignment& a) -> const std::string& {
-    return a.vm;
-  });
+  assignKeyed(assigned_, set_.assignments,
+              [](const Assignment& a) -> const std::string& { return a.vm; });
   if (!set.peers_omitted || set.peer_timeout_ms != old_peer_timeout) {
     peers_->setPeers(set_.peers, set.peer_timeout_ms);
   }
@@ -869,11 +868,10 @@ void Agent::runMigrations() {
 
 void Agent::assignPorts(const Assignment& a) {
   Result<std::map<int, int>> assigned = ports_.assign(a.vm, guestPortsOf(a));
-  const std::string key = "ports of " + a.vm;
   if (!assigned.isOk()) {
-    logFailureOnce(key, assigned.status().toString());
-  } else {
-    clearFailure(key);
+    logFailureOnce("ports of " + a.vm, assigned.status().toString());
+  } else if (!failures_.empty()) {  // else there is nothing to clear
+    clearFailure("ports of " + a.vm);
   }
 }
 
@@ -1053,7 +1051,14 @@ std::vector<DomainReport> Agent::buildReports(Millis now) const {
       }
     }
     if (t != tracks_.end() && t->second.epoch == d.meta.epoch) {
-      r.restarts = attemptsInWindow(t->second, vm, now);
+      // attemptsInWindow(), with the assignment already looked up.
+      const auto& attempts = t->second.attempts;
+      r.restarts =
+          a == assigned_.end()
+              ? static_cast<int>(attempts.size())
+              : static_cast<int>(std::count_if(attempts.begin(), attempts.end(), [&](Millis at) {
+                  return at > now - a->second.restart.window_ms;
+                }));
       r.reason = t->second.reason;
     }
     if (a != assigned_.end() && t != tracks_.end() && t->second.epoch == d.meta.epoch) {
