@@ -295,10 +295,11 @@ TEST(SimWorldTest, RunsAreDeterministic) {
   EXPECT_EQ(first_state["vms"][0]["running_on"], Json::array({"h1"}));
 }
 
-// Pins Simulation::reachesAll (the peer view's shortcut, issue #16): true
-// exactly when a host reached every other host at the last update, and then
-// lastReach to each of them is that update's time.
-TEST(SimWorldTest, ReachesAllSaysWhatLastReachSays) {
+// Pins Simulation::reachesAll and notReachedFrom (the peer view's shortcuts,
+// issue #16): reachesAll is true exactly when a host reached every other host
+// at the last update (lastReach to each is that update's time);
+// notReachedFrom lists the others, in index order.
+TEST(SimWorldTest, ReachShortcutsSayWhatLastReachSays) {
   for (const bool cut : {false, true}) {
     Scenario s;
     ASSERT_TRUE(
@@ -322,6 +323,18 @@ TEST(SimWorldTest, ReachesAllSaysWhatLastReachSays) {
       }
       EXPECT_EQ(sim.reachesAll(f), all) << from;
       EXPECT_EQ(sim.reachesAll(f), !cut) << from;
+      // notReachedFrom: exactly the others whose lastReach is not that time.
+      std::vector<size_t> late;
+      for (const char* to : {"h1", "h2", "h3"}) {
+        const size_t t = sim.hostIndex(to);
+        if (std::string(from) != to && sim.lastReach(f, t) != 3000) late.push_back(t);
+      }
+      EXPECT_EQ(sim.notReachedFrom(f), late) << from;
+    }
+    if (cut) {
+      EXPECT_EQ(sim.notReachedFrom(sim.hostIndex("h1")),
+                std::vector<size_t>{sim.hostIndex("h3")});
+      EXPECT_EQ(sim.notReachedFrom(sim.hostIndex("h3")).size(), 2u);
     }
   }
   const Scenario crash = crashScenario();  // outlives the simulation
