@@ -330,7 +330,8 @@ class Simulation final : private SimWorld {
   // (events, pushes, commands, a change of who reaches whom) wakes it.
   WakeQueue wakes_{0};
   std::vector<char> reach_up_;
-  std::vector<std::vector<size_t>> not_reached_;  // per host: the b with !reach_up_[a * n + b], b != a
+  // Per host a: the hosts b != a with !reach_up_[a * n + b] (notReachedFrom()).
+  std::vector<std::vector<size_t>> not_reached_;
   std::vector<Millis> reach_last_ms_;
   Millis reach_now_ms_ = -1;
   std::vector<char> reach_key_;  // per host: agent, powered, network; then cut_links_gen_
