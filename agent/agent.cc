@@ -5,6 +5,7 @@
 #include <random>
 #include <utility>
 
+#include "tw/keyed_assign.h"
 #include "tw/log.h"
 
 namespace tw {
@@ -166,25 +167,26 @@ void Agent::onAssignments(const AssignmentSet& set) {
   dirty_ = true;
 }
 
-void Agent::applySet(const AssignmentSet& set) {
-  if (!has_set_ || set.version != set_.version) {
-    log::info("assignments version {} for host '{}': {} vms", set.version, options_.host,
-              set.assignments.size());
+void Agent::applySet(AssignmentSet set_in) {
+  if (!has_set_ || set_in.version != set_.version) {
+    log::info("assignments version {} for host '{}': {} vms", set_in.version, options_.host,
+              set_in.assignments.size());
   }
   // An answer that leaves the peer list out (the heartbeat said we hold the
   // current one) keeps ours.
   const Millis old_peer_timeout = set_.peer_timeout_ms;
   std::vector<PeerInfo> kept_peers;
-  if (set.peers_omitted) kept_peers = std::move(set_.peers);
-  set_ = set;
+  if (set_in.peers_omitted) kept_peers = std::move(set_.peers);
+  set_ = std::move(set_in);
+  const AssignmentSet& set = set_;  // all but its peers as handed in
   if (set.peers_omitted) {
     set_.peers = std::move(kept_peers);
   } else {
     ++set_peers_gen_;
   }
   has_set_ = true;
-  assigned_.clear();
-  for (const Assignment& a : set_.assignments) assigned_[a.vm] = a;
+  assignKeyed(assigned_, set_.assignments,
+              [](const Assignment& a) -> const std::string& { return a.vm; });
   if (!set.peers_omitted || set.peer_timeout_ms != old_peer_timeout) {
     peers_->setPeers(set_.peers, set.peer_timeout_ms);
   }
@@ -295,7 +297,7 @@ bool Agent::takeAnswer() {
   // Else it is the controller's current set: applied even when its version is
   // lower than ours if another controller process made ours (a controller
   // that lost its state, or whose clock stepped back).
-  applySet(*answer);
+  applySet(std::move(*answer));
   dirty_ = true;
   return true;
 }
@@ -350,15 +352,21 @@ void Agent::refreshView() {
   }
   clearFailure("hypervisor");
   view_ok_ = true;
-  view_.clear();
-  std::map<std::string, int64_t> first_seen;
-  for (DomainStatus& d : *listed) {
-    auto seen = first_seen_seq_.find(d.meta.vm);
-    // Not in any heartbeat yet: the next publication carries it.
-    first_seen[d.meta.vm] = seen != first_seen_seq_.end() ? seen->second : publishedGen();
-    view_[d.meta.vm] = std::move(d);
+  // The same domains as last time (most passes): refreshed in place, and
+  // first_seen_seq_ (keyed alike) stays as it is.
+  const bool same_names = assignKeyed(view_, std::move(*listed),
+                                      [](const DomainStatus& d) -> const std::string& {
+                                        return d.meta.vm;
+                                      });
+  if (!same_names || !sameKeys(first_seen_seq_, view_)) {
+    std::map<std::string, int64_t> first_seen;
+    for (const auto& [vm, d] : view_) {
+      auto seen = first_seen_seq_.find(vm);
+      // Not in any heartbeat yet: the next publication carries it.
+      first_seen[vm] = seen != first_seen_seq_.end() ? seen->second : publishedGen();
+    }
+    first_seen_seq_.swap(first_seen);
   }
-  first_seen_seq_.swap(first_seen);
   Result<Capacity> cap = hv_.capacity();
   if (cap) capacity_ = *cap;
 }
@@ -482,7 +490,14 @@ void Agent::converge(Millis now, bool held) {
   bool acted = false;
   // Managed domains that are not ours to run: not assigned, or a newer epoch
   // than assigned (a stale view somewhere; the controller's assignment wins).
-  const std::map<std::string, DomainStatus> view = view_;
+  // The view is copied (removing a domain may refresh it) only when some
+  // domain is such a one: most passes find none.
+  const bool any_stray = std::any_of(view_.begin(), view_.end(), [this](const auto& entry) {
+    auto a = assigned_.find(entry.first);
+    return a == assigned_.end() || entry.second.meta.epoch > a->second.epoch;
+  });
+  const std::map<std::string, DomainStatus> view =
+      any_stray ? view_ : std::map<std::string, DomainStatus>{};
   for (const auto& [vm, d] : view) {
     if (migrating(vm)) continue;  // hands off until the outcome is back
     auto a = assigned_.find(vm);
@@ -853,11 +868,10 @@ void Agent::runMigrations() {
 
 void Agent::assignPorts(const Assignment& a) {
   Result<std::map<int, int>> assigned = ports_.assign(a.vm, guestPortsOf(a));
-  const std::string key = "ports of " + a.vm;
   if (!assigned.isOk()) {
-    logFailureOnce(key, assigned.status().toString());
-  } else {
-    clearFailure(key);
+    logFailureOnce("ports of " + a.vm, assigned.status().toString());
+  } else if (!failures_.empty()) {  // else there is nothing to clear
+    clearFailure("ports of " + a.vm);
   }
 }
 
@@ -1037,7 +1051,14 @@ std::vector<DomainReport> Agent::buildReports(Millis now) const {
       }
     }
     if (t != tracks_.end() && t->second.epoch == d.meta.epoch) {
-      r.restarts = attemptsInWindow(t->second, vm, now);
+      // attemptsInWindow(), with the assignment already looked up.
+      const auto& attempts = t->second.attempts;
+      r.restarts =
+          a == assigned_.end()
+              ? static_cast<int>(attempts.size())
+              : static_cast<int>(std::count_if(attempts.begin(), attempts.end(), [&](Millis at) {
+                  return at > now - a->second.restart.window_ms;
+                }));
       r.reason = t->second.reason;
     }
     if (a != assigned_.end() && t != tracks_.end() && t->second.epoch == d.meta.epoch) {

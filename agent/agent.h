@@ -378,7 +378,7 @@ class Agent {
   void launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now, const Status& st);
   bool confirmedByController(const std::string& vm) const;
   bool removeDomain(const DomainStatus& d, const std::string& why);
-  void applySet(const AssignmentSet& set);
+  void applySet(AssignmentSet set);
   void noteLinkResultLocked(const Status& st);
   void flushEvents();
   std::vector<DomainReport> buildReports(Millis now) const;

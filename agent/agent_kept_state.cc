@@ -104,7 +104,7 @@ void Agent::saveState() {
     const Millis saved_lease = saved_->lease_until_ms;
     if (lease_until - saved_lease < kLeaseSaveStepMs) return;
     saved_->lease_until_ms = lease_until;
-    Status st = state_store_->save(*saved_);
+    Status st = state_store_->saveLeaseEnd(*saved_);  // saved_ is what the store holds
     if (!st.isOk()) {
       saved_->lease_until_ms = saved_lease;
       logFailureOnce("agent-state", "cannot keep the agent's state: " + st.toString());

@@ -98,6 +98,13 @@ Status MemoryAgentStateStore::save(const PersistedAgentState& state) {
   return Status::ok();
 }
 
+Status MemoryAgentStateStore::saveLeaseEnd(const PersistedAgentState& state) {
+  if (!state_) return save(state);
+  state_->lease_until_ms = state.lease_until_ms;
+  ++saves_;
+  return Status::ok();
+}
+
 Result<std::optional<PersistedAgentState>> FileAgentStateStore::load() {
   std::ifstream f(path());
   if (!f) {

@@ -58,6 +58,11 @@ class AgentStateStore {
   // nullopt: nothing saved yet. Errors: unreadable or malformed.
   virtual Result<std::optional<PersistedAgentState>> load() = 0;
   virtual Status save(const PersistedAgentState& state) = 0;
+  // Saves `state` when the caller knows that it differs from what this store
+  // last saved or loaded in lease_until_ms alone (Agent::saveState's case on
+  // nearly every heartbeat): a store may then write the lease end alone.
+  // REQUIRES: as said; else save().
+  virtual Status saveLeaseEnd(const PersistedAgentState& state) { return save(state); }
 };
 
 // For tests and the simulator: survives the Agent, not the process.
@@ -65,6 +70,8 @@ class MemoryAgentStateStore final : public AgentStateStore {
  public:
   Result<std::optional<PersistedAgentState>> load() override;
   Status save(const PersistedAgentState& state) override;
+  // Copies the lease end only (not the peer list: 999 peers at 1,000 hosts).
+  Status saveLeaseEnd(const PersistedAgentState& state) override;
   int saves() const { return saves_; }
 
  private:

@@ -13,6 +13,9 @@ PortMap::PortMap(int base, int count) : base_(base), count_(count) {
 Result<std::map<int, int>> PortMap::assign(const std::string& vm,
                                            const std::vector<int>& guest_ports) {
   std::lock_guard<std::mutex> lock(mu_);
+  // No ports wanted and none held (most VMs, on every pass): nothing to do,
+  // and no entry made only to be erased below.
+  if (guest_ports.empty() && by_vm_.find(vm) == by_vm_.end()) return std::map<int, int>();
   const std::set<int> wanted(guest_ports.begin(), guest_ports.end());
   std::map<int, int>& held = by_vm_[vm];
   for (auto it = held.begin(); it != held.end();) {

@@ -6,6 +6,17 @@
 // what the run came to (events, VMs running, most copies of one VM at once).
 //
 //   build/bin/sim_hour [--minutes 60] [--hosts 100] [--failures 10] [--vms 1000]
+//                      [--host-cpus N]
+//
+// Host size. The default run fills 1,000 of its 1,600 vCPU slots (62.5 %;
+// a VM takes 1 vCPU, and vCPUs bind before memory): after all 10 failures
+// the 90 hosts left still have 1,440 slots, so every VM can run. With more
+// VMs per host (--hosts 1000 --vms 20000: 20 per host) 16 vCPUs no longer
+// hold them all (990 active hosts x 16 = 15,840 < 20,000), so unless
+// --host-cpus is given the hosts get the vCPUs that keep the default's fill:
+// max(16, ceil(1.6 x VMs / hosts)) — 16 for the default run, 32 for
+// 1,000 hosts and 20,000 VMs (32,000 slots; 31,360 with 10 hosts down).
+// Memory (64 GiB, 512 MiB a VM: 128 VMs) never binds first at these sizes.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -39,7 +50,12 @@ int main(int argc, char** argv) {
   int replicas = 100;
   int failures = 10;
   app.add_option("--minutes", minutes, "simulated minutes")->capture_default_str();
-  app.add_option("--hosts", host_count, "hosts (16 vCPUs, 64 GiB)")->capture_default_str();
+  app.add_option("--hosts", host_count, "hosts (64 GiB)")->capture_default_str();
+  int host_cpus = 0;
+  app.add_option("--host-cpus", host_cpus,
+                 "vCPUs per host (default: max(16, ceil(1.6 x VMs / hosts)), the default "
+                 "run's 62.5 % fill)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--spares", spares, "of which spares")->capture_default_str();
   app.add_option("--tiers", tiers, "tiers")->capture_default_str();
   app.add_option("--replicas", replicas, "replicas per tier (512 MiB)")->capture_default_str();
@@ -51,6 +67,15 @@ int main(int argc, char** argv) {
     tiers = std::max(tiers, (vms + 999) / 1000);  // a tier has at most 1,000 replicas
     replicas = std::max(1, vms / tiers);
   }
+  if (host_count < 1) {
+    std::fprintf(stderr, "--hosts must be at least 1\n");
+    return 2;
+  }
+  if (host_cpus == 0) {
+    const int64_t total_vms = static_cast<int64_t>(tiers) * replicas;
+    host_cpus = static_cast<int>(
+        std::max<int64_t>(16, (total_vms * 16 + host_count * 10 - 1) / (host_count * 10)));
+  }
   tw::log::init("sim_hour", "off");
 
   std::ostringstream cluster;
@@ -58,7 +83,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i <= host_count; ++i) {
     cluster << "  - name: " << hostName(i) << "\n"
             << "    role: " << (i > host_count - spares ? "spare" : "active") << "\n"
-            << "    capacity: { cpus: 16, memory: 64GiB }\n"
+            << "    capacity: { cpus: " << host_cpus << ", memory: 64GiB }\n"
             << "    fence: { agent: ok }\n";
   }
   tw::sim::Scenario scenario;
@@ -121,8 +146,9 @@ int main(int argc, char** argv) {
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   const double simulated_s = static_cast<double>(sim.nowMs()) / 1000.0;
-  std::printf("cluster: %d hosts (%d spares), %d VMs in %d tiers, %d host failures\n", host_count,
-              spares, tiers * replicas, tiers, failures);
+  std::printf(
+      "cluster: %d hosts (%d spares, %d vCPUs each), %d VMs in %d tiers, %d host failures\n",
+      host_count, spares, host_cpus, tiers * replicas, tiers, failures);
   std::printf("simulated: %.0f s\n", simulated_s);
   std::printf("real: %.2f s\n", real_s);
   std::printf("simulated/real: %.1f\n", real_s > 0 ? simulated_s / real_s : 0.0);

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "tw/keyed_assign.h"
 #include "tw/log.h"
 #include "tw/policy.h"
 #include "tw/text.h"
@@ -859,8 +860,10 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
     Status s = handleAgentEvent(e);
     if (!s.isOk()) log::warn("agent event from host '{}' dropped: {}", hb.host, s.toString());
   }
-  h.domains.clear();
-  for (const auto& d : hb.domains) h.domains[d.vm] = d;
+  // In place when it names the same VMs as last time (tw/keyed_assign.h).
+  assignKeyed(h.domains, hb.domains, [](const DomainReport& d) -> const std::string& {
+    return d.vm;
+  });
   confirmEvictions(hb);
   noteAddressesHeld(h, hb);
   noteHostReport(h, hb);

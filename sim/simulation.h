@@ -146,6 +146,12 @@ class Simulation final : private SimWorld {
   static constexpr size_t kNoHost = static_cast<size_t>(-1);
   size_t hostIndex(const std::string& host) const;
   Millis lastReach(size_t from, size_t to) const;
+  // `from` reached every other host at the last update (made at
+  // reachUpdatedMs()): lastReach(from, h) is reachUpdatedMs() for every h.
+  bool reachesAll(size_t from) const;
+  Millis reachUpdatedMs() const { return reach_now_ms_; }
+  // The other hosts `from` did not reach at the last update (by index).
+  const std::vector<size_t>& notReachedFrom(size_t from) const;
   int maxRunningCopies() const { return max_copies_; }
   // Times a VM came to run on a second (third...) host at once.
   int64_t doubleCopies() const { return double_copies_; }
@@ -324,6 +330,8 @@ class Simulation final : private SimWorld {
   // (events, pushes, commands, a change of who reaches whom) wakes it.
   WakeQueue wakes_{0};
   std::vector<char> reach_up_;
+  // Per host a: the hosts b != a with !reach_up_[a * n + b] (notReachedFrom()).
+  std::vector<std::vector<size_t>> not_reached_;
   std::vector<Millis> reach_last_ms_;
   Millis reach_now_ms_ = -1;
   std::vector<char> reach_key_;  // per host: agent, powered, network; then cut_links_gen_

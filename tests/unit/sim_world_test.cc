@@ -295,6 +295,53 @@ TEST(SimWorldTest, RunsAreDeterministic) {
   EXPECT_EQ(first_state["vms"][0]["running_on"], Json::array({"h1"}));
 }
 
+// Pins Simulation::reachesAll and notReachedFrom (the peer view's shortcuts,
+// issue #16): reachesAll is true exactly when a host reached every other host
+// at the last update (lastReach to each is that update's time);
+// notReachedFrom lists the others, in index order.
+TEST(SimWorldTest, ReachShortcutsSayWhatLastReachSays) {
+  for (const bool cut : {false, true}) {
+    Scenario s;
+    ASSERT_TRUE(
+        loadHosts("hosts:\n  - name: h1\n  - name: h2\n  - name: h3\n", "cluster.yaml", &s)
+            .isOk());
+    s.files["policy.yaml"] =
+        PolicyFile{"policy.yaml", "tiers:\n  - name: web\n    image: tiny\n    replicas: 1\n"};
+    const std::string text = std::string("0s apply policy.yaml\n") +
+                             (cut ? "2s host h3 network off\n" : "") + "3s end\n";
+    Result<Script> script = parseScript(text, "script");
+    ASSERT_TRUE(script.isOk()) << script.status().toString();
+    s.script = *script;
+    Simulation sim(s, [](const SimEvent&) {});
+    ASSERT_TRUE(sim.run().isOk());
+    EXPECT_EQ(sim.reachUpdatedMs(), 3000);
+    for (const char* from : {"h1", "h2", "h3"}) {
+      const size_t f = sim.hostIndex(from);
+      bool all = true;
+      for (const char* to : {"h1", "h2", "h3"}) {
+        if (std::string(from) != to) all &= sim.lastReach(f, sim.hostIndex(to)) == 3000;
+      }
+      EXPECT_EQ(sim.reachesAll(f), all) << from;
+      EXPECT_EQ(sim.reachesAll(f), !cut) << from;
+      // notReachedFrom: exactly the others whose lastReach is not that time.
+      std::vector<size_t> late;
+      for (const char* to : {"h1", "h2", "h3"}) {
+        const size_t t = sim.hostIndex(to);
+        if (std::string(from) != to && sim.lastReach(f, t) != 3000) late.push_back(t);
+      }
+      EXPECT_EQ(sim.notReachedFrom(f), late) << from;
+    }
+    if (cut) {
+      EXPECT_EQ(sim.notReachedFrom(sim.hostIndex("h1")),
+                std::vector<size_t>{sim.hostIndex("h3")});
+      EXPECT_EQ(sim.notReachedFrom(sim.hostIndex("h3")).size(), 2u);
+    }
+  }
+  const Scenario crash = crashScenario();  // outlives the simulation
+  Simulation none(crash, [](const SimEvent&) {});
+  EXPECT_FALSE(none.reachesAll(Simulation::kNoHost));
+}
+
 // A scenario folder in a temp dir, removed at the end.
 class ScenarioDir {
  public:
