@@ -148,7 +148,10 @@ void Agent::onAssignments(const AssignmentSet& set) {
     log::warn("ignoring assignments for host '{}' (this is host '{}')", set.host, options_.host);
     return;
   }
-  if (!admitTerm(set)) return;  // a deposed leader's push: agent/term_watch.h
+  if (!admitTerm(set)) {  // a deposed leader's push: agent/term_watch.h
+    link_.refusedAnswer(/*pushed=*/true);
+    return;
+  }
   if (has_set_ && set.controller_id != set_.controller_id) {
     // Versions are ordered within one controller process only. A push from
     // another one (a restarted controller, or a late push of a dead one)
@@ -1135,6 +1138,7 @@ void Agent::sendHeartbeat(Millis now) {
   // A set of a deposed leader's term: no answer at all (no lease renewal,
   // events kept for the leader): agent/term_watch.h.
   if (answer && !admitTerm(*answer)) {
+    link_.refusedAnswer(/*pushed=*/false);  // the next heartbeat tries the next replica
     answer = unavailable("the answer carries term " + std::to_string(answer->term) + ", older than term " +
                          std::to_string(term_watch_.highest()) + " (a deposed controller leader)");
   }

@@ -546,7 +546,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
 // ----------------------------------------------------------- the loop ---
 
 void Controller::runOnce() {
-  term_guard_.beginStep();
+  guarded_store_.beginStep(clock_.nowMs());
   // One batch: every write of the tick in one SQLite transaction (none when
   // nothing changed).
   Status s = store_.batch([this]() -> Status {
@@ -805,7 +805,7 @@ bool Controller::tierHealthy(const std::string& tier_name) const {
 
 Result<AssignmentSet> Controller::handleHeartbeat(const Heartbeat& hb) {
   // One batch: the heartbeat's writes in one SQLite transaction.
-  term_guard_.beginStep();
+  guarded_store_.beginStep(clock_.nowMs());
   std::optional<Result<AssignmentSet>> out;
   Status s = store_.batch([&]() -> Status {
     out.emplace(heartbeat(hb));
@@ -846,7 +846,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   } else {
     unreachable_reporters_.insert(hb.host);
   }
-  h.watchdog_ms = hb.watchdog_ms;
+  bool save_host = noteWatchdog(h, hb.watchdog_ms);
   h.quorum_since_ms = 0;
   h.no_quorum_said = false;
   h.libvirt_lost_ms = 0;
@@ -870,9 +870,10 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
   if (hb.capacity.cpus != h.rec.capacity.cpus || hb.capacity.memory_mib != h.rec.capacity.memory_mib) {
     h.rec.capacity = hb.capacity;
     h.reported = hb.capacity;
-    saveHost(h.rec);
+    save_host = true;
     dirty_ = true;
   }
+  if (save_host) saveHost(h.rec);
   hostHeartbeatState(h, hb);
   if (h.rec.state == HostState::kFenced) return assignmentsFor(hb.host, hb.peers_digest);  // stale copies only
 
@@ -918,7 +919,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
 }
 
 Status Controller::handleAgentEvent(const AgentEvent& e) {
-  term_guard_.beginStep();
+  guarded_store_.beginStep(clock_.nowMs());
   if (!policy_.findHost(e.host)) {
     return notFound("host '" + e.host + "' is not declared in the applied policy");
   }
@@ -997,7 +998,7 @@ Status Controller::killVm(const std::string& name) {
   if (it->second.host.empty() || it->second.state != VmState::kRunning) {
     return failedPrecondition("vm '" + name + "' is " + toString(it->second.state) + ", not running");
   }
-  term_guard_.beginStep();
+  guarded_store_.beginStep(clock_.nowMs());
   if (!term_guard_.mayAct("the kill of vm '" + name + "'")) {
     return unavailable("not killing vm '" + name + "': " + term_guard_.whyNot());
   }

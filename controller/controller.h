@@ -155,6 +155,8 @@ class Controller {
   // Without a call: the single controller on SQLite (term 0).
   void actForTerm(int64_t term, std::function<bool()> leads) { term_guard_.setTerm(term, std::move(leads)); }
   const TermGuard& termGuard() const { return term_guard_; }
+  // Store writes that failed and wait to be written again (tests).
+  const PendingWrites& pendingWrites() const { return guarded_store_.pending(); }
 
   // With several replicas (etcd, docs/ha.md): the lease renewals that
   // followers record count as heartbeats, and a lease-expiry fence first
@@ -355,9 +357,15 @@ class Controller {
   bool leaseFenceWitnessed(const HostRuntime& target, std::string& detail) const;
   // How long a lease fence of `target` waits on top of fence_margin for its
   // host watchdog to have fired (docs/fencing.md, "Host watchdog"): its
-  // agent's reported timeout; not heard from in this process: at least the
-  // lease (the agent warns when its watchdog is longer).
+  // agent's reported timeout; not heard from in this process: the timeout a
+  // controller heard last and stored (HostRecord::watchdog_ms), else at
+  // least the lease (the agent warns when its watchdog is longer).
   Millis watchdogWaitMs(const HostRuntime& target) const;
+  // A heartbeat of `h` reported `watchdog_ms`: kept in memory and in h.rec.
+  // True when h.rec changed (the caller stores it before the heartbeat is
+  // answered: a failed write withholds the answer, so no agent holds a
+  // lease that the store's timeout does not cover).
+  bool noteWatchdog(HostRuntime& h, Millis watchdog_ms);
   int totalVotes() const { return static_cast<int>(policy_.hosts.size()) + 1; }
   // How long a peer goes unanswered before it counts as unreachable: half of
   // dead_after (at least one heartbeat interval), so that the hosts' reports

@@ -95,8 +95,24 @@ bool Controller::leaseFenceWitnessed(const HostRuntime& target, std::string& det
 }
 
 Millis Controller::watchdogWaitMs(const HostRuntime& target) const {
-  if (!target.seen) return std::max(target.watchdog_ms, policy_.settings.lease_ms);
-  return target.watchdog_ms;
+  if (target.seen) return target.watchdog_ms;
+  // Not heard in this process (a new leader, a restarted controller): the
+  // timeout its agent last reported to a controller that stored it before
+  // answering (docs/ha.md, "What a new leader finds in the store"). Who
+  // could make this shorter than the host's real watchdog: an agent that
+  // restarted with a longer one and was answered by no leader since; its
+  // first answered heartbeat stores the longer one first (noteWatchdog).
+  if (target.rec.watchdog_ms >= 0) return target.rec.watchdog_ms;
+  return std::max(target.watchdog_ms, policy_.settings.lease_ms);
+}
+
+bool Controller::noteWatchdog(HostRuntime& h, Millis watchdog_ms) {
+  h.watchdog_ms = watchdog_ms;
+  if (h.rec.watchdog_ms == watchdog_ms) return false;
+  // What the agent says now, shorter or longer: it re-armed its host's
+  // watchdog with this timeout when it started.
+  h.rec.watchdog_ms = watchdog_ms;
+  return true;
 }
 
 }  // namespace tw

@@ -36,6 +36,8 @@
 #include <string>
 #include <utility>
 
+#include "controller/pending_writes.h"
+#include "tw/clock.h"
 #include "tw/status.h"
 #include "tw/store.h"
 
@@ -86,11 +88,24 @@ class TermGuard {
 };
 
 // A Store that tells a TermGuard of every write that fails (reads pass
-// through unwatched). The Controller writes through one of these.
+// through unwatched), and keeps the failed whole-record writes to write them
+// again (controller/pending_writes.h). The Controller writes through one of
+// these.
 class GuardedStore final : public Store {
  public:
   // REQUIRES: inner and guard outlive this.
   GuardedStore(Store& inner, TermGuard& guard) : inner_(inner), guard_(guard) {}
+
+  // A controller step begins (TermGuard::beginStep()), then the writes of
+  // earlier steps that failed are written again, at most every
+  // kRewriteEveryMs while they keep failing. While any is not in the store
+  // (failed again, or not tried yet), the step counts as one whose write
+  // failed: it acts on nothing. Not inside a batch or transaction.
+  void beginStep(Millis now);
+  static constexpr Millis kRewriteEveryMs = 250;
+  const PendingWrites& pending() const { return pending_; }
+  // Writes written again after they had failed (tests, logs).
+  int64_t rewritten() const { return rewritten_; }
 
   int schemaVersion() const override { return inner_.schemaVersion(); }
   void setPolicyCommitListener(PolicyCommitListener listener) override {
@@ -103,11 +118,19 @@ class GuardedStore final : public Store {
   Status replaceTiers(int64_t policy_version, const std::vector<TierSpec>& tiers) override {
     return note(inner_.replaceTiers(policy_version, tiers));
   }
-  Status putHost(const HostRecord& host) override { return note(inner_.putHost(host)); }
-  Status deleteHost(const std::string& name) override { return note(inner_.deleteHost(name)); }
+  Status putHost(const HostRecord& host) override {
+    return track("host/" + host.name, [host](Store& s) { return s.putHost(host); });
+  }
+  Status deleteHost(const std::string& name) override {
+    return track("host/" + name, [name](Store& s) { return s.deleteHost(name); });
+  }
   Result<std::vector<HostRecord>> hosts() override { return inner_.hosts(); }
-  Status putVm(const VmRecord& vm) override { return note(inner_.putVm(vm)); }
-  Status deleteVm(const std::string& name) override { return note(inner_.deleteVm(name)); }
+  Status putVm(const VmRecord& vm) override {
+    return track("vm/" + vm.name, [vm](Store& s) { return s.putVm(vm); });
+  }
+  Status deleteVm(const std::string& name) override {
+    return track("vm/" + name, [name](Store& s) { return s.deleteVm(name); });
+  }
   Result<std::vector<VmRecord>> vms() override { return inner_.vms(); }
   Result<EventRecord> appendEvent(EventRecord event) override { return note(inner_.appendEvent(std::move(event))); }
   Result<std::vector<EventRecord>> eventsSince(int64_t after_id, int limit) override {
@@ -120,10 +143,20 @@ class GuardedStore final : public Store {
     return inner_.pruneEvents(before_ms, keep_at_most, max_rows);
   }
   Result<int64_t> eventLogBytes() override { return inner_.eventLogBytes(); }
-  Result<int64_t> putIncident(const IncidentRecord& incident) override { return note(inner_.putIncident(incident)); }
+  Result<int64_t> putIncident(const IncidentRecord& incident) override {
+    if (incident.id == 0) return note(inner_.putIncident(incident));  // an insert: not repeated
+    Result<int64_t> id = incident.id;
+    Status s = track("incident/" + std::to_string(incident.id), [incident](Store& st) {
+      return st.putIncident(incident).status();
+    });
+    if (!s.isOk()) return s;
+    return id;
+  }
   Result<std::vector<IncidentRecord>> incidents(int recent) override { return inner_.incidents(recent); }
   Result<int64_t> beginAction(const ActionRecord& action) override { return note(inner_.beginAction(action)); }
-  Status endAction(int64_t id) override { return note(inner_.endAction(id)); }
+  Status endAction(int64_t id) override {
+    return track("action/" + std::to_string(id), [id](Store& s) { return s.endAction(id); });
+  }
   Result<std::vector<ActionRecord>> openActions() override { return inner_.openActions(); }
   Status putBackup(const BackupRecord& backup) override { return note(inner_.putBackup(backup)); }
   Status deleteBackup(const std::string& vm, const std::string& id) override {
@@ -155,9 +188,22 @@ class GuardedStore final : public Store {
     if (!s.isOk() && body_ok) guard_.writeFailed(s);
     return s;
   }
+  // A whole-record write of `key`: kept when it fails (now, or with the
+  // commit of the batch or transaction it is in).
+  Status track(std::string key, PendingWrites::Write write);
+  // Runs `run` (inner_'s transaction or batch) as one scope of writes.
+  Status scope(const std::function<Status(const std::function<Status()>&)>& run,
+               const std::function<Status()>& body);
 
   Store& inner_;
   TermGuard& guard_;
+  PendingWrites pending_;
+  // Writes that succeeded inside the open batch/transaction: in the store
+  // only once the outermost one commits.
+  std::vector<std::pair<std::string, PendingWrites::Write>> scope_writes_;
+  int depth_ = 0;
+  Millis rewrite_failed_ms_ = -1;  // when a rewrite last failed (-1: none since)
+  int64_t rewritten_ = 0;
 };
 
 }  // namespace tw

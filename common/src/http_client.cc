@@ -452,6 +452,7 @@ Result<Json> ApiClient::follow(const Attempt& redirect, const std::string& from_
     Result<BaseUrl> mine = parseBaseUrl(urls_[i]);
     if (!mine.isOk() || originOf(*mine) != originOf(*to)) continue;
     Attempt a = attempt(*impls_[i], urls_[i], method, full_path, body, read_timeout_ms);
+    last_http_status_ = a.http_status;
     if (!a.transport.isOk()) return a.transport;
     if (a.http_status >= 300 && a.http_status <= 399) {
       return unavailable(what + ": redirected twice (" + from_url + ", then " + urls_[i] + "): not followed");
@@ -464,6 +465,7 @@ Result<Json> ApiClient::follow(const Attempt& redirect, const std::string& from_
   Impl once(*to, options_);
   (void)setUp(once.client, options_.token, options_);
   Attempt a = attempt(once, origin, method, full_path, body, read_timeout_ms);
+  last_http_status_ = a.http_status;
   if (!a.transport.isOk()) return a.transport;
   if (a.http_status >= 300 && a.http_status <= 399) {
     return unavailable(what + ": redirected twice (" + from_url + ", then " + origin + "): not followed");
@@ -478,13 +480,21 @@ Result<Json> ApiClient::send(const char* method, const std::string& path, const 
   for (;;) {
     bool no_leader = false;
     Result<Json> r = sendOnce(method, path, body, read_timeout_ms, no_leader);
+    last_no_leader_ = no_leader && !r.isOk();
     if (!no_leader || std::chrono::steady_clock::now() >= give_up) return r;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
 }
 
+void ApiClient::moveOn() {
+  const size_t n = urls_.size();
+  if (n < 2) return;
+  current_ = (current_.load() + 1) % n;
+}
+
 Result<Json> ApiClient::sendOnce(const char* method, const std::string& path, const Json* body,
                                  Millis read_timeout_ms, bool& no_leader) {
+  last_http_status_ = 0;
   if (impls_.empty()) return url_status_;
   const std::string what = std::string(method) + " " + path;
   const size_t n = impls_.size();
@@ -493,6 +503,7 @@ Result<Json> ApiClient::sendOnce(const char* method, const std::string& path, co
   for (size_t i = 0; i < n; ++i) {
     const size_t idx = (start + i) % n;
     Attempt a = attempt(*impls_[idx], urls_[idx], method, impls_[idx]->prefix + path, body, read_timeout_ms);
+    last_http_status_ = a.http_status;
     if (!a.transport.isOk()) {
       last = a.transport;
       // Sent and maybe acted on: a change is not sent to another replica.
@@ -554,10 +565,24 @@ HttpControllerLink::HttpControllerLink(const ApiClientOptions& options)
       poll_client_(options),
       read_timeout_ms_(options.read_timeout_ms) {}
 
+namespace {
+
+// A replica answered and refused: a deposed leader's or a follower's 503
+// ("term over", "nothing published", no leader), a fence intent's 409.
+bool refusedByAReplica(int http_status) { return http_status == 503 || http_status == 409; }
+
+}  // namespace
+
 Result<AssignmentSet> HttpControllerLink::heartbeat(const Heartbeat& hb) {
   Json body = hb;
   Result<AssignmentSet> set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), body), hb.host);
   if (set.isOk() || set.status().code() != Code::kUnavailable || heartbeat_client_.urlCount() < 2) return set;
+  // One replica refused it (a deposed leader: its term is over): it is not
+  // asked for the renewal, the next replica is. (When every replica said
+  // "no leader", the renewal goes to the one the list starts at.)
+  if (refusedByAReplica(heartbeat_client_.lastHttpStatus()) && !heartbeat_client_.lastKnewNoLeader()) {
+    heartbeat_client_.moveOn();
+  }
   // No leader answered: once more to whichever replica answers, which then
   // renews the lease itself (docs/ha.md, "Agents renew their leases with any
   // replica"). Without the events: a follower takes none, and the agent
@@ -566,7 +591,18 @@ Result<AssignmentSet> HttpControllerLink::heartbeat(const Heartbeat& hb) {
   renew.events.clear();
   Result<AssignmentSet> renewed =
       decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat") + "?any_replica=1", Json(renew)), hb.host);
+  // Refused there too (nothing published, a fence intent): the next
+  // heartbeat, at its own interval, starts at the replica after it.
+  if (!renewed.isOk() && refusedByAReplica(heartbeat_client_.lastHttpStatus())) heartbeat_client_.moveOn();
   return renewed.isOk() ? renewed : set;
+}
+
+void HttpControllerLink::refusedAnswer(bool pushed) {
+  if (pushed) {
+    poll_client_.moveOn();
+  } else {
+    heartbeat_client_.moveOn();
+  }
 }
 
 Status HttpControllerLink::sendEvent(const AgentEvent& event) {

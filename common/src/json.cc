@@ -183,6 +183,7 @@ void to_json(Json& j, const HostRecord& v) {
            {"state_since_ms", v.state_since_ms},
            {"capacity", v.capacity},
            {"reason", v.reason}};
+  if (v.watchdog_ms >= 0) j["watchdog_ms"] = v.watchdog_ms;  // -1 (never heard) left out
 }
 
 void to_json(Json& j, const EventRecord& v) {

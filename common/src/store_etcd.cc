@@ -39,7 +39,10 @@ constexpr EtcdMigration kEtcdMigrations[] = {
     {"v1: policies, tiers, hosts, vms, events", nullptr},
     {"v2: incidents, action journal", nullptr},
     {"v3: backup catalogue", nullptr},
-    // Append v4 here (see above).
+    // A host record without "watchdog_ms" reads as -1 (never heard): no key
+    // to convert. The step is there so that an older build refuses the store.
+    {"v4: host watchdog timeouts", nullptr},
+    // Append v5 here (see above).
 };
 
 constexpr int kEtcdMigrationCount = static_cast<int>(std::size(kEtcdMigrations));
@@ -111,6 +114,7 @@ HostRecord hostFrom(const Json& j) {
   h.capacity.cpus = j.at("capacity").at("cpus").get<int>();
   h.capacity.memory_mib = j.at("capacity").at("memory_mib").get<int64_t>();
   h.reason = j.at("reason").get<std::string>();
+  h.watchdog_ms = j.contains("watchdog_ms") ? j.at("watchdog_ms").get<int64_t>() : -1;
   return h;
 }
 

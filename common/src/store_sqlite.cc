@@ -136,7 +136,12 @@ CREATE TABLE backups (
   PRIMARY KEY (vm, id)
 ) STRICT;
 )sql"},
-    // Append v4 here (see the comment above kMigrations).
+    // -1: never heard (HostRecord::watchdog_ms); a leader writes the value
+    // its agent's heartbeat reports.
+    {"v4: host watchdog timeouts", R"sql(
+ALTER TABLE hosts ADD COLUMN watchdog_ms INTEGER NOT NULL DEFAULT -1;
+)sql"},
+    // Append v5 here (see the comment above kMigrations).
 };
 
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
@@ -647,10 +652,10 @@ class SqliteStore final : public Store {
   Status putHost(const HostRecord& host) override {
     return exec(wdb(),
                 "INSERT OR REPLACE INTO hosts (name, state, state_since_ms, cpus, memory_mib, "
-                "reason)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "reason, watchdog_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 host.name, toString(host.state), host.state_since_ms, host.capacity.cpus,
-                host.capacity.memory_mib, host.reason)
+                host.capacity.memory_mib, host.reason, host.watchdog_ms)
         .withContext("storing host " + inQuotes(host.name));
   }
 
@@ -663,7 +668,8 @@ class SqliteStore final : public Store {
     const char* context = "loading hosts";
     Result<Statement> stmt = query(
         db(),
-        "SELECT name, state, state_since_ms, cpus, memory_mib, reason FROM hosts ORDER BY name");
+        "SELECT name, state, state_since_ms, cpus, memory_mib, reason, watchdog_ms FROM hosts "
+        "ORDER BY name");
     if (!stmt.isOk()) return stmt.status().withContext(context);
     std::vector<HostRecord> out;
     while (true) {
@@ -680,6 +686,7 @@ class SqliteStore final : public Store {
       h.capacity.cpus = stmt->intAt(3);
       h.capacity.memory_mib = stmt->int64At(4);
       h.reason = stmt->textAt(5);
+      h.watchdog_ms = stmt->int64At(6);
       out.push_back(std::move(h));
     }
     return out;
@@ -1372,6 +1379,12 @@ Status setSchemaVersionForTest(const std::string& path, int version) {
   Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READWRITE);
   if (!db.isOk()) return db.status();
   return writeUserVersion(db->get(), version);
+}
+
+Status execForTest(const std::string& path, const std::string& sql) {
+  Result<DbPtr> db = openHandle(path, SQLITE_OPEN_READWRITE);
+  if (!db.isOk()) return db.status();
+  return execScript(db->get(), sql.c_str(), "running a test's statements");
 }
 
 Result<std::vector<std::vector<std::string>>> queryForTest(const std::string& path,

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -251,6 +252,120 @@ TEST(ApiClientFailoverTest, NoLeaderRetriedWithinBudget) {
   auto answer = client.post("/api/v1/vms/a/restart", Json::object());
   ASSERT_TRUE(answer.isOk()) << answer.status().toString();
   EXPECT_EQ(calls, 3);
+}
+
+// ---- the agent's link (HttpControllerLink) after a refused answer ----
+
+// A replica's agent listener: the heartbeat (`main`) and its renewal retry
+// (?any_replica=1, `renewal`) each answered by the given function; counts
+// each kind.
+struct AgentListener {
+  std::atomic<int> mains{0}, renewals{0};
+};
+using Answer = std::function<void(httplib::Response&)>;
+void answerAgents(FakeReplica& r, AgentListener& counts, Answer main, Answer renewal) {
+  r.server().Post(R"(/api/v1/agents/[^/]+/heartbeat)",
+                  [&counts, main, renewal](const httplib::Request& req, httplib::Response& res) {
+                    if (req.has_param("any_replica")) {
+                      ++counts.renewals;
+                      renewal(res);
+                    } else {
+                      ++counts.mains;
+                      main(res);
+                    }
+                  });
+}
+Answer noLeader() {
+  return [](httplib::Response& res) { json(res, 503, Json{{"error", "no leader is known now"}, {"leader", nullptr}}); };
+}
+Answer termOver() {
+  return [](httplib::Response& res) {
+    json(res, 503, Json{{"error", "not answering host 'h1': the term 7 this controller acts for is over"}});
+  };
+}
+Answer fenceIntent() {
+  return [](httplib::Response& res) { json(res, 409, Json{{"error", "the leader intends to fence host 'h1'"}}); };
+}
+Answer renewedBy(const std::string& replica, int64_t term) {
+  return [replica, term](httplib::Response& res) {
+    AssignmentSet set;
+    set.host = "h1";
+    set.version = 3;
+    set.term = term;
+    set.lease_ms = 5000;
+    set.renewed_by = replica;
+    json(res, 200, Json(set));
+  };
+}
+Heartbeat heartbeatOf(const std::string& host) {
+  Heartbeat hb;
+  hb.host = host;
+  hb.agent_id = "agent-" + host;
+  return hb;
+}
+
+// Pins (issue 14): a deposed leader that refuses the heartbeat (503, its
+// term is over) is not asked for the renewal too: the next replica renews
+// the lease.
+TEST(ControllerLinkFailoverTest, DeposedLeadersRefusalRenewsAtTheNextReplica) {
+  FakeReplica deposed, follower;
+  AgentListener d, f;
+  answerAgents(deposed, d, termOver(), termOver());
+  answerAgents(follower, f, noLeader(), renewedBy("c2", 9));
+  deposed.start();
+  follower.start();
+  HttpControllerLink link(options(deposed.url() + "," + follower.url()));
+  Result<AssignmentSet> answer = link.heartbeat(heartbeatOf("h1"));
+  ASSERT_TRUE(answer.isOk()) << answer.status().toString();
+  EXPECT_EQ(answer->renewed_by, "c2");
+  EXPECT_EQ(d.mains, 1);
+  EXPECT_EQ(d.renewals, 0);
+  EXPECT_EQ(f.renewals, 1);
+}
+
+// Pins: a replica that refuses the renewal (409: a fence intent; 503:
+// nothing published) is not the first asked at the next heartbeat; that
+// one goes on to the next replica, at the caller's own pace (one heartbeat,
+// one renewal each time, nothing sent in between).
+TEST(ControllerLinkFailoverTest, RefusedRenewalSendsTheNextHeartbeatOn) {
+  FakeReplica first, second;
+  AgentListener a, b;
+  answerAgents(first, a, noLeader(), fenceIntent());
+  answerAgents(second, b, noLeader(), renewedBy("c2", 9));
+  first.start();
+  second.start();
+  HttpControllerLink link(options(first.url() + "," + second.url()));
+  Result<AssignmentSet> refused = link.heartbeat(heartbeatOf("h1"));
+  ASSERT_FALSE(refused.isOk());
+  EXPECT_EQ(a.renewals, 1);
+  EXPECT_EQ(b.renewals, 0);
+  Result<AssignmentSet> renewed = link.heartbeat(heartbeatOf("h1"));
+  ASSERT_TRUE(renewed.isOk()) << renewed.status().toString();
+  EXPECT_EQ(renewed->renewed_by, "c2");
+  EXPECT_EQ(a.renewals, 1);  // not asked again
+  EXPECT_EQ(b.renewals, 1);
+  EXPECT_EQ(a.mains + b.mains, 4);  // each heartbeat went round the list once
+}
+
+// Pins: after the agent refused a set (an older term, agent/term_watch.h),
+// the next heartbeat goes to the next replica instead of the one that sent it.
+TEST(ControllerLinkFailoverTest, RefusedSetSendsTheNextHeartbeatOn) {
+  FakeReplica stale, current;
+  AgentListener s, c;
+  answerAgents(stale, s, renewedBy("", 7), renewedBy("", 7));
+  answerAgents(current, c, renewedBy("", 9), renewedBy("", 9));
+  stale.start();
+  current.start();
+  HttpControllerLink link(options(stale.url() + "," + current.url()));
+  Result<AssignmentSet> old = link.heartbeat(heartbeatOf("h1"));
+  ASSERT_TRUE(old.isOk()) << old.status().toString();
+  EXPECT_EQ(old->term, 7);
+  link.refusedAnswer(/*pushed=*/false);
+  Result<AssignmentSet> next = link.heartbeat(heartbeatOf("h1"));
+  ASSERT_TRUE(next.isOk()) << next.status().toString();
+  EXPECT_EQ(next->term, 9);
+  EXPECT_EQ(s.mains, 1);
+  EXPECT_EQ(c.mains, 1);
 }
 
 // A list is checked whole: no empty element, one scheme.

@@ -45,6 +45,7 @@ class ScriptedLink final : public ControllerLink {
     events.push_back(event);
     return Status::ok();
   }
+  void refusedAnswer(bool pushed) override { refused.push_back(pushed); }
 
   int countEvents(const std::string& kind, const std::string& vm = "") const {
     return static_cast<int>(std::count_if(events.begin(), events.end(), [&](const AgentEvent& e) {
@@ -70,6 +71,7 @@ class ScriptedLink final : public ControllerLink {
   std::vector<Heartbeat> heartbeats;
   std::vector<Millis> heartbeat_times;
   std::vector<AgentEvent> events;
+  std::vector<bool> refused;  // refusedAnswer() calls: pushed or not
 
  private:
   const Clock& clock_;
@@ -1853,12 +1855,18 @@ TEST_F(AgentTest, RefusesSetsOfAnOlderLeaderTerm) {
   EXPECT_EQ(agent_->leaseUntilMs(), lease_before);  // no renewal from term 12
   EXPECT_EQ(log.count("refusing assignments of term 12"), 1);
   EXPECT_GE(link_.countEvents("agent.stale_term"), 1);
-  // Its push is refused too.
+  // Each refused answer sends the next heartbeat to another replica.
+  ASSERT_FALSE(link_.refused.empty());
+  EXPECT_EQ(std::count(link_.refused.begin(), link_.refused.end(), false),
+            static_cast<long>(link_.refused.size()));
+  // Its push is refused too, and the next long poll goes elsewhere.
   AssignmentSet pushed = link_.set;
   pushed.version = 3;
   agent_->onAssignments(pushed);
   settle();
   EXPECT_FALSE(fake_.isRunning("web-2"));
+  ASSERT_FALSE(link_.refused.empty());
+  EXPECT_TRUE(link_.refused.back());
   // The leader of term 41 is obeyed.
   link_.set.term = 41;
   link_.set.version = 4;

@@ -173,6 +173,30 @@ class HealingTest : public ::testing::Test {
     return out;
   }
 
+  // The controller is restarted over the same store (what a new leader
+  // reads) in the instant h2 dies, its agents having reported `watchdog_ms`
+  // (`forget`: the store has lost it, as a v3 store); returns how long
+  // after the restart h2 is fenced.
+  Millis restartAndFence(Millis watchdog_ms, bool forget) {
+    watchdog_ms_ = watchdog_ms;
+    tick(2);
+    if (forget) {
+      auto hosts = store_->hosts();
+      for (HostRecord h : *hosts) {
+        h.watchdog_ms = -1;
+        EXPECT_TRUE(store_->putHost(h).isOk());
+      }
+    }
+    up_.erase("h2");
+    hosts_.alive.erase("h2");
+    controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
+    EXPECT_TRUE(controller_->recover().isOk());
+    const Millis start = clock_.nowMs();
+    while (controller_->host("h2")->state != HostState::kFenced && clock_.nowMs() - start < 30000) tick();
+    EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
+    return clock_.nowMs() - start;
+  }
+
   ManualClock clock_{1000};
   FakeHostConnector hosts_;
   std::unique_ptr<Store> store_;
@@ -765,6 +789,51 @@ TEST_F(HealingTest, RestartGivesAnOfflineHostGrace) {
   for (int i = 0; i < 150 && controller_->host("h2")->state != HostState::kFenced; ++i) tick();
   EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
 }
+
+// Pins (issue 14): each host's watchdog timeout is in the store, so a fresh
+// controller (a new leader, a restart) that has not heard the host fences it
+// lease + margin + the stored watchdog after its start, not after the
+// conservative lease + margin + max(watchdog, lease).
+TEST_F(HealingTest, FreshControllerWaitsTheStoredWatchdogNotALease) {
+  const Millis took = restartAndFence(1000, /*forget=*/false);
+  EXPECT_GE(took, 5000 + 1000 + 1000);  // lease 5 s + margin 1 s + watchdog 1 s
+  EXPECT_LE(took, 5000 + 1000 + 1000 + 200);
+}
+
+// Pins: "no watchdog" (0) is stored as heard, not as unknown: the lease and
+// the margin alone.
+TEST_F(HealingTest, FreshControllerKnowsAStoredZeroWatchdog) {
+  const Millis took = restartAndFence(0, /*forget=*/false);
+  EXPECT_GE(took, 5000 + 1000);
+  EXPECT_LE(took, 5000 + 1000 + 200);
+}
+
+// Pins: a host whose watchdog no controller stored (-1: a store of schema
+// v3, never heard) still gets the conservative wait: at least a lease.
+TEST_F(HealingTest, FreshControllerWithoutAStoredWatchdogWaitsALease) {
+  const Millis took = restartAndFence(1000, /*forget=*/true);
+  EXPECT_GE(took, 5000 + 1000 + 5000);
+  EXPECT_LE(took, 5000 + 1000 + 5000 + 200);
+}
+
+// Pins: what a heartbeat reports is stored when it changes, longer or
+// shorter (the agent re-arms its host's watchdog with it when it starts).
+TEST_F(HealingTest, HeartbeatStoresTheWatchdogWhenItChanges) {
+  auto stored = [&](const std::string& name) {
+    auto hosts = store_->hosts();
+    for (const auto& h : *hosts)
+      if (h.name == name) return h.watchdog_ms;
+    return Millis{-2};
+  };
+  EXPECT_EQ(stored("h2"), 0);
+  watchdog_ms_ = 4000;
+  tick();
+  EXPECT_EQ(stored("h2"), 4000);
+  watchdog_ms_ = 2000;
+  tick();
+  EXPECT_EQ(stored("h2"), 2000);
+}
+
 
 // Pins: a drain places a VM that is not running elsewhere only after the
 // host's agent reported the set without it and no running copy

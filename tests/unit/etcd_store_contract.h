@@ -222,6 +222,30 @@ TYPED_TEST_P(EtcdStoreTest, MigratesFreshPrefix) {
   EXPECT_EQ(r->kvs[0].version, Store::latestSchemaVersion());  // one put per step
 }
 
+// Pins: a store of schema v3 (host records without "watchdog_ms") opens,
+// is migrated to v4, and its hosts read as never heard (-1); a value written
+// since is read back, 0 (no watchdog) included.
+TYPED_TEST_P(EtcdStoreTest, MigratesV3HostsToNeverHeardWatchdog) {
+  ASSERT_TRUE(this->raw_->put(this->prefix_ + "/meta/schema", "3").isOk());
+  ASSERT_TRUE(this->raw_
+                  ->put(this->prefix_ + "/hosts/h1",
+                        R"({"name":"h1","state":"online","state_since_ms":5,)"
+                        R"("capacity":{"cpus":4,"memory_mib":8192},"reason":"up"})")
+                  .isOk());
+  auto store = this->open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schemaVersion(), 4);
+  auto hosts = store->hosts();
+  ASSERT_TRUE(hosts.isOk()) << hosts.status().toString();
+  ASSERT_EQ(hosts->size(), 1u);
+  EXPECT_EQ((*hosts)[0].watchdog_ms, -1);
+  EXPECT_EQ((*hosts)[0].capacity.memory_mib, 8192);
+  HostRecord h = (*hosts)[0];
+  h.watchdog_ms = 0;
+  ASSERT_TRUE(store->putHost(h).isOk());
+  EXPECT_EQ(store->hosts()->at(0).watchdog_ms, 0);
+}
+
 // Pins: an import that did not finish (its marker is still there) makes
 // open() refuse, saying what to do.
 TYPED_TEST_P(EtcdStoreTest, UnfinishedImportRefused) {
@@ -270,6 +294,7 @@ TYPED_TEST_P(EtcdStoreTest, ImportRefusedWhileALeaderRuns) {
 
 REGISTER_TYPED_TEST_SUITE_P(EtcdStoreTest, DeposedLeaderWritesNothing, NoGuardNoWrite,
                             TooManyOperationsIsAClearError, RefusesNewerSchema, MigratesFreshPrefix,
+                            MigratesV3HostsToNeverHeardWatchdog,
                             UnfinishedImportRefused, EventIdsMonotonicBetweenWriters,
                             ImportRefusedWhileALeaderRuns);
 

@@ -66,6 +66,7 @@ inline HostRecord sampleHost(const std::string& name) {
   h.capacity.cpus = 16;
   h.capacity.memory_mib = int64_t{1} << 40;  // does not fit in 32 bits
   h.reason = "missed 1 heartbeat";
+  h.watchdog_ms = 2500;
   return h;
 }
 
@@ -163,6 +164,9 @@ inline void fill(Store& store) {
   apache.after = {"mysql"};
   ASSERT_TRUE(store.replaceTiers(*v2, {sampleTier("mysql", kInjection), apache}).isOk());
   ASSERT_TRUE(store.putHost(sampleHost("h1")).isOk());
+  HostRecord unheard = sampleHost("h0");
+  unheard.watchdog_ms = -1;  // never heard: carried as such
+  ASSERT_TRUE(store.putHost(unheard).isOk());
   ASSERT_TRUE(store.putVm(sampleVm("apache-1")).isOk());
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(store.appendEvent(sampleEvent(i)).isOk());
   IncidentRecord open;
@@ -266,10 +270,12 @@ TYPED_TEST_P(StoreContractTest, HostRoundTripReplaceAndDelete) {
   EXPECT_EQ(got.capacity.cpus, a.capacity.cpus);
   EXPECT_EQ(got.capacity.memory_mib, a.capacity.memory_mib);
   EXPECT_EQ(got.reason, a.reason);
+  EXPECT_EQ(got.watchdog_ms, 2500);
   EXPECT_EQ((*hosts)[1].name, "h2");
 
   b.state = HostState::kFenced;
   b.reason = "lease expired";
+  b.watchdog_ms = 0;  // heard: the agent arms no watchdog (not "never heard")
   ASSERT_TRUE(this->store_->putHost(b).isOk());
   ASSERT_TRUE(this->store_->deleteHost(a.name).isOk());
   hosts = this->store_->hosts();
@@ -277,6 +283,11 @@ TYPED_TEST_P(StoreContractTest, HostRoundTripReplaceAndDelete) {
   ASSERT_EQ(hosts->size(), 1u);
   EXPECT_EQ((*hosts)[0].state, HostState::kFenced);
   EXPECT_EQ((*hosts)[0].reason, "lease expired");
+  EXPECT_EQ((*hosts)[0].watchdog_ms, 0);
+  HostRecord never = sampleHost("h3");
+  never.watchdog_ms = -1;
+  ASSERT_TRUE(this->store_->putHost(never).isOk());
+  EXPECT_EQ(this->store_->hosts()->back().watchdog_ms, -1);
 }
 
 // Pins: every vm field survives storage, values are bound (an SQL-looking name

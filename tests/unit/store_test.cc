@@ -220,6 +220,32 @@ TEST_F(StoreFileTest, ReopenKeepsData) {
   EXPECT_GT(next->id, event_id);
 }
 
+// Pins: schema v4 adds each host's watchdog timeout: a v3 database's hosts
+// read as never heard (-1, so a controller waits conservatively), and the
+// value written after the migration is kept.
+TEST_F(StoreFileTest, MigratesV3HostsToNeverHeardWatchdog) {
+  {
+    auto store = openOrDie(path_);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->putHost(sampleHost("h1")).isOk());
+  }
+  // The v3 hosts table, as a build of schema v3 left it.
+  ASSERT_TRUE(execForTest(path_, "ALTER TABLE hosts DROP COLUMN watchdog_ms").isOk());
+  ASSERT_TRUE(setSchemaVersionForTest(path_, 3).isOk());
+  auto store = openOrDie(path_);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schemaVersion(), 4);
+  auto hosts = store->hosts();
+  ASSERT_TRUE(hosts.isOk()) << hosts.status().toString();
+  ASSERT_EQ(hosts->size(), 1u);
+  EXPECT_EQ((*hosts)[0].watchdog_ms, -1);
+  EXPECT_EQ((*hosts)[0].reason, sampleHost("h1").reason);
+  HostRecord h = (*hosts)[0];
+  h.watchdog_ms = 0;
+  ASSERT_TRUE(store->putHost(h).isOk());
+  EXPECT_EQ(store->hosts()->at(0).watchdog_ms, 0);
+}
+
 // Pins: a database with a newer schema than this build is refused with
 // kFailedPrecondition and the agreed message, and the file is left untouched.
 TEST_F(StoreFileTest, RefusesNewerSchema) {

@@ -218,6 +218,61 @@ TEST_F(TermGuardTest, TransientStoreErrorSilencesOneStepOnly) {
   EXPECT_TRUE(beat("h1", "agent-h1-restarted-again").isOk());
 }
 
+// Pins (issue 14): a whole-record write that failed for a transient reason
+// is written again by the next step; until it is, no step acts (not even a
+// heartbeat that writes nothing: its answer would hand out memory that is
+// ahead of the store).
+TEST_F(TermGuardTest, FailedWriteIsWrittenAgainBeforeAnyStepActs) {
+  EtcdStoreOptions ro;
+  ro.prefix = kPrefix;
+  auto reader = openEtcdStore(std::make_unique<FakeEtcdClient>(etcd_), ro);
+  ASSERT_TRUE(reader.isOk()) << reader.status().toString();
+  auto stored = [&](const std::string& host) {
+    auto hosts = (*reader)->hosts();
+    for (const HostRecord& h : *hosts)
+      if (h.name == host) return h.state;
+    return HostState::kUnknown;
+  };
+  up_.erase("h1");  // silent; it turns suspect after a while
+  store_client_->setCutOff(true);
+  for (int i = 0; i < 100 && controller_->host("h1")->state != HostState::kSuspect; ++i) tick();
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kSuspect);
+  EXPECT_EQ(stored("h1"), HostState::kOnline);  // the write failed
+  store_client_->setCutOff(false);
+  // The store answers again, but the write is pending: the rewrite comes
+  // first (the last one failed less than 250 ms ago: not yet).
+  EXPECT_GE(controller_->pendingWrites().size(), 1u);
+  clock_.advance(GuardedStore::kRewriteEveryMs);
+  Result<AssignmentSet> answer = beat("h2");
+  ASSERT_TRUE(answer.isOk()) << answer.status().toString();
+  EXPECT_EQ(stored("h1"), HostState::kSuspect);
+  EXPECT_TRUE(controller_->pendingWrites().empty());
+  EXPECT_TRUE(lease_->isLeader());
+}
+
+// Pins: while the store stays out of reach, a pending write is tried again
+// at most every kRewriteEveryMs; the steps in between act on nothing, and
+// say why.
+TEST_F(TermGuardTest, PendingWritesKeepStepsSilentAndArePaced) {
+  up_.erase("h1");
+  store_client_->setCutOff(true);
+  for (int i = 0; i < 100 && controller_->host("h1")->state != HostState::kSuspect; ++i) tick();
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kSuspect);
+  clock_.advance(GuardedStore::kRewriteEveryMs);
+  Result<AssignmentSet> tried = beat("h2");  // tries, fails
+  ASSERT_FALSE(tried.isOk());
+  EXPECT_NE(tried.status().message().find("writing again"), std::string::npos) << tried.status().toString();
+  clock_.advance(GuardedStore::kRewriteEveryMs - 1);
+  Result<AssignmentSet> paced = beat("h2");  // too soon: not tried
+  ASSERT_FALSE(paced.isOk());
+  EXPECT_NE(paced.status().message().find("not in the store yet"), std::string::npos) << paced.status().toString();
+  store_client_->setCutOff(false);
+  Result<AssignmentSet> still = beat("h2");  // reachable, but too soon
+  EXPECT_FALSE(still.isOk());
+  clock_.advance(1);
+  EXPECT_TRUE(beat("h2").isOk());
+}
+
 // Pins: the guard itself: a failed write silences its step only; sets
 // withheld are handed back once; a term that is over stays over.
 TEST(TermGuardUnitTest, StepsWithholdAndTermsEnd) {

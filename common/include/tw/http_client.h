@@ -111,6 +111,19 @@ class ApiClient {
   std::string baseUrl() const;
   // How many controller URLs the list holds.
   size_t urlCount() const { return urls_.size(); }
+  // The HTTP status of the last request's answer (0: no replica answered).
+  // REQUIRES: one thread uses this instance (as the agent's heartbeats do).
+  int lastHttpStatus() const { return last_http_status_.load(); }
+  // The last request ended on a follower's 503 that knows no leader (the
+  // whole list said so): no one replica refused it.
+  bool lastKnewNoLeader() const { return last_no_leader_.load(); }
+  // The replica that answered last refused (a deposed leader's 503, a
+  // follower's 503 with nothing to renew from, a fence intent's 409, a set
+  // the agent refused for its older term): the next request starts at the
+  // next URL of the list (and goes round it as usual from there). Sends
+  // nothing now: the caller's own interval paces the next try. A list of one
+  // URL stays as it is.
+  void moveOn();
 
  private:
   struct Impl;
@@ -130,6 +143,8 @@ class ApiClient {
   std::vector<std::unique_ptr<Impl>> impls_;    // one per URL; empty when a URL is invalid
   Status url_status_;                           // why impls_ is empty
   std::atomic<size_t> current_{0};              // the URL that answered last
+  std::atomic<int> last_http_status_{0};        // of the last request's answer
+  std::atomic<bool> last_no_leader_{false};     // it ended on "no leader"
 };
 
 // The agent's link to the controller over HTTP (docs/api.md, "Agents").
@@ -158,6 +173,9 @@ class HttpControllerLink final : public ControllerLink {
   // The URL (of the list) that answered the heartbeats last: the leading
   // replica once a heartbeat reached it (ApiClient::baseUrl()). Thread-safe.
   std::string baseUrl() const { return heartbeat_client_.baseUrl(); }
+  // The next heartbeat (`pushed`: the next long poll) goes to the next
+  // replica of the list (ApiClient::moveOn()).
+  void refusedAnswer(bool pushed) override;
 
  private:
   ApiClient heartbeat_client_;

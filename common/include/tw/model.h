@@ -238,6 +238,12 @@ struct HostRecord {
   Millis state_since_ms = 0;
   Capacity capacity;      // as last reported by the agent
   std::string reason;
+  // Its agent's host watchdog timeout as a leader last heard it in a
+  // heartbeat (Heartbeat::watchdog_ms; 0 = the agent arms none); -1 = never
+  // heard (schema v4, docs/ha.md "What a new leader finds in the store"). A
+  // controller that has not heard the host yet waits this long for its
+  // watchdog before a lease fence instead of at least a whole lease.
+  Millis watchdog_ms = -1;
 };
 
 struct EventRecord {

@@ -223,6 +223,12 @@ class ControllerLink {
   // (bad token), kNotFound (host not declared in any applied policy).
   virtual Result<AssignmentSet> heartbeat(const Heartbeat& hb) = 0;
   virtual Status sendEvent(const AgentEvent& event) = 0;
+  // The agent refused the set the controller replica answered its last
+  // heartbeat with (`pushed`: pushed to its long poll): a set of an older
+  // term (agent/term_watch.h), from a deposed leader. A link to several
+  // replicas sends the next one elsewhere; nothing is sent now. Default:
+  // nothing (one controller).
+  virtual void refusedAnswer(bool pushed) { (void)pushed; }
 };
 
 }  // namespace tw

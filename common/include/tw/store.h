@@ -232,6 +232,9 @@ Result<BackupInfo> backupDatabase(const std::string& source_path, const std::str
 //
 // Sets PRAGMA user_version of the existing database file at `path`.
 Status setSchemaVersionForTest(const std::string& path, int version);
+// Runs `sql` (statements, no rows) on the database file at `path`: to build
+// a database of an older schema.
+Status execForTest(const std::string& path, const std::string& sql);
 // Runs one read-only statement on the database file at `path` (read-only
 // connection) and returns its rows, every column as text (NULL as "").
 Result<std::vector<std::vector<std::string>>> queryForTest(const std::string& path,

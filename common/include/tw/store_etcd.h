@@ -8,7 +8,7 @@
 //   P/meta/last/<kind>       last id given out: policy | event | incident | action
 //   P/policies/<version>     PolicyRecord           (ids zero-padded to 20 digits,
 //   P/tiers/<name>           {"policy_version", "ord", "spec"}   so keys sort by id)
-//   P/hosts/<name>           HostRecord
+//   P/hosts/<name>           HostRecord ("watchdog_ms" from v4; absent = -1)
 //   P/vms/<name>             VmRecord
 //   P/events/<id>            EventRecord
 //   P/incidents/<id>         IncidentRecord
