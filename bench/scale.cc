@@ -276,7 +276,22 @@ struct Figures {
   double fence_to_placed_s = -1;
   double placed_all_s = 0;
   double metrics_kib = -1;  // GET /metrics, bytes / 1024
+  // tierwarden_heartbeats_total{path} over the steady window (the controller's count).
+  std::map<std::string, int64_t> paths;
+  double cpu_ms_per_hb = 0;  // controller CPU ms per heartbeat it answered
 };
+
+// tierwarden_heartbeats_total{path="..."} of a /metrics text: path -> count.
+std::map<std::string, int64_t> heartbeatPaths(const std::string& metrics) {
+  std::map<std::string, int64_t> out;
+  const std::string key = "tierwarden_heartbeats_total{path=\"";
+  for (size_t at = metrics.find(key); at != std::string::npos; at = metrics.find(key, at + 1)) {
+    size_t end = metrics.find('"', at + key.size());
+    if (end == std::string::npos) break;
+    out[metrics.substr(at + key.size(), end - at - key.size())] = std::atoll(metrics.c_str() + end + 3);
+  }
+  return out;
+}
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -357,12 +372,28 @@ class Bench {
     std::this_thread::sleep_for(std::chrono::seconds(3));  // settle
 
     // Steady state: CPU, latency, memory.
+    httplib::Client metrics("127.0.0.1", port_);
+    metrics.set_read_timeout(30, 0);
+    const httplib::Headers op_auth = {{"Authorization", "Bearer " + *op_token}};
+    auto scrape = [&] {
+      auto r = metrics.Get("/metrics", op_auth);
+      return r && r->status == 200 ? r->body : std::string();
+    };
+    const std::map<std::string, int64_t> paths0 = heartbeatPaths(scrape());
     for (auto& h : hosts_) h->link->record(true);
     const int64_t cpu0 = cpuTicks(pid_);
     const auto w0 = Steady::now();
     std::this_thread::sleep_for(std::chrono::seconds(steady_s_));
     const int64_t cpu1 = cpuTicks(pid_);
     const double wall = std::chrono::duration<double>(Steady::now() - w0).count();
+    int64_t answered = 0;
+    for (const auto& [path, n] : heartbeatPaths(scrape())) {
+      out->paths[path] = n - (paths0.count(path) ? paths0.at(path) : 0);
+      if (path != "refused") answered += out->paths[path];
+    }
+    out->cpu_ms_per_hb = answered > 0 ? 1000.0 * static_cast<double>(cpu1 - cpu0) /
+                                            static_cast<double>(sysconf(_SC_CLK_TCK)) / static_cast<double>(answered)
+                                      : 0;
     std::vector<double> samples;
     for (auto& h : hosts_) {
       h->link->record(false);
@@ -379,10 +410,8 @@ class Bench {
     out->rss_mib = static_cast<double>(statusKiB(pid_, "VmRSS")) / 1024.0;
     {
       // The size of a Prometheus scrape at this size (issue #16: < 1 MB).
-      httplib::Client metrics("127.0.0.1", port_);
-      metrics.set_read_timeout(30, 0);
-      auto r = metrics.Get("/metrics", {{"Authorization", "Bearer " + *op_token}});
-      if (r && r->status == 200) out->metrics_kib = static_cast<double>(r->body.size()) / 1024.0;
+      const std::string text = scrape();
+      if (!text.empty()) out->metrics_kib = static_cast<double>(text.size()) / 1024.0;
     }
 
     // One host's agent stops: fence -> all its VMs running elsewhere.
@@ -656,6 +685,17 @@ int main(int argc, char** argv) {
                 f.cpu_pct, f.p50_ms, f.p99_ms,
                 static_cast<double>(f.heartbeats) / std::max(1, steady_s), f.rss_mib, f.hwm_mib,
                 f.fence_to_placed_s, f.placed_all_s, f.metrics_kib);
+    if (!f.paths.empty()) {
+      // How the controller answered the steady window's heartbeats (tierwarden_heartbeats_total).
+      int64_t all = 0;
+      for (const auto& [path, k] : f.paths) all += k;
+      std::printf("       heartbeats answered:");
+      for (const auto& [path, k] : f.paths) {
+        std::printf(" %s %lld (%.1f%%)", path.c_str(), static_cast<long long>(k),
+                    all > 0 ? 100.0 * static_cast<double>(k) / static_cast<double>(all) : 0.0);
+      }
+      std::printf("; controller CPU %.3f ms per answered heartbeat\n", f.cpu_ms_per_hb);
+    }
     if (f.heartbeat_errors > 0) {
       std::printf("       (%lld heartbeats failed in the steady window; the last: %s)\n",
                   static_cast<long long>(f.heartbeat_errors), f.last_error.c_str());

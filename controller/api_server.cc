@@ -504,7 +504,8 @@ void ApiServer::routes() {
   });
   s.Get("/metrics", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }) + options_.replica->metricsText(),
+    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }) + options_.replica->metricsText() +
+                        heartbeat_counters_.metricsText(),
                     "text/plain; version=0.0.4");
   });
   // The controller replicas (docs/ha.md), from any replica.
@@ -663,6 +664,13 @@ void ApiServer::routes() {
   s.Get(R"(/api/v1/agents/.*)", elsewhere);
   a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
          [=, this](const httplib::Request& req, httplib::Response& res) {
+           // Counted as refused unless answered with a set (heartbeat_counters.h).
+           HeartbeatPath how = HeartbeatPath::kRefused;
+           struct Count {
+             HeartbeatCounters& counters;
+             HeartbeatPath& how;
+             ~Count() { counters.count(how); }
+           } count{heartbeat_counters_, how};
            const std::string host = req.matches[1];
            if (!allowed(req, res, Access::kAgent, host)) return;
            auto j = body(req);
@@ -675,10 +683,12 @@ void ApiServer::routes() {
                                              "' may not send a heartbeat for host " +
                                              quoteForMessage(hb->host)));
            }
+           HeartbeatPath answered = HeartbeatPath::kFollower;
            auto set = options_.follower_heartbeats && req.has_param("any_replica") && !options_.replica->leading()
                           ? options_.follower_heartbeats->handle(*hb)  // docs/ha.md: renewal by any replica
-                          : service_.heartbeat(*hb);  // never waits long for the loop
+                          : service_.heartbeat(*hb, 250, &answered);  // never waits long for the loop
            if (!set.isOk()) return sendError(res, set.status());
+           how = answered;
            sendJson(res, 200, *set);
          });
   a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/events)",

@@ -137,11 +137,17 @@ bool ControllerService::hostDeclared(const std::string& host) {
   return declared_.count(host) > 0;
 }
 
-Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis answer_wait_ms) {
+Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis answer_wait_ms,
+                                                 HeartbeatPath* how) {
+  HeartbeatPath ignored;
+  if (how == nullptr) how = &ignored;
   if (!hostDeclared(hb.host)) {
     return notFound("host '" + hb.host + "' is not declared in the applied policy");
   }
-  if (std::optional<AssignmentSet> set = fast_.tryAnswer(hb)) return std::move(*set);  // no change: not the loop's
+  if (std::optional<AssignmentSet> set = fast_.tryAnswer(hb)) {  // no change: not the loop's
+    *how = HeartbeatPath::kFast;
+    return std::move(*set);
+  }
   auto promise = std::make_shared<std::promise<Result<AssignmentSet>>>();
   auto answer = promise->get_future();
   post([this, hb, promise] {
@@ -152,13 +158,17 @@ Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis a
     }
     promise->set_value(std::move(r));
   });
+  *how = HeartbeatPath::kLoop;
   if (answer.wait_for(std::chrono::milliseconds(answer_wait_ms)) == std::future_status::ready) {
     return answer.get();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = published_.find(hb.host);
-    if (it != published_.end()) return it->second;
+    if (it != published_.end()) {
+      *how = HeartbeatPath::kPublished;
+      return it->second;
+    }
   }
   // Nothing published for the host yet (just after a start): an empty set
   // would tell the agent to drop its VMs, so this one waits for the loop.

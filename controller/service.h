@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "controller/controller.h"
+#include "controller/heartbeat_counters.h"
 #include "controller/heartbeat_fastpath.h"
 
 namespace tw {
@@ -89,8 +90,11 @@ class ControllerService {
   // A heartbeat that reports no change is answered at once on the calling
   // thread (controller/heartbeat_fastpath.h); its renewal reaches the loop
   // before its next reconcile step.
+  // `how` (optional): set to how it was answered (fast, loop or published;
+  // controller/heartbeat_counters.h) when the answer is a set.
   // Errors: kNotFound when the host is not declared in the policy in force.
-  Result<AssignmentSet> heartbeat(const Heartbeat& hb, Millis answer_wait_ms = 250);
+  Result<AssignmentSet> heartbeat(const Heartbeat& hb, Millis answer_wait_ms = 250,
+                                  HeartbeatPath* how = nullptr);
   // Heartbeats answered without the loop since the start.
   int64_t fastHeartbeats() const { return fast_.answered(); }
   // An agent's event: checked against the declared hosts, queued for the loop,
