@@ -16,7 +16,7 @@
 // A program that prints figures, not a test: nothing here asserts a time.
 //
 //   build/bin/scale [--hosts 100,300,1000] [--vms-per-host 20] [--steady-s 20]
-//                   [--threads 8] [--converge-s 300]
+//                   [--threads 8] [--converge-s 300] [--no-compact]
 //                   [--controller build/bin/tierwarden-controller]
 //   build/bin/scale --serve WEB_DIR --hosts 1000 --vms-per-host 2
 //       no figures: once every VM runs it prints "serving URL" and keeps the
@@ -55,6 +55,7 @@
 #include "agent/peer_view.h"
 #include "controller/auth.h"
 #include "tw/clock.h"
+#include "tw/compact_heartbeats.h"
 #include "tw/fake_hypervisor.h"
 #include "tw/http_client.h"
 #include "tw/json.h"
@@ -75,6 +76,9 @@ int64_t wallMs() {
 
 // How long every VM may take to run after the agents start (--converge-s).
 int g_converge_s = 300;
+// Compact heartbeats (tw/compact_heartbeats.h); off: --no-compact, every
+// heartbeat carries its full report, as agents before issue #16's second step.
+bool g_compact = true;
 
 std::string hostName(int i) {
   char buf[16];
@@ -195,7 +199,14 @@ class TimedLink final : public tw::ControllerLink {
   }
   tw::Result<tw::AssignmentSet> heartbeat(const tw::Heartbeat& hb) override {
     auto started = Steady::now();
-    tw::Result<tw::AssignmentSet> r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
+    // As HttpControllerLink: compact when the report is the one answered
+    // last (tw/compact_heartbeats.h), the full one at once if not answered.
+    std::string digest;
+    const tw::Heartbeat sent = compact_.next(hb, &digest);
+    tw::Result<tw::AssignmentSet> r = tw::unavailable("not sent");
+    if (sent.compact) r = send("/api/v1/agents/" + hb.host + "/heartbeat/compact", tw::Json(sent));
+    if (!r.isOk()) r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
+    compact_.answered(digest, r.isOk());
     const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
     std::lock_guard<std::mutex> lock(mu_);
     if (recording_) samples_.push_back(ms);
@@ -213,6 +224,7 @@ class TimedLink final : public tw::ControllerLink {
     if (res->status != 200) return tw::unavailable("event answered " + std::to_string(res->status));
     return tw::Status::ok();
   }
+  void setCompact(bool on) { compact_.setEnabled(on); }
   void record(bool on) {
     std::lock_guard<std::mutex> lock(mu_);
     recording_ = on;
@@ -244,6 +256,7 @@ class TimedLink final : public tw::ControllerLink {
   }
 
   httplib::Client client_;
+  tw::CompactHeartbeats compact_;
   const std::string token_;
   const std::string source_;
   std::mutex send_mu_;
@@ -350,6 +363,7 @@ class Bench {
       const std::string source = "127.0." + std::to_string(1 + i / 250) + "." +
                                  std::to_string(2 + i % 250);
       h->link = std::make_unique<TimedLink>(agent_port_, tokens[h->name], source);
+      h->link->setCompact(g_compact);
       h->peers = std::make_unique<BenchPeerView>(outages_);
       tw::AgentOptions options;
       options.host = h->name;
@@ -650,10 +664,13 @@ int main(int argc, char** argv) {
   app.add_option("--converge-s", g_converge_s, "seconds every VM may take to run after the agents start")
       ->capture_default_str();
   app.add_option("--controller", controller, "the controller binary")->capture_default_str();
+  bool no_compact = false;
+  app.add_flag("--no-compact", no_compact, "every heartbeat carries its full report (no compact heartbeats)");
   std::string serve_dir;
   app.add_option("--serve", serve_dir,
                  "keep the first size's cluster up, the controller serving this web dir (no figures)");
   CLI11_PARSE(app, argc, argv);
+  g_compact = !no_compact;
   if (!serve_dir.empty()) {
     // Blocked in every thread, so that serve()'s sigwait takes them.
     sigset_t stop_signals;

@@ -555,8 +555,18 @@ HttpControllerLink::HttpControllerLink(const ApiClientOptions& options)
       read_timeout_ms_(options.read_timeout_ms) {}
 
 Result<AssignmentSet> HttpControllerLink::heartbeat(const Heartbeat& hb) {
-  Json body = hb;
-  Result<AssignmentSet> set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), body), hb.host);
+  std::string digest;
+  const Heartbeat sent = compact_.next(hb, &digest);
+  Result<AssignmentSet> set = unavailable("not sent");
+  if (sent.compact) {
+    set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat/compact"), Json(sent)), hb.host);
+    // Not answered (a report wanted, a controller without the route, no
+    // controller): the full heartbeat, at once.
+  }
+  if (!set.isOk()) {
+    set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), Json(hb)), hb.host);
+  }
+  compact_.answered(digest, set.isOk());
   if (set.isOk() || set.status().code() != Code::kUnavailable || heartbeat_client_.urlCount() < 2) return set;
   // No leader answered: once more to whichever replica answers, which then
   // renews the lease itself (docs/ha.md, "Agents renew their leases with any

@@ -15,6 +15,7 @@
 #include "controller/api_server.h"
 #include "controller/controller.h"
 #include "controller/service.h"
+#include "tw/http_client.h"
 #include "tw/json.h"
 #include "tw/store.h"
 
@@ -132,6 +133,41 @@ TEST_F(HeartbeatPathsTest, MetricsCountHowHeartbeatsWereAnswered) {
   EXPECT_EQ(post("{not json").first, 400);
   EXPECT_EQ(counted("refused"), 2);
   EXPECT_EQ(counted("follower"), 0);
+}
+
+// Pins: the agent's link (HttpControllerLink) sends unchanged heartbeats
+// compact and they are answered off the loop; when the controller no longer
+// holds the report (an apply forgets the fast path's sets, as a restart or a
+// new leader would hold none), the compact heartbeat is answered "report
+// wanted" and the link sends the full one at once: the agent sees a set.
+TEST_F(HeartbeatPathsTest, LinkSendsCompactAndFullWhenTheReportIsWanted) {
+  ApiClientOptions options;
+  options.base_url = "http://127.0.0.1:" + std::to_string(server_->agentPort());
+  options.token = agentToken("h1");
+  HttpControllerLink link(options);
+  AssignmentSet set;
+  auto beat = [&](int64_t seq) {
+    Heartbeat hb = heartbeatAfter(set, seq);
+    Result<AssignmentSet> answer = link.heartbeat(hb);
+    EXPECT_TRUE(answer.isOk()) << answer.status().toString();
+    if (answer.isOk()) set = *answer;
+  };
+  int64_t seq = 0;
+  for (int i = 0; i < 40 && server_->heartbeatCounters().get(HeartbeatPath::kFast) < 3; ++i) {
+    beat(++seq);
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  }
+  ASSERT_GE(server_->heartbeatCounters().get(HeartbeatPath::kFast), 3);
+  EXPECT_EQ(server_->heartbeatCounters().get(HeartbeatPath::kRefused), 0);
+  const int64_t wanted = server_->heartbeatCounters().get(HeartbeatPath::kReportWanted);
+  Json body{{"files", std::vector<PolicyFile>{{"hosts.yaml", std::string(kHosts) + "  - { name: h9, uri: \"test:///default\" }\n"}}}};
+  auto r = client_->Post("/api/v1/policies", {{"Authorization", std::string("Bearer ") + kToken}}, body.dump(),
+                         "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  beat(++seq);
+  EXPECT_EQ(server_->heartbeatCounters().get(HeartbeatPath::kReportWanted), wanted + 1);
+  EXPECT_EQ(server_->heartbeatCounters().get(HeartbeatPath::kRefused), 0);
 }
 
 }  // namespace
