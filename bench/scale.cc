@@ -205,7 +205,10 @@ class TimedLink final : public tw::ControllerLink {
     const tw::Heartbeat sent = compact_.next(hb, &digest);
     tw::Result<tw::AssignmentSet> r = tw::unavailable("not sent");
     if (sent.compact) r = send("/api/v1/agents/" + hb.host + "/heartbeat/compact", tw::Json(sent));
-    if (!r.isOk()) r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
+    if (!r.isOk()) {
+      if (sent.compact) compact_.refused();
+      r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
+    }
     compact_.answered(digest, r.isOk());
     const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
     std::lock_guard<std::mutex> lock(mu_);

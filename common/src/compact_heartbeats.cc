@@ -49,7 +49,16 @@ Heartbeat CompactHeartbeats::next(const Heartbeat& hb, std::string* digest) cons
   std::lock_guard<std::mutex> lock(mu_);
   const bool compact = enabled_ && hb.events.empty() && hb.host_report.digest.empty() && !hb.peers_digest.empty() &&
                        !last_digest_.empty() && *digest == last_digest_;
+  if (compact && full_left_ > 0) {
+    --full_left_;
+    return hb;
+  }
   return compact ? compactOf(hb, *digest) : hb;
+}
+
+void CompactHeartbeats::refused() {
+  std::lock_guard<std::mutex> lock(mu_);
+  full_left_ = kFullAfterRefusal;
 }
 
 void CompactHeartbeats::answered(const std::string& digest, bool ok) {

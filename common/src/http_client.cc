@@ -564,6 +564,7 @@ Result<AssignmentSet> HttpControllerLink::heartbeat(const Heartbeat& hb) {
     // controller): the full heartbeat, at once.
   }
   if (!set.isOk()) {
+    if (sent.compact) compact_.refused();
     set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), Json(hb)), hb.host);
   }
   compact_.answered(digest, set.isOk());

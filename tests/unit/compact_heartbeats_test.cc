@@ -105,6 +105,25 @@ TEST(CompactHeartbeatsTest, CompactOnlyWhileTheAnsweredReportHolds) {
   EXPECT_FALSE(c.next(hb, &digest).compact);
 }
 
+// Pins: after a compact heartbeat was refused, the next kFullAfterRefusal
+// go out full (a host the fast path never answers pays one request a beat,
+// not two), then compact again.
+TEST(CompactHeartbeatsTest, FullForAWhileAfterARefusal) {
+  CompactHeartbeats c;
+  Heartbeat hb = reportOf("h1", 4);
+  std::string digest;
+  c.next(hb, &digest);
+  c.answered(digest, true);
+  ASSERT_TRUE(c.next(hb, &digest).compact);
+  c.refused();
+  c.answered(digest, true);  // the full one that followed was answered
+  for (int i = 0; i < CompactHeartbeats::kFullAfterRefusal; ++i) {
+    EXPECT_FALSE(c.next(hb, &digest).compact) << i;
+    c.answered(digest, true);
+  }
+  EXPECT_TRUE(c.next(hb, &digest).compact);
+}
+
 class CompactFastPathTest : public ::testing::Test {
  protected:
   void SetUp() override {

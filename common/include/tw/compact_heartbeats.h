@@ -15,8 +15,10 @@
 // answered as the very report it names.
 //
 // When a heartbeat goes out compact: it carries no events and no host
-// report, the agent holds a peer list, and its digest is the one of the
-// last heartbeat the controller answered with a set.
+// report, the agent holds a peer list, its digest is the one of the last
+// heartbeat the controller answered with a set, and no compact one was
+// refused in the last kFullAfterRefusal heartbeats (a host the fast path
+// never answers, e.g. one in maintenance, does not pay two requests a beat).
 //
 // Threads: thread-safe (one mutex), so a link may share it between calls.
 #pragma once
@@ -46,12 +48,18 @@ class CompactHeartbeats {
   // The controller answered the heartbeat of `digest` (sent full, or compact
   // and accepted) with a set (`ok`), or not: then the next one goes out full.
   void answered(const std::string& digest, bool ok);
-  // Compact heartbeats off (--no-compact-heartbeats); on by default.
+  // A compact heartbeat was not answered (409, 404, no answer): the next
+  // kFullAfterRefusal heartbeats go out full.
+  void refused();
+  // Compact heartbeats off (bench/scale --no-compact); on by default.
   void setEnabled(bool on);
+
+  static constexpr int kFullAfterRefusal = 8;
 
  private:
   mutable std::mutex mu_;  // guards everything below
   bool enabled_ = true;
+  mutable int full_left_ = 0;  // heartbeats still to go out full
   std::string last_digest_;  // of the last heartbeat answered with a set; "" = none
 };
 
