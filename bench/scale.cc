@@ -16,7 +16,7 @@
 // A program that prints figures, not a test: nothing here asserts a time.
 //
 //   build/bin/scale [--hosts 100,300,1000] [--vms-per-host 20] [--steady-s 20]
-//                   [--threads 8] [--converge-s 300]
+//                   [--threads 8] [--converge-s 300] [--no-compact]
 //                   [--controller build/bin/tierwarden-controller]
 //   build/bin/scale --serve WEB_DIR --hosts 1000 --vms-per-host 2
 //       no figures: once every VM runs it prints "serving URL" and keeps the
@@ -55,6 +55,7 @@
 #include "agent/peer_view.h"
 #include "controller/auth.h"
 #include "tw/clock.h"
+#include "tw/compact_heartbeats.h"
 #include "tw/fake_hypervisor.h"
 #include "tw/http_client.h"
 #include "tw/json.h"
@@ -75,6 +76,9 @@ int64_t wallMs() {
 
 // How long every VM may take to run after the agents start (--converge-s).
 int g_converge_s = 300;
+// Compact heartbeats (tw/compact_heartbeats.h); off: --no-compact, every
+// heartbeat carries its full report, as agents before issue #16's second step.
+bool g_compact = true;
 
 std::string hostName(int i) {
   char buf[16];
@@ -195,7 +199,17 @@ class TimedLink final : public tw::ControllerLink {
   }
   tw::Result<tw::AssignmentSet> heartbeat(const tw::Heartbeat& hb) override {
     auto started = Steady::now();
-    tw::Result<tw::AssignmentSet> r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
+    // As HttpControllerLink: compact when the report is the one answered
+    // last (tw/compact_heartbeats.h), the full one at once if not answered.
+    std::string digest;
+    const tw::Heartbeat sent = compact_.next(hb, &digest);
+    tw::Result<tw::AssignmentSet> r = tw::unavailable("not sent");
+    if (sent.compact) r = send("/api/v1/agents/" + hb.host + "/heartbeat/compact", tw::Json(sent));
+    if (!r.isOk()) {
+      if (sent.compact) compact_.refused();
+      r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
+    }
+    compact_.answered(digest, r.isOk());
     const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
     std::lock_guard<std::mutex> lock(mu_);
     if (recording_) samples_.push_back(ms);
@@ -213,6 +227,7 @@ class TimedLink final : public tw::ControllerLink {
     if (res->status != 200) return tw::unavailable("event answered " + std::to_string(res->status));
     return tw::Status::ok();
   }
+  void setCompact(bool on) { compact_.setEnabled(on); }
   void record(bool on) {
     std::lock_guard<std::mutex> lock(mu_);
     recording_ = on;
@@ -244,6 +259,7 @@ class TimedLink final : public tw::ControllerLink {
   }
 
   httplib::Client client_;
+  tw::CompactHeartbeats compact_;
   const std::string token_;
   const std::string source_;
   std::mutex send_mu_;
@@ -276,7 +292,22 @@ struct Figures {
   double fence_to_placed_s = -1;
   double placed_all_s = 0;
   double metrics_kib = -1;  // GET /metrics, bytes / 1024
+  // tierwarden_heartbeats_total{path} over the steady window (the controller's count).
+  std::map<std::string, int64_t> paths;
+  double cpu_ms_per_hb = 0;  // controller CPU ms per heartbeat it answered
 };
+
+// tierwarden_heartbeats_total{path="..."} of a /metrics text: path -> count.
+std::map<std::string, int64_t> heartbeatPaths(const std::string& metrics) {
+  std::map<std::string, int64_t> out;
+  const std::string key = "tierwarden_heartbeats_total{path=\"";
+  for (size_t at = metrics.find(key); at != std::string::npos; at = metrics.find(key, at + 1)) {
+    size_t end = metrics.find('"', at + key.size());
+    if (end == std::string::npos) break;
+    out[metrics.substr(at + key.size(), end - at - key.size())] = std::atoll(metrics.c_str() + end + 3);
+  }
+  return out;
+}
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -335,6 +366,7 @@ class Bench {
       const std::string source = "127.0." + std::to_string(1 + i / 250) + "." +
                                  std::to_string(2 + i % 250);
       h->link = std::make_unique<TimedLink>(agent_port_, tokens[h->name], source);
+      h->link->setCompact(g_compact);
       h->peers = std::make_unique<BenchPeerView>(outages_);
       tw::AgentOptions options;
       options.host = h->name;
@@ -357,12 +389,28 @@ class Bench {
     std::this_thread::sleep_for(std::chrono::seconds(3));  // settle
 
     // Steady state: CPU, latency, memory.
+    httplib::Client metrics("127.0.0.1", port_);
+    metrics.set_read_timeout(30, 0);
+    const httplib::Headers op_auth = {{"Authorization", "Bearer " + *op_token}};
+    auto scrape = [&] {
+      auto r = metrics.Get("/metrics", op_auth);
+      return r && r->status == 200 ? r->body : std::string();
+    };
+    const std::map<std::string, int64_t> paths0 = heartbeatPaths(scrape());
     for (auto& h : hosts_) h->link->record(true);
     const int64_t cpu0 = cpuTicks(pid_);
     const auto w0 = Steady::now();
     std::this_thread::sleep_for(std::chrono::seconds(steady_s_));
     const int64_t cpu1 = cpuTicks(pid_);
     const double wall = std::chrono::duration<double>(Steady::now() - w0).count();
+    int64_t answered = 0;
+    for (const auto& [path, n] : heartbeatPaths(scrape())) {
+      out->paths[path] = n - (paths0.count(path) ? paths0.at(path) : 0);
+      if (path != "refused") answered += out->paths[path];
+    }
+    out->cpu_ms_per_hb = answered > 0 ? 1000.0 * static_cast<double>(cpu1 - cpu0) /
+                                            static_cast<double>(sysconf(_SC_CLK_TCK)) / static_cast<double>(answered)
+                                      : 0;
     std::vector<double> samples;
     for (auto& h : hosts_) {
       h->link->record(false);
@@ -379,10 +427,8 @@ class Bench {
     out->rss_mib = static_cast<double>(statusKiB(pid_, "VmRSS")) / 1024.0;
     {
       // The size of a Prometheus scrape at this size (issue #16: < 1 MB).
-      httplib::Client metrics("127.0.0.1", port_);
-      metrics.set_read_timeout(30, 0);
-      auto r = metrics.Get("/metrics", {{"Authorization", "Bearer " + *op_token}});
-      if (r && r->status == 200) out->metrics_kib = static_cast<double>(r->body.size()) / 1024.0;
+      const std::string text = scrape();
+      if (!text.empty()) out->metrics_kib = static_cast<double>(text.size()) / 1024.0;
     }
 
     // One host's agent stops: fence -> all its VMs running elsewhere.
@@ -621,10 +667,13 @@ int main(int argc, char** argv) {
   app.add_option("--converge-s", g_converge_s, "seconds every VM may take to run after the agents start")
       ->capture_default_str();
   app.add_option("--controller", controller, "the controller binary")->capture_default_str();
+  bool no_compact = false;
+  app.add_flag("--no-compact", no_compact, "every heartbeat carries its full report (no compact heartbeats)");
   std::string serve_dir;
   app.add_option("--serve", serve_dir,
                  "keep the first size's cluster up, the controller serving this web dir (no figures)");
   CLI11_PARSE(app, argc, argv);
+  g_compact = !no_compact;
   if (!serve_dir.empty()) {
     // Blocked in every thread, so that serve()'s sigwait takes them.
     sigset_t stop_signals;
@@ -656,6 +705,17 @@ int main(int argc, char** argv) {
                 f.cpu_pct, f.p50_ms, f.p99_ms,
                 static_cast<double>(f.heartbeats) / std::max(1, steady_s), f.rss_mib, f.hwm_mib,
                 f.fence_to_placed_s, f.placed_all_s, f.metrics_kib);
+    if (!f.paths.empty()) {
+      // How the controller answered the steady window's heartbeats (tierwarden_heartbeats_total).
+      int64_t all = 0;
+      for (const auto& [path, k] : f.paths) all += k;
+      std::printf("       heartbeats answered:");
+      for (const auto& [path, k] : f.paths) {
+        std::printf(" %s %lld (%.1f%%)", path.c_str(), static_cast<long long>(k),
+                    all > 0 ? 100.0 * static_cast<double>(k) / static_cast<double>(all) : 0.0);
+      }
+      std::printf("; controller CPU %.3f ms per answered heartbeat\n", f.cpu_ms_per_hb);
+    }
     if (f.heartbeat_errors > 0) {
       std::printf("       (%lld heartbeats failed in the steady window; the last: %s)\n",
                   static_cast<long long>(f.heartbeat_errors), f.last_error.c_str());

@@ -504,7 +504,8 @@ void ApiServer::routes() {
   });
   s.Get("/metrics", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
-    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }) + options_.replica->metricsText(),
+    res.set_content(service_.call([](Controller& c) { return c.metricsText(); }) + options_.replica->metricsText() +
+                        heartbeat_counters_.metricsText(),
                     "text/plain; version=0.0.4");
   });
   // The controller replicas (docs/ha.md), from any replica.
@@ -661,8 +662,16 @@ void ApiServer::routes() {
   };
   s.Post(R"(/api/v1/agents/.*)", elsewhere);
   s.Get(R"(/api/v1/agents/.*)", elsewhere);
-  a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
-         [=, this](const httplib::Request& req, httplib::Response& res) {
+  // A heartbeat, full (POST .../heartbeat) or compact (POST
+  // .../heartbeat/compact: its report named by digest, tw/compact_heartbeats.h).
+  auto heartbeat = [=, this](const httplib::Request& req, httplib::Response& res, bool compact) {
+           // Counted as refused unless answered with a set (heartbeat_counters.h).
+           HeartbeatPath how = HeartbeatPath::kRefused;
+           struct Count {
+             HeartbeatCounters& counters;
+             HeartbeatPath& how;
+             ~Count() { counters.count(how); }
+           } count{heartbeat_counters_, how};
            const std::string host = req.matches[1];
            if (!allowed(req, res, Access::kAgent, host)) return;
            auto j = body(req);
@@ -675,12 +684,33 @@ void ApiServer::routes() {
                                              "' may not send a heartbeat for host " +
                                              quoteForMessage(hb->host)));
            }
-           auto set = options_.follower_heartbeats && req.has_param("any_replica") && !options_.replica->leading()
-                          ? options_.follower_heartbeats->handle(*hb)  // docs/ha.md: renewal by any replica
-                          : service_.heartbeat(*hb);  // never waits long for the loop
-           if (!set.isOk()) return sendError(res, set.status());
-           sendJson(res, 200, *set);
-         });
+           if (hb->compact != compact || (compact && hb->report_digest.empty())) {
+             return sendError(res, invalidArgument(compact ? "a compact heartbeat carries \"compact\": true and its report_digest"
+                                                           : "a compact heartbeat goes to POST /api/v1/agents/" + host +
+                                                                 "/heartbeat/compact"));
+           }
+           if (!compact && options_.follower_heartbeats && req.has_param("any_replica") &&
+               !options_.replica->leading()) {
+             auto set = options_.follower_heartbeats->handle(*hb);  // docs/ha.md: renewal by any replica
+             if (!set.isOk()) return sendError(res, set.status());
+             how = HeartbeatPath::kFollower;
+             return sendJson(res, 200, *set);
+           }
+           HeartbeatPath answered = HeartbeatPath::kLoop;
+           auto text = service_.heartbeatJson(*hb, 250, &answered);  // never waits long for the loop
+           if (!text.isOk()) {
+             if (answered == HeartbeatPath::kReportWanted) how = answered;
+             return sendError(res, text.status());
+           }
+           how = answered;
+           res.status = 200;
+           res.set_header("Cache-Control", "no-store");  // as sendJson
+           res.set_content(*text, kJson);
+  };
+  a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat)",
+         [heartbeat](const httplib::Request& req, httplib::Response& res) { heartbeat(req, res, false); });
+  a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/heartbeat/compact)",
+         [heartbeat](const httplib::Request& req, httplib::Response& res) { heartbeat(req, res, true); });
   a.Post(R"(/api/v1/agents/([A-Za-z0-9._-]+)/events)",
          [=, this](const httplib::Request& req, httplib::Response& res) {
            const std::string host = req.matches[1];

@@ -24,6 +24,7 @@
 #include "controller/http_guard.h"
 #include "controller/leader_redirect.h"
 #include "controller/follower_heartbeats.h"
+#include "controller/heartbeat_counters.h"
 #include "controller/replica.h"
 #include "controller/service.h"
 #include "tw/status.h"
@@ -91,6 +92,8 @@ class ApiServer {
   ListenerStats publicStats() const { return public_->stats(); }
   ListenerStats agentStats() const { return agent_->stats(); }
   int eventStreams() const { return streamer_.streams(); }
+  // How the agents' heartbeats were answered (tierwarden_heartbeats_total).
+  const HeartbeatCounters& heartbeatCounters() const { return heartbeat_counters_; }
 
  private:
   void routes();
@@ -115,6 +118,7 @@ class ApiServer {
   std::unique_ptr<GuardedHttpServer> agent_;
   std::unique_ptr<GuardedHttpServer> guest_;  // null without a guests' listener
   EventStreamer streamer_;
+  HeartbeatCounters heartbeat_counters_;
   std::thread agent_thread_;
   std::thread guest_thread_;
   int port_ = 0;

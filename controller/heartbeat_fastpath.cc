@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "controller/hex64.h"
+#include "tw/compact_heartbeats.h"
 #include "tw/json.h"
 
 namespace tw {
@@ -19,35 +19,47 @@ AssignmentSet withoutPeers(AssignmentSet set) {
 }  // namespace
 
 std::string HeartbeatFastPath::digestOf(const Heartbeat& hb) {
-  Json j = hb;
-  j.erase("seq");
-  j.erase("events");
-  return hex64(fnv1a(j.dump()));
+  return heartbeatDigest(hb);  // the agent's digest of a compact heartbeat (tw/compact_heartbeats.h)
+}
+
+const std::string& HeartbeatFastPath::Answer::json() const {
+  std::call_once(once_, [this] { json_ = jsonText(Json(set_)); });
+  return json_;
 }
 
 std::optional<AssignmentSet> HeartbeatFastPath::tryAnswer(const Heartbeat& hb) {
-  if (!hb.events.empty() || !hb.host_report.digest.empty() || hb.peers_digest.empty()) return std::nullopt;
+  std::shared_ptr<const Answer> answer = tryAnswerShared(hb);
+  if (!answer) return std::nullopt;
+  return answer->set();
+}
+
+std::shared_ptr<const HeartbeatFastPath::Answer> HeartbeatFastPath::tryAnswerShared(const Heartbeat& hb) {
+  if (!hb.events.empty() || !hb.host_report.digest.empty() || hb.peers_digest.empty()) return nullptr;
+  if (hb.compact && hb.report_digest.empty()) return nullptr;
   std::shared_ptr<const Snapshot> snap;
   std::string peers_digest;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = hosts_.find(hb.host);
-    if (it == hosts_.end()) return std::nullopt;
+    if (it == hosts_.end()) return nullptr;
     snap = it->second;
     peers_digest = peers_digest_;
   }
-  if (!snap->online || clock_.nowMs() > snap->fresh_until_ms) return std::nullopt;
-  if (hb.assignments_version != snap->set.version || hb.assignments_controller != snap->set.controller_id ||
-      hb.peers_digest != peers_digest || snap->set.peers_digest != peers_digest) {
-    return std::nullopt;
+  const AssignmentSet& set = snap->answer->set();
+  if (!snap->online || clock_.nowMs() > snap->fresh_until_ms) return nullptr;
+  if (hb.assignments_version != set.version || hb.assignments_controller != set.controller_id ||
+      hb.peers_digest != peers_digest || set.peers_digest != peers_digest) {
+    return nullptr;
   }
-  if (digestOf(hb) != snap->hb_digest) return std::nullopt;  // O(its VMs), outside the lock
+  // A compact heartbeat names its report by digest; a full one is hashed
+  // here, O(its VMs), outside the lock.
+  if ((hb.compact ? hb.report_digest : digestOf(hb)) != snap->hb_digest) return nullptr;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = hosts_.find(hb.host);
-  if (it == hosts_.end() || it->second != snap) return std::nullopt;  // the loop changed it meanwhile
+  if (it == hosts_.end() || it->second != snap) return nullptr;  // the loop changed it meanwhile
   renewed_.push_back(hb.host);
   ++answered_;
-  return snap->set;
+  return snap->answer;
 }
 
 void HeartbeatFastPath::store(const std::string& host, Snapshot snap) {
@@ -56,15 +68,16 @@ void HeartbeatFastPath::store(const std::string& host, Snapshot snap) {
 
 void HeartbeatFastPath::noteTaken(const Heartbeat& hb, const AssignmentSet& answer, bool online, Millis fresh_ms) {
   Snapshot snap;
-  snap.set = withoutPeers(answer);
   snap.hb_digest = digestOf(hb);
   snap.online = online;
   snap.fresh_until_ms = clock_.nowMs() + fresh_ms;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = hosts_.find(hb.host);
-  if (it != hosts_.end() && it->second->set.controller_id == answer.controller_id &&
-      it->second->set.version > answer.version) {
-    snap.set = it->second->set;  // published after this answer was made
+  if (it != hosts_.end() && it->second->answer->set().controller_id == answer.controller_id &&
+      it->second->answer->set().version > answer.version) {
+    snap.answer = it->second->answer;  // published after this answer was made
+  } else {
+    snap.answer = std::make_shared<const Answer>(withoutPeers(answer));
   }
   store(hb.host, std::move(snap));
 }
@@ -74,7 +87,7 @@ void HeartbeatFastPath::notePublished(const AssignmentSet& set) {
   auto it = hosts_.find(set.host);
   if (it == hosts_.end()) return;  // nothing taken from the host yet: the loop answers
   Snapshot snap = *it->second;
-  snap.set = withoutPeers(set);
+  snap.answer = std::make_shared<const Answer>(withoutPeers(set));
   store(set.host, std::move(snap));
 }
 

@@ -2,9 +2,22 @@
 
 #include <chrono>
 
+#include "tw/json.h"
 #include "tw/log.h"
 
 namespace tw {
+
+namespace {
+
+// A compact heartbeat that the fast path cannot answer: the loop never takes
+// one (it names a report, it does not carry it).
+Status reportWanted(const Heartbeat& hb) {
+  return failedPrecondition("report wanted: the controller does not hold the report of host '" + hb.host +
+                            "' that this compact heartbeat names (digest " + hb.report_digest +
+                            "); send the full heartbeat");
+}
+
+}  // namespace
 
 ControllerService::ControllerService(Controller& controller, Millis tick_ms, const Clock& clock)
     : controller_(&controller), tick_ms_(tick_ms), fast_(clock) {
@@ -137,11 +150,45 @@ bool ControllerService::hostDeclared(const std::string& host) {
   return declared_.count(host) > 0;
 }
 
-Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis answer_wait_ms) {
+Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis answer_wait_ms,
+                                                 HeartbeatPath* how) {
+  HeartbeatPath ignored;
+  if (how == nullptr) how = &ignored;
   if (!hostDeclared(hb.host)) {
     return notFound("host '" + hb.host + "' is not declared in the applied policy");
   }
-  if (std::optional<AssignmentSet> set = fast_.tryAnswer(hb)) return std::move(*set);  // no change: not the loop's
+  if (std::optional<AssignmentSet> set = fast_.tryAnswer(hb)) {  // no change: not the loop's
+    *how = HeartbeatPath::kFast;
+    return std::move(*set);
+  }
+  if (hb.compact) {
+    *how = HeartbeatPath::kReportWanted;
+    return reportWanted(hb);
+  }
+  return viaLoop(hb, answer_wait_ms, how);
+}
+
+Result<std::string> ControllerService::heartbeatJson(const Heartbeat& hb, Millis answer_wait_ms,
+                                                     HeartbeatPath* how) {
+  HeartbeatPath ignored;
+  if (how == nullptr) how = &ignored;
+  if (!hostDeclared(hb.host)) {
+    return notFound("host '" + hb.host + "' is not declared in the applied policy");
+  }
+  if (std::shared_ptr<const HeartbeatFastPath::Answer> answer = fast_.tryAnswerShared(hb)) {
+    *how = HeartbeatPath::kFast;
+    return answer->json();
+  }
+  if (hb.compact) {
+    *how = HeartbeatPath::kReportWanted;
+    return reportWanted(hb);
+  }
+  Result<AssignmentSet> set = viaLoop(hb, answer_wait_ms, how);
+  if (!set.isOk()) return set.status();
+  return jsonText(Json(*set));
+}
+
+Result<AssignmentSet> ControllerService::viaLoop(const Heartbeat& hb, Millis answer_wait_ms, HeartbeatPath* how) {
   auto promise = std::make_shared<std::promise<Result<AssignmentSet>>>();
   auto answer = promise->get_future();
   post([this, hb, promise] {
@@ -152,13 +199,17 @@ Result<AssignmentSet> ControllerService::heartbeat(const Heartbeat& hb, Millis a
     }
     promise->set_value(std::move(r));
   });
+  *how = HeartbeatPath::kLoop;
   if (answer.wait_for(std::chrono::milliseconds(answer_wait_ms)) == std::future_status::ready) {
     return answer.get();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = published_.find(hb.host);
-    if (it != published_.end()) return it->second;
+    if (it != published_.end()) {
+      *how = HeartbeatPath::kPublished;
+      return it->second;
+    }
   }
   // Nothing published for the host yet (just after a start): an empty set
   // would tell the agent to drop its VMs, so this one waits for the loop.

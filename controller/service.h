@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "controller/controller.h"
+#include "controller/heartbeat_counters.h"
 #include "controller/heartbeat_fastpath.h"
 
 namespace tw {
@@ -89,8 +90,18 @@ class ControllerService {
   // A heartbeat that reports no change is answered at once on the calling
   // thread (controller/heartbeat_fastpath.h); its renewal reaches the loop
   // before its next reconcile step.
+  // `how` (optional): set to how it was answered (fast, loop or published;
+  // controller/heartbeat_counters.h) when the answer is a set.
   // Errors: kNotFound when the host is not declared in the policy in force.
-  Result<AssignmentSet> heartbeat(const Heartbeat& hb, Millis answer_wait_ms = 250);
+  Result<AssignmentSet> heartbeat(const Heartbeat& hb, Millis answer_wait_ms = 250,
+                                  HeartbeatPath* how = nullptr);
+  // As heartbeat(), answered as the set's JSON text (what the agents'
+  // listener sends): a set from the fast path is written out once, not per
+  // heartbeat. A compact heartbeat (Heartbeat::compact) is answered only by
+  // the fast path. Errors: as heartbeat(); kFailedPrecondition ("report
+  // wanted", how = kReportWanted) for a compact heartbeat that the fast path
+  // cannot answer: the agent sends its full report.
+  Result<std::string> heartbeatJson(const Heartbeat& hb, Millis answer_wait_ms, HeartbeatPath* how);
   // Heartbeats answered without the loop since the start.
   int64_t fastHeartbeats() const { return fast_.answered(); }
   // An agent's event: checked against the declared hosts, queued for the loop,
@@ -123,6 +134,8 @@ class ControllerService {
   void listen();
   // Loop thread: the renewals answered off the loop, then the peer digest.
   void applyFastRenewals();
+  // heartbeat() past the fast path: queued for the loop.
+  Result<AssignmentSet> viaLoop(const Heartbeat& hb, Millis answer_wait_ms, HeartbeatPath* how);
   // Loop thread: how long the loop's view of a host stays fresh for the fast path.
   Millis freshMs() const;
 

@@ -574,8 +574,19 @@ bool refusedByAReplica(int http_status) { return http_status == 503 || http_stat
 }  // namespace
 
 Result<AssignmentSet> HttpControllerLink::heartbeat(const Heartbeat& hb) {
-  Json body = hb;
-  Result<AssignmentSet> set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), body), hb.host);
+  std::string digest;
+  const Heartbeat sent = compact_.next(hb, &digest);
+  Result<AssignmentSet> set = unavailable("not sent");
+  if (sent.compact) {
+    set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat/compact"), Json(sent)), hb.host);
+    // Not answered (a report wanted, a controller without the route, no
+    // controller): the full heartbeat, at once.
+  }
+  if (!set.isOk()) {
+    if (sent.compact) compact_.refused();
+    set = decodeAssignments(heartbeat_client_.post(agentPath(hb.host, "heartbeat"), Json(hb)), hb.host);
+  }
+  compact_.answered(digest, set.isOk());
   if (set.isOk() || set.status().code() != Code::kUnavailable || heartbeat_client_.urlCount() < 2) return set;
   // One replica refused it (a deposed leader: its term is over): it is not
   // asked for the renewal, the next replica is. (When every replica said

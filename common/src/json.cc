@@ -372,6 +372,8 @@ void to_json(Json& j, const Heartbeat& v) {
   if (!v.events.empty()) j["events"] = v.events;
   if (!v.addresses_held.empty()) j["addresses_held"] = v.addresses_held;
   if (!v.host_report.digest.empty()) j["host_report"] = v.host_report;
+  if (v.compact) j["compact"] = true;
+  if (!v.report_digest.empty()) j["report_digest"] = v.report_digest;
 }
 void from_json(const Json& j, Heartbeat& v) {
   j.at("host").get_to(v.host);
@@ -390,6 +392,8 @@ void from_json(const Json& j, Heartbeat& v) {
   opt(j, "events", v.events);
   opt(j, "addresses_held", v.addresses_held);
   opt(j, "host_report", v.host_report);
+  opt(j, "compact", v.compact);
+  opt(j, "report_digest", v.report_digest);
 }
 
 void to_json(Json& j, const BackupRecord& v) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tw/clock.h"
+#include "tw/compact_heartbeats.h"
 #include "tw/json.h"
 #include "tw/protocol.h"
 #include "tw/status.h"
@@ -158,8 +159,13 @@ class HttpControllerLink final : public ControllerLink {
   // wait_ms plus that much.
   explicit HttpControllerLink(const ApiClientOptions& options);
 
-  // POST /api/v1/agents/{host}/heartbeat.
+  // POST /api/v1/agents/{host}/heartbeat; when the report is the one the
+  // controller answered last, POST .../heartbeat/compact with its digest
+  // instead, and the full heartbeat at once if that is not answered
+  // (tw/compact_heartbeats.h).
   Result<AssignmentSet> heartbeat(const Heartbeat& hb) override;
+  // Compact heartbeats on (the default) or off.
+  void setCompactHeartbeats(bool on) { compact_.setEnabled(on); }
   // POST /api/v1/agents/{host}/events.
   Status sendEvent(const AgentEvent& event) override;
 
@@ -179,6 +185,7 @@ class HttpControllerLink final : public ControllerLink {
 
  private:
   ApiClient heartbeat_client_;
+  CompactHeartbeats compact_;
   ApiClient event_client_;
   ApiClient poll_client_;
   Millis read_timeout_ms_;

@@ -208,6 +208,18 @@ struct Heartbeat {
   // Carried only when host_report.digest differs from the digest the
   // controller last answered (empty digest = not carried).
   HostReport host_report;
+  // A compact heartbeat (tw/compact_heartbeats.h): it carries only host,
+  // agent_id, seq, assignments_version, assignments_controller, peers_digest
+  // and report_digest, the heartbeatDigest() of the full heartbeat it stands
+  // for, which is the one the agent sent last and the controller answered.
+  // It goes to its own route (POST .../heartbeat/compact). The controller
+  // answers it as that full heartbeat when the digest is the one its fast
+  // path holds for the host (controller/heartbeat_fastpath.h), else with 409
+  // (report wanted); on any error the agent sends the full heartbeat at once.
+  // A controller without the route answers 404, so an agent works with old
+  // controllers and old agents never send one (docs/api.md).
+  bool compact = false;
+  std::string report_digest;
   // Agent events that this snapshot already reflects and that have not
   // been delivered yet, oldest first. The controller handles them before the
   // domains, so that a "crashed" never arrives after the report of the run

@@ -1,0 +1,74 @@
+#include "tw/compact_heartbeats.h"
+
+#include <cstdint>
+#include <cstdio>
+
+namespace tw {
+
+namespace {
+
+// 64-bit FNV-1a as 16 hex digits: the same as controller/hex64.h (the
+// controller's fast path hashed heartbeats with it before the agent did).
+std::string fnv1aHex(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace
+
+std::string heartbeatDigest(const Heartbeat& hb) {
+  Json j = hb;
+  j.erase("seq");
+  j.erase("events");
+  j.erase("compact");
+  j.erase("report_digest");
+  return fnv1aHex(j.dump());
+}
+
+Heartbeat compactOf(const Heartbeat& hb, const std::string& digest) {
+  Heartbeat c;
+  c.host = hb.host;
+  c.agent_id = hb.agent_id;
+  c.seq = hb.seq;
+  c.assignments_version = hb.assignments_version;
+  c.assignments_controller = hb.assignments_controller;
+  c.peers_digest = hb.peers_digest;
+  c.compact = true;
+  c.report_digest = digest;
+  return c;
+}
+
+Heartbeat CompactHeartbeats::next(const Heartbeat& hb, std::string* digest) const {
+  *digest = heartbeatDigest(hb);
+  std::lock_guard<std::mutex> lock(mu_);
+  const bool compact = enabled_ && hb.events.empty() && hb.host_report.digest.empty() && !hb.peers_digest.empty() &&
+                       !last_digest_.empty() && *digest == last_digest_;
+  if (compact && full_left_ > 0) {
+    --full_left_;
+    return hb;
+  }
+  return compact ? compactOf(hb, *digest) : hb;
+}
+
+void CompactHeartbeats::refused() {
+  std::lock_guard<std::mutex> lock(mu_);
+  full_left_ = kFullAfterRefusal;
+}
+
+void CompactHeartbeats::answered(const std::string& digest, bool ok) {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_digest_ = ok ? digest : std::string();
+}
+
+void CompactHeartbeats::setEnabled(bool on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  enabled_ = on;
+}
+
+}  // namespace tw
