@@ -607,6 +607,17 @@ class Bench {
                                     (*hosts)["hosts"][0]["reason"].get<std::string>()
                               : hosts.status().toString();
       fail("host " + victim.name + " was not fenced in 120 s (it is " + state + ")");
+      // What the controller said about it: the reason it did not fence.
+      for (int64_t since = 0;;) {
+        auto page = api_->get("/api/v1/events?since=" + std::to_string(since) + "&limit=1000");
+        if (!page.isOk() || (*page)["events"].empty()) break;
+        for (const auto& e : (*page)["events"]) {
+          if (e["subject"] == "host/" + victim.name)
+            std::fprintf(stderr, "  %s %s: %s\n", e["kind"].get<std::string>().c_str(),
+                         e["level"].get<std::string>().c_str(), e["message"].get<std::string>().c_str());
+        }
+        since = (*page)["last_id"].get<int64_t>();
+      }
       return -1;
     }
     while (Steady::now() < until) {
@@ -617,6 +628,15 @@ class Bench {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     fail("the VMs of " + victim.name + " were not all running elsewhere in 120 s");
+    {
+      auto now = running();
+      for (const auto& vm : displaced) {
+        if (now.count(vm)) continue;
+        auto v = api_->get("/api/v1/vms/" + vm);
+        std::fprintf(stderr, "  %s: %s\n", vm.c_str(), v.isOk() ? v->dump().substr(0, 400).c_str()
+                                                              : v.status().toString().c_str());
+      }
+    }
     return -1;
   }
 
