@@ -633,8 +633,22 @@ class Bench {
       for (const auto& vm : displaced) {
         if (now.count(vm)) continue;
         auto v = api_->get("/api/v1/vms/" + vm);
-        std::fprintf(stderr, "  %s: %s\n", vm.c_str(), v.isOk() ? v->dump().substr(0, 400).c_str()
-                                                              : v.status().toString().c_str());
+        if (!v.isOk()) {
+          std::fprintf(stderr, "  %s: %s\n", vm.c_str(), v.status().toString().c_str());
+          continue;
+        }
+        const std::string dest = v->value("host", "");
+        std::string on_dest = "(no such bench host)";
+        for (auto& h : hosts_) {
+          if (h->name != dest) continue;
+          on_dest = "";
+          auto listed = h->hv->listManaged();
+          if (listed.isOk())
+            for (const auto& d : *listed) on_dest += d.meta.vm + " ";
+        }
+        std::fprintf(stderr, "  %s: state %s, epoch %s, host %s (%s); domains on %s: %s\n", vm.c_str(),
+                     v->value("state", "?").c_str(), v->contains("epoch") ? (*v)["epoch"].dump().c_str() : "?",
+                     dest.c_str(), v->value("reason", "").c_str(), dest.c_str(), on_dest.c_str());
       }
     }
     return -1;
