@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "tw/hex64.h"
 #include "tw/log.h"
 
 namespace tw {
@@ -17,15 +18,6 @@ namespace {
 
 constexpr const char* kSuffix = ".qcow2";
 constexpr const char* kPartSuffix = ".part";
-
-uint64_t fnv1a64(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 std::string humanBytes(int64_t bytes) {
   char buf[32];
@@ -83,7 +75,7 @@ std::vector<BackupJob> BackupRunner::due(
     job.keep = a.backup.keep;
     job.epoch = a.epoch;
     BackupRecord& r = job.record;
-    const uint64_t salt = fnv1a64(host_ + "|" + a.vm + "|" + std::to_string(now) + "|" +
+    const uint64_t salt = fnv1a(host_ + "|" + a.vm + "|" + std::to_string(now) + "|" +
                                   std::to_string(++seq_));
     char hex[9];
     std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(salt & 0xffffffffu));

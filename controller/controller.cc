@@ -1,13 +1,13 @@
 #include "controller/controller.h"
 #include "controller/controller_util.h"
 #include "controller/leader_renewals.h"
-#include "controller/hex64.h"
 
 #include <cstdio>
 #include <random>
 #include <string_view>
 #include <unordered_set>
 
+#include "tw/hex64.h"
 #include "tw/log.h"
 #include "tw/policy.h"
 

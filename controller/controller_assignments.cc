@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "controller/controller.h"
-#include "controller/hex64.h"
+#include "tw/hex64.h"
 #include "tw/log.h"
 
 namespace tw {

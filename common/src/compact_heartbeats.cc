@@ -1,26 +1,8 @@
 #include "tw/compact_heartbeats.h"
 
-#include <cstdint>
-#include <cstdio>
+#include "tw/hex64.h"
 
 namespace tw {
-
-namespace {
-
-// 64-bit FNV-1a as 16 hex digits: the same as controller/hex64.h (the
-// controller's fast path hashed heartbeats with it before the agent did).
-std::string fnv1aHex(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
-}  // namespace
 
 std::string heartbeatDigest(const Heartbeat& hb) {
   Json j = hb;
@@ -28,7 +10,7 @@ std::string heartbeatDigest(const Heartbeat& hb) {
   j.erase("events");
   j.erase("compact");
   j.erase("report_digest");
-  return fnv1aHex(j.dump());
+  return hex64(fnv1a(j.dump()));
 }
 
 Heartbeat compactOf(const Heartbeat& hb, const std::string& digest) {

@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <string>
 
+#include "tw/hex64.h"
 #include "tw/hypervisor.h"
 
 namespace tw {
@@ -9,16 +10,6 @@ namespace tw {
 namespace {
 
 constexpr uint64_t kFnvOffsetBasis = 0xcbf29ce484222325ULL;
-constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
-
-uint64_t fnv1a64(const std::string& text, uint64_t basis) {
-  uint64_t h = basis;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= kFnvPrime;
-  }
-  return h;
-}
 
 }  // namespace
 
@@ -27,8 +18,8 @@ uint64_t fnv1a64(const std::string& text, uint64_t basis) {
 // Changing this function changes every VM's identity: a test pins its output.
 std::string uuidForVm(const std::string& vm) {
   const std::string key = "tierwarden:" + vm;
-  const uint64_t hi = fnv1a64(key, kFnvOffsetBasis);
-  const uint64_t lo = fnv1a64(key, fnv1a64("tierwarden-uuid-salt", kFnvOffsetBasis));
+  const uint64_t hi = fnv1a(key, kFnvOffsetBasis);
+  const uint64_t lo = fnv1a(key, fnv1a("tierwarden-uuid-salt", kFnvOffsetBasis));
   unsigned char bytes[16];
   for (int i = 0; i < 8; ++i) {
     bytes[i] = static_cast<unsigned char>(hi >> (56 - 8 * i));
