@@ -166,9 +166,11 @@ class Controller {
 
   // A heartbeat that reported no change was answered without the loop
   // (controller/heartbeat_fastpath.h): the host was heard now, as by
-  // handleHeartbeat() with the same report. Returns whether the host is
-  // online after it (controller_fastpath.cc).
-  bool renewOffLoop(const std::string& host);
+  // handleHeartbeat() with the same report. `peers_unreachable` (null:
+  // unchanged): the report's durations of the peers it names unreachable,
+  // the same peers as the report the loop took last. Returns whether the
+  // host is online after it (controller_fastpath.cc).
+  bool renewOffLoop(const std::string& host, const std::map<std::string, Millis>* peers_unreachable = nullptr);
   // The digest of the peer list agents are to hold (AssignmentSet::peers_digest).
   const std::string& peersDigest() const;
 

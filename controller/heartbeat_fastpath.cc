@@ -57,7 +57,7 @@ std::shared_ptr<const HeartbeatFastPath::Answer> HeartbeatFastPath::tryAnswerSha
   std::lock_guard<std::mutex> lock(mu_);
   auto it = hosts_.find(hb.host);
   if (it == hosts_.end() || it->second != snap) return nullptr;  // the loop changed it meanwhile
-  renewed_.push_back(hb.host);
+  renewed_.push_back(Renewal{hb.host, hb.peers_unreachable});
   ++answered_;
   return snap->answer;
 }
@@ -96,9 +96,9 @@ void HeartbeatFastPath::notePeersDigest(const std::string& digest) {
   peers_digest_ = digest;
 }
 
-std::vector<std::string> HeartbeatFastPath::takeRenewals() {
+std::vector<HeartbeatFastPath::Renewal> HeartbeatFastPath::takeRenewals() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> out;
+  std::vector<Renewal> out;
   out.swap(renewed_);
   return out;
 }

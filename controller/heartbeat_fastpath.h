@@ -6,12 +6,15 @@
 // (without the peer list), the digest of the last heartbeat the loop took,
 // whether the loop had it online, and until when that view is fresh. A
 // heartbeat is answered here only when it carries no events and no host
-// report, its digest (everything but seq) equals the last one the loop took,
+// report, its digest (everything but seq, and how long each unreachable peer
+// has been unreachable) equals the last one the loop took,
 // the agent runs the snapshot's set (version and controller), holds the
 // current peer list, the loop had the host online, and the view is fresh
 // (the loop heard the host within one heartbeat interval). Then its renewal
 // goes into a table that the loop applies before each reconcile step
-// (Controller::renewOffLoop); anything else goes to the loop as before.
+// (Controller::renewOffLoop), with the durations of the peers it reports
+// unreachable (the quorum's evidence, controller_quorum.cc); anything else
+// goes to the loop as before.
 //
 // Why a renewal here is safe: the loop fences only after a silence of
 // dead_after + lease; this path answers only while the loop heard the host
@@ -70,9 +73,17 @@ class HeartbeatFastPath {
   void notePublished(const AssignmentSet& set);
   // Loop thread: the current peer list's digest (AssignmentSet::peers_digest).
   void notePeersDigest(const std::string& digest);
+  // A heartbeat answered here, for the loop to apply.
+  struct Renewal {
+    std::string host;
+    // The heartbeat's peers_unreachable: the peers the report the loop took
+    // names (the digest leaves only their durations out), for how long each
+    // had been unreachable when the agent sent it.
+    std::map<std::string, Millis> peers_unreachable;
+  };
   // Loop thread: the renewals answered here since the last call, oldest
-  // first per host (hosts only).
-  std::vector<std::string> takeRenewals();
+  // first per host.
+  std::vector<Renewal> takeRenewals();
   // Loop thread: the loop applied a renewal of `host`: online or not now.
   void noteRenewed(const std::string& host, bool online, Millis fresh_ms);
   // Everything is forgotten (the service's Controller changed).
@@ -100,7 +111,7 @@ class HeartbeatFastPath {
   mutable std::mutex mu_;  // guards everything below
   std::map<std::string, std::shared_ptr<const Snapshot>> hosts_;
   std::string peers_digest_;
-  std::vector<std::string> renewed_;
+  std::vector<Renewal> renewed_;
   int64_t answered_ = 0;
 };
 

@@ -35,8 +35,8 @@ Millis ControllerService::freshMs() const {
 
 void ControllerService::applyFastRenewals() {
   const Millis fresh = freshMs();
-  for (const std::string& host : fast_.takeRenewals()) {
-    fast_.noteRenewed(host, controller_->renewOffLoop(host), fresh);
+  for (const HeartbeatFastPath::Renewal& r : fast_.takeRenewals()) {
+    fast_.noteRenewed(r.host, controller_->renewOffLoop(r.host, &r.peers_unreachable), fresh);
   }
   fast_.notePeersDigest(controller_->peersDigest());
 }

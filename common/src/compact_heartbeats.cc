@@ -10,6 +10,14 @@ std::string heartbeatDigest(const Heartbeat& hb) {
   j.erase("events");
   j.erase("compact");
   j.erase("report_digest");
+  // Which peers are unreachable is part of the report; for how long is not:
+  // it grows every beat while a peer is down, and at 1,000 hosts one dead
+  // host then sent every survivor's heartbeat to the controller's loop each
+  // second (issue #16). The durations travel with every heartbeat, compact
+  // ones too, and the controller takes them on its fast path.
+  if (auto it = j.find("peers_unreachable"); it != j.end()) {
+    for (auto& d : *it) d = 0;
+  }
   return hex64(fnv1a(j.dump()));
 }
 
@@ -21,6 +29,7 @@ Heartbeat compactOf(const Heartbeat& hb, const std::string& digest) {
   c.assignments_version = hb.assignments_version;
   c.assignments_controller = hb.assignments_controller;
   c.peers_digest = hb.peers_digest;
+  c.peers_unreachable = hb.peers_unreachable;  // their durations: not in the digest
   c.compact = true;
   c.report_digest = digest;
   return c;

@@ -7,6 +7,7 @@
 #include "controller/heartbeat_fastpath.h"
 #include "controller/service.h"
 #include "tw/compact_heartbeats.h"
+#include "tw/hex64.h"
 #include "tw/json.h"
 #include "tw/store.h"
 
@@ -61,8 +62,31 @@ TEST(CompactHeartbeatsTest, AgentAndControllerDigestsAgree) {
   Heartbeat later = hb;
   later.seq = 99;  // seq is not part of the report
   EXPECT_EQ(heartbeatDigest(later), heartbeatDigest(hb));
+  later.peers_unreachable["h3"] = 5000;  // nor how long a peer has been unreachable
+  EXPECT_EQ(heartbeatDigest(later), heartbeatDigest(hb));
+  later.peers_unreachable["h4"] = 4000;  // but which peers are
+  EXPECT_NE(heartbeatDigest(later), heartbeatDigest(hb));
+  later = hb;
   later.domains[0].health = Health::kUnhealthy;
   EXPECT_NE(heartbeatDigest(later), heartbeatDigest(hb));
+  // A heartbeat without unreachable peers keeps the digest it had before
+  // durations were left out (agents and controllers of either build agree).
+  Heartbeat none = hb;
+  none.peers_unreachable.clear();
+  Json j = none;
+  for (const char* k : {"seq", "events", "compact", "report_digest"}) j.erase(k);
+  EXPECT_EQ(heartbeatDigest(none), hex64(fnv1a(j.dump())));
+}
+
+// A compact heartbeat carries the durations (they are not in its digest).
+TEST(CompactHeartbeatsTest, CompactCarriesUnreachableDurations) {
+  Heartbeat hb = reportOf("h1", 4);
+  Heartbeat c = compactOf(hb, heartbeatDigest(hb));
+  EXPECT_TRUE(c.domains.empty());
+  EXPECT_EQ(c.peers_unreachable, hb.peers_unreachable);
+  auto decoded = decode<Heartbeat>(*parseJson(Json(c).dump()));
+  ASSERT_TRUE(decoded.isOk());
+  EXPECT_EQ(decoded->peers_unreachable, hb.peers_unreachable);
 }
 
 // Pins: an agent sends its report in full until the controller answered
@@ -151,7 +175,11 @@ TEST_F(CompactFastPathTest, UnchangedCompactIsAnsweredFromTheCachedJson) {
   expected.peers.clear();
   expected.peers_omitted = true;
   EXPECT_EQ(first->json(), jsonText(Json(expected)));
-  EXPECT_EQ(fast_.takeRenewals(), (std::vector<std::string>{"h1", "h1"}));
+  auto renewed = fast_.takeRenewals();
+  ASSERT_EQ(renewed.size(), 2u);
+  EXPECT_EQ(renewed[0].host, "h1");
+  EXPECT_EQ(renewed[1].host, "h1");
+  EXPECT_EQ(renewed[1].peers_unreachable, full.peers_unreachable);  // the durations ride along
 }
 
 // Pins: a compact heartbeat whose digest is not the one the loop took (a

@@ -62,9 +62,34 @@ TEST_F(HeartbeatFastPathTest, UnchangedHeartbeatIsAnsweredAndRenewed) {
   EXPECT_EQ(set->assignments.size(), 1u);
   EXPECT_TRUE(set->peers.empty());
   EXPECT_TRUE(set->peers_omitted);
-  EXPECT_EQ(fast_.takeRenewals(), std::vector<std::string>{"h1"});
+  auto renewed = fast_.takeRenewals();
+  ASSERT_EQ(renewed.size(), 1u);
+  EXPECT_EQ(renewed[0].host, "h1");
   EXPECT_TRUE(fast_.takeRenewals().empty());
   EXPECT_EQ(fast_.answered(), 1);
+}
+
+// While a peer stays unreachable, only how long it has been so changes from
+// one heartbeat to the next: answered here, the durations handed to the
+// loop with the renewal (issue #16: at 1,000 hosts one dead host sent every
+// survivor's heartbeat to the loop each second, and the loop fell behind).
+// Another peer named, or one no longer named, is a change: the loop's.
+TEST_F(HeartbeatFastPathTest, OnlyLongerUnreachableDurationsAreAnsweredHere) {
+  Heartbeat first = hbOf("h1", 4);
+  first.peers_unreachable["h2"] = 3000;
+  fast_.noteTaken(first, setOf("h1", 4), /*online=*/true, /*fresh_ms=*/1500);
+  Heartbeat later = first;
+  later.seq = 8;
+  later.peers_unreachable["h2"] = 4000;
+  ASSERT_TRUE(fast_.tryAnswer(later).has_value());
+  auto renewed = fast_.takeRenewals();
+  ASSERT_EQ(renewed.size(), 1u);
+  EXPECT_EQ(renewed[0].peers_unreachable, (std::map<std::string, Millis>{{"h2", 4000}}));
+  Heartbeat another = later;
+  another.peers_unreachable["h3"] = 3000;
+  EXPECT_FALSE(fast_.tryAnswer(another).has_value());
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());  // h2 reached again
+  EXPECT_TRUE(fast_.takeRenewals().empty());
 }
 
 // Anything new goes to the loop: a changed domain, events, a host report,
@@ -176,6 +201,85 @@ TEST(RenewOffLoopTest, RenewalsKeepTheHostOnline) {
   EXPECT_EQ(c.host("h1")->state, HostState::kOnline);
   EXPECT_FALSE(c.renewOffLoop("h9"));
   EXPECT_FALSE(c.peersDigest().empty());
+}
+
+const char* kQuorumPolicy = R"(
+cluster:
+  heartbeat_interval: 500ms
+  dead_after: 1500ms
+  lease: 2s
+hosts:
+  - name: h1
+  - name: h2
+  - name: h3
+  - name: h4
+  - name: h5
+tiers:
+  - name: web
+    image: tiny-web
+    replicas: 5
+    memory: 128MiB
+)";
+
+// h5 dies; h1-h4 tell the loop once that h5 is unreachable, then their
+// heartbeats are answered off the loop (only the durations grow). Returns
+// when h5 was fenced after its death (-1: not in 30 s). `carry`: the
+// renewals carry the durations, as the fast path hands them over.
+Millis fenceAfterDeath(bool carry) {
+  ManualClock clock{1000};
+  auto store = Store::open(":memory:");
+  if (!store.isOk()) return -2;
+  Controller c(**store, clock);
+  if (!c.recover().isOk() || !c.applyPolicy({PolicyFile{"p.yaml", kQuorumPolicy}}, false).isOk()) return -2;
+  const std::vector<std::string> survivors = {"h1", "h2", "h3", "h4"};
+  auto beat = [&](const std::string& host, Millis unreachable_ms) {
+    Heartbeat hb;
+    hb.host = host;
+    hb.agent_id = "a-" + host;
+    hb.capacity = {4, 4096};
+    if (unreachable_ms > 0) hb.peers_unreachable["h5"] = unreachable_ms;
+    return c.handleHeartbeat(hb).isOk();
+  };
+  for (int i = 0; i < 30; ++i) {  // 3 s: everyone online
+    clock.advance(100);
+    if (i % 5 == 0) {
+      for (const auto& h : survivors) beat(h, 0);
+      beat("h5", 0);
+    }
+    c.runOnce();
+  }
+  const Millis died = clock.nowMs();
+  bool told = false;
+  for (int i = 0; i < 300; ++i) {
+    clock.advance(100);
+    const Millis gone = clock.nowMs() - died;
+    if (i % 5 == 0) {
+      for (const auto& h : survivors) {
+        if (gone < 1000) {
+          beat(h, 0);  // not unreachable for a peer timeout yet
+        } else if (!told) {
+          beat(h, gone);
+        } else {
+          std::map<std::string, Millis> durations{{"h5", gone}};
+          c.renewOffLoop(h, carry ? &durations : nullptr);
+        }
+      }
+      told = gone >= 1000;
+    }
+    c.runOnce();
+    if (c.host("h5")->state == HostState::kFenced) return clock.nowMs() - died;
+  }
+  return -1;
+}
+
+// The quorum's evidence (controller_quorum.cc: votes and the windows in which
+// the lease ran out) reads how long each voter has not reached the silent
+// host; renewals off the loop keep it current, or the fence never comes.
+TEST(RenewOffLoopTest, RenewalsCarryUnreachableDurationsToTheQuorum) {
+  const Millis with = fenceAfterDeath(true);
+  EXPECT_GT(with, 0);
+  EXPECT_LT(with, 15000);
+  EXPECT_EQ(fenceAfterDeath(false), -1);  // frozen at the first report: never enough
 }
 
 }  // namespace

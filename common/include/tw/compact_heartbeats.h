@@ -32,12 +32,13 @@
 namespace tw {
 
 // The digest of what a heartbeat reports: a hash of its JSON without seq,
-// events, compact and report_digest. The controller's fast path compares the
-// same digest (HeartbeatFastPath::digestOf).
+// events, compact and report_digest, and with the durations of
+// peers_unreachable left out (the peers named stay in). The controller's fast
+// path compares the same digest (HeartbeatFastPath::digestOf).
 std::string heartbeatDigest(const Heartbeat& hb);
 
 // The compact form of `hb` (its report_digest set, compact = true, the rest
-// of the report left out).
+// of the report left out but for peers_unreachable: the durations).
 Heartbeat compactOf(const Heartbeat& hb, const std::string& digest);
 
 class CompactHeartbeats {
