@@ -645,6 +645,19 @@ class Bench {
           auto listed = h->hv->listManaged();
           if (listed.isOk())
             for (const auto& d : *listed) on_dest += d.meta.vm + " ";
+          // What its agent holds: the set it runs, its lease, when it runs next.
+          const int64_t now = tw::SystemClock::instance().nowMs();
+          on_dest += "| agent: set v" + std::to_string(h->agent->assignmentsVersion()) + ", lease " +
+                     tw::toString(h->agent->leaseState()) + ", seq " + std::to_string(h->agent->heartbeatSeq()) +
+                     ", next pass in " + std::to_string(h->agent->nextWakeMs() - now) + " ms, " +
+                     std::to_string(h->agent->domains().size()) + " reported";
+          if (!h->agent->selfFenceReason().empty()) on_dest += ", self-fenced: " + h->agent->selfFenceReason();
+          auto host = api_->get("/api/v1/hosts?limit=1&after=" + hostName(std::stoi(dest.substr(1)) - 1));
+          if (host.isOk() && !(*host)["hosts"].empty()) {
+            const auto& hj = (*host)["hosts"][0];
+            on_dest += " | controller: " + hj.value("state", "?") + " (" + hj.value("reason", "") + "), set v" +
+                       (hj.contains("assignments_version") ? hj["assignments_version"].dump() : "?");
+          }
         }
         std::fprintf(stderr, "  %s: state %s, epoch %s, host %s (%s); domains on %s: %s\n", vm.c_str(),
                      v->value("state", "?").c_str(), v->contains("epoch") ? (*v)["epoch"].dump().c_str() : "?",
