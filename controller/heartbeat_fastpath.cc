@@ -23,7 +23,7 @@ std::string HeartbeatFastPath::digestOf(const Heartbeat& hb) {
 }
 
 const std::string& HeartbeatFastPath::Answer::json() const {
-  std::call_once(once_, [this] { json_ = jsonText(Json(set_)); });
+  std::call_once(once_, [this] { json_ = jsonText(Json(*set_)); });
   return json_;
 }
 
@@ -89,6 +89,17 @@ void HeartbeatFastPath::notePublished(const AssignmentSet& set) {
   Snapshot snap = *it->second;
   snap.answer = std::make_shared<const Answer>(withoutPeers(set));
   store(set.host, std::move(snap));
+}
+
+void HeartbeatFastPath::notePublished(std::shared_ptr<const AssignmentSet> set) {
+  if (!set->peers.empty() || !set->peers_omitted || !set->renewed_by.empty()) return notePublished(*set);
+  const std::string host = set->host;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = hosts_.find(host);
+  if (it == hosts_.end()) return;  // nothing taken from the host yet: the loop answers
+  Snapshot snap = *it->second;
+  snap.answer = std::make_shared<const Answer>(std::move(set));
+  store(host, std::move(snap));
 }
 
 void HeartbeatFastPath::notePeersDigest(const std::string& digest) {

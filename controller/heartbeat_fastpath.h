@@ -48,13 +48,16 @@ class HeartbeatFastPath {
   // out was the largest cost of a heartbeat at 1,000 hosts).
   class Answer {
    public:
-    explicit Answer(AssignmentSet set) : set_(std::move(set)) {}
-    const AssignmentSet& set() const { return set_; }
+    explicit Answer(AssignmentSet set) : set_(std::make_shared<const AssignmentSet>(std::move(set))) {}
+    // Shares `set` (the service keeps the same set as its published one).
+    // REQUIRES: set is not null.
+    explicit Answer(std::shared_ptr<const AssignmentSet> set) : set_(std::move(set)) {}
+    const AssignmentSet& set() const { return *set_; }
     // jsonText(Json(set())), made on first use. Thread-safe.
     const std::string& json() const;
 
    private:
-    const AssignmentSet set_;
+    const std::shared_ptr<const AssignmentSet> set_;  // never null
     mutable std::once_flag once_;
     mutable std::string json_;
   };
@@ -71,6 +74,11 @@ class HeartbeatFastPath {
   void noteTaken(const Heartbeat& hb, const AssignmentSet& answer, bool online, Millis fresh_ms);
   // Loop thread: the host's set changed (a newer version).
   void notePublished(const AssignmentSet& set);
+  // As above, sharing `set` when it has no peer list already (peers_omitted,
+  // as Controller::assignmentsFor gives for the current peers digest): one
+  // copy of each host's set for the fast path and the service's published
+  // sets (issue #16's memory). REQUIRES: set is not null.
+  void notePublished(std::shared_ptr<const AssignmentSet> set);
   // Loop thread: the current peer list's digest (AssignmentSet::peers_digest).
   void notePeersDigest(const std::string& digest);
   // A heartbeat answered here, for the loop to apply.

@@ -27,6 +27,7 @@
 #include "controller/leader_lease.h"
 #include "controller/lease_runner.h"
 #include "controller/libvirt_host_connector.h"
+#include "controller/memory_trim.h"
 #include "controller/replica.h"
 #include "controller/replica_directory.h"
 #include "controller/service.h"
@@ -39,6 +40,11 @@
 #include "tw/log.h"
 #include "tw/policy.h"
 #include "tw/store.h"
+
+namespace {
+constexpr tw::Millis kTrimEveryMs = 60 * 1000;
+constexpr size_t kTrimMinFreeBytes = 16 * 1024 * 1024;
+}  // namespace
 
 int main(int argc, char** argv) {
   // A fixed mmap threshold: buffers over 128 KiB (request bodies) go back to
@@ -524,6 +530,12 @@ int main(int argc, char** argv) {
     if (term_lost) on_term_lost();
   }
   service.start();
+  // Freed heap memory goes back to the system once a minute when over
+  // 16 MiB of it is held (controller/memory_trim.h: 110 of 291 MiB at
+  // 1,000 hosts were free chunks glibc kept).
+  tw::MemoryTrimmer trimmer(kTrimEveryMs, kTrimMinFreeBytes);
+  tw::MemoryTrimThread trim_thread(trimmer);
+  trim_thread.start();
   const char* scheme = insecure_http ? "http" : "https";
   tw::log::info("listening on {}://{}:{}, agents on {}://{}:{}{}, guests on {} (state dir {}, token file {})",
                 scheme, address, server.port(), scheme, agent_address, server.agentPort(),
@@ -533,6 +545,7 @@ int main(int argc, char** argv) {
                 state_dir, token_file);
   if (insecure_http) tw::log::warn("--insecure-http: plain HTTP, tokens travel in clear (demos and tests only)");
   server.serve();
+  trim_thread.stop();
   service.stop();
   backups.stop();
   if (directory_thread != nullptr) directory_thread->stop();  // withdraws the registration

@@ -45,11 +45,17 @@ void ControllerService::listen() {
   // Called on the loop thread (or before start()): the set is computed here,
   // so that heartbeats and long polls answer without the loop.
   controller_->setAssignmentListener([this](const std::string& host, int64_t version) {
-    AssignmentSet set = controller_->assignmentsFor(host);
+    // Without the peer list: published_ shares one copy of it (publishedSet()).
+    const std::string peers_digest = controller_->peersDigest();
+    auto set = std::make_shared<const AssignmentSet>(controller_->assignmentsFor(host, peers_digest));
     fast_.notePublished(set);
+    if (peers_ == nullptr || published_peers_digest_ != peers_digest) {
+      peers_ = std::make_shared<const std::vector<PeerInfo>>(allPeers());
+      published_peers_digest_ = peers_digest;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     versions_[host] = version;
-    published_[host] = std::move(set);
+    published_[host] = Published{std::move(set), peers_};
     change_cv_.notify_all();
   });
   controller_->setEventListener([this](const EventRecord& e) { noteEventId(e.id); });
@@ -105,8 +111,16 @@ void ControllerService::drainQueue() {
       if (queue_.empty()) return;
       work.swap(queue_);
     }
-    for (auto& w : work) w();
+    runEach(&work);
   }
+}
+
+void ControllerService::runEach(std::deque<std::function<void()>>* work) {
+  while (!work->empty()) {
+    std::function<void()> w = std::move(work->front());
+    work->pop_front();
+    w();
+  }  // w is gone before the next one runs
 }
 
 void ControllerService::refreshDeclared() {
@@ -188,6 +202,34 @@ Result<std::string> ControllerService::heartbeatJson(const Heartbeat& hb, Millis
   return jsonText(Json(*set));
 }
 
+std::vector<PeerInfo> ControllerService::allPeers() const {
+  // Every declared host in policy order (the Controller's peer list). A
+  // set's list is it without the set's own host: the first host's set lists
+  // every other host, the second host's set starts with the first.
+  const std::vector<HostSpec>& hosts = controller_->policy().hosts;
+  std::vector<PeerInfo> all;
+  if (hosts.empty()) return all;
+  all.reserve(hosts.size());
+  if (hosts.size() > 1) {
+    std::vector<PeerInfo> second = controller_->assignmentsFor(hosts[1].name).peers;
+    all.push_back(second.empty() ? PeerInfo{hosts[0].name, ""} : second.front());
+  } else {
+    all.push_back(PeerInfo{hosts[0].name, ""});  // the only host: no set lists it
+  }
+  for (PeerInfo& p : controller_->assignmentsFor(hosts[0].name).peers) all.push_back(std::move(p));
+  return all;
+}
+
+AssignmentSet ControllerService::publishedSet(const Published& p) {
+  AssignmentSet set = *p.set;
+  set.peers_omitted = false;
+  set.peers.reserve(p.peers->size());
+  for (const PeerInfo& peer : *p.peers) {
+    if (peer.host != set.host) set.peers.push_back(peer);
+  }
+  return set;
+}
+
 Result<AssignmentSet> ControllerService::viaLoop(const Heartbeat& hb, Millis answer_wait_ms, HeartbeatPath* how) {
   auto promise = std::make_shared<std::promise<Result<AssignmentSet>>>();
   auto answer = promise->get_future();
@@ -208,7 +250,7 @@ Result<AssignmentSet> ControllerService::viaLoop(const Heartbeat& hb, Millis ans
     auto it = published_.find(hb.host);
     if (it != published_.end()) {
       *how = HeartbeatPath::kPublished;
-      return it->second;
+      return publishedSet(it->second);
     }
   }
   // Nothing published for the host yet (just after a start): an empty set
@@ -236,7 +278,7 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
       return stopping_ || waiters_released_ || (it != versions_.end() && it->second > after);
     });
     auto it = published_.find(host);
-    if (it != published_.end()) return it->second;
+    if (it != published_.end()) return publishedSet(it->second);
   }
   return call([&](Controller& c) { return c.assignmentsFor(host); });  // nothing published yet
 }

@@ -127,6 +127,30 @@ TEST_F(HeartbeatFastPathTest, NewSetPublishedNeedsTheAgentToCatchUp) {
   EXPECT_EQ(set->version, 5);
 }
 
+// A published set without its peer list is shared, not copied (the
+// service keeps the same one; issue #16's memory); one that still carries
+// the list is copied without it. Either is answered once the agent is on it.
+TEST_F(HeartbeatFastPathTest, PublishedSetWithoutPeersIsShared) {
+  AssignmentSet bare = setOf("h1", 5);
+  bare.peers.clear();
+  bare.peers_omitted = true;
+  auto shared = std::make_shared<const AssignmentSet>(bare);
+  fast_.notePublished(shared);
+  fast_.noteTaken(hbOf("h1", 5), setOf("h1", 4), true, 1500);  // an older answer: the published set stays
+  auto answer = fast_.tryAnswerShared(hbOf("h1", 5));
+  ASSERT_NE(answer, nullptr);
+  EXPECT_EQ(&answer->set(), shared.get());
+  auto with_peers = std::make_shared<const AssignmentSet>(setOf("h1", 6));
+  fast_.notePublished(with_peers);
+  fast_.noteTaken(hbOf("h1", 6), setOf("h1", 5), true, 1500);
+  answer = fast_.tryAnswerShared(hbOf("h1", 6));
+  ASSERT_NE(answer, nullptr);
+  EXPECT_NE(&answer->set(), with_peers.get());
+  EXPECT_TRUE(answer->set().peers.empty());
+  EXPECT_TRUE(answer->set().peers_omitted);
+  EXPECT_EQ(answer->set().version, 6);
+}
+
 // Only while the loop's view is fresh and the host online: a host the loop
 // has not heard (through the loop or a renewal) within the window, or that
 // is not online, goes to the loop.

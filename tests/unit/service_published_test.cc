@@ -1,0 +1,90 @@
+// ControllerService's published sets (controller/service.h): kept without
+// their peer list (one shared copy, issue #16's memory), and handed out
+// exactly as Controller::assignmentsFor(host) made them.
+// Hermetic: a manual clock, in-memory SQLite; the service's loop is never
+// started (the controller is stepped on this thread).
+#include <gtest/gtest.h>
+
+#include "controller/controller.h"
+#include "controller/service.h"
+#include "tw/json.h"
+#include "tw/store.h"
+
+namespace tw {
+namespace {
+
+const char* kPolicy = R"(hosts:
+  - { name: h1, uri: "test:///default" }
+  - { name: h2, uri: "test:///default" }
+  - { name: h3, uri: "test:///default" }
+tiers:
+  - { name: web, image: tiny, replicas: 4, memory: 256MiB }
+)";
+
+Heartbeat beatOf(const Controller& c, const std::string& host) {
+  Heartbeat hb;
+  hb.host = host;
+  hb.agent_id = "agent-" + host;
+  hb.capacity = {4, 4096};
+  hb.peer_address = host + ".example:7803";
+  for (const auto& a : c.assignmentsFor(host).assignments) {
+    DomainReport d;
+    d.vm = a.vm;
+    d.tier = a.tier;
+    d.epoch = a.epoch;
+    d.state = DomainState::kRunning;
+    d.health = Health::kHealthy;
+    hb.domains.push_back(d);
+  }
+  return hb;
+}
+
+// Pins: the set a long poll (and a heartbeat the loop is too slow for) gets
+// from the published snapshot is, to the byte, the set the controller makes
+// for the host: the peer list (every other host with its address) is put
+// back, peers_omitted is false.
+TEST(ServicePublishedTest, PublishedSetIsTheControllersSetWithItsPeers) {
+  ManualClock clock{1000};
+  auto store = Store::open(":memory:");
+  ASSERT_TRUE(store.isOk());
+  Controller c(**store, clock);
+  ASSERT_TRUE(c.recover().isOk());
+  ASSERT_TRUE(c.applyPolicy({PolicyFile{"p.yaml", kPolicy}}, false).isOk());
+  ControllerService service(c, 100, clock);  // its loop is not started
+  for (int round = 0; round < 6; ++round) {
+    clock.advance(100);
+    for (const char* h : {"h1", "h2", "h3"}) ASSERT_TRUE(c.handleHeartbeat(beatOf(c, h)).isOk());
+    c.runOnce();
+  }
+  size_t assigned = 0;
+  for (const char* h : {"h1", "h2", "h3"}) {
+    const AssignmentSet published = service.waitAssignments(h, 0, 0);
+    const AssignmentSet made = c.assignmentsFor(h);
+    EXPECT_EQ(jsonText(Json(published)), jsonText(Json(made))) << h;
+    ASSERT_EQ(published.peers.size(), 2u) << h;
+    EXPECT_FALSE(published.peers_omitted);
+    for (const PeerInfo& p : published.peers) {
+      EXPECT_NE(p.host, h);
+      EXPECT_EQ(p.address, p.host + ".example:7803");
+    }
+    assigned += published.assignments.size();
+  }
+  EXPECT_EQ(assigned, 4u);  // the sets are not trivially empty
+}
+
+// Pins: the loop's queue drops each item (and what it holds: a heartbeat's
+// answer that nobody waits for any more) before it runs the next one, not
+// at the end of the batch.
+TEST(ServiceQueueTest, EachItemIsFreedBeforeTheNextRuns) {
+  auto answer = std::make_shared<int>(1);
+  std::deque<std::function<void()>> work;
+  long seen = 0;
+  work.emplace_back([held = answer] { (void)held; });
+  work.emplace_back([&] { seen = answer.use_count(); });
+  ControllerService::runEach(&work);
+  EXPECT_EQ(seen, 1);  // only this test still holds it
+  EXPECT_TRUE(work.empty());
+}
+
+}  // namespace
+}  // namespace tw
