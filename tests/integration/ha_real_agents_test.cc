@@ -59,10 +59,7 @@ using testing_etcd::EtcdCluster;
 using testing_etcd::freeLoopbackPort;
 using testing_process::Child;
 using testing_process::eventually;
-using testing_replicas::loopbackUrls;
-using testing_replicas::replicaClient;
-using testing_replicas::replicaCommand;
-using testing_replicas::stateDirToken;
+using namespace testing_replicas;  // controller_process.h
 
 constexpr int kHosts = 4;
 const std::vector<std::string> kReplicas = {"c1", "c2", "c3"};
