@@ -13,6 +13,7 @@
 #include <fstream>
 #include <thread>
 
+#include "api_fixture.h"
 #include "controller/api_server.h"
 #include "controller/auth.h"
 #include "controller/controller.h"
@@ -25,7 +26,7 @@ namespace {
 
 const char* kOperator = "operator-token-0123456789abcdef";
 const char* kViewer = "viewer-token-0123456789abcdef";
-std::string agentToken(const std::string& h) { return "agent-" + h + "-0123456789abcdef"; }
+using testing_api::agentToken;
 
 const char* kHosts = R"(hosts:
   - { name: h1 }
@@ -67,19 +68,13 @@ int rawStatus(int port, const std::string& request, std::string* body = nullptr)
   return std::stoi(all.substr(9, 3));
 }
 
-class ApiAuthTest : public ::testing::Test {
+class ApiAuthTest : public testing_api::ApiServerTest {
  protected:
   void start(bool public_read) {
     namespace fs = std::filesystem;
     web_dir_ = fs::temp_directory_path() / ("tw-web-auth-" + std::to_string(::getpid()));
     fs::create_directories(web_dir_);
     std::ofstream(web_dir_ / "index.html") << "<!doctype html><title>tierwarden</title>";
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
-    ASSERT_TRUE(controller_->recover().isOk());
-    service_ = std::make_unique<ControllerService>(*controller_, 50);
     ApiServerOptions options{"127.0.0.1", 0, "", web_dir_.string()};
     CredentialSet credentials;
     credentials.add(Principal{Role::kOperator, ""}, kOperator);
@@ -87,14 +82,7 @@ class ApiAuthTest : public ::testing::Test {
     for (const char* h : {"h1", "h2"}) credentials.add(Principal{Role::kAgent, h}, agentToken(h));
     options.auth = std::make_shared<StaticAuthenticator>(std::move(credentials));
     options.public_read = public_read;
-    server_ = std::make_unique<ApiServer>(*service_, options);
-    ASSERT_TRUE(server_->bind().isOk());
-    service_->start();
-    thread_ = std::thread([this] { server_->serve(); });
-    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
-    client_->set_read_timeout(10, 0);
-    agent_ = std::make_unique<httplib::Client>("127.0.0.1", server_->agentPort());
-    agent_->set_read_timeout(10, 0);
+    ASSERT_NO_FATAL_FAILURE(startServer(options));
     Json body{{"files", std::vector<PolicyFile>{{"hosts.yaml", kHosts}}}};
     auto r = client_->Post("/api/v1/policies", bearer(kOperator), body.dump(), "application/json");
     ASSERT_TRUE(r);
@@ -103,9 +91,7 @@ class ApiAuthTest : public ::testing::Test {
 
   void TearDown() override {
     if (!server_) return;
-    server_->stop();
-    thread_.join();
-    service_->stop();
+    stopServer();
     std::filesystem::remove_all(web_dir_);
   }
 
@@ -134,15 +120,6 @@ class ApiAuthTest : public ::testing::Test {
     ASSERT_TRUE(j.isOk()) << r->body;
     EXPECT_TRUE(j->is_object() && j->contains("error")) << r->body;
   }
-
-  std::filesystem::path web_dir_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
-  std::unique_ptr<ControllerService> service_;
-  std::unique_ptr<ApiServer> server_;
-  std::thread thread_;
-  std::unique_ptr<httplib::Client> client_;
-  std::unique_ptr<httplib::Client> agent_;
 };
 
 // Pins: a (stolen) agent token applies nothing and calls no operator

@@ -31,33 +31,18 @@ namespace {
 using namespace testing_api;  // NOLINT: the shared test credentials, raw requests
 
 
-class ApiBadInputTest : public ::testing::Test {
+class ApiBadInputTest : public ApiServerTest {
  protected:
   void SetUp() override {
     namespace fs = std::filesystem;
     web_dir_ = fs::temp_directory_path() / ("tw-web-bad-" + std::to_string(::getpid()));
     fs::create_directories(web_dir_);
     std::ofstream(web_dir_ / "index.html") << "<!doctype html><title>tierwarden</title>";
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
-    ASSERT_TRUE(controller_->recover().isOk());
-    service_ = std::make_unique<ControllerService>(*controller_, 50);
-    server_ = std::make_unique<ApiServer>(*service_, serverOptions(web_dir_.string()));
-    ASSERT_TRUE(server_->bind().isOk());
-    service_->start();
-    thread_ = std::thread([this] { server_->serve(); });
-    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
-    client_->set_read_timeout(10, 0);
-    agent_ = std::make_unique<httplib::Client>("127.0.0.1", server_->agentPort());
-    agent_->set_read_timeout(10, 0);
+    ASSERT_NO_FATAL_FAILURE(startServer(serverOptions(web_dir_.string())));
   }
 
   void TearDown() override {
-    server_->stop();
-    thread_.join();
-    service_->stop();
+    stopServer();
     std::filesystem::remove_all(web_dir_);
   }
 
@@ -75,15 +60,6 @@ class ApiBadInputTest : public ::testing::Test {
     ASSERT_TRUE(r) << "the controller no longer answers";
     EXPECT_EQ(r->status, 200);
   }
-
-  std::filesystem::path web_dir_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
-  std::unique_ptr<ControllerService> service_;
-  std::unique_ptr<ApiServer> server_;
-  std::thread thread_;
-  std::unique_ptr<httplib::Client> client_;
-  std::unique_ptr<httplib::Client> agent_;
 };
 
 // Asserts a refusal with `status` whose body is valid JSON (strict UTF-8)

@@ -1,6 +1,8 @@
 // What the API integration tests share (api_test.cc, api_bad_input_test.cc,
-// api_auth_test.cc): the test credentials, the server options of a demo-like
-// controller, and raw HTTP exchanges that no client library re-encodes.
+// api_auth_test.cc, heartbeat_paths_test.cc): the test credentials, the server
+// options of a demo-like controller, a controller with its ApiServer in this
+// process (ApiServerTest), and raw HTTP exchanges that no client library
+// re-encodes.
 #pragma once
 
 #include <arpa/inet.h>
@@ -9,12 +11,21 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+#include <httplib.h>
+
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "controller/api_server.h"
 #include "controller/auth.h"
+#include "controller/controller.h"
+#include "controller/service.h"
+#include "tw/clock.h"
+#include "tw/store.h"
 
 namespace tw::testing_api {
 
@@ -77,5 +88,47 @@ inline RawAnswer rawRequest(int port, const std::string& request) {
   out.body = all.substr(end + 4);
   return out;
 }
+
+// A controller on an in-memory store, its service and its ApiServer on
+// loopback ports, served by a thread of this process; client_ speaks to the
+// API, agent_ to the agents' listener. A fixture derives from it, makes its
+// web_dir_ and calls startServer() in SetUp (under ASSERT_NO_FATAL_FAILURE),
+// stopServer() in TearDown.
+class ApiServerTest : public ::testing::Test {
+ protected:
+  void startServer(const ApiServerOptions& options) {
+    auto s = Store::open(":memory:");
+    ASSERT_TRUE(s.isOk());
+    store_ = std::move(s).value();
+    controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
+    ASSERT_TRUE(controller_->recover().isOk());
+    service_ = std::make_unique<ControllerService>(*controller_, 50);
+    server_ = std::make_unique<ApiServer>(*service_, options);
+    ASSERT_TRUE(server_->bind().isOk());
+    service_->start();
+    thread_ = std::thread([this] { server_->serve(); });
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+    client_->set_read_timeout(10, 0);
+    agent_ = std::make_unique<httplib::Client>("127.0.0.1", server_->agentPort());
+    agent_->set_read_timeout(10, 0);
+  }
+
+  // Stops what startServer() started (nothing when it did not get as far).
+  void stopServer() {
+    if (!server_) return;
+    server_->stop();
+    if (thread_.joinable()) thread_.join();
+    if (service_) service_->stop();
+  }
+
+  std::filesystem::path web_dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<ControllerService> service_;
+  std::unique_ptr<ApiServer> server_;
+  std::thread thread_;
+  std::unique_ptr<httplib::Client> client_;
+  std::unique_ptr<httplib::Client> agent_;  // the agents' listener
+};
 
 }  // namespace tw::testing_api

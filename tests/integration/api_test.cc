@@ -33,7 +33,7 @@ const char* kTiers = R"(tiers:
   - { name: web, image: tiny-web, replicas: 2 }
 )";
 
-class ApiTest : public ::testing::Test {
+class ApiTest : public ApiServerTest {
  protected:
   void SetUp() override {
     namespace fs = std::filesystem;
@@ -42,26 +42,11 @@ class ApiTest : public ::testing::Test {
     std::ofstream(web_dir_ / "index.html") << "<!doctype html><title>tierwarden</title>";
     std::ofstream(web_dir_ / "css" / "app.css") << "body{}";
     std::ofstream(web_dir_.parent_path() / ("tw-secret-" + std::to_string(::getpid()))) << "TOPSECRET-CONTENT";
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
-    ASSERT_TRUE(controller_->recover().isOk());
-    service_ = std::make_unique<ControllerService>(*controller_, 50);
-    server_ = std::make_unique<ApiServer>(*service_, serverOptions(web_dir_.string()));
-    ASSERT_TRUE(server_->bind().isOk());
-    service_->start();
-    thread_ = std::thread([this] { server_->serve(); });
-    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
-    client_->set_read_timeout(10, 0);
-    agent_ = std::make_unique<httplib::Client>("127.0.0.1", server_->agentPort());
-    agent_->set_read_timeout(10, 0);
+    ASSERT_NO_FATAL_FAILURE(startServer(serverOptions(web_dir_.string())));
   }
 
   void TearDown() override {
-    server_->stop();
-    thread_.join();
-    service_->stop();
+    stopServer();
     std::filesystem::remove_all(web_dir_);
     std::filesystem::remove(web_dir_.parent_path() / ("tw-secret-" + std::to_string(::getpid())));
   }
@@ -81,15 +66,6 @@ class ApiTest : public ::testing::Test {
     return client_->Post(dry ? "/api/v1/policies?dry_run=1" : "/api/v1/policies", auth(), body.dump(),
                          "application/json");
   }
-
-  std::filesystem::path web_dir_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
-  std::unique_ptr<ControllerService> service_;
-  std::unique_ptr<ApiServer> server_;
-  std::thread thread_;
-  std::unique_ptr<httplib::Client> client_;
-  std::unique_ptr<httplib::Client> agent_;  // the agents' listener
 };
 
 // Pins: reads are open and answer JSON with the documented top-level keys.

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "child_process.h"
+#include "controller_process.h"
 #include "etcd_process.h"
 #include "tw/json.h"
 
@@ -36,6 +37,8 @@ using testing_process::Child;
 using testing_process::CommandResult;
 using testing_process::eventually;
 using testing_process::run;
+using testing_replicas::replicaCommand;
+using testing_replicas::stateDirToken;
 
 const char* kPolicy = R"(cluster:
   n_plus_one: warn
@@ -73,23 +76,12 @@ class HaControllersTest : public ::testing::Test {
 
   // Controller `name` on the shared state dir (the tokens every replica needs).
   void startController(const std::string& name) {
-    const int port = ports_[name];
     children_[name] = std::make_unique<Child>(
-        std::vector<std::string>{std::string(TW_BIN_DIR) + "/tierwarden-controller",
-                                 "--state-dir", dir_.string(), "--insecure-http",
-                                 "--listen", "127.0.0.1:" + std::to_string(port),
-                                 "--agent-listen", "127.0.0.1:" + std::to_string(freeLoopbackPort()),
-                                 "--guest-listen", "off", "--store", etcd_->storeUrl(), "--cluster", cluster_,
-                                 "--identity", name, "--leader-ttl-ms", "2000", "--tick-ms", "100"},
+        replicaCommand(dir_, name, ports_[name], freeLoopbackPort(), etcd_->storeUrl(), cluster_, 2000),
         (dir_ / (name + ".log")).string());
   }
 
-  std::string token() {
-    std::ifstream in(dir_ / "token");
-    std::string t;
-    std::getline(in, t);
-    return t;
-  }
+  std::string token() { return stateDirToken(dir_); }
 
   // GET path on one replica, without following redirects.
   httplib::Result get(const std::string& name, const std::string& path) {

@@ -47,6 +47,7 @@
 #include "agent/peer_view.h"
 #include "child_process.h"
 #include "controller/auth.h"
+#include "controller_process.h"
 #include "etcd_process.h"
 #include "tw/clock.h"
 #include "tw/fake_hypervisor.h"
@@ -61,6 +62,7 @@ using testing_etcd::EtcdCluster;
 using testing_etcd::freeLoopbackPort;
 using testing_process::Child;
 using testing_process::eventually;
+using namespace testing_replicas;  // controller_process.h
 
 constexpr int kHosts = 4;
 
@@ -244,60 +246,23 @@ class HaLeaderKillTest : public ::testing::Test {
 
   void startController(const std::string& name) {
     children_[name] = std::make_unique<Child>(
-        std::vector<std::string>{std::string(TW_BIN_DIR) + "/tierwarden-controller",
-                                 "--state-dir", dir_.string(), "--insecure-http",
-                                 "--listen", "127.0.0.1:" + std::to_string(ports_[name]),
-                                 "--agent-listen", "127.0.0.1:" + std::to_string(agent_ports_[name]),
-                                 "--guest-listen", "off", "--store", etcd_->storeUrl(), "--cluster", cluster_,
-                                 "--identity", name, "--leader-ttl-ms", "3000", "--tick-ms", "100"},
+        replicaCommand(dir_, name, ports_[name], agent_ports_[name], etcd_->storeUrl(), cluster_, 3000),
         (dir_ / (name + ".log")).string(), /*append=*/true);
   }
 
-  std::string publicUrls() const {
-    std::string out;
-    for (const auto& [name, port] : ports_) out += (out.empty() ? "" : ",") + ("http://127.0.0.1:" + std::to_string(port));
-    return out;
-  }
-  std::string agentUrls() const {
-    std::string out;
-    for (const auto& [name, port] : agent_ports_) {
-      out += (out.empty() ? "" : ",") + ("http://127.0.0.1:" + std::to_string(port));
-    }
-    return out;
-  }
+  std::string publicUrls() const { return loopbackUrls(ports_); }
+  std::string agentUrls() const { return loopbackUrls(agent_ports_); }
 
-  std::string token() {
-    std::ifstream in(dir_ / "token");
-    std::string t;
-    std::getline(in, t);
-    return t;
-  }
+  std::string token() { return stateDirToken(dir_); }
 
   // A client of one replica (no list: it asks that one).
   std::unique_ptr<ApiClient> clientOf(const std::string& name, Millis read_timeout_ms = 3000) {
-    ApiClientOptions o;
-    o.base_url = "http://127.0.0.1:" + std::to_string(ports_[name]);
-    o.token = token();
-    o.connect_timeout_ms = 1000;
-    o.read_timeout_ms = read_timeout_ms;
-    return std::make_unique<ApiClient>(o);
+    return replicaClient(ports_[name], token(), read_timeout_ms);
   }
 
-  // The leader every live replica names, once it says it acts
-  // (tierwarden_leader 1 is in its metrics only as the leader); "" if none.
+  // The leader every live replica names, once it says it acts; "" if none.
   std::string actingLeader() {
-    std::string leader;
-    for (const auto& [name, child] : children_) {
-      auto j = clientOf(name)->get("/api/v1/controllers");
-      if (!j.isOk() || !(*j)["leader"].is_string()) return "";
-      const std::string named = (*j)["leader"].get<std::string>();
-      if (!leader.empty() && named != leader) return "";
-      leader = named;
-    }
-    if (children_.count(leader) == 0) return "";
-    auto j = clientOf(leader)->get("/api/v1/controllers");
-    if (!j.isOk() || (*j)["self"] != leader || (*j)["leader"] != leader) return "";
-    return leader;
+    return testing_replicas::actingLeader(children_, [this](const std::string& n) { return clientOf(n); });
   }
 
   // The agent of host `h` starts (a new process: a new agent id).

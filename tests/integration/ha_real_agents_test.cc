@@ -46,6 +46,7 @@
 
 #include "child_process.h"
 #include "controller/auth.h"
+#include "controller_process.h"
 #include "etcd_process.h"
 #include "tw/http_client.h"
 #include "tw/json.h"
@@ -58,6 +59,7 @@ using testing_etcd::EtcdCluster;
 using testing_etcd::freeLoopbackPort;
 using testing_process::Child;
 using testing_process::eventually;
+using namespace testing_replicas;  // controller_process.h
 
 constexpr int kHosts = 4;
 const std::vector<std::string> kReplicas = {"c1", "c2", "c3"};
@@ -128,12 +130,7 @@ class HaRealAgentsTest : public ::testing::Test {
 
   void startController(const std::string& name) {
     children_[name] = std::make_unique<Child>(
-        std::vector<std::string>{std::string(TW_BIN_DIR) + "/tierwarden-controller", "--state-dir",
-                                 dir_.string(), "--insecure-http", "--listen",
-                                 "127.0.0.1:" + std::to_string(ports_[name]), "--agent-listen",
-                                 "127.0.0.1:" + std::to_string(agent_ports_[name]), "--guest-listen", "off",
-                                 "--store", etcd_->storeUrl(), "--cluster", cluster_, "--identity", name,
-                                 "--leader-ttl-ms", "3000", "--tick-ms", "100"},
+        replicaCommand(dir_, name, ports_[name], agent_ports_[name], etcd_->storeUrl(), cluster_, 3000),
         (dir_ / (name + ".log")).string(), /*append=*/true);
   }
 
@@ -143,29 +140,11 @@ class HaRealAgentsTest : public ::testing::Test {
     children_.erase(name);
   }
 
-  std::string urls(const std::map<std::string, int>& ports) const {
-    std::string out;
-    for (const auto& [name, port] : ports) {
-      out += (out.empty() ? "" : ",") + ("http://127.0.0.1:" + std::to_string(port));
-    }
-    return out;
-  }
+  std::string urls(const std::map<std::string, int>& ports) const { return loopbackUrls(ports); }
 
-  std::string token() {
-    std::ifstream in(dir_ / "token");
-    std::string t;
-    std::getline(in, t);
-    return t;
-  }
+  std::string token() { return stateDirToken(dir_); }
 
-  std::unique_ptr<ApiClient> clientOf(const std::string& name) {
-    ApiClientOptions o;
-    o.base_url = "http://127.0.0.1:" + std::to_string(ports_[name]);
-    o.token = token();
-    o.connect_timeout_ms = 1000;
-    o.read_timeout_ms = 3000;
-    return std::make_unique<ApiClient>(o);
-  }
+  std::unique_ptr<ApiClient> clientOf(const std::string& name) { return replicaClient(ports_[name], token()); }
 
   // A client of every replica (follows the leader as twctl does).
   std::unique_ptr<ApiClient> api() {
@@ -180,18 +159,7 @@ class HaRealAgentsTest : public ::testing::Test {
   // (self == leader on its own /controllers); "" if none. Only the live
   // replicas are asked: a killed one answers nothing.
   std::string actingLeader() {
-    std::string leader;
-    for (const auto& [name, child] : children_) {
-      auto j = clientOf(name)->get("/api/v1/controllers");
-      if (!j.isOk() || !(*j)["leader"].is_string()) return "";
-      const std::string named = (*j)["leader"].get<std::string>();
-      if (!leader.empty() && named != leader) return "";
-      leader = named;
-    }
-    if (children_.count(leader) == 0) return "";
-    auto j = clientOf(leader)->get("/api/v1/controllers");
-    if (!j.isOk() || (*j)["self"] != leader || (*j)["leader"] != leader) return "";
-    return leader;
+    return testing_replicas::actingLeader(children_, [this](const std::string& n) { return clientOf(n); });
   }
 
   // Every replica's own answer to /controllers, for a failure message.

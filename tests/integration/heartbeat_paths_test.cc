@@ -29,25 +29,12 @@ const char* kHosts = R"(hosts:
   - { name: h2, uri: "test:///default" }
 )";
 
-class HeartbeatPathsTest : public ::testing::Test {
+class HeartbeatPathsTest : public ApiServerTest {
  protected:
   void SetUp() override {
     web_dir_ = std::filesystem::temp_directory_path() / ("tw-hbpaths-" + std::to_string(::getpid()));
     std::filesystem::create_directories(web_dir_);
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, SystemClock::instance());
-    ASSERT_TRUE(controller_->recover().isOk());
-    service_ = std::make_unique<ControllerService>(*controller_, 50);
-    server_ = std::make_unique<ApiServer>(*service_, serverOptions(web_dir_.string()));
-    ASSERT_TRUE(server_->bind().isOk());
-    service_->start();
-    thread_ = std::thread([this] { server_->serve(); });
-    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
-    client_->set_read_timeout(10, 0);
-    agent_ = std::make_unique<httplib::Client>("127.0.0.1", server_->agentPort());
-    agent_->set_read_timeout(10, 0);
+    ASSERT_NO_FATAL_FAILURE(startServer(serverOptions(web_dir_.string())));
     Json body{{"files", std::vector<PolicyFile>{{"hosts.yaml", kHosts}}}};
     auto r = client_->Post("/api/v1/policies", {{"Authorization", std::string("Bearer ") + kToken}}, body.dump(),
                            "application/json");
@@ -56,9 +43,7 @@ class HeartbeatPathsTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    server_->stop();
-    thread_.join();
-    service_->stop();
+    stopServer();
     std::filesystem::remove_all(web_dir_);
   }
 
@@ -106,15 +91,6 @@ class HeartbeatPathsTest : public ::testing::Test {
     }
     return set;
   }
-
-  std::filesystem::path web_dir_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
-  std::unique_ptr<ControllerService> service_;
-  std::unique_ptr<ApiServer> server_;
-  std::thread thread_;
-  std::unique_ptr<httplib::Client> client_;
-  std::unique_ptr<httplib::Client> agent_;
 };
 
 // Pins: /metrics counts each heartbeat by how it was answered: the first ones

@@ -1,6 +1,7 @@
 // The controller's memory, behind one interface with two implementations:
-//  - SqliteStore (Store::open, common/src/store_sqlite.cc, the only file that
-//    includes sqlite3.h): one SQLite file in the state dir (or ":memory:"), the
+//  - SqliteStore (Store::open, common/src/store_sqlite.h and its
+//    store_sqlite*.cc, the only files that include sqlite3.h, through
+//    sqlite_db.h): one SQLite file in the state dir (or ":memory:"), the
 //    default. WAL mode, statements always bound, migrations numbered by PRAGMA
 //    user_version (each in one transaction).
 //  - EtcdStore (tw/store_etcd.h): keys in etcd, for several controller
