@@ -119,7 +119,7 @@ TEST_F(AgentAnswerPassTest, AnUnchangedAnswerCostsOnePass) {
   settle();
 
   clock_.set(1000);
-  agent_->heartbeatTick();  // due: answered with the same set
+  agent_->heartbeatTick();                // due: answered with the same set
   EXPECT_EQ(agent_->nextWakeMs(), 1000);  // the answer wakes the loop
   const int listings = hv_.listings;
   EXPECT_EQ(settle(), 1);
