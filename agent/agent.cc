@@ -169,8 +169,11 @@ void Agent::applySet(AssignmentSet set_in) {
 void Agent::runOnce() {
   if (!started_) return;
   const Millis now = clock_.nowMs();
-  dirty_ = false;
+  // An answer waiting for the loop is taken first and this pass acts on it:
+  // it asks for no pass after this one (issue #16: a second pass, with its
+  // libvirt listing, after every heartbeat answer found nothing new to do).
   takeAnswer();
+  dirty_ = false;
   absorbEvents();
   refreshView();
   LeaseState state = checkLease(now);

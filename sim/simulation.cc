@@ -789,11 +789,7 @@ bool Simulation::runsSame(const Host& h) const {
   // As countCopies() counts: a host whose libvirt does not answer (off,
   // hung) runs nothing it can list.
   if (!h.powered || !h.hv->ping().isOk()) return h.running.empty();
-  if (static_cast<size_t>(h.hv->runningCount()) != h.running.size()) return false;
-  for (const auto& vm : h.running) {
-    if (!h.hv->isRunning(vm)) return false;
-  }
-  return true;
+  return h.hv->runsExactly(h.running);
 }
 
 void Simulation::countCopies() {

@@ -250,6 +250,16 @@ std::vector<std::string> FakeHypervisor::runningVms() const {
   return out;
 }
 
+bool FakeHypervisor::runsExactly(const std::set<std::string>& vms) const {
+  auto want = vms.begin();  // both in name order
+  for (const auto& [name, dom] : doms_) {
+    if (!dom.managed || !isActive(dom.state)) continue;
+    if (want == vms.end() || *want != name) return false;
+    ++want;
+  }
+  return want == vms.end();
+}
+
 void FakeHypervisor::failBackups(int n) { fail_backups_ = n; }
 
 Result<DiskBackup> FakeHypervisor::backupDisk(const std::string& vm, const std::string& target_path,

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,27 @@ TEST_F(FakeHypervisorTest, RunningVmsListsWhatIsRunning) {
   hv_.setHung(false);
   hv_.crash("db-1");
   EXPECT_EQ(hv_.runningVms(), std::vector<std::string>{"web-2"});
+}
+
+// Pins runsExactly(): yes only for the very set runningVms() names (none
+// missing, none more; unmanaged domains and stopped VMs do not count).
+TEST_F(FakeHypervisorTest, RunsExactlyWhatRunningVmsNames) {
+  using Names = std::set<std::string>;
+  EXPECT_TRUE(hv_.runsExactly(Names{}));
+  for (const char* vm : {"web-2", "web-1", "db-1"}) ASSERT_TRUE(hv_.define(specFor(vm)).isOk());
+  ASSERT_TRUE(hv_.start("web-2").isOk());
+  ASSERT_TRUE(hv_.start("db-1").isOk());
+  hv_.addUnmanaged("foreign");
+  EXPECT_TRUE(hv_.runsExactly(Names{"db-1", "web-2"}));
+  EXPECT_FALSE(hv_.runsExactly(Names{}));
+  EXPECT_FALSE(hv_.runsExactly(Names{"db-1"}));
+  EXPECT_FALSE(hv_.runsExactly(Names{"web-2"}));
+  EXPECT_FALSE(hv_.runsExactly(Names{"db-1", "web-1", "web-2"}));
+  EXPECT_FALSE(hv_.runsExactly(Names{"db-1", "web-1"}));
+  EXPECT_FALSE(hv_.runsExactly(Names{"db-1", "foreign", "web-2"}));
+  hv_.crash("db-1");
+  EXPECT_TRUE(hv_.runsExactly(Names{"web-2"}));
+  EXPECT_FALSE(hv_.runsExactly(Names{"db-1", "web-2"}));
 }
 
 // Pins: destroy stops a running VM with kStopped; destroying a stopped or

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,9 @@ class FakeHypervisor final : public Hypervisor {
   bool isRunning(const std::string& vm) const;
   // Every vm isRunning() says yes to, by name (also while hung).
   std::vector<std::string> runningVms() const;
+  // Whether runningVms() would name exactly `vms`: one walk, no copies (the
+  // simulator's copy count asks after every pass of a host's agent).
+  bool runsExactly(const std::set<std::string>& vms) const;
 
  private:
   struct Dom {
