@@ -79,7 +79,8 @@ void LongPolls::run() {
     }
     changed_.clear();
     if (due.empty() && maybe.empty()) {
-      cv_.wait_until(lock, next, [&] { return stopping_ || all_changed_ || !changed_.empty(); });
+      cv_.wait_until(lock, next,
+                     [&] { return stopping_ || !changed_.empty() || (all_changed_ && !polls_.empty()); });
       continue;
     }
     lock.unlock();
