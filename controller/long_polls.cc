@@ -14,21 +14,24 @@ void LongPolls::start() {
     std::lock_guard<std::mutex> lock(mu_);
     if (started_ || stopping_) return;
     started_ = true;
+    thread_ = std::thread([this] { run(); });
   }
   service_.setAssignmentNotifier([this](const std::string& host) { changed(host); });
-  thread_ = std::thread([this] { run(); });
 }
 
 void LongPolls::stop() {
+  bool started = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return;
     stopping_ = true;
     polls_.clear();
+    started = started_;
     cv_.notify_all();
   }
-  if (started_) service_.setAssignmentNotifier(nullptr);
-  if (thread_.joinable()) thread_.join();
+  // A start() racing with this stop() set the notifier after it: cleared
+  // again by the destructor's stop().
+  if (started) service_.setAssignmentNotifier(nullptr);
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }
 
 void LongPolls::add(uint64_t ticket, const std::string& host, int64_t after, Millis wait_ms) {
