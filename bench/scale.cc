@@ -647,13 +647,15 @@ class Bench {
     stop_ = true;
     for (auto& w : workers_) w.join();
     workers_.clear();
-    hosts_.clear();
+    // The long polls end with the controller (each would wait up to 25 s).
+    for (auto& h : hosts_) h->link->endPolling();
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);
       int status = 0;
       ::waitpid(pid_, &status, 0);
       pid_ = 0;
     }
+    hosts_.clear();
     if (!dir_.empty()) {
       std::error_code ec;
       fs::remove_all(dir_, ec);
