@@ -175,41 +175,31 @@ class BenchPeerView final : public tw::PeerView {
   tw::Millis timeout_ms_ = 3000;
 };
 
-// An agent's link over HTTP, timed (heartbeats), from a loopback source
-// address of its own (127.0.0.2 ...): the agent listener admits at most 32
-// open connections per client address (ApiServerOptions::agent_limits), which
-// real hosts, one address each, never reach, but N agents on one address
-// would. One connection per request (Connection: close), as many hosts whose
-// idle keep-alive connections the listener has closed.
+// An agent's link over HTTP as a real agent's (agent/main.cc): the real
+// HttpControllerLink, its heartbeats on one kept-alive connection (timed
+// here), and one assignments long poll always open (startPolling()), from a
+// loopback source address of its own (127.0.0.2 ..., ApiClientOptions::
+// source_address): the agent listener admits at most 32 open connections
+// per client address (ApiServerOptions::agent_limits), which real hosts, one
+// address each, never reach, but N agents on one address would. So the
+// controller holds two open connections per host, as on a real site.
 class TimedLink final : public tw::ControllerLink {
  public:
-  TimedLink(int port, std::string token, std::string source)
-      : client_("127.0.0.1", port), token_(std::move(token)), source_(std::move(source)) {
-    client_.set_keep_alive(false);
-    client_.set_connection_timeout(3, 0);
-    client_.set_read_timeout(10, 0);
-    client_.set_write_timeout(10, 0);
-    client_.set_socket_options([this](int sock) {
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_port = 0;
-      ::inet_pton(AF_INET, source_.c_str(), &addr.sin_addr);
-      ::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    });
-  }
+  TimedLink(int port, std::string token, std::string source) : link_([&] {
+    tw::ApiClientOptions o;
+    o.base_url = "http://127.0.0.1:" + std::to_string(port);
+    o.token = std::move(token);
+    o.connect_timeout_ms = 3000;
+    o.read_timeout_ms = 10000;
+    o.source_address = std::move(source);
+    return o;
+  }()) {}
+  ~TimedLink() override { stopPolling(); }
   tw::Result<tw::AssignmentSet> heartbeat(const tw::Heartbeat& hb) override {
     auto started = Steady::now();
-    // As HttpControllerLink: compact when the report is the one answered
-    // last (tw/compact_heartbeats.h), the full one at once if not answered.
-    std::string digest;
-    const tw::Heartbeat sent = compact_.next(hb, &digest);
-    tw::Result<tw::AssignmentSet> r = tw::unavailable("not sent");
-    if (sent.compact) r = send("/api/v1/agents/" + hb.host + "/heartbeat/compact", tw::Json(sent));
-    if (!r.isOk()) {
-      if (sent.compact) compact_.refused();
-      r = send("/api/v1/agents/" + hb.host + "/heartbeat", tw::Json(hb));
-    }
-    compact_.answered(digest, r.isOk());
+    // Compact when the report is the one answered last, the full one at
+    // once if not answered (HttpControllerLink, tw/compact_heartbeats.h).
+    tw::Result<tw::AssignmentSet> r = link_.heartbeat(hb);
     const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
     std::lock_guard<std::mutex> lock(mu_);
     if (recording_) samples_.push_back(ms);
@@ -219,15 +209,31 @@ class TimedLink final : public tw::ControllerLink {
     }
     return r;
   }
-  tw::Status sendEvent(const tw::AgentEvent& event) override {
-    std::lock_guard<std::mutex> lock(send_mu_);
-    auto res = client_.Post(("/api/v1/agents/" + event.host + "/events").c_str(), headers(),
-                            tw::Json(event).dump(), "application/json");
-    if (!res) return tw::unavailable("sending an event failed");
-    if (res->status != 200) return tw::unavailable("event answered " + std::to_string(res->status));
-    return tw::Status::ok();
+  tw::Status sendEvent(const tw::AgentEvent& event) override { return link_.sendEvent(event); }
+  void setCompact(bool on) { link_.setCompactHeartbeats(on); }
+  // One long poll always open, as agent/main.cc's pollAssignments() (its
+  // sets are dropped: the heartbeats' answers bring them to the agent too).
+  void startPolling(const std::string& host) {
+    poller_ = std::thread([this, host] {
+      int64_t known = 0;
+      while (!polling_stopped_.load()) {
+        auto set = link_.waitAssignments(host, known, 25000);
+        if (set.isOk()) {
+          known = set->version;
+        } else {
+          for (int i = 0; i < 10 && !polling_stopped_.load(); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
+        }
+      }
+    });
   }
-  void setCompact(bool on) { compact_.setEnabled(on); }
+  // The poll ends at its next answer (at most 25 s; the host stopped).
+  void endPolling() { polling_stopped_ = true; }
+  void stopPolling() {
+    polling_stopped_ = true;
+    if (poller_.joinable()) poller_.join();
+  }
   void record(bool on) {
     std::lock_guard<std::mutex> lock(mu_);
     recording_ = on;
@@ -241,28 +247,9 @@ class TimedLink final : public tw::ControllerLink {
   }
 
  private:
-  httplib::Headers headers() const { return {{"Authorization", "Bearer " + token_}}; }
-  tw::Result<tw::AssignmentSet> send(const std::string& path, const tw::Json& body) {
-    std::lock_guard<std::mutex> lock(send_mu_);
-    auto res = client_.Post(path.c_str(), headers(), body.dump(), "application/json");
-    if (!res) return tw::unavailable("heartbeat: " + httplib::to_string(res.error()));
-    if (res->status != 200) {
-      return tw::unavailable("heartbeat answered " + std::to_string(res->status) + ": " + res->body);
-    }
-    auto j = tw::parseJson(res->body);
-    if (!j.isOk()) return j.status();
-    try {
-      return j->get<tw::AssignmentSet>();
-    } catch (const std::exception& e) {
-      return tw::internalError(std::string("a bad assignment set: ") + e.what());
-    }
-  }
-
-  httplib::Client client_;
-  tw::CompactHeartbeats compact_;
-  const std::string token_;
-  const std::string source_;
-  std::mutex send_mu_;
+  tw::HttpControllerLink link_;
+  std::thread poller_;
+  std::atomic<bool> polling_stopped_{false};
   std::mutex mu_;
   bool recording_ = false;
   std::vector<double> samples_;
@@ -375,6 +362,7 @@ class Bench {
       h->agent = std::make_unique<tw::Agent>(options, *h->hv, *h->link, tw::SystemClock::instance());
       h->agent->setPeerView(h->peers.get());
       if (tw::Status s = h->agent->start(); !s.isOk()) return fail(s.toString());
+      h->link->startPolling(h->name);
       hosts_.push_back(std::move(h));
     }
     const auto t0 = Steady::now();
@@ -584,6 +572,7 @@ class Bench {
     // Its agent is gone (the process died): no heartbeats, no lease held;
     // its VMs stop with it (power lost).
     victim.stopped = true;
+    victim.link->endPolling();
     outages_.stop(victim.name, tw::SystemClock::instance().nowMs());
     victim.hv->powerOff();
     int64_t fenced_ms = -1;
@@ -671,13 +660,15 @@ class Bench {
     stop_ = true;
     for (auto& w : workers_) w.join();
     workers_.clear();
-    hosts_.clear();
+    // The long polls end with the controller (each would wait up to 25 s).
+    for (auto& h : hosts_) h->link->endPolling();
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);
       int status = 0;
       ::waitpid(pid_, &status, 0);
       pid_ = 0;
     }
+    hosts_.clear();
     if (!dir_.empty()) {
       std::error_code ec;
       fs::remove_all(dir_, ec);

@@ -213,7 +213,11 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
                 [this](const std::map<std::string, std::string>& headers) {
                   auto h = headers.find("authorization");
                   return check(h == headers.end() ? std::string() : h->second, Access::kRead, "");
-                }) {
+                }),
+      long_polls_(service, [this](uint64_t ticket, const std::string& host, int64_t after) {
+        // The published set: waitAssignments() returns it without a wait.
+        agent_->answerDeferred(ticket, 200, jsonText(Json(service_.waitAssignments(host, after, 0))));
+      }) {
   if (!options_.auth) {
     CredentialSet set;
     if (!options_.token.empty()) set.add(Principal{Role::kOperator, ""}, options_.token);
@@ -268,6 +272,7 @@ Status ApiServer::bind() {
 
 void ApiServer::serve() {
   streamer_.start();
+  long_polls_.start();
   agent_thread_ = std::thread([this] { agent_->listen_after_bind(); });
   if (guest_) guest_thread_ = std::thread([this] { guest_->listen_after_bind(); });
   public_->listen_after_bind();
@@ -278,6 +283,7 @@ void ApiServer::serve() {
 
 void ApiServer::stop() {
   streamer_.stop();
+  long_polls_.stop();
   if (public_) public_->stop();
   if (agent_) agent_->stop();
   if (guest_) guest_->stop();
@@ -740,7 +746,15 @@ void ApiServer::routes() {
           if (!service_.hostDeclared(host)) {
             return sendError(res, notFound("host '" + host + "' is not declared in the applied policy"));
           }
-          sendJson(res, 200, service_.waitAssignments(host, *after, std::min<int64_t>(*wait, 30000)));
+          const Millis wait_ms = std::min<int64_t>(*wait, 30000);
+          if (wait_ms > 0 && !service_.assignmentsAfter(host, *after)) {
+            // Waits parked, without this thread (long_polls.h).
+            if (uint64_t ticket = agent_->defer(req); ticket != 0) {
+              long_polls_.add(ticket, host, *after, wait_ms);
+              return;
+            }
+          }
+          sendJson(res, 200, service_.waitAssignments(host, *after, wait_ms));
         });
 
   // ---- dashboard: only files under web_dir ----

@@ -10,7 +10,8 @@
 // host X needs the certificate of X (CN = X) as well as X's token.
 // Each listener has its own threads and admission limits (GuardedHttpServer),
 // so no load on the public API (idle connections, streams, a large apply) can
-// delay a heartbeat. Event streams hold no thread (EventStreamer). Handlers
+// delay a heartbeat. Event streams hold no thread (EventStreamer), nor do
+// idle kept-alive connections and assignment long polls (LongPolls). Handlers
 // never touch the Controller directly: they go through the ControllerService.
 #pragma once
 
@@ -23,6 +24,7 @@
 #include "controller/event_streamer.h"
 #include "controller/http_guard.h"
 #include "controller/leader_redirect.h"
+#include "controller/long_polls.h"
 #include "controller/follower_heartbeats.h"
 #include "controller/heartbeat_counters.h"
 #include "controller/replica.h"
@@ -54,6 +56,10 @@ struct ApiServerOptions {
   // once), request deadline ms, requests per connection, keep-alive s, write ms.
   ListenerLimits public_limits = {64, 16, 56, 5000, 1, 5, 5000};
   // Agents keep their connections alive (heartbeat, events, long poll each).
+  // Between requests they are parked without a thread, and long polls wait
+  // parked too (http_guard.h, long_polls.h): `total` (112) bounds the
+  // connections being served at one instant, the open-files limit the
+  // parked ones (~2,000 at 1,000 hosts).
   ListenerLimits agent_limits = {128, 32, 112, 5000, 100000, 10, 5000};
   StreamLimits stream_limits;
   // TLS (controller/tls.h); null = plain HTTP (--insecure-http, tests).
@@ -118,6 +124,7 @@ class ApiServer {
   std::unique_ptr<GuardedHttpServer> agent_;
   std::unique_ptr<GuardedHttpServer> guest_;  // null without a guests' listener
   EventStreamer streamer_;
+  LongPolls long_polls_;  // the agents' assignments long polls, parked
   HeartbeatCounters heartbeat_counters_;
   std::thread agent_thread_;
   std::thread guest_thread_;

@@ -95,6 +95,11 @@ EventStreamer::EventStreamer(ControllerService& service, StreamLimits limits, Au
 EventStreamer::~EventStreamer() { stop(); }
 
 void EventStreamer::start() {
+  {
+    // stop() came first (a server stopped at once): no thread to leak.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+  }
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   epoll_event ev{};

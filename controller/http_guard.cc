@@ -4,10 +4,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include "tw/log.h"
 
@@ -28,20 +30,13 @@ void refuse(int fd, const std::string& why) {
   ::close(fd);
 }
 
-// httplib's own per-connection processing, a private virtual in 0.11.4: an
-// explicit instantiation may name a private member (C++ [temp.spec]), which
-// hands its pointer out through a friend. Called on inner_ (a plain
-// httplib::Server), the virtual call lands in httplib's implementation.
-using ProcessFn = bool (httplib::Server::*)(socket_t);
-struct ProcessTag {
-  using type = ProcessFn;
-};
+// httplib's private members are reached through explicit instantiations,
+// which may name private members (C++ [temp.spec]) and hand their pointers
+// out through a friend.
 template <typename Tag, typename Tag::type Member>
 struct Expose {
   friend typename Tag::type exposed(Tag) { return Member; }
 };
-ProcessFn exposed(ProcessTag);
-template struct Expose<ProcessTag, &httplib::Server::process_and_close_socket>;
 
 // httplib serves a connection's requests only while its server socket is
 // valid (svr_sock_, private): inner_ never listens, so it is given a stand-in
@@ -53,8 +48,8 @@ struct SvrSockTag {
 SvrSockPtr exposed(SvrSockTag);
 template struct Expose<SvrSockTag, &httplib::Server::svr_sock_>;
 
-// httplib's processing of one request on a Stream (protected): the TLS path
-// feeds it the decrypted stream.
+// httplib's processing of one request on a Stream (protected): the guard's
+// request loop feeds it each connection's stream (TLS decrypted, or plain).
 using ProcessRequestFn = bool (httplib::Server::*)(httplib::Stream&, bool, bool&,
                                                    const std::function<void(httplib::Request&)>&);
 struct ProcessRequestTag {
@@ -68,18 +63,34 @@ bool pollFor(int fd, short events, Millis ms) {
   return ::poll(&p, 1, static_cast<int>(std::max<Millis>(ms, 0))) > 0 && (p.revents & events) != 0;
 }
 
-// A TLS connection as httplib reads and writes it, with httplib's
-// per-read and per-write timeouts.
-class TlsStream final : public httplib::Stream {
+// A connection (TLS or plain, tls.h's Transport) as httplib reads and
+// writes it, with httplib's per-read and per-write timeouts. Reads are
+// buffered (httplib reads a request's head a byte at a time). While
+// swallowing, writes are dropped: the answer of a deferred request.
+class TransportStream final : public httplib::Stream {
  public:
-  TlsStream(Transport& io, Millis read_ms, Millis write_ms) : io_(io), read_ms_(read_ms), write_ms_(write_ms) {}
-  bool is_readable() const override { return io_.pending() || pollFor(io_.fd(), POLLIN, read_ms_); }
+  TransportStream(Transport& io, Millis read_ms, Millis write_ms) : io_(io), read_ms_(read_ms), write_ms_(write_ms) {}
+  // Bytes of the next request are already here (buffered or decrypted).
+  bool ready() const { return pos_ < len_ || io_.pending(); }
+  void swallow(bool on) { swallow_ = on; }
+  bool is_readable() const override { return ready() || pollFor(io_.fd(), POLLIN, read_ms_); }
   bool is_writable() const override { return pollFor(io_.fd(), POLLOUT, write_ms_); }
   ssize_t read(char* ptr, size_t size) override {
-    if (!is_readable()) return -1;
-    return io_.read(ptr, size);
+    if (pos_ == len_) {
+      if (!is_readable()) return -1;
+      if (size >= sizeof(buf_)) return io_.read(ptr, size);
+      ssize_t n = io_.read(buf_, sizeof(buf_));
+      if (n <= 0) return n;
+      pos_ = 0;
+      len_ = static_cast<size_t>(n);
+    }
+    size_t n = std::min(size, len_ - pos_);
+    std::memcpy(ptr, buf_ + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
   }
   ssize_t write(const char* ptr, size_t size) override {
+    if (swallow_) return static_cast<ssize_t>(size);
     if (!is_writable()) return -1;
     return io_.write(ptr, size);
   }
@@ -106,7 +117,23 @@ class TlsStream final : public httplib::Stream {
   Transport& io_;
   Millis read_ms_;
   Millis write_ms_;
+  char buf_[4096];
+  size_t pos_ = 0;
+  size_t len_ = 0;
+  bool swallow_ = false;
 };
+
+const char* reasonOf(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Answer";
+  }
+}
 
 }  // namespace
 
@@ -124,10 +151,41 @@ std::string peerAddressOf(int fd, int* port) {
   return host;
 }
 
+// One admitted connection, owned by the thread serving it, by parked_ or
+// by deferred_.
+struct GuardedHttpServer::Session {
+  uint64_t id = 0;
+  Key key;
+  std::string address;
+  std::unique_ptr<Transport> io;
+  std::unique_ptr<TransportStream> stream;
+  int left = 1;              // requests it may still make
+  uint64_t deferred = 0;     // the ticket of its request being answered later
+  bool close_after = false;  // ... which was its last
+};
+
+namespace {
+
+int parkedLimitOf(const ListenerLimits& limits) {
+  if (limits.parked_max > 0) return limits.parked_max;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return 65536;
+  return static_cast<int>(std::max<rlim_t>(256, std::min<rlim_t>(lim.rlim_cur, 1 << 20) - kReservedFiles));
+}
+
+}  // namespace
+
 GuardedHttpServer::GuardedHttpServer(std::string name, ListenerLimits limits)
-    : name_(std::move(name)), limits_(limits) {
+    : name_(std::move(name)),
+      limits_(limits),
+      parker_([this](uint64_t id, bool readable) { woken(id, readable); }) {
   size_t threads = limits_.threads;
-  new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  new_task_queue = [this, threads] {
+    auto* pool = new httplib::ThreadPool(threads);
+    std::lock_guard<std::mutex> lock(mu_);
+    pool_ = pool;
+    return pool;
+  };
   inner_.set_keep_alive_max_count(static_cast<size_t>(std::max(1, limits_.keep_alive_requests)));
   inner_.set_keep_alive_timeout(limits_.keep_alive_timeout_s);
   // Per read; the whole request is bounded by request_deadline_ms (watchdog).
@@ -135,13 +193,9 @@ GuardedHttpServer::GuardedHttpServer(std::string name, ListenerLimits limits)
   inner_.set_read_timeout(read_s, 0);
   inner_.set_write_timeout(static_cast<time_t>(limits_.write_timeout_ms / 1000),
                            static_cast<time_t>((limits_.write_timeout_ms % 1000) * 1000));
-  // The end of an answer re-arms the deadline for the next request on the
-  // same connection (keep-alive).
-  inner_.set_logger([this](const httplib::Request& req, const httplib::Response&) {
-    rearm(req, Steady::now() + std::chrono::seconds(limits_.keep_alive_timeout_s) +
-                   std::chrono::milliseconds(limits_.request_deadline_ms));
-  });
   (inner_.*exposed(SvrSockTag{})) = 0;  // any valid descriptor number: "serving"
+  // Computed now: main() raises the open-files limit before it builds the listeners.
+  parked_limit_ = parkedLimitOf(limits_);
   watchdog_ = std::thread([this] { watchdog(); });
 }
 
@@ -151,11 +205,26 @@ void GuardedHttpServer::raiseBacklog(int backlog) {
 }
 
 void GuardedHttpServer::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+  }
+  parker_.stop();  // no wake after this
+  std::vector<std::unique_ptr<Session>> ended;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, sess] : parked_) ended.push_back(std::move(sess));
+    for (auto& [ticket, sess] : deferred_) ended.push_back(std::move(sess));
+    parked_.clear();
+    deferred_.clear();
+  }
+  for (auto& sess : ended) close(std::move(sess), false);
   (inner_.*exposed(SvrSockTag{})) = INVALID_SOCKET;  // keep-alive loops end
   if (is_running()) httplib::Server::stop();
 }
 
 GuardedHttpServer::~GuardedHttpServer() {
+  stop();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -215,12 +284,40 @@ void GuardedHttpServer::release(const Key& key, const std::string& address) {
   auto it = conns_.find(key);
   if (it == conns_.end()) return;
   bool evicted = it->second.evicted;
+  bool parked = it->second.parked;
   ::close(it->second.watch_fd);
   conns_.erase(it);
   if (evicted) return;  // already uncounted
   auto a = per_address_.find(address);
   if (a != per_address_.end() && --a->second <= 0) per_address_.erase(a);
-  --stats_.open;
+  if (parked) {
+    --stats_.parked;
+  } else {
+    --stats_.open;
+  }
+}
+
+void GuardedHttpServer::setParked(Conn& c, bool parked) {
+  if (c.parked == parked) return;
+  c.parked = parked;
+  if (c.evicted) return;
+  stats_.open += parked ? -1 : 1;
+  stats_.parked += parked ? 1 : -1;
+}
+
+bool GuardedHttpServer::enqueue(std::function<void()> task) {
+  if (closing_ || pool_ == nullptr) return false;
+  pool_->enqueue(std::move(task));
+  return true;
+}
+
+void GuardedHttpServer::close(std::unique_ptr<Session> s, bool graceful) {
+  if (!s) return;
+  if (graceful && s->io) s->io->closeGracefully();
+  Key key = s->key;
+  std::string address = s->address;
+  s.reset();  // closes the socket
+  release(key, address);
 }
 
 void GuardedHttpServer::requestRead(const httplib::Request& req) {
@@ -233,15 +330,6 @@ void GuardedHttpServer::authenticated(const httplib::Request& req) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = conns_.find(Key{req.remote_addr, req.remote_port});
   if (it != conns_.end()) it->second.authenticated = true;
-}
-
-void GuardedHttpServer::rearm(const httplib::Request& req, TimePoint deadline) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = conns_.find(Key{req.remote_addr, req.remote_port});
-  if (it == conns_.end()) return;
-  it->second.armed = true;
-  it->second.deadline = deadline;
-  cv_.notify_all();
 }
 
 ListenerStats GuardedHttpServer::stats() const {
@@ -305,17 +393,29 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
     }
     return false;
   }
-  if (tls_) return serveTls(sock, key, address, deadline);
+  auto s = std::make_unique<Session>();
+  s->key = key;
+  s->address = address;
+  s->io = std::make_unique<Transport>(sock);  // closes the socket when done
+  s->left = std::max(1, limits_.keep_alive_requests);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s->id = ++next_id_;
+  }
+  if (tls_ && !shakeHands(*s)) {
+    close(std::move(s), false);
+    return false;
+  }
   if (divert_) {
     bool timed_out = false;
-    if (peekDivert(sock, nullptr, deadline, timed_out)) {
+    if (peekDivert(sock, tls_ ? s->io.get() : nullptr, deadline, timed_out)) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.diverted;
         conns_[key].armed = false;  // the divert bounds its own reads
       }
       release(key, address);
-      divert_(std::make_unique<Transport>(sock), address, deadline);
+      divert_(std::move(s->io), address, deadline);
       return true;
     }
     if (timed_out) {
@@ -323,21 +423,19 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.deadline_kills;
       }
-      release(key, address);
-      ::shutdown(sock, SHUT_RDWR);
-      ::close(sock);
+      close(std::move(s), false);
       return false;
     }
   }
-  bool ok = (inner_.*exposed(ProcessTag{}))(sock);
-  release(key, address);
-  return ok;
+  s->stream = std::make_unique<TransportStream>(*s->io, limits_.request_deadline_ms, limits_.write_timeout_ms);
+  serve(std::move(s), true);
+  return true;
 }
 
-bool GuardedHttpServer::serveTls(int sock, const Key& key, const std::string& address, TimePoint deadline) {
-  auto io = std::make_unique<Transport>(sock);  // closes the socket when done
-  // Every blocking read and write of the handshake and of the requests is
-  // bounded per call; the watchdog bounds the handshake and request as a whole.
+bool GuardedHttpServer::shakeHands(Session& s) {
+  const int sock = s.io->fd();
+  // Every blocking read and write of the handshake is bounded per call; the
+  // watchdog bounds the handshake and request as a whole.
   auto timeval_of = [](Millis ms) {
     return timeval{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
   };
@@ -345,14 +443,13 @@ bool GuardedHttpServer::serveTls(int sock, const Key& key, const std::string& ad
   timeval snd = timeval_of(limits_.write_timeout_ms);
   ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof(rcv));
   ::setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
-  Status shaken = io->handshake(*tls_);
+  Status shaken = s.io->handshake(*tls_);
   if (!shaken.isOk()) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.tls_failures;
     }
-    log::debug("{} listener: {} from {}:{}", name_, shaken.message(), key.first, key.second);
-    release(key, address);
+    log::debug("{} listener: {} from {}:{}", name_, shaken.message(), s.key.first, s.key.second);
     return false;
   }
   if (tls_->verifiesClients()) {
@@ -360,48 +457,219 @@ bool GuardedHttpServer::serveTls(int sock, const Key& key, const std::string& ad
     // anonymous holder of a connection, and a flood of those must not evict
     // it before its first request (bench/tls_heartbeat --silent).
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = conns_.find(key);
+    auto it = conns_.find(s.key);
     if (it != conns_.end()) it->second.authenticated = true;
     ++stats_.certified;
   }
-  if (divert_) {
-    bool timed_out = false;
-    if (peekDivert(sock, io.get(), deadline, timed_out)) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++stats_.diverted;
-        conns_[key].armed = false;
+  return true;
+}
+
+void GuardedHttpServer::serve(std::unique_ptr<Session> s, bool fresh) {
+  const auto& serving = inner_.*exposed(SvrSockTag{});
+  const int fd = s->io->fd();
+  bool ok = true;
+  while (serving != INVALID_SOCKET && s->left > 0) {
+    if (!fresh && !s->stream->ready() && !pollFor(fd, POLLIN, 0)) {
+      // Between two requests: the connection waits without a thread.
+      if (park(s)) return;  // parked, or closed for lack of room
+      // The parker refused it (stopping): wait here, as httplib would.
+      if (!pollFor(fd, POLLIN, Millis{limits_.keep_alive_timeout_s} * 1000)) break;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = conns_.find(s->key);
+      if (it != conns_.end()) {
+        if (!fresh) {
+          // The next request began: read it whole within the deadline.
+          it->second.armed = true;
+          it->second.deadline = Steady::now() + std::chrono::milliseconds(limits_.request_deadline_ms);
+          cv_.notify_all();
+        }
+        it->second.session = s.get();
       }
-      release(key, address);
-      divert_(std::move(io), address, deadline);
+    }
+    fresh = false;
+    bool closed = false;
+    const SSL* ssl = s->io->ssl();
+    ok = (inner_.*exposed(ProcessRequestTag{}))(*s->stream, s->left == 1, closed,
+                                                [ssl](httplib::Request& req) { req.ssl = ssl; });
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = conns_.find(s->key);
+      if (it != conns_.end()) {
+        it->second.session = nullptr;
+        it->second.armed = false;
+      }
+    }
+    if (s->deferred != 0) {
+      s->stream->swallow(false);
+      s->close_after = !ok || closed || s->left == 1;
+      if (holdDeferred(s)) return;
+      continue;  // its answer was written already
+    }
+    if (!ok || closed) break;
+    --s->left;
+  }
+  const bool graceful = ok && s->io && s->io->tls();
+  close(std::move(s), graceful);
+}
+
+bool GuardedHttpServer::park(std::unique_ptr<Session>& s) {
+  std::unique_ptr<Session> evicted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = conns_.find(s->key);
+    if (closing_ || it == conns_.end()) return false;
+    if (stats_.parked >= parked_limit_) {
+      // Full: the oldest parked connection that never showed a credential
+      // makes room; without one, this connection is closed (it reconnects).
+      uint64_t oldest = 0;
+      TimePoint since = TimePoint::max();
+      for (auto& [id, p] : parked_) {
+        auto c = conns_.find(p->key);
+        if (c == conns_.end() || c->second.authenticated || c->second.since >= since) continue;
+        oldest = id;
+        since = c->second.since;
+      }
+      if (oldest == 0 || !parker_.unpark(oldest)) {
+        ++stats_.refused_parked;
+        evicted = std::move(s);
+      } else {
+        evicted = std::move(parked_[oldest]);
+        parked_.erase(oldest);
+        ++stats_.evicted;
+      }
+    }
+    if (s) {
+      const int fd = s->io->fd();
+      const uint64_t id = s->id;
+      if (!parker_.park(id, fd, Steady::now() + std::chrono::seconds(limits_.keep_alive_timeout_s)).isOk()) {
+        return false;
+      }
+      setParked(it->second, true);
+      ++stats_.parks;
+      parked_[id] = std::move(s);
+    }
+  }
+  close(std::move(evicted), false);
+  return s == nullptr;
+}
+
+void GuardedHttpServer::woken(uint64_t id, bool readable) {
+  std::unique_ptr<Session> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = parked_.find(id);
+    if (it == parked_.end()) return;
+    s = std::move(it->second);
+    parked_.erase(it);
+    auto c = conns_.find(s->key);
+    if (readable && c != conns_.end()) {
+      setParked(c->second, false);
+      Session* raw = s.get();
+      if (enqueue([this, raw] { serve(std::unique_ptr<Session>(raw), false); })) {
+        s.release();
+        return;
+      }
+    } else if (!readable) {
+      ++stats_.idle_closed;
+    }
+  }
+  close(std::move(s), false);
+}
+
+uint64_t GuardedHttpServer::defer(const httplib::Request& req) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = conns_.find(Key{req.remote_addr, req.remote_port});
+  if (closing_ || it == conns_.end() || it->second.session == nullptr) return 0;
+  if (stats_.parked >= parked_limit_) return 0;
+  Session& s = *it->second.session;
+  s.deferred = ++next_id_;
+  s.stream->swallow(true);
+  deferring_.insert(s.deferred);
+  ++stats_.deferred;
+  return s.deferred;
+}
+
+bool GuardedHttpServer::holdDeferred(std::unique_ptr<Session>& s) {
+  std::pair<int, std::string> answer;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    deferring_.erase(s->deferred);
+    auto early = early_.find(s->deferred);
+    if (early == early_.end()) {
+      auto c = conns_.find(s->key);
+      if (closing_ || c == conns_.end()) {
+        // Stopping: closed unanswered (the client asks again elsewhere).
+        s->close_after = true;
+        s->left = 0;
+        s->deferred = 0;
+        return false;
+      }
+      setParked(c->second, true);
+      const uint64_t ticket = s->deferred;
+      deferred_[ticket] = std::move(s);
       return true;
     }
-    if (timed_out) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++stats_.deadline_kills;
-      }
-      release(key, address);
-      return false;
+    answer = std::move(early->second);
+    early_.erase(early);
+  }
+  // Answered while its handler was returning: written on this thread.
+  const int status = answer.first;
+  std::string body = std::move(answer.second);
+  s->deferred = 0;
+  std::string head = "HTTP/1.1 " + std::to_string(status) + " " + reasonOf(status) +
+                     "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\nConnection: " + (s->close_after ? "close" : "Keep-Alive") +
+                     "\r\n\r\n";
+  std::string all = head + body;
+  size_t off = 0;
+  while (off < all.size()) {
+    ssize_t n = s->stream->write(all.data() + off, all.size() - off);
+    if (n <= 0) {
+      s->close_after = true;
+      break;
     }
+    off += static_cast<size_t>(n);
   }
-  // httplib's keep-alive loop (process_server_socket_core), on the TLS stream.
-  TlsStream stream(*io, limits_.request_deadline_ms, limits_.write_timeout_ms);
-  const SSL* ssl = io->ssl();
-  const auto& serving = inner_.*exposed(SvrSockTag{});
-  bool ok = false;
-  int left = std::max(1, limits_.keep_alive_requests);
-  while (serving != INVALID_SOCKET && left > 0 &&
-         (io->pending() || pollFor(sock, POLLIN, Millis{limits_.keep_alive_timeout_s} * 1000))) {
-    bool closed = false;
-    ok = (inner_.*exposed(ProcessRequestTag{}))(stream, left == 1, closed,
-                                                 [ssl](httplib::Request& req) { req.ssl = ssl; });
-    if (!ok || closed) break;
-    --left;
+  if (s->close_after) s->left = 0;
+  else --s->left;
+  return false;
+}
+
+void GuardedHttpServer::answerDeferred(uint64_t ticket, int status, std::string body) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = deferred_.find(ticket);
+  if (it == deferred_.end()) {
+    if (deferring_.count(ticket) != 0) early_[ticket] = {status, std::move(body)};
+    return;  // else: its connection is gone
   }
-  if (ok) io->closeGracefully();
-  release(key, address);
-  return ok;
+  std::unique_ptr<Session> s = std::move(it->second);
+  deferred_.erase(it);
+  auto c = conns_.find(s->key);
+  if (c != conns_.end()) setParked(c->second, false);
+  Session* raw = s.get();
+  auto text = std::make_shared<std::string>(std::move(body));
+  if (enqueue([this, raw, status, text] { finishDeferred(std::unique_ptr<Session>(raw), status, *text); })) {
+    s.release();
+  } else if (c != conns_.end()) {
+    setParked(c->second, true);  // closed by stop() with the others
+    deferred_[ticket] = std::move(s);
+  }
+}
+
+void GuardedHttpServer::finishDeferred(std::unique_ptr<Session> s, int status, const std::string& body) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    deferring_.insert(s->deferred);
+    early_[s->deferred] = {status, body};
+  }
+  holdDeferred(s);  // writes it (the answer is there)
+  if (s->left <= 0) {
+    close(std::move(s), false);
+    return;
+  }
+  serve(std::move(s), false);
 }
 
 void GuardedHttpServer::watchdog() {

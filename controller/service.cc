@@ -57,6 +57,7 @@ void ControllerService::listen() {
     versions_[host] = version;
     published_[host] = Published{std::move(set), peers_};
     change_cv_.notify_all();
+    if (assignment_notifier_) assignment_notifier_(host);
   });
   controller_->setEventListener([this](const EventRecord& e) { noteEventId(e.id); });
 }
@@ -85,6 +86,7 @@ void ControllerService::releaseWaiters() {
   std::lock_guard<std::mutex> lock(mu_);
   waiters_released_ = true;
   change_cv_.notify_all();
+  if (assignment_notifier_) assignment_notifier_("");
 }
 
 void ControllerService::stop() {
@@ -93,6 +95,7 @@ void ControllerService::stop() {
     stopping_ = true;
     work_cv_.notify_all();
     change_cv_.notify_all();
+    if (assignment_notifier_) assignment_notifier_("");
   }
   if (thread_.joinable()) thread_.join();
 }
@@ -281,6 +284,18 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
     if (it != published_.end()) return publishedSet(it->second);
   }
   return call([&](Controller& c) { return c.assignmentsFor(host); });  // nothing published yet
+}
+
+bool ControllerService::assignmentsAfter(const std::string& host, int64_t after) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_ || waiters_released_) return true;
+  auto it = versions_.find(host);
+  return it != versions_.end() && it->second > after;
+}
+
+void ControllerService::setAssignmentNotifier(std::function<void(const std::string& host)> notify) {
+  std::lock_guard<std::mutex> lock(mu_);
+  assignment_notifier_ = std::move(notify);
 }
 
 void ControllerService::setEventNotifier(std::function<void()> notify) {

@@ -122,6 +122,13 @@ class ControllerService {
   // Long poll: the host's assignment set as soon as its version is > after,
   // or the current one after wait_ms. Reads the published snapshot only.
   AssignmentSet waitAssignments(const std::string& host, int64_t after, Millis wait_ms);
+  // True when a long poll with `after` would be answered at once (the host's
+  // published version is > after, or waiters are released). No wait.
+  bool assignmentsAfter(const std::string& host, int64_t after);
+  // Called with the host whose set was published (under the service's lock:
+  // it must not call back), or "" when every waiter is released; null to
+  // remove. Long polls parked without a thread (long_polls.h) wait on it.
+  void setAssignmentNotifier(std::function<void(const std::string& host)> notify);
 
   // Blocks until an event with id > after exists or wait_ms passes; returns
   // the newest event id known.
@@ -176,6 +183,7 @@ class ControllerService {
   int64_t declared_version_ = -1;                   // policy version of declared_
   int64_t last_event_id_ = 0;
   std::function<void()> event_notifier_;
+  std::function<void(const std::string&)> assignment_notifier_;
   bool stopping_ = false;
   bool waiters_released_ = false;
 };

@@ -304,6 +304,9 @@ Status setUp(httplib::Client& client, const std::string& token, const ApiClientO
   // Callers encode path segments themselves (urlEncode).
   client.set_url_encode(false);
   client.set_keep_alive(options.keep_alive);
+  // httplib binds the socket to the interface's address, or to the string
+  // itself when no interface has that name (a numeric address).
+  if (!options.source_address.empty()) client.set_interface(options.source_address);
   // httplib writes a request's head and body separately: with Nagle on, a
   // kept-alive connection's body waited for the ACK of the head, which the
   // server delays (≈ 40 ms each way; heartbeats took ≈ 90 ms on loopback,

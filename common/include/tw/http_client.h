@@ -50,6 +50,12 @@ struct ApiClientOptions {
   // every 250 ms for up to this long. 0 = answer the 503 at once (the agent:
   // its next heartbeat is the retry). twctl waits 5 s.
   Millis no_leader_retry_ms = 0;
+  // The local address the client's sockets are bound to before they connect
+  // (a numeric IPv4/IPv6 address, or an interface name); empty = the
+  // kernel's choice. A multi-homed host picks the address the controller
+  // knows it by; tests and bench/scale play many hosts from loopback
+  // addresses 127.0.x.y, as the controller admits connections per address.
+  std::string source_address;
 };
 
 // Checks the TLS files of `options`: readable, a certificate with its key.
