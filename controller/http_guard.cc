@@ -275,7 +275,7 @@ bool GuardedHttpServer::admit(const Key& key, int watch_fd, TimePoint deadline) 
   ++stats_.open;
   ++stats_.admitted;
   conns_[key] = Conn{watch_fd, true, deadline, Steady::now(), false, false};
-  cv_.notify_all();
+  wakeWatchdogBy(deadline);
   return true;
 }
 
@@ -483,7 +483,7 @@ void GuardedHttpServer::serve(std::unique_ptr<Session> s, bool fresh) {
           // The next request began: read it whole within the deadline.
           it->second.armed = true;
           it->second.deadline = Steady::now() + std::chrono::milliseconds(limits_.request_deadline_ms);
-          cv_.notify_all();
+          wakeWatchdogBy(it->second.deadline);
         }
         it->second.session = s.get();
       }
@@ -691,8 +691,18 @@ void GuardedHttpServer::watchdog() {
         next = c.deadline;
       }
     }
+    watchdog_until_ = next;
     cv_.wait_until(lock, next);
+    watchdog_until_ = TimePoint::min();  // awake: it looks at every deadline again
   }
+}
+
+void GuardedHttpServer::wakeWatchdogBy(TimePoint deadline) {
+  // Woken only when it would sleep past the deadline: its sweep walks every
+  // open connection, and at 1,000 hosts (2,000 parked, a request per host a
+  // second) a wake-up per request made that walk 20 % of the controller's
+  // CPU (issue #16). It wakes at least once a second anyway.
+  if (deadline < watchdog_until_) cv_.notify_all();
 }
 
 }  // namespace tw

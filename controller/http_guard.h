@@ -176,6 +176,8 @@ class GuardedHttpServer : public httplib::Server {
 
   // Admits and registers the connection (watch_fd: a dup the guard owns).
   bool admit(const Key& key, int watch_fd, TimePoint deadline);
+  // REQUIRES: mu_ held. A connection's deadline is now `deadline`.
+  void wakeWatchdogBy(TimePoint deadline);
   void release(const Key& key, const std::string& address);
   // Peeks at the first bytes; true when they start with the divert prefix.
   // False (and `timed_out`) when nothing complete arrived by the deadline.
@@ -216,6 +218,9 @@ class GuardedHttpServer : public httplib::Server {
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
+  // When the watchdog wakes next (mu_; min while it is awake or not yet
+  // waiting): an earlier deadline wakes it (wakeWatchdogBy).
+  TimePoint watchdog_until_ = TimePoint::min();
   std::map<std::string, int> per_address_;  // admitted, not evicted
   std::map<Key, Conn> conns_;
   ListenerStats stats_;
