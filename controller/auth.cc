@@ -4,9 +4,11 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -211,7 +213,73 @@ Status FileCredentials::reload(Slot slot) {
   return Status::ok();
 }
 
+FileCredentials::~FileCredentials() {
+  if (inotify_fd_ >= 0) ::close(inotify_fd_);
+}
+
+void FileCredentials::watch() {
+  if (inotify_fd_ >= 0) return;
+  inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd_ < 0) {
+    log::warn("credentials: no inotify ({}): the credential files are stated at every request",
+              std::strerror(errno));
+    return;
+  }
+  // Not IN_MODIFY: the state dir holds the database too, written every tick.
+  // A token file is written whole and closed, or renamed into place.
+  constexpr uint32_t kMask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB |
+                             IN_DELETE_SELF | IN_MOVE_SELF;
+  const std::string* files[kSlots] = {&paths_.operator_token, &paths_.viewer_token, &paths_.host_tokens};
+  for (int i = 0; i < kSlots; ++i) {
+    const std::string* file = files[i];
+    watched_names_[i] = std::filesystem::path(*file).filename().string();
+    std::string dir = std::filesystem::path(*file).parent_path().string();
+    if (dir.empty()) dir = ".";
+    if (::inotify_add_watch(inotify_fd_, dir.c_str(), kMask) < 0) {
+      log::warn("credentials: cannot watch {} ({}): the credential files are stated at every request", dir,
+                std::strerror(errno));
+      ::close(inotify_fd_);
+      inotify_fd_ = -1;
+      return;
+    }
+  }
+}
+
+bool FileCredentials::mayHaveChanged() {
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  if (inotify_fd_ < 0 || now - last_look_ns_ >= 1'000'000'000) {
+    last_look_ns_ = now;
+    if (inotify_fd_ >= 0) {  // what is queued is covered by this look
+      alignas(inotify_event) char drain[4096];
+      while (::read(inotify_fd_, drain, sizeof drain) > 0) {
+      }
+    }
+    return true;
+  }
+  bool changed = false;
+  alignas(inotify_event) char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(inotify_fd_, buf, sizeof buf);
+    if (n <= 0) break;
+    for (ssize_t off = 0; off < n;) {
+      const auto* e = reinterpret_cast<const inotify_event*>(buf + off);
+      off += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+      if (e->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+        changed = true;  // lost events, or a directory went: look
+        continue;
+      }
+      const std::string_view name = e->len > 0 ? std::string_view(e->name) : std::string_view();
+      for (const std::string& mine : watched_names_) changed |= name == mine;
+    }
+  }
+  if (changed) last_look_ns_ = now;
+  return changed;
+}
+
 void FileCredentials::refresh() {
+  if (!mayHaveChanged()) return;
   const std::string* files[kSlots] = {&paths_.operator_token, &paths_.viewer_token, &paths_.host_tokens};
   for (int i = 0; i < kSlots; ++i) {
     struct stat st {};
@@ -240,6 +308,7 @@ void FileCredentials::refresh() {
 
 Status FileCredentials::load() {
   std::lock_guard<std::mutex> lock(mu_);
+  watch();  // before the first look: a change after it is an event
   const std::string* files[kSlots] = {&paths_.operator_token, &paths_.viewer_token, &paths_.host_tokens};
   for (int i = 0; i < kSlots; ++i) {
     struct stat st {};

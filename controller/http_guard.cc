@@ -65,8 +65,15 @@ bool pollFor(int fd, short events, Millis ms) {
 
 // A connection (TLS or plain, tls.h's Transport) as httplib reads and
 // writes it, with httplib's per-read and per-write timeouts. Reads are
-// buffered (httplib reads a request's head a byte at a time). While
-// swallowing, writes are dropped: the answer of a deferred request.
+// buffered (httplib reads a request's head a byte at a time). Writes are
+// buffered too, and go out at flush(): httplib writes an answer's head and
+// its body in two calls, and on a kept-alive connection each call was a TCP
+// segment of its own (at 1,000 hosts a heartbeat's answer paid two sends,
+// two polls and the receiver's wake-ups twice; issue #16). What is buffered
+// goes out before any read that has to wait (an interim "100 Continue"
+// reaches the client before its body is read), when the buffer passes
+// kFlushBytes, and when the request is done (GuardedHttpServer::serve).
+// While swallowing, writes are dropped: the answer of a deferred request.
 class TransportStream final : public httplib::Stream {
  public:
   TransportStream(Transport& io, Millis read_ms, Millis write_ms) : io_(io), read_ms_(read_ms), write_ms_(write_ms) {}
@@ -77,6 +84,7 @@ class TransportStream final : public httplib::Stream {
   bool is_writable() const override { return pollFor(io_.fd(), POLLOUT, write_ms_); }
   ssize_t read(char* ptr, size_t size) override {
     if (pos_ == len_) {
+      if (!out_.empty() && !flush()) return -1;
       if (!is_readable()) return -1;
       if (size >= sizeof(buf_)) return io_.read(ptr, size);
       ssize_t n = io_.read(buf_, sizeof(buf_));
@@ -91,8 +99,26 @@ class TransportStream final : public httplib::Stream {
   }
   ssize_t write(const char* ptr, size_t size) override {
     if (swallow_) return static_cast<ssize_t>(size);
-    if (!is_writable()) return -1;
-    return io_.write(ptr, size);
+    out_.append(ptr, size);
+    if (out_.size() >= kFlushBytes && !flush()) return -1;
+    return static_cast<ssize_t>(size);
+  }
+  // Writes what is buffered; false when the connection cannot take it
+  // within the write timeout (what is left is dropped: it closes).
+  bool flush() {
+    size_t off = 0;
+    while (off < out_.size()) {
+      if (!is_writable()) break;
+      ssize_t n = io_.write(out_.data() + off, out_.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    const bool all = off == out_.size();
+    out_.clear();
+    // A kept-alive connection holds no answer-sized buffer between requests
+    // (thousands of parked connections at 1,000 hosts).
+    if (out_.capacity() > kKeptBytes) std::string().swap(out_);
+    return all;
   }
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
     ip = peerAddressOf(io_.fd(), &port);
@@ -117,9 +143,12 @@ class TransportStream final : public httplib::Stream {
   Transport& io_;
   Millis read_ms_;
   Millis write_ms_;
+  static constexpr size_t kFlushBytes = 64 * 1024;
+  static constexpr size_t kKeptBytes = 1024;
   char buf_[4096];
   size_t pos_ = 0;
   size_t len_ = 0;
+  std::string out_;
   bool swallow_ = false;
 };
 
@@ -493,6 +522,7 @@ void GuardedHttpServer::serve(std::unique_ptr<Session> s, bool fresh) {
     const SSL* ssl = s->io->ssl();
     ok = (inner_.*exposed(ProcessRequestTag{}))(*s->stream, s->left == 1, closed,
                                                 [ssl](httplib::Request& req) { req.ssl = ssl; });
+    if (!s->stream->flush()) ok = false;  // the answer, in one write
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = conns_.find(s->key);
@@ -632,6 +662,7 @@ bool GuardedHttpServer::holdDeferred(std::unique_ptr<Session>& s) {
     }
     off += static_cast<size_t>(n);
   }
+  if (!s->stream->flush()) s->close_after = true;
   if (s->close_after) s->left = 0;
   else --s->left;
   return false;
