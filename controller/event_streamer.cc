@@ -95,6 +95,7 @@ EventStreamer::EventStreamer(ControllerService& service, StreamLimits limits, Au
 EventStreamer::~EventStreamer() { stop(); }
 
 void EventStreamer::start() {
+  std::lock_guard<std::mutex> life(life_mu_);
   {
     // stop() came first (a server stopped at once): no thread to leak.
     std::lock_guard<std::mutex> lock(mu_);
@@ -111,6 +112,7 @@ void EventStreamer::start() {
 }
 
 void EventStreamer::stop() {
+  std::lock_guard<std::mutex> life(life_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;

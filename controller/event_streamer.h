@@ -86,6 +86,10 @@ class EventStreamer {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   std::thread thread_;
+  // Held through start() and stop() whole: a stop() that comes while
+  // start() runs (a server stopped at once) waits, then joins the thread
+  // start() made; one that came first leaves start() nothing to do.
+  std::mutex life_mu_;
 
   mutable std::mutex mu_;  // guards incoming_, counts_, open_, stopping_
   std::vector<Stream> incoming_;

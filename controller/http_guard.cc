@@ -249,7 +249,17 @@ void GuardedHttpServer::stop() {
   }
   for (auto& sess : ended) close(std::move(sess), false);
   (inner_.*exposed(SvrSockTag{})) = INVALID_SOCKET;  // keep-alive loops end
-  if (is_running()) httplib::Server::stop();
+  // httplib's own stop() does nothing until listen_after_bind() runs, and a
+  // listen that began after it accepted forever (a server stopped at once:
+  // ApiServer::serve() on its thread had not reached it yet, and the
+  // caller's join hung). So the listening socket is taken and closed here
+  // either way, as httplib's stop() does: a listen that runs ends, one that
+  // begins later returns at once.
+  socket_t sock = (this->*exposed(SvrSockTag{})).exchange(INVALID_SOCKET);
+  if (sock != INVALID_SOCKET) {
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+  }
 }
 
 GuardedHttpServer::~GuardedHttpServer() {

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "controller/controller.h"
+#include "controller_fixture.h"
 #include "tw/policy.h"
 #include "tw/store.h"
 
@@ -133,32 +134,19 @@ TEST(ApplyChecks, SharedStorageAndBackupToMissing) {
 
 // ---- in the controller ----
 
-class SiteTest : public ::testing::Test {
+class SiteTest : public testing_controller::ControllerFixture {
  protected:
-  void SetUp() override {
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_);
-    ASSERT_TRUE(controller_->recover().isOk());
-  }
+  SiteTest() : ControllerFixture(1000000) {}
+
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(openController()); }
 
   void beat(const std::string& host, const HostReport* r) {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = testing_controller::agentHeartbeat(host);
     if (r != nullptr) hb.host_report = *r;
     ASSERT_TRUE(controller_->handleHeartbeat(hb).isOk());
   }
 
-  std::string events() {
-    std::string out;
-    auto list = store_->eventsSince(0, 1000);
-    if (list.isOk())
-      for (const auto& e : *list) out += e.kind + " " + e.message + "\n";
-    return out;
-  }
+  std::string events() { return testing_controller::eventLines(*store_); }
 
   Json tier(const std::string& name) {
     const Json all = controller_->tiersJson();
@@ -166,10 +154,6 @@ class SiteTest : public ::testing::Test {
       if (t["name"] == name) return t;
     return Json{};
   }
-
-  ManualClock clock_{1000000};
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
 };
 
 const char* kHosts = "hosts: [{ name: h1 }, { name: h2 }]\n";

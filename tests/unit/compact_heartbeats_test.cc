@@ -6,6 +6,7 @@
 #include "controller/controller.h"
 #include "controller/heartbeat_fastpath.h"
 #include "controller/service.h"
+#include "controller_fixture.h"
 #include "tw/compact_heartbeats.h"
 #include "tw/hex64.h"
 #include "tw/json.h"
@@ -209,11 +210,9 @@ const char* kHostsPolicy = R"(hosts:
 // VMs. The full heartbeat then goes to the loop as before.
 TEST(CompactServiceTest, ControllerWithoutTheDigestWantsTheReport) {
   ManualClock clock{1000};
-  auto store = Store::open(":memory:");
-  ASSERT_TRUE(store.isOk());
-  Controller c(**store, clock);
-  ASSERT_TRUE(c.recover().isOk());
-  ASSERT_TRUE(c.applyPolicy({PolicyFile{"p.yaml", kHostsPolicy}}, false).isOk());
+  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kHostsPolicy}});
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  Controller& c = *opened->controller;
   ControllerService service(c, 100, clock);  // its loop is not started
   const Heartbeat full = reportOf("h1", 4);
   HeartbeatPath how = HeartbeatPath::kFast;

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "controller/controller.h"
+#include "controller_fixture.h"
 #include "tw/store.h"
 
 namespace tw {
@@ -44,16 +45,12 @@ tiers:
     address: 10.213.0.100/24
 )";
 
-class AddressTest : public ::testing::Test {
+class AddressTest : public testing_controller::ControllerFixture {
  protected:
   void SetUp() override {
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
     auto agents = parseFenceAgents("ipmi = ipmitool power off {host}\n", "fence.conf");
     ASSERT_TRUE(agents.isOk());
-    controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, *agents);
-    ASSERT_TRUE(controller_->recover().isOk());
+    ASSERT_NO_FATAL_FAILURE(openController(":memory:", &hosts_, *agents));
     ASSERT_TRUE(controller_->applyPolicy({{"p.yaml", kPolicy}}, false).isOk());
     for (const char* h : {"h1", "h2", "h3"}) {
       up_.insert(h);
@@ -76,10 +73,7 @@ class AddressTest : public ::testing::Test {
   }
 
   void beat(const std::string& host) {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = testing_controller::agentHeartbeat(host);
     for (const char* other : {"h1", "h2", "h3"})
       if (!up_.count(other)) hb.peers_unreachable[other] = 60000;
     const AssignmentSet set = controller_->assignmentsFor(host);
@@ -88,13 +82,7 @@ class AddressTest : public ::testing::Test {
     std::set<std::string> held = keep_[host];
     for (const auto& a : set.assignments) {
       if (a.incoming) continue;
-      DomainReport d;
-      d.vm = a.vm;
-      d.tier = a.tier;
-      d.epoch = a.epoch;
-      d.state = DomainState::kRunning;
-      d.health = Health::kHealthy;
-      hb.domains.push_back(d);
+      hb.domains.push_back(testing_controller::runningReport(a));
       if (a.address.set()) held.insert(a.address.cidr);
     }
     holding_[host] = held;
@@ -132,10 +120,7 @@ class AddressTest : public ::testing::Test {
     return out;
   }
 
-  ManualClock clock_{1000};
   ScriptedHosts hosts_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
   std::set<std::string> up_;
   std::map<std::string, std::set<std::string>> holding_;  // what each agent has on its interfaces
   std::map<std::string, std::set<std::string>> keep_;     // held whatever its set says
@@ -243,9 +228,7 @@ TEST_F(AddressTest, MigrationMovesItAfterTheVm) {
 TEST_F(AddressTest, RestartedControllerKeepsTheHolder) {
   const std::string holder = controller_->vm("lb-1")->host;
   keep_[holder].insert("10.213.0.100/24");  // the agent has it on its interface
-  controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_,
-                                             *parseFenceAgents("ipmi = x {host}\n", "f.conf"));
-  ASSERT_TRUE(controller_->recover().isOk());
+  ASSERT_NO_FATAL_FAILURE(restartController(&hosts_, *parseFenceAgents("ipmi = x {host}\n", "f.conf")));
   std::set<std::string> all = up_;
   up_ = {holder == "h1" ? "h2" : "h1"};  // one host reports first
   tick(3);

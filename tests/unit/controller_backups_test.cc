@@ -12,6 +12,7 @@
 
 #include "controller/backup_book.h"
 #include "controller/controller.h"
+#include "controller_fixture.h"
 #include "tw/store.h"
 
 namespace tw {
@@ -41,12 +42,14 @@ tiers:
 
 constexpr Millis kHour = 3600 * 1000;
 
-class ControllerBackupsTest : public ::testing::Test {
+class ControllerBackupsTest : public testing_controller::ControllerFixture {
  protected:
+  ControllerBackupsTest() : ControllerFixture(1796580000000) {}
+
   void SetUp() override {
     char tmpl[] = "/tmp/tw-ctl-backups.XXXXXX";
     dir_ = mkdtemp(tmpl);
-    open();
+    ASSERT_NO_FATAL_FAILURE(open());
     ASSERT_TRUE(controller_->applyPolicy({PolicyFile{"hosts.yaml", kHosts}}, false).isOk());
     beatAll();
     auto r = controller_->applyPolicy({PolicyFile{"demo.yaml", kPolicy}}, false);
@@ -60,45 +63,13 @@ class ControllerBackupsTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void open() {
-    controller_.reset();
-    store_.reset();
-    auto s = Store::open(dir_ + "/state.db");
-    ASSERT_TRUE(s.isOk()) << s.status().toString();
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_);
-    ASSERT_TRUE(controller_->recover().isOk());
-  }
+  void open() { openController(dir_ + "/state.db"); }
 
   // A heartbeat reporting every assignment of `host` running, with `events`.
   AssignmentSet beat(const std::string& host, const std::vector<AgentEvent>& events = {}) {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = testing_controller::runningHeartbeat(*controller_, host);
     hb.events = events;
-    for (const auto& a : controller_->assignmentsFor(host).assignments) {
-      DomainReport d;
-      d.vm = a.vm;
-      d.tier = a.tier;
-      d.epoch = a.epoch;
-      d.state = DomainState::kRunning;
-      d.health = Health::kHealthy;
-      hb.domains.push_back(d);
-    }
-    auto r = controller_->handleHeartbeat(hb);
-    EXPECT_TRUE(r.isOk()) << r.status().toString();
-    return r.isOk() ? *r : AssignmentSet{};
-  }
-  void beatAll() {
-    for (const auto& h : controller_->policy().hosts) beat(h.name);
-  }
-  void settle(int rounds = 6) {
-    for (int i = 0; i < rounds; ++i) {
-      clock_.advance(100);
-      beatAll();
-      controller_->runOnce();
-    }
+    return answer(hb);
   }
 
   const Assignment* assignment(const std::string& vm) {
@@ -138,9 +109,6 @@ class ControllerBackupsTest : public ::testing::Test {
   }
 
   std::string dir_;
-  ManualClock clock_{1796580000000};
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
   AssignmentSet last_set_;
 };
 

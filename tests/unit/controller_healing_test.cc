@@ -6,10 +6,15 @@
 #include <set>
 
 #include "controller/controller.h"
+#include "controller_fixture.h"
 #include "tw/store.h"
 
 namespace tw {
 namespace {
+
+using testing_controller::agentHeartbeat;
+using testing_controller::eventLines;
+using testing_controller::runningReport;
 
 // An agent's event as the tests write them (AgentEvent has more fields).
 AgentEvent agentEvent(std::string host, std::string vm, int64_t epoch, std::string kind,
@@ -94,14 +99,10 @@ FenceAgents fenceAgents() {
   return agents.isOk() ? *agents : FenceAgents{};
 }
 
-class HealingTest : public ::testing::Test {
+class HealingTest : public testing_controller::ControllerFixture {
  protected:
   void SetUp() override {
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
-    ASSERT_TRUE(controller_->recover().isOk());
+    ASSERT_NO_FATAL_FAILURE(openController(":memory:", &hosts_, fenceAgents()));
     ASSERT_TRUE(controller_->applyPolicy({{"hosts.yaml", kHosts}}, false).isOk());
     for (const char* h : {"h1", "h2", "h3"}) {
       up_.insert(h);
@@ -125,10 +126,7 @@ class HealingTest : public ::testing::Test {
   }
 
   void beat(const std::string& host) {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = agentHeartbeat(host);
     hb.watchdog_ms = watchdog_ms_;
     // Peer checks: the agents that do not heartbeat do not answer their
     // peers either (long enough for a vote).
@@ -139,7 +137,7 @@ class HealingTest : public ::testing::Test {
     hb.assignments_controller = set.controller_id;
     for (const auto& a : set.assignments) {
       if (a.incoming) continue;
-      DomainReport d = report(a.vm, a.tier, a.epoch);
+      DomainReport d = runningReport(a);
       if (down_vms_.count(a.vm)) {
         d.state = DomainState::kShutoff;
         d.health = Health::kUnknown;
@@ -166,12 +164,7 @@ class HealingTest : public ::testing::Test {
   }
 
   // Every event's message, one a line.
-  std::string allEvents() {
-    std::string out;
-    auto ev = store_->eventsSince(0, 5000);
-    for (const auto& e : *ev) out += e.kind + " " + e.message + "\n";
-    return out;
-  }
+  std::string allEvents() { return eventLines(*store_, 5000); }
 
   // The controller is restarted over the same store (what a new leader
   // reads) in the instant h2 dies, its agents having reported `watchdog_ms`
@@ -189,18 +182,14 @@ class HealingTest : public ::testing::Test {
     }
     up_.erase("h2");
     hosts_.alive.erase("h2");
-    controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
-    EXPECT_TRUE(controller_->recover().isOk());
+    restartController(&hosts_, fenceAgents());
     const Millis start = clock_.nowMs();
     while (controller_->host("h2")->state != HostState::kFenced && clock_.nowMs() - start < 30000) tick();
     EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
     return clock_.nowMs() - start;
   }
 
-  ManualClock clock_{1000};
   FakeHostConnector hosts_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
   std::set<std::string> up_;
   Millis watchdog_ms_ = 0;  // what every heartbeat reports (Heartbeat::watchdog_ms)
   std::set<std::string> down_vms_;
@@ -363,13 +352,7 @@ TEST(HealingRecoverTest, StoredPolicyWithFenceCommandOrUnknownAgent) {
   ASSERT_NE(h1, nullptr);
   EXPECT_EQ(h1->fence, FenceMethod::kLibvirt);
   EXPECT_TRUE(h1->fence_legacy_command);
-  auto eventText = [&store] {
-    std::string out;
-    auto all = store.eventsSince(0, 1000);
-    if (all.isOk())
-      for (const auto& e : *all) out += e.kind + " " + e.message + "\n";
-    return out;
-  };
+  auto eventText = [&store] { return eventLines(store); };
   std::string events = eventText();
   EXPECT_NE(events.find("host.fence_unusable host 'h1': the policy in force says fence: command, "
                         "which is no longer run"),
@@ -390,10 +373,7 @@ TEST(HealingRecoverTest, StoredPolicyWithFenceCommandOrUnknownAgent) {
   // h2 dies (h1 reports it unreachable: with the controller, a quorum): its
   // agent cannot run; lease expiry fences it.
   auto beat = [&](const std::string& host) {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = agentHeartbeat(host);
     if (host == "h1") hb.peers_unreachable["h2"] = 60000;
     ASSERT_TRUE(controller.handleHeartbeat(hb).isOk());
   };
@@ -607,12 +587,9 @@ TEST_F(HealingTest, CrashIncidentClosesOnlyOnTheNewRunsVerdict) {
   };
   EXPECT_TRUE(open()) << allEvents();
   // The new run's first verdict: the guest is not up yet.
-  Heartbeat hb;
-  hb.host = host;
-  hb.agent_id = "agent-" + host;
-  hb.capacity = {4, 4096};
+  Heartbeat hb = agentHeartbeat(host);
   for (const auto& a : controller_->assignmentsFor(host).assignments) {
-    DomainReport d = report(a.vm, a.tier, a.epoch);
+    DomainReport d = runningReport(a);
     if (a.vm == "web-1") d.health = Health::kUnknown;
     hb.domains.push_back(d);
   }
@@ -769,8 +746,7 @@ TEST_F(HealingTest, RestartGivesAnOfflineHostGrace) {
   tick(35);
   ASSERT_EQ(controller_->host("h2")->state, HostState::kOffline);
   hosts_.alive.insert("h2");  // back while the controller restarts
-  controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
-  ASSERT_TRUE(controller_->recover().isOk());
+  ASSERT_NO_FATAL_FAILURE(restartController(&hosts_, fenceAgents()));
   EXPECT_EQ(controller_->host("h2")->state, HostState::kSuspect);
   tick(5);
   EXPECT_TRUE(hosts_.calls.empty());
@@ -784,8 +760,7 @@ TEST_F(HealingTest, RestartGivesAnOfflineHostGrace) {
   hosts_.alive.erase("h2");
   tick(35);
   ASSERT_EQ(controller_->host("h2")->state, HostState::kOffline);
-  controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_, fenceAgents());
-  ASSERT_TRUE(controller_->recover().isOk());
+  ASSERT_NO_FATAL_FAILURE(restartController(&hosts_, fenceAgents()));
   for (int i = 0; i < 150 && controller_->host("h2")->state != HostState::kFenced; ++i) tick();
   EXPECT_EQ(controller_->host("h2")->state, HostState::kFenced);
 }
@@ -875,8 +850,7 @@ TEST_F(HealingTest, MigrationResumesAfterControllerRestart) {
   // exactly what the store holds.
   ASSERT_TRUE(controller_->migrateVm("web-2", "h3").isOk());
   std::string src = controller_->vm("web-2")->host;
-  controller_ = std::make_unique<Controller>(*store_, clock_, &hosts_);
-  ASSERT_TRUE(controller_->recover().isOk());
+  ASSERT_NO_FATAL_FAILURE(restartController(&hosts_));
   controller_->runOnce();
   bool migrating = false;
   for (const auto& a : controller_->assignmentsFor(src).assignments)

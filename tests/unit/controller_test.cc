@@ -10,10 +10,15 @@
 #include <vector>
 
 #include "controller/controller.h"
+#include "controller_fixture.h"
 #include "tw/store.h"
 
 namespace tw {
 namespace {
+
+using testing_controller::agentHeartbeat;
+using testing_controller::runningHeartbeat;
+using testing_controller::runningReport;
 
 const char* kHosts = R"(
 cluster:
@@ -46,15 +51,9 @@ tiers:
     after: [apache]
 )";
 
-class ControllerTest : public ::testing::Test {
+class ControllerTest : public testing_controller::ControllerFixture {
  protected:
-  void SetUp() override {
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk()) << s.status().toString();
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_);
-    ASSERT_TRUE(controller_->recover().isOk());
-  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(openController()); }
 
   Result<ApplyResult> apply(const std::string& text, bool dry_run = false,
                             const std::string& name = "demo.yaml") {
@@ -65,26 +64,9 @@ class ControllerTest : public ::testing::Test {
   // and the hosts in `unreachable` as unreachable peers (for a minute).
   AssignmentSet beat(const std::string& host, bool report_running = true,
                      const std::vector<std::string>& unreachable = {}) {
-    Heartbeat hb;
-    hb.host = host;
+    Heartbeat hb = report_running ? runningHeartbeat(*controller_, host) : agentHeartbeat(host);
     for (const auto& u : unreachable) hb.peers_unreachable[u] = 60000;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
-    AssignmentSet current = controller_->assignmentsFor(host);
-    if (report_running) {
-      for (const auto& a : current.assignments) {
-        DomainReport d;
-        d.vm = a.vm;
-        d.tier = a.tier;
-        d.epoch = a.epoch;
-        d.state = DomainState::kRunning;
-        d.health = Health::kHealthy;
-        hb.domains.push_back(d);
-      }
-    }
-    auto r = controller_->handleHeartbeat(hb);
-    EXPECT_TRUE(r.isOk()) << r.status().toString();
-    return r.isOk() ? *r : AssignmentSet{};
+    return answer(hb);
   }
 
   // Declares the hosts (hosts.yaml) and lets every agent report its capacity.
@@ -94,18 +76,6 @@ class ControllerTest : public ::testing::Test {
     beatAll();
   }
 
-  void beatAll() {
-    for (const auto& h : controller_->policy().hosts) beat(h.name);
-  }
-
-  // Steps the cluster: heartbeats then a controller pass, `rounds` times.
-  void settle(int rounds = 6) {
-    for (int i = 0; i < rounds; ++i) {
-      clock_.advance(100);
-      beatAll();
-      controller_->runOnce();
-    }
-  }
 
   // A heartbeat from `host`, whose port forwards listen on `address`,
   // reporting every assignment (incoming ones too) running with `health` and
@@ -115,17 +85,10 @@ class ControllerTest : public ::testing::Test {
   void beatWithPorts(const std::string& host, const std::string& address,
                      Health health = Health::kHealthy, const std::string& except = "",
                      const std::vector<DomainReport>& extra = {}) {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = agentHeartbeat(host);
     hb.service_address = address;
     for (const auto& a : controller_->assignmentsFor(host).assignments) {
-      DomainReport d;
-      d.vm = a.vm;
-      d.tier = a.tier;
-      d.epoch = a.epoch;
-      d.state = DomainState::kRunning;
+      DomainReport d = runningReport(a);
       d.health = health;
       if (a.vm != except) {
         for (const auto& p : a.ports) d.ports[p.port] = hostPort(host, a.vm, p.port);
@@ -153,10 +116,7 @@ class ControllerTest : public ::testing::Test {
     return j.isOk() ? *j : Json::object();
   }
 
-  ManualClock clock_{1000};
   std::map<std::string, int> host_ports_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
 };
 
 // Pins: a heartbeat from a host no applied policy declares is refused (404).
@@ -173,10 +133,7 @@ TEST_F(ControllerTest, HeartbeatFromUndeclaredHostIsNotFound) {
 // digest gets the whole list; a changed peer address changes the digest.
 TEST_F(ControllerTest, HeartbeatAnswerCarriesThePeerListOnlyWhenItChanged) {
   join();
-  Heartbeat hb;
-  hb.host = "h1";
-  hb.agent_id = "agent-h1";
-  hb.capacity = {4, 4096};
+  Heartbeat hb = agentHeartbeat("h1");
   auto first = controller_->handleHeartbeat(hb);
   ASSERT_TRUE(first.isOk()) << first.status().toString();
   EXPECT_FALSE(first->peers_omitted);
@@ -198,10 +155,7 @@ TEST_F(ControllerTest, HeartbeatAnswerCarriesThePeerListOnlyWhenItChanged) {
   EXPECT_EQ(stale->peers.size(), others);
 
   // h2 starts answering peer checks at an address: every list changes.
-  Heartbeat h2;
-  h2.host = "h2";
-  h2.agent_id = "agent-h2";
-  h2.capacity = {4, 4096};
+  Heartbeat h2 = agentHeartbeat("h2");
   h2.peer_address = "10.0.0.2:7810";
   ASSERT_TRUE(controller_->handleHeartbeat(h2).isOk());
   hb.peers_digest = first->peers_digest;
@@ -605,10 +559,7 @@ TEST_F(ControllerTest, StaleEpochReportIgnored) {
   ASSERT_TRUE(apply(kPolicy).isOk());
   settle();
   const VmRecord vm = *controller_->vm("mysql-1");
-  Heartbeat hb;
-  hb.host = vm.host;
-  hb.agent_id = "agent-" + vm.host;
-  hb.capacity = {4, 4096};
+  Heartbeat hb = agentHeartbeat(vm.host);
   DomainReport d;
   d.vm = vm.name;
   d.tier = vm.tier;
@@ -625,23 +576,13 @@ TEST_F(ControllerTest, RecoverFromStoreKeepsEverything) {
   auto path = std::filesystem::temp_directory_path() / ("tw-ctl-" + std::to_string(::getpid()) + ".db");
   std::filesystem::remove(path);
   {
-    auto s = Store::open(path.string());
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_);
-    ASSERT_TRUE(controller_->recover().isOk());
+    ASSERT_NO_FATAL_FAILURE(openController(path.string()));
     join();
     ASSERT_TRUE(apply(kPolicy).isOk());
     settle();
   }
   auto before = controller_->vms();
-  controller_.reset();
-  store_.reset();
-  auto s = Store::open(path.string());
-  ASSERT_TRUE(s.isOk());
-  store_ = std::move(s).value();
-  controller_ = std::make_unique<Controller>(*store_, clock_);
-  ASSERT_TRUE(controller_->recover().isOk());
+  ASSERT_NO_FATAL_FAILURE(openController(path.string()));
   EXPECT_EQ(controller_->policyVersion(), 2);
   controller_->runOnce();
   auto after = controller_->vms();
@@ -756,10 +697,7 @@ TEST_F(ControllerTest, EndpointsOnlyForRunningCurrentEpoch) {
   const VmRecord web2 = *controller_->vm("web-2");
 
   // web-1's host reports it at an older epoch: a stale copy, not an endpoint.
-  Heartbeat hb;
-  hb.host = web1.host;
-  hb.agent_id = "agent-" + web1.host;
-  hb.capacity = {4, 4096};
+  Heartbeat hb = agentHeartbeat(web1.host);
   DomainReport stale;
   stale.vm = "web-1";
   stale.tier = "web";

@@ -5,6 +5,7 @@
 
 #include "controller/controller.h"
 #include "controller/heartbeat_fastpath.h"
+#include "controller_fixture.h"
 #include "tw/store.h"
 
 namespace tw {
@@ -193,11 +194,9 @@ tiers:
 // comes back online.
 TEST(RenewOffLoopTest, RenewalsKeepTheHostOnline) {
   ManualClock clock{1000};
-  auto store = Store::open(":memory:");
-  ASSERT_TRUE(store.isOk());
-  Controller c(**store, clock);
-  ASSERT_TRUE(c.recover().isOk());
-  ASSERT_TRUE(c.applyPolicy({PolicyFile{"p.yaml", kRenewPolicy}}, false).isOk());
+  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kRenewPolicy}});
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  Controller& c = *opened->controller;
   auto beat = [&](const std::string& host) {
     Heartbeat hb;
     hb.host = host;
@@ -251,10 +250,9 @@ tiers:
 // renewals carry the durations, as the fast path hands them over.
 Millis fenceAfterDeath(bool carry) {
   ManualClock clock{1000};
-  auto store = Store::open(":memory:");
-  if (!store.isOk()) return -2;
-  Controller c(**store, clock);
-  if (!c.recover().isOk() || !c.applyPolicy({PolicyFile{"p.yaml", kQuorumPolicy}}, false).isOk()) return -2;
+  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kQuorumPolicy}});
+  if (!opened.isOk()) return -2;
+  Controller& c = *opened->controller;
   const std::vector<std::string> survivors = {"h1", "h2", "h3", "h4"};
   auto beat = [&](const std::string& host, Millis unreachable_ms) {
     Heartbeat hb;

@@ -13,6 +13,7 @@
 #include "controller/follower_heartbeats.h"
 #include "controller/leader_renewals.h"
 #include "controller/lease_renewals.h"
+#include "controller_fixture.h"
 #include "tw/fake_etcd.h"
 #include "tw/store_etcd.h"
 
@@ -72,20 +73,8 @@ class LeaseRenewalLivenessTest : public ::testing::Test {
   }
 
   Heartbeat heartbeatOf(const std::string& host, const std::vector<std::string>& unreachable = {}) {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = testing_controller::runningHeartbeat(*controller_, host);
     for (const auto& u : unreachable) hb.peers_unreachable[u] = 60000;
-    for (const auto& a : controller_->assignmentsFor(host).assignments) {
-      DomainReport d;
-      d.vm = a.vm;
-      d.tier = a.tier;
-      d.epoch = a.epoch;
-      d.state = DomainState::kRunning;
-      d.health = Health::kHealthy;
-      hb.domains.push_back(d);
-    }
     return hb;
   }
 

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "controller/controller.h"
+#include "controller_fixture.h"
 #include "tw/store.h"
 
 namespace tw {
@@ -38,14 +39,12 @@ TEST(PathProbes, WaitsUntilReportedOrTheDeadline) {
   EXPECT_TRUE(probes.empty());
 }
 
-class NewPathTest : public ::testing::Test {
+class NewPathTest : public testing_controller::ControllerFixture {
  protected:
+  NewPathTest() : ControllerFixture(1000000) {}
+
   void SetUp() override {
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk());
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_);
-    ASSERT_TRUE(controller_->recover().isOk());
+    ASSERT_NO_FATAL_FAILURE(openController());
     ASSERT_TRUE(controller_->applyPolicy({{"hosts.yaml", kHosts}}, false).isOk());
     beat("h1", {});
     beat("h2", {});
@@ -60,10 +59,7 @@ class NewPathTest : public ::testing::Test {
       r.paths = std::move(paths);
       r.digest = host + "-" + std::to_string(++serial_);
     }
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = "agent-" + host;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = testing_controller::agentHeartbeat(host);
     hb.host_report = r;
     ASSERT_TRUE(controller_->handleHeartbeat(hb).isOk());
   }
@@ -73,22 +69,13 @@ class NewPathTest : public ::testing::Test {
     return controller_->applyPolicy({{name, text}}, dry_run, ProbeMode::kWait);
   }
 
-  std::string events() {
-    std::string out;
-    auto list = store_->eventsSince(0, 1000);
-    if (list.isOk())
-      for (const auto& e : *list) out += e.kind + " " + e.message + "\n";
-    return out;
-  }
+  std::string events() { return testing_controller::eventLines(*store_); }
 
   static constexpr const char* kHosts = "hosts: [{ name: h1 }, { name: h2 }]\n";
   static constexpr const char* kDb =
       "tiers:\n  - name: db\n    image: i\n    storage: { type: shared, path: /srv/shared }\n"
       "    backup: { every: 1h, to: /srv/dr-typo }\n";
 
-  ManualClock clock_{1000000};
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
   std::map<std::string, HostReport> reports_;
   int serial_ = 0;
 };

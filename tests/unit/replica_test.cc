@@ -12,6 +12,7 @@
 #include "controller/replica.h"
 #include "controller/replica_directory.h"
 #include "controller/service.h"
+#include "controller_fixture.h"
 #include "tw/fake_etcd.h"
 #include "tw/store.h"
 #include "tw/store_etcd.h"
@@ -139,13 +140,11 @@ tiers:
 class ReplicaSwitchTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk()) << s.status().toString();
-    store_ = std::move(s).value();
     // The leader's controller, writing the store the follower reads.
-    writer_ = std::make_unique<Controller>(*store_, clock_);
-    ASSERT_TRUE(writer_->recover().isOk());
-    ASSERT_TRUE(writer_->applyPolicy({PolicyFile{"p.yaml", kPolicy}}, false).isOk());
+    auto opened = testing_controller::openWithPolicy(clock_, {PolicyFile{"p.yaml", kPolicy}});
+    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+    store_ = std::move(opened->store);
+    writer_ = std::move(opened->controller);
     switch_ = std::make_unique<ReplicaSwitch>(
         *store_, clock_, [this] { return leading_; },
         [this] {

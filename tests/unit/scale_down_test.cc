@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "controller/controller.h"
+#include "controller_fixture.h"
 #include "tw/store.h"
 
 namespace tw {
@@ -24,15 +25,9 @@ tiers:
     replicas: )" + std::to_string(apache_replicas) + "\n";
 }
 
-class ScaleDownTest : public ::testing::Test {
+class ScaleDownTest : public testing_controller::ControllerFixture {
  protected:
-  void SetUp() override {
-    auto s = Store::open(":memory:");
-    ASSERT_TRUE(s.isOk()) << s.status().toString();
-    store_ = std::move(s).value();
-    controller_ = std::make_unique<Controller>(*store_, clock_);
-    ASSERT_TRUE(controller_->recover().isOk());
-  }
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(openController()); }
   Result<ApplyResult> apply(int replicas, bool dry_run) {
     return controller_->applyPolicy({PolicyFile{"demo.yaml", policyWith(replicas)}}, dry_run);
   }
@@ -44,10 +39,6 @@ class ScaleDownTest : public ::testing::Test {
       for (const auto& vm : *vms) names.push_back(vm.name);
     return names;
   }
-
-  ManualClock clock_{1000};
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Controller> controller_;
 };
 
 // Pins: apache x4 then x1 with no agent up leaves only apache-1 (pending), in

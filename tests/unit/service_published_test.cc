@@ -7,6 +7,7 @@
 
 #include "controller/controller.h"
 #include "controller/service.h"
+#include "controller_fixture.h"
 #include "tw/json.h"
 #include "tw/store.h"
 
@@ -22,20 +23,8 @@ tiers:
 )";
 
 Heartbeat beatOf(const Controller& c, const std::string& host) {
-  Heartbeat hb;
-  hb.host = host;
-  hb.agent_id = "agent-" + host;
-  hb.capacity = {4, 4096};
+  Heartbeat hb = testing_controller::runningHeartbeat(c, host);
   hb.peer_address = host + ".example:7803";
-  for (const auto& a : c.assignmentsFor(host).assignments) {
-    DomainReport d;
-    d.vm = a.vm;
-    d.tier = a.tier;
-    d.epoch = a.epoch;
-    d.state = DomainState::kRunning;
-    d.health = Health::kHealthy;
-    hb.domains.push_back(d);
-  }
   return hb;
 }
 
@@ -45,11 +34,9 @@ Heartbeat beatOf(const Controller& c, const std::string& host) {
 // back, peers_omitted is false.
 TEST(ServicePublishedTest, PublishedSetIsTheControllersSetWithItsPeers) {
   ManualClock clock{1000};
-  auto store = Store::open(":memory:");
-  ASSERT_TRUE(store.isOk());
-  Controller c(**store, clock);
-  ASSERT_TRUE(c.recover().isOk());
-  ASSERT_TRUE(c.applyPolicy({PolicyFile{"p.yaml", kPolicy}}, false).isOk());
+  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kPolicy}});
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  Controller& c = *opened->controller;
   ControllerService service(c, 100, clock);  // its loop is not started
   for (int round = 0; round < 6; ++round) {
     clock.advance(100);

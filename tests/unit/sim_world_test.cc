@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "controller_fixture.h"
 #include "sim/controller_front.h"
 #include "sim/in_process_link.h"
 #include "sim/scenario.h"
@@ -187,10 +188,9 @@ TEST(SimWorldTest, InProcessLinkIsUnreachableWhenCutOff) {
 // end of the stall handles all of it in arrival order.
 TEST(SimWorldTest, StalledControllerAnswersFromThePublishedSetAndQueues) {
   ManualClock clock{0};
-  Result<std::unique_ptr<Store>> store = Store::open(":memory:");
-  ASSERT_TRUE(store.isOk()) << store.status().toString();
-  Controller controller(**store, clock);
-  ASSERT_TRUE(controller.recover().isOk());
+  auto opened = testing_controller::openController(clock);
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  Controller& controller = *opened->controller;
   ControllerFront front;
   front.setController(&controller);
   std::vector<std::string> events;

@@ -16,6 +16,7 @@
 #include "controller/controller.h"
 #include "controller/leader_lease.h"
 #include "controller/term_guard.h"
+#include "controller_fixture.h"
 #include "tw/fake_etcd.h"
 #include "tw/store_etcd.h"
 
@@ -98,24 +99,13 @@ class TermGuardTest : public ::testing::Test {
   }
 
   Result<AssignmentSet> beat(const std::string& host, const std::string& agent_id = "") {
-    Heartbeat hb;
-    hb.host = host;
-    hb.agent_id = agent_id.empty() ? "agent-" + host : agent_id;
-    hb.capacity = {4, 4096};
+    Heartbeat hb = testing_controller::runningHeartbeat(*controller_, host);
+    if (!agent_id.empty()) hb.agent_id = agent_id;
     for (const char* other : {"h1", "h2", "h3"})
       if (!up_.count(other)) hb.peers_unreachable[other] = 60000;
     const AssignmentSet set = controller_->assignmentsFor(host);
     hb.assignments_version = set.version;
     hb.assignments_controller = set.controller_id;
-    for (const auto& a : set.assignments) {
-      DomainReport d;
-      d.vm = a.vm;
-      d.tier = a.tier;
-      d.epoch = a.epoch;
-      d.state = DomainState::kRunning;
-      d.health = Health::kHealthy;
-      hb.domains.push_back(d);
-    }
     return controller_->handleHeartbeat(hb);
   }
 
