@@ -683,11 +683,23 @@ class Bench {
   // and what the load generator's threads noted when they did it: the
   // events are read every 50 ms, and how often does not change a figure.
   void fenceToPlaced(Figures* out) {
-    BenchHost& victim = *hosts_[hosts_.size() / 2];
+    // The first host from the middle on that runs VMs now (on a loaded
+    // machine a host may have been fenced and emptied before).
+    size_t victim_index = hosts_.size() / 2;
     std::set<std::string> displaced;
-    {
-      std::lock_guard<std::mutex> lock(victim.events_mu);
-      displaced = victim.active;
+    for (size_t k = 0; k < hosts_.size(); ++k) {
+      const size_t i = (hosts_.size() / 2 + k) % hosts_.size();
+      std::lock_guard<std::mutex> lock(hosts_[i]->events_mu);
+      if (hosts_[i]->active.size() > displaced.size()) {
+        displaced = hosts_[i]->active;
+        victim_index = i;
+      }
+      if (static_cast<int>(displaced.size()) >= per_host_) break;
+    }
+    BenchHost& victim = *hosts_[victim_index];
+    if (displaced.empty()) {
+      fail("no host runs a VM");
+      return;
     }
     // The newest event's id (?since=0&limit=1, as this bench asked before,
     // gave the first one's: it then read every event since the start, 1,000
@@ -718,7 +730,7 @@ class Bench {
       if (fenced_ms < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (fenced_ms < 0) {
-      auto hosts = api_->get("/api/v1/hosts?limit=1&after=" + hostName(static_cast<int>(hosts_.size() / 2)));
+      auto hosts = api_->get("/api/v1/hosts?limit=1&after=" + hostName(static_cast<int>(victim_index)));
       std::string state = hosts.isOk() && !(*hosts)["hosts"].empty()
                               ? (*hosts)["hosts"][0]["state"].get<std::string>() + ": " +
                                     (*hosts)["hosts"][0]["reason"].get<std::string>()
