@@ -11,12 +11,14 @@
 //   - heartbeat latency p50 and p99 (the agents' HTTP round trips);
 //   - the controller's resident memory (VmRSS; VmHWM as the peak);
 //   - fence -> placed: one host's agent stops (its peers report it
-//     unreachable), the controller fences it by lease expiry; the time from
-//     its host.fenced event to all of its VMs running elsewhere.
+//     unreachable), the controller fences it by lease expiry; from its
+//     host.fenced event to all of its VMs assigned elsewhere (released into
+//     their new hosts' sets: "fence>asg") and to all of them running there
+//     ("fence>run"), and each stage in between (bench/fence_stages.h).
 // A program that prints figures, not a test: nothing here asserts a time.
 //
 //   build/bin/scale [--hosts 100,300,1000] [--vms-per-host 20] [--steady-s 20]
-//                   [--threads 8] [--converge-s 300] [--no-compact]
+//                   [--threads 8] [--converge-s 300] [--no-compact] [--no-push]
 //                   [--controller build/bin/tierwarden-controller]
 //   build/bin/scale --serve WEB_DIR --hosts 1000 --vms-per-host 2
 //       no figures: once every VM runs it prints "serving URL" and keeps the
@@ -40,9 +42,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -53,6 +57,7 @@
 
 #include "agent/agent.h"
 #include "agent/peer_view.h"
+#include "bench/fence_stages.h"
 #include "controller/auth.h"
 #include "tw/clock.h"
 #include "tw/compact_heartbeats.h"
@@ -79,6 +84,12 @@ int g_converge_s = 300;
 // Compact heartbeats (tw/compact_heartbeats.h); off: --no-compact, every
 // heartbeat carries its full report, as agents before issue #16's second step.
 bool g_compact = true;
+// Sets answered by the long poll go to the agent (as agent/main.cc's
+// pollAssignments() posts them to its loop); off: --no-push, an agent learns
+// its set from its heartbeats' answers alone, as this bench did before.
+bool g_push = true;
+// Where the fence's VMs are (bench/fence_stages.h).
+twbench::FenceStages g_stages;
 
 std::string hostName(int i) {
   char buf[16];
@@ -113,6 +124,14 @@ int64_t cpuTicks(pid_t pid) {
     if (i == 15) stime = std::stoll(field);
   }
   return utime + stime;
+}
+
+// The first three fields of /proc/loadavg.
+std::string loadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
 }
 
 // A /proc/PID/status field in KiB ("VmRSS", "VmHWM").
@@ -201,6 +220,11 @@ class TimedLink final : public tw::ControllerLink {
     // once if not answered (HttpControllerLink, tw/compact_heartbeats.h).
     tw::Result<tw::AssignmentSet> r = link_.heartbeat(hb);
     const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
+    if (r.isOk()) {
+      const int64_t at = wallMs();
+      g_stages.noteSet(twbench::FenceStages::kAtAgent, *r, at);  // runOnce() applies it at once
+      g_stages.noteReport(hb, at);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (recording_) samples_.push_back(ms);
     if (!r.isOk() && recording_) {
@@ -211,15 +235,18 @@ class TimedLink final : public tw::ControllerLink {
   }
   tw::Status sendEvent(const tw::AgentEvent& event) override { return link_.sendEvent(event); }
   void setCompact(bool on) { link_.setCompactHeartbeats(on); }
-  // One long poll always open, as agent/main.cc's pollAssignments() (its
-  // sets are dropped: the heartbeats' answers bring them to the agent too).
-  void startPolling(const std::string& host) {
-    poller_ = std::thread([this, host] {
+  // One long poll always open, as agent/main.cc's pollAssignments(): each
+  // newer set goes to `push` (the agent's worker hands it to the agent).
+  void startPolling(const std::string& host, std::function<void(tw::AssignmentSet)> push) {
+    poller_ = std::thread([this, host, push] {
       int64_t known = 0;
       while (!polling_stopped_.load()) {
         auto set = link_.waitAssignments(host, known, 25000);
         if (set.isOk()) {
-          known = set->version;
+          g_stages.noteSet(twbench::FenceStages::kPolled, *set, wallMs());
+          const int64_t version = set->version;
+          if (version > known && push) push(std::move(*set));
+          known = version;
         } else {
           for (int i = 0; i < 10 && !polling_stopped_.load(); ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -257,6 +284,9 @@ class TimedLink final : public tw::ControllerLink {
   std::string last_error_;
 };
 
+// One host of the load generator. Its FakeHypervisor and Agent are its
+// worker thread's only (neither is thread-safe): other threads read what the
+// worker's calls left under events_mu.
 struct BenchHost {
   std::string name;
   std::unique_ptr<tw::FakeHypervisor> hv;
@@ -264,7 +294,10 @@ struct BenchHost {
   std::unique_ptr<BenchPeerView> peers;
   std::unique_ptr<tw::Agent> agent;
   std::mutex events_mu;
-  std::vector<tw::DomainEvent> events;
+  std::vector<tw::DomainEvent> events;           // guarded by events_mu
+  std::optional<tw::AssignmentSet> pushed;       // guarded by events_mu: the newest polled set
+  std::set<std::string> active;                  // guarded by events_mu: its running domains
+  std::atomic<bool> stop_requested{false};       // the worker stops it at its next look
   std::atomic<bool> stopped{false};
 };
 
@@ -276,7 +309,11 @@ struct Figures {
   int64_t heartbeats = 0, heartbeat_errors = 0;
   std::string last_error;
   double rss_mib = 0, hwm_mib = 0;
-  double fence_to_placed_s = -1;
+  double fence_to_assigned_s = -1;  // fence -> the last of its VMs released into a new host's set
+  double fence_to_placed_s = -1;    // fence -> the last of its VMs' domains started elsewhere
+  std::string fence_stages;         // FenceStages::describe
+  double old_walk_ms = -1;          // the hypervisor walk the bench used to poll every 2 ms
+  std::string load;                 // /proc/loadavg at the start and at the end
   double placed_all_s = 0;
   double metrics_kib = -1;  // GET /metrics, bytes / 1024
   // tierwarden_heartbeats_total{path} over the steady window (the controller's count).
@@ -319,6 +356,7 @@ class Bench {
   int run(Figures* out) {
     out->hosts = n_;
     out->vms = n_ * per_host_;
+    out->load = loadAverage();
     char tmpl[] = "/tmp/tw-scale-XXXXXX";
     if (!mkdtemp(tmpl)) return fail("mkdtemp failed");
     dir_ = tmpl;
@@ -346,9 +384,19 @@ class Bench {
       h->name = hostName(i);
       h->hv = std::make_unique<tw::FakeHypervisor>(tw::Capacity{64, 256 * 1024});
       BenchHost* raw = h.get();
+      // Called inside the worker's hypervisor calls (FakeHypervisor's
+      // events are synchronous): which domains run, kept for other threads.
       h->hv->subscribe([raw](const tw::DomainEvent& e) {
+        if (e.kind == tw::DomainEventKind::kStarted)
+          g_stages.note(twbench::FenceStages::kStarted, raw->name, e.vm, wallMs());
         std::lock_guard<std::mutex> lock(raw->events_mu);
         raw->events.push_back(e);
+        if (e.kind == tw::DomainEventKind::kStarted || e.kind == tw::DomainEventKind::kResumed) {
+          raw->active.insert(e.vm);
+        } else if (e.kind == tw::DomainEventKind::kStopped || e.kind == tw::DomainEventKind::kCrashed ||
+                   e.kind == tw::DomainEventKind::kMigrated || e.kind == tw::DomainEventKind::kUndefined) {
+          raw->active.erase(e.vm);
+        }
       });
       const std::string source = "127.0." + std::to_string(1 + i / 250) + "." +
                                  std::to_string(2 + i % 250);
@@ -362,7 +410,11 @@ class Bench {
       h->agent = std::make_unique<tw::Agent>(options, *h->hv, *h->link, tw::SystemClock::instance());
       h->agent->setPeerView(h->peers.get());
       if (tw::Status s = h->agent->start(); !s.isOk()) return fail(s.toString());
-      h->link->startPolling(h->name);
+      h->link->startPolling(h->name, [raw](tw::AssignmentSet set) {
+        if (!g_push) return;
+        std::lock_guard<std::mutex> lock(raw->events_mu);
+        raw->pushed = std::move(set);
+      });
       hosts_.push_back(std::move(h));
     }
     const auto t0 = Steady::now();
@@ -420,8 +472,14 @@ class Bench {
     }
 
     // One host's agent stops: fence -> all its VMs running elsewhere.
-    out->fence_to_placed_s = fenceToPlaced();
+    fenceToPlaced(out);
+    out->load += " -> " + loadAverage();
     out->hwm_mib = static_cast<double>(statusKiB(pid_, "VmHWM")) / 1024.0;
+    // The workers stop: their hypervisors may be read from here.
+    stop_ = true;
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+    out->old_walk_ms = oldWalkMs();
     return 0;
   }
 
@@ -527,70 +585,152 @@ class Bench {
       const int64_t now = tw::SystemClock::instance().nowMs();
       for (BenchHost* h : mine) {
         if (h->stopped) continue;
+        if (h->stop_requested) {
+          // Power lost: its VMs are gone with it, no events (here, on the
+          // thread that owns its hypervisor).
+          h->hv->powerOff();
+          std::lock_guard<std::mutex> lock(h->events_mu);
+          h->active.clear();
+          h->stopped = true;
+          continue;
+        }
         std::vector<tw::DomainEvent> events;
+        std::optional<tw::AssignmentSet> pushed;
         {
           std::lock_guard<std::mutex> lock(h->events_mu);
           events.swap(h->events);
+          pushed.swap(h->pushed);
         }
         for (const auto& e : events) h->agent->onDomainEvent(e);
-        if (events.empty() && h->agent->nextWakeMs() > now) continue;
+        if (pushed) {
+          g_stages.noteSet(twbench::FenceStages::kAtAgent, *pushed, wallMs());
+          h->agent->onAssignments(*pushed);
+        }
+        if (events.empty() && !pushed && h->agent->nextWakeMs() > now) continue;
         h->agent->runOnce();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
 
-  // VM name -> host, from the hypervisors (the ground truth).
+  // VM name -> host: the domains the hosts' workers saw start and not stop
+  // (BenchHost::active; no hypervisor is called from this thread).
   std::map<std::string, std::string> running() {
     std::map<std::string, std::string> out;
     for (auto& h : hosts_) {
       if (h->stopped) continue;
-      auto listed = h->hv->listManaged();
-      if (!listed.isOk()) continue;
-      for (const auto& d : *listed)
-        if (tw::isActive(d.state)) out[d.meta.vm] = h->name;
+      std::lock_guard<std::mutex> lock(h->events_mu);
+      for (const auto& vm : h->active) out[vm] = h->name;
     }
     return out;
+  }
+
+  size_t runningCount() {
+    size_t n = 0;
+    for (auto& h : hosts_) {
+      std::lock_guard<std::mutex> lock(h->events_mu);
+      n += h->active.size();
+    }
+    return n;
   }
 
   bool waitAllRunning(std::chrono::seconds limit) {
     const auto until = Steady::now() + limit;
     while (Steady::now() < until) {
-      if (static_cast<int>(running().size()) >= n_ * per_host_) return true;
+      if (static_cast<int>(runningCount()) >= n_ * per_host_) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     return false;
   }
 
-  double fenceToPlaced() {
-    BenchHost& victim = *hosts_[hosts_.size() / 2];
+  // What this bench did before (bench/scale at 829358f) to see whether the
+  // displaced VMs run: every hypervisor listed, every 2 ms. Timed once after
+  // the workers stopped (it raced with them: FakeHypervisor is not
+  // thread-safe): the CPU that poll took from the 2 cores while the figure
+  // was measured. Milliseconds per walk.
+  double oldWalkMs() {
+    const auto t0 = Steady::now();
+    constexpr int kWalks = 5;
+    size_t seen = 0;
+    for (int i = 0; i < kWalks; ++i) {
+      std::map<std::string, std::string> out;
+      for (auto& h : hosts_) {
+        if (h->stopped) continue;
+        auto listed = h->hv->listManaged();
+        if (!listed.isOk()) continue;
+        for (const auto& d : *listed)
+          if (tw::isActive(d.state)) out[d.meta.vm] = h->name;
+      }
+      seen += out.size();
+    }
+    if (seen == 0) return 0;
+    return std::chrono::duration<double, std::milli>(Steady::now() - t0).count() / kWalks;
+  }
+
+  // The controller's events after `after` (its id moves on): fn(event) each.
+  template <typename F>
+  void readEvents(int64_t* after, F fn) {
+    for (;;) {
+      auto page = api_->get("/api/v1/events?since=" + std::to_string(*after) + "&limit=1000");
+      if (!page.isOk() || (*page)["events"].empty()) return;
+      for (const auto& e : (*page)["events"]) fn(e);
+      *after = (*page)["last_id"].get<int64_t>();
+    }
+  }
+
+  // One host's agent stops; its lease fence; its VMs through the stages of
+  // bench/fence_stages.h. The times are the controller's event times (t_ms)
+  // and what the load generator's threads noted when they did it: the
+  // events are read every 50 ms, and how often does not change a figure.
+  void fenceToPlaced(Figures* out) {
+    // The first host from the middle on that runs VMs now (on a loaded
+    // machine a host may have been fenced and emptied before).
+    size_t victim_index = hosts_.size() / 2;
     std::set<std::string> displaced;
-    for (const auto& [vm, host] : running())
-      if (host == victim.name) displaced.insert(vm);
-    auto last = api_->get("/api/v1/events?since=0&limit=1");
+    for (size_t k = 0; k < hosts_.size(); ++k) {
+      const size_t i = (hosts_.size() / 2 + k) % hosts_.size();
+      std::lock_guard<std::mutex> lock(hosts_[i]->events_mu);
+      if (hosts_[i]->active.size() > displaced.size()) {
+        displaced = hosts_[i]->active;
+        victim_index = i;
+      }
+      if (static_cast<int>(displaced.size()) >= per_host_) break;
+    }
+    BenchHost& victim = *hosts_[victim_index];
+    if (displaced.empty()) {
+      fail("no host runs a VM");
+      return;
+    }
+    // The newest event's id (?since=0&limit=1, as this bench asked before,
+    // gave the first one's: it then read every event since the start, 1,000
+    // a page, through the controller's loop).
+    auto last = api_->get("/api/v1/events?tail=1");
     int64_t after = last.isOk() ? (*last)["last_id"].get<int64_t>() : 0;
+    g_stages.watch(victim.name, displaced);
     // Its agent is gone (the process died): no heartbeats, no lease held;
     // its VMs stop with it (power lost).
-    victim.stopped = true;
     victim.link->endPolling();
     outages_.stop(victim.name, tw::SystemClock::instance().nowMs());
-    victim.hv->powerOff();
+    victim.stop_requested = true;
     int64_t fenced_ms = -1;
+    auto onEvent = [&](const tw::Json& e) {
+      const std::string kind = e["kind"].get<std::string>();
+      const std::string subject = e["subject"].get<std::string>();
+      const int64_t t = e["t_ms"].get<int64_t>();
+      if (kind == "host.fenced" && subject == "host/" + victim.name) fenced_ms = t;
+      if (subject.rfind("vm/", 0) != 0) return;
+      const std::string vm = subject.substr(3);
+      if (kind == "vm.placed") g_stages.note(twbench::FenceStages::kPlaced, "", vm, t);
+      if (kind == "vm.starting") g_stages.note(twbench::FenceStages::kAssigned, "", vm, t);
+      if (kind == "vm.running") g_stages.note(twbench::FenceStages::kRunning, "", vm, t);
+    };
     const auto until = Steady::now() + std::chrono::seconds(120);
     while (Steady::now() < until && fenced_ms < 0) {
-      auto page = api_->get("/api/v1/events?since=" + std::to_string(after) + "&limit=1000");
-      if (page.isOk()) {
-        for (const auto& e : (*page)["events"]) {
-          if (e["kind"] == "host.fenced" && e["subject"] == "host/" + victim.name) {
-            fenced_ms = e["t_ms"].get<int64_t>();
-          }
-        }
-        after = (*page)["last_id"].get<int64_t>();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      readEvents(&after, onEvent);
+      if (fenced_ms < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (fenced_ms < 0) {
-      auto hosts = api_->get("/api/v1/hosts?limit=1&after=" + hostName(static_cast<int>(hosts_.size() / 2)));
+      auto hosts = api_->get("/api/v1/hosts?limit=1&after=" + hostName(static_cast<int>(victim_index)));
       std::string state = hosts.isOk() && !(*hosts)["hosts"].empty()
                               ? (*hosts)["hosts"][0]["state"].get<std::string>() + ": " +
                                     (*hosts)["hosts"][0]["reason"].get<std::string>()
@@ -607,15 +747,19 @@ class Bench {
         }
         since = (*page)["last_id"].get<int64_t>();
       }
-      return -1;
+      return;
     }
-    while (Steady::now() < until) {
-      auto now = running();
-      bool all = true;
-      for (const auto& vm : displaced) all &= now.count(vm) > 0;
-      if (all) return static_cast<double>(wallMs() - fenced_ms) / 1000.0;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    using S = twbench::FenceStages;
+    while (Steady::now() < until &&
+           !(g_stages.all(S::kStarted) && g_stages.all(S::kReported) && g_stages.all(S::kRunning))) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      readEvents(&after, onEvent);
     }
+    const S::Summary summary = g_stages.summarize(fenced_ms);
+    out->fence_stages = S::describe(summary);
+    out->fence_to_assigned_s = summary.to_stage_s[S::kAssigned];
+    out->fence_to_placed_s = summary.to_stage_s[S::kStarted];
+    if (g_stages.all(S::kStarted)) return;
     fail("the VMs of " + victim.name + " were not all running elsewhere in 120 s");
     {
       auto now = running();
@@ -631,15 +775,16 @@ class Bench {
         for (auto& h : hosts_) {
           if (h->name != dest) continue;
           on_dest = "";
-          auto listed = h->hv->listManaged();
-          if (listed.isOk())
-            for (const auto& d : *listed) on_dest += d.meta.vm + " ";
-          // What its agent holds: the set it runs, its lease, when it runs next.
+          {
+            std::lock_guard<std::mutex> lock(h->events_mu);
+            for (const auto& d : h->active) on_dest += d + " ";
+          }
+          // What its agent holds: the set it runs, its lease, when it runs next
+          // (read while its worker runs: a diagnosis, not a figure).
           const int64_t now = tw::SystemClock::instance().nowMs();
           on_dest += "| agent: set v" + std::to_string(h->agent->assignmentsVersion()) + ", lease " +
                      tw::toString(h->agent->leaseState()) + ", seq " + std::to_string(h->agent->heartbeatSeq()) +
-                     ", next pass in " + std::to_string(h->agent->nextWakeMs() - now) + " ms, " +
-                     std::to_string(h->agent->domains().size()) + " reported";
+                     ", next pass in " + std::to_string(h->agent->nextWakeMs() - now) + " ms";
           if (!h->agent->selfFenceReason().empty()) on_dest += ", self-fenced: " + h->agent->selfFenceReason();
           auto host = api_->get("/api/v1/hosts?limit=1&after=" + hostName(std::stoi(dest.substr(1)) - 1));
           if (host.isOk() && !(*host)["hosts"].empty()) {
@@ -648,12 +793,12 @@ class Bench {
                        (hj.contains("assignments_version") ? hj["assignments_version"].dump() : "?");
           }
         }
-        std::fprintf(stderr, "  %s: state %s, epoch %s, host %s (%s); domains on %s: %s\n", vm.c_str(),
+        std::fprintf(stderr, "  %s: state %s, epoch %s, host %s (%s); running on %s: %s\n", vm.c_str(),
                      v->value("state", "?").c_str(), v->contains("epoch") ? (*v)["epoch"].dump().c_str() : "?",
                      dest.c_str(), v->value("reason", "").c_str(), dest.c_str(), on_dest.c_str());
       }
+      std::fprintf(stderr, "  stages: %s\n", out->fence_stages.c_str());
     }
-    return -1;
   }
 
   void stop() {
@@ -707,11 +852,14 @@ int main(int argc, char** argv) {
   app.add_option("--controller", controller, "the controller binary")->capture_default_str();
   bool no_compact = false;
   app.add_flag("--no-compact", no_compact, "every heartbeat carries its full report (no compact heartbeats)");
+  bool no_push = false;
+  app.add_flag("--no-push", no_push, "agents take sets from heartbeat answers only, not from their long poll");
   std::string serve_dir;
   app.add_option("--serve", serve_dir,
                  "keep the first size's cluster up, the controller serving this web dir (no figures)");
   CLI11_PARSE(app, argc, argv);
   g_compact = !no_compact;
+  g_push = !no_push;
   if (!serve_dir.empty()) {
     // Blocked in every thread, so that serve()'s sigwait takes them.
     sigset_t stop_signals;
@@ -729,8 +877,8 @@ int main(int argc, char** argv) {
   tw::log::init("scale", "off");
   std::signal(SIGPIPE, SIG_IGN);
 
-  std::printf("%6s %7s %9s %8s %8s %9s %9s %9s %11s %8s %12s\n", "hosts", "vms", "cpu%", "hb p50",
-              "hb p99", "hb/s", "rss MiB", "peak MiB", "fence>run s", "start s",
+  std::printf("%6s %7s %9s %8s %8s %9s %9s %9s %11s %11s %8s %12s\n", "hosts", "vms", "cpu%", "hb p50",
+              "hb p99", "hb/s", "rss MiB", "peak MiB", "fence>asg s", "fence>run s", "start s",
               "metrics KiB");
   int rc = 0;
   for (int n : sizes) {
@@ -739,10 +887,19 @@ int main(int argc, char** argv) {
       Bench bench(controller, n, per_host, steady_s, threads);
       rc |= bench.run(&f);
     }
-    std::printf("%6d %7d %8.1f%% %6.1fms %6.1fms %9.0f %9.1f %9.1f %11.2f %8.1f %12.1f\n", f.hosts, f.vms,
-                f.cpu_pct, f.p50_ms, f.p99_ms,
+    std::printf("%6d %7d %8.1f%% %6.1fms %6.1fms %9.0f %9.1f %9.1f %11.2f %11.2f %8.1f %12.1f\n", f.hosts,
+                f.vms, f.cpu_pct, f.p50_ms, f.p99_ms,
                 static_cast<double>(f.heartbeats) / std::max(1, steady_s), f.rss_mib, f.hwm_mib,
-                f.fence_to_placed_s, f.placed_all_s, f.metrics_kib);
+                f.fence_to_assigned_s, f.fence_to_placed_s, f.placed_all_s, f.metrics_kib);
+    if (!f.fence_stages.empty()) {
+      // Each stage: fence -> the first and the last of the host's VMs reaching it (s).
+      std::printf("       fence -> %s\n", f.fence_stages.c_str());
+    }
+    if (f.old_walk_ms >= 0) {
+      std::printf("       one walk of every hypervisor (what the bench polled every 2 ms before): %.2f ms\n",
+                  f.old_walk_ms);
+    }
+    std::printf("       load average: %s\n", f.load.c_str());
     if (!f.paths.empty()) {
       // How the controller answered the steady window's heartbeats (tierwarden_heartbeats_total).
       int64_t all = 0;
