@@ -22,6 +22,12 @@ size_t PeerChecks::workersPerLane() const {
   return std::clamp<size_t>(peers_.size(), 1, std::max<size_t>(tuning_.workers_per_lane, 1));
 }
 
+bool PeerChecks::wantsWorker(PeerLane lane, size_t workers, Millis steady) const {
+  if (workers >= std::min(peers_.size(), tuning_.max_workers_per_lane)) return false;
+  const std::optional<Millis> due = nextDue(lane);
+  return due.has_value() && *due < steady - interval() / 4;
+}
+
 PeerLane PeerChecks::laneOf(const Peer& p) const {
   return !p.checked || p.answered_last ? PeerLane::kLive : PeerLane::kSilent;
 }

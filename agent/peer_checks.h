@@ -50,10 +50,12 @@ namespace tw {
 enum class PeerLane { kLive = 0, kSilent = 1 };
 
 struct PeerCheckTuning {
-  // Threads per lane, at most (fewer with fewer peers).
+  // Threads per lane to start with (fewer with fewer peers).
   size_t workers_per_lane = 16;
   // The live lane's TCP connect timeout (capped by the check timeout).
   Millis live_connect_ms = 25;
+  // Threads per lane at most, when its checks fall behind (wantsWorker()).
+  size_t max_workers_per_lane = 128;
 };
 
 // One check to make: GET the peer's status at `address` within these timeouts.
@@ -79,6 +81,12 @@ class PeerChecks {
   // and the check timeout.
   Millis interval() const;
   size_t workersPerLane() const;
+  // Whether a lane worked by `workers` threads should get one more: its
+  // earliest waiting check is overdue by more than a quarter interval (each
+  // check waits on the network and on the peer, not on this host's CPU: on a
+  // loaded site 16 threads can take longer than an interval for 1,000
+  // peers), and it has fewer than the most allowed.
+  bool wantsWorker(PeerLane lane, size_t workers, Millis steady) const;
 
   // The lane's next check that is due at `steady` (taking it: the peer is in
   // flight until finish()), or nothing.

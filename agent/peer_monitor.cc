@@ -1,6 +1,7 @@
 #include "agent/peer_monitor.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +26,14 @@ bool splitHostPort(const std::string& address, std::string& host, int& port) {
   return port >= 0 && port <= 65535;
 }
 
+// The answering side's accept queue. httplib listens with a queue of 5: at
+// 1,000 hosts a host gets 2,000 checks a second (1,000 peers, a round every
+// 500 ms), and when its accepting thread is not scheduled for a few
+// milliseconds the queue is full and further SYNs are dropped; the checker
+// resends its SYN only after a second, longer than a check waits. Those
+// peers would then see this host as silent.
+constexpr int kListenBacklog = 1024;
+
 // Steady milliseconds: when checks are due (agent/peer_checks.h).
 Millis steadyMs() { return SteadyClock::instance().nowMs(); }
 
@@ -43,6 +52,10 @@ HttpPeerMonitor::HttpPeerMonitor(std::string self, std::string token, Clock& clo
   // One request per connection: see the header (a kept-alive connection pins
   // a server thread).
   server_->set_keep_alive_max_count(1);
+  server_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd_ = sock;
+  });
   server_->Get(kPeerStatusPath, [this](const httplib::Request& req, httplib::Response& res) {
     PeerStatusRequest request;
     // The headers as received: get_header_value() cuts a value at a NUL.
@@ -80,6 +93,8 @@ Status HttpPeerMonitor::listen(const std::string& address) {
   } else if (!server_->bind_to_port(host, port)) {
     return unavailable("cannot listen for peer checks on " + address + " (address in use?)");
   }
+  // Listening again on a listening socket only sets its queue's length.
+  if (listen_fd_ >= 0) ::listen(listen_fd_, kListenBacklog);
   bound_ = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
   return Status::ok();
 }
@@ -166,6 +181,16 @@ void HttpPeerMonitor::checkLoop(PeerLane lane) {
       Millis wait = due ? std::clamp<Millis>(*due - steady, 1, 1000) : 1000;
       wake.wait_for(lock, std::chrono::milliseconds(wait));
       continue;
+    }
+    // Behind (the peers answer slowly, or many are silent): one more thread
+    // for the lane, at most one a quarter interval, so that a short stall of
+    // this host does not leave it with the most threads for good.
+    auto& threads = workers_[static_cast<int>(lane)];
+    Millis& grown_at = grown_at_[static_cast<int>(lane)];
+    if (!stopping_ && steady - grown_at >= checks_.interval() / 4 &&
+        checks_.wantsWorker(lane, threads.size(), steady)) {
+      grown_at = steady;
+      threads.emplace_back([this, lane] { checkLoop(lane); });
     }
     lock.unlock();
     std::optional<bool> mutual = checkOne(*check);

@@ -9,9 +9,9 @@
 // answer from it for the timeout. Checks and answers need the cluster's peer
 // token (<state-dir>/peer-token, in every host's issue-host bundle).
 //
-// Cost (issue #16): a fixed few checking threads per lane (agent/peer_checks.h:
-// at most 16 for the peers that answer, 16 for the silent ones), not a thread
-// per peer per round; each check is one short connection and, between
+// Cost (issue #16): a few checking threads per lane (agent/peer_checks.h: 16
+// for the peers that answer, 16 for the silent ones, more only while a lane
+// falls behind, at most 128 each), not a thread per peer per round; each check is one short connection and, between
 // upgraded agents, an answer of a few dozen bytes. The answering side serves
 // one request per connection on 4 threads: a kept-alive connection would hold
 // one of them (httplib serves a connection on one thread until it closes), and
@@ -71,6 +71,7 @@ class HttpPeerMonitor final : public PeerView {
   Clock& clock_;
   std::unique_ptr<httplib::Server> server_;
   std::string bound_;
+  int listen_fd_ = -1;  // the answering side's socket (set while binding)
   std::thread serve_thread_;
   std::atomic<bool> stopping_{false};
 
@@ -79,6 +80,7 @@ class HttpPeerMonitor final : public PeerView {
   bool started_ = false;
   std::vector<std::thread> workers_[2];  // per lane
   std::condition_variable wake_[2];      // per lane: a check is due earlier than its threads sleep
+  Millis grown_at_[2] = {0, 0};          // per lane: steady time a thread was last added
 };
 
 }  // namespace tw

@@ -21,9 +21,11 @@
 //     divided by the rounds in it) and as % of one core;
 //   - the round's duration: per round, from h0's first to its last check
 //     that reached an answering peer (p50, max);
-//   - bytes per round through h0's sockets (/proc/PID/io rchar and wchar:
-//     answers read and requests written by its checks, requests read and
-//     answers written by its answering side);
+//   - answer bytes per round (bodies; HTTP adds ~150 bytes of head each
+//     way per check, and TCP's handshake and teardown): "in" the answers h0's
+//     checks got, "out" the answers h0 gave its peers' checks, with how many
+//     checks each way (sockets' bytes are not in /proc/PID/io: recv/send are
+//     not counted there);
 //   - h0's threads (most seen, sampled every 20 ms) and what it reached at
 //     the end (all answering peers should be reached, only the silent ones
 //     unreachable).
@@ -135,13 +137,20 @@ class Answerers {
     std::string sees = "[\"h0\"";
     for (int i = 1; i <= n; ++i) sees += ",\"" + hostName(i) + "\"";
     sees_ = sees + "]";
-    checks_.resize(n + 1);
     for (int k = 0; k < count; ++k) {
       auto s = std::make_unique<httplib::Server>();
       s->new_task_queue = [] { return new httplib::ThreadPool(4); };
       s->set_keep_alive_max_count(1);
+      int fd = -1;
+      s->set_socket_options([&fd](socket_t sock) {
+        httplib::default_socket_options(sock);
+        fd = sock;
+      });
       s->Get(kPath, [this](const httplib::Request& req, httplib::Response& res) { answer(req, res); });
       ports_.push_back(s->bind_to_any_port("0.0.0.0"));
+      // httplib's queue of 5 would drop the SYNs of a burst of checks: a
+      // handful of answerers take what N hosts' listeners would.
+      ::listen(fd, 4096);
       servers_.push_back(std::move(s));
     }
   }
@@ -154,23 +163,32 @@ class Answerers {
   }
   const std::vector<int>& ports() const { return ports_; }
 
-  // Per round r (the r-th check of every answering peer), from the first to
-  // the last of them, for the rounds that started in [from, to).
-  std::vector<double> roundDurationsMs(Clock::time_point from, Clock::time_point to, int answering) {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<double> out;
-    size_t rounds = SIZE_MAX;
-    for (int i = 1; i <= answering; ++i) rounds = std::min(rounds, checks_[i].size());
-    for (size_t r = 0; r < rounds; ++r) {
-      Clock::time_point first = Clock::time_point::max(), last = Clock::time_point::min();
-      for (int i = 1; i <= answering; ++i) {
-        first = std::min(first, checks_[i][r]);
-        last = std::max(last, checks_[i][r]);
-      }
-      if (first >= from && first < to) {
-        out.push_back(std::chrono::duration<double, std::milli>(last - first).count());
-      }
+  // Per round (a burst of h0's checks: the checks of answering peers, split
+  // where none came for `gap_ms`), from its first check to its last, for the
+  // rounds that started in [from, to).
+  std::vector<double> roundDurationsMs(Clock::time_point from, Clock::time_point to, int gap_ms) {
+    std::vector<Clock::time_point> all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      all = checks_;
     }
+    std::sort(all.begin(), all.end());
+    std::vector<double> out;
+    for (size_t i = 0; i < all.size();) {
+      size_t j = i;
+      while (j + 1 < all.size() && all[j + 1] - all[j] < std::chrono::milliseconds(gap_ms)) ++j;
+      if (all[i] >= from && all[j] < to) {
+        out.push_back(std::chrono::duration<double, std::milli>(all[j] - all[i]).count());
+      }
+      i = j + 1;
+    }
+    return out;
+  }
+  // Answer bodies h0 received, and answers, since the last call.
+  std::pair<int64_t, int64_t> takeBytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto out = std::make_pair(body_bytes_, answers_);
+    body_bytes_ = answers_ = 0;
     return out;
   }
 
@@ -181,15 +199,15 @@ class Answerers {
       res.status = 404;
       return;
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      checks_[i].push_back(Clock::now());
-    }
     if (req.has_param("compact")) {
       res.set_content("{\"host\":\"" + hostName(i) + "\",\"sees_you\":true}", "application/json");
     } else {
       res.set_content("{\"host\":\"" + hostName(i) + "\",\"sees\":" + sees_ + "}", "application/json");
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    checks_.push_back(Clock::now());
+    body_bytes_ += int64_t(res.body.size());
+    ++answers_;
   }
 
   const int n_;
@@ -198,7 +216,8 @@ class Answerers {
   std::vector<int> ports_;
   std::vector<std::thread> threads_;
   std::mutex mu_;
-  std::vector<std::vector<Clock::time_point>> checks_;  // per peer: when h0 checked it
+  std::vector<Clock::time_point> checks_;  // when h0 checked an answering peer
+  int64_t body_bytes_ = 0, answers_ = 0;
 };
 
 // A listener that never accepts, its queue full: connects to it never complete.
@@ -223,7 +242,7 @@ int silentListener() {
 
 struct Figures {
   double cpu_ms_per_round = 0, core_pct = 0, round_p50 = 0, round_max = 0;
-  double in_kb = 0, out_kb = 0;
+  double in_kb = 0, out_kb = 0, checks_in = 0, checks_out = 0;
   int64_t threads_max = 0;
   std::string reach;
 };
@@ -271,6 +290,7 @@ Figures runOne(const std::string& self, int n, int silent, int timeout_ms, int w
   // The N peers' checks of h0: each peer once per round, a new connection each.
   const int every = std::clamp(timeout_ms / 3, 200, 2000);
   std::atomic<bool> stop{false};
+  std::atomic<int64_t> out_bytes{0}, out_answers{0};
   std::vector<std::thread> load;
   const int load_threads = 4;
   for (int t = 0; t < load_threads; ++t) {
@@ -282,7 +302,11 @@ Figures runOne(const std::string& self, int n, int silent, int timeout_ms, int w
           c.set_connection_timeout(1, 0);
           c.set_read_timeout(1, 0);
           std::string path = std::string(kPath) + "?from=" + hostName(i) + (compact_ask ? "&compact=1" : "");
-          c.Get(path.c_str(), {{"Authorization", std::string("Bearer ") + kToken}});
+          auto res = c.Get(path.c_str(), {{"Authorization", std::string("Bearer ") + kToken}});
+          if (res && res->status == 200) {
+            out_bytes += int64_t(res->body.size());
+            ++out_answers;
+          }
         }
         std::this_thread::sleep_until(round_start + std::chrono::milliseconds(every));
       }
@@ -305,11 +329,14 @@ Figures runOne(const std::string& self, int n, int silent, int timeout_ms, int w
   threads_max = 0;
   const auto t0 = Clock::now();
   const int64_t cpu0 = cpuTicks(pid);
-  const int64_t in0 = procField(pid, "io", "rchar"), out0 = procField(pid, "io", "wchar");
+  answerers.takeBytes();
+  out_bytes = 0;
+  out_answers = 0;
   std::this_thread::sleep_for(std::chrono::seconds(window_s));
   const auto t1 = Clock::now();
   const int64_t cpu1 = cpuTicks(pid);
-  const int64_t in1 = procField(pid, "io", "rchar"), out1 = procField(pid, "io", "wchar");
+  const auto [in_bytes, in_answers] = answerers.takeBytes();
+  const int64_t out_b = out_bytes, out_a = out_answers;
   f.reach = std::to_string(reached.load()) + "/" + std::to_string(n - silent) + " reached, " +
             std::to_string(unreachable.load()) + " unreachable";
   f.threads_max = threads_max;
@@ -319,9 +346,11 @@ Figures runOne(const std::string& self, int n, int silent, int timeout_ms, int w
   const double cpu_ms = 1000.0 * double(cpu1 - cpu0) / double(::sysconf(_SC_CLK_TCK));
   f.cpu_ms_per_round = cpu_ms / rounds;
   f.core_pct = 100.0 * cpu_ms / window_ms;
-  f.in_kb = double(in1 - in0) / 1024.0 / rounds;
-  f.out_kb = double(out1 - out0) / 1024.0 / rounds;
-  auto durations = answerers.roundDurationsMs(t0, t1, n - silent);
+  f.in_kb = double(in_bytes) / 1024.0 / rounds;
+  f.out_kb = double(out_b) / 1024.0 / rounds;
+  f.checks_in = double(in_answers) / rounds;
+  f.checks_out = double(out_a) / rounds;
+  auto durations = answerers.roundDurationsMs(t0, t1, every / 4);
   std::sort(durations.begin(), durations.end());
   if (!durations.empty()) {
     f.round_p50 = durations[durations.size() / 2];
@@ -369,8 +398,9 @@ int main(int argc, char** argv) {
     Figures f = runOne(argv[0], n, std::min(silent, n), timeout_ms, window_s, ask == "compact", answerers);
     std::printf(
         "N=%-5d CPU %7.2f ms/round (%5.1f %% of a core)  round p50 %6.1f ms max %6.1f ms  "
-        "in %8.1f KiB/round  out %7.1f KiB/round  threads max %4lld  %s\n",
-        n, f.cpu_ms_per_round, f.core_pct, f.round_p50, f.round_max, f.in_kb, f.out_kb,
+        "answers in %8.1f KiB/round (%5.0f) out %8.1f KiB/round (%5.0f)  threads max %4lld  %s\n",
+        n, f.cpu_ms_per_round, f.core_pct, f.round_p50, f.round_max, f.in_kb, f.checks_in, f.out_kb,
+        f.checks_out,
         static_cast<long long>(f.threads_max), f.reach.c_str());
     std::fflush(stdout);
   }

@@ -172,7 +172,7 @@ TEST(PeerMonitorTest, OldStyleAnswerAccepted) {
 TEST(PeerMonitorTest, SilentPeersDoNotMakeAnsweringPeersUnreachable) {
   Clock& clock = SystemClock::instance();
   const std::string token = "secret-token-0123456789";
-  HttpPeerMonitor h1("h1", token, clock, PeerCheckTuning{2, 25});
+  HttpPeerMonitor h1("h1", token, clock, PeerCheckTuning{2, 25, 2});
   HttpPeerMonitor h2("h2", token, clock);
   ASSERT_TRUE(h1.listen("127.0.0.1:0").isOk());
   ASSERT_TRUE(h2.listen("127.0.0.1:0").isOk());
