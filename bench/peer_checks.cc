@@ -11,16 +11,20 @@
 //     answer as that peer would: `sees` (the full list of the N hosts it
 //     reaches, what main's agents answer) or, when the check asks for it
 //     (`compact=1`), `sees_you`. --silent S of the peers sit on a listener
-//     that never accepts (its queue is full: a powered-off host's connect
-//     that never completes);
-//   - the N peers check h0 as often as h0 checks them, on a few threads,
+//     that never accepts (once its queue is full, a powered-off host's
+//     connect that never completes);
+//   - the N peers check h0 as often as h0 checks them, on 8 threads,
 //     each check a new connection, as real agents do: --ask full (main's
 //     checkers) or compact.
 // Then it prints, per N, over a steady window:
 //   - h0's CPU per round (utime + stime from /proc/PID/stat over the window,
 //     divided by the rounds in it) and as % of one core;
-//   - the round's duration: per round, from h0's first to its last check
-//     that reached an answering peer (p50, max);
+//   - the round's duration: per burst of h0's checks of answering peers
+//     (split where none came for a quarter interval), from its first check
+//     to its last (p50, max; -1 when the checks spread over the whole
+//     interval, no burst to measure), and how often each answering peer was
+//     checked (p50, max of the time since its check before: the peer timeout
+//     must not be reached);
 //   - answer bytes per round (bodies; HTTP adds ~150 bytes of head each
 //     way per check, and TCP's handshake and teardown): "in" the answers h0's
 //     checks got, "out" the answers h0 gave its peers' checks, with how many
@@ -90,18 +94,17 @@ int64_t procField(pid_t pid, const std::string& file, const std::string& key) {
   return 0;
 }
 
-// utime + stime of a process, in clock ticks.
+// utime + stime of a process (all its threads), in clock ticks: fields 14
+// and 15 of /proc/PID/stat, after the command name's closing parenthesis.
 int64_t cpuTicks(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = all.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream rest(all.substr(paren + 2));
-  std::string field;
-  int64_t utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoll(field);
-    if (i == 15) stime = std::stoll(field);
+  long long utime = 0, stime = 0;
+  const size_t paren = all.rfind(')');
+  if (paren == std::string::npos ||
+      std::sscanf(all.c_str() + paren + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld",
+                  &utime, &stime) != 2) {
+    return 0;
   }
   return utime + stime;
 }
@@ -133,7 +136,7 @@ int runAgent(int n, int silent, int timeout_ms, const std::vector<int>& ports, i
 // The fake answerers: any peer's answer, told by the local address.
 class Answerers {
  public:
-  Answerers(int n, int count) : n_(n) {
+  Answerers(int n, int count) : n_(n), last_(n + 1) {
     std::string sees = "[\"h0\"";
     for (int i = 1; i <= n; ++i) sees += ",\"" + hostName(i) + "\"";
     sees_ = sees + "]";
@@ -184,6 +187,16 @@ class Answerers {
     }
     return out;
   }
+  // Per check of an answering peer in [from, to): the time since h0's check
+  // of that peer before, in ms.
+  std::vector<double> periodsMs(Clock::time_point from, Clock::time_point to) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<double> out;
+    for (const auto& [at, period] : periods_) {
+      if (at >= from && at < to) out.push_back(std::chrono::duration<double, std::milli>(period).count());
+    }
+    return out;
+  }
   // Answer bodies h0 received, and answers, since the last call.
   std::pair<int64_t, int64_t> takeBytes() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -205,7 +218,10 @@ class Answerers {
       res.set_content("{\"host\":\"" + hostName(i) + "\",\"sees\":" + sees_ + "}", "application/json");
     }
     std::lock_guard<std::mutex> lock(mu_);
-    checks_.push_back(Clock::now());
+    const auto now = Clock::now();
+    checks_.push_back(now);
+    if (last_[i] != Clock::time_point{}) periods_.emplace_back(now, now - last_[i]);
+    last_[i] = now;
     body_bytes_ += int64_t(res.body.size());
     ++answers_;
   }
@@ -217,31 +233,14 @@ class Answerers {
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::vector<Clock::time_point> checks_;  // when h0 checked an answering peer
+  std::vector<Clock::time_point> last_;    // per peer: its last check
+  std::vector<std::pair<Clock::time_point, Clock::duration>> periods_;  // since its check before
   int64_t body_bytes_ = 0, answers_ = 0;
 };
 
-// A listener that never accepts, its queue full: connects to it never complete.
-int silentListener() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::listen(fd, 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  // Fill the queue (backlog 0 still admits one) so that later SYNs are dropped.
-  for (int k = 0; k < 2; ++k) {
-    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in to = addr;
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::connect(c, reinterpret_cast<sockaddr*>(&to), sizeof to);  // left open on purpose
-  }
-  return ntohs(addr.sin_port);
-}
-
 struct Figures {
-  double cpu_ms_per_round = 0, core_pct = 0, round_p50 = 0, round_max = 0;
+  double cpu_ms_per_round = 0, core_pct = 0, round_p50 = -1, round_max = -1;
+  double period_p50 = 0, period_max = 0;
   double in_kb = 0, out_kb = 0, checks_in = 0, checks_out = 0;
   int64_t threads_max = 0;
   std::string reach;
@@ -251,7 +250,10 @@ Figures runOne(const std::string& self, int n, int silent, int timeout_ms, int w
                bool compact_ask, int answerer_count) {
   Figures f;
   Answerers answerers(n, answerer_count);
-  const int silent_port = silentListener();
+  // Bound and listening, never accepting: once its queue of 5 is full,
+  // connects to it never complete (the first few get no answer).
+  httplib::Server silent_server;
+  const int silent_port = silent_server.bind_to_any_port("0.0.0.0");
   std::string ports;
   for (int p : answerers.ports()) ports += (ports.empty() ? "" : ",") + std::to_string(p);
   int out[2];
@@ -292,7 +294,7 @@ Figures runOne(const std::string& self, int n, int silent, int timeout_ms, int w
   std::atomic<bool> stop{false};
   std::atomic<int64_t> out_bytes{0}, out_answers{0};
   std::vector<std::thread> load;
-  const int load_threads = 4;
+  const int load_threads = 8;
   for (int t = 0; t < load_threads; ++t) {
     load.emplace_back([&, t] {
       while (!stop) {
@@ -356,6 +358,12 @@ Figures runOne(const std::string& self, int n, int silent, int timeout_ms, int w
     f.round_p50 = durations[durations.size() / 2];
     f.round_max = durations.back();
   }
+  auto periods = answerers.periodsMs(t0, t1);
+  std::sort(periods.begin(), periods.end());
+  if (!periods.empty()) {
+    f.period_p50 = periods[periods.size() / 2];
+    f.period_max = periods.back();
+  }
 
   stop = true;
   for (auto& t : load) t.join();
@@ -398,8 +406,9 @@ int main(int argc, char** argv) {
     Figures f = runOne(argv[0], n, std::min(silent, n), timeout_ms, window_s, ask == "compact", answerers);
     std::printf(
         "N=%-5d CPU %7.2f ms/round (%5.1f %% of a core)  round p50 %6.1f ms max %6.1f ms  "
+        "each peer every p50 %6.1f ms max %6.1f ms  "
         "answers in %8.1f KiB/round (%5.0f) out %8.1f KiB/round (%5.0f)  threads max %4lld  %s\n",
-        n, f.cpu_ms_per_round, f.core_pct, f.round_p50, f.round_max, f.in_kb, f.checks_in, f.out_kb,
+        n, f.cpu_ms_per_round, f.core_pct, f.round_p50, f.round_max, f.period_p50, f.period_max, f.in_kb, f.checks_in, f.out_kb,
         f.checks_out,
         static_cast<long long>(f.threads_max), f.reach.c_str());
     std::fflush(stdout);
