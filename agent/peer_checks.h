@@ -19,8 +19,9 @@
 // So peers known to be silent never hold up the checks of peers that answer:
 // each lane's threads only ever wait for their own lane's peers.
 //
-// Both lanes check a peer at most once per interval() (a third of the peer
-// timeout, 200-2000 ms), from the start of its previous check; with enough
+// Both lanes check a peer once per interval() (a third of the peer timeout,
+// 200-2000 ms), from the start of its previous check (a peer the live lane
+// lost is retried at once, above); with enough
 // answering peers and threads every peer is checked every interval, as when
 // each round had a thread per peer. What an outcome means does not depend
 // on how late the check ran: an answer counts at the time it came in, and a
