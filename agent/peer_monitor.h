@@ -1,24 +1,35 @@
 // Peer checks over HTTP (docs/fencing.md): each agent answers
-// GET /api/v1/peer/status with the peers it reaches, and checks every peer of
-// its assignment set the same way, on a thread of its own, so that no VM
-// start, libvirt call or controller outage delays them.
+// GET /api/v1/peer/status (agent/peer_answer.h), and checks every peer of its
+// assignment set the same way, on threads of its own, so that no VM start,
+// libvirt call or controller outage delays them.
 //
 // A peer counts as reached (PeerView::reachable) when it answered within the
-// peer timeout AND its answer named this host among those it reaches. A peer
-// is reported unreachable (PeerView::unreachable) when this host has had no
+// peer timeout AND its answer said that it reaches this host. A peer is
+// reported unreachable (PeerView::unreachable) when this host has had no
 // answer from it for the timeout. Checks and answers need the cluster's peer
 // token (<state-dir>/peer-token, in every host's issue-host bundle).
+//
+// Cost (issue #16): a few checking threads per lane (agent/peer_checks.h: 16
+// for the peers that answer, 16 for the silent ones, more only while a lane
+// falls behind, at most 128 each), not a thread per peer per round; each check is one short connection and, between
+// upgraded agents, an answer of a few dozen bytes. The answering side serves
+// one request per connection on 4 threads: a kept-alive connection would hold
+// one of them (httplib serves a connection on one thread until it closes), and
+// hundreds of peers holding connections would leave none for the rest.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "agent/peer_checks.h"
 #include "agent/peer_view.h"
 #include "tw/clock.h"
 #include "tw/status.h"
@@ -32,7 +43,7 @@ namespace tw {
 class HttpPeerMonitor final : public PeerView {
  public:
   // `self`: this host's name; `token`: what peers present and check.
-  HttpPeerMonitor(std::string self, std::string token, Clock& clock);
+  HttpPeerMonitor(std::string self, std::string token, Clock& clock, PeerCheckTuning tuning = {});
   ~HttpPeerMonitor() override;
 
   // Binds the answering side ("ADDR:PORT"; port 0 = any). Errors: kUnavailable.
@@ -49,29 +60,27 @@ class HttpPeerMonitor final : public PeerView {
   std::map<std::string, Millis> unreachable(Millis now) const override;
 
  private:
-  struct Peer {
-    std::string address;
-    Millis last_answer = -1;  // last answer received
-    Millis last_mutual = -1;  // last answer that named this host
-  };
-  void checkLoop();
-  void checkOne(const std::string& host, const std::string& address);
-  // The peers this host reached within the timeout: what it answers.
-  std::vector<std::string> sees(Millis now) const;
+  // Starts checking threads up to the lanes' share for the peers. REQUIRES: mu_ held.
+  void addWorkers();
+  void checkLoop(PeerLane lane);
+  // One check over HTTP: empty = no valid answer, else mutual.
+  std::optional<bool> checkOne(const PeerCheck& check) const;
 
   const std::string self_;
   const std::string token_;
   Clock& clock_;
   std::unique_ptr<httplib::Server> server_;
   std::string bound_;
+  int listen_fd_ = -1;  // the answering side's socket (set while binding)
   std::thread serve_thread_;
-  std::thread check_thread_;
   std::atomic<bool> stopping_{false};
 
   mutable std::mutex mu_;  // guards everything below
-  std::map<std::string, Peer> peers_;
-  Millis timeout_ms_ = 3000;
-  Millis watch_start_ = -1;
+  PeerChecks checks_;
+  bool started_ = false;
+  std::vector<std::thread> workers_[2];  // per lane
+  std::condition_variable wake_[2];      // per lane: a check is due earlier than its threads sleep
+  Millis grown_at_[2] = {0, 0};          // per lane: steady time a thread was last added
 };
 
 }  // namespace tw
