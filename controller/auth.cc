@@ -249,20 +249,11 @@ bool FileCredentials::mayHaveChanged() {
   const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();
-  if (inotify_fd_ < 0 || now - last_look_ns_ >= 1'000'000'000) {
-    last_look_ns_ = now;
-    if (inotify_fd_ >= 0) {  // what is queued is covered by this look
-      alignas(inotify_event) char drain[4096];
-      while (::read(inotify_fd_, drain, sizeof drain) > 0) {
-      }
-    }
-    return true;
-  }
-  bool changed = false;
+  // Without inotify, or a second after the last look: look (what is queued
+  // is covered by that look).
+  bool changed = inotify_fd_ < 0 || now - last_look_ns_ >= 1'000'000'000;
   alignas(inotify_event) char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(inotify_fd_, buf, sizeof buf);
-    if (n <= 0) break;
+  for (ssize_t n; inotify_fd_ >= 0 && (n = ::read(inotify_fd_, buf, sizeof buf)) > 0;) {
     for (ssize_t off = 0; off < n;) {
       const auto* e = reinterpret_cast<const inotify_event*>(buf + off);
       off += static_cast<ssize_t>(sizeof(inotify_event) + e->len);

@@ -662,17 +662,11 @@ bool GuardedHttpServer::holdDeferred(std::unique_ptr<Session>& s) {
                      "\r\nContent-Type: application/json\r\nCache-Control: no-store\r\nContent-Length: " +
                      std::to_string(body.size()) + "\r\nConnection: " + (s->close_after ? "close" : "Keep-Alive") +
                      "\r\n\r\n";
-  std::string all = head + body;
-  size_t off = 0;
-  while (off < all.size()) {
-    ssize_t n = s->stream->write(all.data() + off, all.size() - off);
-    if (n <= 0) {
-      s->close_after = true;
-      break;
-    }
-    off += static_cast<size_t>(n);
+  // Buffered by the stream (whole, or -1), then sent in one write.
+  if (s->stream->write(head.data(), head.size()) < 0 || s->stream->write(body.data(), body.size()) < 0 ||
+      !s->stream->flush()) {
+    s->close_after = true;
   }
-  if (!s->stream->flush()) s->close_after = true;
   if (s->close_after) s->left = 0;
   else --s->left;
   return false;
