@@ -218,7 +218,7 @@ Controller::HostRuntime& Controller::ensureHost(const std::string& name) {
   if (inserted) {
     it->second.rec.name = name;
     it->second.declared_ms = clock_.nowMs();
-    assignmentsTouched(false);
+    hostAssignmentsTouched(name);
   }
   return it->second;
 }

@@ -29,6 +29,7 @@
 #include "controller/host_connector.h"
 #include "controller/path_probes.h"
 #include "controller/term_guard.h"
+#include "controller/assignment_changes.h"
 #include "controller/vms_by_host.h"
 
 namespace tw {
@@ -382,15 +383,29 @@ class Controller {
   bool tierHealthy(const std::string& tier) const;
   // Assignment sets (controller_assignments.cc). publishAssignments() gives
   // every host whose set changed a new version and tells the listener; it
-  // does nothing unless assignmentsTouched() was called since its last run.
+  // looks only at the hosts marked by the calls below since its last run
+  // (controller/assignment_changes.h), and does nothing when none was.
   void publishAssignments();
-  // To be called wherever what an assignment set holds may change: a VM's
-  // host, epoch, release, eviction or migration, the VMs or hosts that
-  // exist, the policy. `moved`: a VM's host or migration target changed, or
-  // a VM came or went (the VmsByHost index is rebuilt).
+  // To be called wherever what an assignment set holds may change.
+  // Everything (the policy, a recovery: every host's set may change);
+  // `moved`: the VmsByHost index is rebuilt whole.
   void assignmentsTouched(bool moved);
+  // One VM: its host, epoch, release, eviction, migration, backup or
+  // restore request, or address; `moved`: its host or migration target
+  // changed, or it came or went. Before or after the change, in the same
+  // step (the hosts it was listed under are marked too).
+  void assignmentsTouched(const std::string& vm, bool moved);
+  // One host's set, not through one of its VMs (a new host).
+  void hostAssignmentsTouched(const std::string& host);
   const VmsByHost& vmsByHost() const;
   const std::vector<Assignment>& assignmentsOn(const std::string& host) const;
+  // The host's assignments built from the index, no cache (the check mode).
+  std::vector<Assignment> buildAssignmentsOn(const std::string& host, const VmsByHost& index) const;
+  // Where the index lists `vm` now: its host and its migration's destination.
+  std::vector<std::string> vmHostsNow(const std::string& vm) const;
+  // Check mode (TW_CHECK_INCREMENTAL=1): after a publish, every set and the
+  // index equal a rebuild from scratch; aborts with the host that differs.
+  void checkPublished() const;
   std::string specDigest(const TierSpec& tier) const;
   const std::string& cachedSpecDigest(const TierSpec& tier) const;
   // Every declared host with the peer address it last reported, policy order.
@@ -500,12 +515,11 @@ class Controller {
   AssignmentListener assignment_listener_;
   // Assignment sets: see assignmentsTouched(). The caches are rebuilt on
   // first use after a change (const readers, one thread).
-  uint64_t assignments_gen_ = 1;
-  uint64_t published_gen_ = 0;
+  mutable AssignmentChanges assignment_changes_;  // hosts marked since the last publish
   mutable VmsByHost vms_by_host_;
-  // Each host's assignments as last built, with the assignments_gen_ they
-  // were built at (valid while it is the current one).
-  mutable std::map<std::string, std::pair<uint64_t, std::vector<Assignment>>> assignments_cache_;
+  // Each host's assignments as last built; a host's entry is dropped when
+  // its set may have changed (assignment_changes_ marks it).
+  mutable std::map<std::string, std::vector<Assignment>> assignments_cache_;
   mutable std::map<std::string, std::string> spec_digests_;  // by tier
   mutable std::string spec_digests_of_;                       // policy digest
   uint64_t peers_gen_ = 0;  // bumped when a host's peer address changes

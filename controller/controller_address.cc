@@ -105,9 +105,12 @@ void Controller::claimAddress(const TierSpec& t, AddressHold& hold) {
   }
   // Every declared host reported: nobody waits any more.
   address_wait_said_.clear();
+  // The address leaves the set of the host that held it (if any) and joins
+  // its new host's set (addressHeldFor).
+  if (!hold.host.empty()) hostAssignmentsTouched(hold.host);
   hold.host = vm->host;
   hold.vm = vm->name;
-  assignmentsTouched(false);
+  hostAssignmentsTouched(hold.host);
   emit("info", "address.claimed", "tier/" + t.name,
        "address " + hold.cidr + " of tier '" + t.name + "' is held by host '" + hold.host +
            "' for vm '" + hold.vm + "'");
@@ -120,7 +123,7 @@ void Controller::startAddressRelease(const std::string& tier, AddressHold& hold,
   hold.release_version = 0;  // set by publishAssignments()
   hold.host.clear();
   hold.vm.clear();
-  assignmentsTouched(false);
+  hostAssignmentsTouched(hold.releasing);  // its set goes out without the address
   log::info("address {} of tier '{}': host '{}' gives it back ({})", hold.cidr, tier,
             hold.releasing, why);
 }

@@ -185,7 +185,7 @@ Status Controller::restartVm(const std::string& name) {
   if (vm.host.empty()) return failedPrecondition("vm '" + name + "' is not placed on any host");
   Status s = store_.transaction([&]() -> Status {
     ++vm.epoch;
-    assignmentsTouched(false);
+    assignmentsTouched(name, false);
     vm.health = Health::kUnknown;
     emit("info", "vm.restart_requested", "vm/" + name,
          "restart of vm '" + name + "' on host '" + vm.host + "' requested (epoch " +
@@ -230,7 +230,7 @@ Status Controller::resetVm(const std::string& name) {
     vm.relocations = 0;
     vm.restarts = 0;
     if (!vm.host.empty()) ++vm.epoch;  // a new epoch resets the agent's restart budget too
-    assignmentsTouched(false);
+    assignmentsTouched(name, false);
     emit("info", "vm.reset", "vm/" + name,
          "vm '" + name + "' reset by an operator" + std::string(was_error ? " (was in error)" : "") +
              ": budgets cleared, retrying now");

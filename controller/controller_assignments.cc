@@ -6,6 +6,7 @@
 // nothing (assignmentsTouched() marks a change); the spec digest of each tier
 // and the peer list are kept until the policy or a peer's address changes.
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "controller/controller.h"
@@ -15,11 +16,34 @@
 namespace tw {
 
 void Controller::assignmentsTouched(bool moved) {
-  ++assignments_gen_;
+  assignment_changes_.touchAll();
+  assignments_cache_.clear();
   if (moved) vms_by_host_.invalidate();
 }
 
+void Controller::assignmentsTouched(const std::string& vm, bool moved) {
+  assignment_changes_.touchVm(vm, moved);
+}
+
+void Controller::hostAssignmentsTouched(const std::string& host) {
+  assignment_changes_.touchHost(host);
+  assignments_cache_.erase(host);
+}
+
+std::vector<std::string> Controller::vmHostsNow(const std::string& vm) const {
+  std::vector<std::string> hosts;
+  auto v = vms_.find(vm);
+  if (v != vms_.end() && !v->second.host.empty()) hosts.push_back(v->second.host);
+  auto rt = vm_runtime_.find(vm);
+  if (rt != vm_runtime_.end() && !rt->second.migrate_to.empty()) hosts.push_back(rt->second.migrate_to);
+  return hosts;
+}
+
 const VmsByHost& Controller::vmsByHost() const {
+  // The VMs touched since the last look first: their hosts' cached sets go.
+  assignment_changes_.sync(
+      vms_by_host_, [this](const std::string& vm) { return vmHostsNow(vm); },
+      [this](const std::string& host) { assignments_cache_.erase(host); });
   if (vms_by_host_.stale()) {
     VmsByHost::Placement placement;
     placement.reserve(vms_.size());
@@ -90,14 +114,18 @@ const std::vector<PeerInfo>& Controller::allPeers() const {
 }
 
 const std::vector<Assignment>& Controller::assignmentsOn(const std::string& host) const {
-  // Kept until anything a set holds changes (assignmentsTouched()): a
-  // heartbeat that changes nothing gets its answer without building it.
+  // Kept until something this host's set holds changes: a heartbeat that
+  // changes nothing gets its answer without building it.
+  const VmsByHost& index = vmsByHost();  // drops the entries of hosts touched since
   auto [cached, inserted] = assignments_cache_.try_emplace(host);
-  if (!inserted && cached->second.first == assignments_gen_) return cached->second.second;
-  cached->second.first = assignments_gen_;
-  std::vector<Assignment>& out = cached->second.second;
-  out.clear();
-  for (const std::string& name : vmsByHost().of(host)) {  // by name
+  if (inserted) cached->second = buildAssignmentsOn(host, index);
+  return cached->second;
+}
+
+std::vector<Assignment> Controller::buildAssignmentsOn(const std::string& host,
+                                                       const VmsByHost& index) const {
+  std::vector<Assignment> out;
+  for (const std::string& name : index.of(host)) {  // by name
     auto it = vms_.find(name);
     if (it == vms_.end()) continue;
     const VmRecord& vm = it->second;
@@ -155,32 +183,71 @@ AssignmentSet Controller::assignmentsFor(const std::string& host,
   return set;
 }
 
+namespace {
+
+// What a host's agent acts on in its assignments: a set whose digest did not
+// change keeps its version (no new version, nothing sent).
+std::string assignmentsDigest(const std::vector<Assignment>& assignments) {
+  std::string digest;
+  for (const auto& a : assignments)
+    digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host + ":" +
+              std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ":" + a.address.cidr + ":b" +
+              std::to_string(a.backup_request) + ":r" + std::to_string(a.restore_id) + ";";
+  return digest;
+}
+
+bool checkIncremental() {
+  static const bool on = [] {
+    const char* v = std::getenv("TW_CHECK_INCREMENTAL");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on;
+}
+
+}  // namespace
+
 void Controller::publishAssignments() {
   // Sets a step withheld (controller/term_guard.h) go out with the next
   // step that may act.
   if (term_guard_.hasWithheld() && assignment_listener_ && term_guard_.mayAct("assignment sets")) {
     for (const auto& [name, version] : term_guard_.takeWithheld()) assignment_listener_(name, version);
   }
-  if (published_gen_ == assignments_gen_) return;  // nothing a set holds changed
-  published_gen_ = assignments_gen_;
+  if (!assignment_changes_.any()) {  // nothing a set holds changed
+    if (checkIncremental()) checkPublished();  // ... nor changed unnamed
+    return;
+  }
+  vmsByHost();  // marks the hosts of the VMs touched
   std::vector<std::pair<std::string, int64_t>> changed_hosts;
-  for (auto& [name, h] : hosts_) {
+  // Only the hosts marked (all of them after a policy or a recovery), in
+  // name order as hosts_: the versions come out as a walk of every host
+  // would give them.
+  auto look = [&](const std::string& name, HostRuntime& h) {
     ++assignment_set_builds_;
-    std::string digest;
-    for (const auto& a : assignmentsOn(name))
-      digest += a.vm + ":" + std::to_string(a.epoch) + ":" + a.spec_digest + ":" + a.migrate_to_host +
-                ":" + std::to_string(a.migrate_epoch) + (a.incoming ? ":in" : "") + ":" + a.address.cidr + ":b" +
-                std::to_string(a.backup_request) + ":r" + std::to_string(a.restore_id) + ";";
+    std::string digest = assignmentsDigest(assignmentsOn(name));
     const bool changed = h.assignments_version == 0 || digest != h.assignments_digest;
     if (changed) {
       h.assignments_digest = std::move(digest);
       h.assignments_version = nextVersion();
       changed_hosts.emplace_back(name, h.assignments_version);
     }
+  };
+  if (assignment_changes_.all()) {
+    for (auto& [name, h] : hosts_) look(name, h);
+  } else {
+    for (const std::string& name : assignment_changes_.hosts()) {
+      auto h = hosts_.find(name);
+      if (h != hosts_.end()) look(name, h->second);
+    }
   }
+  assignment_changes_.clear();
+  if (checkIncremental()) checkPublished();
   noteAddressReleaseVersions();  // ... and the first without an address given back
   // The set published now is the first without the VMs being evicted.
-  for (auto& [vm_name, rt] : vm_runtime_) {
+  // Only the VMs being evicted (evicting_ lists every VM with an evict_from).
+  for (const std::string& vm_name : evicting_) {
+    auto found = vm_runtime_.find(vm_name);
+    if (found == vm_runtime_.end()) continue;
+    VmRuntime& rt = found->second;
     if (rt.evict_from.empty() || rt.evict_version != 0) continue;
     auto h = hosts_.find(rt.evict_from);
     if (h != hosts_.end()) rt.evict_version = h->second.assignments_version;
@@ -203,6 +270,33 @@ void Controller::publishAssignments() {
       return;
     }
     for (const auto& [name, version] : changed_hosts) assignment_listener_(name, version);
+  }
+}
+
+void Controller::checkPublished() const {
+  auto fail = [](const std::string& what) {
+    log::error("TW_CHECK_INCREMENTAL: {}", what);
+    std::fprintf(stderr, "TW_CHECK_INCREMENTAL: %s\n", what.c_str());
+    std::abort();
+  };
+  VmsByHost full;
+  VmsByHost::Placement placement;
+  for (const auto& [name, vm] : vms_) placement.emplace_back(name, vm.host);
+  for (const auto& [name, rt] : vm_runtime_) {
+    if (!rt.migrate_to.empty()) placement.emplace_back(name, rt.migrate_to);
+  }
+  full.rebuild(placement);
+  if (!(full == vms_by_host_)) fail("the VmsByHost index differs from a rebuild (a VM moved unnamed)");
+  for (const auto& [name, h] : hosts_) {
+    std::vector<Assignment> fresh = buildAssignmentsOn(name, full);
+    std::string digest = assignmentsDigest(fresh);
+    if (h.assignments_version == 0) fail("host '" + name + "' was never published (not marked when added)");
+    if (digest != h.assignments_digest)
+      fail("host '" + name + "': its set changed but it was not marked (published '" + h.assignments_digest +
+           "', now '" + digest + "')");
+    auto cached = assignments_cache_.find(name);
+    if (cached != assignments_cache_.end() && assignmentsDigest(cached->second) != digest)
+      fail("host '" + name + "': its cached assignments differ from a rebuild");
   }
 }
 

@@ -57,7 +57,7 @@ void Controller::handleBackupEvent(const AgentEvent& e) {
   } else {
     return;
   }
-  assignmentsTouched(false);  // an answered request leaves the assignment
+  assignmentsTouched(r.vm, false);  // an answered request leaves the assignment
   publishAssignments();
 }
 
@@ -76,7 +76,7 @@ Result<int64_t> Controller::backupVm(const std::string& name) {
   emit("info", "backup.requested", "vm/" + name,
        "backup of vm '" + name + "' on host '" + vm.host + "' requested (request " +
            std::to_string(id) + ")");
-  assignmentsTouched(false);
+  assignmentsTouched(name, false);
   publishAssignments();
   return id;
 }
@@ -123,7 +123,7 @@ Result<int64_t> Controller::restoreVm(const std::string& name, const std::string
     backups_.finishRestore(name);
     return s;
   }
-  assignmentsTouched(false);
+  assignmentsTouched(name, false);
   publishAssignments();
   return restore_id;
 }
@@ -142,14 +142,14 @@ void Controller::trackRestores() {
            "restore of vm '" + name + "' from backup '" + r->from.id + "' abandoned: its epoch moved on to " +
                std::to_string(vm.epoch));
       backups_.finishRestore(name);
-      assignmentsTouched(false);
+      assignmentsTouched(name, false);
       continue;
     }
     if (vm.state != VmState::kRunning) continue;
     emit("info", "backup.restored", "vm/" + name,
          "vm '" + name + "' runs again on host '" + vm.host + "' from backup '" + r->from.id + "'");
     backups_.finishRestore(name);
-    assignmentsTouched(false);
+    assignmentsTouched(name, false);
   }
 }
 

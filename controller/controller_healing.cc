@@ -273,7 +273,7 @@ void Controller::fenced(HostRuntime& h, const std::string& method, const std::st
       vm.host = dest;
       vm.epoch = epoch + 1;
       rt.released = true;
-      assignmentsTouched(true);
+      assignmentsTouched(vm_name, true);
       saveVm(vm);
       emit("warn", "vm.migrate_failed", "vm/" + vm_name,
            "source host '" + name + "' of vm '" + vm_name + "' failed during its migration; rebuilding it on '" +
@@ -368,7 +368,7 @@ void Controller::relocate(VmRecord& vm, const std::string& why) {
 void Controller::startMigration(VmRecord& vm, const std::string& to, const std::string& why) {
   auto& rt = vm_runtime_[vm.name];
   rt.migrate_to = to;
-  assignmentsTouched(true);
+  assignmentsTouched(vm.name, true);
   // Every attempt gets its own epoch, so that the agent runs a retry.
   rt.migrate_epoch = std::max(vm.epoch, rt.last_migrate_epoch) + 1;
   rt.last_migrate_epoch = rt.migrate_epoch;
@@ -390,7 +390,7 @@ void Controller::finishMigration(VmRecord& vm, bool ok, const std::string& detai
   rt.migrate_to.clear();
   rt.migrate_epoch = 0;
   rt.migrate_action_id = 0;
-  assignmentsTouched(true);
+  assignmentsTouched(vm.name, true);
   if (ok) {
     vm.host = to;
     vm.epoch = epoch;
@@ -493,7 +493,7 @@ void Controller::driveDrains() {
       rt.evict_from = name;
       evicting_.insert(next->name);
       rt.evict_version = 0;  // set by publishAssignments()
-      assignmentsTouched(false);
+      assignmentsTouched(next->name, false);
       rt.evict_confirmed = false;
       emit("info", "vm.evicting", "vm/" + next->name,
            "vm '" + next->name + "' is " + toString(next->state) + ": removing it from host '" +
@@ -506,7 +506,7 @@ void Controller::cancelEvictions(const std::string& host) {
   for (auto& [vm_name, rt] : vm_runtime_) {
     if (rt.evict_from != host) continue;
     rt.evict_from.clear();
-    assignmentsTouched(false);
+    assignmentsTouched(vm_name, false);
     rt.evict_version = 0;
     rt.evict_confirmed = false;
   }

@@ -85,11 +85,11 @@ void Controller::releaseGated() {
     if (rt.waiting_since_ms == 0) rt.waiting_since_ms = now;
     if (waiting.empty()) {
       rt.released = true;
-      assignmentsTouched(false);
+      assignmentsTouched(name, false);
       setVmState(vm, VmState::kStarting, "assigned to host '" + vm.host + "'");
     } else if (now - rt.waiting_since_ms >= policy_.settings.tier_order_timeout_ms) {
       rt.released = true;
-      assignmentsTouched(false);
+      assignmentsTouched(name, false);
       emit("warn", "tier.order_timeout", "vm/" + name,
            "vm '" + name + "' starts although tier " + waiting + " is not healthy after " +
                seconds(now - rt.waiting_since_ms));
@@ -188,7 +188,7 @@ void Controller::reconcile() {
     if (!s.isOk()) log::error("cannot delete vm '{}': {}", name, s.toString());
     vms_.erase(it);
     vm_runtime_.erase(name);
-    assignmentsTouched(true);
+    assignmentsTouched(name, true);
     emit("info", "vm.deleted", "vm/" + name, "vm '" + name + "' removed" + where + ": no longer desired");
   }
   for (const auto& p : placed.vms) {
@@ -202,13 +202,13 @@ void Controller::reconcile() {
       vm.updated_ms = now;
       vm_runtime_[p.vm] = VmRuntime{};
       gated_.insert(p.vm);
-      assignmentsTouched(true);
+      assignmentsTouched(p.vm, true);
     }
     auto& rt = vm_runtime_[p.vm];
     if (rt.error) {
       if (!vm.host.empty()) {
         vm.host.clear();
-        assignmentsTouched(true);
+        assignmentsTouched(p.vm, true);
         saveVm(vm);
       }
       continue;
@@ -216,7 +216,7 @@ void Controller::reconcile() {
     if (!rt.migrate_to.empty()) continue;  // stays on its source until the migration ends
     if (p.host.empty() || vm.host != p.host) {
       // Placed elsewhere (or nowhere): an eviction from its old host is over.
-      if (!rt.evict_from.empty()) assignmentsTouched(false);
+      if (!rt.evict_from.empty()) assignmentsTouched(p.vm, false);
       rt.evict_from.clear();
       rt.evict_version = 0;
       rt.evict_confirmed = false;
@@ -225,7 +225,7 @@ void Controller::reconcile() {
       const std::string& reason = settling_reason.empty() ? p.reason : settling_reason;
       bool changed = !vm.host.empty();
       vm.host.clear();
-      if (changed || rt.released) assignmentsTouched(changed);
+      if (changed || rt.released) assignmentsTouched(p.vm, changed);
       rt.released = false;
       gated_.insert(p.vm);
       rt.waiting_since_ms = 0;
@@ -240,7 +240,7 @@ void Controller::reconcile() {
       std::string from = vm.host;
       vm.host = p.host;
       ++vm.epoch;
-      assignmentsTouched(true);
+      assignmentsTouched(p.vm, true);
       vm.health = Health::kUnknown;
       rt.waiting_since_ms = 0;
       rt.released = false;

@@ -429,7 +429,8 @@ TEST_F(ControllerTest, SuspectFlapRunsNoPlacement) {
 
 // Pins (issue #16, work follows change): once the cluster has settled, ticks
 // and heartbeats that change nothing build no assignment set at all; a change
-// (an operator restart) builds them again and publishes the new version.
+// (an operator restart) builds the set of the VM's host only and publishes
+// its new version; the other hosts keep theirs.
 TEST_F(ControllerTest, TicksWithoutChangeBuildNoAssignmentSets) {
   join();
   ASSERT_TRUE(apply(kPolicy).isOk());
@@ -439,9 +440,14 @@ TEST_F(ControllerTest, TicksWithoutChangeBuildNoAssignmentSets) {
   EXPECT_EQ(controller_->assignmentSetBuilds(), builds);
   const VmRecord vm = *controller_->vm("mysql-1");
   const int64_t version = controller_->assignmentsFor(vm.host).version;
+  std::map<std::string, int64_t> others;
+  for (const auto& h : controller_->policy().hosts)
+    if (h.name != vm.host) others[h.name] = controller_->assignmentsFor(h.name).version;
+  ASSERT_EQ(others.size(), 2u);
   ASSERT_TRUE(controller_->restartVm("mysql-1").isOk());
-  EXPECT_GT(controller_->assignmentSetBuilds(), builds);
+  EXPECT_EQ(controller_->assignmentSetBuilds(), builds + 1);  // its host's set only
   EXPECT_GT(controller_->assignmentsFor(vm.host).version, version);
+  for (const auto& [host, v] : others) EXPECT_EQ(controller_->assignmentsFor(host).version, v) << host;
   EXPECT_NE(controller_->metricsText().find("tierwarden_assignment_set_builds_total "),
             std::string::npos);
 }
