@@ -57,7 +57,9 @@
 
 #include "agent/agent.h"
 #include "agent/peer_view.h"
+#include "bench/bench_agents.h"
 #include "bench/fence_stages.h"
+#include "bench/proc_stats.h"
 #include "controller/auth.h"
 #include "tw/clock.h"
 #include "tw/compact_heartbeats.h"
@@ -72,12 +74,17 @@ namespace {
 
 namespace fs = std::filesystem;
 using Steady = std::chrono::steady_clock;
-
-int64_t wallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using twbench::BenchHost;
+using twbench::cpuTicks;
+using twbench::freePort;
+using twbench::heartbeatPaths;
+using twbench::loadAverage;
+using twbench::Outages;
+using twbench::percentile;
+using twbench::statusKiB;
+using twbench::TimedLink;
+using twbench::wallMs;
+using twbench::BenchPeerView;
 
 // How long every VM may take to run after the agents start (--converge-s).
 int g_converge_s = 300;
@@ -96,210 +103,6 @@ std::string hostName(int i) {
   std::snprintf(buf, sizeof buf, "h%04d", i);
   return buf;
 }
-
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// utime + stime of a process, in clock ticks.
-int64_t cpuTicks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = all.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream rest(all.substr(paren + 2));
-  std::string field;
-  int64_t utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoll(field);
-    if (i == 15) stime = std::stoll(field);
-  }
-  return utime + stime;
-}
-
-// The first three fields of /proc/loadavg.
-std::string loadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-
-// A /proc/PID/status field in KiB ("VmRSS", "VmHWM").
-int64_t statusKiB(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
-  }
-  return 0;
-}
-
-// Which hosts' agents are gone (the load generator stopped them), and since
-// when: every agent's peer view, as peer checks would find it.
-class Outages {
- public:
-  void stop(const std::string& host, int64_t at_ms) {
-    std::lock_guard<std::mutex> lock(mu_);
-    since_[host] = at_ms;
-  }
-  int64_t since(const std::string& host) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = since_.find(host);
-    return it == since_.end() ? -1 : it->second;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::map<std::string, int64_t> since_;
-};
-
-class BenchPeerView final : public tw::PeerView {
- public:
-  explicit BenchPeerView(const Outages& outages) : outages_(outages) {}
-  void setPeers(const std::vector<tw::PeerInfo>& peers, tw::Millis timeout_ms) override {
-    peers_.clear();
-    for (const auto& p : peers) peers_.push_back(p.host);
-    timeout_ms_ = timeout_ms;
-  }
-  std::set<std::string> reachable(tw::Millis now) const override {
-    std::set<std::string> out;
-    for (const auto& p : peers_) {
-      int64_t since = outages_.since(p);
-      if (since < 0 || now - since < timeout_ms_) out.insert(p);
-    }
-    return out;
-  }
-  std::map<std::string, tw::Millis> unreachable(tw::Millis now) const override {
-    std::map<std::string, tw::Millis> out;
-    for (const auto& p : peers_) {
-      int64_t since = outages_.since(p);
-      if (since >= 0 && now - since >= timeout_ms_) out[p] = now - since;
-    }
-    return out;
-  }
-
- private:
-  const Outages& outages_;
-  std::vector<std::string> peers_;
-  tw::Millis timeout_ms_ = 3000;
-};
-
-// An agent's link over HTTP as a real agent's (agent/main.cc): the real
-// HttpControllerLink, its heartbeats on one kept-alive connection (timed
-// here), and one assignments long poll always open (startPolling()), from a
-// loopback source address of its own (127.0.0.2 ..., ApiClientOptions::
-// source_address): the agent listener admits at most 32 open connections
-// per client address (ApiServerOptions::agent_limits), which real hosts, one
-// address each, never reach, but N agents on one address would. So the
-// controller holds two open connections per host, as on a real site.
-class TimedLink final : public tw::ControllerLink {
- public:
-  TimedLink(int port, std::string token, std::string source) : link_([&] {
-    tw::ApiClientOptions o;
-    o.base_url = "http://127.0.0.1:" + std::to_string(port);
-    o.token = std::move(token);
-    o.connect_timeout_ms = 3000;
-    o.read_timeout_ms = 10000;
-    o.source_address = std::move(source);
-    return o;
-  }()) {}
-  ~TimedLink() override { stopPolling(); }
-  tw::Result<tw::AssignmentSet> heartbeat(const tw::Heartbeat& hb) override {
-    auto started = Steady::now();
-    // Compact when the report is the one answered last, the full one at
-    // once if not answered (HttpControllerLink, tw/compact_heartbeats.h).
-    tw::Result<tw::AssignmentSet> r = link_.heartbeat(hb);
-    const double ms = std::chrono::duration<double, std::milli>(Steady::now() - started).count();
-    if (r.isOk()) {
-      const int64_t at = wallMs();
-      g_stages.noteSet(twbench::FenceStages::kAtAgent, *r, at);  // runOnce() applies it at once
-      g_stages.noteReport(hb, at);
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (recording_) samples_.push_back(ms);
-    if (!r.isOk() && recording_) {
-      ++errors_;
-      last_error_ = r.status().toString();
-    }
-    return r;
-  }
-  tw::Status sendEvent(const tw::AgentEvent& event) override { return link_.sendEvent(event); }
-  void setCompact(bool on) { link_.setCompactHeartbeats(on); }
-  // One long poll always open, as agent/main.cc's pollAssignments(): each
-  // newer set goes to `push` (the agent's worker hands it to the agent).
-  void startPolling(const std::string& host, std::function<void(tw::AssignmentSet)> push) {
-    poller_ = std::thread([this, host, push] {
-      int64_t known = 0;
-      while (!polling_stopped_.load()) {
-        auto set = link_.waitAssignments(host, known, 25000);
-        if (set.isOk()) {
-          g_stages.noteSet(twbench::FenceStages::kPolled, *set, wallMs());
-          const int64_t version = set->version;
-          if (version > known && push) push(std::move(*set));
-          known = version;
-        } else {
-          for (int i = 0; i < 10 && !polling_stopped_.load(); ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-          }
-        }
-      }
-    });
-  }
-  // The poll ends at its next answer (at most 25 s; the host stopped).
-  void endPolling() { polling_stopped_ = true; }
-  void stopPolling() {
-    polling_stopped_ = true;
-    if (poller_.joinable()) poller_.join();
-  }
-  void record(bool on) {
-    std::lock_guard<std::mutex> lock(mu_);
-    recording_ = on;
-  }
-  std::vector<double> take(int64_t* errors, std::string* last_error) {
-    std::lock_guard<std::mutex> lock(mu_);
-    *errors = errors_;
-    if (!last_error_.empty()) *last_error = last_error_;
-    errors_ = 0;
-    return std::move(samples_);
-  }
-
- private:
-  tw::HttpControllerLink link_;
-  std::thread poller_;
-  std::atomic<bool> polling_stopped_{false};
-  std::mutex mu_;
-  bool recording_ = false;
-  std::vector<double> samples_;
-  int64_t errors_ = 0;
-  std::string last_error_;
-};
-
-// One host of the load generator. Its FakeHypervisor and Agent are its
-// worker thread's only (neither is thread-safe): other threads read what the
-// worker's calls left under events_mu.
-struct BenchHost {
-  std::string name;
-  std::unique_ptr<tw::FakeHypervisor> hv;
-  std::unique_ptr<TimedLink> link;
-  std::unique_ptr<BenchPeerView> peers;
-  std::unique_ptr<tw::Agent> agent;
-  std::mutex events_mu;
-  std::vector<tw::DomainEvent> events;           // guarded by events_mu
-  std::optional<tw::AssignmentSet> pushed;       // guarded by events_mu: the newest polled set
-  std::set<std::string> active;                  // guarded by events_mu: its running domains
-  std::atomic<bool> stop_requested{false};       // the worker stops it at its next look
-  std::atomic<bool> stopped{false};
-};
 
 struct Figures {
   int hosts = 0;
@@ -321,25 +124,6 @@ struct Figures {
   std::map<std::string, int64_t> paths;
   double cpu_ms_per_hb = 0;  // controller CPU ms per heartbeat it answered
 };
-
-// tierwarden_heartbeats_total{path="..."} of a /metrics text: path -> count.
-std::map<std::string, int64_t> heartbeatPaths(const std::string& metrics) {
-  std::map<std::string, int64_t> out;
-  const std::string key = "tierwarden_heartbeats_total{path=\"";
-  for (size_t at = metrics.find(key); at != std::string::npos; at = metrics.find(key, at + 1)) {
-    size_t end = metrics.find('"', at + key.size());
-    if (end == std::string::npos) break;
-    out[metrics.substr(at + key.size(), end - at - key.size())] = std::atoll(metrics.c_str() + end + 3);
-  }
-  return out;
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1));
-  return v[i];
-}
 
 class Bench {
  public:
@@ -401,7 +185,7 @@ class Bench {
       });
       const std::string source = "127.0." + std::to_string(1 + i / 250) + "." +
                                  std::to_string(2 + i % 250);
-      h->link = std::make_unique<TimedLink>(agent_port_, tokens[h->name], source);
+      h->link = std::make_unique<TimedLink>(agent_port_, tokens[h->name], source, g_stages);
       h->link->setCompact(g_compact);
       h->peers = std::make_unique<BenchPeerView>(outages_);
       tw::AgentOptions options;
