@@ -75,6 +75,14 @@ std::map<std::string, int64_t> heartbeatPaths(const std::string& metrics) {
   return out;
 }
 
+int64_t metricValue(const std::string& metrics, const std::string& name) {
+  const std::string key = name + " ";
+  for (size_t at = metrics.find(key); at != std::string::npos; at = metrics.find(key, at + 1)) {
+    if (at == 0 || metrics[at - 1] == '\n') return std::atoll(metrics.c_str() + at + key.size());
+  }
+  return -1;
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());

@@ -115,6 +115,9 @@ struct Figures {
   double fence_to_assigned_s = -1;  // fence -> the last of its VMs released into a new host's set
   double fence_to_placed_s = -1;    // fence -> the last of its VMs' domains started elsewhere
   std::string fence_stages;         // FenceStages::describe
+  // Hosts' assignment sets the controller built from the fence to every VM
+  // running elsewhere (tierwarden_assignment_set_builds_total).
+  int64_t fence_set_builds = -1;
   double old_walk_ms = -1;          // the hypervisor walk the bench used to poll every 2 ms
   std::string load;                 // /proc/loadavg at the start and at the end
   double placed_all_s = 0;
@@ -211,13 +214,8 @@ class Bench {
     }
     out->placed_all_s = std::chrono::duration<double>(Steady::now() - t0).count();
     if (!web_dir_.empty()) return serve(out->placed_all_s);
-    httplib::Client metrics("127.0.0.1", port_);
-    metrics.set_read_timeout(30, 0);
-    const httplib::Headers op_auth = {{"Authorization", "Bearer " + *op_token}};
-    auto scrape = [&] {
-      auto r = metrics.Get("/metrics", op_auth);
-      return r && r->status == 200 ? r->body : std::string();
-    };
+    op_token_ = *op_token;
+    auto scrape = [this] { return scrapeMetrics(); };
     // Settle: after every VM runs, agents still report changes for a while
     // (at 1,000 hosts 15-30 % of a 10 s window's heartbeats went through the
     // loop when it began 3 s after). The steady state begins once 2 s pass
@@ -352,6 +350,14 @@ class Bench {
     }
     fail("the controller did not answer in 30 s (see " + log + ")");
     return false;
+  }
+
+  // The controller's /metrics text ("" when it does not answer).
+  std::string scrapeMetrics() {
+    httplib::Client metrics("127.0.0.1", port_);
+    metrics.set_read_timeout(30, 0);
+    auto r = metrics.Get("/metrics", {{"Authorization", "Bearer " + op_token_}});
+    return r && r->status == 200 ? r->body : std::string();
   }
 
   bool applyPolicy() {
@@ -514,6 +520,7 @@ class Bench {
     auto last = api_->get("/api/v1/events?tail=1");
     int64_t after = last.isOk() ? (*last)["last_id"].get<int64_t>() : 0;
     g_stages.watch(victim.name, displaced);
+    const int64_t builds0 = twbench::metricValue(scrapeMetrics(), "tierwarden_assignment_set_builds_total");
     // Its agent is gone (the process died): no heartbeats, no lease held;
     // its VMs stop with it (power lost).
     victim.link->endPolling();
@@ -566,6 +573,8 @@ class Bench {
     out->fence_stages = S::describe(summary);
     out->fence_to_assigned_s = summary.to_stage_s[S::kAssigned];
     out->fence_to_placed_s = summary.to_stage_s[S::kStarted];
+    const int64_t builds1 = twbench::metricValue(scrapeMetrics(), "tierwarden_assignment_set_builds_total");
+    if (builds0 >= 0 && builds1 >= 0) out->fence_set_builds = builds1 - builds0;
     if (g_stages.all(S::kStarted)) return;
     fail("the VMs of " + victim.name + " were not all running elsewhere in 120 s");
     {
@@ -634,6 +643,7 @@ class Bench {
   std::string dir_;
   pid_t pid_ = 0;
   int port_ = 0, agent_port_ = 0;
+  std::string op_token_;  // the operator token (its /metrics)
   std::unique_ptr<tw::ApiClient> api_;
   Outages outages_;
   std::vector<std::unique_ptr<BenchHost>> hosts_;
@@ -701,6 +711,10 @@ int main(int argc, char** argv) {
     if (!f.fence_stages.empty()) {
       // Each stage: fence -> the first and the last of the host's VMs reaching it (s).
       std::printf("       fence -> %s\n", f.fence_stages.c_str());
+    }
+    if (f.fence_set_builds >= 0) {
+      std::printf("       assignment sets built from the fence to every VM running: %lld (of %d hosts)\n",
+                  static_cast<long long>(f.fence_set_builds), f.hosts);
     }
     if (f.old_walk_ms >= 0) {
       std::printf("       one walk of every hypervisor (what the bench polled every 2 ms before): %.2f ms\n",
