@@ -230,6 +230,9 @@ class Controller {
   // with both decisions logged. Default: the environment variable
   // TW_PLACEMENT_CHECK set to anything but "" or "0" (docs/placement.md).
   void setPlacementCheck(bool on) { check_placement_ = on; }
+  // Off: every placement run is place() on every VM, as before
+  // PlacementIndex (bench/fence_tick compares the two). Default on.
+  void setIncrementalPlacement(bool on) { incremental_placement_ = on; }
   std::vector<VmRecord> vms() const;
   std::vector<HostRecord> hosts() const;
   // The host that holds `tier`'s floating address now ("" = nobody).
@@ -515,6 +518,7 @@ class Controller {
   // whose host or avoid set (error) changes outside reconcile() is touched.
   PlacementIndex placement_index_;
   bool check_placement_ = false;  // setPlacementCheck()
+  bool incremental_placement_ = true;  // setIncrementalPlacement()
   bool view_only_ = false;        // loadView(): a follower's read-only view
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id

@@ -75,19 +75,24 @@ PlacementInput Controller::placementInput(const Policy& policy) const {
 
 PlacementResult Controller::placeForReconcile(const std::vector<HostView>& hosts) {
   const std::string& key = policy_record_.digest;
+  auto everything = [&] {  // place()'s input: every VM (O(VMs))
+    PlacementInput input = placementInput(policy_);
+    input.hosts = hosts;
+    return input;
+  };
+  if (!incremental_placement_) {
+    ++placement_full_runs_;
+    placement_index_.invalidate();
+    return place(everything());
+  }
   auto partial = placement_index_.placeChanged(
       key, hosts, [this](const std::string& vm) { return placementInputOf(policy_, vm); });
   if (!partial) {
     ++placement_full_runs_;
-    PlacementInput input = placementInput(policy_);
-    input.hosts = hosts;
-    return placement_index_.placeAll(input, key);
+    return placement_index_.placeAll(everything(), key);
   }
   if (check_placement_) {
-    PlacementInput input = placementInput(policy_);
-    input.hosts = hosts;
-    const PlacementResult full = place(input);
-    const std::string difference = placement_index_.differenceFrom(*partial, full);
+    const std::string difference = placement_index_.differenceFrom(*partial, place(everything()));
     if (!difference.empty()) {
       // A wrong placement may put a VM on two hosts: stop here, loudly. To
       // stderr whatever the log level (the simulator runs with logs off).
