@@ -3,6 +3,7 @@
 #include "controller/leader_renewals.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string_view>
 #include <unordered_set>
@@ -35,6 +36,9 @@ VmState vmStateOf(DomainState s) {
 
 std::vector<std::string> vmsToRemove(const PlacementResult& placed,
                                      const std::map<std::string, VmRecord>& vms) {
+  // A partial result (PlacementIndex) comes only while the policy is the
+  // same: every VM in `vms` is still desired.
+  if (placed.partial) return {};
   std::unordered_set<std::string_view> desired;  // views into `placed`
   desired.reserve(placed.vms.size());
   for (const auto& p : placed.vms) desired.insert(p.vm);
@@ -74,6 +78,10 @@ Controller::Controller(Store& store, Clock& clock, HostConnector* hosts, FenceAg
       retention_(store, clock) {
   // Versions must grow across controller restarts: start from the clock.
   version_counter_ = clock_.nowMs() * 1000;
+  // Placement's check mode (setPlacementCheck()): the test binaries and the
+  // simulator set it in their environment.
+  const char* check = std::getenv("TW_PLACEMENT_CHECK");
+  check_placement_ = check != nullptr && *check != '\0' && std::string_view(check) != "0";
 }
 
 // ------------------------------------------------------------------ state ---

@@ -19,6 +19,7 @@
 #include "tw/json.h"
 #include "tw/model.h"
 #include "tw/placement.h"
+#include "tw/placement_index.h"
 #include "tw/protocol.h"
 #include "tw/status.h"
 #include "tw/store.h"
@@ -221,6 +222,18 @@ class Controller {
   // Placement passes (reconcile()) since the start: they run only when
   // placement's input may have changed.
   int64_t placementRuns() const { return placement_runs_; }
+  // Of those, the ones that placed every VM (place()): the first, and those
+  // after a policy change; the others decided only what changed
+  // (tw/placement_index.h).
+  int64_t placementFullRuns() const { return placement_full_runs_; }
+  // Check mode (tests, the simulator): after each incremental placement run,
+  // place() runs on the same input too, and a difference aborts the process
+  // with both decisions logged. Default: the environment variable
+  // TW_PLACEMENT_CHECK set to anything but "" or "0" (docs/placement.md).
+  void setPlacementCheck(bool on) { check_placement_ = on; }
+  // Off: every placement run is place() on every VM, as before
+  // PlacementIndex (bench/fence_tick compares the two). Default on.
+  void setIncrementalPlacement(bool on) { incremental_placement_ = on; }
   std::vector<VmRecord> vms() const;
   std::vector<HostRecord> hosts() const;
   // The host that holds `tier`'s floating address now ("" = nobody).
@@ -332,6 +345,12 @@ class Controller {
   std::vector<std::string> settlingHosts() const;
   std::vector<HostView> hostViews(const Policy& policy) const;
   PlacementInput placementInput(const Policy& policy) const;
+  // One VM's part of placementInput(policy): its current host and avoid set.
+  PlacementIndex::VmInput placementInputOf(const Policy& policy, const std::string& vm) const;
+  // reconcile()'s placement of the policy in force on `hosts`: through
+  // placement_index_ when it can (a partial result), else place() on
+  // everything (controller_placement.cc).
+  PlacementResult placeForReconcile(const std::vector<HostView>& hosts);
   std::vector<PlanItem> planItems(const PlacementResult& placed) const;
   // runOnce() and handleHeartbeat() without their store batch.
   void tick();
@@ -509,6 +528,12 @@ class Controller {
   // placement must run again (0: none settles).
   Millis settle_recheck_ms_ = 0;
   int64_t placement_runs_ = 0;    // placementRuns()
+  int64_t placement_full_runs_ = 0;  // placementFullRuns()
+  // What placement kept from its last run (tw/placement_index.h). Every VM
+  // whose host or avoid set (error) changes outside reconcile() is touched.
+  PlacementIndex placement_index_;
+  bool check_placement_ = false;  // setPlacementCheck()
+  bool incremental_placement_ = true;  // setIncrementalPlacement()
   bool view_only_ = false;        // loadView(): a follower's read-only view
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id

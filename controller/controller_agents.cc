@@ -225,6 +225,7 @@ Status Controller::resetVm(const std::string& name) {
     bool was_error = rt.error;
     rt.error = false;
     rt.avoid.clear();
+    placement_index_.touch(name);
     rt.relocations.clear();
     rt.relocated_epoch = -1;
     vm.relocations = 0;

@@ -271,6 +271,7 @@ void Controller::fenced(HostRuntime& h, const std::string& method, const std::st
       rt.migrate_to.clear();
       rt.migrate_epoch = rt.migrate_action_id = 0;
       vm.host = dest;
+      placement_index_.touch(vm_name);
       vm.epoch = epoch + 1;
       rt.released = true;
       assignmentsTouched(vm_name, true);
@@ -362,6 +363,7 @@ void Controller::relocate(VmRecord& vm, const std::string& why) {
     incidentStep("vm/" + vm.name, "error", reason);
     setVmState(vm, VmState::kError, reason);
   }
+  placement_index_.touch(vm.name);  // a host to avoid, or error
   dirty_ = true;
 }
 
@@ -393,6 +395,7 @@ void Controller::finishMigration(VmRecord& vm, bool ok, const std::string& detai
   assignmentsTouched(vm.name, true);
   if (ok) {
     vm.host = to;
+    placement_index_.touch(vm.name);
     vm.epoch = epoch;
     emit("info", "vm.migrated", "vm/" + vm.name,
          "vm '" + vm.name + "' migrated from host '" + from + "' to host '" + to + "'" +
@@ -535,6 +538,7 @@ void Controller::confirmEvictions(const Heartbeat& hb) {
     // the eviction.
     rt.evict_confirmed = true;
     rt.avoid.insert(hb.host);
+    placement_index_.touch(vm_name);
     dirty_ = true;
     log::info("host '{}' confirmed that vm '{}' is gone: placing it elsewhere", hb.host, vm_name);
   }

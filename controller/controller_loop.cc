@@ -155,12 +155,12 @@ void Controller::checkLiveness() {
 void Controller::reconcile() {
   dirty_ = false;
   ++placement_runs_;
-  PlacementInput input = placementInput(policy_);
+  std::vector<HostView> hosts = hostViews(policy_);
   std::vector<std::string> settling = settlingHosts();
   std::string settling_reason;
   if (!settling.empty()) {
     // Give every declared host a chance to report before placing anything new.
-    for (auto& h : input.hosts) h.accepts_new = false;
+    for (auto& h : hosts) h.accepts_new = false;
     // At most 8 named: the reason is copied into every pending VM.
     const size_t named = std::min<size_t>(settling.size(), 8);
     for (size_t i = 0; i < named; ++i) settling_reason += (i == 0 ? "'" : ", '") + settling[i] + "'";
@@ -178,7 +178,9 @@ void Controller::reconcile() {
   } else {
     settle_recheck_ms_ = 0;
   }
-  PlacementResult placed = place(input);
+  // Only what changed since the last run, when the policy did not
+  // (placed.partial: the VMs not listed stay where they are).
+  PlacementResult placed = placeForReconcile(hosts);
   Millis now = clock_.nowMs();
   for (const auto& name : vmsToRemove(placed, vms_)) {
     auto it = vms_.find(name);

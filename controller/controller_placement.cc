@@ -2,6 +2,9 @@
 #include "controller/controller.h"
 #include "controller/controller_util.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "tw/policy.h"
 
 namespace tw {
@@ -43,22 +46,62 @@ std::vector<HostView> Controller::hostViews(const Policy& policy) const {
   return out;
 }
 
+PlacementIndex::VmInput Controller::placementInputOf(const Policy& policy, const std::string& vm) const {
+  PlacementIndex::VmInput in;
+  auto it = vms_.find(vm);
+  if (it == vms_.end()) return in;
+  auto rt = vm_runtime_.find(vm);
+  if (rt != vm_runtime_.end() && rt->second.error) {
+    // Budgets spent: it runs nowhere until an operator resets it.
+    for (const auto& h : policy.hosts) in.avoid.insert(h.name);
+    return in;
+  }
+  in.host = it->second.host;
+  if (rt != vm_runtime_.end()) in.avoid = rt->second.avoid;
+  return in;
+}
+
 PlacementInput Controller::placementInput(const Policy& policy) const {
   PlacementInput in;
   in.policy = &policy;
   in.hosts = hostViews(policy);
-  for (const auto& [name, vm] : vms_) {
-    auto rt = vm_runtime_.find(name);
-    bool error = rt != vm_runtime_.end() && rt->second.error;
-    if (error) {
-      // Budgets spent: it runs nowhere until an operator resets it.
-      for (const auto& h : policy.hosts) in.avoid[name].insert(h.name);
-      continue;
-    }
-    if (!vm.host.empty()) in.current.emplace_hint(in.current.end(), name, vm.host);  // name order
-    if (rt != vm_runtime_.end() && !rt->second.avoid.empty()) in.avoid[name] = rt->second.avoid;
+  for (const auto& [name, _] : vms_) {  // name order: appended with a hint
+    PlacementIndex::VmInput vm = placementInputOf(policy, name);
+    if (!vm.host.empty()) in.current.emplace_hint(in.current.end(), name, std::move(vm.host));
+    if (!vm.avoid.empty()) in.avoid.emplace_hint(in.avoid.end(), name, std::move(vm.avoid));
   }
   return in;
+}
+
+PlacementResult Controller::placeForReconcile(const std::vector<HostView>& hosts) {
+  const std::string& key = policy_record_.digest;
+  auto everything = [&] {  // place()'s input: every VM (O(VMs))
+    PlacementInput input = placementInput(policy_);
+    input.hosts = hosts;
+    return input;
+  };
+  if (!incremental_placement_) {
+    ++placement_full_runs_;
+    placement_index_.invalidate();
+    return place(everything());
+  }
+  auto partial = placement_index_.placeChanged(
+      key, hosts, [this](const std::string& vm) { return placementInputOf(policy_, vm); });
+  if (!partial) {
+    ++placement_full_runs_;
+    return placement_index_.placeAll(everything(), key);
+  }
+  if (check_placement_) {
+    const std::string difference = placement_index_.differenceFrom(*partial, place(everything()));
+    if (!difference.empty()) {
+      // A wrong placement may put a VM on two hosts: stop here, loudly. To
+      // stderr whatever the log level (the simulator runs with logs off).
+      std::fprintf(stderr, "placement check: the incremental placement differs from place(): %s\n",
+                   difference.c_str());
+      std::abort();
+    }
+  }
+  return std::move(*partial);
 }
 
 std::vector<PlanItem> Controller::planItems(const PlacementResult& placed) const {
@@ -205,6 +248,7 @@ Result<ApplyResult> Controller::applyPolicy(const std::vector<PolicyFile>& files
   });
   if (!s.isOk()) {
     assignmentsTouched(true);
+    placement_index_.invalidate();  // it may know the new policy's VMs
     ++peers_gen_;
     gated_.clear();
     for (const auto& [name, _] : old_vms) gated_.insert(name);  // sorted out by releaseGated()

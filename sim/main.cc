@@ -5,6 +5,7 @@
 //   tierwarden-sim check DIR        (what ctest runs; see tests/scenarios/README.md)
 //   tierwarden-sim fuzz --seeds N [--start S] [--replicas R [--overstay-window]] [--save DIR] [--save-all]   (sim/fuzz.h)
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 
 #include "sim/fuzz.h"
@@ -12,6 +13,9 @@
 #include "tw/log.h"
 
 int main(int argc, char** argv) {
+  // Every incremental placement run is checked against place() (Controller::
+  // setPlacementCheck()); TW_PLACEMENT_CHECK=0 in the environment turns it off.
+  setenv("TW_PLACEMENT_CHECK", "1", /*overwrite=*/0);
   CLI::App app{"tierwarden-sim: replays a scenario on a simulated cluster, on a virtual clock"};
   app.require_subcommand(1);
   std::string log_level = "off";

@@ -3,8 +3,11 @@
 // Two phases: first every desired VM that may stay where it runs is kept
 // (rule 1), then the rest are placed tier by tier (rules 2-4). Keeping first
 // means a new replica never takes the room a running one already occupies.
+// The phases are steps of placement_engine.h, shared with PlacementIndex
+// (tw/placement_index.h), which runs them on what changed only.
 #include "tw/placement.h"
 
+#include "placement_engine.h"
 #include "tw/capacity_index.h"
 
 #include <algorithm>
@@ -19,53 +22,12 @@
 
 namespace tw {
 
+namespace placement_detail {
+
 namespace {
-
-// One desired VM while placement runs.
-struct Slot {
-  const TierSpec* tier = nullptr;
-  int ordinal = 0;
-  std::string name;
-};
-
-// Placement state of one input host.
-struct HostLoad {
-  const HostView* view = nullptr;
-  int index = 0;  // in the CapacityIndex: name order
-  Capacity used;
-  std::map<std::string, std::vector<std::string>> replicas;  // tier -> VMs here, in order placed
-
-  int64_t freeMemory() const { return view->capacity.memory_mib - used.memory_mib; }
-  int freeCpus() const { return view->capacity.cpus - used.cpus; }
-  bool fits(const TierSpec& t) const {
-    return used.cpus + t.vcpus <= view->capacity.cpus &&
-           used.memory_mib + t.memory_mib <= view->capacity.memory_mib;
-  }
-  int replicasOf(const std::string& tier) const {
-    auto it = replicas.find(tier);
-    return it == replicas.end() ? 0 : static_cast<int>(it->second.size());
-  }
-  void add(const TierSpec& t, const std::string& vm) {
-    used.cpus += t.vcpus;
-    used.memory_mib += t.memory_mib;
-    replicas[t.name].push_back(vm);
-  }
-};
-
-using HostMap = std::map<std::string, HostLoad>;
 
 bool contains(const std::vector<std::string>& list, const std::string& s) {
   return std::find(list.begin(), list.end(), s) != list.end();
-}
-
-bool avoids(const PlacementInput& input, const std::string& vm, const std::string& host) {
-  auto it = input.avoid.find(vm);
-  return it != input.avoid.end() && it->second.count(host) > 0;
-}
-
-bool hasAvoid(const PlacementInput& input, const std::string& vm) {
-  auto it = input.avoid.find(vm);
-  return it != input.avoid.end() && !it->second.empty();
 }
 
 bool allowedByRequired(const TierSpec& t, const std::string& host) {
@@ -85,11 +47,11 @@ std::string joined(const std::vector<std::string>& items, const char* sep) {
 }
 
 // Rule 3: may `slot` go to `h` now?
-bool isCandidate(const PlacementInput& input, const Slot& slot, const HostLoad& h) {
+bool isCandidate(const Slot& slot, const HostLoad& h) {
   const TierSpec& t = *slot.tier;
   if (!h.view->schedulable || !h.view->accepts_new || !h.view->capacity_known) return false;
   if (!allowedByRequired(t, h.view->name)) return false;
-  if (avoids(input, slot.name, h.view->name)) return false;
+  if (slot.avoids(h.view->name)) return false;
   if (t.placement.spread == SpreadMode::kRequired && h.replicasOf(t.name) > 0) return false;
   return h.fits(t);
 }
@@ -109,7 +71,7 @@ RankKey rankOf(const TierSpec& t, const HostLoad& h, bool spares_stand_in) {
 }
 
 // Why no host was a candidate for `slot`. Hosts are named in name order.
-std::string pendingReason(const PlacementInput& input, const Slot& slot, const HostMap& hosts) {
+std::string pendingReason(const Slot& slot, const HostMap& hosts) {
   const TierSpec& t = *slot.tier;
   const auto& required = t.placement.required_hosts;
   if (!required.empty()) {
@@ -135,7 +97,7 @@ std::string pendingReason(const PlacementInput& input, const Slot& slot, const H
     if (!allowedByRequired(t, name)) continue;
     if (notes.size() >= kNamedHosts) {
       ++unnamed;
-      if (h.view->schedulable && h.view->accepts_new && h.view->capacity_known && !avoids(input, slot.name, name)) {
+      if (h.view->schedulable && h.view->accepts_new && h.view->capacity_known && !slot.avoids(name)) {
         ++eligible;
         if (t.placement.spread == SpreadMode::kRequired && h.replicasOf(t.name) > 0) ++spread_blocked;
       }
@@ -146,7 +108,7 @@ std::string pendingReason(const PlacementInput& input, const Slot& slot, const H
       note = "not schedulable";
     } else if (!h.view->accepts_new) {
       note = "accepts no new VMs";
-    } else if (avoids(input, slot.name, name)) {
+    } else if (slot.avoids(name)) {
       note = "avoided for " + slot.name;
     } else if (!h.view->capacity_known) {
       note = "capacity unknown";
@@ -184,88 +146,47 @@ std::string pendingReason(const PlacementInput& input, const Slot& slot, const H
 
 }  // namespace
 
-const VmPlacement* PlacementResult::find(const std::string& vm) const {
-  for (const auto& p : vms)
-    if (p.vm == vm) return &p;
-  return nullptr;
-}
-
-bool PlacementResult::allPlaced() const {
-  return std::all_of(vms.begin(), vms.end(), [](const VmPlacement& p) { return !p.host.empty(); });
-}
-
-std::vector<std::string> vmNamesOf(const TierSpec& tier) {
-  std::vector<std::string> names;
-  for (int i = 1; i <= tier.replicas; ++i) names.push_back(tier.name + "-" + std::to_string(i));
-  return names;
-}
-
-PlacementResult place(const PlacementInput& input) {
-  PlacementResult result;
-
+HostMap hostLoadsOf(const std::vector<HostView>& views) {
   HostMap hosts;
-  for (const auto& view : input.hosts) {
+  for (const auto& view : views) {
     // A duplicate name keeps the first view.
     if (hosts.count(view.name) == 0) hosts[view.name].view = &view;
   }
+  return hosts;
+}
 
-  std::vector<Slot> slots;  // tier order, then ordinal
-  if (input.policy != nullptr) {
-    for (const TierSpec* t : input.policy->tiersInOrder()) {
-      for (int i = 1; i <= t->replicas; ++i)
-        slots.push_back({t, i, t->name + "-" + std::to_string(i)});
-    }
+std::vector<Slot> slotsOf(const Policy* policy) {
+  std::vector<Slot> slots;
+  if (policy == nullptr) return slots;
+  for (const TierSpec* t : policy->tiersInOrder()) {
+    for (int i = 1; i <= t->replicas; ++i) slots.push_back({t, i, t->name + "-" + std::to_string(i)});
   }
-  std::unordered_set<std::string_view> desired;  // views into `slots`
-  desired.reserve(slots.size());
-  for (const auto& s : slots) desired.insert(s.name);
-  for (const auto& [vm, host] : input.current) {
-    // Being deleted: it holds no capacity in `used` (its tier may be gone, so
-    // its size may be unknown too).
-    if (desired.count(vm) == 0) result.removed.push_back(vm);
-  }
+  return slots;
+}
 
-  // Rule 1: keep what may stay. Kept VMs count even when they overcommit a host
-  // whose capacity shrank: what runs is not moved for that.
-  std::vector<VmPlacement> out(slots.size());
-  std::vector<bool> kept(slots.size(), false);
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const Slot& s = slots[i];
-    out[i].vm = s.name;
-    out[i].tier = s.tier->name;
-    out[i].ordinal = s.ordinal;
-    auto cur = input.current.find(s.name);
-    if (cur == input.current.end()) continue;
-    auto it = hosts.find(cur->second);
-    if (it == hosts.end()) continue;
-    HostLoad& h = it->second;
-    if (!h.view->schedulable || !allowedByRequired(*s.tier, h.view->name) ||
-        avoids(input, s.name, h.view->name)) {
-      continue;
-    }
-    // Slots run in ordinal order within a tier, so the lower ordinal keeps the host.
-    if (s.tier->placement.spread == SpreadMode::kRequired && h.replicasOf(s.tier->name) > 0) {
-      continue;
-    }
-    h.add(*s.tier, s.name);
-    out[i].host = h.view->name;
-    kept[i] = true;
+bool mayKeep(const Slot& s, const HostLoad& h) {
+  if (!h.view->schedulable || !allowedByRequired(*s.tier, h.view->name) || s.avoids(h.view->name)) {
+    return false;
   }
+  // Slots run in ordinal order within a tier, so the lower ordinal keeps the host.
+  return !(s.tier->placement.spread == SpreadMode::kRequired && h.replicasOf(s.tier->name) > 0);
+}
 
-  // Rule 4's exception: an active host is lost, the spares stand in for it.
-  bool spares_stand_in = false;
-  for (const HostView& v : input.hosts) {
-    if (v.role == HostRole::kActive && v.capacity_known && (!v.schedulable || !v.accepts_new)) {
-      spares_stand_in = true;
-    }
+bool sparesStandIn(const std::vector<HostView>& views) {
+  for (const HostView& v : views) {
+    if (v.role == HostRole::kActive && v.capacity_known && (!v.schedulable || !v.accepts_new)) return true;
   }
+  return false;
+}
 
-  // Rules 2-4: place the rest. A VM without preferred or required hosts and
-  // without an avoid set asks the capacity index (the same order as rankOf(),
-  // without ranking every host); others rank every host.
+void placeRest(const Policy* policy, HostMap& hosts, bool spares_stand_in,
+               const std::vector<std::pair<const Slot*, VmPlacement*>>& todo) {
+  // A VM without preferred or required hosts and without an avoid set asks
+  // the capacity index (the same order as rankOf(), without ranking every
+  // host); others rank every host.
   std::map<std::string, int> tier_index;
-  if (input.policy != nullptr) {
-    for (const auto& t : input.policy->tiers) tier_index.emplace(t.name, static_cast<int>(tier_index.size()));
+  if (policy != nullptr) {
+    for (const auto& t : policy->tiers) tier_index.emplace(t.name, static_cast<int>(tier_index.size()));
   }
   std::optional<CapacityIndex> index;
   std::vector<HostLoad*> by_index;
@@ -287,11 +208,16 @@ PlacementResult place(const PlacementInput& input) {
   // and 20,000 pending VMs, each reason walks every host).
   const TierSpec* reason_tier = nullptr;
   std::string reason;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    if (kept[i]) continue;
-    const Slot& s = slots[i];
+  for (const auto& [slot, placement] : todo) {
+    const Slot& s = *slot;
+    VmPlacement& out = *placement;
     const TierSpec& t = *s.tier;
-    const bool avoided = hasAvoid(input, s.name);
+    out.vm = s.name;
+    out.tier = t.name;
+    out.ordinal = s.ordinal;
+    out.host.clear();
+    out.reason.clear();
+    const bool avoided = s.hasAvoid();
     auto ti = tier_index.find(t.name);
     HostLoad* best = nullptr;
     if (!avoided && ti != tier_index.end() && t.placement.preferred_hosts.empty() &&
@@ -302,7 +228,7 @@ PlacementResult place(const PlacementInput& input) {
     } else {
       RankKey best_key;
       for (auto& [name, h] : hosts) {
-        if (!isCandidate(input, s, h)) continue;
+        if (!isCandidate(s, h)) continue;
         RankKey key = rankOf(t, h, spares_stand_in);
         if (best == nullptr || key < best_key) {
           best = &h;
@@ -312,23 +238,83 @@ PlacementResult place(const PlacementInput& input) {
     }
     if (best == nullptr) {
       if (avoided) {
-        out[i].reason = pendingReason(input, s, hosts);
+        out.reason = pendingReason(s, hosts);
       } else {
         if (reason_tier != &t) {
-          reason = pendingReason(input, s, hosts);
+          reason = pendingReason(s, hosts);
           reason_tier = &t;
         }
-        out[i].reason = reason;
+        out.reason = reason;
       }
     } else {
       best->add(t, s.name);
       if (index && ti != tier_index.end()) index->add(best->index, ti->second, Capacity{t.vcpus, t.memory_mib});
       reason_tier = nullptr;
-      out[i].host = best->view->name;
+      out.host = best->view->name;
     }
-    auto cur = input.current.find(s.name);
-    out[i].moved = cur == input.current.end() || cur->second != out[i].host;
+    out.moved = s.current == nullptr || *s.current != out.host;
   }
+}
+
+}  // namespace placement_detail
+
+using namespace placement_detail;
+
+const VmPlacement* PlacementResult::find(const std::string& vm) const {
+  for (const auto& p : vms)
+    if (p.vm == vm) return &p;
+  return nullptr;
+}
+
+bool PlacementResult::allPlaced() const {
+  return std::all_of(vms.begin(), vms.end(), [](const VmPlacement& p) { return !p.host.empty(); });
+}
+
+std::vector<std::string> vmNamesOf(const TierSpec& tier) {
+  std::vector<std::string> names;
+  for (int i = 1; i <= tier.replicas; ++i) names.push_back(tier.name + "-" + std::to_string(i));
+  return names;
+}
+
+PlacementResult place(const PlacementInput& input) {
+  PlacementResult result;
+  HostMap hosts = hostLoadsOf(input.hosts);
+  std::vector<Slot> slots = slotsOf(input.policy);  // tier order, then ordinal
+  std::unordered_set<std::string_view> desired;     // views into `slots`
+  desired.reserve(slots.size());
+  for (auto& s : slots) {
+    desired.insert(s.name);
+    auto cur = input.current.find(s.name);
+    if (cur != input.current.end()) s.current = &cur->second;
+    auto avoid = input.avoid.find(s.name);
+    if (avoid != input.avoid.end()) s.avoid = &avoid->second;
+  }
+  for (const auto& [vm, host] : input.current) {
+    // Being deleted: it holds no capacity in `used` (its tier may be gone, so
+    // its size may be unknown too).
+    if (desired.count(vm) == 0) result.removed.push_back(vm);
+  }
+
+  // Rule 1: keep what may stay. Kept VMs count even when they overcommit a host
+  // whose capacity shrank: what runs is not moved for that.
+  std::vector<VmPlacement> out(slots.size());
+  std::vector<std::pair<const Slot*, VmPlacement*>> rest;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const Slot& s = slots[i];
+    out[i].vm = s.name;
+    out[i].tier = s.tier->name;
+    out[i].ordinal = s.ordinal;
+    auto it = s.current == nullptr ? hosts.end() : hosts.find(*s.current);
+    if (it != hosts.end() && mayKeep(s, it->second)) {
+      it->second.add(*s.tier, s.name);
+      out[i].host = it->second.view->name;
+    } else {
+      rest.emplace_back(&s, &out[i]);
+    }
+  }
+
+  // Rules 2-4: place the rest.
+  placeRest(input.policy, hosts, sparesStandIn(input.hosts), rest);
 
   result.vms = std::move(out);
   for (const auto& [name, h] : hosts) result.used[name] = h.used;

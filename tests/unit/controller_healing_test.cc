@@ -230,6 +230,26 @@ TEST_F(HealingTest, PowerOffWithFenceAgentMovesVmsAfterFence) {
   EXPECT_TRUE(hasEvent("host.fenced"));
 }
 
+// Pins: placing a fenced host's VMs is an incremental placement run (issue
+// #16): no full run after the policy's, and the check mode (on in this
+// binary, placement_index_test.cc) found it equal to place().
+TEST_F(HealingTest, FencedHostsVmsArePlacedIncrementally) {
+  const int64_t full_runs = controller_->placementFullRuns();
+  const int64_t runs = controller_->placementRuns();
+  auto on_h1 = vmsOn("h1");
+  ASSERT_FALSE(on_h1.empty());
+  up_.erase("h1");
+  hosts_.alive.erase("h1");
+  const Millis off = clock_.nowMs();
+  while (controller_->host("h1")->state != HostState::kFenced && clock_.nowMs() - off < 10000) tick();
+  ASSERT_EQ(controller_->host("h1")->state, HostState::kFenced);
+  tick(10);
+  for (const auto& n : on_h1) EXPECT_EQ(controller_->vm(n)->state, VmState::kRunning) << n;
+  EXPECT_TRUE(vmsOn("h1").empty());
+  EXPECT_GT(controller_->placementRuns(), runs);
+  EXPECT_EQ(controller_->placementFullRuns(), full_runs);
+}
+
 // Pins (the security fix): events, which anyone may read without a token,
 // name the fence agent and its exit status, never its command or arguments
 // (a BMC password here) — neither when it confirms nor when it fails.

@@ -60,7 +60,11 @@ struct VmPlacement {
 };
 
 struct PlacementResult {
-  std::vector<VmPlacement> vms;          // every desired VM, tier order then ordinal
+  // Every desired VM, tier order then ordinal; when `partial`
+  // (PlacementIndex::placeChanged()), only those not kept where they are:
+  // every other desired VM stays on its current host.
+  std::vector<VmPlacement> vms;
+  bool partial = false;
   std::vector<std::string> removed;      // VMs in `current` no longer desired
   std::map<std::string, Capacity> used;  // per host, after placement
 
