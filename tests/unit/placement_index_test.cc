@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "placement_fixture.h"
 #include "tw/model.h"
 #include "tw/placement.h"
 
@@ -21,25 +22,9 @@ namespace {
 // so before any test builds one. TW_PLACEMENT_CHECK=0 still turns it off.
 [[maybe_unused]] const bool kPlacementCheck = setenv("TW_PLACEMENT_CHECK", "1", /*overwrite=*/0) == 0;
 
-TierSpec tier(const std::string& name, int replicas, int vcpus, int memory_mib,
-              SpreadMode spread = SpreadMode::kPreferred) {
-  TierSpec t;
-  t.name = name;
-  t.image = name + ".qcow2";
-  t.replicas = replicas;
-  t.vcpus = vcpus;
-  t.memory_mib = memory_mib;
-  t.placement.spread = spread;
-  return t;
-}
-
-HostView host(const std::string& name, int cpus, int64_t memory_mib, HostRole role = HostRole::kActive) {
-  HostView h;
-  h.name = name;
-  h.role = role;
-  h.capacity = {cpus, memory_mib};
-  return h;
-}
+using testing_placement::dump;
+using testing_placement::host;
+using testing_placement::tier;
 
 // What the controller does around the index: it holds each VM's current
 // host and avoid set, applies each result (a placed VM moves, a pending one
@@ -121,19 +106,19 @@ struct Cluster {
     out.used = r.used;
     return dump(out);
   }
-  static std::string dump(const PlacementResult& r) {
-    std::ostringstream os;
-    for (const auto& p : r.vms)
-      os << p.vm << '|' << p.tier << '|' << p.ordinal << '|' << p.host << '|' << p.moved << '|' << p.reason << '\n';
-    for (const auto& vm : r.removed) os << "removed " << vm << '\n';
-    for (const auto& [h, c] : r.used) os << "used " << h << ' ' << c.cpus << ' ' << c.memory_mib << '\n';
-    return os.str();
-  }
   HostView& hostNamed(const std::string& name) {
     for (auto& h : hosts)
       if (h.name == name) return h;
     ADD_FAILURE() << "no host " << name;
     return hosts.front();
+  }
+  // Three hosts of 8 vCPUs and 4 GiB and `t`: a full run, then a step
+  // (the VMs it placed read again, kept).
+  void startOnThreeHosts(const TierSpec& t) {
+    policy.tiers = {t};
+    hosts = {host("h1", 8, 4096), host("h2", 8, 4096), host("h3", 8, 4096)};
+    full();
+    step();
   }
   std::vector<std::string> vmsOn(const std::string& h) const {
     std::vector<std::string> out;
@@ -166,10 +151,7 @@ TEST(PlacementIndexTest, NothingChangedDecidesNothing) {
 // count them after the caller moved them.
 TEST(PlacementIndexTest, LostHostMovesOnlyItsVmsAndCapacityFollows) {
   Cluster c;
-  c.policy.tiers = {tier("web", 6, 1, 256)};
-  c.hosts = {host("h1", 8, 4096), host("h2", 8, 4096), host("h3", 8, 4096)};
-  c.full();
-  c.step();
+  c.startOnThreeHosts(tier("web", 6, 1, 256));
   const std::vector<std::string> on_h2 = c.vmsOn("h2");
   ASSERT_EQ(on_h2.size(), 2u);
   c.hostNamed("h2").schedulable = false;
@@ -208,10 +190,7 @@ TEST(PlacementIndexTest, TouchedMoveUpdatesCapacity) {
 // with place()'s reason, run after run.
 TEST(PlacementIndexTest, AvoidAndErrorAreDecidedAgain) {
   Cluster c;
-  c.policy.tiers = {tier("web", 3, 1, 256)};
-  c.hosts = {host("h1", 8, 4096), host("h2", 8, 4096), host("h3", 8, 4096)};
-  c.full();
-  c.step();
+  c.startOnThreeHosts(tier("web", 3, 1, 256));
   const std::string was = c.current.at("web-2");
   c.avoid["web-2"] = {was};
   c.index.touch("web-2");
@@ -256,10 +235,7 @@ TEST(PlacementIndexTest, SparesStandInForALostActiveHost) {
 // them there): the lower ordinal keeps it, the other is placed elsewhere.
 TEST(PlacementIndexTest, SpreadRequiredConflictLowerOrdinalKeeps) {
   Cluster c;
-  c.policy.tiers = {tier("db", 2, 1, 256, SpreadMode::kRequired)};
-  c.hosts = {host("h1", 8, 4096), host("h2", 8, 4096), host("h3", 8, 4096)};
-  c.full();
-  c.step();
+  c.startOnThreeHosts(tier("db", 2, 1, 256, SpreadMode::kRequired));
   const std::string db1 = c.current.at("db-1");
   c.current["db-2"] = db1;
   c.index.touch("db-2");

@@ -10,31 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "placement_fixture.h"
 #include "tw/model.h"
 
 namespace tw {
 namespace {
 
-TierSpec tier(const std::string& name, int replicas, int vcpus, int memory_mib,
-              SpreadMode spread = SpreadMode::kPreferred) {
-  TierSpec t;
-  t.name = name;
-  t.image = name + ".qcow2";
-  t.replicas = replicas;
-  t.vcpus = vcpus;
-  t.memory_mib = memory_mib;
-  t.placement.spread = spread;
-  return t;
-}
-
-HostView host(const std::string& name, int cpus, int64_t memory_mib,
-              HostRole role = HostRole::kActive) {
-  HostView h;
-  h.name = name;
-  h.role = role;
-  h.capacity = {cpus, memory_mib};
-  return h;
-}
+using testing_placement::dump;
+using testing_placement::host;
+using testing_placement::tier;
 
 PlacementInput inputFor(const Policy& policy, std::vector<HostView> hosts) {
   PlacementInput in;
@@ -53,18 +37,6 @@ std::map<std::string, std::string> asCurrent(const PlacementResult& r) {
   for (const auto& p : r.vms)
     if (!p.host.empty()) current[p.vm] = p.host;
   return current;
-}
-
-// Everything in a result, as text, to compare results whole.
-std::string dump(const PlacementResult& r) {
-  std::ostringstream os;
-  for (const auto& p : r.vms)
-    os << p.vm << '|' << p.tier << '|' << p.ordinal << '|' << p.host << '|' << p.moved << '|'
-       << p.reason << '\n';
-  for (const auto& vm : r.removed) os << "removed " << vm << '\n';
-  for (const auto& [h, c] : r.used)
-    os << "used " << h << ' ' << c.cpus << ' ' << c.memory_mib << '\n';
-  return os.str();
 }
 
 // Pins: vmNamesOf names replicas "<tier>-1".."<tier>-<replicas>", 1-based.
