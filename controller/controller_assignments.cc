@@ -3,8 +3,10 @@
 // Work follows change (issue #16): a set is built from the VMs that the
 // VmsByHost index lists under its host, never by a scan of every VM; a tick
 // in which nothing that a set holds changed publishes nothing and costs
-// nothing (assignmentsTouched() marks a change); the spec digest of each tier
-// and the peer list are kept until the policy or a peer's address changes.
+// nothing; a change rebuilds only the sets of the hosts it marked
+// (assignmentsTouched(vm, moved) marks the hosts the VM was and is listed
+// under: controller/assignment_changes.h); the spec digest of each tier and
+// the peer list are kept until the policy or a peer's address changes.
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
