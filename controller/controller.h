@@ -422,6 +422,8 @@ class Controller {
   std::vector<Assignment> buildAssignmentsOn(const std::string& host, const VmsByHost& index) const;
   // Where the index lists `vm` now: its host and its migration's destination.
   std::vector<std::string> vmHostsNow(const std::string& vm) const;
+  // Every (vm, host) pair the index holds when rebuilt now (vmHostsNow of all).
+  VmsByHost::Placement placementNow() const;
   // Check mode (TW_CHECK_INCREMENTAL=1): after a publish, every set and the
   // index equal a rebuild from scratch; aborts with the host that differs.
   void checkPublished() const;

@@ -46,16 +46,18 @@ const VmsByHost& Controller::vmsByHost() const {
   assignment_changes_.sync(
       vms_by_host_, [this](const std::string& vm) { return vmHostsNow(vm); },
       [this](const std::string& host) { assignments_cache_.erase(host); });
-  if (vms_by_host_.stale()) {
-    VmsByHost::Placement placement;
-    placement.reserve(vms_.size());
-    for (const auto& [name, vm] : vms_) placement.emplace_back(name, vm.host);
-    for (const auto& [name, rt] : vm_runtime_) {
-      if (!rt.migrate_to.empty()) placement.emplace_back(name, rt.migrate_to);
-    }
-    vms_by_host_.rebuild(placement);
-  }
+  if (vms_by_host_.stale()) vms_by_host_.rebuild(placementNow());
   return vms_by_host_;
+}
+
+VmsByHost::Placement Controller::placementNow() const {
+  VmsByHost::Placement placement;
+  placement.reserve(vms_.size());
+  for (const auto& [name, vm] : vms_) placement.emplace_back(name, vm.host);
+  for (const auto& [name, rt] : vm_runtime_) {
+    if (!rt.migrate_to.empty()) placement.emplace_back(name, rt.migrate_to);
+  }
+  return placement;
 }
 
 std::string Controller::specDigest(const TierSpec& t) const {
@@ -282,12 +284,7 @@ void Controller::checkPublished() const {
     std::abort();
   };
   VmsByHost full;
-  VmsByHost::Placement placement;
-  for (const auto& [name, vm] : vms_) placement.emplace_back(name, vm.host);
-  for (const auto& [name, rt] : vm_runtime_) {
-    if (!rt.migrate_to.empty()) placement.emplace_back(name, rt.migrate_to);
-  }
-  full.rebuild(placement);
+  full.rebuild(placementNow());
   if (!(full == vms_by_host_)) fail("the VmsByHost index differs from a rebuild (a VM moved unnamed)");
   for (const auto& [name, h] : hosts_) {
     std::vector<Assignment> fresh = buildAssignmentsOn(name, full);
