@@ -95,7 +95,7 @@ all_elsewhere() {
 # than $3 that self-fenced or destroyed a VM since MARK $2; none: returns 0.
 no_collateral() {
   local since=$1 mark=$2 host=$3 vms=${4:-} out h lines
-  out=$(e2e_collateral "$since" "$host" "$vms")
+  out=$(e2e_collateral "$since" "$host" "$vms") || { echo "    (the events could not be checked)" >&2; return 1; }
   for h in $(hosts status | awk '{ print $1 }'); do
     [ "$h" != "$host" ] || continue
     lines=$(e2e_log_since "$mark" "$h" "self-fenc|destroyed vm")
@@ -154,7 +154,8 @@ part_a() {
   e2e_hb_gaps "$E2E_DIR/heartbeats-a.log" $others | sed 's/^/    /'
   local suspects
   suspects=$(events_since "$ev" | jq -rn --arg h "host/$victim" \
-    '[inputs | select(.kind == "host.suspect" and .subject != $h) | "\(.subject)@\(.t_ms)"] | join(" ")')
+    '[inputs | select(.kind == "host.suspect" and .subject != $h) | "\(.subject)@\(.t_ms)"] | join(" ")') ||
+    { part_fail "a. the suspect transitions could not be read from the events"; return 1; }
   e2e_log "a. suspect transitions of other hosts: ${suspects:-none}"
   [ "$ok" = yes ] || return 1
   no_collateral "$ev" "$mark" "$victim" ||
@@ -227,11 +228,11 @@ part_b() {
   sleep 2  # late events of the agents
   # Host states may pass through suspect while the new controller hears from the
   # agents again: shown, not failed; fencing and destroyed VMs fail.
-  local states
-  states=$(e2e_collateral "$ev" "-" | grep -E " host\.(suspect|offline) " || true)
+  local all states damage
+  all=$(e2e_collateral "$ev" "-") || { part_fail "b. the events around the controller's outage could not be checked"; return 1; }
+  states=$(grep -E " host\.(suspect|offline) " <<<"$all" || true)
   [ -z "$states" ] || e2e_log "b. host state changes after the restart: $(awk '{ printf "%s %s; ", $2, $3 }' <<<"$states")"
-  local damage
-  damage=$(e2e_collateral "$ev" "-" | grep -vE " host\.(suspect|offline) " || true)
+  damage=$(grep -vE " host\.(suspect|offline) " <<<"$all" | sed '/^$/d' || true)
   [ -z "$damage" ] || { echo "$damage" | cut -c1-220 | sed 's/^/    /' >&2; part_fail "fencing or destroyed VMs around the controller's outage (above)"; return 1; }
   e2e_log "b. ok: no domain lost, $vm restarted by its agent, healthy $(since "$t") s after the kill"
 }

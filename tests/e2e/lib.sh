@@ -335,15 +335,22 @@ event_ms() {
 # No line: no collateral damage. An agent's self-fence is the "host.self_fenced"
 # event of its host ("host 'h2' self-fenced: lease expired ...") and one
 # "vm.destroyed" event per VM ("... self-fence, lease expired").
+# Fails (non-zero, a message on stderr) when the events cannot be read or an
+# event is not what the filter expects: an empty answer then means "none seen",
+# never "not looked".
 e2e_collateral() {
-  local since=$1 host=$2 vms=${3:-}
-  events_since "$since" | jq -rn --arg h "host/$host" --arg vms " $vms " '
+  local since=$1 host=$2 vms=${3:-} events
+  events=$(events_since "$since") || { echo "e2e_collateral: reading the events after $since failed" >&2; return 1; }
+  # `.subject` is bound before `$vms | ...`: inside that pipe `.` is $vms.
+  jq -rn --arg h "host/$host" --arg vms " $vms " '
     inputs
+    | .subject as $s
     | select(
         ((.kind | IN("host.suspect", "host.offline", "host.fencing", "host.fenced", "host.self_fenced"))
-          and (.subject | startswith("host/")) and .subject != $h)
-        or (.kind == "vm.destroyed" and ($vms | contains(" " + (.subject | ltrimstr("vm/")) + " ") | not)))
-    | "\(.t_ms) \(.kind) \(.subject) \(.message)"'
+          and ($s | startswith("host/")) and $s != $h)
+        or (.kind == "vm.destroyed" and ($vms | contains(" " + ($s | ltrimstr("vm/")) + " ") | not)))
+    | "\(.t_ms) \(.kind) \(.subject) \(.message)"' <<<"$events" ||
+    { echo "e2e_collateral: jq failed on the events after $since" >&2; return 1; }
 }
 
 # Agent logs: e2e_log_mark prints "HOST LINES" for every agent log (its current
