@@ -21,9 +21,13 @@ class ListenerParkingTest : public ParkingServerTest {};
 
 // Pins: with room for 2 connections on threads, 20 kept-alive connections
 // are all served and stay open (parked, no thread); each serves a second
-// request; idle, they are closed after keep_alive_timeout_s (1 s).
-TEST_F(ListenerParkingTest, KeptAliveConnectionsWaitWithoutAThreadAndIdleOut) {
-  start(ListenerLimits{4, 32, 2, 2000, 100, 1, 2000});
+// request. Their keep-alive timeout (60 s) is far beyond the test: on a
+// loaded machine, 20 connects and 40 requests took longer than the 1 s that
+// this test once used for both this and the idle-out below, and the first
+// connections idled out before the last was parked (1 failure in 25 at
+// load 23): the server did what it should, the test raced it.
+TEST_F(ListenerParkingTest, KeptAliveConnectionsWaitWithoutAThread) {
+  start(ListenerLimits{4, 32, 2, 2000, 100, 60, 2000});
   for (int i = 0; i < 20; ++i) {
     int s = connectTo(port_);
     ASSERT_GE(s, 0);
@@ -34,9 +38,23 @@ TEST_F(ListenerParkingTest, KeptAliveConnectionsWaitWithoutAThreadAndIdleOut) {
       << server_->stats().parked << " parked, " << server_->stats().open << " open";
   for (int s : socks_) EXPECT_EQ(get(s, "/x").rfind("HTTP/1.1 200", 0), 0u);
   EXPECT_EQ(server_->stats().refused_total, 0);
-  // Idle for the keep-alive timeout: closed.
-  EXPECT_TRUE(waitFor([](const ListenerStats& st) { return st.idle_closed >= 20 && st.parked == 0; }));
+  EXPECT_EQ(server_->stats().idle_closed, 0);
+}
+
+// Pins: parked connections idle for keep_alive_timeout_s (1 s) are closed,
+// however long the machine took to park them all.
+TEST_F(ListenerParkingTest, ParkedConnectionsIdleOut) {
+  start(ListenerLimits{4, 32, 2, 2000, 100, 1, 2000});
+  for (int i = 0; i < 20; ++i) {
+    int s = connectTo(port_);
+    ASSERT_GE(s, 0);
+    socks_.push_back(s);
+    ASSERT_EQ(get(s, "/x").rfind("HTTP/1.1 200", 0), 0u) << "connection " << i;
+  }
+  EXPECT_TRUE(waitFor([](const ListenerStats& st) { return st.idle_closed >= 20 && st.parked == 0; }))
+      << server_->stats().idle_closed << " idle-closed, " << server_->stats().parked << " parked";
   for (int s : socks_) EXPECT_TRUE(closedByPeer(s, 1000));
+  EXPECT_EQ(server_->stats().refused_total, 0);
 }
 
 // Pins: 10 deferred answers (long polls) hold no thread (2 admitted at a
