@@ -693,6 +693,46 @@ TEST_F(HealingTest, MigrationSuccessAndFailure) {
   EXPECT_EQ(controller_->migrateVm("nope", "h3").code(), Code::kNotFound);
 }
 
+// Pins: the destination's report ends a migration only once the domain runs
+// there: libvirt shows the incoming domain paused on the destination from the
+// start of the copy, and a VM taken as arrived then moved its endpoints to a
+// host that could not serve them yet.
+TEST_F(HealingTest, MigrationEndsWhenTheDestinationRunsTheVm) {
+  const std::string src = controller_->vm("web-1")->host;
+  const int64_t old_epoch = controller_->vm("web-1")->epoch;
+  ASSERT_TRUE(controller_->migrateVm("web-1", "h3").isOk());
+  int64_t mepoch = 0;
+  for (const auto& a : controller_->assignmentsFor(src).assignments)
+    if (a.vm == "web-1") mepoch = a.migrate_epoch;
+  ASSERT_GT(mepoch, 0);
+  auto destReports = [&](DomainState state) {
+    Heartbeat hb = agentHeartbeat("h3");
+    const AssignmentSet set = controller_->assignmentsFor("h3");
+    hb.assignments_version = set.version;
+    hb.assignments_controller = set.controller_id;
+    for (const auto& a : set.assignments) {
+      DomainReport d = runningReport(a);
+      if (a.vm == "web-1") {
+        d.epoch = mepoch;
+        d.state = state;
+      }
+      hb.domains.push_back(d);
+    }
+    ASSERT_TRUE(controller_->handleHeartbeat(hb).isOk());
+  };
+  ASSERT_NO_FATAL_FAILURE(destReports(DomainState::kPaused));  // the copy is under way
+  controller_->runOnce();
+  EXPECT_EQ(controller_->vm("web-1")->host, src);
+  EXPECT_EQ(controller_->vm("web-1")->epoch, old_epoch);
+  EXPECT_EQ(controller_->vm("web-1")->state, VmState::kMigrating);
+  EXPECT_EQ(store_->openActions()->size(), 1u);
+  ASSERT_NO_FATAL_FAILURE(destReports(DomainState::kRunning));  // switched over; vm.migrated lost
+  EXPECT_EQ(controller_->vm("web-1")->host, "h3");
+  EXPECT_EQ(controller_->vm("web-1")->epoch, mepoch);
+  EXPECT_EQ(controller_->vm("web-1")->state, VmState::kRunning);
+  EXPECT_TRUE(store_->openActions()->empty());
+}
+
 // Pins: drain migrates one VM at a time in tier order (db before web), then
 // marks the host maintenance; undrain returns it.
 TEST_F(HealingTest, DrainInTierOrderThenMaintenance) {
