@@ -198,7 +198,7 @@ qemu_pid() { pgrep -f -- "-name guest=$1," | head -1; }
 # source has stopped it.
 running_copies() {
   local h
-  for h in $(hosts status | awk '$2 == "running" { print $1 }'); do
+  for h in $(hosts status | awk '$2 == "running" { print $1 }' | sort); do
     virsh -c "$(hosts uri "$h")" list --name --state-running 2>/dev/null | sed "/^$/d; s/\$/ $h/"
   done
 }
@@ -258,12 +258,32 @@ e2e_stop_balancer_probe() {
 
 # A background watcher that records any VM running on two hosts at once
 # into $E2E_DIR/duplicates.log.
+#
+# The hosts are asked one after another, so one pass can see a live
+# migration's source before its switch-over and the destination after it: a
+# VM that never ran twice (libvirt pauses the source before the destination
+# resumes). That happened in part e at load 10. So each round asks the hosts
+# in name order, then in reverse order, and a VM counts as two copies only when
+# both passes see it on the same hosts: the pass that asked the destination
+# first can only see both when the source still ran after the destination did.
+# A real second copy lasts seconds (the agents remove stale ones), far longer
+# than a round.
+running_copies_reversed() {
+  local h
+  for h in $(hosts status | awk '$2 == "running" { print $1 }' | sort -r); do
+    virsh -c "$(hosts uri "$h")" list --name --state-running 2>/dev/null | sed "/^$/d; s/\$/ $h/"
+  done
+}
+# Lines "VM: H1 H2..." (hosts in name order) of VMs on more than one host, from
+# "VM HOST" lines.
+copies_of() { sort -k1,1 -k2,2 | awk '{ n[$1]++; h[$1] = h[$1] " " $2 } END { for (v in n) if (n[v] > 1) print v ":" h[v] }' | sort; }
 e2e_start_copy_watch() {
   : >"$E2E_DIR/duplicates.log"
   (
     while :; do
-      running_copies | awk '{ n[$1]++; h[$1] = h[$1] " " $2 } END { for (v in n) if (n[v] > 1) print v ":" h[v] }' \
-        | sed "s/^/$(date +%T.%3N) /"
+      fwd=$(running_copies | copies_of)
+      rev=$(running_copies_reversed | copies_of)
+      [ -z "$fwd" ] || comm -12 <(echo "$fwd") <(echo "$rev") | sed "s/^/$(date +%T.%3N) /"
       sleep 0.3
     done
   ) >>"$E2E_DIR/duplicates.log" 2>/dev/null &
