@@ -511,6 +511,10 @@ TEST(LibvirtHypervisorTest, BeginStartsRunOnTheirOwnAndOutliveTheHypervisor) {
   SessionDaemon daemon;
   if (!daemon.start()) GTEST_SKIP() << "cannot run a private libvirtd here";
   const std::string uri = "test+unix:///default?socket=" + daemon.socket();
+  // The daemon's test driver keeps its state while a connection to it is
+  // open (the qemu driver keeps it always): this one holds it.
+  auto keeper = connect(uri);
+  ASSERT_TRUE(keeper);
   auto hv = connect(uri);
   ASSERT_TRUE(hv);
   std::vector<std::string> vms;
@@ -541,9 +545,7 @@ TEST(LibvirtHypervisorTest, BeginStartsRunOnTheirOwnAndOutliveTheHypervisor) {
       EXPECT_TRUE(got[i]->isOk()) << vms[i] << ": " << got[i]->toString();
     }
   }
-  auto again = connect(uri);
-  ASSERT_TRUE(again);
-  auto listed = again->listManaged();
+  auto listed = keeper->listManaged();
   ASSERT_TRUE(listed.isOk());
   ASSERT_EQ(listed->size(), 6u);
   for (const DomainStatus& d : *listed) EXPECT_EQ(d.state, DomainState::kRunning) << d.meta.vm;
