@@ -55,7 +55,8 @@ Agent::Agent(AgentOptions options, Hypervisor& hv, ControllerLink& link, Clock& 
                      : nullptr),
       ports_(ports != nullptr ? *ports : *own_ports_),
       builder_(builder != nullptr ? *builder : plain_builder_),
-      interval_ms_(options_.heartbeat_interval_ms) {}
+      interval_ms_(options_.heartbeat_interval_ms),
+      start_runner_(hv, options_.start_timeout_ms) {}
 
 Status Agent::start() {
   const Millis now = clock_.nowMs();
@@ -175,6 +176,9 @@ void Agent::runOnce() {
   takeAnswer();
   dirty_ = false;
   absorbEvents();
+  // Starts that returned (or ran past their deadline) since the last pass,
+  // before the view is listed: it then shows what they did.
+  collectStarts(now);
   refreshView();
   LeaseState state = checkLease(now);
   if (state == LeaseState::kExpired) {
@@ -281,10 +285,15 @@ Millis Agent::nextWakeMs() const {
   if ((lease_state_ == LeaseState::kValid || lease_state_ == LeaseState::kHeld) && has_set_ &&
       view_ok_) {
     for (const auto& [vm, t] : tracks_) {
-      if (t.down && !t.exhausted && assigned_.count(vm) != 0) {
+      if (t.down && !t.exhausted && assigned_.count(vm) != 0 && !start_runner_.running(vm)) {
         next = std::min(next, t.next_restart_ms);
       }
     }
+  }
+  // Starts under way: looked at every kStartPollMs (a start that returned
+  // says so by no event when it failed) and at the first deadline.
+  if (std::optional<Millis> deadline = start_runner_.nextDeadlineMs()) {
+    next = std::min({next, *deadline, now + kStartPollMs});
   }
   return next;
 }

@@ -44,6 +44,15 @@
 // (onMigrationDone()). While a migration is under way the agent leaves that VM
 // alone (its disappearance is no crash).
 //
+// Starts: launch() queues a VM's start, converge() begins the pass's starts
+// together (StartRunner over Hypervisor::beginStarts) and the loop goes on;
+// later passes report those that returned. One that has not returned after
+// AgentOptions::start_timeout_ms is given up: vm.start_failed, its domain
+// destroyed, a restart within the budget (docs/fencing.md, "A start that
+// never returns"). While a VM's start is under way the agent leaves it alone.
+// On a hypervisor whose starts return at once (FakeHypervisor, the
+// simulator's) every start is reported in the pass that began it.
+//
 // Health: for a tier with a tcp/http check, a VM that the prober calls
 // unhealthy is rebooted (destroy + start, "vm.unhealthy" then
 // "vm.restarted"), counting against the restart budget exactly like a crash.
@@ -79,6 +88,7 @@
 #include "agent/host_report.h"
 #include "agent/peer_view.h"
 #include "agent/port_map.h"
+#include "agent/start_runner.h"
 #include "agent/term_watch.h"
 #include "tw/clock.h"
 #include "tw/hypervisor.h"
@@ -115,6 +125,14 @@ struct AgentOptions {
   // This boot's id (currentBootId()): a saved lease end counts only in the
   // boot that saved it.
   std::string boot_id;
+  // How long a domain start may take before the agent gives it up: reported
+  // as vm.start_failed, what it began destroyed, a restart within the budget
+  // (agent/start_runner.h, docs/fencing.md). QEMU starts in 0.15-2 s here, a
+  // few seconds when several boot on a loaded host; libvirt gives up by
+  // itself on a start that waits 30 s for a domain's job lock, and its own
+  // error should come first. So 60 s: twice that wait, far above any healthy
+  // start, and a minute instead of forever when one never returns.
+  Millis start_timeout_ms = 60000;
 };
 
 // A live migration the controller asked for (Assignment::migrate_to_uri), for
@@ -292,6 +310,9 @@ class Agent {
   static constexpr size_t kEventsPerHeartbeat = 64;
   // The saved lease end is rewritten when it moved by this much.
   static constexpr Millis kLeaseSaveStepMs = 1000;
+  // While a start is under way, the loop looks at it this often. (A start
+  // that succeeded also wakes it by its domain event.)
+  static constexpr Millis kStartPollMs = 250;
 
  private:
   // What the agent remembers about one VM, for the assignment epoch `epoch`.
@@ -373,8 +394,16 @@ class Agent {
   // Defines the assignment's domain (unless `defined`) and queues its start
   // for runStarts(). Always returns true (something was reported or tried).
   bool launch(const Assignment& a, VmTrack& t, bool defined, bool restart, Millis now);
-  // Starts the queued domains together (Hypervisor::startAll) and reports each.
+  // Begins the queued starts together (StartRunner, Hypervisor::beginStarts)
+  // and reports those that returned (collectStarts()).
   void runStarts();
+  // Reports the starts that returned, and gives up (destroying what they
+  // began) those past their deadline. Returns whether the host changed.
+  bool collectStarts(Millis now);
+  // A start's outcome for the VM's track, when the start is still the one
+  // its track waits for (same assignment, same epoch). A failure counts as
+  // down since `now`.
+  void startReturned(const StartRunner::Outcome& o, Millis now);
   void launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now, const Status& st);
   bool confirmedByController(const std::string& vm) const;
   bool removeDomain(const DomainStatus& d, const std::string& why);
@@ -488,12 +517,8 @@ class Agent {
   TermWatch term_watch_;  // the highest leader term accepted (its own lock)
 
   std::map<std::string, Migration> migrations_;  // by vm
-  struct PendingStart {
-    std::string vm;
-    bool restart = false;
-    Millis at = 0;
-  };
-  std::vector<PendingStart> starts_;  // queued by launch(), run at the end of converge()
+  std::vector<StartRunner::Start> starts_;  // queued by launch(), begun at the end of converge()
+  StartRunner start_runner_;                // starts under way
   // Events not yet delivered, numbered by emit(); the core adds, senders (the
   // core's flushEvents(), the heartbeat) remove. Taken alone or with send_mu_
   // held, never together with lease_mu_.

@@ -148,6 +148,7 @@ int Agent::attemptsInWindow(const VmTrack& t, const std::string& vm, Millis now)
 bool Agent::convergeOne(const Assignment& a, Millis now) {
   VmTrack& t = trackFor(a.vm, a.epoch);
   if (migrating(a.vm)) return false;  // hands off until the outcome is back
+  if (start_runner_.running(a.vm)) return false;  // ditto: its start is under way
   if (t.migrated_away) return convergeMigratedAway(a);
   assignPorts(a);
   if (a.incoming) return convergeIncoming(a, t, now);
@@ -306,45 +307,78 @@ bool Agent::launch(const Assignment& a, VmTrack& t, bool defined, bool restart, 
     return true;
   }
   t.stop_detail.clear();
-  starts_.push_back(PendingStart{a.vm, restart, now});
+  starts_.push_back(StartRunner::Start{a.vm, a.epoch, restart, now});
   return true;
 }
 
 // A host taking over a dead host's VMs starts them together: one after
-// another, QEMU's start (0.4-2 s each under libvirt) adds up.
+// another, QEMU's start (0.4-2 s each under libvirt) adds up. They run on
+// their own: the loop goes on while they do (agent/start_runner.h).
 void Agent::runStarts() {
-  if (starts_.empty()) return;
-  std::vector<PendingStart> batch;
-  batch.swap(starts_);
-  std::vector<std::string> vms;
-  vms.reserve(batch.size());
-  for (const PendingStart& p : batch) vms.push_back(p.vm);
-  std::vector<Status> results = hv_.startAll(vms);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const PendingStart& p = batch[i];
-    auto a_it = assigned_.find(p.vm);
-    auto t_it = tracks_.find(p.vm);
-    if (a_it == assigned_.end() || t_it == tracks_.end()) continue;  // cannot happen: same pass
-    const Assignment& a = a_it->second;
-    VmTrack& t = t_it->second;
-    const Status st = i < results.size() ? results[i] : internalError("startAll returned no status");
-    if (!st.isOk()) {
-      launchFailed(a, t, p.restart, p.at, st);
+  if (!starts_.empty()) {
+    std::vector<StartRunner::Start> batch;
+    batch.swap(starts_);
+    start_runner_.begin(std::move(batch), clock_.nowMs());
+  }
+  if (collectStarts(clock_.nowMs())) refreshView();
+}
+
+bool Agent::collectStarts(Millis now) {
+  if (start_runner_.empty()) return false;
+  bool destroyed = false;
+  for (const StartRunner::Outcome& o : start_runner_.collect(now)) {
+    if (!o.timed_out) {
+      startReturned(o, o.start.at);
       continue;
     }
-    t.down = false;
-    t.expect_running = true;
-    t.running_since_ms = p.at;
-    if (p.restart) {
-      emit("info", "vm.restarted", a.vm, a.epoch,
-           fmt::format("restarted {}: restart {} of {} in {}", vmId(a.vm, a.epoch),
-                       t.attempts.size(), a.restart.restarts,
-                       formatDuration(a.restart.window_ms)));
-    } else {
-      emit("info", "vm.started", a.vm, a.epoch, fmt::format("started {}", vmId(a.vm, a.epoch)));
+    // Given up. Its domain may be half started (a QEMU process alive): it
+    // must not come up unseen later, nor run beside a restart. libvirt's
+    // destroy kills the QEMU process before it waits for the domain's job
+    // (qemuProcessBeginStopJob), so it also ends a create stuck with it; the
+    // stuck call then returns, and its result is never looked at.
+    Status st = hv_.destroy(o.start.vm);
+    destroyed = true;
+    if (!st.isOk()) {
+      logFailureOnce(o.start.vm, fmt::format("destroying {} after its start was given up failed: {}",
+                                             vmId(o.start.vm, o.start.epoch), st.toString()));
     }
-    ensureForwards(a, t);
+    log::warn("gave up the start of {} after {}: {}", vmId(o.start.vm, o.start.epoch),
+              formatDuration(start_runner_.timeoutMs()),
+              st.isOk() ? "destroyed what it began" : "destroying it failed");
+    startReturned(o, now);  // down (and the back-off's start) from now
   }
+  return destroyed;
+}
+
+void Agent::startReturned(const StartRunner::Outcome& o, Millis now) {
+  const StartRunner::Start& p = o.start;
+  auto a_it = assigned_.find(p.vm);
+  auto t_it = tracks_.find(p.vm);
+  if (a_it == assigned_.end() || t_it == tracks_.end() || a_it->second.epoch != p.epoch ||
+      t_it->second.epoch != p.epoch) {
+    // Unassigned, or another epoch, while it started: converge() deals with
+    // the domain as it finds it (a stray is removed, an old epoch replaced).
+    log::info("the start of {} returned after its assignment changed: {}", vmId(p.vm, p.epoch),
+              o.status.isOk() ? "ok" : o.status.toString());
+    return;
+  }
+  const Assignment& a = a_it->second;
+  VmTrack& t = t_it->second;
+  if (!o.status.isOk()) {
+    launchFailed(a, t, p.restart, now, o.status);
+    return;
+  }
+  t.down = false;
+  t.expect_running = true;
+  t.running_since_ms = p.at;
+  if (p.restart) {
+    emit("info", "vm.restarted", a.vm, a.epoch,
+         fmt::format("restarted {}: restart {} of {} in {}", vmId(a.vm, a.epoch),
+                     t.attempts.size(), a.restart.restarts, formatDuration(a.restart.window_ms)));
+  } else {
+    emit("info", "vm.started", a.vm, a.epoch, fmt::format("started {}", vmId(a.vm, a.epoch)));
+  }
+  ensureForwards(a, t);
 }
 
 void Agent::launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now,

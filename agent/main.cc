@@ -265,6 +265,7 @@ int main(int argc, char** argv) {
   int port_count = 1000;
   std::string watchdog_spec = "none";
   int watchdog_timeout_s = 5;
+  int start_timeout_s = 60;
   std::string state_dir;
   app.add_option("--controller", controller,
                  "the controller's agents' listener (its --agent-listen); http:// only when the "
@@ -322,6 +323,12 @@ int main(int argc, char** argv) {
   app.add_option("--watchdog-timeout", watchdog_timeout_s,
                  "seconds without a pet before the watchdog resets the host (W; at most the "
                  "cluster's lease, so that recovery by lease expiry grows by W only)")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--start-timeout", start_timeout_s,
+                 "seconds a VM start may take before the agent gives it up: reported as "
+                 "failed, what it began destroyed, restarted within the restart budget "
+                 "(keep it above libvirt's 30 s job wait; docs/fencing.md)")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   app.add_option("--state-dir", state_dir,
@@ -445,6 +452,7 @@ int main(int argc, char** argv) {
   options.port_base = port_base;
   options.port_count = port_count;
   options.boot_id = tw::currentBootId();
+  options.start_timeout_ms = static_cast<tw::Millis>(start_timeout_s) * 1000;
   tw::PortMap ports(port_base, port_count);
   // libvirt's test driver runs no guest: a running domain passes its check there.
   tw::DomainRunningProber running_prober;

@@ -23,6 +23,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -694,6 +695,64 @@ std::vector<PortForward> parseUsernetForwards(const std::string& text) {
   return out;
 }
 
+// ---------------------------------------------------------- start batches ---
+
+// The starts of one beginStarts(): shared by the caller and the worker
+// threads, which own a copy each, so that a worker stuck in libvirt after the
+// caller let go (and after the LibvirtHypervisor is gone) touches nothing freed.
+class StartBatch final : public Hypervisor::StartCalls {
+ public:
+  StartBatch(std::string uri, std::vector<std::string> vms)
+      : uri_(std::move(uri)), vms_(std::move(vms)), results_(vms_.size()),
+        cancelled_(vms_.size(), false) {}
+
+  std::optional<Status> result(size_t i) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return i < results_.size() ? results_[i] : internalError("no such start");
+  }
+  void cancel(size_t i) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (i < cancelled_.size()) cancelled_[i] = true;
+  }
+
+  const std::string& uri() const { return uri_; }
+  const std::string& vm(size_t i) const { return vms_[i]; }
+  size_t size() const { return vms_.size(); }
+
+  // The next start for a worker to run (npos: none left). A cancelled one
+  // is skipped, answered "cancelled".
+  size_t claim() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (; next_ < vms_.size(); ++next_) {
+      if (!cancelled_[next_]) return next_++;
+      results_[next_] = unavailable("starting vm " + singleQuoted(vms_[next_]) +
+                                  ": given up before it began");
+    }
+    return std::string::npos;
+  }
+  void finish(size_t i, Status st) {
+    bool late;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      late = cancelled_[i];
+      results_[i] = st;
+    }
+    // Nobody collects it any more: the log is where it shows.
+    if (late) {
+      log::warn("the start of vm '{}' that was given up returned at last: {}", vms_[i],
+                st.toString());
+    }
+  }
+
+ private:
+  const std::string uri_;
+  const std::vector<std::string> vms_;
+  std::mutex mu_;  // guards what follows
+  std::vector<std::optional<Status>> results_;
+  std::vector<bool> cancelled_;
+  size_t next_ = 0;
+};
+
 // ------------------------------------------------------ LibvirtHypervisor ---
 
 class LibvirtHypervisor final : public Hypervisor {
@@ -796,6 +855,32 @@ class LibvirtHypervisor final : public Hypervisor {
     work(/*own_connection=*/false);
     for (std::thread& t : workers) t.join();
     return out;
+  }
+
+  // Starts that may hang (issue: a virDomainCreate that never returned
+  // stalled the agent's loop and, on the shared connection under mu_, every
+  // later call): up to kParallelStarts detached workers, each on a connection
+  // of its own, sharing the batch. The test driver keeps the default (its
+  // `test:///FILE` connections each see a host of their own; it never hangs).
+  std::shared_ptr<StartCalls> beginStarts(const std::vector<std::string>& vms) override {
+    if (vms.empty() || uri_.rfind("test://", 0) == 0) return Hypervisor::beginStarts(vms);
+    auto batch = std::make_shared<StartBatch>(uri_, vms);
+    const size_t n = std::min(vms.size(), kParallelStarts);
+    size_t running = 0;
+    for (size_t w = 0; w < n; ++w) {
+      try {
+        std::thread(runStarts, batch).detach();
+        ++running;
+      } catch (const std::system_error& ex) {
+        log::error("no thread for starting vms on '{}': {}", uri_, ex.what());
+      }
+    }
+    if (running == 0) {
+      for (size_t i = batch->claim(); i != std::string::npos; i = batch->claim()) {
+        batch->finish(i, unavailable("starting vm " + singleQuoted(vms[i]) + ": no thread"));
+      }
+    }
+    return batch;
   }
 
   Status destroy(const std::string& vm) override {
@@ -1253,6 +1338,20 @@ class LibvirtHypervisor final : public Hypervisor {
     if (*active) return Status::ok();  // idempotent: it runs already
     if (virDomainCreate(dom) < 0) return lastError(context);
     return Status::ok();
+  }
+
+  // A beginStarts() worker: its own connection, then the batch's starts
+  // until none is left. Touches only the batch (never `this`).
+  static void runStarts(const std::shared_ptr<StartBatch>& batch) {
+    ConnectPtr conn(virConnectOpen(batch->uri().c_str()));
+    Status open_failed;
+    if (!conn) {
+      open_failed = lastError("opening a connection of its own to " + singleQuoted(batch->uri()));
+    }
+    for (size_t i = batch->claim(); i != std::string::npos; i = batch->claim()) {
+      batch->finish(i, conn ? startOn(conn.get(), batch->vm(i))
+                            : open_failed.withContext("starting vm " + singleQuoted(batch->vm(i))));
+    }
   }
 
   // Whether libvirt runs a process for the domain (also a crashed domain

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -499,6 +500,72 @@ TEST(LibvirtHypervisorTest, StartAllStartsTogetherAndReportsEach) {
   ASSERT_TRUE(listed.isOk());
   ASSERT_EQ(listed->size(), 6u);
   for (const DomainStatus& d : *listed) EXPECT_EQ(d.state, DomainState::kRunning) << d.meta.vm;
+}
+
+// Pins: beginStarts through a real daemon returns at once and its starts run
+// on connections of their own, so that they finish (and report each status
+// in order) even after the LibvirtHypervisor that began them is gone: a
+// start stuck in libvirtd holds nothing of the caller's. (The result is
+// polled: StartCalls has no notification; the agent polls it too.)
+TEST(LibvirtHypervisorTest, BeginStartsRunOnTheirOwnAndOutliveTheHypervisor) {
+  SessionDaemon daemon;
+  if (!daemon.start()) GTEST_SKIP() << "cannot run a private libvirtd here";
+  const std::string uri = "test+unix:///default?socket=" + daemon.socket();
+  // The daemon's test driver keeps its state while a connection to it is
+  // open (the qemu driver keeps it always): this one holds it.
+  auto keeper = connect(uri);
+  ASSERT_TRUE(keeper);
+  auto hv = connect(uri);
+  ASSERT_TRUE(hv);
+  std::vector<std::string> vms;
+  for (int i = 1; i <= 6; ++i) {
+    vms.push_back("web-" + std::to_string(i));
+    ASSERT_TRUE(hv->define(specFor(vms.back())).isOk());
+  }
+  vms.insert(vms.begin() + 2, "ghost");
+  std::shared_ptr<Hypervisor::StartCalls> calls = hv->beginStarts(vms);
+  ASSERT_TRUE(calls);
+  hv.reset();  // the batch lives on with its workers
+
+  std::vector<std::optional<Status>> got(vms.size());
+  for (int round = 0; round < 4000; ++round) {
+    bool all = true;
+    for (size_t i = 0; i < vms.size(); ++i) {
+      if (!got[i]) got[i] = calls->result(i);
+      all = all && got[i].has_value();
+    }
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (size_t i = 0; i < vms.size(); ++i) {
+    ASSERT_TRUE(got[i].has_value()) << vms[i] << " never returned";
+    if (vms[i] == "ghost") {
+      EXPECT_EQ(got[i]->code(), Code::kNotFound) << got[i]->toString();
+    } else {
+      EXPECT_TRUE(got[i]->isOk()) << vms[i] << ": " << got[i]->toString();
+    }
+  }
+  auto listed = keeper->listManaged();
+  ASSERT_TRUE(listed.isOk());
+  ASSERT_EQ(listed->size(), 6u);
+  for (const DomainStatus& d : *listed) EXPECT_EQ(d.state, DomainState::kRunning) << d.meta.vm;
+}
+
+// Pins: on the in-process test driver, beginStarts keeps the default: every
+// result is there when it returns (`test:///FILE` connections each see a
+// host of their own, so the starts run on the one connection).
+TEST(LibvirtHypervisorTest, BeginStartsOnTheTestDriverReturnsEveryResult) {
+  auto hv = connect("test:///default");
+  ASSERT_TRUE(hv);
+  ASSERT_TRUE(hv->define(specFor("begin-1")).isOk());
+  std::shared_ptr<Hypervisor::StartCalls> calls = hv->beginStarts({"begin-1", "begin-ghost"});
+  ASSERT_TRUE(calls->result(0).has_value());
+  EXPECT_TRUE(calls->result(0)->isOk()) << calls->result(0)->toString();
+  ASSERT_TRUE(calls->result(1).has_value());
+  EXPECT_EQ(calls->result(1)->code(), Code::kNotFound);
+  EXPECT_EQ(hv->domainState("begin-1")->state, DomainState::kRunning);
+  ASSERT_TRUE(hv->destroy("begin-1").isOk());
+  ASSERT_TRUE(hv->undefine("begin-1").isOk());
 }
 
 }  // namespace

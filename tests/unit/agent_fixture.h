@@ -1,6 +1,6 @@
 // What the agent's unit tests share (agent_test.cc, agent_lease_test.cc,
 // agent_heartbeat_test.cc, agent_domain_test.cc, agent_health_test.cc,
-// agent_migration_test.cc, agent_address_test.cc): the controller's side
+// agent_migration_test.cc, agent_address_test.cc, agent_start_test.cc): the controller's side
 // scripted (ScriptedLink), a FakeHypervisor that records what changed
 // (RecordingHypervisor), the log captured (LogCapture), and AgentTest: one
 // agent on a FakeHypervisor and a ManualClock. Hermetic: no threads, no sleeps.
@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -75,6 +76,39 @@ class ScriptedLink final : public ControllerLink {
   const Clock& clock_;
 };
 
+// Starts that have not returned (RecordingHypervisor::hold_starts): each
+// returns when the test says, as a libvirt start stuck in libvirtd would.
+class HeldStarts final : public Hypervisor::StartCalls {
+ public:
+  HeldStarts(FakeHypervisor& fake, std::vector<std::string> vms)
+      : fake_(fake), vms_(std::move(vms)), results_(vms_.size()), cancelled_(vms_.size()) {}
+  std::optional<Status> result(size_t i) override { return results_.at(i); }
+  void cancel(size_t i) override { cancelled_.at(i) = true; }
+
+  // The start of `vm` returns now: `outcome`, and when it is ok the domain
+  // runs from now on (FakeHypervisor::start). Returns whether it was held.
+  bool release(const std::string& vm, const Status& outcome) {
+    for (size_t i = 0; i < vms_.size(); ++i) {
+      if (vms_[i] != vm || results_[i]) continue;
+      results_[i] = outcome.isOk() ? fake_.start(vm) : outcome;
+      return true;
+    }
+    return false;
+  }
+  bool cancelled(const std::string& vm) const {
+    for (size_t i = 0; i < vms_.size(); ++i) {
+      if (vms_[i] == vm && cancelled_[i]) return true;
+    }
+    return false;
+  }
+
+ private:
+  FakeHypervisor& fake_;
+  const std::vector<std::string> vms_;
+  std::vector<std::optional<Status>> results_;
+  std::vector<bool> cancelled_;
+};
+
 // A FakeHypervisor that records every call that changes something
 // ("start web-1"), to prove what the agent did not touch.
 class RecordingHypervisor final : public Hypervisor {
@@ -94,6 +128,15 @@ class RecordingHypervisor final : public Hypervisor {
   std::vector<Status> startAll(const std::vector<std::string>& vms) override {
     start_batches.push_back(vms);
     return Hypervisor::startAll(vms);
+  }
+  // With hold_starts, a batch's starts return only when the test releases
+  // them (held.back()->release()); otherwise at once.
+  std::shared_ptr<StartCalls> beginStarts(const std::vector<std::string>& vms) override {
+    if (!hold_starts) return Hypervisor::beginStarts(vms);
+    start_batches.push_back(vms);
+    for (const std::string& vm : vms) calls.push_back("begin start " + vm);
+    held.push_back(std::make_shared<HeldStarts>(fake_, vms));
+    return held.back();
   }
   Status destroy(const std::string& vm) override {
     calls.push_back("destroy " + vm);
@@ -136,6 +179,8 @@ class RecordingHypervisor final : public Hypervisor {
   bool no_monitor = false;
   std::vector<MigrateOptions> migrate_options;
   std::function<void()> during_migrate;  // e.g. to let the migration take time
+  bool hold_starts = false;
+  std::vector<std::shared_ptr<HeldStarts>> held;  // each held batch, in order
 
  private:
   FakeHypervisor& fake_;
@@ -210,6 +255,7 @@ class AgentTest : public ::testing::Test {
     options.host = "h1";
     options.agent_id = "agent-" + std::to_string(++generation_);
     options.initial_lease_ms = initial_lease_ms;
+    options.start_timeout_ms = start_timeout_ms_;
     agent_ = std::make_unique<Agent>(options, hv_, link_, clock_, prober_, &ports_, builder_);
     ASSERT_TRUE(agent_->start().isOk());
   }
@@ -250,6 +296,7 @@ class AgentTest : public ::testing::Test {
   ScheduledHealthProber* scheduled_ = nullptr;  // stepped by runUntil when set
   std::unique_ptr<Agent> agent_;
   int generation_ = 0;
+  Millis start_timeout_ms_ = 60000;  // AgentOptions::start_timeout_ms
 };
 
 }  // namespace tw::testing_agent

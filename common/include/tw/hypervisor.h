@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,13 +120,35 @@ class Hypervisor {
   // Starts several defined domains, one status per vm in the same order.
   // Independent starts may run at once: QEMU's start takes 0.4-2 s under
   // libvirt, and a host taking over a dead host's VMs starts them together.
-  // The default starts them one after another.
+  // The default starts them one after another. Blocks until every start
+  // returned: the agent uses beginStarts() instead.
   virtual std::vector<Status> startAll(const std::vector<std::string>& vms) {
     std::vector<Status> out;
     out.reserve(vms.size());
     for (const std::string& vm : vms) out.push_back(start(vm));
     return out;
   }
+  // Starts that run on their own (beginStarts): the caller polls them and
+  // may walk away from one that never returns. Thread-safe; the object is
+  // shared by the caller and the calls, so that a call still stuck in the
+  // hypervisor after the caller let go touches nothing freed.
+  class StartCalls {
+   public:
+    virtual ~StartCalls() = default;
+    // The status of the start of vms[i] once its call returned; none while
+    // it runs or waits for its turn.
+    virtual std::optional<Status> result(size_t i) = 0;
+    // The caller gave up on vms[i]: when its call has not begun, it never
+    // does (kUnavailable, "given up"); a call under way runs on (its result is
+    // kept, for the log).
+    virtual void cancel(size_t i) = 0;
+  };
+  // Begins starting several defined domains and returns at once. A start
+  // that may hang must not hold anything the caller needs (LibvirtHypervisor:
+  // each runs on a connection of its own, never on the shared one). The
+  // default runs startAll() before it returns (every result there at once):
+  // in-process hypervisors, whose starts cannot hang.
+  virtual std::shared_ptr<StartCalls> beginStarts(const std::vector<std::string>& vms);
   // Hard stop. Ok when the domain is not running.
   virtual Status destroy(const std::string& vm) = 0;
   // Removes the definition. Ok when absent. REQUIRES: not running.
