@@ -227,14 +227,32 @@ Millis Agent::heartbeatTick() {
   return next;
 }
 
+bool Agent::startOutlivesItsAssignment() const {
+  for (const StartRunner::Start& s : start_runner_.underWay()) {
+    auto a = assigned_.find(s.vm);
+    if (!has_set_ || a == assigned_.end() || a->second.epoch != s.epoch || a->second.incoming) return true;
+  }
+  return false;
+}
+
 void Agent::publish(Millis now) {
   reports_ = buildReports(now);
   std::lock_guard<std::mutex> lock(lease_mu_);
   published_.host = options_.host;
   published_.agent_id = options_.agent_id;
   published_.capacity = capacity_;
-  published_.assignments_version = assignmentsVersion();
-  published_.assignments_controller = has_set_ ? set_.controller_id : "";
+  // The set's version tells the controller which set this host runs; an
+  // eviction is confirmed by a heartbeat at the evicting version that shows
+  // the VM not active (Controller::confirmEvictions), and the VM then starts
+  // elsewhere. A start still under way for a VM that the set no longer
+  // assigns (at that epoch) may yet bring it up here: libvirt shows the
+  // domain inactive until QEMU is launched. So the version of the set in
+  // force before stays published until that start returned or was given up
+  // and converge() removed what it brought up.
+  if (!startOutlivesItsAssignment()) {
+    published_.assignments_version = assignmentsVersion();
+    published_.assignments_controller = has_set_ ? set_.controller_id : "";
+  }
   published_.domains = reports_;
   published_.service_address = options_.service_address;
   published_.addresses_held = addresses_ != nullptr ? addresses_->held() : std::vector<std::string>{};

@@ -402,9 +402,13 @@ class Agent {
   bool collectStarts(Millis now);
   // A start's outcome for the VM's track, when the start is still the one
   // its track waits for (same assignment, same epoch). A failure counts as
-  // down since `now`.
-  void startReturned(const StartRunner::Outcome& o, Millis now);
+  // down since `now`. False when it is not (the VM was unassigned, or has
+  // another epoch, while it started): the caller lists the view again.
+  bool startReturned(const StartRunner::Outcome& o, Millis now);
   void launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now, const Status& st);
+  // A start under way is for a VM the set in force no longer assigns at that
+  // epoch: publish() keeps the version of the set before it (agent.cc).
+  bool startOutlivesItsAssignment() const;
   bool confirmedByController(const std::string& vm) const;
   bool removeDomain(const DomainStatus& d, const std::string& why);
   void applySet(AssignmentSet set);

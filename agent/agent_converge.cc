@@ -328,7 +328,10 @@ bool Agent::collectStarts(Millis now) {
   bool destroyed = false;
   for (const StartRunner::Outcome& o : start_runner_.collect(now)) {
     if (!o.timed_out) {
-      startReturned(o, o.start.at);
+      // A start whose VM the set no longer assigns (at that epoch) may have
+      // brought it up: the view is listed again before anything is published,
+      // so that the heartbeat shows it active until converge() removes it.
+      if (!startReturned(o, o.start.at)) destroyed = true;
       continue;
     }
     // Given up. Its domain may be half started (a QEMU process alive): it
@@ -350,7 +353,7 @@ bool Agent::collectStarts(Millis now) {
   return destroyed;
 }
 
-void Agent::startReturned(const StartRunner::Outcome& o, Millis now) {
+bool Agent::startReturned(const StartRunner::Outcome& o, Millis now) {
   const StartRunner::Start& p = o.start;
   auto a_it = assigned_.find(p.vm);
   auto t_it = tracks_.find(p.vm);
@@ -360,13 +363,13 @@ void Agent::startReturned(const StartRunner::Outcome& o, Millis now) {
     // the domain as it finds it (a stray is removed, an old epoch replaced).
     log::info("the start of {} returned after its assignment changed: {}", vmId(p.vm, p.epoch),
               o.status.isOk() ? "ok" : o.status.toString());
-    return;
+    return false;
   }
   const Assignment& a = a_it->second;
   VmTrack& t = t_it->second;
   if (!o.status.isOk()) {
     launchFailed(a, t, p.restart, now, o.status);
-    return;
+    return true;
   }
   t.down = false;
   t.expect_running = true;
@@ -379,6 +382,7 @@ void Agent::startReturned(const StartRunner::Outcome& o, Millis now) {
     emit("info", "vm.started", a.vm, a.epoch, fmt::format("started {}", vmId(a.vm, a.epoch)));
   }
   ensureForwards(a, t);
+  return true;
 }
 
 void Agent::launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now,

@@ -81,25 +81,6 @@ LeaseState Agent::checkLease(Millis now) {
 // failed (hypervisor not answering) is tried again.
 void Agent::fence() {
   bool acted = false;
-  // Starts under way are given up (their results never looked at), and what
-  // they began is destroyed with the rest below. A start that returns later
-  // anyway shows up as an active domain, destroyed by the next pass here
-  // (its domain event wakes the loop).
-  for (const StartRunner::Start& s : start_runner_.abandonAll()) {
-    auto it = tracks_.find(s.vm);
-    if (it != tracks_.end() && it->second.epoch == s.epoch) {
-      it->second.expect_running = false;
-      it->second.fenced = true;  // started again (not restarted) once the lease is back
-      it->second.down = false;
-    }
-    Status st = hv_.destroy(s.vm);
-    if (!st.isOk()) {
-      logFailureOnce(s.vm, fmt::format("self-fence: destroying {} while it started failed: {}",
-                                       vmId(s.vm, s.epoch), st.toString()));
-    }
-    log::warn("self-fence: gave up the start of {}", vmId(s.vm, s.epoch));
-    acted = true;
-  }
   const std::map<std::string, DomainStatus> view = view_;
   for (const auto& [vm, d] : view) {
     if (!isActive(d.state)) continue;
@@ -122,6 +103,28 @@ void Agent::fence() {
     prober_.forget(vm);
     emit("warn", "vm.destroyed", vm, d.meta.epoch,
          fmt::format("destroyed {}: self-fence, lease expired", vmId(vm, d.meta.epoch)));
+  }
+  // Then the starts under way are given up (their results never looked at),
+  // and what they began is destroyed. After the running domains, not before:
+  // a start stuck in libvirt holds its domain's job, and a destroy of it may
+  // wait up to libvirt's 30 s job timeout, while the running VMs must be gone
+  // before the lease the controller waits out has run out. A start that returns later
+  // anyway shows up as an active domain, destroyed by the next pass here
+  // (its domain event wakes the loop).
+  for (const StartRunner::Start& s : start_runner_.abandonAll()) {
+    auto it = tracks_.find(s.vm);
+    if (it != tracks_.end() && it->second.epoch == s.epoch) {
+      it->second.expect_running = false;
+      it->second.fenced = true;  // started again (not restarted) once the lease is back
+      it->second.down = false;
+    }
+    Status st = hv_.destroy(s.vm);
+    if (!st.isOk()) {
+      logFailureOnce(s.vm, fmt::format("self-fence: destroying {} while it started failed: {}",
+                                       vmId(s.vm, s.epoch), st.toString()));
+    }
+    log::warn("self-fence: gave up the start of {}", vmId(s.vm, s.epoch));
+    acted = true;
   }
   if (acted) refreshView();
 }

@@ -67,6 +67,13 @@ bool StartRunner::running(const std::string& vm) const {
                      [&](const Running& r) { return r.start.vm == vm; });
 }
 
+std::vector<StartRunner::Start> StartRunner::underWay() const {
+  std::vector<Start> out;
+  out.reserve(running_.size());
+  for (const Running& r : running_) out.push_back(r.start);
+  return out;
+}
+
 std::optional<Millis> StartRunner::nextDeadlineMs() const {
   std::optional<Millis> next;
   for (const Running& r : running_) {

@@ -69,6 +69,8 @@ class StartRunner {
 
   // A start of `vm` is under way.
   bool running(const std::string& vm) const;
+  // The starts under way, in the order begun.
+  std::vector<Start> underWay() const;
   bool empty() const { return running_.empty(); }
   // The earliest deadline of a start under way (none: nothing runs).
   std::optional<Millis> nextDeadlineMs() const;

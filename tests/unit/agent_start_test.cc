@@ -203,5 +203,42 @@ TEST_F(AgentStartTest, SelfFenceGivesUpStartsAndALateStartIsDestroyed) {
   EXPECT_EQ(link_.countEvents("vm.started", "web-1"), 0);
 }
 
+// Pins: a VM unassigned while its start is under way is not reported gone at
+// the new set's version until that start returned and what it brought up was
+// removed. The controller confirms an eviction from a heartbeat at the
+// evicting version that shows the VM not active, then starts it elsewhere;
+// libvirt shows a starting domain inactive until QEMU is launched, so a
+// start that came up after such a heartbeat would run beside the new copy.
+TEST_F(AgentStartTest, UnassignedWhileStartingIsNotReportedGoneUntilTheStartEnds) {
+  assign({assignment("web-1", 1), assignment("web-2", 1)}, 1);
+  startAgent();
+  settle();
+  ASSERT_TRUE(hv_.held[0]->release("web-2", Status::ok()));
+  runUntil(1500);
+  ASSERT_TRUE(fake_.isRunning("web-2"));
+
+  assign({assignment("web-2", 1)}, 2);  // web-1 evicted while its start runs
+  const size_t before = link_.heartbeats.size();
+  runUntil(8000);
+  ASSERT_GT(link_.heartbeats.size(), before);
+  for (size_t i = before; i < link_.heartbeats.size(); ++i)
+    EXPECT_EQ(link_.heartbeats[i].assignments_version, 1) << "heartbeat " << i;
+
+  // The start comes up after all: removed as not assigned, then version 2.
+  ASSERT_TRUE(hv_.held[0]->release("web-1", Status::ok()));
+  const size_t released = link_.heartbeats.size();
+  runUntil(12000);
+  EXPECT_FALSE(fake_.isRunning("web-1"));
+  EXPECT_TRUE(fake_.isRunning("web-2"));
+  EXPECT_EQ(link_.heartbeats.back().assignments_version, 2);
+  for (size_t i = released; i < link_.heartbeats.size(); ++i) {
+    const Heartbeat& hb = link_.heartbeats[i];
+    if (hb.assignments_version < 2) continue;
+    for (const DomainReport& d : hb.domains)
+      EXPECT_FALSE(d.vm == "web-1" && isActive(d.state)) << "heartbeat " << i;
+  }
+  EXPECT_EQ(link_.countEvents("vm.started", "web-1"), 0);
+}
+
 }  // namespace
 }  // namespace tw
