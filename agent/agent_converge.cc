@@ -328,7 +328,7 @@ bool Agent::collectStarts(Millis now) {
   bool destroyed = false;
   for (const StartRunner::Outcome& o : start_runner_.collect(now)) {
     if (!o.timed_out) {
-      startReturned(o, o.start.at);
+      startReturned(o, now);
       continue;
     }
     // Given up. Its domain may be half started (a QEMU process alive): it
@@ -345,7 +345,7 @@ bool Agent::collectStarts(Millis now) {
     log::warn("gave up the start of {} after {}: {}", vmId(o.start.vm, o.start.epoch),
               formatDuration(start_runner_.timeoutMs()),
               st.isOk() ? "destroyed what it began" : "destroying it failed");
-    startReturned(o, now);  // down (and the back-off's start) from now
+    startReturned(o, now);
   }
   return destroyed;
 }
@@ -370,7 +370,9 @@ void Agent::startReturned(const StartRunner::Outcome& o, Millis now) {
   }
   t.down = false;
   t.expect_running = true;
-  t.running_since_ms = p.at;
+  // From when it was seen running, not from its launch: a start that took
+  // long on a loaded host keeps the tier's whole health grace.
+  t.running_since_ms = std::max(p.at, now);
   if (p.restart) {
     emit("info", "vm.restarted", a.vm, a.epoch,
          fmt::format("restarted {}: restart {} of {} in {}", vmId(a.vm, a.epoch),
