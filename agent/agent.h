@@ -401,9 +401,11 @@ class Agent {
   // began) those past their deadline. Returns whether the host changed.
   bool collectStarts(Millis now);
   // A start's outcome for the VM's track, when the start is still the one
-  // its track waits for (same assignment, same epoch). A failure counts as
-  // down since `now`. False when it is not (the VM was unassigned, or has
-  // another epoch, while it started): the caller lists the view again.
+  // its track waits for (same assignment, same epoch), seen at `now`: a
+  // failure is down since then (the back-off counts from it), a success
+  // running since then (the health grace too). False when it is not (the VM
+  // was unassigned, or has another epoch, while it started): the caller
+  // lists the view again.
   bool startReturned(const StartRunner::Outcome& o, Millis now);
   void launchFailed(const Assignment& a, VmTrack& t, bool restart, Millis now, const Status& st);
   // A start under way is for a VM the set in force no longer assigns at that

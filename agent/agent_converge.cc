@@ -331,7 +331,7 @@ bool Agent::collectStarts(Millis now) {
       // A start whose VM the set no longer assigns (at that epoch) may have
       // brought it up: the view is listed again before anything is published,
       // so that the heartbeat shows it active until converge() removes it.
-      if (!startReturned(o, o.start.at)) destroyed = true;
+      if (!startReturned(o, now)) destroyed = true;
       continue;
     }
     // Given up. Its domain may be half started (a QEMU process alive): it
@@ -348,7 +348,7 @@ bool Agent::collectStarts(Millis now) {
     log::warn("gave up the start of {} after {}: {}", vmId(o.start.vm, o.start.epoch),
               formatDuration(start_runner_.timeoutMs()),
               st.isOk() ? "destroyed what it began" : "destroying it failed");
-    startReturned(o, now);  // down (and the back-off's start) from now
+    startReturned(o, now);
   }
   return destroyed;
 }
@@ -373,7 +373,9 @@ bool Agent::startReturned(const StartRunner::Outcome& o, Millis now) {
   }
   t.down = false;
   t.expect_running = true;
-  t.running_since_ms = p.at;
+  // From when it was seen running, not from its launch: a start that took
+  // long on a loaded host keeps the tier's whole health grace.
+  t.running_since_ms = std::max(p.at, now);
   if (p.restart) {
     emit("info", "vm.restarted", a.vm, a.epoch,
          fmt::format("restarted {}: restart {} of {} in {}", vmId(a.vm, a.epoch),
