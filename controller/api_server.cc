@@ -511,7 +511,7 @@ void ApiServer::routes() {
   s.Get("/metrics", [=, this](const httplib::Request& req, httplib::Response& res) {
     if (!readable(req, res)) return;
     res.set_content(service_.call([](Controller& c) { return c.metricsText(); }) + options_.replica->metricsText() +
-                        heartbeat_counters_.metricsText(),
+                        heartbeat_counters_.metricsText() + service_.fastPathMetricsText(),
                     "text/plain; version=0.0.4");
   });
   // The controller replicas (docs/ha.md), from any replica.
