@@ -38,13 +38,14 @@ std::shared_ptr<const HeartbeatFastPath::Answer> HeartbeatFastPath::tryAnswerSha
   if (!hb.events.empty() || !hb.host_report.digest.empty() || hb.peers_digest.empty()) return miss(Miss::kReport);
   if (hb.compact && hb.report_digest.empty()) return miss(Miss::kReport);
   std::shared_ptr<const Snapshot> snap;
-  std::string peers_digest;
+  bool same_peers = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = hosts_.find(hb.host);
     if (it == hosts_.end()) return miss(Miss::kUnknown);
     snap = it->second;
-    peers_digest = peers_digest_;
+    // Compared here rather than copied out: a copy was a malloc per heartbeat.
+    same_peers = hb.peers_digest == peers_digest_ && snap->answer->set().peers_digest == peers_digest_;
   }
   const AssignmentSet& set = snap->answer->set();
   if (!snap->online) return miss(Miss::kNotOnline);
@@ -52,7 +53,7 @@ std::shared_ptr<const HeartbeatFastPath::Answer> HeartbeatFastPath::tryAnswerSha
   if (hb.assignments_version != set.version || hb.assignments_controller != set.controller_id) {
     return miss(Miss::kSetChanged);
   }
-  if (hb.peers_digest != peers_digest || set.peers_digest != peers_digest) return miss(Miss::kPeers);
+  if (!same_peers) return miss(Miss::kPeers);
   // A compact heartbeat names its report by digest; a full one is hashed
   // here, O(its VMs), outside the lock.
   if ((hb.compact ? hb.report_digest : digestOf(hb)) != snap->hb_digest) return miss(Miss::kDigest);
