@@ -65,8 +65,11 @@ int64_t statusKiB(pid_t pid, const std::string& key) {
 }
 
 std::map<std::string, int64_t> heartbeatPaths(const std::string& metrics) {
+  return labelledCounts(metrics, "tierwarden_heartbeats_total{path=\"");
+}
+
+std::map<std::string, int64_t> labelledCounts(const std::string& metrics, const std::string& key) {
   std::map<std::string, int64_t> out;
-  const std::string key = "tierwarden_heartbeats_total{path=\"";
   for (size_t at = metrics.find(key); at != std::string::npos; at = metrics.find(key, at + 1)) {
     size_t end = metrics.find('"', at + key.size());
     if (end == std::string::npos) break;

@@ -24,6 +24,9 @@ std::string loadAverage();
 int64_t statusKiB(pid_t pid, const std::string& key);
 // tierwarden_heartbeats_total{path="..."} of a /metrics text: path -> count.
 std::map<std::string, int64_t> heartbeatPaths(const std::string& metrics);
+// A counter's series by their one label: `series` is the text up to the
+// label's value, e.g. "tierwarden_heartbeats_total{path=\"".
+std::map<std::string, int64_t> labelledCounts(const std::string& metrics, const std::string& series);
 // The value of an unlabelled metric ("name 123" line) of a /metrics text; -1 if absent.
 int64_t metricValue(const std::string& metrics, const std::string& name);
 // The p-quantile (0..1) of v, nearest rank below; 0 for none.

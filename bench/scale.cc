@@ -78,6 +78,7 @@ using twbench::BenchHost;
 using twbench::cpuTicks;
 using twbench::freePort;
 using twbench::heartbeatPaths;
+using twbench::labelledCounts;
 using twbench::loadAverage;
 using twbench::Outages;
 using twbench::percentile;
@@ -95,6 +96,8 @@ bool g_compact = true;
 // pollAssignments() posts them to its loop); off: --no-push, an agent learns
 // its set from its heartbeats' answers alone, as this bench did before.
 bool g_push = true;
+// The fast path's misses by reason (controller/heartbeat_fastpath.h).
+const std::string kMisses = "tierwarden_heartbeat_fastpath_misses_total{reason=\"";
 // Where the fence's VMs are (bench/fence_stages.h).
 twbench::FenceStages g_stages;
 
@@ -125,6 +128,8 @@ struct Figures {
   double metrics_kib = -1;  // GET /metrics, bytes / 1024
   // tierwarden_heartbeats_total{path} over the steady window (the controller's count).
   std::map<std::string, int64_t> paths;
+  // tierwarden_heartbeat_fastpath_misses_total{reason} over the steady window.
+  std::map<std::string, int64_t> misses;
   double cpu_ms_per_hb = 0;  // controller CPU ms per heartbeat it answered
 };
 
@@ -241,7 +246,9 @@ class Bench {
     }
 
     // Steady state: CPU, latency, memory.
-    const std::map<std::string, int64_t> paths0 = heartbeatPaths(scrape());
+    const std::string metrics0 = scrape();
+    const std::map<std::string, int64_t> paths0 = heartbeatPaths(metrics0);
+    const std::map<std::string, int64_t> misses0 = labelledCounts(metrics0, kMisses);
     for (auto& h : hosts_) h->link->record(true);
     const int64_t cpu0 = cpuTicks(pid_);
     const auto w0 = Steady::now();
@@ -249,7 +256,11 @@ class Bench {
     const int64_t cpu1 = cpuTicks(pid_);
     const double wall = std::chrono::duration<double>(Steady::now() - w0).count();
     int64_t answered = 0;
-    for (const auto& [path, n] : heartbeatPaths(scrape())) {
+    const std::string metrics1 = scrape();
+    for (const auto& [why, n] : labelledCounts(metrics1, kMisses)) {
+      if (n > (misses0.count(why) ? misses0.at(why) : 0)) out->misses[why] = n - (misses0.count(why) ? misses0.at(why) : 0);
+    }
+    for (const auto& [path, n] : heartbeatPaths(metrics1)) {
       out->paths[path] = n - (paths0.count(path) ? paths0.at(path) : 0);
       if (path != "refused") answered += out->paths[path];
     }
@@ -732,6 +743,12 @@ int main(int argc, char** argv) {
       }
       std::printf("; controller CPU %.3f ms per answered heartbeat; window began %.1f s after every VM ran\n",
                   f.cpu_ms_per_hb, f.settle_s);
+      if (!f.misses.empty()) {
+        // Why heartbeats left the fast path in the window (its misses by rule).
+        std::printf("       fast path misses:");
+        for (const auto& [why, k] : f.misses) std::printf(" %s %lld", why.c_str(), static_cast<long long>(k));
+        std::printf("\n");
+      }
     }
     if (f.heartbeat_errors > 0) {
       std::printf("       (%lld heartbeats failed in the steady window; the last: %s)\n",

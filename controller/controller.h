@@ -187,6 +187,16 @@ class Controller {
   // Called for every event appended to the log.
   using EventListener = std::function<void(const EventRecord&)>;
   void setEventListener(EventListener listener) { event_listener_ = std::move(listener); }
+  // Called on the loop thread just before a host silent for dead_after is
+  // declared dead (offline, then fenced): heartbeats are no longer answered
+  // off the loop for it (HeartbeatFastPath::close), and it returns true when
+  // some were answered that the loop has not applied yet. The host is then
+  // not declared dead: it was heard, and the renewals are applied at the
+  // next step. Set by ControllerService; unset, nothing is answered off the
+  // loop (controller/heartbeat_fastpath.h: why this, not a clock, keeps an
+  // answer off the loop from outliving the lease fence's wait).
+  using OffLoopCloser = std::function<bool(const std::string& host)>;
+  void setOffLoopCloser(OffLoopCloser close) { off_loop_closer_ = std::move(close); }
 
   // ---- read side (JSON as in docs/api.md) ----
   Json clusterJson() const;
@@ -540,6 +550,7 @@ class Controller {
   int64_t version_counter_ = 0;   // assignment set versions
   const std::string controller_id_;  // random per process: AssignmentSet::controller_id
   AssignmentListener assignment_listener_;
+  OffLoopCloser off_loop_closer_;  // setOffLoopCloser()
   // Assignment sets: see assignmentsTouched(). The caches are rebuilt on
   // first use after a change (const readers, one thread).
   mutable AssignmentChanges assignment_changes_;  // hosts marked since the last publish

@@ -142,6 +142,9 @@ void Controller::checkLiveness() {
                    "): not fencing it; its VMs keep running there");
           setHostState(h, HostState::kSuspect, "silent; no quorum to fence it");
         }
+      } else if (off_loop_closer_ && off_loop_closer_(name)) {
+        // Heard after all: a heartbeat answered off the loop since this step
+        // took the renewals. Applied at the next step (it is online then).
       } else {
         h.no_quorum_said = false;
         declareDead(h, silent);

@@ -1,5 +1,6 @@
 #include "controller/heartbeat_fastpath.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "tw/compact_heartbeats.h"
@@ -34,29 +35,31 @@ std::optional<AssignmentSet> HeartbeatFastPath::tryAnswer(const Heartbeat& hb) {
 }
 
 std::shared_ptr<const HeartbeatFastPath::Answer> HeartbeatFastPath::tryAnswerShared(const Heartbeat& hb) {
-  if (!hb.events.empty() || !hb.host_report.digest.empty() || hb.peers_digest.empty()) return nullptr;
-  if (hb.compact && hb.report_digest.empty()) return nullptr;
+  if (!hb.events.empty() || !hb.host_report.digest.empty() || hb.peers_digest.empty()) return miss(Miss::kReport);
+  if (hb.compact && hb.report_digest.empty()) return miss(Miss::kReport);
   std::shared_ptr<const Snapshot> snap;
-  std::string peers_digest;
+  bool same_peers = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = hosts_.find(hb.host);
-    if (it == hosts_.end()) return nullptr;
+    if (it == hosts_.end()) return miss(Miss::kUnknown);
     snap = it->second;
-    peers_digest = peers_digest_;
+    // Compared here rather than copied out: a copy was a malloc per heartbeat.
+    same_peers = hb.peers_digest == peers_digest_ && snap->answer->set().peers_digest == peers_digest_;
   }
   const AssignmentSet& set = snap->answer->set();
-  if (!snap->online || clock_.nowMs() > snap->fresh_until_ms) return nullptr;
-  if (hb.assignments_version != set.version || hb.assignments_controller != set.controller_id ||
-      hb.peers_digest != peers_digest || set.peers_digest != peers_digest) {
-    return nullptr;
+  if (!snap->online) return miss(Miss::kNotOnline);
+  if (clock_.nowMs() > snap->fresh_until_ms) return miss(Miss::kStale);
+  if (hb.assignments_version != set.version || hb.assignments_controller != set.controller_id) {
+    return miss(Miss::kSetChanged);
   }
+  if (!same_peers) return miss(Miss::kPeers);
   // A compact heartbeat names its report by digest; a full one is hashed
   // here, O(its VMs), outside the lock.
-  if ((hb.compact ? hb.report_digest : digestOf(hb)) != snap->hb_digest) return nullptr;
+  if ((hb.compact ? hb.report_digest : digestOf(hb)) != snap->hb_digest) return miss(Miss::kDigest);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = hosts_.find(hb.host);
-  if (it == hosts_.end() || it->second != snap) return nullptr;  // the loop changed it meanwhile
+  if (it == hosts_.end() || it->second != snap) return miss(Miss::kRaced);  // the loop changed it meanwhile
   renewed_.push_back(Renewal{hb.host, hb.peers_unreachable});
   ++answered_;
   return snap->answer;
@@ -124,6 +127,19 @@ void HeartbeatFastPath::noteRenewed(const std::string& host, bool online, Millis
   store(host, std::move(snap));
 }
 
+bool HeartbeatFastPath::close(const std::string& host) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = hosts_.find(host);
+  if (it != hosts_.end() && it->second->online) {
+    // A new snapshot: an answer being compared against the old one is
+    // refused when it takes the lock (kRaced), so none slips in after this.
+    Snapshot snap = *it->second;
+    snap.online = false;
+    store(host, std::move(snap));
+  }
+  return std::any_of(renewed_.begin(), renewed_.end(), [&](const Renewal& r) { return r.host == host; });
+}
+
 void HeartbeatFastPath::reset() {
   std::lock_guard<std::mutex> lock(mu_);
   hosts_.clear();
@@ -139,6 +155,21 @@ void HeartbeatFastPath::forgetSets() {
 int64_t HeartbeatFastPath::answered() const {
   std::lock_guard<std::mutex> lock(mu_);
   return answered_;
+}
+
+std::string HeartbeatFastPath::metricsText() const {
+  static constexpr std::array<const char*, kMisses> kReasons = {
+      "report", "unknown", "not_online", "stale", "set_changed", "peers", "digest", "raced"};
+  std::string out =
+      "# HELP tierwarden_heartbeat_fastpath_misses_total Heartbeats the fast path left to the loop (or "
+      "refused as report wanted), by the rule that sent them there.\n"
+      "# TYPE tierwarden_heartbeat_fastpath_misses_total counter\n";
+  for (size_t i = 0; i < kMisses; ++i) {
+    out += "tierwarden_heartbeat_fastpath_misses_total{reason=\"";
+    out += kReasons[i];
+    out += "\"} " + std::to_string(misses_[i].load(std::memory_order_relaxed)) + "\n";
+  }
+  return out;
 }
 
 }  // namespace tw

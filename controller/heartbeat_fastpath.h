@@ -10,21 +10,36 @@
 // has been unreachable) equals the last one the loop took,
 // the agent runs the snapshot's set (version and controller), holds the
 // current peer list, the loop had the host online, and the view is fresh
-// (the loop heard the host within one heartbeat interval). Then its renewal
+// (the loop heard the host within the window the service gives: dead_after,
+// ControllerService::freshMs). Then its renewal
 // goes into a table that the loop applies before each reconcile step
 // (Controller::renewOffLoop), with the durations of the peers it reports
 // unreachable (the quorum's evidence, controller_quorum.cc); anything else
 // goes to the loop as before.
 //
-// Why a renewal here is safe: the loop fences only after a silence of
-// dead_after + lease; this path answers only while the loop heard the host
-// within one interval, and every renewal it answered is applied at the next
-// step, before liveness is judged again.
+// Why a renewal here is safe. Its harm would be an answer that renews the
+// agent's lease while the loop has already declared the host dead: the loop
+// ignores that renewal (an offline host is not renewed off the loop), its
+// lease fence waits only for the lease of the last heartbeat it applied,
+// and the agent would keep its VMs past that wait while they start
+// elsewhere. So the loop, just before it declares a host dead, closes this
+// path for it (close(), under the same mutex as the answer): no answer
+// after that instant, and any answer before it is still in the table, so
+// close() reports it and the host is not declared dead (its renewal comes
+// at the next step). This holds whatever the clock, the tick's length or
+// the window; the window only sends long-silent hosts to the loop. Who else
+// could make an answer here harmful: a new set for the host (published
+// first; the agent's old version then misses; an answer racing the publish
+// is refused, the snapshot changed), a new peer list (digest), a drain
+// (the loop's set moves the VMs; a renewal of a host in maintenance renews
+// no fence), an apply (forgetSets()).
 //
 // Threads: tryAnswer() on HTTP threads; the rest on the loop thread. One
 // mutex guards the table (mu_); a snapshot is an immutable shared_ptr.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -94,6 +109,11 @@ class HeartbeatFastPath {
   std::vector<Renewal> takeRenewals();
   // Loop thread: the loop applied a renewal of `host`: online or not now.
   void noteRenewed(const std::string& host, bool online, Millis fresh_ms);
+  // Loop thread, just before the loop declares `host` dead
+  // (Controller::setOffLoopCloser): no heartbeat of it is answered here
+  // until the loop takes one again. True when renewals of it answered here
+  // wait for the loop (takeRenewals): then it was heard, and is not dead.
+  bool close(const std::string& host);
   // Everything is forgotten (the service's Controller changed).
   void reset();
   // Loop thread: no heartbeat is answered here until the loop takes one of
@@ -102,6 +122,23 @@ class HeartbeatFastPath {
   void forgetSets();
 
   int64_t answered() const;  // answered here since the start (metrics, tests)
+
+  // Why a heartbeat was not answered here (metrics: which rule sends
+  // heartbeats to the loop at scale, issue #16).
+  enum class Miss {
+    kReport,      // events, a host report or no peers digest: the loop's work
+    kUnknown,     // nothing taken from the host yet (or forgotten after an apply)
+    kNotOnline,   // the loop did not have it online
+    kStale,       // the loop's view of it is no longer fresh
+    kSetChanged,  // the agent runs another set (version or controller)
+    kPeers,       // another peer list
+    kDigest,      // its report changed
+    kRaced,       // the loop changed the host's view while it was compared
+  };
+  static constexpr size_t kMisses = 8;
+  int64_t misses(Miss why) const { return misses_[static_cast<size_t>(why)].load(std::memory_order_relaxed); }
+  // tierwarden_heartbeat_fastpath_misses_total{reason}: HELP, TYPE, a line a reason.
+  std::string metricsText() const;
 
   // The digest of what a heartbeat reports (everything but seq and events).
   static std::string digestOf(const Heartbeat& hb);
@@ -114,6 +151,10 @@ class HeartbeatFastPath {
     Millis fresh_until_ms = 0;
   };
   void store(const std::string& host, Snapshot snap);  // REQUIRES: mu_ held
+  std::shared_ptr<const Answer> miss(Miss why) {
+    misses_[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
 
   const Clock& clock_;
   mutable std::mutex mu_;  // guards everything below
@@ -121,6 +162,7 @@ class HeartbeatFastPath {
   std::string peers_digest_;
   std::vector<Renewal> renewed_;
   int64_t answered_ = 0;
+  std::array<std::atomic<int64_t>, kMisses> misses_{};  // relaxed: counters only
 };
 
 }  // namespace tw

@@ -27,10 +27,17 @@ ControllerService::ControllerService(Controller& controller, Millis tick_ms, con
 }
 
 Millis ControllerService::freshMs() const {
-  // One and a half intervals (a heartbeat a little late still counts), and
-  // never near dead_after: a fence needs a silence of dead_after + lease.
-  const auto& st = controller_->policy().settings;
-  return std::min(st.heartbeat_interval_ms + st.heartbeat_interval_ms / 2, st.dead_after_ms / 2);
+  // As long as the loop itself counts a host as heard: a heartbeat later
+  // than dead_after after the last one the loop applied goes to the loop,
+  // which judges a host silent that long. It was one and a half intervals
+  // (at most dead_after / 2); at 1,000 hosts a load generator that fell
+  // behind sent heartbeats 1.5-3 s apart, each of them to the loop (twice:
+  // the compact one refused as "report wanted", then the full one), which
+  // made the next ones later still (issue #16). Safety does not rest on
+  // this window (controller/heartbeat_fastpath.h): the loop closes the fast
+  // path for a host before it declares it dead, and waits while renewals
+  // answered here are still to be applied (Controller::setOffLoopCloser).
+  return controller_->policy().settings.dead_after_ms;
 }
 
 void ControllerService::applyFastRenewals() {
@@ -60,11 +67,13 @@ void ControllerService::listen() {
     if (assignment_notifier_) assignment_notifier_(host);
   });
   controller_->setEventListener([this](const EventRecord& e) { noteEventId(e.id); });
+  controller_->setOffLoopCloser([this](const std::string& host) { return fast_.close(host); });
 }
 
 void ControllerService::swapController(Controller& next) {
   controller_->setAssignmentListener(nullptr);
   controller_->setEventListener(nullptr);
+  controller_->setOffLoopCloser(nullptr);
   controller_ = &next;
   fast_.reset();
   listen();

@@ -112,6 +112,8 @@ class ControllerService {
   static void runEach(std::deque<std::function<void()>>* work);
   // Heartbeats answered without the loop since the start.
   int64_t fastHeartbeats() const { return fast_.answered(); }
+  // Why heartbeats missed the fast path (HeartbeatFastPath::metricsText).
+  std::string fastPathMetricsText() const { return fast_.metricsText(); }
   // An agent's event: checked against the declared hosts, queued for the loop,
   // not waited for. Errors: kNotFound (host not declared).
   Status agentEvent(const AgentEvent& event);

@@ -167,6 +167,46 @@ TEST_F(HeartbeatFastPathTest, StaleOrNotOnlineGoesToTheLoop) {
   EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
 }
 
+// The loop closes the path for a host it is about to declare dead: close()
+// says whether an answer given here still waits for the loop (then the host
+// was heard and is not dead), and nothing is answered for the host after
+// it until the loop hears it again.
+TEST_F(HeartbeatFastPathTest, ClosedHostIsNotAnsweredAndPendingAnswersAreReported) {
+  EXPECT_FALSE(fast_.close("h1"));  // nothing answered here yet
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());  // closed
+  EXPECT_EQ(fast_.misses(HeartbeatFastPath::Miss::kNotOnline), 1);
+  fast_.noteTaken(hbOf("h1", 4), setOf("h1", 4), /*online=*/true, /*fresh_ms=*/1500);  // the loop heard it
+  ASSERT_TRUE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  EXPECT_TRUE(fast_.close("h1"));  // that answer waits for the loop
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  EXPECT_EQ(fast_.takeRenewals().size(), 1u);
+  EXPECT_FALSE(fast_.close("h1"));
+  fast_.noteRenewed("h1", true, 1500);  // applied: online again
+  EXPECT_TRUE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  EXPECT_FALSE(fast_.close("h9"));  // never seen
+}
+
+// Why each heartbeat missed, for /metrics (issue #16: which rule sends
+// heartbeats to the loop at 1,000 hosts).
+TEST_F(HeartbeatFastPathTest, MissesAreCountedByRule) {
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h2", 4)).has_value());
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 5)).has_value());
+  Heartbeat changed = hbOf("h1", 4);
+  changed.domains[0].state = DomainState::kShutoff;
+  EXPECT_FALSE(fast_.tryAnswer(changed).has_value());
+  clock_.advance(1501);
+  EXPECT_FALSE(fast_.tryAnswer(hbOf("h1", 4)).has_value());
+  using Miss = HeartbeatFastPath::Miss;
+  EXPECT_EQ(fast_.misses(Miss::kUnknown), 1);
+  EXPECT_EQ(fast_.misses(Miss::kSetChanged), 1);
+  EXPECT_EQ(fast_.misses(Miss::kDigest), 1);
+  EXPECT_EQ(fast_.misses(Miss::kStale), 1);
+  EXPECT_EQ(fast_.misses(Miss::kRaced), 0);
+  const std::string text = fast_.metricsText();
+  EXPECT_NE(text.find("tierwarden_heartbeat_fastpath_misses_total{reason=\"stale\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("tierwarden_heartbeat_fastpath_misses_total{reason=\"report\"} 0\n"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tw
 
@@ -292,6 +332,89 @@ Millis fenceAfterDeath(bool carry) {
     if (c.host("h5")->state == HostState::kFenced) return clock.nowMs() - died;
   }
   return -1;
+}
+
+// The race the fast path's safety rests on (heartbeat_fastpath.h): a
+// heartbeat answered off the loop after the step took the renewals, just
+// as the loop finds the host silent for dead_after. The loop asks the fast
+// path before it declares the host dead: an answer not applied yet keeps it
+// from being declared (it is applied at the next step: online), and once a
+// host is declared dead nothing more is answered for it off the loop.
+TEST(RenewOffLoopTest, AnAnswerNotYetAppliedKeepsTheHostFromBeingDeclaredDead) {
+  ManualClock clock{1000};
+  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kQuorumPolicy}});
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  Controller& c = *opened->controller;
+  HeartbeatFastPath fast(clock);
+  std::vector<std::string> asked;
+  c.setOffLoopCloser([&](const std::string& host) {
+    asked.push_back(host);
+    return fast.close(host);
+  });
+  fast.notePeersDigest(c.peersDigest());
+  std::map<std::string, AssignmentSet> runs;  // what each agent runs: its last answer
+  auto beat = [&](const std::string& host, Millis unreachable_ms) {
+    Heartbeat hb;
+    hb.host = host;
+    hb.agent_id = "a-" + host;
+    hb.capacity = {4, 4096};
+    hb.peers_digest = c.peersDigest();
+    hb.assignments_version = runs[host].version;
+    hb.assignments_controller = runs[host].controller_id;
+    if (unreachable_ms > 0) hb.peers_unreachable["h5"] = unreachable_ms;
+    auto set = c.handleHeartbeat(hb);
+    if (set.isOk()) {
+      fast.noteTaken(hb, *set, c.host(host)->state == HostState::kOnline, 10000);
+      runs[host] = *set;
+    }
+    return hb;
+  };
+  Heartbeat h5;
+  for (int i = 0; i < 30; ++i) {  // 3 s: everyone online
+    clock.advance(100);
+    if (i % 5 == 0) {
+      for (const char* h : {"h1", "h2", "h3", "h4"}) beat(h, 0);
+      h5 = beat("h5", 0);
+    }
+    c.runOnce();
+  }
+  h5 = beat("h5", 0);  // the version it runs now
+  // h5's agent goes on sending the same heartbeat, answered off the loop,
+  // while the step never takes the renewals (each lands after it took them);
+  // its peers cannot reach it (they report through the loop).
+  const Millis died = clock.nowMs();
+  for (int i = 0; i < 60 && asked.empty(); ++i) {
+    clock.advance(100);
+    const Millis gone = clock.nowMs() - died;
+    if (i % 5 == 0) {
+      for (const char* h : {"h1", "h2", "h3", "h4"}) beat(h, gone >= 1000 ? gone : 0);
+      ASSERT_TRUE(fast.tryAnswer(h5).has_value()) << "at " << gone << " ms";
+    }
+    c.runOnce();
+  }
+  ASSERT_EQ(asked, std::vector<std::string>{"h5"});  // silent for dead_after, with a quorum
+  EXPECT_NE(c.host("h5")->state, HostState::kOffline);  // an answer waited: heard
+  EXPECT_FALSE(fast.tryAnswer(h5).has_value());  // closed until the loop applies it
+  for (const auto& r : fast.takeRenewals()) {
+    fast.noteRenewed(r.host, c.renewOffLoop(r.host, &r.peers_unreachable), 10000);
+  }
+  EXPECT_EQ(c.host("h5")->state, HostState::kOnline);
+  EXPECT_TRUE(fast.tryAnswer(h5).has_value());
+  (void)fast.takeRenewals();  // this one never reaches the loop: as if lost with the step
+  // Now h5 is silent for good (the answer above was its last): declared
+  // dead once silent for dead_after, and nothing is answered off the loop
+  // for it after that.
+  for (int i = 0; i < 60 && c.host("h5")->state != HostState::kOffline; ++i) {
+    clock.advance(100);
+    const Millis gone = clock.nowMs() - died;
+    if (i % 5 == 0) {
+      for (const char* h : {"h1", "h2", "h3", "h4"}) beat(h, gone);
+    }
+    c.runOnce();
+  }
+  EXPECT_EQ(c.host("h5")->state, HostState::kOffline);
+  EXPECT_FALSE(fast.tryAnswer(h5).has_value());
+  EXPECT_TRUE(fast.takeRenewals().empty());
 }
 
 // The quorum's evidence (controller_quorum.cc: votes and the windows in which
