@@ -17,7 +17,18 @@
 namespace tw {
 namespace {
 
-class ListenerParkingTest : public ParkingServerTest {};
+class ListenerParkingTest : public ParkingServerTest {
+ protected:
+  // `n` connections, each served one request (then parked, kept alive).
+  void openAndServe(int n) {
+    for (int i = 0; i < n; ++i) {
+      int s = connectTo(port_);
+      ASSERT_GE(s, 0);
+      socks_.push_back(s);
+      ASSERT_EQ(get(s, "/x").rfind("HTTP/1.1 200", 0), 0u) << "connection " << i;
+    }
+  }
+};
 
 // Pins: with room for 2 connections on threads, 20 kept-alive connections
 // are all served and stay open (parked, no thread); each serves a second
@@ -28,12 +39,7 @@ class ListenerParkingTest : public ParkingServerTest {};
 // load 23): the server did what it should, the test raced it.
 TEST_F(ListenerParkingTest, KeptAliveConnectionsWaitWithoutAThread) {
   start(ListenerLimits{4, 32, 2, 2000, 100, 60, 2000});
-  for (int i = 0; i < 20; ++i) {
-    int s = connectTo(port_);
-    ASSERT_GE(s, 0);
-    socks_.push_back(s);
-    ASSERT_EQ(get(s, "/x").rfind("HTTP/1.1 200", 0), 0u) << "connection " << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(openAndServe(20));
   EXPECT_TRUE(waitFor([](const ListenerStats& st) { return st.parked == 20 && st.open == 0; }))
       << server_->stats().parked << " parked, " << server_->stats().open << " open";
   for (int s : socks_) EXPECT_EQ(get(s, "/x").rfind("HTTP/1.1 200", 0), 0u);
@@ -45,12 +51,7 @@ TEST_F(ListenerParkingTest, KeptAliveConnectionsWaitWithoutAThread) {
 // however long the machine took to park them all.
 TEST_F(ListenerParkingTest, ParkedConnectionsIdleOut) {
   start(ListenerLimits{4, 32, 2, 2000, 100, 1, 2000});
-  for (int i = 0; i < 20; ++i) {
-    int s = connectTo(port_);
-    ASSERT_GE(s, 0);
-    socks_.push_back(s);
-    ASSERT_EQ(get(s, "/x").rfind("HTTP/1.1 200", 0), 0u) << "connection " << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(openAndServe(20));
   EXPECT_TRUE(waitFor([](const ListenerStats& st) { return st.idle_closed >= 20 && st.parked == 0; }))
       << server_->stats().idle_closed << " idle-closed, " << server_->stats().parked << " parked";
   for (int s : socks_) EXPECT_TRUE(closedByPeer(s, 1000));
