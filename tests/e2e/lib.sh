@@ -196,9 +196,10 @@ qemu_pid() { pgrep -f -- "-name guest=$1," | head -1; }
 # Every running copy of every VM over all live hosts: "vm host" lines. Only
 # running ones: a live migration's destination holds the VM paused until the
 # source has stopped it.
+# (running_copies -r: the hosts asked in reverse name order.)
 running_copies() {
   local h
-  for h in $(hosts status | awk '$2 == "running" { print $1 }' | sort); do
+  for h in $(hosts status | awk '$2 == "running" { print $1 }' | sort ${1:+"$1"}); do
     virsh -c "$(hosts uri "$h")" list --name --state-running 2>/dev/null | sed "/^$/d; s/\$/ $h/"
   done
 }
@@ -268,12 +269,6 @@ e2e_stop_balancer_probe() {
 # first can only see both when the source still ran after the destination did.
 # A real second copy lasts seconds (the agents remove stale ones), far longer
 # than a round.
-running_copies_reversed() {
-  local h
-  for h in $(hosts status | awk '$2 == "running" { print $1 }' | sort -r); do
-    virsh -c "$(hosts uri "$h")" list --name --state-running 2>/dev/null | sed "/^$/d; s/\$/ $h/"
-  done
-}
 # Lines "VM: H1 H2..." (hosts in name order) of VMs on more than one host, from
 # "VM HOST" lines.
 copies_of() { sort -k1,1 -k2,2 | awk '{ n[$1]++; h[$1] = h[$1] " " $2 } END { for (v in n) if (n[v] > 1) print v ":" h[v] }' | sort; }
@@ -282,7 +277,7 @@ e2e_start_copy_watch() {
   (
     while :; do
       fwd=$(running_copies | copies_of)
-      rev=$(running_copies_reversed | copies_of)
+      rev=$(running_copies -r | copies_of)
       [ -z "$fwd" ] || comm -12 <(echo "$fwd") <(echo "$rev") | sed "s/^/$(date +%T.%3N) /"
       sleep 0.3
     done
