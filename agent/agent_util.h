@@ -23,8 +23,7 @@ inline Millis backoffFor(size_t k, const RestartBudget& budget) {
 
 inline bool isDown(DomainState s) { return !isActive(s); }
 
-// Running or blocked: a service inside may answer (paused ones cannot).
-inline bool isExecuting(DomainState s) { return s == DomainState::kRunning || s == DomainState::kBlocked; }
+using ::tw::isExecuting;  // tw/hypervisor.h
 
 inline std::string vmId(const std::string& vm, int64_t epoch) {
   return fmt::format("vm '{}' (epoch {})", vm, epoch);

@@ -98,7 +98,7 @@ Result<AssignmentSet> Controller::heartbeat(const Heartbeat& hb) {
     // showed as "stopped" until it ran (e2e_faults part e: 5 of 11 requests
     // failed during a drain).
     if (!rt.migrate_to.empty() && rt.migrate_to == hb.host && d.epoch == rt.migrate_epoch &&
-        (d.state == DomainState::kRunning || d.state == DomainState::kBlocked)) {
+        isExecuting(d.state)) {
       finishMigration(vm, true, "reported by host '" + hb.host + "'");  // event may be lost
       continue;
     }

@@ -65,6 +65,10 @@ enum class DomainState { kNoState, kRunning, kBlocked, kPaused, kShutdown, kShut
 const char* toString(DomainState s);
 // Running, blocked or paused: a copy of the VM exists and may run.
 bool isActive(DomainState s);
+// Running or blocked: the guest executes, and a service inside may answer
+// (a paused one cannot: e.g. a live migration's destination before the
+// switch-over).
+inline bool isExecuting(DomainState s) { return s == DomainState::kRunning || s == DomainState::kBlocked; }
 
 struct DomainStatus {
   DomainMeta meta;
