@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "agent/peer_answer.h"
+#include "tw/listen_socket.h"
 
 namespace tw {
 
@@ -53,7 +54,7 @@ HttpPeerMonitor::HttpPeerMonitor(std::string self, std::string token, Clock& clo
   // a server thread).
   server_->set_keep_alive_max_count(1);
   server_->set_socket_options([this](socket_t sock) {
-    httplib::default_socket_options(sock);
+    exclusiveListenOptions(sock);  // one process per port (tw/listen_socket.h)
     listen_fd_ = sock;
   });
   server_->Get(kPeerStatusPath, [this](const httplib::Request& req, httplib::Response& res) {

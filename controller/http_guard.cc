@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "tw/listen_socket.h"
 #include "tw/log.h"
 
 namespace tw {
@@ -223,6 +224,7 @@ GuardedHttpServer::GuardedHttpServer(std::string name, ListenerLimits limits)
   inner_.set_write_timeout(static_cast<time_t>(limits_.write_timeout_ms / 1000),
                            static_cast<time_t>((limits_.write_timeout_ms % 1000) * 1000));
   (inner_.*exposed(SvrSockTag{})) = 0;  // any valid descriptor number: "serving"
+  set_socket_options(exclusiveListenOptions);  // one process per port (tw/listen_socket.h)
   // Computed now: main() raises the open-files limit before it builds the listeners.
   parked_limit_ = parkedLimitOf(limits_);
   watchdog_ = std::thread([this] { watchdog(); });

@@ -471,7 +471,8 @@ TEST_F(HaLeaderKillTest, LeaderKilledAtRandomInstantsDuringHostRecoveries) {
     const int delay = delay_ms(rng);
     std::this_thread::sleep_until(crashed_at + std::chrono::milliseconds(delay));
     const std::string leader = actingLeader();
-    ASSERT_FALSE(leader.empty()) << "round " << round << ": no leader to kill";
+    ASSERT_FALSE(leader.empty()) << "round " << round << ": no leader to kill" << log("c1") << log("c2")
+                                 << log("c3");
     children_[leader]->kill(SIGKILL);
     startController(leader);  // it comes back as a follower
 
