@@ -214,9 +214,11 @@ ApiServer::ApiServer(ControllerService& service, ApiServerOptions options)
                   auto h = headers.find("authorization");
                   return check(h == headers.end() ? std::string() : h->second, Access::kRead, "");
                 }),
-      long_polls_(service, [this](uint64_t ticket, const std::string& host, int64_t after) {
+      long_polls_(service, [this](uint64_t ticket, const std::string& host, int64_t after,
+                                  const std::string& peers_digest) {
         // The published set: waitAssignments() returns it without a wait.
-        agent_->answerDeferred(ticket, 200, jsonText(Json(service_.waitAssignments(host, after, 0))));
+        agent_->answerDeferred(ticket, 200,
+                               jsonText(Json(service_.waitAssignments(host, after, 0, peers_digest))));
       }) {
   if (!options_.auth) {
     CredentialSet set;
@@ -750,14 +752,17 @@ void ApiServer::routes() {
             return sendError(res, notFound("host '" + host + "' is not declared in the applied policy"));
           }
           const Millis wait_ms = std::min<int64_t>(*wait, 30000);
+          // The peer list the agent holds (AssignmentSet::peers_digest): an
+          // opaque token, compared only; any other value gets the list.
+          const std::string peers_digest = req.get_param_value("peers_digest");
           if (wait_ms > 0 && !service_.assignmentsAfter(host, *after)) {
             // Waits parked, without this thread (long_polls.h).
             if (uint64_t ticket = agent_->defer(req); ticket != 0) {
-              long_polls_.add(ticket, host, *after, wait_ms);
+              long_polls_.add(ticket, host, *after, wait_ms, peers_digest);
               return;
             }
           }
-          sendJson(res, 200, service_.waitAssignments(host, *after, wait_ms));
+          sendJson(res, 200, service_.waitAssignments(host, *after, wait_ms, peers_digest));
         });
 
   // ---- dashboard: only files under web_dir ----

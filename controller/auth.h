@@ -77,7 +77,11 @@ class CredentialSet {
  public:
   void add(const Principal& who, std::string_view token) { addHash(who, sha256Hex(token)); }
   void addHash(const Principal& who, std::string hash_hex);
-  std::optional<Principal> find(std::string_view token) const;
+  std::optional<Principal> find(std::string_view token) const {
+    return token.empty() ? std::nullopt : findHash(sha256Hex(token));
+  }
+  // By the token's SHA-256 (sha256Hex): one hash for several sets.
+  std::optional<Principal> findHash(const std::string& presented) const;
   size_t size() const { return entries_.size(); }
 
  private:

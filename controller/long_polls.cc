@@ -34,10 +34,12 @@ void LongPolls::stop() {
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }
 
-void LongPolls::add(uint64_t ticket, const std::string& host, int64_t after, Millis wait_ms) {
+void LongPolls::add(uint64_t ticket, const std::string& host, int64_t after, Millis wait_ms,
+                    const std::string& peers_digest) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    polls_[ticket] = Poll{host, after, std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms)};
+    polls_[ticket] =
+        Poll{host, after, std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms), peers_digest};
     cv_.notify_all();
   }
   // A set published between the handler's check and now was not seen by
@@ -95,7 +97,7 @@ void LongPolls::run() {
         if (!stopping_) polls_[ticket] = p;  // a version the agent has already
       }
     }
-    for (auto& [ticket, p] : due) answer_(ticket, p.host, p.after);
+    for (auto& [ticket, p] : due) answer_(ticket, p.host, p.after, p.peers_digest);
     lock.lock();
   }
 }

@@ -30,8 +30,10 @@ namespace tw {
 class LongPolls {
  public:
   // Answers poll `ticket` of `host` (with the set newer than `after`, or the
-  // current one when its wait ended).
-  using Answer = std::function<void(uint64_t ticket, const std::string& host, int64_t after)>;
+  // current one when its wait ended; without the peer list when the agent
+  // holds `peers_digest`'s, ControllerService::waitAssignments).
+  using Answer = std::function<void(uint64_t ticket, const std::string& host, int64_t after,
+                                    const std::string& peers_digest)>;
 
   LongPolls(ControllerService& service, Answer answer);
   ~LongPolls();  // stop()
@@ -42,7 +44,8 @@ class LongPolls {
   // Unanswered polls are dropped (the listener closes their connections).
   void stop();
   // Answers `ticket` once the host's version is > after, or after wait_ms.
-  void add(uint64_t ticket, const std::string& host, int64_t after, Millis wait_ms);
+  void add(uint64_t ticket, const std::string& host, int64_t after, Millis wait_ms,
+           const std::string& peers_digest = "");
   size_t size() const;
 
  private:
@@ -51,6 +54,7 @@ class LongPolls {
     std::string host;
     int64_t after = 0;
     TimePoint until;
+    std::string peers_digest;  // of the peer list the agent holds ("" = none)
   };
   // From the service's notifier (under its lock): marks only.
   void changed(const std::string& host);

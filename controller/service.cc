@@ -232,7 +232,9 @@ std::vector<PeerInfo> ControllerService::allPeers() const {
   return all;
 }
 
-AssignmentSet ControllerService::publishedSet(const Published& p) {
+AssignmentSet ControllerService::publishedSet(const Published& p, const std::string& agent_peers_digest) {
+  // Published without the list (listen()): the agent holds this one.
+  if (!agent_peers_digest.empty() && agent_peers_digest == p.set->peers_digest) return *p.set;
   AssignmentSet set = *p.set;
   set.peers_omitted = false;
   set.peers.reserve(p.peers->size());
@@ -262,7 +264,7 @@ Result<AssignmentSet> ControllerService::viaLoop(const Heartbeat& hb, Millis ans
     auto it = published_.find(hb.host);
     if (it != published_.end()) {
       *how = HeartbeatPath::kPublished;
-      return publishedSet(it->second);
+      return publishedSet(it->second, hb.peers_digest);
     }
   }
   // Nothing published for the host yet (just after a start): an empty set
@@ -282,7 +284,7 @@ Status ControllerService::agentEvent(const AgentEvent& event) {
 }
 
 AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_t after,
-                                                 Millis wait_ms) {
+                                                 Millis wait_ms, const std::string& agent_peers_digest) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     change_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
@@ -290,9 +292,9 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
       return stopping_ || waiters_released_ || (it != versions_.end() && it->second > after);
     });
     auto it = published_.find(host);
-    if (it != published_.end()) return publishedSet(it->second);
+    if (it != published_.end()) return publishedSet(it->second, agent_peers_digest);
   }
-  return call([&](Controller& c) { return c.assignmentsFor(host); });  // nothing published yet
+  return call([&](Controller& c) { return c.assignmentsFor(host, agent_peers_digest); });  // nothing published yet
 }
 
 bool ControllerService::assignmentsAfter(const std::string& host, int64_t after) {

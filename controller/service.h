@@ -123,7 +123,10 @@ class ControllerService {
 
   // Long poll: the host's assignment set as soon as its version is > after,
   // or the current one after wait_ms. Reads the published snapshot only.
-  AssignmentSet waitAssignments(const std::string& host, int64_t after, Millis wait_ms);
+  // Without the peer list (peers_omitted) when `agent_peers_digest` is the
+  // current list's digest, as for a heartbeat (Controller::assignmentsFor).
+  AssignmentSet waitAssignments(const std::string& host, int64_t after, Millis wait_ms,
+                                const std::string& agent_peers_digest = "");
   // True when a long poll with `after` would be answered at once (the host's
   // published version is > after, or waiters are released). No wait.
   bool assignmentsAfter(const std::string& host, int64_t after);
@@ -178,7 +181,8 @@ class ControllerService {
     std::shared_ptr<const AssignmentSet> set;            // peers left out (peers_omitted); never null
     std::shared_ptr<const std::vector<PeerInfo>> peers;  // every declared host; never null
   };
-  static AssignmentSet publishedSet(const Published& p);  // as Controller::assignmentsFor(host)
+  // As Controller::assignmentsFor(host, agent_peers_digest).
+  static AssignmentSet publishedSet(const Published& p, const std::string& agent_peers_digest = "");
   std::vector<PeerInfo> allPeers() const;  // loop thread: every declared host with its address
   std::map<std::string, Published> published_;  // host -> last published set
   std::set<std::string> declared_;                  // hosts of the policy in force

@@ -627,9 +627,13 @@ Status HttpControllerLink::sendEvent(const AgentEvent& event) {
 Result<AssignmentSet> HttpControllerLink::waitAssignments(const std::string& host,
                                                           int64_t after_version, Millis wait_ms) {
   wait_ms = std::max<Millis>(wait_ms, 0);
+  std::lock_guard<std::mutex> lock(poll_mu_);
   std::string path = agentPath(host, "assignments") + "?after=" + std::to_string(after_version) +
                      "&wait_ms=" + std::to_string(wait_ms);
-  return decodeAssignments(poll_client_.get(path, wait_ms + read_timeout_ms_), host);
+  if (!poll_peers_digest_.empty()) path += "&peers_digest=" + poll_peers_digest_;
+  Result<AssignmentSet> set = decodeAssignments(poll_client_.get(path, wait_ms + read_timeout_ms_), host);
+  if (set.isOk() && !set->peers_omitted) poll_peers_digest_ = set->peers_digest;
+  return set;
 }
 
 }  // namespace tw

@@ -379,6 +379,38 @@ TEST_F(HttpClientTest, LinkErrorsAndEvents) {
   EXPECT_EQ(event_seen["vm"], "db-1");
 }
 
+// Pins: a long poll names the peer list its last answer carried
+// (&peers_digest=), none before the first; an answer that leaves the list out
+// does not change what it names, one that carries another list does.
+TEST_F(HttpClientTest, LinkLongPollNamesThePeerListItHolds) {
+  std::mutex mu;
+  std::vector<std::string> named;  // the peers_digest of each poll ("-" = none)
+  int polls = 0;
+  server_.Get(R"(/api/v1/agents/([^/]+)/assignments)",
+              [&](const httplib::Request& req, httplib::Response& res) {
+                AssignmentSet set = sampleSet(req.matches[1].str(), 6);
+                std::lock_guard<std::mutex> lock(mu);
+                named.push_back(req.has_param("peers_digest") ? req.get_param_value("peers_digest") : "-");
+                ++polls;
+                // 1: list A; 2: A again, left out; 3: list B.
+                set.peers_digest = polls < 3 ? "aaaa" : "bbbb";
+                if (polls == 2) {
+                  set.peers_omitted = true;
+                } else {
+                  set.peers.push_back(PeerInfo{"h2", "10.0.0.2:7803"});
+                }
+                answerJson(res, 200, Json(set));
+              });
+  start();
+  HttpControllerLink link(options("t"));
+  for (int i = 0; i < 4; ++i) {
+    Result<AssignmentSet> polled = link.waitAssignments("h1", 0, 0);
+    ASSERT_TRUE(polled.isOk()) << polled.status().toString();
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(named, (std::vector<std::string>{"-", "aaaa", "aaaa", "bbbb"}));
+}
+
 // Pins: waitAssignments sends after/wait_ms, returns when the server answers,
 // waits longer than the plain read timeout, and does not block heartbeats made
 // meanwhile from another thread.

@@ -47,7 +47,8 @@ class LongPollsTest : public testing_controller::ControllerFixture {
     ASSERT_TRUE(controller_->applyPolicy({PolicyFile{"p.yaml", kPolicy}}, false).isOk());
     settle();
     ASSERT_EQ(controller_->vm("web-1")->state, VmState::kRunning);
-    polls_ = std::make_unique<LongPolls>(*service_, [this](uint64_t ticket, const std::string& host, int64_t after) {
+    polls_ = std::make_unique<LongPolls>(*service_, [this](uint64_t ticket, const std::string& host, int64_t after,
+                                                                const std::string&) {
       answered_.add(Answered{ticket, host, after, service_->assignmentsAfter(host, after)});
     });
     polls_->start();

@@ -59,6 +59,36 @@ TEST(ServicePublishedTest, PublishedSetIsTheControllersSetWithItsPeers) {
   EXPECT_EQ(assigned, 4u);  // the sets are not trivially empty
 }
 
+// Pins: a long poll that names the peer list the agent holds (its digest)
+// gets the set without the list, as a heartbeat does; one that names
+// another list, or none, gets it whole.
+TEST(ServicePublishedTest, LongPollLeavesOutThePeerListTheAgentHolds) {
+  ManualClock clock{1000};
+  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kPolicy}});
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  Controller& c = *opened->controller;
+  ControllerService service(c, 100, clock);  // its loop is not started
+  for (int round = 0; round < 6; ++round) {
+    clock.advance(100);
+    for (const char* h : {"h1", "h2", "h3"}) ASSERT_TRUE(c.handleHeartbeat(beatOf(c, h)).isOk());
+    c.runOnce();
+  }
+  const AssignmentSet whole = service.waitAssignments("h1", 0, 0);
+  ASSERT_EQ(whole.peers.size(), 2u);
+  ASSERT_FALSE(whole.peers_digest.empty());
+
+  const AssignmentSet held = service.waitAssignments("h1", 0, 0, whole.peers_digest);
+  EXPECT_TRUE(held.peers_omitted);
+  EXPECT_TRUE(held.peers.empty());
+  EXPECT_EQ(held.peers_digest, whole.peers_digest);
+  EXPECT_EQ(held.version, whole.version);
+  EXPECT_EQ(jsonText(Json(held.assignments)), jsonText(Json(whole.assignments)));
+
+  const AssignmentSet other = service.waitAssignments("h1", 0, 0, "0123456789abcdef");
+  EXPECT_FALSE(other.peers_omitted);
+  EXPECT_EQ(other.peers.size(), 2u);
+}
+
 // Pins: the loop's queue drops each item (and what it holds: a heartbeat's
 // answer that nobody waits for any more) before it runs the next one, not
 // at the end of the batch.

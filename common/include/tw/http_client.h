@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -178,7 +179,11 @@ class HttpControllerLink final : public ControllerLink {
   // GET /api/v1/agents/{host}/assignments?after=V&wait_ms=N: blocks until the
   // controller has a set with version > after_version, or about wait_ms have
   // passed (then the current set). Errors as heartbeat(); kInternal when the
-  // answer is not an AssignmentSet.
+  // answer is not an AssignmentSet. After the first answer it also sends
+  // &peers_digest= of the peer list that answer carried: the controller then
+  // leaves the list out while it is the same (AssignmentSet::peers_omitted),
+  // as it does for heartbeats. At 1,000 hosts the list (999 peers) was most
+  // of every long poll's answer, and every one that timed out (25 s) sent it.
   Result<AssignmentSet> waitAssignments(const std::string& host, int64_t after_version,
                                         Millis wait_ms);
 
@@ -194,6 +199,8 @@ class HttpControllerLink final : public ControllerLink {
   CompactHeartbeats compact_;
   ApiClient event_client_;
   ApiClient poll_client_;
+  std::mutex poll_mu_;            // serializes waitAssignments()
+  std::string poll_peers_digest_;  // of the peer list the last long poll's answer carried; poll_mu_
   Millis read_timeout_ms_;
 };
 
