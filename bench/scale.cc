@@ -506,6 +506,17 @@ class Bench {
   // bench/fence_stages.h. The times are the controller's event times (t_ms)
   // and what the load generator's threads noted when they did it: the
   // events are read every 50 ms, and how often does not change a figure.
+  // Host hostName(i)'s row of GET /api/v1/hosts: the page of one after the
+  // host before it (none before h0001: ?after= must name a declared host).
+  tw::Result<tw::Json> hostRow(int i) {
+    auto page = api_->get(i > 1 ? "/api/v1/hosts?limit=1&after=" + hostName(i - 1) : "/api/v1/hosts?limit=1");
+    if (!page.isOk()) return page.status();
+    if ((*page)["hosts"].empty() || (*page)["hosts"][0].value("name", "") != hostName(i)) {
+      return tw::notFound("no row for host " + hostName(i));
+    }
+    return (*page)["hosts"][0];
+  }
+
   void fenceToPlaced(Figures* out) {
     // The first host from the middle on that runs VMs now (on a loaded
     // machine a host may have been fenced and emptied before).
@@ -555,11 +566,9 @@ class Bench {
       if (fenced_ms < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (fenced_ms < 0) {
-      auto hosts = api_->get("/api/v1/hosts?limit=1&after=" + hostName(static_cast<int>(victim_index)));
-      std::string state = hosts.isOk() && !(*hosts)["hosts"].empty()
-                              ? (*hosts)["hosts"][0]["state"].get<std::string>() + ": " +
-                                    (*hosts)["hosts"][0]["reason"].get<std::string>()
-                              : hosts.status().toString();
+      auto row = hostRow(static_cast<int>(victim_index) + 1);
+      std::string state = row.isOk() ? (*row)["state"].get<std::string>() + ": " + row->value("reason", "")
+                                     : row.status().toString();
       fail("host " + victim.name + " was not fenced in 120 s (it is " + state + ")");
       // What the controller said about it: the reason it did not fence.
       for (int64_t since = 0;;) {
@@ -613,9 +622,9 @@ class Bench {
                      tw::toString(h->agent->leaseState()) + ", seq " + std::to_string(h->agent->heartbeatSeq()) +
                      ", next pass in " + std::to_string(h->agent->nextWakeMs() - now) + " ms";
           if (!h->agent->selfFenceReason().empty()) on_dest += ", self-fenced: " + h->agent->selfFenceReason();
-          auto host = api_->get("/api/v1/hosts?limit=1&after=" + hostName(std::stoi(dest.substr(1)) - 1));
-          if (host.isOk() && !(*host)["hosts"].empty()) {
-            const auto& hj = (*host)["hosts"][0];
+          auto host = hostRow(std::stoi(dest.substr(1)));
+          if (host.isOk()) {
+            const auto& hj = *host;
             on_dest += " | controller: " + hj.value("state", "?") + " (" + hj.value("reason", "") + "), set v" +
                        (hj.contains("assignments_version") ? hj["assignments_version"].dump() : "?");
           }
