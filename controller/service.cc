@@ -46,23 +46,30 @@ void ControllerService::applyFastRenewals() {
     fast_.noteRenewed(r.host, controller_->renewOffLoop(r.host, &r.peers_unreachable), fresh);
   }
   fast_.notePeersDigest(controller_->peersDigest());
+  refreshPeers(controller_->peersDigest());
+  refreshPeers(controller_->peersDigest());
+}
+
+void ControllerService::refreshPeers(const std::string& digest) {
+  if (peers_ != nullptr && peers_digest_ == digest) return;
+  auto list = std::make_shared<const std::vector<PeerInfo>>(allPeers());  // outside mu_
+  std::lock_guard<std::mutex> lock(mu_);
+  peers_ = std::move(list);
+  peers_digest_ = digest;
 }
 
 void ControllerService::listen() {
   // Called on the loop thread (or before start()): the set is computed here,
   // so that heartbeats and long polls answer without the loop.
   controller_->setAssignmentListener([this](const std::string& host, int64_t version) {
-    // Without the peer list: published_ shares one copy of it (publishedSet()).
+    // Without the peer list: publishedSet() puts the newest one in (peers_).
     const std::string peers_digest = controller_->peersDigest();
     auto set = std::make_shared<const AssignmentSet>(controller_->assignmentsFor(host, peers_digest));
     fast_.notePublished(set);
-    if (peers_ == nullptr || published_peers_digest_ != peers_digest) {
-      peers_ = std::make_shared<const std::vector<PeerInfo>>(allPeers());
-      published_peers_digest_ = peers_digest;
-    }
+    refreshPeers(peers_digest);
     std::lock_guard<std::mutex> lock(mu_);
     versions_[host] = version;
-    published_[host] = Published{std::move(set), peers_};
+    published_[host] = Published{std::move(set)};
     change_cv_.notify_all();
     if (assignment_notifier_) assignment_notifier_(host);
   });
@@ -232,13 +239,21 @@ std::vector<PeerInfo> ControllerService::allPeers() const {
   return all;
 }
 
-AssignmentSet ControllerService::publishedSet(const Published& p, const std::string& agent_peers_digest) {
-  // Published without the list (listen()): the agent holds this one.
-  if (!agent_peers_digest.empty() && agent_peers_digest == p.set->peers_digest) return *p.set;
+AssignmentSet ControllerService::publishedSet(const Published& p, const std::string& agent_peers_digest) const {
+  // The newest peer list the loop has seen (peers_), not the one that was
+  // current when this host's set was published: a host whose set did not
+  // change since would hand its agent an older list than its last heartbeat
+  // answer did (its next heartbeat then missed the fast path, "peers", and
+  // fetched the new list again; its peer checks meanwhile used old addresses).
   AssignmentSet set = *p.set;
+  set.peers_digest = peers_digest_;
+  if (!agent_peers_digest.empty() && agent_peers_digest == peers_digest_) {
+    set.peers_omitted = true;  // the agent holds this one
+    return set;
+  }
   set.peers_omitted = false;
-  set.peers.reserve(p.peers->size());
-  for (const PeerInfo& peer : *p.peers) {
+  set.peers.reserve(peers_->size());
+  for (const PeerInfo& peer : *peers_) {
     if (peer.host != set.host) set.peers.push_back(peer);
   }
   return set;

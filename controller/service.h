@@ -164,25 +164,31 @@ class ControllerService {
   std::function<bool()> may_act_;  // set before start(); read on the loop thread
   HeartbeatFastPath fast_;          // thread-safe
   std::thread thread_;
-  // Loop thread only: the newest peer list published (published_ shares it).
-  std::shared_ptr<const std::vector<PeerInfo>> peers_;
-  std::string published_peers_digest_;  // its digest
+  // Loop thread: the Controller's peer list (every declared host with its
+  // address) into peers_ when its digest changed; every tick and before a set
+  // is published.
+  void refreshPeers(const std::string& digest);
 
   std::mutex mu_;  // guards everything below
   std::condition_variable work_cv_;
   std::condition_variable change_cv_;
   std::deque<std::function<void()>> queue_;
+  // The newest peer list the loop has seen, and its digest: written on the
+  // loop thread (refreshPeers), read by publishedSet(). Every published set
+  // is answered with it.
+  std::shared_ptr<const std::vector<PeerInfo>> peers_;
+  std::string peers_digest_;
   std::map<std::string, int64_t> versions_;  // host -> assignment version
   // A published set is kept without its peer list (at 1,000 hosts the lists
-  // were 1,000 x 999 entries, ~64 MiB): it shares the list that was current
-  // when it was published, and publishedSet() puts it back. The set itself
-  // is the fast path's (HeartbeatFastPath::notePublished): one copy.
+  // were 1,000 x 999 entries, ~64 MiB): publishedSet() puts the newest list
+  // (peers_) back. The set itself is the fast path's
+  // (HeartbeatFastPath::notePublished): one copy.
   struct Published {
-    std::shared_ptr<const AssignmentSet> set;            // peers left out (peers_omitted); never null
-    std::shared_ptr<const std::vector<PeerInfo>> peers;  // every declared host; never null
+    std::shared_ptr<const AssignmentSet> set;  // peers left out (peers_omitted); never null
   };
-  // As Controller::assignmentsFor(host, agent_peers_digest).
-  static AssignmentSet publishedSet(const Published& p, const std::string& agent_peers_digest = "");
+  // As Controller::assignmentsFor(host, agent_peers_digest), with the newest
+  // peer list. REQUIRES: mu_ held.
+  AssignmentSet publishedSet(const Published& p, const std::string& agent_peers_digest = "") const;
   std::vector<PeerInfo> allPeers() const;  // loop thread: every declared host with its address
   std::map<std::string, Published> published_;  // host -> last published set
   std::set<std::string> declared_;                  // hosts of the policy in force

@@ -5,6 +5,9 @@
 // started (the controller is stepped on this thread).
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "controller/controller.h"
 #include "controller/service.h"
 #include "controller_fixture.h"
@@ -87,6 +90,43 @@ TEST(ServicePublishedTest, LongPollLeavesOutThePeerListTheAgentHolds) {
   const AssignmentSet other = service.waitAssignments("h1", 0, 0, "0123456789abcdef");
   EXPECT_FALSE(other.peers_omitted);
   EXPECT_EQ(other.peers.size(), 2u);
+}
+
+// Pins: a long poll of a host whose set did not change gets the newest peer
+// list, not the one that was current when its set was published: h2's agent
+// moved its peer address, h1's set stayed as it was, and h1's answer names
+// h2's new address (it named the old one, and a long poll could so hand an
+// agent an older list than its last heartbeat answer had).
+TEST(ServicePublishedTest, LongPollCarriesTheNewestPeerList) {
+  ManualClock clock{1000};
+  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kPolicy}});
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  Controller& c = *opened->controller;
+  ControllerService service(c, 10, clock);
+  for (int round = 0; round < 6; ++round) {
+    clock.advance(100);
+    for (const char* h : {"h1", "h2", "h3"}) ASSERT_TRUE(c.handleHeartbeat(beatOf(c, h)).isOk());
+    c.runOnce();
+  }
+  const AssignmentSet before = service.waitAssignments("h1", 0, 0);
+  service.start();
+  Heartbeat moved = service.call([](Controller& ctl) { return beatOf(ctl, "h2"); });
+  moved.peer_address = "h2.example:9999";
+  ASSERT_TRUE(service.heartbeat(moved, 5000).isOk());
+  // The loop takes the new list at its next pass (10 ms); at most 5 s.
+  AssignmentSet after;
+  for (int i = 0; i < 500; ++i) {
+    after = service.waitAssignments("h1", 0, 0);
+    if (after.peers_digest != before.peers_digest) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  service.stop();
+  EXPECT_EQ(after.version, before.version);  // h1's set itself was not published again
+  ASSERT_NE(after.peers_digest, before.peers_digest);
+  EXPECT_EQ(after.peers_digest, c.peersDigest());
+  bool named = false;
+  for (const PeerInfo& p : after.peers) named = named || (p.host == "h2" && p.address == "h2.example:9999");
+  EXPECT_TRUE(named) << jsonText(Json(after));
 }
 
 // Pins: the loop's queue drops each item (and what it holds: a heartbeat's
