@@ -24,6 +24,7 @@ ControllerService::ControllerService(Controller& controller, Millis tick_ms, con
   listen();
   refreshDeclared();
   fast_.notePeersDigest(controller_->peersDigest());
+  refreshPeers(controller_->peersDigest());
 }
 
 Millis ControllerService::freshMs() const {
@@ -46,7 +47,6 @@ void ControllerService::applyFastRenewals() {
     fast_.noteRenewed(r.host, controller_->renewOffLoop(r.host, &r.peers_unreachable), fresh);
   }
   fast_.notePeersDigest(controller_->peersDigest());
-  refreshPeers(controller_->peersDigest());
   refreshPeers(controller_->peersDigest());
 }
 
