@@ -37,6 +37,7 @@ struct Answered {
   std::string host;
   int64_t after = 0;
   bool newer = false;
+  std::string peers_digest;  // the peer list the poll said its agent holds
 };
 
 class LongPollsTest : public testing_controller::ControllerFixture {
@@ -48,8 +49,8 @@ class LongPollsTest : public testing_controller::ControllerFixture {
     settle();
     ASSERT_EQ(controller_->vm("web-1")->state, VmState::kRunning);
     polls_ = std::make_unique<LongPolls>(*service_, [this](uint64_t ticket, const std::string& host, int64_t after,
-                                                                const std::string&) {
-      answered_.add(Answered{ticket, host, after, service_->assignmentsAfter(host, after)});
+                                                                const std::string& peers_digest) {
+      answered_.add(Answered{ticket, host, after, service_->assignmentsAfter(host, after), peers_digest});
     });
     polls_->start();
   }
@@ -101,16 +102,18 @@ TEST_F(LongPollsTest, AnsweredWhenItsSetChangesAndOnlyThen) {
 }
 
 // Pins: a poll whose set does not change is answered when its wait ends,
-// with nothing newer than it had (the listener writes the same set again).
+// with nothing newer than it had (the listener writes the same set again),
+// and with the peer digest the poll came with (the answer leaves that list out).
 TEST_F(LongPollsTest, TimesOutEmptyWhenNothingChanges) {
   const int64_t after = version("h1");
-  polls_->add(5, "h1", after, 1);
+  polls_->add(5, "h1", after, 1, "0123456789abcdef");
   ASSERT_TRUE(waitForAnswers(1));
   const Answered got = answered()[0];
   EXPECT_EQ(got.ticket, 5u);
   EXPECT_EQ(got.host, "h1");
   EXPECT_EQ(got.after, after);
   EXPECT_FALSE(got.newer);
+  EXPECT_EQ(got.peers_digest, "0123456789abcdef");  // answered without a list the agent holds
   EXPECT_EQ(polls_->size(), 0u);
 }
 
