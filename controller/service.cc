@@ -23,8 +23,9 @@ ControllerService::ControllerService(Controller& controller, Millis tick_ms, con
     : controller_(&controller), tick_ms_(tick_ms), fast_(clock) {
   listen();
   refreshDeclared();
-  fast_.notePeersDigest(controller_->peersDigest());
-  refreshPeers(controller_->peersDigest());
+  const std::string& digest = controller_->peersDigest();
+  fast_.notePeersDigest(digest);
+  refreshPeers(digest);
 }
 
 Millis ControllerService::freshMs() const {
@@ -46,8 +47,9 @@ void ControllerService::applyFastRenewals() {
   for (const HeartbeatFastPath::Renewal& r : fast_.takeRenewals()) {
     fast_.noteRenewed(r.host, controller_->renewOffLoop(r.host, &r.peers_unreachable), fresh);
   }
-  fast_.notePeersDigest(controller_->peersDigest());
-  refreshPeers(controller_->peersDigest());
+  const std::string& digest = controller_->peersDigest();
+  fast_.notePeersDigest(digest);
+  refreshPeers(digest);
 }
 
 void ControllerService::refreshPeers(const std::string& digest) {
@@ -69,7 +71,7 @@ void ControllerService::listen() {
     refreshPeers(peers_digest);
     std::lock_guard<std::mutex> lock(mu_);
     versions_[host] = version;
-    published_[host] = Published{std::move(set)};
+    published_[host] = std::move(set);
     change_cv_.notify_all();
     if (assignment_notifier_) assignment_notifier_(host);
   });
@@ -239,13 +241,14 @@ std::vector<PeerInfo> ControllerService::allPeers() const {
   return all;
 }
 
-AssignmentSet ControllerService::publishedSet(const Published& p, const std::string& agent_peers_digest) const {
+AssignmentSet ControllerService::publishedSet(const AssignmentSet& stored,
+                                              const std::string& agent_peers_digest) const {
   // The newest peer list the loop has seen (peers_), not the one that was
   // current when this host's set was published: a host whose set did not
   // change since would hand its agent an older list than its last heartbeat
   // answer did (its next heartbeat then missed the fast path, "peers", and
   // fetched the new list again; its peer checks meanwhile used old addresses).
-  AssignmentSet set = *p.set;
+  AssignmentSet set = stored;
   set.peers_digest = peers_digest_;
   if (!agent_peers_digest.empty() && agent_peers_digest == peers_digest_) {
     set.peers_omitted = true;  // the agent holds this one
@@ -279,7 +282,7 @@ Result<AssignmentSet> ControllerService::viaLoop(const Heartbeat& hb, Millis ans
     auto it = published_.find(hb.host);
     if (it != published_.end()) {
       *how = HeartbeatPath::kPublished;
-      return publishedSet(it->second, hb.peers_digest);
+      return publishedSet(*it->second, hb.peers_digest);
     }
   }
   // Nothing published for the host yet (just after a start): an empty set
@@ -307,7 +310,7 @@ AssignmentSet ControllerService::waitAssignments(const std::string& host, int64_
       return stopping_ || waiters_released_ || (it != versions_.end() && it->second > after);
     });
     auto it = published_.find(host);
-    if (it != published_.end()) return publishedSet(it->second, agent_peers_digest);
+    if (it != published_.end()) return publishedSet(*it->second, agent_peers_digest);
   }
   return call([&](Controller& c) { return c.assignmentsFor(host, agent_peers_digest); });  // nothing published yet
 }

@@ -179,18 +179,15 @@ class ControllerService {
   std::shared_ptr<const std::vector<PeerInfo>> peers_;
   std::string peers_digest_;
   std::map<std::string, int64_t> versions_;  // host -> assignment version
-  // A published set is kept without its peer list (at 1,000 hosts the lists
-  // were 1,000 x 999 entries, ~64 MiB): publishedSet() puts the newest list
-  // (peers_) back. The set itself is the fast path's
-  // (HeartbeatFastPath::notePublished): one copy.
-  struct Published {
-    std::shared_ptr<const AssignmentSet> set;  // peers left out (peers_omitted); never null
-  };
-  // As Controller::assignmentsFor(host, agent_peers_digest), with the newest
-  // peer list. REQUIRES: mu_ held.
-  AssignmentSet publishedSet(const Published& p, const std::string& agent_peers_digest = "") const;
+  // As Controller::assignmentsFor(host, agent_peers_digest) from a published
+  // set, with the newest peer list. REQUIRES: mu_ held.
+  AssignmentSet publishedSet(const AssignmentSet& stored, const std::string& agent_peers_digest = "") const;
   std::vector<PeerInfo> allPeers() const;  // loop thread: every declared host with its address
-  std::map<std::string, Published> published_;  // host -> last published set
+  // host -> last published set, kept without its peer list (at 1,000 hosts
+  // the lists were 1,000 x 999 entries, ~64 MiB): publishedSet() puts the
+  // newest list (peers_) back. The set is the fast path's
+  // (HeartbeatFastPath::notePublished): one copy. Never null.
+  std::map<std::string, std::shared_ptr<const AssignmentSet>> published_;
   std::set<std::string> declared_;                  // hosts of the policy in force
   int64_t declared_version_ = -1;                   // policy version of declared_
   int64_t last_event_id_ = 0;
