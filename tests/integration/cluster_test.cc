@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "child_process.h"
+#include "free_port.h"
 #include "tw/hypervisor.h"
 #include "tw/json.h"
 
@@ -40,19 +41,6 @@ using testing_process::run;
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
-}
-
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
 }
 
 // A child process with its output in a log file; killed on destruction.
@@ -99,9 +87,9 @@ class ClusterTest : public ::testing::Test {
       ASSERT_EQ(uri.exit_code, 0) << uri.out;
       uris_[h] = trim(uri.out);
     }
-    port_ = freePort();
+    port_ = testing_ports::freeLoopbackPort();
     url_ = "http://127.0.0.1:" + std::to_string(port_);
-    int agent_port = freePort();
+    int agent_port = testing_ports::freeLoopbackPort();
     agent_url_ = "http://127.0.0.1:" + std::to_string(agent_port);
     // Each agent with its own token (issue-host, before the first start).
     for (const char* h : {"h1", "h2", "h3"}) {

@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "../free_port.h"
 #include "tw/http_client.h"
 #include "tw/json.h"
 #include "tw/protocol.h"
@@ -45,19 +46,6 @@ namespace fs = std::filesystem;
 using Steady = std::chrono::steady_clock;
 
 constexpr int kHosts = 150;  // 300 open connections: well over the 112 a thread each allowed
-
-int freePortHere() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  ::close(s);
-  return port;
-}
 
 std::string hostName(int i) { return "h" + std::to_string(i); }
 // Host i's own address: 127.0.1.1 ... 127.0.1.150.
@@ -74,8 +62,8 @@ class AgentConnectionsTest : public ::testing::Test {
     if (lim.rlim_cur < 2048) GTEST_SKIP() << "needs 2048 open files";
     dir_ = fs::temp_directory_path() / ("tw-conns-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "state");
-    port_ = freePortHere();
-    agent_port_ = freePortHere();
+    port_ = testing_ports::freeLoopbackPort();
+    agent_port_ = testing_ports::freeLoopbackPort();
     {
       // Every host's own agent token (issue-host, before the start; ~60 ms each).
       std::string issue = "for i in $(seq 1 " + std::to_string(kHosts) + "); do " + std::string(TW_BIN_DIR) +

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "../free_port.h"
 #include "tw/json.h"
 #include "tw/protocol.h"
 
@@ -35,19 +36,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Steady = std::chrono::steady_clock;
-
-int freePort() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  ::close(s);
-  return port;
-}
 
 // A connection from 127.0.0.<src> to 127.0.0.1:port; -1 when it failed.
 int connectFrom(int src, int port) {
@@ -146,8 +134,8 @@ class StarvationTest : public ::testing::Test {
 
     dir_ = fs::temp_directory_path() / ("tw-starve-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "state");
-    port_ = freePort();
-    agent_port_ = freePort();
+    port_ = testing_ports::freeLoopbackPort();
+    agent_port_ = testing_ports::freeLoopbackPort();
     // h1's agent token (issue-host before the start): its heartbeats below.
     {
       std::string issue = std::string(TW_BIN_DIR) + "/tierwarden-controller issue-host h1 --state-dir " +
