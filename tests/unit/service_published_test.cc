@@ -1,8 +1,9 @@
 // ControllerService's published sets (controller/service.h): kept without
 // their peer list (one shared copy, issue #16's memory), and handed out
-// exactly as Controller::assignmentsFor(host) made them.
-// Hermetic: a manual clock, in-memory SQLite; the service's loop is never
-// started (the controller is stepped on this thread).
+// exactly as Controller::assignmentsFor(host) made them, with the newest
+// peer list, or without the one the agent holds.
+// Hermetic: a manual clock, in-memory SQLite; the controller is stepped on
+// this thread, the service's loop started only where a test says so.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -31,21 +32,37 @@ Heartbeat beatOf(const Controller& c, const std::string& host) {
   return hb;
 }
 
+// The policy applied in memory on a manual clock; settle() runs its hosts
+// until every VM runs (six rounds of heartbeats, each with a controller pass).
+class ServicePublishedTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    auto opened = testing_controller::openWithPolicy(clock_, {PolicyFile{"p.yaml", kPolicy}});
+    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+    opened_ = std::move(*opened);
+  }
+  Controller& controller() { return *opened_.controller; }
+  void settle() {
+    Controller& c = controller();
+    for (int round = 0; round < 6; ++round) {
+      clock_.advance(100);
+      for (const char* h : {"h1", "h2", "h3"}) ASSERT_TRUE(c.handleHeartbeat(beatOf(c, h)).isOk());
+      c.runOnce();
+    }
+  }
+
+  ManualClock clock_{1000};
+  testing_controller::StoredController opened_;
+};
+
 // Pins: the set a long poll (and a heartbeat the loop is too slow for) gets
 // from the published snapshot is, to the byte, the set the controller makes
 // for the host: the peer list (every other host with its address) is put
 // back, peers_omitted is false.
-TEST(ServicePublishedTest, PublishedSetIsTheControllersSetWithItsPeers) {
-  ManualClock clock{1000};
-  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kPolicy}});
-  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-  Controller& c = *opened->controller;
-  ControllerService service(c, 100, clock);  // its loop is not started
-  for (int round = 0; round < 6; ++round) {
-    clock.advance(100);
-    for (const char* h : {"h1", "h2", "h3"}) ASSERT_TRUE(c.handleHeartbeat(beatOf(c, h)).isOk());
-    c.runOnce();
-  }
+TEST_F(ServicePublishedTest, PublishedSetIsTheControllersSetWithItsPeers) {
+  Controller& c = controller();
+  ControllerService service(c, 100, clock_);  // its loop is not started
+  ASSERT_NO_FATAL_FAILURE(settle());
   size_t assigned = 0;
   for (const char* h : {"h1", "h2", "h3"}) {
     const AssignmentSet published = service.waitAssignments(h, 0, 0);
@@ -65,17 +82,10 @@ TEST(ServicePublishedTest, PublishedSetIsTheControllersSetWithItsPeers) {
 // Pins: a long poll that names the peer list the agent holds (its digest)
 // gets the set without the list, as a heartbeat does; one that names
 // another list, or none, gets it whole.
-TEST(ServicePublishedTest, LongPollLeavesOutThePeerListTheAgentHolds) {
-  ManualClock clock{1000};
-  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kPolicy}});
-  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-  Controller& c = *opened->controller;
-  ControllerService service(c, 100, clock);  // its loop is not started
-  for (int round = 0; round < 6; ++round) {
-    clock.advance(100);
-    for (const char* h : {"h1", "h2", "h3"}) ASSERT_TRUE(c.handleHeartbeat(beatOf(c, h)).isOk());
-    c.runOnce();
-  }
+TEST_F(ServicePublishedTest, LongPollLeavesOutThePeerListTheAgentHolds) {
+  Controller& c = controller();
+  ControllerService service(c, 100, clock_);  // its loop is not started
+  ASSERT_NO_FATAL_FAILURE(settle());
   const AssignmentSet whole = service.waitAssignments("h1", 0, 0);
   ASSERT_EQ(whole.peers.size(), 2u);
   ASSERT_FALSE(whole.peers_digest.empty());
@@ -97,17 +107,10 @@ TEST(ServicePublishedTest, LongPollLeavesOutThePeerListTheAgentHolds) {
 // moved its peer address, h1's set stayed as it was, and h1's answer names
 // h2's new address (it named the old one, and a long poll could so hand an
 // agent an older list than its last heartbeat answer had).
-TEST(ServicePublishedTest, LongPollCarriesTheNewestPeerList) {
-  ManualClock clock{1000};
-  auto opened = testing_controller::openWithPolicy(clock, {PolicyFile{"p.yaml", kPolicy}});
-  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-  Controller& c = *opened->controller;
-  ControllerService service(c, 10, clock);
-  for (int round = 0; round < 6; ++round) {
-    clock.advance(100);
-    for (const char* h : {"h1", "h2", "h3"}) ASSERT_TRUE(c.handleHeartbeat(beatOf(c, h)).isOk());
-    c.runOnce();
-  }
+TEST_F(ServicePublishedTest, LongPollCarriesTheNewestPeerList) {
+  Controller& c = controller();
+  ControllerService service(c, 10, clock_);
+  ASSERT_NO_FATAL_FAILURE(settle());
   const AssignmentSet before = service.waitAssignments("h1", 0, 0);
   service.start();
   Heartbeat moved = service.call([](Controller& ctl) { return beatOf(ctl, "h2"); });
