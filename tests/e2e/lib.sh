@@ -55,7 +55,14 @@ e2e_dump() {
 # tests/integration/tls_test.cc).
 e2e_start_controller() {
   mkdir -p "$E2E_DIR/state" "$E2E_DIR/logs"
-  "$E2E_BIN/tierwarden-controller" --state-dir "$E2E_DIR/state" --listen "127.0.0.1:$E2E_PORT" \
+  # In a session of its own, as a service runs in a cgroup of its own: with
+  # the kernel's autogroup scheduling (sched_autogroup_enabled, on in this
+  # lab and in CI) each session shares one CPU share, and a controller in the
+  # test's session shared it with the CPU hogs the test starts (part a): a
+  # heartbeat waited 540 ms for a pool thread to run (tcpdump on the bridge,
+  # stop 28), and the hosts went suspect. setsid execs (no fork: a background
+  # job of this shell leads no group), so $! is the controller.
+  setsid "$E2E_BIN/tierwarden-controller" --state-dir "$E2E_DIR/state" --listen "127.0.0.1:$E2E_PORT" \
     --web-dir "$E2E_ROOT/web" --public-read --insecure-http ${E2E_FENCE_AGENTS:+--fence-agents "$E2E_FENCE_AGENTS"} \
     ${E2E_AGENT_LISTEN:+--agent-listen "$E2E_AGENT_LISTEN"} >>"$E2E_DIR/logs/controller.log" 2>&1 &
   E2E_CTL_PID=$!
@@ -293,13 +300,15 @@ e2e_stop_copy_watch() {
 
 # e2e_start_hogs N: N CPU hogs (busy loops) until e2e_stop_hogs (e2e_cleanup
 # calls it); each also ends within ≈ 0.1 s of this shell's death (kill -9).
+# Each in a session of its own: under autogroup scheduling a session is one
+# CPU share, so three hogs in one session weigh as one busy process; three
+# sessions weigh as three busy services, the load the tests mean.
 e2e_start_hogs() {
   local n
   for n in $(seq "$1"); do
-    (
-      trap - EXIT
-      while kill -0 $$ 2>/dev/null; do for ((n = 0; n < 50000; n++)); do :; done; done
-    ) &
+    # shellcheck disable=SC2016
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do for ((n = 0; n < 50000; n++)); do :; done; done' \
+      e2e-hog $$ </dev/null &
     E2E_HOGS+=($!)
   done
 }
