@@ -415,6 +415,11 @@ class Agent {
   bool removeDomain(const DomainStatus& d, const std::string& why);
   void applySet(AssignmentSet set);
   void noteLinkResultLocked(const Status& st);
+  // Logs (at most every 10 s) a heartbeat sent more than half an interval
+  // after it was due, or answered more than half an interval after it went
+  // out: a host that goes 'suspect' under load shows which side was slow.
+  // REQUIRES: send_mu_ held (sendHeartbeat).
+  void noteSlowHeartbeat(Millis late_ms, Millis took_ms, Millis interval_ms);
   void flushEvents();
   std::vector<DomainReport> buildReports(Millis now) const;
   bool reportDue() const;
@@ -507,6 +512,11 @@ class Agent {
   LeaseState lease_state_ = LeaseState::kNone;
   Millis lease_until_ms_ = 0;
   Millis last_answered_ms_ = 0;  // send time of the last answered heartbeat
+  // Heartbeats that went out late or were answered slowly (noteSlowHeartbeat):
+  // when the last line about them was logged, and how many came since.
+  // Guarded by send_mu_.
+  Millis slow_logged_ms_ = 0;
+  int slow_unlogged_ = 0;
   bool answered_ = false;        // a heartbeat of this process was answered
   int64_t last_answered_gen_ = 0;  // publication the last answered heartbeat carried
   Millis judge_from_ms_ = 0;       // a restarted agent's peer checks had their time

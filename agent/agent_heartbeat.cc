@@ -84,6 +84,7 @@ void Agent::sendHeartbeat(Millis now) {
   int64_t gen = 0;
   int64_t events_before = 0;
   std::string report_digest;
+  Millis late_ms = 0, interval = 0;
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
     hb = published_;
@@ -95,6 +96,8 @@ void Agent::sendHeartbeat(Millis now) {
     gen = published_gen_;
     events_before = published_events_;
     if (fence_unacked_) hb.self_fence_reason = self_fence_reason_;
+    late_ms = next_heartbeat_ms_ > 0 ? now - next_heartbeat_ms_ : 0;
+    interval = interval_ms_;
     last_heartbeat_ms_ = now;
     next_heartbeat_ms_ = now + interval_ms_;
   }
@@ -117,6 +120,7 @@ void Agent::sendHeartbeat(Millis now) {
   }
   // No lock while the controller answers (or not).
   Result<AssignmentSet> answer = link_.heartbeat(hb);
+  noteSlowHeartbeat(late_ms, clock_.nowMs() - now, interval);
   // A set of a deposed leader's term: no answer at all (no lease renewal,
   // events kept for the leader): agent/term_watch.h.
   if (answer && !admitTerm(*answer)) {
@@ -173,6 +177,22 @@ void Agent::sendHeartbeat(Millis now) {
   }
   answer_ = std::move(*answer);
   if (wake_) wake_();
+}
+
+void Agent::noteSlowHeartbeat(Millis late_ms, Millis took_ms, Millis interval_ms) {
+  const Millis limit = std::max<Millis>(interval_ms / 2, 1);
+  if (late_ms <= limit && took_ms <= limit) return;
+  const Millis now = clock_.nowMs();
+  if (slow_logged_ms_ > 0 && now - slow_logged_ms_ < 10000) {
+    ++slow_unlogged_;
+    return;
+  }
+  log::warn("heartbeat of host '{}' sent {} ms after it was due, answered {} ms after it went out "
+            "(late: this process got no CPU in time; slow answer: the controller or the network){}",
+            options_.host, std::max<Millis>(late_ms, 0), took_ms,
+            slow_unlogged_ > 0 ? "; " + std::to_string(slow_unlogged_) + " more since the last such line" : "");
+  slow_logged_ms_ = now;
+  slow_unlogged_ = 0;
 }
 
 void Agent::noteLinkResultLocked(const Status& st) {

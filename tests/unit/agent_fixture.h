@@ -34,6 +34,7 @@ class ScriptedLink final : public ControllerLink {
   Result<AssignmentSet> heartbeat(const Heartbeat& hb) override {
     heartbeats.push_back(hb);
     heartbeat_times.push_back(clock_.nowMs());
+    if (during_heartbeat) during_heartbeat();  // e.g. a slow controller: the clock moves on
     if (!answer_status.isOk()) return answer_status;
     // The controller handles the events a heartbeat carries before its domains.
     events.insert(events.end(), hb.events.begin(), hb.events.end());
@@ -67,6 +68,7 @@ class ScriptedLink final : public ControllerLink {
 
   AssignmentSet set;
   Status answer_status;
+  std::function<void()> during_heartbeat;  // runs inside each heartbeat, before its answer
   std::vector<Heartbeat> heartbeats;
   std::vector<Millis> heartbeat_times;
   std::vector<AgentEvent> events;

@@ -87,6 +87,37 @@ TEST_F(AgentTest, RenewalGapLongerThanTwoIntervalsIsLogged) {
   EXPECT_EQ(logs.count("renewal gap"), 1) << logs.text();
 }
 
+// Pins: a heartbeat sent more than half an interval after it was due, or
+// answered more than half an interval after it went out, is logged with both
+// figures (which side was slow when a host flaps to suspect under load); at
+// most one line every 10 s, which counts the ones it left out. On time and
+// answered at once: no line.
+TEST_F(AgentTest, LateOrSlowlyAnsweredHeartbeatsAreLoggedAtMostEveryTenSeconds) {
+  LogCapture logs;
+  assign({assignment("web-1", 1)}, 1);
+  startAgent(/*initial_lease_ms=*/600000);
+  runUntil(5000);
+  ASSERT_EQ(link_.heartbeat_times.back(), 5000);
+  EXPECT_EQ(logs.count("heartbeat of host"), 0) << logs.text();
+
+  clock_.set(6700);  // the agent got no CPU from 6000 (due) to 6700
+  agent_->runOnce();
+  EXPECT_EQ(logs.count("heartbeat of host 'h1' sent 700 ms after it was due, answered 0 ms after it went out"), 1)
+      << logs.text();
+  link_.during_heartbeat = [this] { clock_.set(clock_.nowMs() + 600); };  // a slow controller
+  runUntil(16000);
+  EXPECT_EQ(logs.count("heartbeat of host"), 1) << logs.text();
+  runUntil(20000);
+  EXPECT_EQ(logs.count("heartbeat of host"), 2) << logs.text();
+  EXPECT_EQ(logs.count("answered 600 ms after it went out"), 1) << logs.text();
+  EXPECT_EQ(logs.count("more since the last such line"), 1) << logs.text();
+
+  link_.during_heartbeat = nullptr;
+  const size_t lines = static_cast<size_t>(logs.count("heartbeat of host"));
+  runUntil(40000);
+  EXPECT_EQ(static_cast<size_t>(logs.count("heartbeat of host")), lines) << logs.text();
+}
+
 // Pins: a pushed set older than the one in force is ignored, and a pushed set
 // for another host too.
 TEST_F(AgentTest, IgnoresStaleOrForeignPushedSets) {
