@@ -417,7 +417,8 @@ class Agent {
   void noteLinkResultLocked(const Status& st);
   // Logs (at most every 10 s) a heartbeat sent more than half an interval
   // after it was due, or answered more than half an interval after it went
-  // out: a host that goes 'suspect' under load shows which side was slow.
+  // out (took_ms: 0 for one that failed): a host that goes 'suspect' under
+  // load shows which side was slow.
   // REQUIRES: send_mu_ held (sendHeartbeat).
   void noteSlowHeartbeat(Millis late_ms, Millis took_ms, Millis interval_ms);
   void flushEvents();

@@ -120,7 +120,8 @@ void Agent::sendHeartbeat(Millis now) {
   }
   // No lock while the controller answers (or not).
   Result<AssignmentSet> answer = link_.heartbeat(hb);
-  noteSlowHeartbeat(late_ms, clock_.nowMs() - now, interval);
+  // A failed one is the link's condition (noteLinkResultLocked), not slowness.
+  noteSlowHeartbeat(late_ms, answer.isOk() ? clock_.nowMs() - now : 0, interval);
   // A set of a deposed leader's term: no answer at all (no lease renewal,
   // events kept for the leader): agent/term_watch.h.
   if (answer && !admitTerm(*answer)) {

@@ -57,11 +57,12 @@ e2e_start_controller() {
   mkdir -p "$E2E_DIR/state" "$E2E_DIR/logs"
   # In a session of its own, as a service runs in a cgroup of its own: with
   # the kernel's autogroup scheduling (sched_autogroup_enabled, on in this
-  # lab and in CI) each session shares one CPU share, and a controller in the
-  # test's session shared it with the CPU hogs the test starts (part a): a
-  # heartbeat waited 540 ms for a pool thread to run (tcpdump on the bridge,
-  # stop 28), and the hosts went suspect. setsid execs (no fork: a background
-  # job of this shell leads no group), so $! is the controller.
+  # lab and in CI) each session gets one share of the CPU, and a controller
+  # in the test's session shared it with the CPU hogs the test starts (part
+  # a): heartbeats that reached its socket on time were answered 0.53-0.56 s
+  # later (tcpdump on the bridge, stop 28), and the hosts went suspect.
+  # setsid execs (no fork: a background job of this shell leads no group),
+  # so $! is the controller.
   setsid "$E2E_BIN/tierwarden-controller" --state-dir "$E2E_DIR/state" --listen "127.0.0.1:$E2E_PORT" \
     --web-dir "$E2E_ROOT/web" --public-read --insecure-http ${E2E_FENCE_AGENTS:+--fence-agents "$E2E_FENCE_AGENTS"} \
     ${E2E_AGENT_LISTEN:+--agent-listen "$E2E_AGENT_LISTEN"} >>"$E2E_DIR/logs/controller.log" 2>&1 &
@@ -300,9 +301,9 @@ e2e_stop_copy_watch() {
 
 # e2e_start_hogs N: N CPU hogs (busy loops) until e2e_stop_hogs (e2e_cleanup
 # calls it); each also ends within ≈ 0.1 s of this shell's death (kill -9).
-# Each in a session of its own: under autogroup scheduling a session is one
-# CPU share, so three hogs in one session weigh as one busy process; three
-# sessions weigh as three busy services, the load the tests mean.
+# Each in a session of its own: under autogroup scheduling each session gets
+# one share of the CPU, so three hogs in one session weigh as one busy
+# process; three sessions weigh as three busy services, the load meant.
 e2e_start_hogs() {
   local n
   for n in $(seq "$1"); do

@@ -116,6 +116,14 @@ TEST_F(AgentTest, LateOrSlowlyAnsweredHeartbeatsAreLoggedAtMostEveryTenSeconds) 
   const size_t lines = static_cast<size_t>(logs.count("heartbeat of host"));
   runUntil(40000);
   EXPECT_EQ(static_cast<size_t>(logs.count("heartbeat of host")), lines) << logs.text();
+
+  // A heartbeat that fails after a while is the link's condition, logged as
+  // such: not a slow answer.
+  link_.answer_status = unavailable("cannot reach controller at http://c:7800: timed out");
+  link_.during_heartbeat = [this] { clock_.set(clock_.nowMs() + 600); };
+  runUntil(60000);
+  EXPECT_EQ(static_cast<size_t>(logs.count("heartbeat of host")), lines) << logs.text();
+  EXPECT_EQ(logs.count("cannot reach the controller"), 1) << logs.text();
 }
 
 // Pins: a pushed set older than the one in force is ignored, and a pushed set
